@@ -1,0 +1,112 @@
+"""An ensemble: a finished run directory, loaded lazily.
+
+    ens = Ensemble.load("runs/digits")
+    ens.plan                      # one row per member, with status and diverged_step
+    ens.predict(x)                # [members, batch, classes] at the final snapshot
+    ens.params(member=3, step=0)  # that member's initial parameters
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from attractor.config import Config
+from attractor.plan import Plan, PlanRow
+from attractor.store import RunStore
+from attractor.tasks import build_task
+from attractor.tasks.base import Task
+from attractor.train.forward import Params, batched_forward, single_forward
+from attractor.train.init import initial_module
+
+
+class Ensemble:
+    """Members of one run; weights are read from disk only when asked for."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        manifest = store.manifest()
+        self.manifest = manifest
+        self.config = Config.model_validate(manifest["config"])
+        self.strategy = manifest.get("strategy")
+        plan = Plan.from_parquet(store.root / "plan.parquet").table
+        status = manifest["members"]
+        plan["status"] = [status[str(m)]["status"] for m in plan["member"]]
+        plan["diverged_step"] = pd.array([status[str(m)].get("diverged_step") for m in plan["member"]], dtype="Int64")
+        self.plan: pd.DataFrame = plan
+        self._snapshot_steps = {int(bs): steps for bs, steps in manifest["snapshot_steps"].items()}
+
+    @classmethod
+    def load(cls, run_dir: str | Path) -> Ensemble:
+        return cls(RunStore(run_dir))
+
+    # ---- what is there ---------------------------------------------------------------
+    @functools.cached_property
+    def task(self) -> Task:
+        return build_task(self.config.task)
+
+    @property
+    def members(self) -> list[int]:
+        """Members that finished training without diverging."""
+        return [int(m) for m in self.plan.loc[self.plan["status"] == "done", "member"]]
+
+    def row(self, member: int) -> PlanRow:
+        return next(r for r in Plan(self.plan).rows() if r.member == member)
+
+    def steps(self, member: int | None = None) -> list[int]:
+        """Snapshot steps of ``member`` (or of the first member): its batch size sets the count."""
+        member = self.members[0] if member is None else member
+        batch_size = int(self.plan.loc[self.plan["member"] == member, "batch_size"].iloc[0])
+        return self._snapshot_steps[batch_size]
+
+    @property
+    def metrics(self) -> pd.DataFrame:
+        """One row per (member, snapshot step): train/test loss and the task's metrics."""
+        return self.store.metrics()
+
+    # ---- weights -----------------------------------------------------------------------
+    def params(self, member: int, step: int | None = None) -> dict[str, Tensor]:
+        """Parameters and buffers of ``member`` at snapshot ``step`` (default: its last)."""
+        step = self.steps(member)[-1] if step is None else step
+        return self.store.load_snapshot(member, step)
+
+    def module(self, member: int, step: int | None = None) -> nn.Module:
+        """A ready ``nn.Module`` of ``member`` at ``step`` (eval mode)."""
+        model = initial_module(self.task, self.row(member))
+        model.load_state_dict(self.params(member, step))
+        return model.eval()
+
+    def stacked(self, members: list[int] | None = None, step: int | None = None) -> tuple[Params, Params]:
+        """Parameters and buffers of ``members`` stacked along a new first dimension."""
+        members = self.members if members is None else members
+        states = [self.params(m, step) for m in members]
+        template = self.task.make_model()
+        names = {k for k, _ in template.named_parameters()}
+        params = {k: torch.stack([s[k] for s in states]) for k in states[0] if k in names}
+        buffers = {k: torch.stack([s[k] for s in states]) for k in states[0] if k not in names}
+        return params, buffers
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, members: list[int] | None = None, step: int | None = None, batch_size: int = 1024) -> Tensor:
+        """Outputs of every member on ``x [batch, ...]``: ``[members, batch, ...]`` (logits)."""
+        members = self.members if members is None else members
+        params, buffers = self.stacked(members, step)
+        template = self.task.make_model().eval()
+        vectorized = self.manifest.get("strategy", "vectorized") != "loop"
+        forward = batched_forward(template) if vectorized and len(members) > 1 else single_forward(template)
+        outs = []
+        for start in range(0, len(x), batch_size):
+            xb = x[start : start + batch_size]
+            outs.append(forward(params, buffers, xb.unsqueeze(0).expand(len(members), *xb.shape)))
+        return torch.cat(outs, dim=1)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __repr__(self) -> str:
+        counts = self.plan["status"].value_counts().to_dict()
+        return f"Ensemble({str(self.store.root)!r}, task={self.config.task.name!r}, members={len(self)}, status={counts})"

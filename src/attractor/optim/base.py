@@ -1,0 +1,161 @@
+"""The contract every functional optimizer keeps, and the helpers they share.
+
+An ensemble's parameters are a ``dict[str, Tensor]`` whose tensors carry the member
+dimension first, ``[members, *shape]``. Hyperparameters are per-member tensors, so one
+step updates every member with its own lr, momentum and weight decay.
+
+Bitwise member independence: each member's result depends only on its own slice, and is
+identical whatever the number of members in the tensor (members are trained in chunks of
+different sizes). So every op here is elementwise, with per-member coefficients viewed as
+``[members, 1, 1, ...]``; per-member scalars are computed in float64 and rounded once to the
+parameter dtype, exactly as ``torch.optim`` rounds its Python-float hyperparameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+Params = dict[str, Tensor]
+"""Parameter name -> ``[members, *shape]`` tensor."""
+State = dict[str, dict[str, Tensor]]
+"""Parameter name -> state name -> ``[members, *shape]`` tensor."""
+
+
+@dataclass(frozen=True, eq=False)
+class Hyper:
+    """Per-member hyperparameters of one optimizer step.
+
+    Attributes:
+        lr: ``[members]`` learning rate, schedule factor already multiplied in.
+        momentum: ``[members]`` SGD momentum; beta1 for Adam / AdamW.
+        weight_decay: ``[members]`` L2 coefficient (SGD, Adam) or decoupled decay (AdamW).
+        nesterov: Nesterov momentum (SGD), shared by all members.
+        beta2: second-moment decay (Adam / AdamW), shared by all members.
+        eps: denominator term (Adam / AdamW), shared by all members.
+    """
+
+    lr: Tensor
+    momentum: Tensor
+    weight_decay: Tensor
+    nesterov: bool = False
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    def __post_init__(self) -> None:
+        shapes = {t.shape for t in (self.lr, self.momentum, self.weight_decay)}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(f"lr, momentum and weight_decay must all be [members]; got {shapes}")
+
+    @classmethod
+    def uniform(
+        cls,
+        members: int,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        *,
+        nesterov: bool = False,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+    ) -> Hyper:
+        """The same hyperparameters for every one of ``members`` members."""
+
+        def full(value: float) -> Tensor:
+            return torch.full((members,), value, dtype=torch.float32)
+
+        return cls(full(lr), full(momentum), full(weight_decay), nesterov, beta2, eps)
+
+    @property
+    def members(self) -> int:
+        """Number of members these hyperparameters describe."""
+        return int(self.lr.shape[0])
+
+    def take(self, index: Tensor | slice) -> Hyper:
+        """The hyperparameters of a subset of members (a chunk), in ``index`` order."""
+        return replace(
+            self,
+            lr=self.lr[index],
+            momentum=self.momentum[index],
+            weight_decay=self.weight_decay[index],
+        )
+
+    def scale_lr(self, factor: float) -> Hyper:
+        """These hyperparameters with every member's lr multiplied by a schedule factor."""
+        return replace(self, lr=self.lr * factor)
+
+
+class Optimizer(Protocol):
+    """A functional optimizer for vectorized ensembles.
+
+    ``step`` updates ``params`` and ``state`` in place under ``torch.no_grad()``; ``step``
+    counts from 1. Members where ``active`` (bool ``[members]``) is False are left exactly
+    unchanged, parameters and state alike; the others are bitwise what they would be with
+    no mask.
+    """
+
+    def init(self, params: Mapping[str, Tensor]) -> State: ...
+
+    def step(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        state: State,
+        hyper: Hyper,
+        step: int,
+        active: Tensor | None = None,
+    ) -> None: ...
+
+
+def per_member(values: Tensor, like: Tensor) -> Tensor:
+    """``[members]`` float64 coefficients rounded to ``like``'s dtype, viewed ``[members, 1, ...]``."""
+    return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
+
+
+UpdateFn = Callable[[Tensor, Tensor, dict[str, Tensor]], None]
+"""``(param, grad, state)`` -> None: one parameter's update, in place."""
+
+
+def apply_update(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: State,
+    active: Tensor | None,
+    update: UpdateFn,
+) -> None:
+    """Run ``update`` on every parameter in place, leaving inactive members untouched.
+
+    With a mask the update runs on copies, which are then merged with ``torch.where``: an
+    active member's values are the very same numbers as without a mask.
+    """
+    with torch.no_grad():
+        for name, param in params.items():
+            grad, slots = grads[name], state[name]
+            if active is None:
+                update(param, grad, slots)
+                continue
+            mask = active.to(param.device).view(-1, *([1] * (param.dim() - 1)))
+            new_param = param.clone()
+            new_slots = {key: value.clone() for key, value in slots.items()}
+            update(new_param, grad, new_slots)
+            param.copy_(torch.where(mask, new_param, param))
+            for key, value in slots.items():
+                value.copy_(torch.where(mask, new_slots[key], value))
+
+
+def check_members(params: Mapping[str, Tensor], hyper: Hyper, active: Tensor | None) -> None:
+    """Raise ``ValueError`` when the member dimensions of params, hyper and mask disagree."""
+    members = hyper.members
+    for name, param in params.items():
+        if param.dim() == 0 or param.shape[0] != members:
+            raise ValueError(
+                f"param {name!r} has shape {tuple(param.shape)}; expected [{members}, ...]"
+            )
+    if active is not None and (active.dtype != torch.bool or active.shape != (members,)):
+        raise ValueError(
+            f"active must be a bool [{members}] tensor; got {active.dtype} {tuple(active.shape)}"
+        )

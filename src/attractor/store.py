@@ -1,0 +1,188 @@
+"""The run directory: every write atomic, every finished member recorded, resumable.
+
+Layout::
+
+    RUN/manifest.json                   resolved config + hash, schema, versions, plan hash,
+                                        snapshot steps, status of every member
+    RUN/plan.parquet                    the plan table
+    RUN/members/<id>/step-<k>.safetensors   weights (and buffers) at snapshot k
+    RUN/members/<id>/metrics.parquet    that member's metrics at its snapshots
+    RUN/metrics.parquet                 all members' metrics, one row per (member, step)
+
+A member is *finished* once the manifest says so, and the manifest is updated only after
+all of that member's files are in place: a run killed at any moment loses at most the
+members in flight, which are retrained from scratch (they depend only on their row).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from attractor.config import SCHEMA_VERSION, Config
+from attractor.errors import UserError
+from attractor.plan import Plan
+
+MANIFEST = "manifest.json"
+FINISHED = ("done", "diverged")
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(target: Path, data: Any) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _versions() -> dict[str, str]:
+    found = {"python": platform.python_version(), "torch": torch.__version__}
+    for package in ("attractor", "numpy", "pandas", "safetensors", "pydantic"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+class RunStore:
+    """Reads and writes one run directory."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    # ---- creating / resuming -------------------------------------------------------
+    @classmethod
+    def prepare(cls, root: str | Path, config: Config, plan: Plan, snapshot_steps: dict[int, list[int]], force: bool = False) -> RunStore:
+        """Open ``root`` for training ``config``: create it, or resume it if it holds this very run.
+
+        A directory made from another config (or plan) is refused unless ``force``, which
+        deletes its previous contents first. Anything that is not a run directory is refused.
+        """
+        store = cls(root)
+        root = store.root
+        if root.exists() and not root.is_dir():
+            raise UserError(f"--out '{root}' is a file; give a directory path for the run")
+        manifest = root / MANIFEST
+        if root.is_dir() and any(root.iterdir()) and not manifest.exists():
+            raise UserError(f"'{root}' exists and is not an attractor run directory; choose a new --out or empty it")
+        if manifest.exists():
+            old = store.manifest()
+            same = old.get("config_hash") == config.hash() and old.get("plan_hash") == plan.hash()
+            if same:
+                return store
+            if not force:
+                raise UserError(
+                    f"'{root}' holds a run made from another config (hash {old.get('config_hash')}, this one {config.hash()}); "
+                    "use another --out, or --force to delete it and start over"
+                )
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        with atomic_path(root / "plan.parquet") as tmp:
+            plan.to_parquet(tmp)
+        write_json(manifest, {
+            "schema_version": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "config": config.resolved(),
+            "config_hash": config.hash(),
+            "plan_hash": plan.hash(),
+            "versions": _versions(),
+            "snapshot_steps": {str(bs): steps for bs, steps in snapshot_steps.items()},
+            "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
+        })
+        return store
+
+    # ---- reading ---------------------------------------------------------------------
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        if not path.exists():
+            raise UserError(f"'{self.root}' is not an attractor run directory (no {MANIFEST}); run `attractor run CONFIG --out DIR` first")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"'{path}' is corrupt (not valid JSON); re-run the config with --force to rebuild the run") from None
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(f"'{path}' has schema version {data.get('schema_version')}, this attractor reads {SCHEMA_VERSION}; re-run with --force")
+        return data
+
+    def status(self) -> dict[int, dict[str, Any]]:
+        return {int(k): v for k, v in self.manifest()["members"].items()}
+
+    def member_dir(self, member: int) -> Path:
+        return self.root / "members" / str(member)
+
+    def snapshot_path(self, member: int, step: int) -> Path:
+        return self.member_dir(member) / f"step-{step}.safetensors"
+
+    def load_snapshot(self, member: int, step: int) -> dict[str, torch.Tensor]:
+        path = self.snapshot_path(member, step)
+        if not path.exists():
+            raise UserError(f"weights file '{path}' is missing; re-run the config on this directory to retrain member {member}")
+        try:
+            return load_file(path)
+        except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); delete it and re-run to retrain member {member}") from None
+
+    def metrics(self) -> pd.DataFrame:
+        path = self.root / "metrics.parquet"
+        if not path.exists():
+            return pd.DataFrame()
+        return pd.read_parquet(path)
+
+    # ---- writing (workers write member files; only the coordinator writes the manifest)
+    def save_snapshot(self, member: int, step: int, tensors: dict[str, torch.Tensor]) -> None:
+        with atomic_path(self.snapshot_path(member, step)) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"member": str(member), "step": str(step)})
+
+    def save_member_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
+        with atomic_path(self.member_dir(member) / "metrics.parquet") as tmp:
+            pd.DataFrame(rows).to_parquet(tmp, index=False)
+
+    def annotate(self, **fields: Any) -> None:
+        """Record run-level facts (e.g. the resolved strategy) in the manifest."""
+        data = self.manifest()
+        data.update(fields)
+        write_json(self.root / MANIFEST, data)
+
+    def mark(self, outcomes: list[dict[str, Any]]) -> None:
+        """Record finished members (each dict has ``member``, ``status``, ...)."""
+        data = self.manifest()
+        for outcome in outcomes:
+            data["members"][str(outcome["member"])] = {k: v for k, v in outcome.items() if k != "member"}
+        write_json(self.root / MANIFEST, data)
+
+    def collect_metrics(self) -> pd.DataFrame:
+        """Gather every finished member's metrics into ``metrics.parquet``."""
+        finished = [m for m, s in self.status().items() if s["status"] in FINISHED]
+        frames = [pd.read_parquet(self.member_dir(m) / "metrics.parquet") for m in sorted(finished)]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        with atomic_path(self.root / "metrics.parquet") as tmp:
+            table.to_parquet(tmp, index=False)
+        return table

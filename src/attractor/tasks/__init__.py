@@ -1,0 +1,163 @@
+"""Task registry: built-in tasks by name, and user tasks given as ``module:function``.
+
+A new built-in task is one file exposing an options model, ``make`` and ``SUMMARY``, plus
+one line in :data:`TASKS`. A user task is any function returning a :class:`Task`; it is
+called with the ``[task]`` options as keyword arguments::
+
+    [task]
+    name = "mytasks:make_task"     # mytasks.py on sys.path or in the current directory
+    width = 32                     # -> make_task(width=32)
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from attractor.config import TaskConfig
+from attractor.errors import UserError
+from attractor.tasks import digits_mlp, modular_addition, spurious_digits
+from attractor.tasks.base import Task, accuracy, cross_entropy
+
+__all__ = ["TASKS", "Task", "TaskSpec", "accuracy", "build_task", "cross_entropy", "list_tasks"]
+
+OptionsT = TypeVar("OptionsT", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class TaskSpec(Generic[OptionsT]):
+    """A built-in task: its options model (``extra="forbid"``), its builder, one summary line."""
+
+    options: type[OptionsT]
+    make: Callable[[OptionsT], Task]
+    summary: str
+
+
+TASKS: dict[str, TaskSpec[Any]] = {
+    "digits-mlp": TaskSpec(digits_mlp.DigitsOptions, digits_mlp.make, digits_mlp.SUMMARY),
+    "modular-addition": TaskSpec(modular_addition.ModularAdditionOptions, modular_addition.make, modular_addition.SUMMARY),
+    "spurious-digits": TaskSpec(spurious_digits.SpuriousDigitsOptions, spurious_digits.make, spurious_digits.SUMMARY),
+}
+
+
+def build_task(config: TaskConfig) -> Task:
+    """Build the task ``config.name`` with ``config.options``; bad input raises a one-line :class:`UserError`."""
+    name, options = config.name, config.options
+    if name in TASKS:
+        spec = TASKS[name]
+        return spec.make(_validate_options(name, spec.options, options))
+    if ":" in name:
+        return _build_user_task(name, options)
+    known = ", ".join(sorted(TASKS))
+    raise UserError(f"unknown task {name!r}; known tasks: {known} (or give 'module:function')")
+
+
+def list_tasks() -> list[tuple[str, str, dict[str, Any]]]:
+    """``(name, summary, {option: default})`` for every built-in task, for ``attractor tasks``."""
+    return [
+        (
+            name,
+            spec.summary,
+            {key: field.get_default(call_default_factory=True) for key, field in spec.options.model_fields.items()},
+        )
+        for name, spec in TASKS.items()
+    ]
+
+
+def _validate_options(task: str, model: type[OptionsT], options: dict[str, Any]) -> OptionsT:
+    try:
+        return model.model_validate(options)
+    except ValidationError as exc:
+        raise UserError(_describe(task, model, exc)) from None
+
+
+def _describe(task: str, model: type[BaseModel], exc: ValidationError) -> str:
+    """One line for the first error of a task's options, naming the key as ``task.<key>``."""
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    path = ".".join(["task", *loc])
+    fields = model.model_fields
+    if error["type"] == "extra_forbidden":
+        return (
+            f"unknown option '{path}' for task {task!r}; remove it or fix its spelling "
+            f"(options: {', '.join(fields) or 'none'})"
+        )
+    message = error["msg"].removeprefix("Value error, ")
+    if not loc:  # a check across several options
+        return f"invalid options for task {task!r}: {message}"
+    described = fields.get(loc[0])
+    hint = f" ({loc[0]}: {described.description.rstrip('.')})" if described and described.description else ""
+    return f"invalid value for '{path}': {message}, got {error.get('input')!r}{hint}"
+
+
+@contextmanager
+def _cwd_on_path() -> Iterator[None]:
+    """Let ``module:function`` find a module file in the current directory, as ``python -m`` would.
+
+    Appended (not prepended) so a file in the cwd never shadows an installed module, and
+    kept while the function runs so its own lazy imports of sibling files work too.
+    """
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        yield
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _build_user_task(name: str, options: dict[str, Any]) -> Task:
+    module_name, _, function_name = name.partition(":")
+    if not module_name or not function_name or ":" in function_name:
+        raise UserError(f"task {name!r} is not of the form 'module:function' (e.g. 'mytasks:make_task')")
+    with _cwd_on_path():
+        importlib.invalidate_caches()  # the module file may have been written after startup
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name or module_name.startswith(f"{exc.name}."):
+                raise UserError(
+                    f"cannot import module {module_name!r} for task {name!r}; put it on PYTHONPATH or in the current directory"
+                ) from None
+            raise UserError(f"importing module {module_name!r} for task {name!r} failed: {exc}") from None
+        except ImportError as exc:
+            raise UserError(f"importing module {module_name!r} for task {name!r} failed: {exc}") from None
+        function = getattr(module, function_name, None)
+        if function is None or not callable(function):
+            raise UserError(f"module {module_name!r} has no function {function_name!r} (task {name!r})")
+        _check_arguments(name, function, options)
+        task = function(**options)
+    if not isinstance(task, Task):
+        raise UserError(
+            f"task function {name!r} returned {type(task).__name__}, not attractor.tasks.Task; return a Task(...)"
+        )
+    return task
+
+
+def _check_arguments(name: str, function: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Refuse options the function does not take, before calling it.
+
+    Binding first (rather than catching ``TypeError`` from the call) keeps a ``TypeError``
+    raised *inside* the user's function a real traceback instead of a misleading one-liner.
+    """
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):  # builtins without a signature: let the call decide
+        return
+    try:
+        signature.bind(**options)
+    except TypeError as exc:
+        given = ", ".join(f"task.{key}" for key in options) or "no options"
+        raise UserError(
+            f"task function {name!r} does not accept the given options ({given}): {exc}; its signature is {signature}"
+        ) from None

@@ -1,0 +1,1 @@
+"""Training: the loop (engine.py), its forward passes, data streams and the run orchestration."""

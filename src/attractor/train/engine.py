@@ -1,0 +1,158 @@
+"""The training loop: a chunk of members, each on its own data, with its own hyperparameters.
+
+This file is the specification of what training *means*; read it top to bottom. The
+vectorized and loop strategies run this same loop and differ only in the forward pass
+(``batched_forward`` for many members at once, ``single_forward`` one member at a time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from attractor.config import Config
+from attractor.optim import get_optimizer
+from attractor.optim.base import Hyper
+from attractor.optim.schedules import lr_factor
+from attractor.plan import PlanRow
+from attractor.seeds import derive_seed
+from attractor.tasks.base import Task
+from attractor.train.data import BatchStream, member_pool, member_targets, steps_per_epoch
+from attractor.train.forward import BatchedForward, Params, batched_forward, single_forward
+from attractor.train.init import initial_module
+from attractor.train.snapshots import snapshot_steps
+
+#: Called at every snapshot for every still-healthy member:
+#: (row, step, parameters and buffers of that member, metric name -> {split: value}).
+SnapshotSink = Callable[[PlanRow, int, Params, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a member's training ended."""
+
+    member: int
+    status: str  # "done" | "diverged"
+    steps: int
+    diverged_step: int | None = None
+
+
+def total_steps(config: Config, task: Task, batch_size: int) -> int:
+    """Optimizer steps of a member: ``trainer.steps``, or ``epochs`` passes of ``n_train // batch_size``."""
+    if config.trainer.steps is not None:
+        return config.trainer.steps
+    return max(1, math.ceil(config.trainer.epochs * steps_per_epoch(task, batch_size)))
+
+
+def train_chunk(
+    task: Task,
+    config: Config,
+    rows: list[PlanRow],
+    vectorized: bool,
+    on_snapshot: SnapshotSink,
+    on_step: Callable[[int], None] | None = None,
+) -> list[Outcome]:
+    """Train ``rows`` together (they must share ``batch_size`` and ``optimizer``).
+
+    A chunk of one member is padded with a copy of itself: a batch of one takes another
+    matmul kernel than a batch of many, and a member must not depend on its chunk.
+    """
+    assert len({(r.batch_size, r.optimizer) for r in rows}) == 1, "a chunk shares batch_size and optimizer"
+    members = list(rows) + ([rows[0]] if vectorized and len(rows) == 1 else [])
+    n, batch_size = len(members), rows[0].batch_size
+    steps = total_steps(config, task, batch_size)
+    snaps = set(snapshot_steps(config.run.snapshots, steps))
+
+    # Each member: its own initial weights, data pool, label noise and batch order.
+    modules = [initial_module(task, r) for r in members]
+    template = modules[0]
+    params: Params = {k: torch.stack([m.get_parameter(k).detach() for m in modules]).requires_grad_(True) for k, _ in template.named_parameters()}
+    buffers: Params = {k: torch.stack([m.get_buffer(k).detach().clone() for m in modules]) for k, _ in template.named_buffers()}
+    streams = [BatchStream(member_pool(task, r), batch_size, r.data_seed) for r in members]
+    noisy_targets = [member_targets(task, r) for r in members]
+    shared_targets = all(t is task.y_train for t in noisy_targets)
+    target_table = None if shared_targets else torch.stack(noisy_targets)
+    forward: BatchedForward = batched_forward(template) if vectorized else single_forward(template)
+
+    optimizer = get_optimizer(rows[0].optimizer)
+    state = optimizer.init(params)
+    trainer = config.trainer
+    hyper = Hyper(
+        lr=torch.tensor([r.lr for r in members], dtype=torch.float64),
+        momentum=torch.tensor([r.momentum for r in members], dtype=torch.float64),
+        weight_decay=torch.tensor([r.weight_decay for r in members], dtype=torch.float64),
+        nesterov=trainer.nesterov, beta2=trainer.beta2, eps=trainer.eps,
+    )
+    active = torch.ones(n, dtype=torch.bool)
+    diverged_at: list[int | None] = [None] * n
+
+    def snapshot(step: int) -> None:
+        metrics = evaluate(task, template, forward, params, buffers, config.run.eval_batch_size)
+        for i, row in enumerate(rows):
+            if active[i]:
+                member_state = {k: v[i].detach().clone() for k, v in {**params, **buffers}.items()}
+                on_snapshot(row, step, member_state, {name: float(v[i]) for name, v in metrics.items()})
+
+    if 0 in snaps:
+        snapshot(0)
+    template.train()
+    # Randomness inside the forward pass (dropout) draws from the global RNG, seeded here
+    # from the rows. Only the loop strategy gets here with such a model (vmap refuses
+    # random ops), and it trains one row at a time, so each member draws its own stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed("forward", *(seed for r in rows for seed in (r.noise_seed, r.data_seed))))
+        for step in range(1, steps + 1):
+            index = torch.stack([s.next() for s in streams])  # [n, batch]
+            x = task.x_train[index]
+            y = task.y_train[index] if target_table is None else torch.gather(target_table, 1, index)
+
+            logits = forward(params, buffers, x)
+            loss = task.loss(logits, y).reshape(n, -1).mean(1)  # [n]: each member's own mean loss
+            grads = torch.autograd.grad(loss.sum(), list(params.values()))
+
+            # Divergence is data, not a crash: a member whose loss is no longer finite is
+            # frozen and recorded; the others' slices never see its numbers.
+            newly = active & ~torch.isfinite(loss.detach())
+            for i in torch.nonzero(newly).flatten().tolist():
+                diverged_at[i] = step
+            active &= ~newly
+
+            factor = lr_factor(trainer.schedule, step, steps, trainer.warmup_fraction)
+            scaled = replace(hyper, lr=hyper.lr * factor)
+            # The mask costs a copy of every tensor: pass it only once some member has diverged.
+            mask = None if bool(active.all()) else active
+            optimizer.step(params, dict(zip(params, grads, strict=True)), state, scaled, step, mask)
+            if on_step is not None:
+                on_step(len(rows))
+            if step in snaps:
+                snapshot(step)
+
+    return [
+        Outcome(row.member, "done" if diverged_at[i] is None else "diverged", steps, diverged_at[i])
+        for i, row in enumerate(rows)
+    ]
+
+
+@torch.no_grad()
+def evaluate(task: Task, template: torch.nn.Module, forward: BatchedForward, params: Params, buffers: Params, batch_size: int) -> dict[str, Tensor]:
+    """Every member's mean metrics on the train and test splits: ``{"test_loss": [n], ...}``."""
+    was_training = template.training
+    template.eval()
+    n = next(iter(params.values())).shape[0]
+    results: dict[str, Tensor] = {}
+    for split, xs, ys in (("train", task.x_train, task.y_train), ("test", task.x_test, task.y_test)):
+        sums: dict[str, Tensor] = {}
+        for start in range(0, len(xs), batch_size):
+            xb, yb = xs[start : start + batch_size], ys[start : start + batch_size]
+            logits = forward(params, buffers, xb.unsqueeze(0).expand(n, *xb.shape))
+            for name, metric in task.evaluation_metrics().items():
+                value = metric(logits, yb.unsqueeze(0).expand(n, *yb.shape)).reshape(n, -1).sum(1)
+                sums[name] = sums.get(name, 0) + value
+        for name, total in sums.items():
+            results[f"{split}_{name}"] = total / ys.numel()
+    template.train(was_training)
+    return results

@@ -1,0 +1,120 @@
+"""Forward passes of many members at once: ``params [N, ...]``, ``x [N, B, ...]`` -> ``[N, B, ...]``.
+
+Two implementations of one contract:
+
+* ``_StackedMLP``: a flat ``nn.Sequential`` of ``nn.Linear`` and elementwise activations
+  runs as batched matmuls with a hand-written backward that picks, per layer, the matmul
+  orientation CPU BLAS is fastest at (a 10-wide output layer is ~4x faster computed as
+  ``W @ x^T`` than as ``x @ W^T``: measured in ``benchmarks/ensemble_speed.py``).
+* ``_VmappedModule``: any module ``torch.func`` can batch, via ``vmap(functional_call)``.
+
+Both leave backward to autograd over the *sum* of member losses: members share no
+parameters, so each member's gradient is exactly its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+Params = dict[str, Tensor]
+BatchedForward = Callable[[Params, Params, Tensor], Tensor]
+
+_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.Identity)
+# Below this many output features the transposed product W @ x^T is the faster BLAS call.
+_NARROW = 32
+
+
+class _BatchedLinear(torch.autograd.Function):
+    """``y[n] = x[n] @ W[n]^T + b[n]`` for every member n, with a BLAS-friendly backward."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        if weight.shape[1] < _NARROW:
+            y = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
+        else:
+            y = torch.bmm(x, weight.transpose(1, 2))
+        return y if bias is None else y + bias.unsqueeze(1)
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad_y, weight) if ctx.needs_input_grad[0] else None
+        grad_w = torch.bmm(grad_y.transpose(1, 2), x)
+        grad_b = grad_y.sum(1) if ctx.has_bias else None
+        return grad_x, grad_w, grad_b
+
+
+class _StackedMLP:
+    """Batched forward for ``nn.Sequential(Linear, act, Linear, ...)`` with 2-D inputs."""
+
+    def __init__(self, model: nn.Sequential) -> None:
+        self.layers: list[tuple[str, nn.Module]] = list(model.named_children())
+
+    def __call__(self, params: Params, buffers: Params, x: Tensor) -> Tensor:
+        h = x.flatten(2) if x.dim() > 3 else x
+        for name, layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                h = _BatchedLinear.apply(h, params[f"{name}.weight"], params.get(f"{name}.bias"))
+            else:
+                h = layer(h)  # elementwise, so the member dimension passes through
+        return h
+
+
+class _VmappedModule:
+    """Batched forward for any module ``torch.func`` can vmap (no in-place buffer updates)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def __call__(self, params: Params, buffers: Params, x: Tensor) -> Tensor:
+        def one(p: Params, b: Params, xi: Tensor) -> Tensor:
+            return functional_call(self.model, (p, b), (xi,))
+
+        return vmap(one, in_dims=(0, 0, 0), randomness="error")(params, buffers, x)
+
+
+def _is_stacked_mlp(model: nn.Module) -> bool:
+    return (
+        type(model) is nn.Sequential
+        and any(isinstance(m, nn.Linear) for m in model.children())
+        and all(isinstance(m, (nn.Linear, *_ELEMENTWISE)) for m in model.children())
+        and not any(True for _ in model.buffers())
+    )
+
+
+def batched_forward(model: nn.Module) -> BatchedForward:
+    """The fastest batched forward for ``model``'s architecture (the module itself is a template)."""
+    return _StackedMLP(model) if _is_stacked_mlp(model) else _VmappedModule(model)
+
+
+def single_forward(model: nn.Module) -> BatchedForward:
+    """Forward of one member at a time (the loop strategy): plain ``functional_call``, any module."""
+
+    def forward(params: Params, buffers: Params, x: Tensor) -> Tensor:
+        outs = [
+            functional_call(model, ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}), (x[i],))
+            for i in range(x.shape[0])
+        ]
+        return torch.stack(outs)
+
+    return forward
+
+
+def can_vectorize(model: nn.Module, x_example: Tensor, loss: Callable[[Tensor, Tensor], Tensor], y_example: Tensor) -> str | None:
+    """``None`` if two copies of ``model`` train through :func:`batched_forward`, else the reason why not."""
+    params = {k: torch.stack([v.detach()] * 2).requires_grad_(True) for k, v in model.named_parameters()}
+    buffers = {k: torch.stack([v] * 2) for k, v in model.named_buffers()}
+    x = torch.stack([x_example] * 2)
+    try:
+        model.train()
+        out = batched_forward(model)(params, buffers, x)
+        torch.autograd.grad(loss(out, torch.stack([y_example] * 2)).sum(), list(params.values()))
+    except Exception as exc:  # any failure to batch means: use the loop strategy
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    return None

@@ -1,0 +1,114 @@
+"""From a config to a finished run directory: plan, group into chunks, train, record, resume."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from attractor.backends import get_backend
+from attractor.config import Config
+from attractor.errors import UserError
+from attractor.plan import PlanRow, build_plan
+from attractor.store import FINISHED, RunStore
+from attractor.tasks import build_task
+from attractor.tasks.base import Task
+from attractor.train.engine import total_steps, train_chunk
+from attractor.train.forward import can_vectorize
+from attractor.train.runtime import keep_freed_memory
+from attractor.train.snapshots import snapshot_steps
+
+# Members per chunk when the config leaves it open: large enough that batched matmuls
+# are efficient, small enough that a killed run loses little work.
+DEFAULT_CHUNK = 64
+# Rough memory a chunk may take (parameters, gradients, optimizer state, activations).
+CHUNK_MEMORY_BYTES = 4 << 30
+
+
+@functools.lru_cache(maxsize=4)
+def _task_for(config_json: str) -> Task:
+    return build_task(Config.model_validate_json(config_json).task)
+
+
+def resolve_strategy(config: Config, task: Task) -> str:
+    """``vectorized`` or ``loop``: what ``run.strategy`` means for this task's model."""
+    if config.run.strategy == "loop":
+        return "loop"
+    model = task.make_model()
+    reason = can_vectorize(model, task.x_train[:2], task.loss, task.y_train[:2])
+    if reason is None:
+        return "vectorized"
+    if config.run.strategy == "vectorized":
+        raise UserError(f"this model cannot be trained with strategy 'vectorized' ({reason}); set run.strategy = 'loop' or 'auto'")
+    return "loop"
+
+
+def plan_chunks(config: Config, task: Task, rows: list[PlanRow], strategy: str) -> list[list[PlanRow]]:
+    """Split rows into chunks that train together: same batch size and optimizer, bounded size."""
+    if strategy == "loop":
+        return [[row] for row in rows]
+    size = config.run.chunk_size
+    if size is None:
+        n_params = sum(p.numel() for p in task.make_model().parameters())
+        size = max(2, min(DEFAULT_CHUNK, CHUNK_MEMORY_BYTES // max(1, 16 * n_params)))
+    groups: dict[tuple[int, str], list[PlanRow]] = {}
+    for row in rows:
+        groups.setdefault((row.batch_size, row.optimizer), []).append(row)
+    return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
+
+
+def run_chunk(config_json: str, run_dir: str, rows: list[dict[str, Any]], strategy: str, on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Train one chunk and write its members' files; returns outcomes for the manifest.
+
+    A plain function of plain data so any backend (process pool, Ray) can ship it.
+    """
+    keep_freed_memory()
+    config = Config.model_validate_json(config_json)
+    task = _task_for(config_json)
+    store = RunStore(run_dir)
+    plan_rows = [PlanRow(**r) for r in rows]
+    metrics: dict[int, list[dict[str, Any]]] = {r.member: [] for r in plan_rows}
+
+    def sink(row: PlanRow, step: int, tensors: dict, values: dict[str, float]) -> None:
+        store.save_snapshot(row.member, step, tensors)
+        metrics[row.member].append({"member": row.member, "step": step, **values})
+
+    outcomes = train_chunk(task, config, plan_rows, strategy == "vectorized", sink, on_step)
+    for member, rows_ in metrics.items():
+        store.save_member_metrics(member, rows_)
+    return [asdict(o) for o in outcomes]
+
+
+def train(config: Config, out: str | Path, force: bool = False, progress: bool = False):
+    """Train every member of ``config``'s plan into run directory ``out``; resumes if it exists.
+
+    Returns the :class:`~attractor.ensemble.Ensemble` of the finished run.
+    """
+    from attractor.ensemble import Ensemble
+    from attractor.train.progress import Progress
+
+    task = build_task(config.task)
+    plan = build_plan(config.plan, config.trainer, task.group_ids)
+    steps = {bs: snapshot_steps(config.run.snapshots, total_steps(config, task, bs)) for bs in sorted(set(plan.table["batch_size"]))}
+    store = RunStore.prepare(out, config, plan, steps, force=force)
+    status = store.status()
+    pending = [row for row in plan.rows() if status[row.member]["status"] not in FINISHED]
+    strategy = resolve_strategy(config, task) if pending else store.manifest().get("strategy", "none")
+    if pending:
+        store.annotate(strategy=strategy)
+    chunks = plan_chunks(config, task, pending, strategy)
+    config_json = json.dumps(config.resolved())
+    work = sum(total_steps(config, task, c[0].batch_size) * len(c) for c in chunks)
+
+    with Progress(total=work, enabled=progress, label=f"training {len(pending)} of {len(plan)} members ({strategy})") as bar:
+        def record(outcomes: list[dict[str, Any]]) -> None:
+            store.mark(outcomes)
+
+        backend = get_backend(config.run.backend)
+        jobs = [(config_json, str(store.root), [asdict(r) for r in chunk], strategy) for chunk in chunks]
+        backend(run_chunk, jobs, record, bar.advance)
+    store.collect_metrics()
+    return Ensemble.load(store.root)
