@@ -97,6 +97,7 @@ class RunStore:
             old = store.manifest()
             same = old.get("config_hash") == config.hash() and old.get("plan_hash") == plan.hash()
             if same:
+                store._remove_stale_temporaries()
                 return store
             if not force:
                 raise UserError(
@@ -118,6 +119,11 @@ class RunStore:
             "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
         })
         return store
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temp files of writes that a killed run never finished: never read, safe to drop."""
+        for stale in self.root.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
 
     # ---- reading ---------------------------------------------------------------------
     def manifest(self) -> dict[str, Any]:

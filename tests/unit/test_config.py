@@ -1,0 +1,53 @@
+"""Config contract: every key validated, the resolved form complete, the README reference current."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attractor.config import Config, parse_config
+from attractor.errors import UserError
+from attractor.reference import config_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_readme_embeds_the_generated_reference() -> None:
+    assert config_reference() in (ROOT / "README.md").read_text(), "regenerate: python -m attractor.reference"
+
+
+def test_resolved_has_every_default_and_round_trips() -> None:
+    config = parse_config({"trainer": {"lr": 0.1}})
+    resolved = config.resolved()
+    assert resolved["trainer"]["lr"] == 0.1 and resolved["trainer"]["batch_size"] == 64
+    assert set(resolved) == {"task", "trainer", "plan", "run"}
+    assert Config.model_validate(resolved).hash() == config.hash()
+
+
+def test_hash_covers_defaults_too() -> None:
+    # open_lth hashes only non-default fields; we hash everything, so a run made with an
+    # explicit default and one relying on it are the same run, and any change differs.
+    assert parse_config({}).hash() == parse_config({"trainer": {"lr": 0.05}}).hash()
+    assert parse_config({}).hash() != parse_config({"trainer": {"lr": 0.06}}).hash()
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({"trainer": {"lrr": 0.1}}, "unknown key 'trainer.lrr'"),
+        ({"bogus": {}}, "unknown key 'bogus'"),
+        ({"trainer": {"lr": "fast"}}, "trainer.lr"),
+        ({"trainer": {"lr": -1}}, "trainer.lr"),
+        ({"plan": {"members": 0}}, "plan.members"),
+        ({"plan": {"vary": ["colour"]}}, "unknown factor 'colour'"),
+        ({"plan": {"ranges": {"batch_size": [1, 2]}}}, "not continuous"),
+        ({"run": {"snapshots": 0}}, "run.snapshots"),
+        ({"trainer": {"epochs": None, "steps": None}}, "set trainer.epochs or trainer.steps"),
+    ],
+)
+def test_bad_values_give_one_line(data: dict, fragment: str) -> None:
+    with pytest.raises(UserError) as info:
+        parse_config(data)
+    message = str(info.value)
+    assert fragment in message and "\n" not in message
