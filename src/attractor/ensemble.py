@@ -59,7 +59,7 @@ class Ensemble:
 
     def steps(self, member: int | None = None) -> list[int]:
         """Snapshot steps of ``member`` (or of the first member): its batch size sets the count."""
-        member = self.members[0] if member is None else member
+        member = int(self.plan["member"].iloc[0]) if member is None else member
         batch_size = int(self.plan.loc[self.plan["member"] == member, "batch_size"].iloc[0])
         return self._snapshot_steps[batch_size]
 

@@ -157,10 +157,16 @@ class RunStore:
             raise UserError(f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); delete it and re-run to retrain member {member}") from None
 
     def metrics(self) -> pd.DataFrame:
+        """All finished members' metrics (from the per-member files if the run never finished)."""
         path = self.root / "metrics.parquet"
-        if not path.exists():
-            return pd.DataFrame()
-        return pd.read_parquet(path)
+        if path.exists():
+            return pd.read_parquet(path)
+        return self._gather_metrics()
+
+    def _gather_metrics(self) -> pd.DataFrame:
+        finished = sorted(m for m, s in self.status().items() if s["status"] in FINISHED)
+        frames = [pd.read_parquet(self.member_dir(m) / "metrics.parquet") for m in finished]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["member", "step"])
 
     # ---- writing (workers write member files; only the coordinator writes the manifest)
     def save_snapshot(self, member: int, step: int, tensors: dict[str, torch.Tensor]) -> None:
@@ -186,9 +192,7 @@ class RunStore:
 
     def collect_metrics(self) -> pd.DataFrame:
         """Gather every finished member's metrics into ``metrics.parquet``."""
-        finished = [m for m, s in self.status().items() if s["status"] in FINISHED]
-        frames = [pd.read_parquet(self.member_dir(m) / "metrics.parquet") for m in sorted(finished)]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        table = self._gather_metrics()
         with atomic_path(self.root / "metrics.parquet") as tmp:
             table.to_parquet(tmp, index=False)
         return table

@@ -47,11 +47,17 @@ class SGD:
         neg_lr = -hyper.lr.double()
         momentum = hyper.momentum.double()
         weight_decay = hyper.weight_decay.double()
+        # With no decay anywhere, grad + 0 * p == grad for every finite p: skipping the
+        # term saves a full copy of every gradient per step and changes no value.
+        no_decay = not bool(weight_decay.any())
 
         def update(p: Tensor, grad: Tensor, slots: dict[str, Tensor]) -> None:
             mom = per_member(momentum, p)
-            g = torch.addcmul(grad, p, per_member(weight_decay, p))
             buf = slots["momentum_buffer"]
+            if no_decay:
+                g = grad.clone() if hyper.nesterov else grad  # step never changes grads
+            else:
+                g = torch.addcmul(grad, p, per_member(weight_decay, p))
             buf.mul_(mom).add_(g)
             if hyper.nesterov:
                 g.addcmul_(buf, mom)

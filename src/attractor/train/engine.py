@@ -26,8 +26,11 @@ from attractor.train.forward import BatchedForward, Params, batched_forward, sin
 from attractor.train.init import initial_module
 from attractor.train.snapshots import snapshot_steps
 
+# Rows (members x examples) evaluated in one forward pass at a snapshot.
+_EVAL_ROWS = 1 << 15
+
 #: Called at every snapshot for every still-healthy member:
-#: (row, step, parameters and buffers of that member, metric name -> {split: value}).
+#: (row, step, parameters and buffers of that member, metric name -> value).
 SnapshotSink = Callable[[PlanRow, int, Params, dict[str, float]], None]
 
 
@@ -143,6 +146,9 @@ def evaluate(task: Task, template: torch.nn.Module, forward: BatchedForward, par
     was_training = template.training
     template.eval()
     n = next(iter(params.values())).shape[0]
+    # Bound the rows in flight (members x examples) so activations stay cache- and
+    # memory-friendly however many members a chunk has.
+    batch_size = max(1, min(batch_size, _EVAL_ROWS // n))
     results: dict[str, Tensor] = {}
     for split, xs, ys in (("train", task.x_train, task.y_train), ("test", task.x_test, task.y_test)):
         sums: dict[str, Tensor] = {}

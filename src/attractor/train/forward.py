@@ -35,11 +35,15 @@ class _BatchedLinear(torch.autograd.Function):
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
+        # baddbmm adds the bias inside the matmul instead of in a second pass over y.
         if weight.shape[1] < _NARROW:
-            y = torch.bmm(weight, x.transpose(1, 2)).transpose(1, 2)
-        else:
-            y = torch.bmm(x, weight.transpose(1, 2))
-        return y if bias is None else y + bias.unsqueeze(1)
+            x_t = x.transpose(1, 2)
+            if bias is None:
+                return torch.bmm(weight, x_t).transpose(1, 2)
+            return torch.baddbmm(bias.unsqueeze(2), weight, x_t).transpose(1, 2)
+        if bias is None:
+            return torch.bmm(x, weight.transpose(1, 2))
+        return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     @staticmethod
     def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:  # type: ignore[override]
