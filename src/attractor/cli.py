@@ -12,16 +12,22 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from attractor.config import Config, load_config
 from attractor.errors import UserError
 
+try:  # typer >= 0.20 vendors click; older typer re-raises click's own exceptions
+    from typer import TyperException as _CliError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import ClickException as _CliError
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure and improve the stability of training runs.")
 console = Console()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-ConfigArg = Annotated[Path, typer.Argument(help="TOML config (see examples/ and the README's config reference).")]
+ConfigArg = Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML config file with tables task, trainer, plan, run (samples in examples/, every key in the README's config reference).")]
 
 DEMO_CONFIG: dict[str, Any] = {
     "task": {"name": "digits-mlp", "hidden": [128, 128]},
@@ -48,10 +54,10 @@ def tasks(as_json: JsonFlag = False) -> None:
     for name, summary, options in found:
         table.add_row(name, summary, ", ".join(f"{k}={v}" for k, v in options.items()))
     console.print(table)
-    console.print("Your own task: [task] name = 'package.module:function' (a function returning attractor.Task).")
+    console.print("Your own task: [task] name = 'package.module:function' (a function returning attractor.Task).", markup=False, soft_wrap=True)
 
 
-@app.command()
+@app.command(epilog="Every config key with its default and meaning: the README's 'Config reference', or `python -m attractor.reference`.")
 def plan(config: ConfigArg, as_json: JsonFlag = False) -> None:
     """Print the resolved config (every default filled in) and the plan table it makes."""
     from attractor.plan import build_plan, describe_plan
@@ -76,15 +82,18 @@ def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> 
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    console.print(f"[bold]{summary['task']}[/bold] ensemble in {summary['run']}: "
-                  f"{summary['done']} done, {summary['diverged']} diverged, {summary['pending']} pending of {summary['members']}")
+    console.print(f"[bold]{escape(summary['task'])}[/bold] ensemble in {escape(summary['run'])}: "
+                  f"{summary['done']} done, {summary['diverged']} diverged, {summary['pending']} pending of {summary['members']}",
+                  soft_wrap=True)
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         if key in summary:
             s = summary[key]
-            console.print(f"  {label:<22} {s['mean']:.4f} ± {s['sd']:.4f} (sd over members; min {s['min']:.4f}, max {s['max']:.4f})")
+            console.print(f"  {label:<22} {s['mean']:.4f} ± {s['sd']:.4f} (sd over members; min {s['min']:.4f}, max {s['max']:.4f})",
+                          soft_wrap=True)
     if "pairwise_disagreement" in summary:
         d = summary["pairwise_disagreement"]
-        console.print(f"  {'pairwise disagreement':<22} {d['mean']:.4f} mean over pairs (max {d['max']:.4f}) of test predictions")
+        console.print(f"  {'pairwise disagreement':<22} {d['mean']:.4f} mean over pairs (max {d['max']:.4f}) of test predictions",
+                      soft_wrap=True)
 
 
 @app.command()
@@ -94,14 +103,25 @@ def run(
     force: Annotated[bool, typer.Option("--force", help="Delete a run directory made from another config and start over.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train every member of CONFIG's plan into OUT (resumes an interrupted run)."""
+    """Train every member of CONFIG's plan into the run directory --out (resumes an interrupted run)."""
     summary = _train_and_summarize(load_config(config), out, force, as_json)
     _emit_json(summary) if as_json else _print_summary(summary)
 
 
+def _status_table(plan: Any) -> str:
+    """The plan's member column, the factors that vary, and each member's status."""
+    meta = ("member", "status", "diverged_step")
+    varying = [c for c in plan.columns if c not in meta and plan[c].astype(str).nunique() > 1]
+    diverged = ["diverged_step"] if plan["diverged_step"].notna().any() else []
+    return plan[["member", *varying, "status", *diverged]].to_string(index=False, max_rows=20)
+
+
 @app.command()
-def info(run_dir: Annotated[Path, typer.Argument(help="A run directory.")], as_json: JsonFlag = False) -> None:
-    """Show a run directory: config, member status, final metrics."""
+def info(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `attractor run` or `attractor demo`.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a run directory: member status, final metrics and the plan (--json adds the full config)."""
     from attractor.ensemble import Ensemble
     from attractor.measure import summarize
 
@@ -111,14 +131,14 @@ def info(run_dir: Annotated[Path, typer.Argument(help="A run directory.")], as_j
         _emit_json({"summary": summary, "config": ens.config.resolved(), "manifest": {k: v for k, v in ens.manifest.items() if k != "config"}})
         return
     _print_summary(summary)
-    console.print(f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, strategy {ens.manifest.get('strategy')}")
-    console.print(ens.plan.to_string(max_rows=20))
+    typer.echo(f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, strategy {ens.manifest.get('strategy')}")
+    typer.echo(_status_table(ens.plan))
 
 
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for the demo ensemble.")] = Path("runs/demo"),
-    members: Annotated[int, typer.Option(help="Ensemble members.")] = 32,
+    members: Annotated[int, typer.Option(min=1, help="Ensemble members.")] = 32,
     force: Annotated[bool, typer.Option("--force", help="Replace a run directory made from another config.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -131,25 +151,37 @@ def demo(
     _emit_json(summary) if as_json else _print_summary(summary)
 
 
+def _usage_line(exc: Any) -> str:
+    """A click/typer usage error as one line, with the command whose --help explains it."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    return f"error: {exc.format_message().rstrip('.')}{where}"
+
+
 def main() -> None:
     """Console entry point: one line and exit code 2 for anything the user must fix."""
     try:
-        app(standalone_mode=False)
+        app(prog_name="attractor", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        typer.echo("aborted", err=True)
-        sys.exit(1)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted (an interrupted `attractor run` resumes when started again)", err=True)
+        sys.exit(130)
+    except _CliError as exc:  # usage errors: missing or unknown options, bad option values
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `attractor`: show the help
             exc.show()
-            sys.exit(exc.exit_code)
-        raise
+        else:
+            typer.echo(_usage_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # a path the user gave cannot be read or written
+        if exc.filename is None:
+            raise
+        reason = exc.strerror or type(exc).__name__
+        typer.echo(f"error: '{exc.filename}': {reason}; check the path, its permissions and free disk space", err=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

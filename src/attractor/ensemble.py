@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from pydantic import ValidationError
 from torch import Tensor, nn
 
 from attractor.config import Config
+from attractor.errors import UserError
 from attractor.plan import Plan, PlanRow
 from attractor.store import RunStore
 from attractor.tasks import build_task
@@ -31,9 +33,16 @@ class Ensemble:
         self.store = store
         manifest = store.manifest()
         self.manifest = manifest
-        self.config = Config.model_validate(manifest["config"])
+        rebuild = "re-run the config with --force to rebuild the run"
+        try:
+            self.config = Config.model_validate(manifest["config"])
+        except (KeyError, ValidationError):
+            raise UserError(f"'{store.root / 'manifest.json'}' holds no valid config; {rebuild}") from None
         self.strategy = manifest.get("strategy")
-        plan = Plan.from_parquet(store.root / "plan.parquet").table
+        try:
+            plan = Plan.from_parquet(store.root / "plan.parquet").table
+        except (OSError, ValueError, KeyError) as exc:
+            raise UserError(f"'{store.root / 'plan.parquet'}' is missing or corrupt ({str(exc).splitlines()[0]}); {rebuild}") from None
         status = manifest["members"]
         plan["status"] = [status[str(m)]["status"] for m in plan["member"]]
         plan["diverged_step"] = pd.array([status[str(m)].get("diverged_step") for m in plan["member"]], dtype="Int64")

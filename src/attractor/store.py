@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from attractor.config import SCHEMA_VERSION, Config
@@ -94,7 +95,12 @@ class RunStore:
         if root.is_dir() and any(root.iterdir()) and not manifest.exists():
             raise UserError(f"'{root}' exists and is not an attractor run directory; choose a new --out or empty it")
         if manifest.exists():
-            old = store.manifest()
+            try:
+                old = store.manifest()
+            except UserError:  # corrupt or from another schema: only --force may replace it
+                if not force:
+                    raise
+                old = {}
             same = old.get("config_hash") == config.hash() and old.get("plan_hash") == plan.hash()
             if same:
                 store._remove_stale_temporaries()
@@ -154,18 +160,35 @@ class RunStore:
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise UserError(f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); delete it and re-run to retrain member {member}") from None
+            raise UserError(f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); re-run the config on this directory to retrain member {member}") from None
+
+    def intact(self, member: int, steps: list[int]) -> bool:
+        """Whether a finished member's files are all there and readable; if not, resume retrains it."""
+        try:
+            pq.read_metadata(self.member_dir(member) / "metrics.parquet")
+            for step in steps:
+                with safe_open(self.snapshot_path(member, step), framework="pt"):
+                    pass
+        except (SafetensorError, OSError, ValueError, RuntimeError):
+            return False
+        return True
+
+    def read_table(self, path: Path) -> pd.DataFrame:
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"table '{path}' is missing or corrupt ({str(exc).splitlines()[0]}); re-run the config on this directory to rebuild it") from None
 
     def metrics(self) -> pd.DataFrame:
         """All finished members' metrics (from the per-member files if the run never finished)."""
         path = self.root / "metrics.parquet"
         if path.exists():
-            return pd.read_parquet(path)
+            return self.read_table(path)
         return self._gather_metrics()
 
     def _gather_metrics(self) -> pd.DataFrame:
         finished = sorted(m for m, s in self.status().items() if s["status"] in FINISHED)
-        frames = [pd.read_parquet(self.member_dir(m) / "metrics.parquet") for m in finished]
+        frames = [self.read_table(self.member_dir(m) / "metrics.parquet") for m in finished]
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["member", "step"])
 
     # ---- writing (workers write member files; only the coordinator writes the manifest)

@@ -13,9 +13,12 @@ from collections.abc import Callable
 from typing import Any
 
 from attractor.backends import local, process, ray_backend
-from attractor.errors import UserError
+from attractor.errors import UserError, require
 
 Backend = Callable[[Callable[..., list[dict[str, Any]]], list[tuple], Callable[[list[dict[str, Any]]], None], Callable[[int], None]], None]
+
+#: Backends that need an optional dependency: name -> (module, extra).
+NEEDS: dict[str, tuple[str, str]] = {"ray": ("ray", "ray")}
 
 BACKENDS: dict[str, Backend] = {
     "local": local.run,
@@ -27,4 +30,6 @@ BACKENDS: dict[str, Backend] = {
 def get_backend(name: str) -> Backend:
     if name not in BACKENDS:
         raise UserError(f"unknown backend '{name}'; known backends: {', '.join(BACKENDS)}")
+    if name in NEEDS:
+        require(*NEEDS[name])  # refuse before the caller writes anything
     return BACKENDS[name]

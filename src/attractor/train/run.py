@@ -16,6 +16,7 @@ from attractor.plan import PlanRow, build_plan
 from attractor.store import FINISHED, RunStore
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
+from attractor.train.data import BatchStream, member_pool, member_targets
 from attractor.train.engine import total_steps, train_chunk
 from attractor.train.forward import can_vectorize
 from attractor.train.runtime import keep_freed_memory
@@ -44,6 +45,13 @@ def resolve_strategy(config: Config, task: Task) -> str:
     if config.run.strategy == "vectorized":
         raise UserError(f"this model cannot be trained with strategy 'vectorized' ({reason}); set run.strategy = 'loop' or 'auto'")
     return "loop"
+
+
+def check_rows(task: Task, rows: list[PlanRow]) -> None:
+    """Refuse rows the data cannot serve (held-out group, label noise, batch size) before anything is written."""
+    for row in rows:
+        BatchStream(member_pool(task, row), row.batch_size, row.data_seed)
+        member_targets(task, row)
 
 
 def plan_chunks(config: Config, task: Task, rows: list[PlanRow], strategy: str) -> list[list[PlanRow]]:
@@ -93,12 +101,22 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
     steps = {bs: snapshot_steps(config.run.snapshots, total_steps(config, task, bs)) for bs in sorted(set(plan.table["batch_size"]))}
+    # Every refusal comes before RunStore.prepare, which may create or (--force) delete OUT.
+    backend = get_backend(config.run.backend)
+    strategy = resolve_strategy(config, task)
+    check_rows(task, plan.rows())
     store = RunStore.prepare(out, config, plan, steps, force=force)
     status = store.status()
-    pending = [row for row in plan.rows() if status[row.member]["status"] not in FINISHED]
-    strategy = resolve_strategy(config, task) if pending else store.manifest().get("strategy", "none")
+
+    def needs_training(row: PlanRow) -> bool:
+        state = status[row.member]["status"]
+        return state not in FINISHED or (state == "done" and not store.intact(row.member, steps[row.batch_size]))
+
+    pending = [row for row in plan.rows() if needs_training(row)]
     if pending:
         store.annotate(strategy=strategy)
+    else:
+        strategy = store.manifest().get("strategy", strategy)
     chunks = plan_chunks(config, task, pending, strategy)
     config_json = json.dumps(config.resolved())
     work = sum(total_steps(config, task, c[0].batch_size) * len(c) for c in chunks)
@@ -107,7 +125,6 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
         def record(outcomes: list[dict[str, Any]]) -> None:
             store.mark(outcomes)
 
-        backend = get_backend(config.run.backend)
         jobs = [(config_json, str(store.root), [asdict(r) for r in chunk], strategy) for chunk in chunks]
         backend(run_chunk, jobs, record, bar.advance)
     store.collect_metrics()
