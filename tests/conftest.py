@@ -15,6 +15,11 @@ from attractor.config import Config, parse_config
 
 def tiny_config(**sections: dict[str, Any]) -> Config:
     """digits-mlp with a small net and a few steps; sections override keys per table."""
+    return parse_config(tiny_mapping(**sections))
+
+
+def tiny_mapping(**sections: dict[str, Any]) -> dict[str, Any]:
+    """The raw mapping behind :func:`tiny_config` with keys overridden (possibly invalid)."""
     data: dict[str, dict[str, Any]] = {
         "task": {"name": "digits-mlp", "hidden": [32]},
         "trainer": {"steps": 12, "batch_size": 32, "lr": 0.05, "momentum": 0.9},
@@ -23,7 +28,7 @@ def tiny_config(**sections: dict[str, Any]) -> Config:
     }
     for name, values in sections.items():
         data.setdefault(name, {}).update(values)
-    return parse_config(data)
+    return data
 
 
 def write_toml(path: Path, config: Config | dict[str, Any]) -> Path:

@@ -24,26 +24,13 @@ from safetensors.torch import load_file
 
 from attractor.config import Config
 from attractor.train.run import train
-from tests.conftest import CliResult, tiny_config, write_toml
+from tests.conftest import CliResult, tiny_config, tiny_mapping, write_toml
 
 Cli = Callable[..., CliResult]
 KNOWN_TASKS = ("digits-mlp", "spurious-digits", "modular-addition")
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def tiny_mapping(**sections: dict[str, Any]) -> dict[str, Any]:
-    """The raw TOML mapping of ``tiny_config`` with keys overridden (possibly invalid)."""
-    data: dict[str, dict[str, Any]] = {
-        "task": {"name": "digits-mlp", "hidden": [32]},
-        "trainer": {"steps": 12, "batch_size": 32, "lr": 0.05, "momentum": 0.9},
-        "plan": {"members": 4, "vary": ["init_seed", "data_seed"]},
-        "run": {"snapshots": 3},
-    }
-    for name, values in sections.items():
-        data.setdefault(name, {}).update(values)
-    return data
 
 
 def assert_user_error(result: CliResult, *fragments: str) -> str:
