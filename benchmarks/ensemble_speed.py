@@ -9,7 +9,8 @@ process, so the ratios printed compare like with like on this machine, right now
   ``zero_grad``, ``backward``, ``step``. Its cost is linear in N, so for N above
   ``--baseline-members`` it is timed on that many members and extrapolated (said in
   the output).
-* **ours**: ``attractor.train.engine.train_chunk(..., vectorized=True)``. A chunk always
+* **ours**: ``attractor.train.engine.train_chunk(..., vectorized=True)`` over the chunks
+  ``attractor run`` would form (at most 64 members each by default). A chunk always
   evaluates every member on the train and test splits at step 0 and at the last step.
   The headline figure is *training only*: ``N * (S - 1) / (t(S steps) - t(1 step))``,
   which cancels setup and both evaluations exactly. The end-to-end rate ``N * S / t(S)``
@@ -46,6 +47,7 @@ from attractor.plan import PlanRow
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.train.engine import train_chunk
+from attractor.train.run import plan_chunks
 from attractor.train.runtime import keep_freed_memory
 
 LR, MOMENTUM, BATCH = 0.05, 0.9, 64
@@ -122,16 +124,21 @@ def baseline_rate(task: Task, members: int, steps: int, repeats: int) -> float:
 
 def engine_rates(task: Task, n: int, steps: int, repeats: int, vectorized: bool) -> dict[str, float]:
     """Training-only and end-to-end member-steps/s of ``train_chunk`` for ``n`` members."""
-    chunk = rows(n)
     long, short = config(steps), config(1)
+    # Chunked exactly as `attractor run` chunks a plan (64 members at most by default).
+    chunks = plan_chunks(long, task, rows(n), "vectorized") if vectorized else [rows(n)]
 
     def sink(*_: object) -> None:
         return None
 
+    def train_all(cfg: Config) -> None:
+        for chunk in chunks:
+            train_chunk(task, cfg, chunk, vectorized, sink)
+
     t_long = t_short = float("inf")
     for _ in range(repeats):  # interleaved, so a burst of load hits both alike
-        t_short = min(t_short, best_time(lambda: train_chunk(task, short, chunk, vectorized, sink), 1))
-        t_long = min(t_long, best_time(lambda: train_chunk(task, long, chunk, vectorized, sink), 1))
+        t_short = min(t_short, best_time(lambda: train_all(short), 1))
+        t_long = min(t_long, best_time(lambda: train_all(long), 1))
     delta = t_long - t_short
     return {
         "seconds_S_steps": t_long,
