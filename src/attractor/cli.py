@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -148,7 +149,95 @@ def demo(
     data = json.loads(json.dumps(DEMO_CONFIG))
     data["plan"]["members"] = members
     summary = _train_and_summarize(parse_config(data, source="demo"), out, force, as_json)
+    summary["report"] = str(_measure_and_report(out, as_json)) if summary["done"] >= 2 else None
     _emit_json(summary) if as_json else _print_summary(summary)
+    if summary["report"] and not as_json:
+        console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
+
+
+RunDirArg = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `attractor run`.")]
+DrawsOption = Annotated[int, typer.Option(min=1, help="Multi-bootstrap draws for the 95% intervals.")]
+
+
+def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
+    from attractor.ensemble import Ensemble
+    from attractor.measure.spread import measure_ensemble, write_measures
+    from attractor.report import render_report
+
+    ens = Ensemble.load(run_dir)
+    with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
+        measures = measure_ensemble(ens)
+        write_measures(ens, measures)
+        return render_report(ens, measures.report_data(), ens.store.root / "report.html")
+
+
+@app.command()
+def measure(
+    run_dir: RunDirArg,
+    split: Annotated[str, typer.Option(help="Evaluation split: test or train.")] = "test",
+    layers: Annotated[str | None, typer.Option(help="CKA layers: module names or a glob, comma-separated (default: the activations).")] = None,
+    draws: DrawsOption = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """Measure the spread of a run (function, representation, weight space, basins, LMC).
+
+    Writes RUN_DIR/measures.parquet (one row per member or pair and measure) and
+    RUN_DIR/measures.json (summary with 95% multi-bootstrap intervals).
+    """
+    from attractor.ensemble import Ensemble
+    from attractor.measure.spread import MeasureOptions, measure_ensemble, write_measures
+
+    if split not in ("test", "train"):
+        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+    chosen = None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
+    ens = Ensemble.load(run_dir)
+    measures = measure_ensemble(ens, MeasureOptions(split=split, layers=chosen, draws=draws))  # type: ignore[arg-type]
+    paths = write_measures(ens, measures)
+    if as_json:
+        _emit_json({**measures.to_json(), "files": paths})
+        return
+    table = Table("measure", "value", "95% interval", title=f"{ens.config.task.name}: {len(ens.members)} members, {split} split")
+    for name, estimate in measures.summary.items():
+        interval = f"[{estimate['low']:.4g}, {estimate['high']:.4g}]" if "low" in estimate else ""
+        table.add_row(name, f"{estimate['value']:.4g}", interval)
+    console.print(table)
+    b = measures.basins
+    console.print(f"basins: {b.n_basins} (sizes {b.sizes}, representatives {b.representatives})", markup=False)
+    console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
+
+
+@app.command()
+def compare(
+    run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="First run directory.")],
+    run_b: Annotated[Path, typer.Argument(metavar="RUN_B", help="Second run directory (same task).")],
+    metric: Annotated[str, typer.Option(help="accuracy or loss.")] = "accuracy",
+    split: Annotated[str, typer.Option(help="Evaluation split: test or train.")] = "test",
+    draws: DrawsOption = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """Compare two runs of the same task with a paired multi-bootstrap (A minus B)."""
+    from attractor.ensemble import Ensemble
+    from attractor.measure.compare import compare_runs
+
+    if metric not in ("accuracy", "loss"):
+        raise UserError(f"--metric must be 'accuracy' or 'loss', not '{metric}'")
+    if split not in ("test", "train"):
+        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+    result = compare_runs(Ensemble.load(run_a), Ensemble.load(run_b), metric, split, draws)  # type: ignore[arg-type]
+    if as_json:
+        _emit_json(result)
+        return
+    console.print(f"{result['metric']}: A = {result['a']:.4f} [{result['a_low']:.4f}, {result['a_high']:.4f}]  "
+                  f"B = {result['b']:.4f} [{result['b_low']:.4f}, {result['b_high']:.4f}]", markup=False)
+    console.print(f"A - B = {result['difference']:+.4f}, 95% interval [{result['low']:+.4f}, {result['high']:+.4f}], "
+                  f"p(A - B <= 0) = {result['p']:.3f} over {result['draws']} draws", markup=False)
+
+
+@app.command()
+def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
+    """Measure a run and write RUN_DIR/report.html, one self-contained page."""
+    path = _measure_and_report(run_dir, as_json)
+    _emit_json({"report": str(path)}) if as_json else console.print(f"report: {path}", markup=False, soft_wrap=True)
 
 
 def _usage_line(exc: Any) -> str:

@@ -7,21 +7,7 @@ from typing import Any
 import torch
 
 from attractor.ensemble import Ensemble
-
-
-def pairwise_disagreement(predictions: torch.Tensor) -> torch.Tensor:
-    """Share of inputs on which members i and j predict different classes.
-
-    Args:
-        predictions: ``[members, batch]`` predicted class ids.
-
-    Returns:
-        ``[members, members]`` disagreement matrix (zero diagonal).
-
-    References:
-        Fort, Hu & Lakshminarayanan (2019), "Deep Ensembles: A Loss Landscape Perspective".
-    """
-    return (predictions.unsqueeze(0) != predictions.unsqueeze(1)).float().mean(-1)
+from attractor.measure.function import pairwise_disagreement
 
 
 def summarize(ens: Ensemble) -> dict[str, Any]:

@@ -1,0 +1,185 @@
+"""Every stability measure of one run, with multi-bootstrap intervals: ``attractor measure DIR``.
+
+Function space (loss, accuracy, disagreement, Jensen-Shannon, symmetric KL, KL to the
+ensemble mean, mutual information, ensemble vs mean member), representation space (CKA
+at named layers), weight space (distance to init, pairwise distance, after permutation
+alignment), basins, spread over training and linear mode connectivity of a few pairs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from attractor.ensemble import Ensemble
+from attractor.errors import UserError
+from attractor.measure.basins import Basins, find_basins
+from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
+from attractor.measure.connectivity import LMCResult, lmc
+from attractor.measure.function import (
+    ensemble_accuracy,
+    ensemble_correct,
+    kl_to_mean,
+    pairwise_metrics,
+    per_example_loss_accuracy,
+    probabilities,
+)
+from attractor.measure.representation import member_cka
+from attractor.measure.trajectory import spread_over_training
+from attractor.measure.weights import (
+    align,
+    distance_to_init,
+    linear_chain,
+    member_vectors,
+    pairwise_aligned_distance,
+    pairwise_distance,
+)
+from attractor.store import atomic_path
+
+
+@dataclass(frozen=True)
+class MeasureOptions:
+    """What to measure and how (defaults are what ``attractor measure`` uses)."""
+
+    split: Literal["test", "train"] = "test"
+    layers: list[str] | str | None = None  # CKA layers: names or glob; None = the model's activations
+    debiased_cka: bool = False
+    draws: int = 500
+    seed: int = 0
+    lmc_pairs: int = 3
+    lmc_points: int = 30
+    align_max_members: int = 12  # permutation alignment costs one matching per pair
+    basin_threshold: float | None = None
+    n_basins: int | None = None
+
+
+@dataclass(eq=False)
+class Measures:
+    """The results; :meth:`report_data` is what :func:`attractor.report.render_report` reads."""
+
+    summary: dict[str, dict[str, float]]
+    members: pd.DataFrame
+    pairwise: dict[str, np.ndarray]
+    cka: dict[str, np.ndarray]
+    basins: Basins
+    trajectory: pd.DataFrame
+    lmc: list[LMCResult] = field(default_factory=list)
+
+    def report_data(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary, "members": self.members, "pairwise": self.pairwise, "cka": self.cka,
+            # The member count is constant over steps: not worth a panel.
+            "basins": self.basins.to_dict(), "trajectory": self.trajectory.drop(columns="members", errors="ignore"),
+            "lmc": [
+                {"members": list(r.members), "curve": r.curve, "aligned_curve": r.aligned_curve,
+                 "barriers": {"raw": r.barriers, "aligned": r.aligned_barriers} if r.aligned_barriers else {"raw": r.barriers}}
+                for r in self.lmc
+            ],
+        }
+
+    def table(self) -> pd.DataFrame:
+        """One tidy table: a row per (measure, member_a, member_b); member_b empty for per-member values."""
+        ids = list(self.members["member"])
+        rows: list[dict[str, Any]] = []
+        for column in self.members.columns.drop("member"):
+            rows += [{"measure": column, "member_a": m, "member_b": None, "value": float(v)} for m, v in zip(ids, self.members[column], strict=True)]
+        matrices = {**self.pairwise, **{f"cka_{k}": v for k, v in self.cka.items()}}
+        for name, matrix in matrices.items():
+            rows += [{"measure": name, "member_a": a, "member_b": b, "value": float(matrix[i, j])}
+                     for i, a in enumerate(ids) for j, b in enumerate(ids) if i < j]
+        table = pd.DataFrame(rows)
+        table["member_b"] = table["member_b"].astype("Int64")
+        return table
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary, "basins": self.basins.to_dict(),
+            "trajectory": self.trajectory.to_dict("records"), "lmc": [r.to_dict() for r in self.lmc],
+        }
+
+
+def _split(ens: Ensemble, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    task = ens.task
+    return (task.x_test, task.y_test) if split == "test" else (task.x_train, task.y_train)
+
+
+def _is_mlp(ens: Ensemble) -> bool:
+    try:
+        linear_chain(ens.task.make_model())
+    except UserError:
+        return False
+    return True
+
+
+def _lmc_pairs(members: list[int], basins: Basins, count: int) -> list[tuple[int, int]]:
+    """Representatives of different basins first (the barrier between modes), then neighbours."""
+    pairs = [(basins.representatives[0], r) for r in basins.representatives[1:]]
+    pairs += [(members[i], members[i + 1]) for i in range(0, len(members) - 1, 2)]
+    return list(dict.fromkeys(pairs))[:count]
+
+
+def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Measures:
+    """Measure the spread of ``ens`` (finished, non-diverged members) on one split."""
+    options = options or MeasureOptions()
+    members = ens.members
+    if len(members) < 2:
+        raise UserError(f"'{ens.store.root}' has {len(members)} finished member(s); measuring spread needs at least 2")
+    if ens.task.num_classes is None:
+        raise UserError("spread measures need a classification task (Task.num_classes); this task has none")
+    x, y = _split(ens, options.split)
+    logits = ens.predict(x, members)
+    loss, correct = per_example_loss_accuracy(logits, y)  # [m, b] each
+    pairwise = pairwise_metrics(logits, per_example=True)  # name -> [m, m, b]
+    kl = kl_to_mean(probabilities(logits), per_example=True)  # [m, b]
+    boot = {"draws": options.draws, "seed": options.seed}
+
+    summary: dict[str, dict[str, float]] = {
+        f"{options.split}_accuracy": multibootstrap(correct.numpy(), **boot).to_dict(),
+        f"{options.split}_loss": multibootstrap(loss.numpy(), **boot).to_dict(),
+        "accuracy_sd_over_members": multibootstrap(correct.numpy(), statistic=np.std, **boot).to_dict(),
+        "mutual_information": multibootstrap(kl.numpy(), **boot).to_dict(),
+        # One row: only examples are resampled (the ensemble is one predictor).
+        "ensemble_accuracy": multibootstrap(ensemble_correct(logits, y)[None].numpy(), **boot).to_dict(),
+    }
+    for name, values in pairwise.items():
+        summary[f"pairwise_{name}"] = pairwise_multibootstrap(values.numpy(), **boot).to_dict()
+    summary["ensemble_minus_mean_member_accuracy"] = {"value": float(np.subtract(*[ensemble_accuracy(logits, y)[k] for k in ("ensemble_accuracy", "mean_member_accuracy")]))}
+
+    cka = {k: v.numpy() for k, v in member_cka(ens, x, options.layers, members, debiased=options.debiased_cka).items()}
+    for layer, matrix in cka.items():
+        summary[f"cka_{layer}"] = pairwise_multibootstrap(matrix, **boot).to_dict()
+
+    matrices = {name: values.mean(-1).numpy() for name, values in pairwise.items()}
+    matrices["weight_distance"] = pairwise_distance(member_vectors(ens, members)).numpy()
+    mlp = _is_mlp(ens)
+    if mlp and len(members) <= options.align_max_members:
+        template = ens.task.make_model()
+        matrices["aligned_distance"] = pairwise_aligned_distance([ens.params(m) for m in members], template).numpy()
+
+    basins = find_basins(matrices["js"], members, threshold=options.basin_threshold, n_basins=options.n_basins)
+    per_member = pd.DataFrame({
+        "member": members, "loss": loss.mean(1).numpy(), "accuracy": correct.mean(1).numpy(),
+        "kl_to_mean": kl.mean(1).numpy(), "distance_to_init": distance_to_init(ens, members).numpy(),
+        "basin": basins.labels,
+    })
+    trajectory = spread_over_training(ens, x, y, members)
+    paths = [
+        lmc(ens, a, b, x, y, align_fn=align if mlp else None, points=options.lmc_points)
+        for a, b in _lmc_pairs(members, basins, options.lmc_pairs)
+    ]
+    return Measures(summary, per_member, matrices, cka, basins, trajectory, paths)
+
+
+def write_measures(ens: Ensemble, measures: Measures) -> dict[str, str]:
+    """``RUN/measures.parquet`` (tidy per-member and per-pair values) and ``RUN/measures.json``."""
+    root = ens.store.root
+    with atomic_path(root / "measures.parquet") as tmp:
+        measures.table().to_parquet(tmp, index=False)
+    with atomic_path(root / "measures.json") as tmp:
+        tmp.write_text(json.dumps(measures.to_json(), indent=2, default=float))
+    return {"parquet": str(root / "measures.parquet"), "json": str(root / "measures.json")}

@@ -1,0 +1,202 @@
+"""Plots for the report: plain functions of arrays and tables that return PNG data URIs.
+
+Every function draws on its own ``matplotlib.figure.Figure`` (no pyplot global state, so
+the Agg canvas renders it and nothing needs a display) inside one shared style, and
+returns ``data:image/png;base64,...`` ready for an ``<img src>``: the report stays one
+self-contained file.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+#: Readable small-multiple defaults shared by every figure of a report.
+STYLE = {
+    "font.family": "DejaVu Sans",
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.edgecolor": "#777777",
+    "axes.grid": True,
+    "grid.color": "#e6e6e6",
+    "grid.linewidth": 0.6,
+    "savefig.dpi": 110,
+}
+#: Paul Tol's colour-blind-safe qualitative colours; basin i and pair i use colour i everywhere.
+PALETTE = ("#4477AA", "#EE6677", "#228833", "#CCBB44", "#66CCEE", "#AA3377", "#EE7733", "#009988")
+
+
+def color(i: int) -> str:
+    """The report's colour for group ``i`` (basin, pair), cycling through :data:`PALETTE`."""
+    return PALETTE[int(i) % len(PALETTE)]
+
+
+@contextmanager
+def styled(width: float, height: float) -> Iterator[Figure]:
+    """A figure of ``width x height`` inches drawn in :data:`STYLE`."""
+    with matplotlib.rc_context(STYLE):
+        yield Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_uri(fig: Figure) -> str:
+    """Encode ``fig`` as a PNG data URI (no software metadata, so equal plots give equal bytes)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", facecolor="white", metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def step_axis(ax: Axes) -> None:
+    """Log-like x axis for training steps that still shows step 0 at the left edge.
+
+    Snapshots are log-spaced and start at 0, where a log axis is undefined; symlog is
+    linear on [0, 1] and logarithmic beyond, so init sits at the edge and later steps
+    spread out as on a log axis.
+    """
+    ax.set_xscale("symlog", linthresh=1.0, linscale=0.5)
+    ax.set_xlim(left=0)
+    # Plain numbers (0, 1, 10, 100) read faster than 10^k next to a literal 0.
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.set_xlabel("training step")
+
+
+def heatmap(
+    matrix: np.ndarray,
+    labels: Sequence[object],
+    title: str,
+    *,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    boundaries: Sequence[int] = (),
+) -> str:
+    """A member × member matrix with a colourbar.
+
+    Args:
+        matrix: ``[members, members]`` values, already in display order.
+        labels: member ids in the same order (tick labels).
+        title: shown above the map.
+        cmap: matplotlib colour map name.
+        vmin: lower end of the colour scale (default: the data's minimum).
+        vmax: upper end of the colour scale (default: the data's maximum).
+        boundaries: positions where a new block (basin) starts; drawn as white lines.
+    """
+    matrix = np.asarray(matrix, dtype=float)
+    n = len(labels)
+    if matrix.shape != (n, n):
+        raise ValueError(f"heatmap '{title}': matrix has shape {matrix.shape} but there are {n} labels")
+    side = min(6.0, 2.6 + 0.12 * n)
+    with styled(side + 0.9, side) as fig:
+        ax = fig.add_subplot()
+        image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+        ax.grid(False)
+        # Every id is readable up to ~32 members; beyond that label a regular subset.
+        stride = max(1, int(np.ceil(n / 32)))
+        ticks = np.arange(0, n, stride)
+        ax.set_xticks(ticks, [str(labels[i]) for i in ticks], rotation=90 if n > 12 else 0)
+        ax.set_yticks(ticks, [str(labels[i]) for i in ticks])
+        ax.set_xlabel("member")
+        ax.set_ylabel("member")
+        for start in boundaries:
+            if 0 < start < n:
+                ax.axhline(start - 0.5, color="white", linewidth=1.5)
+                ax.axvline(start - 0.5, color="white", linewidth=1.5)
+        ax.set_title(title)
+        fig.colorbar(image, ax=ax, shrink=0.85)
+        return figure_uri(fig)
+
+
+def series_panels(table: pd.DataFrame, columns: Sequence[str], title: str, *, x: str = "step") -> str:
+    """One small panel per column of ``table`` against ``x`` (training step, symlog axis).
+
+    A column ``c`` with companions ``c_low`` and ``c_high`` is drawn with that band
+    (e.g. a bootstrap CI around the mean pairwise JS).
+    """
+    columns = [c for c in columns if c in table.columns]
+    if not columns:
+        raise ValueError(f"series_panels '{title}': none of the columns is in the table")
+    table = table.sort_values(x)
+    ncols = min(3, len(columns))
+    nrows = int(np.ceil(len(columns) / ncols))
+    with styled(3.2 * ncols, 2.5 * nrows + 0.3) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, column in zip(axes, columns, strict=False):
+            ax.plot(table[x], table[column], color=color(0), marker="o", markersize=3, linewidth=1.5)
+            if {f"{column}_low", f"{column}_high"} <= set(table.columns):
+                ax.fill_between(table[x], table[f"{column}_low"], table[f"{column}_high"], color=color(0), alpha=0.2, linewidth=0)
+            step_axis(ax)
+            ax.set_title(column.replace("_", " "))
+        for ax in axes[len(columns):]:
+            ax.set_visible(False)
+        fig.suptitle(title)
+        return figure_uri(fig)
+
+
+def path_curves(paths: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]], columns: Sequence[str] = ("loss", "error")) -> str:
+    """Quantities along interpolation paths, one panel per column, one colour per path.
+
+    Args:
+        paths: ``(label, curve, aligned_curve)`` per path; curves have ``alpha`` and
+            ``columns``; the aligned curve (or ``None``) is drawn dashed in the same colour.
+        columns: which columns to draw, one panel each.
+    """
+    with styled(3.6 * len(columns), 2.9) as fig:
+        axes = fig.subplots(1, len(columns), squeeze=False).ravel()
+        for i, (label, curve, aligned) in enumerate(paths):
+            for ax, column in zip(axes, columns, strict=True):
+                if column in curve:
+                    ax.plot(curve["alpha"], curve[column], color=color(i), linewidth=1.5, label=f"{label}")
+                if aligned is not None and column in aligned:
+                    ax.plot(aligned["alpha"], aligned[column], color=color(i), linewidth=1.5, linestyle="--", label=f"{label} aligned")
+        for ax, column in zip(axes, columns, strict=True):
+            ax.set_xlabel("α (0 = first member, 1 = second)")
+            ax.set_title(column)
+        handles, names = axes[0].get_legend_handles_labels()
+        if handles:
+            # Past a dozen paths the legend would hide the plot; the table names them all.
+            fig.legend(handles[:12], names[:12], loc="outside right upper")
+        return figure_uri(fig)
+
+
+def band_plot(
+    x: Sequence[float],
+    mean: Sequence[float],
+    low: Sequence[float],
+    high: Sequence[float],
+    *,
+    title: str,
+    ylabel: str,
+    xlabel: str = "training step",
+    threshold: float | None = None,
+    onset: float | None = None,
+) -> str:
+    """A mean with its confidence band against training step, with an optional threshold and onset marker."""
+    with styled(7.4, 3.2) as fig:
+        ax = fig.add_subplot()
+        ax.fill_between(x, low, high, color=color(0), alpha=0.2, linewidth=0, label="95 % CI")
+        ax.plot(x, mean, color=color(0), marker="o", markersize=4, linewidth=1.5, label="mean over pairs")
+        if threshold is not None:
+            ax.axhline(threshold, color="#555555", linestyle=":", linewidth=1.2, label=f"threshold {threshold:g}")
+        if onset is not None:
+            ax.axvline(onset, color=color(1), linestyle="--", linewidth=1.2, label=f"stable from step {onset:g}")
+        step_axis(ax)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        fig.legend(loc="outside right upper")
+        return figure_uri(fig)

@@ -1,0 +1,88 @@
+"""`attractor measure / compare / report` on real tiny runs: files, intervals, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from attractor.ensemble import Ensemble
+from attractor.measure.compare import compare_runs
+from attractor.measure.spread import MeasureOptions, measure_ensemble
+from attractor.train.run import train
+from tests.conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("runs")
+    good = tiny_config(trainer={"steps": 40}, plan={"members": 4, "vary": ["init_seed", "data_seed", "bootstrap"]})
+    # lr 100x smaller: clearly worse after the same steps, same task and examples.
+    slow = tiny_config(trainer={"steps": 40, "lr": 0.0005}, plan={"members": 4})
+    train(good, root / "good")
+    train(slow, root / "slow")
+    train(tiny_config(plan={"members": 1, "vary": []}), root / "single")
+    train(tiny_config(task={"hidden": [16]}), root / "other-task")
+    return {name: root / name for name in ("good", "slow", "single", "other-task")}
+
+
+def test_measure_ensemble_numbers_hang_together(runs: dict[str, Path]) -> None:
+    ens = Ensemble.load(runs["good"])
+    measures = measure_ensemble(ens, MeasureOptions(draws=200))
+    for name, estimate in measures.summary.items():
+        if "low" in estimate:
+            assert estimate["low"] - 1e-12 <= estimate["value"] <= estimate["high"] + 1e-12, name
+    final = ens.metrics.sort_values("step").groupby("member").tail(1).set_index("member").sort_index()
+    members = measures.members.set_index("member")
+    pd.testing.assert_series_equal(members["accuracy"], final["test_accuracy"], check_names=False, atol=1e-6)
+    assert sum(measures.basins.sizes) == 4
+    assert measures.pairwise["js"].shape == (4, 4)
+    assert measures.lmc and measures.lmc[0].curve.shape[0] == 30
+    # Mutual information is the mean KL to the ensemble mean (an identity, not an estimate).
+    assert measures.summary["mutual_information"]["value"] == pytest.approx(members["kl_to_mean"].mean(), rel=1e-9)
+
+
+def test_measure_command_writes_tables(cli, runs: dict[str, Path]) -> None:
+    result = cli("measure", runs["good"], "--draws", "100", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert {"summary", "basins", "trajectory", "lmc", "files"} <= set(data)
+    table = pd.read_parquet(runs["good"] / "measures.parquet")
+    assert {"measure", "member_a", "member_b", "value"} <= set(table.columns)
+    assert set(table.loc[table["member_b"].notna(), "measure"]) >= {"js", "disagreement", "weight_distance"}
+    assert json.loads((runs["good"] / "measures.json").read_text())["summary"]["test_accuracy"]["draws"] == 100
+
+
+def test_compare_finds_the_better_run(runs: dict[str, Path]) -> None:
+    good, slow = Ensemble.load(runs["good"]), Ensemble.load(runs["slow"])
+    better = compare_runs(good, slow, draws=300)
+    assert better["difference"] > 0 and better["low"] > 0 and better["p"] < 0.01
+    same = compare_runs(good, good, draws=300)
+    assert same["difference"] == 0
+
+
+def test_compare_and_report_commands(cli, runs: dict[str, Path]) -> None:
+    result = cli("compare", runs["good"], runs["slow"], "--draws", "100")
+    assert result.code == 0 and "A - B" in result.out
+    result = cli("report", runs["good"], "--json")
+    assert result.code == 0, result.err
+    path = Path(json.loads(result.out)["report"])
+    assert path == runs["good"] / "report.html" and "<h2" in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("measure", "{single}"), "at least 2"),
+        (("measure", "{good}", "--split", "valid"), "--split"),
+        (("compare", "{good}", "{other-task}"), "different [task] sections"),
+        (("compare", "{good}", "{slow}", "--metric", "f1"), "--metric"),
+        (("report", "{missing}"), "not an attractor run directory"),
+    ],
+)
+def test_bad_input_is_one_line(cli, runs: dict[str, Path], tmp_path: Path, args: tuple[str, ...], fragment: str) -> None:
+    paths = {**{k: str(v) for k, v in runs.items()}, "missing": str(tmp_path / "nothing")}
+    result = cli(*(a.format(**paths) for a in args))
+    assert result.code == 2 and fragment in result.err and len(result.err.strip().splitlines()) == 1, result.err
