@@ -233,6 +233,45 @@ def compare(
                   f"p(A - B <= 0) = {result['p']:.3f} over {result['draws']} draws", markup=False)
 
 
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated whole numbers like 0,5,20,100, not '{text}'") from None
+
+
+@app.command()
+def instability(
+    config: ConfigArg,
+    spawn_steps: Annotated[str, typer.Option("--spawn-steps", help="Steps k to spawn copies at, comma-separated (each below the run's length).")],
+    pairs: Annotated[int, typer.Option(min=2, help="Pairs of copies per spawn step (for the interval).")] = 4,
+    threshold: Annotated[float, typer.Option(help="Error barrier below which copies count as stable (0.02 = 2 % error).")] = 0.02,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for instability.parquet / .json.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Instability analysis (Frankle et al. 2020): from which step on do copies land in one basin?
+
+    Trains one parent with CONFIG's task and trainer, spawns pairs of copies at every
+    spawn step that continue with different data orders, and measures the error barrier
+    on the linear path between the two copies of each pair at the end of training.
+    """
+    from attractor.measure.instability import instability_analysis
+
+    result = instability_analysis(load_config(config), _int_list(spawn_steps, "--spawn-steps"), pairs, threshold, out=out)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    table = Table("spawn step k", "error barrier (mean)", "95% interval", title=f"instability over {result.total_steps} steps, {pairs} pairs per k")
+    for row in result.summary.itertuples():
+        table.add_row(str(row.spawn_step), f"{row.barrier_error_mean:.2%}", f"[{row.barrier_error_ci_low:.2%}, {row.barrier_error_ci_high:.2%}]")
+    console.print(table)
+    onset = "never (within the spawn steps)" if result.onset is None else f"k = {result.onset}"
+    console.print(f"stable (barrier below {threshold:.1%} from then on): {onset}; by the upper bound: "
+                  f"{'never' if result.onset_upper is None else f'k = {result.onset_upper}'}", markup=False)
+    if out is not None:
+        console.print(f"wrote {out}/instability.parquet and instability.json", markup=False, soft_wrap=True)
+
+
 @app.command()
 def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
     """Measure a run and write RUN_DIR/report.html, one self-contained page."""

@@ -86,3 +86,27 @@ def test_bad_input_is_one_line(cli, runs: dict[str, Path], tmp_path: Path, args:
     paths = {**{k: str(v) for k, v in runs.items()}, "missing": str(tmp_path / "nothing")}
     result = cli(*(a.format(**paths) for a in args))
     assert result.code == 2 and fragment in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+@pytest.mark.parametrize(
+    ("spawn", "fragment"),
+    [("0,500", "at or past the end of training"), ("0,five", "--spawn-steps"), ("3,3", "spawn")],
+)
+def test_instability_refuses_bad_spawn_steps(cli, tmp_path: Path, spawn: str, fragment: str) -> None:
+    from tests.conftest import write_toml
+
+    config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 30}))
+    result = cli("instability", config, "--spawn-steps", spawn, "--out", tmp_path / "out")
+    assert result.code == 2 and fragment in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "out").exists()
+
+
+def test_instability_command_writes_results(cli, tmp_path: Path) -> None:
+    from tests.conftest import write_toml
+
+    config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 30}))
+    result = cli("instability", config, "--spawn-steps", "0,10", "--pairs", "2", "--out", tmp_path / "out", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["spawn_steps"] == [0, 10]
+    assert (tmp_path / "out" / "instability.parquet").exists()

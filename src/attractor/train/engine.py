@@ -34,6 +34,37 @@ _EVAL_ROWS = 1 << 15
 SnapshotSink = Callable[[PlanRow, int, Params, dict[str, float]], None]
 
 
+@dataclass(frozen=True, eq=False)
+class Start:
+    """A member's complete training state after ``step`` optimizer steps: enough to go on.
+
+    Children spawned from a parent (Frankle et al. 2020) start here instead of at their
+    row's initial weights; their own row still sets their data order, label noise and
+    hyperparameters. Tensors are one member's, without the member dimension.
+
+    Attributes:
+        step: optimizer steps already taken; training continues with step ``step + 1``,
+            so the lr schedule and Adam's bias correction go on where they were.
+        params: parameter name -> tensor.
+        buffers: buffer name -> tensor (BatchNorm running statistics, ...).
+        optimizer_state: parameter name -> slot name -> tensor (SGD ``momentum_buffer``,
+            Adam ``exp_avg`` / ``exp_avg_sq``).
+
+    References:
+        Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
+    """
+
+    step: int
+    params: Params
+    buffers: Params
+    optimizer_state: dict[str, dict[str, Tensor]]
+
+
+#: Called at every snapshot for every still-healthy member with its full :class:`Start`
+#: state there: (row, step, state).
+StateSink = Callable[[PlanRow, int, Start], None]
+
+
 @dataclass(frozen=True)
 class Outcome:
     """How a member's training ended."""
@@ -58,23 +89,48 @@ def train_chunk(
     vectorized: bool,
     on_snapshot: SnapshotSink,
     on_step: Callable[[int], None] | None = None,
+    *,
+    start: list[Start] | None = None,
+    on_state: StateSink | None = None,
 ) -> list[Outcome]:
     """Train ``rows`` together (they must share ``batch_size`` and ``optimizer``).
 
     A chunk of one member is padded with a copy of itself: a batch of one takes another
     matmul kernel than a batch of many, and a member must not depend on its chunk.
+
+    Args:
+        start: one :class:`Start` per row, all at the same step ``k``: each member begins
+            from that state (weights, buffers, optimizer state) and takes steps
+            ``k + 1 .. total``; only snapshots at steps ``>= k`` are taken. Its data
+            stream starts afresh from its row's ``data_seed``. ``None``: every member
+            starts at step 0 from its row's initial weights.
+        on_state: receives every healthy member's full state at every snapshot step,
+            the states a later ``start`` can spawn children from.
     """
     assert len({(r.batch_size, r.optimizer) for r in rows}) == 1, "a chunk shares batch_size and optimizer"
-    members = list(rows) + ([rows[0]] if vectorized and len(rows) == 1 else [])
+    pad = vectorized and len(rows) == 1
+    members = list(rows) + ([rows[0]] if pad else [])
     n, batch_size = len(members), rows[0].batch_size
     steps = total_steps(config, task, batch_size)
-    snaps = set(snapshot_steps(config.run.snapshots, steps))
+    if start is not None:
+        if len(start) != len(rows) or len({s.step for s in start}) != 1:
+            raise ValueError(f"start needs one state per row ({len(rows)}), all at one step; got steps {[s.step for s in start]}")
+        if not 0 <= start[0].step < steps:
+            raise ValueError(f"start step {start[0].step} is outside training (0 .. {steps - 1})")
+        start = list(start) + ([start[0]] if pad else [])
+    first = 0 if start is None else start[0].step
+    snaps = {s for s in snapshot_steps(config.run.snapshots, steps) if s >= first}
 
-    # Each member: its own initial weights, data pool, label noise and batch order.
+    # Each member: its own initial weights (or its start state), data pool, label noise
+    # and batch order.
     modules = [initial_module(task, r) for r in members]
     template = modules[0]
-    params: Params = {k: torch.stack([m.get_parameter(k).detach() for m in modules]).requires_grad_(True) for k, _ in template.named_parameters()}
-    buffers: Params = {k: torch.stack([m.get_buffer(k).detach().clone() for m in modules]) for k, _ in template.named_buffers()}
+    if start is None:
+        params: Params = {k: torch.stack([m.get_parameter(k).detach() for m in modules]).requires_grad_(True) for k, _ in template.named_parameters()}
+        buffers: Params = {k: torch.stack([m.get_buffer(k).detach().clone() for m in modules]) for k, _ in template.named_buffers()}
+    else:
+        params = {k: torch.stack([s.params[k].detach() for s in start]).requires_grad_(True) for k, _ in template.named_parameters()}
+        buffers = {k: torch.stack([s.buffers[k] for s in start]) for k, _ in template.named_buffers()}
     streams = [BatchStream(member_pool(task, r), batch_size, r.data_seed) for r in members]
     noisy_targets = [member_targets(task, r) for r in members]
     shared_targets = all(t is task.y_train for t in noisy_targets)
@@ -83,6 +139,8 @@ def train_chunk(
 
     optimizer = get_optimizer(rows[0].optimizer)
     state = optimizer.init(params)
+    if start is not None:
+        state = {name: {slot: torch.stack([s.optimizer_state[name][slot] for s in start]) for slot in slots} for name, slots in state.items()}
     trainer = config.trainer
     hyper = Hyper(
         lr=torch.tensor([r.lr for r in members], dtype=torch.float64),
@@ -93,22 +151,28 @@ def train_chunk(
     active = torch.ones(n, dtype=torch.bool)
     diverged_at: list[int | None] = [None] * n
 
+    def member_start(i: int, step: int) -> Start:
+        slots = {name: {slot: v[i].detach().clone() for slot, v in held.items()} for name, held in state.items()}
+        return Start(step, {k: v[i].detach().clone() for k, v in params.items()}, {k: v[i].clone() for k, v in buffers.items()}, slots)
+
     def snapshot(step: int) -> None:
         metrics = evaluate(task, template, forward, params, buffers, config.run.eval_batch_size)
         for i, row in enumerate(rows):
             if active[i]:
                 member_state = {k: v[i].detach().clone() for k, v in {**params, **buffers}.items()}
                 on_snapshot(row, step, member_state, {name: float(v[i]) for name, v in metrics.items()})
+                if on_state is not None:
+                    on_state(row, step, member_start(i, step))
 
-    if 0 in snaps:
-        snapshot(0)
+    if first in snaps:
+        snapshot(first)
     template.train()
     # Randomness inside the forward pass (dropout) draws from the global RNG, seeded here
     # from the rows. Only the loop strategy gets here with such a model (vmap refuses
     # random ops), and it trains one row at a time, so each member draws its own stream.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed("forward", *(seed for r in rows for seed in (r.noise_seed, r.data_seed))))
-        for step in range(1, steps + 1):
+        for step in range(first + 1, steps + 1):
             index = torch.stack([s.next() for s in streams])  # [n, batch]
             x = task.x_train[index]
             y = task.y_train[index] if target_table is None else torch.gather(target_table, 1, index)
