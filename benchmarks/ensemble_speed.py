@@ -35,12 +35,12 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from timing import best_time  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.config import Config, parse_config
 from attractor.plan import PlanRow
@@ -77,16 +77,6 @@ def config(steps: int) -> Config:
 
 def rows(n: int) -> list[PlanRow]:
     return [PlanRow(member=i, init_seed=i, data_seed=i) for i in range(n)]
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Smallest wall time of ``repeats`` calls (noise from other processes only adds)."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 # ---------------------------------------------------------------------------- measures

@@ -27,10 +27,9 @@ exceed ``t(loop) / t(logs)``.
 from __future__ import annotations
 
 import argparse
-import time
-from collections.abc import Callable
 
 import torch
+from timing import best_time  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.measure.function import pairwise_metrics
 
@@ -54,15 +53,6 @@ def loop_pairwise(logits: torch.Tensor) -> dict[str, torch.Tensor]:
             for name, value in (("disagreement", disagreement), ("js", js), ("symmetric_kl", symmetric_kl)):
                 out[name][i, j] = out[name][j, i] = value
     return out
-
-
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:
