@@ -233,6 +233,55 @@ def compare(
                   f"p(A - B <= 0) = {result['p']:.3f} over {result['draws']} draws", markup=False)
 
 
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"{option} takes comma-separated numbers like 0,0.01,0.05,0.1,0.2, not '{text}'") from None
+
+
+@app.command()
+def structural(
+    run_dir: RunDirArg,
+    kind: Annotated[str, typer.Option(help="Perturbation: dropout, dropconnect, weight_noise or quantize.")] = "dropconnect",
+    levels: Annotated[str, typer.Option(help="Comma-separated levels: drop probability in [0, 1) (dropout, dropconnect), "
+                                             "noise std relative to each tensor's RMS (weight_noise), bits >= 1 (quantize).")] = "0,0.01,0.05,0.1,0.2",
+    samples: Annotated[int, typer.Option(min=1, help="Sampled masks / noises per member and level (quantize is deterministic: 1).")] = 8,
+    split: Annotated[str, typer.Option(help="Evaluation split: test or train.")] = "test",
+    seed: Annotated[int, typer.Option(help="Seed of the masks and noises.")] = 0,
+    draws: DrawsOption = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """Structural stability: accuracy drop and KL to the unperturbed member vs perturbation level.
+
+    Writes RUN_DIR/structural-KIND.parquet (one row per member and level, 95% t intervals
+    over samples) and RUN_DIR/structural-KIND.json (with the ensemble curve, 95% multi-bootstrap
+    intervals over members and samples, and each member's area under the KL curve).
+    """
+    from attractor.ensemble import Ensemble
+    from attractor.measure.structural import perturbation_curves, write_structural
+
+    if split not in ("test", "train"):
+        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+    ens = Ensemble.load(run_dir)
+    x, y = (ens.task.x_test, ens.task.y_test) if split == "test" else (ens.task.x_train, ens.task.y_train)
+    result = perturbation_curves(ens, kind, _float_list(levels, "--levels"), samples=samples, x=x, y=y, seed=seed, draws=draws)
+    paths = write_structural(ens, result)
+    if as_json:
+        _emit_json({**result.to_dict(), "files": paths})
+        return
+    table = Table("level", "accuracy drop", "95% interval", "KL (nats)", "95% interval",
+                  title=f"{ens.config.task.name}: {kind}, {len(ens.members)} members x {result.samples} samples, {split} split")
+    for row in result.ensemble.itertuples():
+        table.add_row(f"{row.level:g}", f"{row.acc_drop:.4f}", f"[{row.acc_drop_low:.4f}, {row.acc_drop_high:.4f}]",
+                      f"{row.kl:.4g}", f"[{row.kl_low:.4g}, {row.kl_high:.4g}]")
+    console.print(table)
+    auc, ranked = result.auc_ensemble, sorted(result.auc.items(), key=lambda item: item[1])
+    console.print(f"area under the KL curve: {auc['value']:.4g} [{auc['low']:.4g}, {auc['high']:.4g}] (mean over members); "
+                  f"stablest member {ranked[0][0]} ({ranked[0][1]:.4g}), least stable {ranked[-1][0]} ({ranked[-1][1]:.4g})", markup=False, soft_wrap=True)
+    console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
+
+
 def _int_list(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -27,7 +28,7 @@ from attractor.errors import UserError
 
 SCHEMA_VERSION = 1
 
-OptimizerName = Literal["sgd", "adam", "adamw"]
+OptimizerName = Literal["sgd", "adam", "adamw", "cone"]
 ScheduleName = Literal["constant", "cosine", "warmup-cosine", "linear-warmup"]
 
 #: Every factor a plan row can carry, with its default when it does not vary.
@@ -64,13 +65,14 @@ class TaskConfig(BaseModel):
 class TrainerConfig(_Strict):
     """``[trainer]``: the inner optimizer every member is trained with (unless the plan varies it)."""
 
-    optimizer: OptimizerName = Field("sgd", description="sgd | adam | adamw.")
+    optimizer: OptimizerName = Field("sgd", description="sgd | adam | adamw | cone.")
     lr: float = Field(0.05, gt=0, description="Peak learning rate.")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (Adam: beta1).")
-    nesterov: bool = Field(False, description="Nesterov momentum for sgd.")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD and cone momentum (Adam: beta1).")
+    nesterov: bool = Field(False, description="Nesterov momentum for sgd and cone.")
     beta2: float = Field(0.999, gt=0, lt=1, description="Adam/AdamW second-moment decay.")
     eps: float = Field(1e-8, gt=0, description="Adam/AdamW denominator epsilon.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (sgd, adam) or decoupled decay (adamw).")
+    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (sgd, adam, cone) or decoupled decay (adamw).")
+    cone_angle: float = Field(0.3, ge=0, lt=math.pi / 2, description="Cone descent: half-angle in radians around -grad (0 = gradient descent).")
     batch_size: int = Field(64, ge=1, description="Examples per minibatch.")
     epochs: float | None = Field(10, gt=0, description="Passes over the training split (ignored if steps is set).")
     steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")

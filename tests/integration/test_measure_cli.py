@@ -110,3 +110,20 @@ def test_instability_command_writes_results(cli, tmp_path: Path) -> None:
     data = json.loads(result.out)
     assert data["spawn_steps"] == [0, 10]
     assert (tmp_path / "out" / "instability.parquet").exists()
+
+
+def test_structural_command(cli, runs: dict[str, Path]) -> None:
+    result = cli("structural", runs["good"], "--kind", "weight_noise", "--levels", "0,0.5", "--samples", "3", "--draws", "100", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["kind"] == "weight_noise"
+    assert (runs["good"] / "structural-weight_noise.parquet").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(("--kind", "melt"), "melt"), (("--levels", "0,lots"), "--levels"), (("--kind", "dropout", "--levels", "0,1.5"), "dropout")],
+)
+def test_structural_refuses_bad_input(cli, runs: dict[str, Path], args: tuple[str, ...], fragment: str) -> None:
+    result = cli("structural", runs["good"], *args)
+    assert result.code == 2 and fragment in result.err and len(result.err.strip().splitlines()) == 1, result.err

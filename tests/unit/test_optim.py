@@ -164,6 +164,8 @@ def _pool(
         nesterov=nesterov,
         beta2=0.99,
         eps=1e-8,
+        # Cone descent then steps on the cone's rim (random gradients never point back to init).
+        cone_angle=0.5,
     )
     return params, noise, hyper
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from attractor.errors import UserError
 from attractor.optim.adam import Adam
 from attractor.optim.base import Hyper, Optimizer, Params, State
+from attractor.optim.cone import ConeDescent, ConeDescentOptim
 from attractor.optim.schedules import SCHEDULES, lr_factor
 from attractor.optim.sgd import SGD
 
@@ -16,6 +17,7 @@ OPTIMIZERS: dict[str, Optimizer] = {
     "sgd": SGD(),
     "adam": Adam(decoupled=False),
     "adamw": Adam(decoupled=True),
+    "cone": ConeDescent(),
 }
 
 
@@ -34,6 +36,8 @@ def get_optimizer(name: str) -> Optimizer:
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
+    "ConeDescent",
+    "ConeDescentOptim",
     "Hyper",
     "Optimizer",
     "Params",

@@ -37,6 +37,7 @@ class Hyper:
         nesterov: Nesterov momentum (SGD), shared by all members.
         beta2: second-moment decay (Adam / AdamW), shared by all members.
         eps: denominator term (Adam / AdamW), shared by all members.
+        cone_angle: cone half-angle alpha in radians (cone descent), shared by all members.
     """
 
     lr: Tensor
@@ -45,6 +46,7 @@ class Hyper:
     nesterov: bool = False
     beta2: float = 0.999
     eps: float = 1e-8
+    cone_angle: float = 0.0
 
     def __post_init__(self) -> None:
         shapes = {t.shape for t in (self.lr, self.momentum, self.weight_decay)}
@@ -62,13 +64,14 @@ class Hyper:
         nesterov: bool = False,
         beta2: float = 0.999,
         eps: float = 1e-8,
+        cone_angle: float = 0.0,
     ) -> Hyper:
         """The same hyperparameters for every one of ``members`` members."""
 
         def full(value: float) -> Tensor:
             return torch.full((members,), value, dtype=torch.float32)
 
-        return cls(full(lr), full(momentum), full(weight_decay), nesterov, beta2, eps)
+        return cls(full(lr), full(momentum), full(weight_decay), nesterov, beta2, eps, cone_angle)
 
     @property
     def members(self) -> int:

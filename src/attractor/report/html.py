@@ -250,6 +250,24 @@ def _instability(data: pd.DataFrame | Mapping[str, Any]) -> str:
     return section("instability", "Instability analysis", lead, text + figure(uri, "barrier vs spawn step") + table(curve[shown]))
 
 
+def _structural(results: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> str:
+    """One panel pair (KL, accuracy drop vs level) and table per perturbation kind (``StructuralResult.to_dict()``)."""
+    body = []
+    for result in [results] if isinstance(results, Mapping) else results:
+        kind, curve = str(result["kind"]), pd.DataFrame(result["ensemble"])
+        xlabel = "bits" if kind == "quantize" else f"{kind.replace('_', ' ')} level"
+        uri = plots.series_panels(curve, ["kl", "acc_drop"], f"{kind}: mean over members, 95 % CI", x="level", xlabel=xlabel)
+        auc = result.get("auc_ensemble") or {}
+        ranked = sorted(result.get("auc", {}).items(), key=lambda item: item[1])
+        text = (f"<p>{html.escape(kind)}, {int(result['samples'])} sample(s) per level: area under the KL curve "
+                f"{fmt(auc.get('value'))} [{fmt(auc.get('low'))}, {fmt(auc.get('high'))}] (mean over members); "
+                f"stablest member {html.escape(ranked[0][0]) if ranked else '–'}, least stable {html.escape(ranked[-1][0]) if ranked else '–'}.</p>")
+        body.append(text + figure(uri, f"{kind} perturbation curves") + table(curve))
+    lead = ("Trained members perturbed at inference, level by level: KL(unperturbed ‖ perturbed) in nats and the accuracy drop; "
+            "intervals resample members and sampled masks / noises (multi-bootstrap). Flat curves mean a structurally stable model.")
+    return section("structural", "Structural stability (model perturbations)", lead, "".join(body))
+
+
 def _member_ids(ens: Ensemble, measures: Mapping[str, Any]) -> list[int]:
     members = measures.get("members")
     if isinstance(members, pd.DataFrame) and "member" in members:
@@ -264,7 +282,8 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
         ens: the run.
         measures: optional sections (all keys optional): ``summary``, ``members``,
             ``basins``, ``pairwise``, ``cka``, ``trajectory``, ``lmc``, ``instability``
-            (shapes in ``attractor.report``'s docstring). Member matrices and basin
+            (shapes in ``attractor.report``'s docstring), ``structural`` (one
+            ``StructuralResult.to_dict()`` or a list of them). Member matrices and basin
             labels follow the order of ``measures["members"]["member"]`` (else ``ens.members``).
         path: where to write, e.g. ``RUN/report.html``.
 
@@ -301,6 +320,8 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
         parts.append(_lmc(measures["lmc"]))
     if measures.get("instability") is not None:
         parts.append(_instability(measures["instability"]))
+    if measures.get("structural"):
+        parts.append(_structural(measures["structural"]))
     title = f"attractor report · {ens.config.task.name} · {Path(ens.store.root).name}"
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'

@@ -121,8 +121,11 @@ def heatmap(
         return figure_uri(fig)
 
 
-def series_panels(table: pd.DataFrame, columns: Sequence[str], title: str, *, x: str = "step") -> str:
+def series_panels(table: pd.DataFrame, columns: Sequence[str], title: str, *, x: str = "step", xlabel: str = "training step") -> str:
     """One small panel per column of ``table`` against ``x`` (training step, symlog axis).
+
+    ``xlabel`` names the x axis when ``x`` is not a step (e.g. a perturbation level: the
+    symlog axis is linear on [0, 1], so levels in that range read as on a linear axis).
 
     A column ``c`` with companions ``c_low`` and ``c_high`` is drawn with that band
     (e.g. a bootstrap CI around the mean pairwise JS).
@@ -140,6 +143,7 @@ def series_panels(table: pd.DataFrame, columns: Sequence[str], title: str, *, x:
             if {f"{column}_low", f"{column}_high"} <= set(table.columns):
                 ax.fill_between(table[x], table[f"{column}_low"], table[f"{column}_high"], color=color(0), alpha=0.2, linewidth=0)
             step_axis(ax)
+            ax.set_xlabel(xlabel)
             ax.set_title(column.replace("_", " "))
         for ax in axes[len(columns):]:
             ax.set_visible(False)

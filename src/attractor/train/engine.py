@@ -146,7 +146,7 @@ def train_chunk(
         lr=torch.tensor([r.lr for r in members], dtype=torch.float64),
         momentum=torch.tensor([r.momentum for r in members], dtype=torch.float64),
         weight_decay=torch.tensor([r.weight_decay for r in members], dtype=torch.float64),
-        nesterov=trainer.nesterov, beta2=trainer.beta2, eps=trainer.eps,
+        nesterov=trainer.nesterov, beta2=trainer.beta2, eps=trainer.eps, cone_angle=trainer.cone_angle,
     )
     active = torch.ones(n, dtype=torch.bool)
     diverged_at: list[int | None] = [None] * n

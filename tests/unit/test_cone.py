@@ -1,0 +1,211 @@
+"""Cone descent against its oracles: a numerical constrained minimization, SGD at alpha = 0,
+the minimum-distance solution of over-parameterized least squares, and its torch.optim twin.
+
+The conformance suite (chunking, masks, shapes) covers it through ``tests/unit/test_optim.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from scipy.optimize import minimize
+from torch import Tensor, nn
+
+from attractor.config import load_config
+from attractor.errors import UserError
+from attractor.optim import OPTIMIZERS, ConeDescentOptim, Hyper
+from attractor.optim.cone import cone_coefficients, member_sum
+from attractor.train.run import train
+from tests.conftest import tiny_mapping, write_toml
+
+CONE, SGD = OPTIMIZERS["cone"], OPTIMIZERS["sgd"]
+
+
+def _direction(g: np.ndarray, w: np.ndarray, angle: float) -> np.ndarray:
+    """The closed-form unit direction d for one member, from ``|g| d = a g + b w``."""
+    gt, wt = torch.from_numpy(g)[None], torch.from_numpy(w)[None]
+    a, b = cone_coefficients([gt], [wt], angle)
+    return (float(a[0]) * g + float(b[0]) * w) / np.linalg.norm(g)
+
+
+vectors = arrays(np.float64, 4, elements=st.floats(-1, 1)).filter(lambda v: np.linalg.norm(v) > 0.1)
+
+
+@settings(max_examples=25, deadline=None)
+@given(g=vectors, w=vectors, angle=st.floats(0.05, 1.4))
+def test_closed_form_is_the_constrained_minimum(g: np.ndarray, w: np.ndarray, angle: float) -> None:
+    u = -g / np.linalg.norm(g)
+    # w parallel to u makes every rim direction optimal (no unique answer): tested below.
+    assume(np.linalg.norm(w - (w @ u) * u) > 1e-3 * np.linalg.norm(w))
+    d = _direction(g, w, angle)
+    assert np.linalg.norm(d) == pytest.approx(1, abs=1e-9)
+    assert d @ u >= math.cos(angle) - 1e-9
+    constraints = [
+        {"type": "eq", "fun": lambda x: x @ x - 1},
+        {"type": "ineq", "fun": lambda x: x @ u - math.cos(angle)},
+    ]
+    best = min(
+        (
+            minimize(
+                lambda x: x @ w,
+                start,
+                method="SLSQP",
+                constraints=constraints,
+                options={"ftol": 1e-12},
+            )
+            for start in (u, (u + d) / 2, -w / np.linalg.norm(w))
+        ),
+        key=lambda r: r.fun if r.success else math.inf,
+    )
+    assert best.success
+    assert d @ w <= best.fun + 1e-6  # nothing feasible beats the closed form ...
+    np.testing.assert_allclose(d, best.x, atol=1e-4)  # ... and it is that minimizer
+
+
+def test_direction_inside_the_cone_is_straight_back_to_init() -> None:
+    g = np.array([-1.0, 0.0, 0.0])  # u = e1
+    w = np.array([-1.0, 0.1, 0.0])  # -w is 0.1 rad from u
+    np.testing.assert_allclose(_direction(g, w, 0.3), -w / np.linalg.norm(w), atol=1e-12)
+    assert not np.allclose(_direction(g, w, 0.05), -w / np.linalg.norm(w))
+
+
+def test_degenerate_cases_take_the_gradient_step() -> None:
+    g = np.array([-2.0, 0.0, 0.0])  # u = e1
+    for w in (np.zeros(3), np.array([3.0, 0.0, 0.0])):  # at init; moved straight along u
+        np.testing.assert_allclose(_direction(g, w, 0.7), [1.0, 0.0, 0.0], atol=1e-15)
+
+
+def test_member_sum_is_the_same_alone_and_in_an_ensemble() -> None:
+    x = torch.randn(5, 1_000_003, dtype=torch.float32, generator=torch.Generator().manual_seed(0))
+    whole = member_sum(x)
+    torch.testing.assert_close(whole, x.double().sum(1))
+    for i in range(5):
+        assert torch.equal(member_sum(x[i : i + 1].clone()), whole[i : i + 1])
+
+
+@pytest.mark.parametrize("nesterov", [False, True])
+def test_zero_angle_is_sgd_bitwise(nesterov: bool) -> None:
+    gen = torch.Generator().manual_seed(3)
+    shapes = {"w": (6, 5, 4), "b": (6, 4)}
+    hyper = Hyper(
+        lr=torch.rand(6, generator=gen) * 0.1,
+        momentum=torch.tensor([0.0, 0.5, 0.9, 0.0, 0.99, 0.3]),
+        weight_decay=torch.tensor([0.0, 0.0, 0.01, 0.1, 0.0, 0.05]),
+        nesterov=nesterov,
+        cone_angle=0.0,
+    )
+    runs = []
+    for opt in (CONE, SGD):
+        params = {
+            k: torch.randn(s, generator=torch.Generator().manual_seed(1)) for k, s in shapes.items()
+        }
+        state = opt.init(params)
+        for t in range(1, 9):
+            opt.step(
+                params, {k: torch.sin(3 * p) + 0.1 * t for k, p in params.items()}, state, hyper, t
+            )
+        runs.append(params)
+    for k in shapes:
+        assert torch.equal(runs[0][k], runs[1][k]), k
+
+
+def _least_squares(angle: float, steps: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Cone descent on ``|A x - b|^2 / 2`` (A 5x20) from x0; returns (x, x*, A, b)."""
+    gen = torch.Generator().manual_seed(7)
+    a_mat = torch.randn(5, 20, generator=gen, dtype=torch.float64)
+    b = torch.randn(5, generator=gen, dtype=torch.float64)
+    x0 = torch.randn(20, generator=gen, dtype=torch.float64)
+    x_star = x0 + torch.linalg.pinv(a_mat) @ (b - a_mat @ x0)
+    lr = 0.9 / float(torch.linalg.matrix_norm(a_mat, 2)) ** 2
+    params = {"x": x0[None].clone()}
+    state = CONE.init(params)
+    hyper = Hyper.uniform(1, lr=lr, cone_angle=angle)
+    for t in range(1, steps + 1):
+        CONE.step(params, {"x": (a_mat.T @ (a_mat @ params["x"][0] - b))[None]}, state, hyper, t)
+    return params["x"][0], x_star, a_mat, b
+
+
+@pytest.mark.parametrize("angle", [0.0, 0.3, 0.6])
+def test_least_squares_ends_at_the_solution_nearest_init(angle: float) -> None:
+    x, x_star, a_mat, b = _least_squares(angle, steps=4000)
+    assert float(torch.linalg.vector_norm(a_mat @ x - b)) < 1e-8
+    assert float(torch.linalg.vector_norm(x - x_star)) < 1e-7
+
+
+def _functional_vs_torch(angle: float, momentum: float, weight_decay: float) -> None:
+    gen = torch.Generator().manual_seed(11)
+    w0, b0 = torch.randn(5, 3, generator=gen), torch.randn(3, generator=gen)
+    data = torch.randn(16, 5, generator=gen)
+
+    def loss(w: Tensor, b: Tensor) -> Tensor:
+        return torch.tanh(data @ w + b).pow(2).sum()
+
+    w, b = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
+    torch_opt = ConeDescentOptim(
+        [w, b], lr=0.05, angle=angle, momentum=momentum, weight_decay=weight_decay
+    )
+    params = {"w": w0[None].clone(), "b": b0[None].clone()}
+    state = CONE.init(params)
+    # float64 per-member values, as the engine builds them: the same numbers torch.optim's
+    # Python floats are (a float32 lr would differ in the 9th digit, which the chaotic
+    # tanh loss amplifies over 30 steps). With them the two agree bitwise.
+    hyper = Hyper(
+        *(torch.tensor([v], dtype=torch.float64) for v in (0.05, momentum, weight_decay)),
+        cone_angle=angle,
+    )
+    for t in range(1, 31):
+        torch_opt.zero_grad()
+        loss(w, b).backward()
+        torch_opt.step()
+        pw, pb = params["w"][0].requires_grad_(True), params["b"][0].requires_grad_(True)
+        gw, gb = torch.autograd.grad(loss(pw, pb), (pw, pb))
+        params = {k: v.detach() for k, v in params.items()}
+        CONE.step(params, {"w": gw[None], "b": gb[None]}, state, hyper, t)
+    assert torch.equal(params["w"][0], w.detach())
+    assert torch.equal(params["b"][0], b.detach())
+    assert not torch.equal(w.detach(), w0)
+
+
+@pytest.mark.parametrize(
+    ("angle", "momentum", "weight_decay"), [(0.4, 0.0, 0.0), (0.6, 0.9, 0.01), (0.0, 0.5, 0.0)]
+)
+def test_torch_optim_subclass_matches_functional(
+    angle: float, momentum: float, weight_decay: float
+) -> None:
+    _functional_vs_torch(angle, momentum, weight_decay)
+
+
+def test_torch_optim_subclass_refuses_a_flat_cone() -> None:
+    with pytest.raises(ValueError, match="angle"):
+        ConeDescentOptim([nn.Parameter(torch.zeros(2))], lr=0.1, angle=math.pi / 2)
+
+
+def _trained(tmp_path: Path, name: str, **trainer: object) -> dict[str, Tensor]:
+    mapping = tiny_mapping(trainer=trainer, plan={"members": 2})
+    config = load_config(write_toml(tmp_path / f"{name}.toml", mapping))
+    ens = train(config, tmp_path / name)
+    return ens.params(ens.members[-1])
+
+
+def test_toml_config_trains_end_to_end(tmp_path: Path) -> None:
+    cone = _trained(tmp_path, "cone", optimizer="cone", cone_angle=0.5)
+    sgd = _trained(tmp_path, "sgd", optimizer="sgd")
+    flat = _trained(tmp_path, "flat", optimizer="cone", cone_angle=0.0)
+    assert all(torch.isfinite(v).all() for v in cone.values())
+    assert all(torch.equal(flat[k], sgd[k]) for k in sgd)  # alpha = 0 through the whole stack
+    assert any(not torch.equal(cone[k], sgd[k]) for k in sgd)
+
+
+def test_config_refuses_a_flat_cone(tmp_path: Path) -> None:
+    path = write_toml(
+        tmp_path / "bad.toml", tiny_mapping(trainer={"optimizer": "cone", "cone_angle": 2.0})
+    )
+    with pytest.raises(UserError, match="cone_angle"):
+        load_config(path)
