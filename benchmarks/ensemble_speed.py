@@ -9,7 +9,7 @@ process, so the ratios printed compare like with like on this machine, right now
   ``zero_grad``, ``backward``, ``step``. Its cost is linear in N, so for N above
   ``--baseline-members`` it is timed on that many members and extrapolated (said in
   the output).
-* **ours**: ``attractor.train.engine.train_chunk(..., vectorized=True)`` over the chunks
+* **ours**: ``attractor.training.engine.train_chunk(..., vectorized=True)`` over the chunks
   ``attractor run`` would form (at most 64 members each by default). A chunk always
   evaluates every member on the train and test splits at step 0 and at the last step.
   The headline figure is *training only*: ``N * (S - 1) / (t(S steps) - t(1 step))``,
@@ -46,9 +46,9 @@ from attractor.config import Config, parse_config
 from attractor.plan import PlanRow
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.train.engine import train_chunk
-from attractor.train.run import plan_chunks
-from attractor.train.runtime import keep_freed_memory
+from attractor.training.engine import train_chunk
+from attractor.training.run import plan_chunks
+from attractor.training.runtime import keep_freed_memory
 
 LR, MOMENTUM, BATCH = 0.05, 0.9, 64
 IN, H1, H2, OUT = 64, 128, 128, 10

@@ -24,7 +24,7 @@ _PUBLIC = {
     "PlanRow": "attractor.plan",
     "build_plan": "attractor.plan",
     "build_task": "attractor.tasks",
-    "train": "attractor.train.run",
+    "train": "attractor.training.run",
     "Ensemble": "attractor.ensemble",
     "summarize": "attractor.measure.summary",
     "UserError": "attractor.errors",

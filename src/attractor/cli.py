@@ -76,7 +76,7 @@ def plan(config: ConfigArg, as_json: JsonFlag = False) -> None:
 
 def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> dict[str, Any]:
     from attractor.measure import summarize
-    from attractor.train.run import train
+    from attractor.training.run import train
 
     ens = train(cfg, out, force=force, progress=not as_json)
     return summarize(ens)

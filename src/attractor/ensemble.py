@@ -22,8 +22,8 @@ from attractor.plan import Plan, PlanRow
 from attractor.store import RunStore
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.train.forward import Params, batched_forward, single_forward
-from attractor.train.init import initial_module
+from attractor.training.forward import Params, batched_forward, single_forward
+from attractor.training.init import initial_module
 
 
 class Ensemble:

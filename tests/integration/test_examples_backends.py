@@ -11,7 +11,7 @@ from attractor.config import load_config, parse_config
 from attractor.ensemble import Ensemble
 from attractor.plan import build_plan
 from attractor.tasks import build_task
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,9 +16,9 @@ from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.train.data import BatchStream, member_pool
-from attractor.train.engine import Start, train_chunk
-from attractor.train.init import initial_module
+from attractor.training.data import BatchStream, member_pool
+from attractor.training.engine import Start, train_chunk
+from attractor.training.init import initial_module
 from tests.conftest import tiny_config
 
 Final = dict[int, dict[str, torch.Tensor]]

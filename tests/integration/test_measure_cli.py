@@ -11,7 +11,7 @@ import pytest
 from attractor.ensemble import Ensemble
 from attractor.measure.compare import compare_runs
 from attractor.measure.spread import MeasureOptions, measure_ensemble
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 

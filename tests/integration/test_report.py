@@ -24,7 +24,7 @@ from attractor.ensemble import Ensemble
 from attractor.report import cloud_coordinates, probe_set, render_report
 from attractor.report.html import fmt, table
 from attractor.report.plots import heatmap
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

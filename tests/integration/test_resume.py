@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from attractor.ensemble import Ensemble
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config, write_toml
 
 

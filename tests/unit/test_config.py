@@ -51,3 +51,11 @@ def test_bad_values_give_one_line(data: dict, fragment: str) -> None:
         parse_config(data)
     message = str(info.value)
     assert fragment in message and "\n" not in message
+
+
+def test_public_train_is_the_function_even_after_engine_imports() -> None:
+    import attractor
+    import attractor.training.engine  # noqa: F401  (a submodule import must not shadow `train`)
+    from attractor import train
+
+    assert callable(train) and attractor.train is train

@@ -17,7 +17,7 @@ from attractor.ensemble import Ensemble
 from attractor.measure.connectivity import barrier, barriers, interpolate, lmc, path_curve
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 

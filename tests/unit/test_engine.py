@@ -11,11 +11,11 @@ from attractor.errors import UserError
 from attractor.plan import PlanRow
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.train.data import BatchStream, member_pool, member_targets
-from attractor.train.engine import Outcome, train_chunk
-from attractor.train.init import initial_module
-from attractor.train.run import resolve_strategy
-from attractor.train.snapshots import snapshot_steps
+from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.engine import Outcome, train_chunk
+from attractor.training.init import initial_module
+from attractor.training.run import resolve_strategy
+from attractor.training.snapshots import snapshot_steps
 from tests.conftest import tiny_config
 
 Final = dict[int, dict[str, torch.Tensor]]

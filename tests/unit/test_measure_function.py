@@ -14,7 +14,7 @@ from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure import function as fn
 from attractor.measure.trajectory import pairwise_weight_distance, spread_over_training
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 LN2 = math.log(2.0)

@@ -35,7 +35,7 @@ from attractor.measure.weights import (
 )
 from attractor.tasks.digits_mlp import build_mlp
 from attractor.tasks.modular_addition import ModularMLP
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 FAST = settings(max_examples=40, deadline=None)

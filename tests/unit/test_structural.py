@@ -22,7 +22,7 @@ from attractor.measure.structural import (
 )
 from attractor.report.html import render_report
 from attractor.report.plots import series_panels
-from attractor.train.run import train
+from attractor.training.run import train
 from tests.conftest import tiny_config
 
 LEVELS = {"dropout": [0.0, 0.1, 0.3, 0.6], "dropconnect": [0.0, 0.1, 0.3, 0.6], "weight_noise": [0.0, 0.1, 0.5, 2.0], "quantize": [16, 4, 2]}

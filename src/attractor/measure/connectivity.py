@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from attractor.ensemble import Ensemble
 from attractor.tasks.base import Task
-from attractor.train.forward import Params, batched_forward
+from attractor.training.forward import Params, batched_forward
 
 #: ``align(state_a, state_b, model_template) -> (state_b permuted to match a, permutations)``.
 AlignFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], nn.Module], tuple[dict[str, Tensor], Any]]

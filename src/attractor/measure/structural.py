@@ -35,7 +35,7 @@ from attractor.errors import UserError
 from attractor.measure.bootstrap import multibootstrap
 from attractor.seeds import torch_generator
 from attractor.store import atomic_path, write_json
-from attractor.train.forward import Params, batched_forward
+from attractor.training.forward import Params, batched_forward
 
 #: ``(params [K, ...] of one member, level, generator, hidden_inputs) -> perturbed params``.
 Perturbation = Callable[[Params, float, torch.Generator, set[str]], Params]

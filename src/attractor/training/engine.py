@@ -21,10 +21,10 @@ from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
 from attractor.seeds import derive_seed
 from attractor.tasks.base import Task
-from attractor.train.data import BatchStream, member_pool, member_targets, steps_per_epoch
-from attractor.train.forward import BatchedForward, Params, batched_forward, single_forward
-from attractor.train.init import initial_module
-from attractor.train.snapshots import snapshot_steps
+from attractor.training.data import BatchStream, member_pool, member_targets, steps_per_epoch
+from attractor.training.forward import BatchedForward, Params, batched_forward, single_forward
+from attractor.training.init import initial_module
+from attractor.training.snapshots import snapshot_steps
 
 # Rows (members x examples) evaluated in one forward pass at a snapshot.
 _EVAL_ROWS = 1 << 15

@@ -16,11 +16,11 @@ from attractor.plan import PlanRow, build_plan
 from attractor.store import FINISHED, RunStore
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.train.data import BatchStream, member_pool, member_targets
-from attractor.train.engine import total_steps, train_chunk
-from attractor.train.forward import can_vectorize
-from attractor.train.runtime import keep_freed_memory
-from attractor.train.snapshots import snapshot_steps
+from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.engine import total_steps, train_chunk
+from attractor.training.forward import can_vectorize
+from attractor.training.runtime import keep_freed_memory
+from attractor.training.snapshots import snapshot_steps
 
 # Members per chunk when the config leaves it open: large enough that batched matmuls
 # are efficient, small enough that a killed run loses little work.
@@ -96,7 +96,7 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     Returns the :class:`~attractor.ensemble.Ensemble` of the finished run.
     """
     from attractor.ensemble import Ensemble
-    from attractor.train.progress import Progress
+    from attractor.training.progress import Progress
 
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
