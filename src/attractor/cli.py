@@ -168,7 +168,12 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
     with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
         measures = measure_ensemble(ens)
         write_measures(ens, measures)
-        return render_report(ens, measures.report_data(), ens.store.root / "report.html")
+        data = measures.report_data()
+        # Perturbation curves written earlier by `attractor structural` join the report.
+        structural = [json.loads(p.read_text()) for p in sorted(ens.store.root.glob("structural-*.json"))]
+        if structural:
+            data["structural"] = structural
+        return render_report(ens, data, ens.store.root / "report.html")
 
 
 @app.command()

@@ -66,10 +66,12 @@ def test_compare_finds_the_better_run(runs: dict[str, Path]) -> None:
 def test_compare_and_report_commands(cli, runs: dict[str, Path]) -> None:
     result = cli("compare", runs["good"], runs["slow"], "--draws", "100")
     assert result.code == 0 and "A - B" in result.out
+    assert cli("structural", runs["good"], "--kind", "quantize", "--levels", "8,4,2").code == 0
     result = cli("report", runs["good"], "--json")
     assert result.code == 0, result.err
     path = Path(json.loads(result.out)["report"])
     assert path == runs["good"] / "report.html" and "<h2" in path.read_text()
+    assert "Structural stability" in path.read_text()
 
 
 @pytest.mark.parametrize(
