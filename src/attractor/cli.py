@@ -143,7 +143,7 @@ def demo(
     force: Annotated[bool, typer.Option("--force", help="Replace a run directory made from another config.")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train the built-in demo: digits-mlp members perturbed in init, data order and bootstrap."""
+    """Train the built-in demo (digits-mlp members perturbed in init, data order and bootstrap), measure it, write its report."""
     from attractor.config import parse_config
 
     data = json.loads(json.dumps(DEMO_CONFIG))
