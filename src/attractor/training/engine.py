@@ -113,10 +113,7 @@ def train_chunk(
     n, batch_size = len(members), rows[0].batch_size
     steps = total_steps(config, task, batch_size)
     if start is not None:
-        if len(start) != len(rows) or len({s.step for s in start}) != 1:
-            raise ValueError(f"start needs one state per row ({len(rows)}), all at one step; got steps {[s.step for s in start]}")
-        if not 0 <= start[0].step < steps:
-            raise ValueError(f"start step {start[0].step} is outside training (0 .. {steps - 1})")
+        _check_start(start, len(rows), steps)
         start = list(start) + ([start[0]] if pad else [])
     first = 0 if start is None else start[0].step
     snaps = {s for s in snapshot_steps(config.run.snapshots, steps) if s >= first}
@@ -142,12 +139,7 @@ def train_chunk(
     if start is not None:
         state = {name: {slot: torch.stack([s.optimizer_state[name][slot] for s in start]) for slot in slots} for name, slots in state.items()}
     trainer = config.trainer
-    hyper = Hyper(
-        lr=torch.tensor([r.lr for r in members], dtype=torch.float64),
-        momentum=torch.tensor([r.momentum for r in members], dtype=torch.float64),
-        weight_decay=torch.tensor([r.weight_decay for r in members], dtype=torch.float64),
-        nesterov=trainer.nesterov, beta2=trainer.beta2, eps=trainer.eps, cone_angle=trainer.cone_angle,
-    )
+    hyper = _member_hyper(members, config)
     active = torch.ones(n, dtype=torch.bool)
     diverged_at: list[int | None] = [None] * n
 
@@ -202,6 +194,26 @@ def train_chunk(
         Outcome(row.member, "done" if diverged_at[i] is None else "diverged", steps, diverged_at[i])
         for i, row in enumerate(rows)
     ]
+
+
+def _check_start(start: list[Start], rows: int, steps: int) -> None:
+    if len(start) != rows or len({s.step for s in start}) != 1:
+        raise ValueError(f"start needs one state per row ({rows}), all at one step; got steps {[s.step for s in start]}")
+    if not 0 <= start[0].step < steps:
+        raise ValueError(f"start step {start[0].step} is outside training (0 .. {steps - 1})")
+
+
+def _member_hyper(members: list[PlanRow], config: Config) -> Hyper:
+    """Per-member hyperparameters from the rows (float64, as torch.optim keeps Python floats)."""
+    trainer = config.trainer
+
+    def column(name: str) -> Tensor:
+        return torch.tensor([getattr(r, name) for r in members], dtype=torch.float64)
+
+    return Hyper(
+        lr=column("lr"), momentum=column("momentum"), weight_decay=column("weight_decay"),
+        nesterov=trainer.nesterov, beta2=trainer.beta2, eps=trainer.eps, cone_angle=trainer.cone_angle,
+    )
 
 
 @torch.no_grad()
