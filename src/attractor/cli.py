@@ -326,6 +326,54 @@ def instability(
         console.print(f"wrote {out}/instability.parquet and instability.json", markup=False, soft_wrap=True)
 
 
+def _lr_range(text: str) -> list[float]:
+    """``LOW:HIGH:N`` → N log-spaced learning rates from LOW to HIGH (both included)."""
+    import numpy as np
+
+    parts = text.split(":")
+    try:
+        low, high, n = float(parts[0]), float(parts[1]), int(parts[2])
+        if len(parts) != 3:
+            raise ValueError
+    except (ValueError, IndexError):
+        raise UserError(f"--lr takes LOW:HIGH:N like 1e-3:1:13 (N log-spaced learning rates), not '{text}'") from None
+    if not (0 < low < high) or n < 2:
+        raise UserError(f"--lr needs 0 < LOW < HIGH and N >= 2, got '{text}'")
+    return [float(v) for v in np.logspace(np.log10(low), np.log10(high), n)]
+
+
+@app.command("hparam-map")
+def hparam_map_command(
+    config: ConfigArg,
+    lr: Annotated[str, typer.Option("--lr", help="Learning rates LOW:HIGH:N, N log-spaced values (e.g. 1e-3:1:13).")] = "1e-3:1:13",
+    momentum: Annotated[str, typer.Option("--momentum", help="Momenta in [0, 1), comma-separated.")] = "0,0.5,0.9,0.99",
+    seeds: Annotated[int, typer.Option(min=1, help="Replicates per cell (init and data-order seeds).")] = 4,
+    tolerance: Annotated[float, typer.Option(help="An lr is good if its error is at most best error × (1 + tolerance).")] = 0.1,
+    draws: DrawsOption = 500,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (resumed if it holds this map); gets hparam-map.parquet / .json / .png.")] = Path("runs/hparam-map"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Learning rate × momentum map of CONFIG's trainer: accuracy per cell and the width of the good-lr range.
+
+    All cells train as one ensemble (SEEDS members per cell). Per momentum: the good-lr
+    range (contiguous, around the best lr) with a seed-bootstrap 95% interval of its width
+    in decades, and LR sensitivity (Wortsman et al. 2023).
+    """
+    from attractor.measure.hparams import hparam_map
+
+    result = hparam_map(load_config(config), _lr_range(lr), _float_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    table = Table("momentum", "best lr", "good lr range", "width (decades)", "95% interval", "LR sensitivity",
+                  title=f"good-lr range: error within {tolerance:.0%} of the best, {seeds} seeds per cell")
+    for row in result.ranges.itertuples():
+        table.add_row(f"{row.momentum:g}", f"{row.best_lr:.3g}", f"{row.lr_min:.3g} – {row.lr_max:.3g}", f"{row.width:.2f}",
+                      f"[{row.low:.2f}, {row.high:.2f}]", f"{row.sensitivity:.3f}")
+    console.print(table)
+    console.print(f"wrote {out}/hparam-map.parquet, hparam-map.json and hparam-map.png", markup=False, soft_wrap=True)
+
+
 @app.command()
 def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
     """Measure a run and write RUN_DIR/report.html, one self-contained page."""

@@ -129,3 +129,23 @@ def test_structural_command(cli, runs: dict[str, Path]) -> None:
 def test_structural_refuses_bad_input(cli, runs: dict[str, Path], args: tuple[str, ...], fragment: str) -> None:
     result = cli("structural", runs["good"], *args)
     assert result.code == 2 and fragment in result.err and len(result.err.strip().splitlines()) == 1, result.err
+
+
+def test_hparam_map_command(cli, tmp_path: Path) -> None:
+    from tests.conftest import write_toml
+
+    config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 20}))
+    result = cli("hparam-map", config, "--lr", "0.01:1:3", "--momentum", "0,0.9", "--seeds", "2", "--draws", "50", "--out", tmp_path / "map", "--json")
+    assert result.code == 0, result.err
+    assert len(json.loads(result.out)["ranges"]) == 2
+    assert (tmp_path / "map" / "hparam-map.png").exists()
+
+
+@pytest.mark.parametrize(("lr", "fragment"), [("1:0.1:3", "LOW < HIGH"), ("0.1:1", "LOW:HIGH:N"), ("a:b:c", "LOW:HIGH:N")])
+def test_hparam_map_refuses_bad_lr(cli, tmp_path: Path, lr: str, fragment: str) -> None:
+    from tests.conftest import write_toml
+
+    config = write_toml(tmp_path / "c.toml", tiny_config())
+    result = cli("hparam-map", config, "--lr", lr, "--out", tmp_path / "map")
+    assert result.code == 2 and fragment in result.err and len(result.err.strip().splitlines()) == 1, result.err
+    assert not (tmp_path / "map").exists()
