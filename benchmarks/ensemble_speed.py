@@ -29,7 +29,6 @@ turns on) is on for the baseline and ours alike.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -40,7 +39,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timing import best_time  # benchmarks/timing.py: scripts run from this folder
+from timing import best_time, finish, machine  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.config import Config, parse_config
 from attractor.plan import PlanRow
@@ -316,19 +315,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     f"{g['needed_gflops'] / peak:.0%} of the measured matmul throughput)"
                 )
 
-    load_after = os.getloadavg()
-    elapsed = time.perf_counter() - started
-    print(f"\nload average {load_after[0]:.2f} at end; benchmark took {elapsed:.0f} s")
-    if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1):
-        print("note: other processes were running; figures are noisy (best-of kept).")
+    load_after = finish(started, load_before[0])
 
     report: dict[str, Any] = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": platform.machine(),
-        "nproc": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average": {"start": load_before[0], "end": load_after[0]},
+        **machine(load_before[0], load_after),
         "keep_freed_memory": memory_kept,
         "steps": steps,
         "repeats": repeats,
@@ -339,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "loop_strategy_n8": {**loop, "ratio_train_only": loop["train_only"] / loop_base},
         "strategy_check": {"members": CHECK_MEMBERS, "steps": CHECK_STEPS, "max_abs_diff": diff, "tolerance": CHECK_TOL},
         "goals": goals,
-        "seconds": elapsed,
+        "seconds": time.perf_counter() - started,
     }
     if args.json is not None:
         args.json.write_text(json.dumps(_finite(report), indent=2) + "\n")

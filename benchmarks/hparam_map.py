@@ -28,7 +28,6 @@ the plain loop keeps stepping NaNs. Timings are the best of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import platform
@@ -41,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timing import best_time  # benchmarks/timing.py: scripts run from this folder
+from timing import best_time, finish, machine  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.config import Config, PlanConfig, parse_config
 from attractor.plan import build_plan
@@ -167,19 +166,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"ratio baseline / ours: {ratio:.2f}x")
     print(f"member statuses in ours: {statuses} (diverged members are still computed on both sides)")
 
-    load_after = os.getloadavg()
-    elapsed = time.perf_counter() - started
-    print(f"\nload average {load_after[0]:.2f} at end; benchmark took {elapsed:.0f} s")
-    if max(load_before[0], load_after[0]) > 0.5 * (os.cpu_count() or 1):
-        print("note: other processes were running; figures are noisy (best-of kept).")
+    load_after = finish(started, load_before[0])
 
     report: dict[str, Any] = {
-        "date": dt.datetime.now().isoformat(timespec="seconds"),
-        "machine": platform.machine(),
-        "nproc": os.cpu_count(),
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_average": {"start": load_before[0], "end": load_after[0]},
+        **machine(load_before[0], load_after),
         "steps": steps,
         "lrs": lrs,
         "momenta": MOMENTA,
@@ -195,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "ours_member_steps_per_s": work / ours_total,
         "ratio": ratio,
         "statuses": statuses,
-        "seconds": elapsed,
+        "seconds": time.perf_counter() - started,
     }
     if args.json is not None:
         args.json.write_text(json.dumps(_finite(report), indent=2) + "\n")
