@@ -29,7 +29,6 @@ turns on) is on for the baseline and ours alike.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -39,7 +38,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timing import best_time, finish, machine  # benchmarks/timing.py: scripts run from this folder
+from timing import (  # benchmarks/timing.py: scripts run from this folder
+    best_time,
+    finish,
+    machine,
+    write_report,
+)
 
 from attractor.config import Config, parse_config
 from attractor.plan import PlanRow
@@ -156,17 +160,6 @@ def max_strategy_difference(task: Task) -> float:
 
 
 # ---------------------------------------------------------------------------- report
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN / inf float replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 def fmt(value: float, spec: str = ".0f") -> str:
@@ -332,8 +325,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
     }
     if args.json is not None:
-        args.json.write_text(json.dumps(_finite(report), indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
     return report
 
 

@@ -28,7 +28,6 @@ the plain loop keeps stepping NaNs. Timings are the best of ``--repeats`` runs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -40,7 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from timing import best_time, finish, machine  # benchmarks/timing.py: scripts run from this folder
+from timing import (  # benchmarks/timing.py: scripts run from this folder
+    best_time,
+    finish,
+    machine,
+    write_report,
+)
 
 from attractor.config import Config, PlanConfig, parse_config
 from attractor.plan import build_plan
@@ -98,15 +102,6 @@ def baseline_seconds(task: Task, cells: list[tuple[float, float, int]], steps: i
                 (logits.argmax(-1) == task.y_test).float().mean()
 
     return best_time(run, repeats)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN / inf float replaced by ``None`` (strict JSON)."""
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -188,8 +183,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seconds": time.perf_counter() - started,
     }
     if args.json is not None:
-        args.json.write_text(json.dumps(_finite(report), indent=2) + "\n")
-        print(f"wrote {args.json}")
+        write_report(args.json, report)
     return report
 
 

@@ -40,3 +40,22 @@ def machine(load_before: float, load_after: float) -> dict[str, object]:
         "nproc": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "load_average": {"start": load_before, "end": load_after},
     }
+
+
+def finite(value: object) -> object:
+    """``value`` with every NaN / inf float replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [finite(v) for v in value]
+    return value
+
+
+def write_report(path: object, report: dict[str, object]) -> None:
+    """Write the benchmark's figures as strict JSON to ``path`` (a ``pathlib.Path``) and say so."""
+    import json
+
+    path.write_text(json.dumps(finite(report), indent=2) + "\n")  # type: ignore[attr-defined]
+    print(f"wrote {path}")
