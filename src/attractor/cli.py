@@ -155,6 +155,20 @@ def demo(
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
 
 
+def _check_split(split: str) -> None:
+    if split not in ("test", "train"):
+        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+
+
+def _number_list(text: str, option: str, cast: type[int] | type[float] = float) -> list:
+    """Comma-separated numbers of an option, or one line naming the option and the format."""
+    try:
+        return [cast(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        kind = "whole numbers like 0,5,20,100" if cast is int else "numbers like 0,0.01,0.05,0.1,0.2"
+        raise UserError(f"{option} takes comma-separated {kind}, not '{text}'") from None
+
+
 RunDirArg = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `attractor run`.")]
 DrawsOption = Annotated[int, typer.Option(min=1, help="Multi-bootstrap draws for the 95% intervals.")]
 
@@ -192,8 +206,7 @@ def measure(
     from attractor.ensemble import Ensemble
     from attractor.measure.spread import MeasureOptions, measure_ensemble, write_measures
 
-    if split not in ("test", "train"):
-        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+    _check_split(split)
     chosen = None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     ens = Ensemble.load(run_dir)
     measures = measure_ensemble(ens, MeasureOptions(split=split, layers=chosen, draws=draws))  # type: ignore[arg-type]
@@ -226,8 +239,7 @@ def compare(
 
     if metric not in ("accuracy", "loss"):
         raise UserError(f"--metric must be 'accuracy' or 'loss', not '{metric}'")
-    if split not in ("test", "train"):
-        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+    _check_split(split)
     result = compare_runs(Ensemble.load(run_a), Ensemble.load(run_b), metric, split, draws)  # type: ignore[arg-type]
     if as_json:
         _emit_json(result)
@@ -236,13 +248,6 @@ def compare(
                   f"B = {result['b']:.4f} [{result['b_low']:.4f}, {result['b_high']:.4f}]", markup=False)
     console.print(f"A - B = {result['difference']:+.4f}, 95% interval [{result['low']:+.4f}, {result['high']:+.4f}], "
                   f"p(A - B <= 0) = {result['p']:.3f} over {result['draws']} draws", markup=False)
-
-
-def _float_list(text: str, option: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{option} takes comma-separated numbers like 0,0.01,0.05,0.1,0.2, not '{text}'") from None
 
 
 @app.command()
@@ -266,11 +271,10 @@ def structural(
     from attractor.ensemble import Ensemble
     from attractor.measure.structural import perturbation_curves, write_structural
 
-    if split not in ("test", "train"):
-        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+    _check_split(split)
     ens = Ensemble.load(run_dir)
-    x, y = (ens.task.x_test, ens.task.y_test) if split == "test" else (ens.task.x_train, ens.task.y_train)
-    result = perturbation_curves(ens, kind, _float_list(levels, "--levels"), samples=samples, x=x, y=y, seed=seed, draws=draws)
+    x, y = ens.eval_set(split)
+    result = perturbation_curves(ens, kind, _number_list(levels, "--levels"), samples=samples, x=x, y=y, seed=seed, draws=draws)
     paths = write_structural(ens, result)
     if as_json:
         _emit_json({**result.to_dict(), "files": paths})
@@ -285,13 +289,6 @@ def structural(
     console.print(f"area under the KL curve: {auc['value']:.4g} [{auc['low']:.4g}, {auc['high']:.4g}] (mean over members); "
                   f"stablest member {ranked[0][0]} ({ranked[0][1]:.4g}), least stable {ranked[-1][0]} ({ranked[-1][1]:.4g})", markup=False, soft_wrap=True)
     console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
-
-
-def _int_list(text: str, option: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"{option} takes comma-separated whole numbers like 0,5,20,100, not '{text}'") from None
 
 
 @app.command()
@@ -311,7 +308,7 @@ def instability(
     """
     from attractor.measure.instability import instability_analysis
 
-    result = instability_analysis(load_config(config), _int_list(spawn_steps, "--spawn-steps"), pairs, threshold, out=out)
+    result = instability_analysis(load_config(config), _number_list(spawn_steps, "--spawn-steps", int), pairs, threshold, out=out)
     if as_json:
         _emit_json(result.to_dict())
         return
@@ -361,7 +358,7 @@ def hparam_map_command(
     """
     from attractor.measure.hparams import hparam_map
 
-    result = hparam_map(load_config(config), _lr_range(lr), _float_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws)
+    result = hparam_map(load_config(config), _lr_range(lr), _number_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws)
     if as_json:
         _emit_json(result.to_dict())
         return

@@ -58,6 +58,11 @@ class Ensemble:
     def task(self) -> Task:
         return build_task(self.config.task)
 
+    def eval_set(self, split: str = "test") -> tuple[Tensor, Tensor]:
+        """Inputs and targets of the task's ``"test"`` or ``"train"`` split."""
+        task = self.task
+        return (task.x_test, task.y_test) if split == "test" else (task.x_train, task.y_train)
+
     @property
     def members(self) -> list[int]:
         """Members that finished training without diverging."""

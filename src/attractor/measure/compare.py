@@ -34,7 +34,7 @@ def compare_runs(
     for run in (run_a, run_b):
         if not run.members:
             raise UserError(f"'{run.store.root}' has no finished members to compare")
-        x, y = (run.task.x_test, run.task.y_test) if split == "test" else (run.task.x_train, run.task.y_train)
+        x, y = run.eval_set(split)
         loss, correct = per_example_loss_accuracy(run.predict(x), y)
         scores.append((correct if metric == "accuracy" else loss).numpy())
     estimate = paired_multibootstrap(scores[0], scores[1], draws=draws, seed=seed)

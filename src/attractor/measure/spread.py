@@ -14,7 +14,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-import torch
 
 from attractor.ensemble import Ensemble
 from attractor.errors import UserError
@@ -103,11 +102,6 @@ class Measures:
         }
 
 
-def _split(ens: Ensemble, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    task = ens.task
-    return (task.x_test, task.y_test) if split == "test" else (task.x_train, task.y_train)
-
-
 def _is_mlp(ens: Ensemble) -> bool:
     try:
         linear_chain(ens.task.make_model())
@@ -131,7 +125,7 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
         raise UserError(f"'{ens.store.root}' has {len(members)} finished member(s); measuring spread needs at least 2")
     if ens.task.num_classes is None:
         raise UserError("spread measures need a classification task (Task.num_classes); this task has none")
-    x, y = _split(ens, options.split)
+    x, y = ens.eval_set(options.split)
     logits = ens.predict(x, members)
     loss, correct = per_example_loss_accuracy(logits, y)  # [m, b] each
     pairwise = pairwise_metrics(logits, per_example=True)  # name -> [m, m, b]
