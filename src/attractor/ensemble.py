@@ -82,6 +82,13 @@ class Ensemble:
         """One row per (member, snapshot step): train/test loss and the task's metrics."""
         return self.store.metrics()
 
+    def final_metrics(self) -> pd.DataFrame:
+        """Each member's metrics at its last snapshot, one row per member, ordered by member."""
+        metrics = self.metrics
+        if metrics.empty:
+            return metrics
+        return metrics.sort_values("step").groupby("member").tail(1).sort_values("member").reset_index(drop=True)
+
     # ---- weights -----------------------------------------------------------------------
     def params(self, member: int, step: int | None = None) -> dict[str, Tensor]:
         """Parameters and buffers of ``member`` at snapshot ``step`` (default: its last)."""

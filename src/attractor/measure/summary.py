@@ -21,8 +21,8 @@ def summarize(ens: Ensemble) -> dict[str, Any]:
     }
     if not members:
         return summary
-    metrics = ens.metrics
-    final = metrics[metrics["member"].isin(members)].sort_values("step").groupby("member").tail(1)
+    final = ens.final_metrics()
+    final = final[final["member"].isin(members)]
     for column in [c for c in final.columns if c.startswith("test_") or c.startswith("train_")]:
         values = torch.tensor(final[column].to_numpy(), dtype=torch.float64)
         summary[column] = {

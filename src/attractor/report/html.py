@@ -142,10 +142,9 @@ def _plan(ens: Ensemble) -> str:
 
 
 def _final_metrics(ens: Ensemble) -> str:
-    metrics = ens.metrics
-    if metrics.empty:
+    final = ens.final_metrics()
+    if final.empty:
         return ""
-    final = metrics.sort_values("step").groupby("member").tail(1).sort_values("member")
     final = final.merge(ens.plan[["member", "status"]], on="member", how="left")
     values = [c for c in final.columns if c not in ("member", "step", "status")]
     done = final[final["status"] == "done"][values]
