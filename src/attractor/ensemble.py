@@ -63,6 +63,12 @@ class Ensemble:
         task = self.task
         return (task.x_test, task.y_test) if split == "test" else (task.x_train, task.y_train)
 
+    @functools.cached_property
+    def _template(self) -> nn.Module:
+        """The task's architecture, built once (outside the caller's RNG) to name and run parameters."""
+        with torch.random.fork_rng(devices=[]):
+            return self.task.make_model().eval()
+
     @property
     def members(self) -> list[int]:
         """Members that finished training without diverging."""
@@ -105,8 +111,7 @@ class Ensemble:
         """Parameters and buffers of ``members`` stacked along a new first dimension."""
         members = self.members if members is None else members
         states = [self.params(m, step) for m in members]
-        template = self.task.make_model()
-        names = {k for k, _ in template.named_parameters()}
+        names = {k for k, _ in self._template.named_parameters()}
         params = {k: torch.stack([s[k] for s in states]) for k in states[0] if k in names}
         buffers = {k: torch.stack([s[k] for s in states]) for k in states[0] if k not in names}
         return params, buffers
@@ -116,7 +121,7 @@ class Ensemble:
         """Outputs of every member on ``x [batch, ...]``: ``[members, batch, ...]`` (logits)."""
         members = self.members if members is None else members
         params, buffers = self.stacked(members, step)
-        template = self.task.make_model().eval()
+        template = self._template
         vectorized = self.manifest.get("strategy", "vectorized") != "loop"
         forward = batched_forward(template) if vectorized and len(members) > 1 else single_forward(template)
         outs = []
