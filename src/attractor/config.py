@@ -73,6 +73,9 @@ class TrainerConfig(_Strict):
     eps: float = Field(1e-8, gt=0, description="Adam/AdamW denominator epsilon.")
     weight_decay: float = Field(0.0, ge=0, description="L2 penalty (sgd, adam, cone) or decoupled decay (adamw).")
     cone_angle: float = Field(0.3, ge=0, lt=math.pi / 2, description="Cone descent: half-angle in radians around -grad (0 = gradient descent).")
+    cone_random: bool = Field(False, description="Cone descent: draw each step's angle uniformly from [0, cone_angle], per member.")
+    cone_per_tensor: bool = Field(False, description="Cone descent: one cone per parameter tensor instead of one over all parameters.")
+    logit_penalty: float = Field(0.0, ge=0, description="Spectral decoupling: adds logit_penalty/2 * |logits|^2 per example to the training loss (Pezeshki et al. 2021).")
     batch_size: int = Field(64, ge=1, description="Examples per minibatch.")
     epochs: float | None = Field(10, gt=0, description="Passes over the training split (ignored if steps is set).")
     steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
@@ -136,6 +139,7 @@ class RunConfig(_Strict):
     snapshots: int | list[int] = Field(16, description="Number of log-spaced snapshot steps, or an explicit list of steps.")
     chunk_size: int | None = Field(None, ge=2, description="Members trained together; None picks by memory (always >= 2).")
     eval_batch_size: int = Field(1024, ge=1, description="Examples per forward pass when evaluating.")
+    track_path: bool = Field(False, description="Record each member's path length and distance from init in weight space at every snapshot.")
 
     @field_validator("snapshots")
     @classmethod

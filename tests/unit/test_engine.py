@@ -20,15 +20,18 @@ from tests.conftest import tiny_config
 
 Final = dict[int, dict[str, torch.Tensor]]
 SNAPSHOT_STEPS: dict[int, list[int]] = {}
+LAST_METRICS: dict[int, dict[str, float]] = {}
 
 
 def final_params(task: Task, config: Config, rows: list[PlanRow], vectorized: bool) -> tuple[Final, list[Outcome]]:
     """Train ``rows`` as one chunk; the last snapshot of every member (steps in SNAPSHOT_STEPS)."""
     last: Final = {}
     SNAPSHOT_STEPS.clear()
+    LAST_METRICS.clear()
 
     def sink(row: PlanRow, step: int, tensors: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
         last[row.member] = tensors
+        LAST_METRICS[row.member] = metrics
         SNAPSHOT_STEPS.setdefault(row.member, []).append(step)
 
     outcomes = train_chunk(task, config, rows, vectorized, sink)
@@ -44,17 +47,54 @@ def digits() -> Task:
     return build_task(tiny_config().task)
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_member_is_bitwise_independent_of_its_chunk(digits: Task, optimizer: str) -> None:
-    config = tiny_config(trainer={"optimizer": optimizer, "lr": 0.01 if optimizer == "adam" else 0.05})
-    rows = rows_for(8, optimizer=optimizer)
+CHUNK_TRAINERS = {
+    "sgd": {"optimizer": "sgd"},
+    "adam": {"optimizer": "adam", "lr": 0.01},
+    # The stochastic, per-tensor cone draws its angles from the row; the penalty and the
+    # path tracking add per-member sums that must not see the other members either.
+    "cone-random": {"optimizer": "cone", "cone_angle": 0.6, "cone_random": True, "cone_per_tensor": True, "logit_penalty": 0.1},
+}
+
+
+@pytest.mark.parametrize("trainer", CHUNK_TRAINERS)
+def test_member_is_bitwise_independent_of_its_chunk(digits: Task, trainer: str) -> None:
+    config = tiny_config(trainer=CHUNK_TRAINERS[trainer], run={"track_path": True})
+    rows = rows_for(8, optimizer=CHUNK_TRAINERS[trainer]["optimizer"])
     together, _ = final_params(digits, config, rows, vectorized=True)
+    paths = dict(LAST_METRICS)
     chunks = [rows[0:1], rows[1:4], rows[4:8]]  # alone (padded), 3, 4
     for chunk in chunks:
         apart, _ = final_params(digits, config, chunk, vectorized=True)
         for row in chunk:
             for name, value in together[row.member].items():
                 assert torch.equal(value, apart[row.member][name]), (row.member, name, len(chunk))
+            for name in ("path_length", "init_distance"):
+                assert paths[row.member][name] == LAST_METRICS[row.member][name]
+
+
+def test_path_tracking_matches_the_snapshots(digits: Task) -> None:
+    """With a snapshot after every step, path length is the sum of the snapshot-to-snapshot distances."""
+    steps = 6
+    config = tiny_config(trainer={"steps": steps}, run={"track_path": True, "snapshots": list(range(steps + 1))})
+    seen: dict[int, tuple[dict[str, torch.Tensor], dict[str, float]]] = {}
+
+    def sink(row: PlanRow, step: int, tensors: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
+        if row.member == 1:
+            seen[step] = ({k: v.double() for k, v in tensors.items()}, metrics)
+
+    train_chunk(digits, config, rows_for(3), True, sink)
+
+    def distance(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+        return float(sum((a[k] - b[k]).square().sum() for k in a).sqrt())
+
+    expected = 0.0
+    for step in range(1, steps + 1):
+        expected += distance(seen[step][0], seen[step - 1][0])
+        metrics = seen[step][1]
+        assert metrics["path_length"] == pytest.approx(expected, rel=1e-9)
+        assert metrics["init_distance"] == pytest.approx(distance(seen[step][0], seen[0][0]), rel=1e-9)
+    assert seen[0][1]["path_length"] == 0 and seen[0][1]["init_distance"] == 0
+    assert metrics["path_length"] > metrics["init_distance"]
 
 
 def test_member_same_inside_64(digits: Task) -> None:
@@ -77,9 +117,13 @@ def test_vectorized_matches_loop(digits: Task) -> None:
     assert worst < 1e-5
 
 
-def test_plain_loop_is_the_specification(digits: Task) -> None:
-    """The loop strategy equals a hand-written nn.Module + torch.optim.SGD loop on the same batches."""
-    config = tiny_config(trainer={"steps": 10})
+@pytest.mark.parametrize("logit_penalty", [0.0, 0.5])
+def test_plain_loop_is_the_specification(digits: Task, logit_penalty: float) -> None:
+    """The loop strategy equals a hand-written nn.Module + torch.optim.SGD loop on the same batches.
+
+    With ``logit_penalty`` the hand-written loss adds spectral decoupling's ``lambda/2 |logits|^2``.
+    """
+    config = tiny_config(trainer={"steps": 10, "logit_penalty": logit_penalty})
     row = PlanRow(member=0, init_seed=7, data_seed=8, lr=0.05, momentum=0.9, batch_size=32)
     ours, _ = final_params(digits, config, [row], vectorized=False)
     model = initial_module(digits, row)
@@ -87,7 +131,8 @@ def test_plain_loop_is_the_specification(digits: Task) -> None:
     stream = BatchStream(member_pool(digits, row), 32, row.data_seed)
     for _ in range(10):
         index = stream.next()
-        loss = nn.functional.cross_entropy(model(digits.x_train[index]), digits.y_train[index])
+        logits = model(digits.x_train[index])
+        loss = nn.functional.cross_entropy(logits, digits.y_train[index]) + logit_penalty / 2 * logits.pow(2).sum(1).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

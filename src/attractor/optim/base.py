@@ -20,6 +20,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+# Elements per block of a per-member reduction (see member_sum).
+_BLOCK = 4096
+
 Params = dict[str, Tensor]
 """Parameter name -> ``[members, *shape]`` tensor."""
 State = dict[str, dict[str, Tensor]]
@@ -37,7 +40,13 @@ class Hyper:
         nesterov: Nesterov momentum (SGD), shared by all members.
         beta2: second-moment decay (Adam / AdamW), shared by all members.
         eps: denominator term (Adam / AdamW), shared by all members.
-        cone_angle: cone half-angle alpha in radians (cone descent), shared by all members.
+        cone_angle: cone half-angle alpha in radians (cone descent), shared by all members;
+            with ``cone_random`` the largest angle, each step drawing alpha in ``[0, cone_angle]``.
+        cone_random: cone descent draws a fresh angle per member and step from ``seed``.
+        cone_per_tensor: cone descent takes one cone per parameter tensor instead of one
+            over all parameters jointly.
+        seed: ``[members]`` int64 per-member seeds of the optimizer's own randomness (the
+            random cone angle); ``None`` when the optimizer needs none.
     """
 
     lr: Tensor
@@ -47,11 +56,15 @@ class Hyper:
     beta2: float = 0.999
     eps: float = 1e-8
     cone_angle: float = 0.0
+    cone_random: bool = False
+    cone_per_tensor: bool = False
+    seed: Tensor | None = None
 
     def __post_init__(self) -> None:
-        shapes = {t.shape for t in (self.lr, self.momentum, self.weight_decay)}
+        columns = (self.lr, self.momentum, self.weight_decay) + (() if self.seed is None else (self.seed,))
+        shapes = {t.shape for t in columns}
         if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-            raise ValueError(f"lr, momentum and weight_decay must all be [members]; got {shapes}")
+            raise ValueError(f"lr, momentum, weight_decay (and seed) must all be [members]; got {shapes}")
 
     @classmethod
     def uniform(
@@ -65,13 +78,17 @@ class Hyper:
         beta2: float = 0.999,
         eps: float = 1e-8,
         cone_angle: float = 0.0,
+        cone_random: bool = False,
+        cone_per_tensor: bool = False,
+        seed: int | None = None,
     ) -> Hyper:
-        """The same hyperparameters for every one of ``members`` members."""
+        """The same hyperparameters (and optimizer seed) for every one of ``members`` members."""
 
         def full(value: float) -> Tensor:
             return torch.full((members,), value, dtype=torch.float32)
 
-        return cls(full(lr), full(momentum), full(weight_decay), nesterov, beta2, eps, cone_angle)
+        seeds = None if seed is None else torch.full((members,), seed, dtype=torch.int64)
+        return cls(full(lr), full(momentum), full(weight_decay), nesterov, beta2, eps, cone_angle, cone_random, cone_per_tensor, seeds)
 
     @property
     def members(self) -> int:
@@ -85,6 +102,7 @@ class Hyper:
             lr=self.lr[index],
             momentum=self.momentum[index],
             weight_decay=self.weight_decay[index],
+            seed=None if self.seed is None else self.seed[index],
         )
 
     def scale_lr(self, factor: float) -> Hyper:
@@ -148,6 +166,21 @@ def apply_update(
             param.copy_(torch.where(mask, new_param, param))
             for key, value in slots.items():
                 value.copy_(torch.where(mask, new_slots[key], value))
+
+
+def member_sum(x: Tensor) -> Tensor:
+    """``[members, *shape]`` -> ``[members]`` float64 sums in an order fixed per member.
+
+    A plain ``sum(dim=1)`` of one long row is split across threads while many rows are
+    not, so one member alone would get different bits than inside an ensemble. Summing
+    blocks of ``_BLOCK`` elements, level by level, keeps every reduction short and serial.
+    """
+    x = x.double().reshape(x.shape[0], -1)
+    while x.shape[1] > _BLOCK:
+        if x.shape[1] % _BLOCK:
+            x = torch.nn.functional.pad(x, (0, (-x.shape[1]) % _BLOCK))
+        x = x.reshape(x.shape[0], -1, _BLOCK).sum(2)
+    return x.sum(1)
 
 
 def check_members(params: Mapping[str, Tensor], hyper: Hyper, active: Tensor | None) -> None:

@@ -20,11 +20,15 @@ the cone is taken around that effective gradient. When w is parallel to g but po
 uphill (|w_perp| below 1e-6 |w|), every direction on the cone's rim is optimal; the step
 falls back to d = u there (a measure-zero case, kept deterministic rather than random).
 
-The cone and distances are over all parameters of a member jointly (flattened); the
-per-member sums use a fixed blocked order so a member's numbers do not depend on how many
-members share the tensor. There is no stochastic variant (random alpha per step): the
-optimizer has no per-member seed to draw it from without breaking "a member depends only
-on its plan row".
+The cone and distances are over all parameters of a member jointly (flattened), or, with
+``cone_per_tensor``, one cone per parameter tensor (each tensor leans back towards its own
+init on its own). The per-member sums use a fixed blocked order so a member's numbers do
+not depend on how many members share the tensor.
+
+Stochastic variant (``cone_random``): every step each member draws its angle uniformly
+from ``[0, cone_angle]``. The draw is a counter-based hash of (the member's seed, step)
+(:func:`random_angle`), not a generator with state: a member's angles depend only on its
+plan row, not on its chunk, and a resumed or spawned member draws the same angles again.
 
 References:
     Issue 6 of this project ("Cone descent"); the minimum-norm property it probes is that
@@ -38,28 +42,11 @@ import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from attractor.optim.base import Hyper, State, check_members, per_member
+from attractor.optim.base import _BLOCK, Hyper, State, check_members, member_sum, per_member
 
-_BLOCK = 4096
 _PARALLEL_TOL = 1e-6
-
-
-def member_sum(x: Tensor) -> Tensor:
-    """``[members, *shape]`` -> ``[members]`` float64 sums in an order fixed per member.
-
-    A plain ``sum(dim=1)`` of one long row is split across threads while many rows are
-    not, so one member alone would get different bits than inside an ensemble. Summing
-    blocks of ``_BLOCK`` elements, level by level, keeps every reduction short and serial.
-    """
-    x = x.double().reshape(x.shape[0], -1)
-    while x.shape[1] > _BLOCK:
-        if x.shape[1] % _BLOCK:
-            x = F.pad(x, (0, (-x.shape[1]) % _BLOCK))
-        x = x.reshape(x.shape[0], -1, _BLOCK).sum(2)
-    return x.sum(1)
 
 
 def _flatten64(xs: Sequence[Tensor]) -> Tensor:
@@ -77,19 +64,44 @@ def _flatten64(xs: Sequence[Tensor]) -> Tensor:
     return out
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def random_angle(seed: int, step: int, largest: float) -> float:
+    """An angle uniform in ``[0, largest]`` for (``seed``, ``step``): splitmix64 of the pair.
+
+    Stateless on purpose, so the draw of step ``t`` is the same however the member got
+    there (one chunk or another, resumed, spawned). Steele et al., "Fast splittable
+    pseudorandom number generators", OOPSLA 2014 (the splitmix64 finalizer).
+    """
+    z = (int(seed) * 0x9E3779B97F4A7C15 + int(step) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return largest * ((z >> 11) * 2.0**-53)
+
+
 def cone_coefficients(
-    gs: Sequence[Tensor], ws: Sequence[Tensor], angle: float
+    gs: Sequence[Tensor], ws: Sequence[Tensor], angle: float | Tensor
 ) -> tuple[Tensor, Tensor]:
     """Per-member ``(a, b)`` with the cone step ``|g| d = a g + b w``, in float64.
 
     Args:
         gs: effective gradients, one ``[members, *shape]`` tensor per parameter.
         ws: displacements from init ``x - x0``, same shapes as ``gs``.
-        angle: the cone's half-angle alpha in radians, ``0 <= alpha < pi/2``.
+        angle: the cone's half-angle alpha in radians, ``0 <= alpha < pi/2``: one for
+            every member, or a ``[members]`` tensor.
 
     Returns:
         ``a`` and ``b``, each ``[members]`` float64.
     """
+    members = gs[0].shape[0]
+    if isinstance(angle, Tensor):
+        alpha = angle.to(dtype=torch.float64, device=gs[0].device).expand(members)
+        cos_a, sin_a = alpha.cos(), alpha.sin()
+    else:
+        alpha = torch.full((members,), float(angle), dtype=torch.float64, device=gs[0].device)
+        cos_a, sin_a = math.cos(angle), math.sin(angle)
     g64, w64 = _flatten64(gs), _flatten64(ws)
     gg, wg, ww = member_sum(g64 * g64), member_sum(w64 * g64), member_sum(w64 * w64)
     del g64, w64
@@ -98,16 +110,25 @@ def cone_coefficients(
     one = torch.ones_like(gg)
     # cos of the angle between -w and u = -g/|g| is (w.g) / (|w| |g|).
     cos_between = wg / torch.where(moved, w_norm * g_norm, one)
-    inside = moved & (angle > 0) & (cos_between >= math.cos(angle))
+    inside = moved & (alpha > 0) & (cos_between >= cos_a)
     beta = wg / torch.where(gg > 0, gg, one)
     perp = (ww - wg * beta).clamp_min(0).sqrt()
     rim = moved & ~inside & (perp > _PARALLEL_TOL * w_norm)
-    k = torch.where(rim, math.sin(angle) * g_norm / torch.where(rim, perp, one), 0.0)
+    k = torch.where(rim, sin_a * g_norm / torch.where(rim, perp, one), 0.0)
     # Neither inside nor on a well-defined rim point (w = 0, g = 0, or w parallel to -u):
     # a = -1, b = 0, the plain gradient step.
-    a = torch.where(inside, 0.0, torch.where(rim, -math.cos(angle) + k * beta, -1.0))
+    a = torch.where(inside, 0.0, torch.where(rim, -cos_a + k * beta, -1.0))
     b = torch.where(inside, -g_norm / torch.where(inside, w_norm, one), -k)
     return a, b
+
+
+def step_angles(hyper: Hyper, step: int) -> float | Tensor:
+    """This step's cone angle: ``hyper.cone_angle``, or a ``[members]`` draw when ``cone_random``."""
+    if not hyper.cone_random:
+        return hyper.cone_angle
+    if hyper.seed is None:
+        raise ValueError("a random cone angle needs per-member seeds (hyper.seed)")
+    return torch.tensor([random_angle(s, step, hyper.cone_angle) for s in hyper.seed.tolist()], dtype=torch.float64)
 
 
 class ConeDescent:
@@ -148,16 +169,19 @@ class ConeDescent:
                 bufs[name] = torch.mul(slots["momentum_buffer"], mom).add_(g)
                 gs.append(torch.addcmul(g, bufs[name], mom) if hyper.nesterov else bufs[name])
                 ws.append(p - slots["x0"])
-            a, b = cone_coefficients(gs, ws, hyper.cone_angle)
+            angle = step_angles(hyper, step)
+            if hyper.cone_per_tensor:
+                coefficients = [cone_coefficients([g], [w], angle) for g, w in zip(gs, ws, strict=True)]
+            else:
+                coefficients = [cone_coefficients(gs, ws, angle)] * len(gs)
             lr = hyper.lr.double()
-            lr_a, lr_b = lr * a, lr * b
-            # alpha = 0 everywhere: b is all zeros, and skipping the w term keeps the step
-            # bitwise SGD's (even a -0.0 parameter stays -0.0).
-            plain = not bool(lr_b.any())
-            for (name, p), g, w in zip(params.items(), gs, ws, strict=True):
+            for (name, p), g, w, (a, b) in zip(params.items(), gs, ws, coefficients, strict=True):
+                lr_b = lr * b
                 buf = state[name]["momentum_buffer"]
-                new_p = torch.addcmul(p, g, per_member(lr_a, p))
-                if not plain:
+                new_p = torch.addcmul(p, g, per_member(lr * a, p))
+                # alpha = 0: b is all zeros, and skipping the w term keeps the step bitwise
+                # SGD's (even a -0.0 parameter stays -0.0).
+                if bool(lr_b.any()):
                     new_p.addcmul_(w, per_member(lr_b, p))
                 new_buf = bufs[name]
                 if active is not None:
@@ -172,15 +196,20 @@ class ConeDescentOptim(torch.optim.Optimizer):
     """Cone descent as a ``torch.optim.Optimizer``, one cone over all its parameters jointly.
 
     Every group's parameters share one cone (norms and the angle are over all of them
-    flattened together); ``lr``, ``momentum`` and ``weight_decay`` may differ per group,
-    ``angle`` is one value for the whole optimizer.
+    flattened together) unless ``per_tensor``; ``lr``, ``momentum`` and ``weight_decay``
+    may differ per group, ``angle`` is one value for the whole optimizer. Its steps are
+    bitwise those of :class:`ConeDescent` for one member with the same settings and seed.
 
     Args:
         params: parameters or parameter groups.
         lr: learning rate.
-        angle: cone half-angle alpha in radians, ``0 <= alpha < pi/2``.
+        angle: cone half-angle alpha in radians, ``0 <= alpha < pi/2``; with ``random``
+            the largest angle.
         momentum: heavy-ball momentum on the gradient (as ``torch.optim.SGD``).
         weight_decay: L2 coefficient added to the gradient.
+        per_tensor: one cone per parameter tensor instead of one over all parameters.
+        random: draw each step's angle uniformly from ``[0, angle]`` (:func:`random_angle`).
+        seed: seed of the random angles.
     """
 
     def __init__(
@@ -190,11 +219,16 @@ class ConeDescentOptim(torch.optim.Optimizer):
         angle: float = 0.3,
         momentum: float = 0.0,
         weight_decay: float = 0.0,
+        *,
+        per_tensor: bool = False,
+        random: bool = False,
+        seed: int = 0,
     ) -> None:
         if not 0 <= angle < math.pi / 2:
             raise ValueError(f"angle must be in [0, pi/2); got {angle}")
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
-        self.angle = angle
+        self.angle, self.per_tensor, self.random, self.seed = angle, per_tensor, random, seed
+        self.steps_taken = 0
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -203,6 +237,7 @@ class ConeDescentOptim(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self.steps_taken += 1
         entries = []  # (param, effective g [1, ...], w [1, ...], lr)
         for group in self.param_groups:
             for p in group["params"]:
@@ -219,8 +254,16 @@ class ConeDescentOptim(torch.optim.Optimizer):
                 g = torch.addcmul(p.grad, p, decay) if group["weight_decay"] else p.grad
                 st["momentum_buffer"].mul_(mom).add_(g)
                 entries.append((p, st["momentum_buffer"][None], (p - st["x0"])[None], group["lr"]))
-        if entries:
-            a, b = cone_coefficients([e[1] for e in entries], [e[2] for e in entries], self.angle)
-            for p, g, w, lr in entries:
-                p.addcmul_(g[0], (lr * a[0]).to(p.dtype)).addcmul_(w[0], (lr * b[0]).to(p.dtype))
+        if not entries:
+            return loss
+        angle = random_angle(self.seed, self.steps_taken, self.angle) if self.random else self.angle
+        angle_t = torch.tensor([angle], dtype=torch.float64) if self.random else angle
+        if self.per_tensor:
+            coefficients = [cone_coefficients([g], [w], angle_t) for _, g, w, _ in entries]
+        else:
+            coefficients = [cone_coefficients([e[1] for e in entries], [e[2] for e in entries], angle_t)] * len(entries)
+        for (p, g, w, lr), (a, b) in zip(entries, coefficients, strict=True):
+            p.addcmul_(g[0], (lr * a[0]).to(p.dtype))
+            if bool(b[0] != 0):
+                p.addcmul_(w[0], (lr * b[0]).to(p.dtype))
         return loss

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from attractor.config import Config
 from attractor.optim import get_optimizer
-from attractor.optim.base import Hyper
+from attractor.optim.base import Hyper, member_sum
 from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
 from attractor.seeds import derive_seed
@@ -106,6 +106,11 @@ def train_chunk(
             starts at step 0 from its row's initial weights.
         on_state: receives every healthy member's full state at every snapshot step,
             the states a later ``start`` can spawn children from.
+
+    With ``run.track_path`` every snapshot's metrics also hold ``path_length`` (the sum of
+    the members' step lengths ``|x_t - x_{t-1}|`` over all parameters, from the first step
+    trained here: a spawned child's path starts at its spawn step) and ``init_distance``
+    (``|x_t - x_0|`` to the row's own initial weights).
     """
     assert len({(r.batch_size, r.optimizer) for r in rows}) == 1, "a chunk shares batch_size and optimizer"
     pad = vectorized and len(rows) == 1
@@ -142,6 +147,7 @@ def train_chunk(
     hyper = _member_hyper(members, config)
     active = torch.ones(n, dtype=torch.bool)
     diverged_at: list[int | None] = [None] * n
+    path = _PathTracker(params, [dict(m.named_parameters()) for m in modules]) if config.run.track_path else None
 
     def member_start(i: int, step: int) -> Start:
         slots = {name: {slot: v[i].detach().clone() for slot, v in held.items()} for name, held in state.items()}
@@ -149,6 +155,8 @@ def train_chunk(
 
     def snapshot(step: int) -> None:
         metrics = evaluate(task, template, forward, params, buffers, config.run.eval_batch_size)
+        if path is not None:
+            metrics.update(path.metrics(params))
         for i, row in enumerate(rows):
             if active[i]:
                 member_state = {k: v[i].detach().clone() for k, v in {**params, **buffers}.items()}
@@ -170,7 +178,12 @@ def train_chunk(
             y = task.y_train[index] if target_table is None else torch.gather(target_table, 1, index)
 
             logits = forward(params, buffers, x)
-            loss = task.loss(logits, y).reshape(n, -1).mean(1)  # [n]: each member's own mean loss
+            per_example = task.loss(logits, y)
+            if trainer.logit_penalty:
+                # Spectral decoupling (Pezeshki et al. 2021): penalize the logits themselves, not
+                # the weights, so no feature can grow without bound and starve the others.
+                per_example = per_example + 0.5 * trainer.logit_penalty * logits.pow(2).sum(-1)
+            loss = per_example.reshape(n, -1).mean(1)  # [n]: each member's own mean loss
             grads = torch.autograd.grad(loss.sum(), list(params.values()))
 
             # Divergence is data, not a crash: a member whose loss is no longer finite is
@@ -184,7 +197,11 @@ def train_chunk(
             scaled = replace(hyper, lr=hyper.lr * factor)
             # The mask costs a copy of every tensor: pass it only once some member has diverged.
             mask = None if bool(active.all()) else active
+            if path is not None:
+                path.before_step(params)
             optimizer.step(params, dict(zip(params, grads, strict=True)), state, scaled, step, mask)
+            if path is not None:
+                path.after_step(params)
             if on_step is not None:
                 on_step(len(rows))
             if step in snaps:
@@ -194,6 +211,31 @@ def train_chunk(
         Outcome(row.member, "done" if diverged_at[i] is None else "diverged", steps, diverged_at[i])
         for i, row in enumerate(rows)
     ]
+
+
+class _PathTracker:
+    """Each member's path length and distance from init in weight space, over all parameters.
+
+    Differences are taken in float64 (exact for float32 weights) and summed by
+    :func:`member_sum` in a fixed order, so a member's numbers do not depend on its chunk.
+    """
+
+    def __init__(self, params: Params, initial: list[dict[str, Tensor]]) -> None:
+        self.x0 = {k: torch.stack([m[k].detach() for m in initial]).double() for k in params}
+        self.length = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.float64)
+        self.previous: Params = {}
+
+    def before_step(self, params: Params) -> None:
+        self.previous = {k: v.detach().double() for k, v in params.items()}
+
+    def after_step(self, params: Params) -> None:
+        squared = sum(member_sum((params[k].detach().double() - old).square()) for k, old in self.previous.items())
+        self.length += squared.sqrt()
+        self.previous = {}
+
+    def metrics(self, params: Params) -> dict[str, Tensor]:
+        squared = sum(member_sum((params[k].detach().double() - x0).square()) for k, x0 in self.x0.items())
+        return {"path_length": self.length.clone(), "init_distance": squared.sqrt()}
 
 
 def _check_start(start: list[Start], rows: int, steps: int) -> None:
@@ -210,9 +252,13 @@ def _member_hyper(members: list[PlanRow], config: Config) -> Hyper:
     def column(name: str) -> Tensor:
         return torch.tensor([getattr(r, name) for r in members], dtype=torch.float64)
 
+    # The optimizer's own randomness (a random cone angle) is minibatch noise: seeded, like
+    # dropout, from the row's noise and data seeds.
+    seeds = torch.tensor([derive_seed("optimizer", r.noise_seed, r.data_seed) for r in members], dtype=torch.int64)
     return Hyper(
         lr=column("lr"), momentum=column("momentum"), weight_decay=column("weight_decay"),
         nesterov=trainer.nesterov, beta2=trainer.beta2, eps=trainer.eps, cone_angle=trainer.cone_angle,
+        cone_random=trainer.cone_random, cone_per_tensor=trainer.cone_per_tensor, seed=seeds,
     )
 
 
