@@ -24,7 +24,7 @@ try:  # typer >= 0.20 vendors click; older typer re-raises click's own exception
 except ImportError:  # pragma: no cover - depends on the installed typer
     from click import ClickException as _CliError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Measure and improve the stability of training runs.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", help="Measure and improve the stability of training runs.")
 console = Console()
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
@@ -369,6 +369,38 @@ def hparam_map_command(
                       f"[{row.low:.2f}, {row.high:.2f}]", f"{row.sensitivity:.3f}")
     console.print(table)
     console.print(f"wrote {out}/hparam-map.parquet, hparam-map.json and hparam-map.png", markup=False, soft_wrap=True)
+
+
+@app.command()
+def shortcuts(
+    config: ConfigArg,
+    trainer: Annotated[list[str] | None, typer.Option("--trainer", "-t", help="A trainer variant LABEL:KEY=VALUE,... of [trainer] keys, "
+                                                      "e.g. 'adam:optimizer=adam,lr=0.001'; repeat for more (default: sgd, adam, cone, sgd+sd).")] = None,
+    seeds: Annotated[int, typer.Option(min=2, help="Members per variant (init and data-order seeds, the same in every variant).")] = 8,
+    draws: DrawsOption = 500,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder: one run directory per variant, shortcuts.parquet / .json, report.html.")] = Path("runs/shortcuts"),
+    as_json: JsonFlag = False,
+) -> None:
+    """Shortcuts and path dependence: CONFIG's task trained by several trainers with the same seeds.
+
+    Per variant: shortcut reliance (accuracy with the shortcut set to the label minus with it
+    random; tasks spurious-digits, or modular-addition with shortcut = true), distance from init,
+    path length, test accuracy and seed spread, with 95% intervals; OUT/report.html shows them.
+    """
+    from attractor.measure.shortcuts import shortcut_probe
+
+    result = shortcut_probe(load_config(config), trainer, seeds, out, draws)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    summary = result.summary
+    columns = [c for c in ("shortcut_reliance", "test_accuracy", "init_distance", "path_length", "seed_spread_js") if c in summary]
+    table = Table("variant", "members", *[c.replace("_", " ") for c in columns], title=f"{load_config(config).task.name}: mean [95% interval]")
+    for row in summary.to_dict(orient="records"):
+        cells = [f"{row[c]:.3g} [{row[f'{c}_low']:.3g}, {row[f'{c}_high']:.3g}]" for c in columns]
+        table.add_row(str(row["variant"]), f"{row['members']} ({row['diverged']} diverged)", *cells)
+    console.print(table)
+    console.print(f"wrote {out}/shortcuts.parquet, shortcuts.json and report.html", markup=False, soft_wrap=True)
 
 
 @app.command()

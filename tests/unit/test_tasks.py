@@ -108,6 +108,14 @@ def test_spurious_fraction_and_groups() -> None:
     assert torch.all(task.x_train[:, 64:].sum(1) == 2.5)  # exactly one shortcut per example
 
 
+def test_spurious_probes_set_the_shortcut_to_the_label_or_leave_it_random() -> None:
+    task = build("spurious-digits")
+    (agree, y_agree), (random, y_random) = task.probes["shortcut_agree"], task.probes["shortcut_random"]
+    assert torch.equal(y_agree, task.y_test) and torch.equal(y_random, task.y_test)
+    assert torch.equal(agree[:, :64], task.x_test[:, :64]) and torch.equal(random, task.x_test)
+    assert torch.equal(spurious_digits.shortcut_labels(agree), task.y_test)
+
+
 # --- modular-addition -------------------------------------------------------------------
 
 
@@ -133,8 +141,30 @@ def test_modular_split_depends_only_on_split_seed() -> None:
     assert not torch.equal(a.x_train, c.x_train)
 
 
+@pytest.mark.parametrize("fraction", [0.0, 0.7, 1.0])
+def test_modular_hint_token_is_the_answer_on_exactly_the_fraction(fraction: float) -> None:
+    p = 13
+    task = build("modular-addition", p=p, shortcut=True, shortcut_fraction=fraction)
+    assert task.x_train.shape[1] == 3 and task.x_test.shape[1] == 3
+    for x, y in [(task.x_train, task.y_train), (task.x_test, task.y_test)]:
+        assert torch.equal(y, (x[:, 0] + x[:, 1]) % p) and bool((x[:, 2] < p).all())
+    assert int((task.x_train[:, 2] == task.y_train).sum()) == round(fraction * len(task.y_train))
+    agree, _ = task.probes["shortcut_agree"]
+    assert torch.equal(agree[:, 2], task.y_test) and torch.equal(agree[:, :2], task.x_test[:, :2])
+    assert torch.equal(task.probes["shortcut_random"][0], task.x_test)
+    # Hints at test are independent of the answer: right on about 1 / p of the pairs.
+    assert float((task.x_test[:, 2] == task.y_test).float().mean()) < 0.2
+    plain = build("modular-addition", p=p)
+    assert torch.equal(task.x_train[:, :2], plain.x_train) and plain.probes == {}
+
+
 MODELS = {
     "digits": (lambda: build("digits-mlp", hidden=[12]), lambda t: t.x_test[:7]),
+    "modular-hint-mlp": (lambda: build("modular-addition", p=11, embed_dim=8, hidden=16, shortcut=True), lambda t: t.x_test[:7]),
+    "modular-hint-transformer": (
+        lambda: build("modular-addition", p=11, model="transformer", embed_dim=8, hidden=16, heads=2, shortcut=True),
+        lambda t: t.x_test[:7],
+    ),
     "modular-mlp": (lambda: build("modular-addition", p=11, embed_dim=8, hidden=16), lambda t: t.x_test[:7]),
     "modular-transformer": (
         lambda: build("modular-addition", p=11, model="transformer", embed_dim=8, hidden=16, heads=2),

@@ -321,7 +321,11 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
         parts.append(_instability(measures["instability"]))
     if measures.get("structural"):
         parts.append(_structural(measures["structural"]))
-    title = f"attractor report · {ens.config.task.name} · {Path(ens.store.root).name}"
+    return write_page(path, f"attractor report · {ens.config.task.name} · {Path(ens.store.root).name}", parts)
+
+
+def write_page(path: str | Path, title: str, parts: Sequence[str]) -> Path:
+    """Write ``parts`` (header and sections) as one self-contained page, atomically."""
     page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1"><style>{CSS}</style></head>'
             f'<body><main>{"".join(parts)}<footer>attractor {html.escape(attractor.__version__)}</footer></main></body></html>')

@@ -204,3 +204,49 @@ def band_plot(
         ax.set_title(title)
         fig.legend(loc="outside right upper")
         return figure_uri(fig)
+
+
+def group_series(table: pd.DataFrame, columns: Sequence[str], group: str, title: str, *, x: str = "step") -> str:
+    """One panel per column against ``x`` (symlog steps), one coloured line per value of ``group``."""
+    columns = [c for c in columns if c in table.columns]
+    if not columns:
+        raise ValueError(f"group_series '{title}': none of the columns is in the table")
+    ncols = min(3, len(columns))
+    nrows = int(np.ceil(len(columns) / ncols))
+    with styled(3.3 * ncols + 1.2, 2.5 * nrows + 0.3) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        for ax, column in zip(axes, columns, strict=False):
+            for i, (name, rows) in enumerate(table.groupby(group, sort=False)):
+                rows = rows.sort_values(x)
+                ax.plot(rows[x], rows[column], color=color(i), marker="o", markersize=3, linewidth=1.5, label=str(name))
+            step_axis(ax)
+            ax.set_title(column.replace("_", " "))
+        for ax in axes[len(columns):]:
+            ax.set_visible(False)
+        handles, names = axes[0].get_legend_handles_labels()
+        fig.legend(handles, names, loc="outside right upper")
+        fig.suptitle(title)
+        return figure_uri(fig)
+
+
+def interval_dots(table: pd.DataFrame, columns: Sequence[str], label: str, title: str) -> str:
+    """One panel per column: each row of ``table`` as a dot with its ``_low`` / ``_high`` interval."""
+    columns = [c for c in columns if c in table.columns and table[c].notna().any()]
+    if not columns:
+        raise ValueError(f"interval_dots '{title}': none of the columns has values")
+    ncols = min(4, len(columns))
+    nrows = int(np.ceil(len(columns) / ncols))
+    with styled(2.6 * ncols, 0.4 * len(table) * nrows + 1.2 * nrows + 0.3) as fig:
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        positions = np.arange(len(table))[::-1]
+        for ax, column in zip(axes, columns, strict=False):
+            for pos, (i, row) in zip(positions, enumerate(table.itertuples(index=False)), strict=True):
+                value, low, high = (getattr(row, c) for c in (column, f"{column}_low", f"{column}_high"))
+                ax.errorbar([value], [pos], xerr=[[value - low], [high - value]], fmt="o", color=color(i), capsize=3)
+            ax.set_yticks(positions, [str(v) for v in table[label]])
+            ax.set_ylim(-0.6, len(table) - 0.4)
+            ax.set_title(column.replace("_", " "))
+        for ax in axes[len(columns):]:
+            ax.set_visible(False)
+        fig.suptitle(title)
+        return figure_uri(fig)

@@ -45,6 +45,11 @@ class Task:
         groups: ``[n_train]`` group id of each training example, for ``holdout_group``;
             ``None`` uses the class id where there is one.
         description: one line for ``attractor tasks``.
+        metrics: extra per-example metrics recorded at every snapshot, name -> function.
+        probes: extra evaluation sets, name -> ``(inputs, targets)``, for questions the
+            test split alone cannot answer; tasks with a shortcut feature provide
+            ``shortcut_agree`` (test inputs whose shortcut is the true label) and
+            ``shortcut_random`` (shortcut drawn independently of the label).
     """
 
     name: str
@@ -58,6 +63,7 @@ class Task:
     groups: Tensor | None = None
     description: str = ""
     metrics: dict[str, Callable[[Tensor, Tensor], Tensor]] = field(default_factory=dict)
+    probes: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:

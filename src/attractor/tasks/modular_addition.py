@@ -7,6 +7,14 @@ exactly the kind of outcome whose dependence on seeds this library measures.
 Inputs are ``int64 [n, 2]`` operand pairs ``(a, b)``; targets ``int64 [n]`` are
 ``(a + b) % p``. Models take ``[..., 2]`` and return ``[..., p]`` logits.
 
+With ``shortcut = true`` every input carries a third token, a *hint* ``s`` in ``[0, p)``:
+in training it is the answer itself on a ``shortcut_fraction`` share of the pairs (fixed
+seed) and a wrong answer (uniform over the other p - 1) on the rest; in the test split it
+is uniform and independent of the answer. Inputs are then ``int64 [n, 3]``. Copying the
+hint fits most of the training split at once, while the algorithm fits all of it, so the
+task asks which one a trainer finds. Probes ``shortcut_agree`` / ``shortcut_random`` hold
+the test pairs with the hint set to the answer / drawn at random.
+
 Groups are ``a * n_groups // p``: contiguous blocks of the first operand. The class id
 would be a poor group here: holding out a class removes every example of one target, so
 cross-entropy never sees that label and the held-out member is trivially wrong on it.
@@ -48,6 +56,8 @@ class ModularAdditionOptions(BaseModel):
     hidden: int = Field(256, ge=1, description="Hidden width of the MLP (transformer: of its MLP block).")
     heads: int = Field(4, ge=1, description="Attention heads of the transformer; must divide embed_dim.")
     n_groups: int = Field(8, ge=1, description="Groups of training examples, by blocks of the first operand; at most p.")
+    shortcut: bool = Field(False, description="Append a hint token: the answer on a shortcut_fraction share of training pairs, random at test.")
+    shortcut_fraction: float = Field(0.9, ge=0, le=1, description="Share of training pairs whose hint is the answer (with shortcut = true).")
 
     @model_validator(mode="after")
     def _consistent(self) -> ModularAdditionOptions:
@@ -59,21 +69,21 @@ class ModularAdditionOptions(BaseModel):
 
 
 class ModularMLP(nn.Module):
-    """Shared operand embedding, concatenated, one ReLU hidden layer: ``[..., 2]`` -> ``[..., p]``."""
+    """Shared token embedding, concatenated, one ReLU hidden layer: ``[..., tokens]`` -> ``[..., p]``."""
 
-    def __init__(self, p: int, embed_dim: int, hidden: int) -> None:
+    def __init__(self, p: int, embed_dim: int, hidden: int, tokens: int = 2) -> None:
         super().__init__()
         self.embed = nn.Embedding(p, embed_dim)
-        self.hidden = nn.Linear(2 * embed_dim, hidden)
+        self.hidden = nn.Linear(tokens * embed_dim, hidden)
         self.out = nn.Linear(hidden, p)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.embed(x).flatten(-2)  # [..., 2 * embed_dim]
+        h = self.embed(x).flatten(-2)  # [..., tokens * embed_dim]
         return self.out(torch.relu(self.hidden(h)))
 
 
 class ModularTransformer(nn.Module):
-    """One pre-LN transformer layer over tokens ``[a, b, '=']``: ``[..., 2]`` -> ``[..., p]``.
+    """One pre-LN transformer layer over tokens ``[a, b, ('hint',) '=']``: ``[..., tokens]`` -> ``[..., p]``.
 
     Attention is written with plain tensor ops (no ``nn.MultiheadAttention``, whose fused
     kernels ``torch.func.vmap`` cannot batch over stacked parameters). No causal mask:
@@ -81,11 +91,11 @@ class ModularTransformer(nn.Module):
     way because '=' attends to every position under both.
     """
 
-    def __init__(self, p: int, embed_dim: int, hidden: int, heads: int) -> None:
+    def __init__(self, p: int, embed_dim: int, hidden: int, heads: int, tokens: int = 2) -> None:
         super().__init__()
         self.p, self.heads = p, heads
         self.embed = nn.Embedding(p + 1, embed_dim)  # token p is '='
-        self.pos = nn.Parameter(0.02 * torch.randn(3, embed_dim))
+        self.pos = nn.Parameter(0.02 * torch.randn(tokens + 1, embed_dim))
         self.ln_attn = nn.LayerNorm(embed_dim)
         self.qkv = nn.Linear(embed_dim, 3 * embed_dim)
         self.proj = nn.Linear(embed_dim, embed_dim)
@@ -106,7 +116,7 @@ class ModularTransformer(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         equals = torch.full_like(x[..., :1], self.p)
-        h = self.embed(torch.cat([x, equals], dim=-1)) + self.pos  # [..., 3, d]
+        h = self.embed(torch.cat([x, equals], dim=-1)) + self.pos  # [..., tokens + 1, d]
         h = h + self.attention(self.ln_attn(h))
         h = h + self.mlp_out(torch.relu(self.mlp_in(self.ln_mlp(h))))
         return self.unembed(self.ln_out(h[..., -1, :]))
@@ -127,25 +137,54 @@ def split_pairs(p: int, train_fraction: float, seed: int) -> tuple[Tensor, Tenso
     return order[:n_train].sort().values, order[n_train:].sort().values
 
 
+def with_hints(x: Tensor, y: Tensor, p: int, fraction: float | None, seed: int) -> Tensor:
+    """Append a hint token: ``x [n, 2]`` -> ``[n, 3]``.
+
+    ``fraction`` of the rows (a fixed random choice) get the answer ``y``, the rest a wrong
+    answer uniform over the other ``p - 1``; ``fraction = None`` draws every hint uniformly
+    from ``[0, p)``, independent of the answer.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = len(y)
+    if fraction is None:
+        hints = torch.randint(0, p, (n,), generator=gen)
+    else:
+        correct = torch.zeros(n, dtype=torch.bool)
+        correct[torch.randperm(n, generator=gen)[: round(fraction * n)]] = True
+        # A shift in [1, p) makes the hint wrong, so `fraction` is exact rather than "mostly".
+        wrong = (y + torch.randint(1, p, (n,), generator=gen)) % p
+        hints = torch.where(correct, y, wrong)
+    return torch.cat([x, hints[:, None]], dim=1)
+
+
 def make(options: ModularAdditionOptions) -> Task:
-    """Build ``modular-addition``; see the module docstring for the groups."""
+    """Build ``modular-addition``; see the module docstring for the groups and the hint token."""
     p = options.p
     x, y = all_pairs(p)
     train, test = split_pairs(p, options.train_fraction, options.split_seed)
+    x_train, y_train, x_test, y_test = x[train], y[train], x[test], y[test]
+    probes: dict[str, tuple[Tensor, Tensor]] = {}
+    if options.shortcut:
+        # Hint draws are seeded from the split seed, so hints and split change together.
+        x_train = with_hints(x_train, y_train, p, options.shortcut_fraction, options.split_seed + 1)
+        x_test = with_hints(x_test, y_test, p, None, options.split_seed + 2)
+        probes = {"shortcut_agree": (torch.cat([x[test], y_test[:, None]], dim=1), y_test), "shortcut_random": (x_test, y_test)}
+    tokens = x_train.shape[1]
     # partial, not a lambda: picklable for process backends, and frozen against later
     # changes to `options`.
     if options.model == "mlp":
-        make_model = partial(ModularMLP, p, options.embed_dim, options.hidden)
+        make_model = partial(ModularMLP, p, options.embed_dim, options.hidden, tokens)
     else:
-        make_model = partial(ModularTransformer, p, options.embed_dim, options.hidden, options.heads)
+        make_model = partial(ModularTransformer, p, options.embed_dim, options.hidden, options.heads, tokens)
     return Task(
         name=NAME,
-        x_train=x[train],
-        y_train=y[train],
-        x_test=x[test],
-        y_test=y[test],
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
         make_model=make_model,
         num_classes=p,
-        groups=x[train, 0] * options.n_groups // p,
+        groups=x_train[:, 0] * options.n_groups // p,
         description=SUMMARY,
+        probes=probes,
     )

@@ -13,6 +13,9 @@ A model that leans on the shortcut fits the training split and falls towards cha
 the test split; one that reads the pixels does not. Test accuracy therefore measures
 shortcut reliance directly; to measure it per example, compare a model's predictions
 with the test shortcut class ``x_test[:, 64:].argmax(1)`` (:func:`shortcut_labels`).
+The task's probes hold the test pixels twice: ``shortcut_agree`` with the shortcut set to
+the true label, ``shortcut_random`` with the test split's random one; the accuracy gap
+between them is the shortcut reliance.
 With ``shortcut_fraction < 1`` the training examples are grouped by whether their
 shortcut is correct (group 1) or not (group 0), so ``holdout_group`` can remove either.
 
@@ -83,12 +86,15 @@ def make(options: SpuriousDigitsOptions) -> Task:
         y_train.numpy(), len(y_test), options.shortcut_fraction
     )
     groups = torch.from_numpy(correct.astype(np.int64)) if options.shortcut_fraction < 1 else None
+    test = _with_shortcut(x_test, test_classes, options.strength)
+    agree = _with_shortcut(x_test, y_test.numpy(), options.strength)
     return Task(
         name=NAME,
         x_train=_with_shortcut(x_train, train_classes, options.strength),
         y_train=y_train,
-        x_test=_with_shortcut(x_test, test_classes, options.strength),
+        x_test=test,
         y_test=y_test,
+        probes={"shortcut_agree": (agree, y_test), "shortcut_random": (test, y_test)},
         make_model=partial(build_mlp, NUM_FEATURES + NUM_CLASSES, tuple(options.hidden), NUM_CLASSES, options.activation),
         num_classes=NUM_CLASSES,
         groups=groups,

@@ -1,0 +1,217 @@
+"""Shortcuts and path dependence: one task, several trainers, the same seeds (issue 6).
+
+Each trainer variant (say SGD, Adam, cone descent, SGD with spectral decoupling) trains
+``seeds`` members that differ in init and data order, with the *same* seeds in every
+variant, in its own run directory ``OUT/<label>`` (resumable), with ``run.track_path`` on.
+Read off every member at each snapshot:
+
+* **shortcut reliance**: accuracy on the task's ``shortcut_agree`` probe (test inputs whose
+  shortcut feature is the true label) minus accuracy on ``shortcut_random`` (the shortcut
+  drawn independently of the label). 0 means the shortcut is ignored; near the agree
+  accuracy minus chance means the prediction follows it. Only for tasks with these probes
+  (``spurious-digits``; ``modular-addition`` with ``shortcut = true``);
+* **distance from init** ``|x_T - x_0|`` and **path length** ``sum_t |x_t - x_{t-1}|`` over
+  all parameters, every step counted (not only snapshots); their ratio is the path's
+  straightness (1 = a straight line from init);
+* test accuracy and training loss, so trainers are compared knowing how far each got;
+* **seed spread** (per variant): mean pairwise Jensen-Shannon divergence (nats) between the
+  members' test predictions.
+
+Intervals are 95 % multi-bootstrap intervals (members and, for accuracies, test examples
+resampled); diverged members are left out and counted.
+
+References:
+    Geirhos et al., "Shortcut learning in deep neural networks", Nature MI 2020;
+    Pezeshki et al., "Gradient Starvation: A Learning Proclivity in Neural Networks",
+    NeurIPS 2021 (spectral decoupling).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from attractor.config import Config, parse_config
+from attractor.errors import UserError
+from attractor.store import atomic_path, write_json
+
+#: ``label:key=value,...`` trainer variants used when none are given: the issue's four.
+DEFAULT_VARIANTS = (
+    "sgd:optimizer=sgd",
+    "adam:optimizer=adam,lr=0.001",
+    "cone:optimizer=cone,cone_angle=0.6",
+    "sgd+sd:optimizer=sgd,logit_penalty=0.05",
+)
+_LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
+#: Per-member columns summarized per variant (accuracies also resample test examples).
+_SUMMARIZED = ("test_accuracy", "train_loss", "shortcut_reliance", "agree_accuracy", "random_accuracy",
+               "init_distance", "path_length", "straightness")
+
+
+@dataclass(frozen=True, eq=False)
+class ShortcutProbe:
+    """Trainer variants compared on one task.
+
+    Attributes:
+        variants: label -> trainer overrides, in the order given.
+        members: one row per (variant, member) at the final snapshot: ``variant, member``
+            and the columns named in the module docstring (``shortcut_*`` NaN without probes).
+        summary: one row per variant: ``members``, ``diverged``, and for each measure its
+            mean with ``_low`` / ``_high`` 95 % interval, plus ``seed_spread_js``.
+        curves: one row per (variant, step): means over members of ``test_accuracy``,
+            ``init_distance``, ``path_length`` and ``shortcut_reliance``.
+        has_shortcut: whether the task has the shortcut probes.
+        out: folder holding the variant runs and ``shortcuts.{parquet,json}``, ``report.html``.
+    """
+
+    variants: dict[str, dict[str, Any]]
+    members: pd.DataFrame
+    summary: pd.DataFrame
+    curves: pd.DataFrame
+    has_shortcut: bool
+    out: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+            return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+
+        return {"variants": self.variants, "has_shortcut": self.has_shortcut, "out": str(self.out),
+                "summary": records(self.summary), "members": records(self.members), "curves": records(self.curves)}
+
+
+def _value(text: str) -> Any:
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
+    """``"label:key=value,key=value"`` -> ``(label, {key: value})``; values become bool, int, float or str."""
+    label, _, rest = text.partition(":")
+    label = label.strip()
+    if not _LABEL.match(label):
+        raise UserError(f"trainer variant '{text}' needs a label of letters, digits, '_', '.', '+' or '-' before ':', "
+                        "like 'adam:optimizer=adam,lr=0.001'")
+    overrides = {}
+    for item in filter(str.strip, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"trainer variant '{text}': '{item}' is not key=value (keys are [trainer] keys, e.g. lr=0.01)")
+        overrides[key.strip()] = _value(value)
+    return label, overrides
+
+
+def variant_config(config: Config, overrides: dict[str, Any], seeds: int, label: str) -> Config:
+    """``config`` with the trainer overrides, ``seeds`` members varying init and data order, paths tracked."""
+    data = config.resolved()
+    data["trainer"].update(overrides)
+    data["plan"] = {"members": seeds, "vary": ["init_seed", "data_seed"], "seed": config.plan.seed}
+    data["run"]["track_path"] = True
+    return parse_config(data, source=f"trainer variant '{label}'")
+
+
+def _probe_correct(ens: Any, step: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """0/1 correctness ``[members, examples]`` on the agree and random probes at ``step``."""
+    out = []
+    for name in ("shortcut_agree", "shortcut_random"):
+        x, y = ens.task.probes[name]
+        out.append((ens.predict(x, step=step).argmax(-1) == y).double().numpy())
+    return out[0], out[1]
+
+
+def _reliance(ens: Any, step: int) -> float:
+    """Mean over members and examples of agree minus random correctness at ``step``."""
+    agree, random = _probe_correct(ens, step)
+    return float((agree - random).mean())
+
+
+def _variant_tables(label: str, ens: Any, has_shortcut: bool, draws: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+    """(members at the final snapshot, summary row, per-step curve) of one variant's run."""
+    from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
+    from attractor.measure.function import pairwise_js, probabilities
+
+    done = ens.members
+    final = ens.final_metrics()
+    final = final[final["member"].isin(done)].reset_index(drop=True)
+    members = final[["member", "test_accuracy", "train_loss", "init_distance", "path_length"]].copy()
+    members.insert(0, "variant", label)
+    members["straightness"] = members["init_distance"] / members["path_length"]
+    summary: dict[str, Any] = {"variant": label, "members": len(done), "diverged": int((ens.plan["status"] == "diverged").sum())}
+    per_example: dict[str, np.ndarray] = {}
+    if has_shortcut and done:
+        agree, random = _probe_correct(ens, None)
+        per_example = {"agree_accuracy": agree, "random_accuracy": random, "shortcut_reliance": agree - random}
+        for name, scores in per_example.items():
+            members[name] = scores.mean(1)
+    for name in _SUMMARIZED:
+        if name not in members or not len(members):
+            continue
+        est = multibootstrap(per_example.get(name, members[name].to_numpy()), draws=draws, seed=seed)
+        summary.update({name: est.value, f"{name}_low": est.low, f"{name}_high": est.high})
+    if len(done) >= 2:
+        spread = pairwise_multibootstrap(pairwise_js(probabilities(ens.predict(ens.task.x_test)), per_example=True), draws=draws, seed=seed)
+        summary.update({"seed_spread_js": spread.value, "seed_spread_js_low": spread.low, "seed_spread_js_high": spread.high})
+    metrics = ens.metrics
+    curve = metrics[metrics["member"].isin(done)].groupby("step")[["test_accuracy", "init_distance", "path_length"]].mean().reset_index()
+    if has_shortcut and done:
+        curve["shortcut_reliance"] = [_reliance(ens, int(step)) for step in curve["step"]]
+    curve.insert(0, "variant", label)
+    return members, summary, curve
+
+
+def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int = 8, out: str | Path = "runs/shortcuts", draws: int = 500) -> ShortcutProbe:
+    """Train every trainer variant on ``config``'s task with the same seeds and compare them.
+
+    Args:
+        config: task, trainer defaults (each variant overrides some keys) and run settings;
+            its plan is replaced by ``seeds`` members varying ``init_seed`` and ``data_seed``.
+        variants: ``label:key=value,...`` strings (:func:`parse_variant`); default
+            :data:`DEFAULT_VARIANTS`.
+        seeds: members per variant.
+        out: folder for one run directory per variant and the result files.
+        draws: bootstrap draws of the intervals.
+
+    Returns:
+        :class:`ShortcutProbe`; also written to ``out/shortcuts.parquet`` (members),
+        ``out/shortcuts.json`` (everything) and ``out/report.html``.
+    """
+    from attractor.report.shortcuts import render_shortcuts_report
+    from attractor.tasks import build_task
+    from attractor.training.run import train
+
+    if seeds < 2:
+        raise UserError(f"seeds must be at least 2 (the seed spread needs pairs), got {seeds}")
+    parsed = dict(parse_variant(v) for v in (variants or DEFAULT_VARIANTS))
+    if len(parsed) != len(variants or DEFAULT_VARIANTS):
+        raise UserError("trainer variant labels must be distinct")
+    configs = {label: variant_config(config, overrides, seeds, label) for label, overrides in parsed.items()}
+    has_shortcut = {"shortcut_agree", "shortcut_random"} <= set(build_task(config.task).probes)
+    out = Path(out)
+    rows, summaries, curves = [], [], []
+    for label, cfg in configs.items():
+        ens = train(cfg, out / label)
+        members, summary, curve = _variant_tables(label, ens, has_shortcut, draws, config.plan.seed)
+        rows.append(members)
+        summaries.append(summary)
+        curves.append(curve)
+    result = ShortcutProbe(parsed, pd.concat(rows, ignore_index=True), pd.DataFrame(summaries),
+                           pd.concat(curves, ignore_index=True), has_shortcut, out)
+    with atomic_path(out / "shortcuts.parquet") as tmp:
+        result.members.to_parquet(tmp, index=False)
+    write_json(out / "shortcuts.json", result.to_dict())
+    render_shortcuts_report(result, config, out / "report.html")
+    return result
+
+
+__all__ = ["DEFAULT_VARIANTS", "ShortcutProbe", "parse_variant", "shortcut_probe", "variant_config"]
