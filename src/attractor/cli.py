@@ -347,6 +347,7 @@ def hparam_map_command(
     seeds: Annotated[int, typer.Option(min=1, help="Replicates per cell (init and data-order seeds).")] = 4,
     tolerance: Annotated[float, typer.Option(help="An lr is good if its error is at most best error × (1 + tolerance).")] = 0.1,
     draws: DrawsOption = 500,
+    split: Annotated[str, typer.Option(help="Split whose accuracy defines training well: test (generalizes) or train (fits).")] = "test",
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (resumed if it holds this map); gets hparam-map.parquet / .json / .png.")] = Path("runs/hparam-map"),
     as_json: JsonFlag = False,
 ) -> None:
@@ -358,12 +359,13 @@ def hparam_map_command(
     """
     from attractor.measure.hparams import hparam_map
 
-    result = hparam_map(load_config(config), _lr_range(lr), _number_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws)
+    _check_split(split)
+    result = hparam_map(load_config(config), _lr_range(lr), _number_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws, split=split)
     if as_json:
         _emit_json(result.to_dict())
         return
     table = Table("momentum", "best lr", "good lr range", "width (decades)", "95% interval", "LR sensitivity",
-                  title=f"good-lr range: error within {tolerance:.0%} of the best, {seeds} seeds per cell")
+                  title=f"good-lr range: {split} error within {tolerance:.0%} of the best, {seeds} seeds per cell")
     for row in result.ranges.itertuples():
         table.add_row(f"{row.momentum:g}", f"{row.best_lr:.3g}", f"{row.lr_min:.3g} – {row.lr_max:.3g}", f"{row.width:.2f}",
                       f"[{row.low:.2f}, {row.high:.2f}]", f"{row.sensitivity:.3f}")

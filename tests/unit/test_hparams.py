@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.hparams import (
     check_grid,
@@ -128,3 +129,14 @@ def test_tiny_digits_map(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "run" / "hparam-map.json").read_text())
     assert len(saved["cells"]) == 8 and saved["tolerance"] == 0.1
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "hparam-map.parquet"), cells, check_dtype=False)
+
+    # The same run read on the training split: cells average the members' final train accuracy.
+    train_map = hparam_map(tiny_config(trainer={"steps": 30}), lrs, momenta, 2, tmp_path / "run", draws=50, split="train")
+    assert train_map.split == "train" and json.loads((tmp_path / "run" / "hparam-map.json").read_text())["split"] == "train"
+    ens = Ensemble.load(tmp_path / "run")
+    final = ens.final_metrics().merge(ens.plan[["member", "lr", "momentum", "status"]], on="member")
+    healthy = train_map.cells[train_map.cells["diverged"] == 0]
+    for cell in healthy.itertuples():
+        rows = final[(final["lr"] == cell.lr) & (final["momentum"] == cell.momentum)]
+        assert cell.accuracy_mean == pytest.approx(rows["train_accuracy"].mean())
+    assert len(healthy) > 0

@@ -67,10 +67,11 @@ class HparamMap:
     ranges: pd.DataFrame
     tolerance: float
     out: Path
+    split: str = "test"
 
     def to_dict(self) -> dict[str, Any]:
         clean = lambda df: df.astype(object).where(df.notna(), None).to_dict(orient="records")  # noqa: E731 - NaN → null
-        return {"tolerance": self.tolerance, "out": str(self.out), "cells": clean(self.cells), "ranges": clean(self.ranges)}
+        return {"tolerance": self.tolerance, "split": self.split, "out": str(self.out), "cells": clean(self.cells), "ranges": clean(self.ranges)}
 
 
 def check_grid(lrs: list[float], momenta: list[float], seeds: int, tolerance: float) -> None:
@@ -89,11 +90,11 @@ def check_grid(lrs: list[float], momenta: list[float], seeds: int, tolerance: fl
         raise UserError(f"tolerance must be positive, got {tolerance}")
 
 
-def member_outcomes(ens: Any) -> pd.DataFrame:
+def member_outcomes(ens: Any, split: str = "test") -> pd.DataFrame:
     """Per member: ``member, lr, momentum, diverged, init_loss, final_loss, final_accuracy``.
 
-    Final values come from the member's last metrics row; a diverged member gets its
-    step-0 values instead (see the module docstring).
+    Final values come from the member's last metrics row on ``split`` ("test" or "train");
+    a diverged member gets its step-0 values instead (see the module docstring).
     """
     metrics = ens.metrics.sort_values(["member", "step"])
     first = metrics.groupby("member").first()
@@ -101,10 +102,10 @@ def member_outcomes(ens: Any) -> pd.DataFrame:
     plan = ens.plan.set_index("member")
     diverged = plan["status"] == "diverged"
     out = pd.DataFrame({"lr": plan["lr"].astype(float), "momentum": plan["momentum"].astype(float), "diverged": diverged})
-    out["init_loss"] = first["test_loss"]
-    out["init_accuracy"] = first["test_accuracy"]
-    out["final_loss"] = last["test_loss"].where(~diverged, out["init_loss"])
-    out["final_accuracy"] = last["test_accuracy"].where(~diverged, out["init_accuracy"])
+    out["init_loss"] = first[f"{split}_loss"]
+    out["init_accuracy"] = first[f"{split}_accuracy"]
+    out["final_loss"] = last[f"{split}_loss"].where(~diverged, out["init_loss"])
+    out["final_accuracy"] = last[f"{split}_accuracy"].where(~diverged, out["init_accuracy"])
     return out.reset_index()
 
 
@@ -170,7 +171,8 @@ def range_table(cells: pd.DataFrame, members: pd.DataFrame, tolerance: float, dr
     return pd.DataFrame(rows)
 
 
-def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: int, out: Path, tolerance: float = 0.1, draws: int = 500) -> HparamMap:
+def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: int, out: Path, tolerance: float = 0.1, draws: int = 500,
+               split: str = "test") -> HparamMap:
     """Train the lr × momentum grid of ``config``'s trainer as one ensemble and map it.
 
     Args:
@@ -179,6 +181,9 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
         out: run directory (resumed if it holds this run); the map files are written into it.
         tolerance: relative tolerance on the best error (see the module docstring).
         draws: bootstrap resamples for the width's interval.
+        split: whose loss and accuracy define "trains well": "test" (generalizes) or
+            "train" (fits; e.g. where no cell generalizes yet, as in modular addition
+            before grokking). The seed spread is always measured on the test split.
 
     Returns:
         :class:`HparamMap` with ``L · M`` cells and ``M`` ranges.
@@ -194,7 +199,7 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
                       vary=["init_seed", "data_seed"], seed=config.plan.seed)
     out = Path(out)
     ens = train(config.model_copy(update={"plan": plan}), out)
-    members = member_outcomes(ens)
+    members = member_outcomes(ens, split)
     cells = summarize_cells(members)
     done = members.merge(ens.plan[["member", "status"]], on="member")
     x = ens.task.x_test
@@ -209,7 +214,7 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
         spreads.append(float(js.sum() / (n * (n - 1))))  # mean over off-diagonal pairs (diagonal is 0)
     cells["spread_js"] = spreads
     ranges = range_table(cells, members, tolerance, draws, config.plan.seed)
-    result = HparamMap(cells, ranges, tolerance, out)
+    result = HparamMap(cells, ranges, tolerance, out, split)
     with atomic_path(out / "hparam-map.parquet") as tmp:
         cells.to_parquet(tmp, index=False)
     write_json(out / "hparam-map.json", result.to_dict())
@@ -246,7 +251,7 @@ def heatmap_figure(result: HparamMap, path: Path | None = None) -> str:
     ax.set_yticks(range(len(momenta)), [f"{m:g}" for m in momenta])
     ax.set_xlabel("learning rate")
     ax.set_ylabel("momentum")
-    ax.set_title(f"final test accuracy (mean ± sd); outlined: within {result.tolerance:.0%} of the best error")
+    ax.set_title(f"final {result.split} accuracy (mean ± sd); outlined: within {result.tolerance:.0%} of the best error")
     fig.colorbar(image, ax=ax, label="accuracy")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", facecolor="white", metadata={"Software": None})
