@@ -60,7 +60,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 def write_json(target: Path, data: Any) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+        # Insertion order, not sorted: the order of [plan.levels] and [plan.ranges] sets the
+        # plan (which factor is which SALib column), so a reloaded config must keep it.
+        tmp.write_text(json.dumps(data, indent=2))
 
 
 def _versions() -> dict[str, str]:

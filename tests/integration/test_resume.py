@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -97,3 +98,15 @@ def test_ensemble_loads_predicts_and_gives_snapshots(tmp_path: Path) -> None:
     assert set(metrics["member"]) == {0, 1, 2} and set(metrics["step"]) == set(steps)
     assert {"test_loss", "test_accuracy", "train_loss", "train_accuracy"} <= set(metrics.columns)
     assert (ens.plan["status"] == "done").all()
+
+
+def test_reloaded_config_keeps_the_factor_order_that_made_the_plan(tmp_path: Path) -> None:
+    """``[plan.ranges]`` order sets which SALib column is which factor; the manifest must keep it."""
+    from attractor.plan import build_plan
+
+    config = tiny_config(trainer={"steps": 2}, plan={"design": "sobol", "members": 8, "vary": [],
+                                                     "ranges": {"momentum": [0.0, 0.9], "lr": [0.01, 0.1]}})
+    ens = train(config, tmp_path / "run")
+    assert list(ens.config.plan.ranges) == ["momentum", "lr"]
+    rebuilt = build_plan(ens.config.plan, ens.config.trainer, ens.task.group_ids).table
+    pd.testing.assert_frame_equal(rebuilt[["lr", "momentum"]], ens.plan[["lr", "momentum"]], check_dtype=False)
