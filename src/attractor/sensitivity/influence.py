@@ -1,0 +1,229 @@
+"""Leave-group-out influence: how much each group of training data moves the outcome and the spread.
+
+A plan that varies ``holdout_group`` trains each member without one group of training
+examples (``None``: with all data). For group ``g`` let ``M_g`` be the members trained
+without it and ``R_g`` the reference members:
+
+* the members with ``holdout_group = None`` (all data) when the plan has any, or a
+  separate reference ensemble trained on all data when one is given;
+* otherwise every member that held out *another* group (leave-one-group-out contrast:
+  "without g" against "without some other group", the usual jackknife comparison when
+  no member saw all the data).
+
+Definitions, per group and on the evaluation split:
+
+* **effect** on an outcome = ``mean_{i in M_g} score_i - mean_{j in R_g} score_j``,
+  ``score`` = test accuracy (share, not %) or test loss (nats) per member, averaged over
+  examples. Interval: the paired multi-bootstrap
+  (:func:`attractor.measure.bootstrap.paired_multibootstrap`): examples resampled once for
+  both sides, members of each side independently, so seed noise is inside the interval.
+  ``p`` is the share of draws with effect <= 0.
+* **spread** = mean pairwise Jensen-Shannon divergence (nats) between members of ``M_g``
+  (``spread_without``) and of ``R_g`` (``spread_with``), each with its own multi-bootstrap
+  interval over members and examples (:func:`pairwise_multibootstrap`); NaN when a side has
+  fewer than 2 members. ``spread_change = spread_without - spread_with`` is a point value:
+  the two intervals are separate, not an interval of the difference.
+
+Single training examples (:func:`example_influence`, plans whose members train on
+different pools: ``bootstrap`` and / or ``holdout_group``): for example ``i``, the
+members whose pool holds it and those whose pool does not are compared on their
+distance to the ensemble mean, ``KL(p_m || mean p)`` on the evaluation split: ``effect
+= mean(without) - mean(with)`` and Welch's ``t``. With a bootstrap each example is out
+of about 37 % of the pools, so this needs many members; with few, the top of a ranking
+over thousands of examples is mostly noise (read ``t`` and the member counts).
+
+Diverged members take their step-0 predictions (see ``_outcomes``).
+
+References:
+    Koh & Liang (2017), "Understanding Black-box Predictions via Influence Functions"
+    (influence of training data); Sellam et al. (2021), MultiBERTs (the multi-bootstrap).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from attractor.errors import UserError
+from attractor.measure.bootstrap import paired_multibootstrap, pairwise_multibootstrap
+from attractor.measure.function import pairwise_js, per_example_loss_accuracy, probabilities
+from attractor.sensitivity._outcomes import check_finished, diverged_count, member_logits
+from attractor.store import atomic_path, write_json
+
+
+@dataclass(frozen=True, eq=False)
+class GroupInfluence:
+    """Leave-group-out effects of each held-out group.
+
+    Attributes:
+        table: one row per group: ``group, members, reference, reference_members``,
+            per outcome ``O`` in (accuracy, loss): ``O_without, O_with, O_effect, O_low,
+            O_high, O_p``; ``spread_without`` / ``_low`` / ``_high``, ``spread_with`` /
+            ``_low`` / ``_high``, ``spread_change`` (see the module docstring).
+        reference: ``"all-data members"``, ``"reference ensemble"`` or ``"other groups"``.
+        members, diverged: plan rows, and how many diverged (taken at init).
+        split, draws, level, seed: evaluation split and bootstrap settings.
+    """
+
+    table: pd.DataFrame
+    reference: str
+    members: int
+    diverged: int
+    split: str
+    draws: int
+    level: float
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
+        return {"reference": self.reference, "members": self.members, "diverged": self.diverged, "split": self.split,
+                "draws": self.draws, "level": self.level, "seed": self.seed, "table": rows}
+
+
+def group_effects(
+    groups: Any, scores: dict[str, Any], probs: torch.Tensor | None = None,
+    reference_scores: dict[str, Any] | None = None, reference_probs: torch.Tensor | None = None,
+    draws: int = 500, seed: int = 0, level: float = 0.95,
+) -> tuple[pd.DataFrame, str]:
+    """Effects of each held-out group from per-member, per-example scores (the pure core).
+
+    Args:
+        groups: ``[members]`` held-out group per member, ``None`` / NaN = all data.
+        scores: name -> ``[members, examples]`` per-example scores (e.g. correctness, loss).
+        probs: ``[members, examples, classes]`` probabilities for the spread (None: no spread).
+        reference_scores, reference_probs: a separate all-data ensemble (overrides the None rows).
+        draws, seed, level: bootstrap settings.
+
+    Returns:
+        ``(table, reference)`` as in :class:`GroupInfluence`.
+    """
+    labels = pd.Series(list(groups), dtype="object")
+    held = labels.notna().to_numpy()
+    codes = np.array([int(g) if h else -1 for g, h in zip(labels, held, strict=True)])
+    ids = sorted({int(c) for c in codes[held]})
+    if not ids:
+        raise UserError("no member held out a group: the plan must vary holdout_group (vary = [\"holdout_group\", ...])")
+    if reference_scores is not None:
+        reference = "reference ensemble"
+    elif (~held).any():
+        reference = "all-data members"
+    elif len(ids) >= 2:
+        reference = "other groups"
+    else:
+        raise UserError("one held-out group and no all-data member: nothing to compare with; give a reference ensemble")
+    js = pairwise_js(probs, per_example=True) if probs is not None else None
+    ref_js = pairwise_js(reference_probs, per_example=True) if reference_probs is not None else None
+    rows = []
+    for g in ids:
+        without = held & (codes == g)
+        ref = None if reference_scores is not None else (~held if reference == "all-data members" else held & ~without)
+        row: dict[str, Any] = {"group": g, "members": int(without.sum()),
+                               "reference_members": int(len(next(iter(reference_scores.values()))) if ref is None else ref.sum())}
+        for name, values in scores.items():
+            a = np.asarray(values, dtype=np.float64)[without]
+            b = np.asarray(reference_scores[name], dtype=np.float64) if ref is None else np.asarray(values, dtype=np.float64)[ref]
+            est = paired_multibootstrap(a, b, draws=draws, seed=seed, level=level)
+            row.update({f"{name}_without": est.a, f"{name}_with": est.b, f"{name}_effect": est.difference,
+                        f"{name}_low": est.low, f"{name}_high": est.high, f"{name}_p": est.p})
+        if js is not None:
+            inner = _spread(js[np.ix_(without, without)], draws, seed, level)
+            outer = _spread(ref_js if ref is None else js[np.ix_(ref, ref)], draws, seed, level)
+            row.update({"spread_without": inner[0], "spread_without_low": inner[1], "spread_without_high": inner[2],
+                        "spread_with": outer[0], "spread_with_low": outer[1], "spread_with_high": outer[2],
+                        "spread_change": inner[0] - outer[0]})
+        rows.append(row)
+    return pd.DataFrame(rows), reference
+
+
+def group_influence(
+    ens: Any, reference: Any | None = None, split: str = "test", draws: int = 500, seed: int = 0, level: float = 0.95,
+) -> GroupInfluence:
+    """Leave-group-out influence of each held-out group of a trained plan.
+
+    Args:
+        ens: a finished :class:`~attractor.ensemble.Ensemble` whose plan varies ``holdout_group``.
+        reference: optional ensemble of the same task trained on all data (the ``with`` side).
+        split: evaluation split; draws, seed, level: bootstrap settings.
+    """
+    plan = check_finished(ens)
+    x, y = ens.eval_set(split)
+    scores, probs = _scores(member_logits(ens, x), y)
+    ref_scores = ref_probs = None
+    if reference is not None:
+        ref_scores, ref_probs = _scores(member_logits(reference, x), y)
+    table, kind = group_effects(plan["holdout_group"], scores, probs, ref_scores, ref_probs, draws, seed, level)
+    return GroupInfluence(table, kind, len(plan), diverged_count(ens), split, draws, level, seed)
+
+
+def example_effects(counts: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
+    """Per training example, how the members that trained on it differ in distance to the ensemble mean.
+
+    Args:
+        counts: ``[members, n_train]`` copies of each training example in each member's pool
+            (bootstrap multiplicity; 0 = held out or not drawn).
+        distance: ``[members]`` each member's ``KL(p_i || mean p)`` on the evaluation split.
+
+    Returns:
+        One row per training example with at least 2 members on each side: ``example,
+        members_with, members_without, distance_with, distance_without, effect`` (=
+        without - with: positive when training on it pulls a member towards the consensus)
+        and Welch's ``t`` of that difference (NaN when both sides are constant).
+    """
+    seen = np.asarray(counts) > 0
+    d = np.asarray(distance, dtype=np.float64)[:, None]
+    n_with, n_without = seen.sum(0), (~seen).sum(0)
+    ok = (n_with >= 2) & (n_without >= 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_with = (seen * d).sum(0) / n_with
+        mean_without = (~seen * d).sum(0) / n_without
+        var_with = (seen * (d - mean_with) ** 2).sum(0) / (n_with - 1)
+        var_without = (~seen * (d - mean_without) ** 2).sum(0) / (n_without - 1)
+        effect = mean_without - mean_with
+        t = effect / np.sqrt(var_with / n_with + var_without / n_without)
+    index = np.flatnonzero(ok)
+    return pd.DataFrame({"example": index, "members_with": n_with[index], "members_without": n_without[index],
+                         "distance_with": mean_with[index], "distance_without": mean_without[index],
+                         "effect": effect[index], "t": np.where(np.isfinite(t[index]), t[index], np.nan)})
+
+
+def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
+    """:func:`example_effects` of a trained run whose members train on different pools (bootstrap / holdout).
+
+    Each member's pool is rebuilt from its plan row (:func:`attractor.training.data.member_pool`);
+    the distance is its KL to the ensemble mean on ``split`` (diverged members at init).
+    """
+    from attractor.measure.function import kl_to_mean
+    from attractor.plan import Plan
+    from attractor.training.data import member_pool
+
+    plan = check_finished(ens)
+    task = ens.task
+    counts = np.stack([np.bincount(member_pool(task, row).numpy(), minlength=task.n_train) for row in Plan(plan).rows()])
+    distance = kl_to_mean(probabilities(member_logits(ens, ens.eval_set(split)[0]))).numpy()
+    return example_effects(counts, distance)
+
+
+def write_influence(ens: Any, result: GroupInfluence) -> dict[str, str]:
+    """``RUN/sensitivity-influence.parquet`` (the table) and ``.json`` (everything)."""
+    parquet, summary = ens.store.root / "sensitivity-influence.parquet", ens.store.root / "sensitivity-influence.json"
+    with atomic_path(parquet) as tmp:
+        result.table.to_parquet(tmp, index=False)
+    write_json(summary, result.to_dict())
+    return {"parquet": str(parquet), "json": str(summary)}
+
+
+def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:
+    loss, correct = per_example_loss_accuracy(logits, y)
+    return {"accuracy": correct.numpy(), "loss": loss.numpy()}, probabilities(logits)
+
+
+def _spread(js: torch.Tensor | None, draws: int, seed: int, level: float) -> tuple[float, float, float]:
+    """Mean pairwise JS of ``js [m, m, examples]`` with its interval; NaN below 2 members."""
+    if js is None or js.shape[0] < 2:
+        return (np.nan, np.nan, np.nan)
+    est = pairwise_multibootstrap(js, draws=draws, seed=seed, level=level)
+    return est.value, est.low, est.high
