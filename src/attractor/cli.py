@@ -155,9 +155,9 @@ def demo(
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
 
 
-def _check_split(split: str) -> None:
+def _check_split(split: str, option: str = "--split") -> None:
     if split not in ("test", "train"):
-        raise UserError(f"--split must be 'test' or 'train', not '{split}'")
+        raise UserError(f"{option} must be 'test' or 'train', not '{split}'")
 
 
 def _number_list(text: str, option: str, cast: type[int] | type[float] = float) -> list:
@@ -403,6 +403,85 @@ def shortcuts(
         table.add_row(str(row["variant"]), f"{row['members']} ({row['diverged']} diverged)", *cells)
     console.print(table)
     console.print(f"wrote {out}/shortcuts.parquet, shortcuts.json and report.html", markup=False, soft_wrap=True)
+
+
+@app.command()
+def sensitivity(
+    run_dir: RunDirArg,
+    draws: DrawsOption = 500,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap draws.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which factor of the plan drives the spread: variance components, Sobol indices, group influence.
+
+    Variance components need a factorial or grid plan of crossed factors, Sobol indices a
+    sobol plan, group influence a plan that varies holdout_group; whichever apply are
+    computed and written to RUN_DIR/sensitivity-*.parquet / .json.
+    """
+    from attractor.ensemble import Ensemble
+    from attractor.sensitivity import analyze, write_sensitivity
+
+    ens = Ensemble.load(run_dir)
+    result = analyze(ens, draws=draws, seed=seed)
+    paths = write_sensitivity(ens, result)
+    if as_json:
+        _emit_json({**result.to_dict(), "files": paths})
+        return
+    if result.variance is not None:
+        v = result.variance
+        table = Table("outcome", "effect", "share of variance", "95% interval", "share of sum of squares",
+                      title=f"variance components over {', '.join(v.factors)} ({v.replicates} per cell, {v.diverged} diverged)")
+        for row in v.table.itertuples():
+            table.add_row(row.outcome, row.effect, f"{row.share:.3f}", f"[{row.share_low:.3f}, {row.share_high:.3f}]", f"{row.ss_share:.3f}")
+        console.print(table)
+    if result.sobol is not None:
+        so = result.sobol
+        table = Table("outcome", "factor", "S1", "95% interval", "ST", "95% interval",
+                      title=f"Sobol indices (N = {so.base_samples}, {so.members} members, {so.diverged} diverged)")
+        for row in so.table.itertuples():
+            table.add_row(row.outcome, row.factor, f"{row.S1:.3f}", f"[{row.S1_low:.3f}, {row.S1_high:.3f}]",
+                          f"{row.ST:.3f}", f"[{row.ST_low:.3f}, {row.ST_high:.3f}]")
+        console.print(table)
+    if result.influence is not None:
+        inf = result.influence
+        table = Table("group", "accuracy effect", "95% interval", "spread without", "spread with",
+                      title=f"leave-group-out influence (reference: {inf.reference}, {inf.split} split)")
+        for row in inf.table.itertuples():
+            table.add_row(str(row.group), f"{row.accuracy_effect:+.4f}", f"[{row.accuracy_low:+.4f}, {row.accuracy_high:+.4f}]",
+                          f"{row.spread_without:.4g}", f"{row.spread_with:.4g}")
+        console.print(table)
+    console.print("wrote " + ", ".join(sorted(set(paths.values()))), markup=False, soft_wrap=True)
+
+
+@app.command()
+def suggest(
+    run_dir: RunDirArg,
+    k: Annotated[int, typer.Option("--k", min=1, help="Rows per kind (examples, groups, training examples).")] = 20,
+    pool: Annotated[str, typer.Option(help="Examples to rank: the task's test or train split.")] = "test",
+    draws: DrawsOption = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """What a human should label, check or rewrite next: the examples the members disagree on most
+    (mutual information), the data groups that move the spread most, with a reason per row.
+
+    Writes RUN_DIR/suggestions.parquet / .json.
+    """
+    from attractor.ensemble import Ensemble
+    from attractor.sensitivity import suggest as suggest_rows
+    from attractor.sensitivity import write_suggestions
+
+    _check_split(pool, "--pool")
+    ens = Ensemble.load(run_dir)
+    result = suggest_rows(ens, k=k, pool=pool, draws=draws)
+    paths = write_suggestions(ens, result)
+    if as_json:
+        _emit_json({**result.to_dict(), "files": paths})
+        return
+    table = Table("rank", "kind", "id", "score", "reason", title=f"suggestions from {result.members} members ({pool} pool)")
+    for row in result.rows.itertuples():
+        table.add_row(str(row.rank), row.kind, str(row.id), f"{row.score:.4g} {row.unit}", row.reason)
+    console.print(table)
+    console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
 
 
 @app.command()
