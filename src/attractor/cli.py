@@ -187,6 +187,12 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
         structural = [json.loads(p.read_text()) for p in sorted(ens.store.root.glob("structural-*.json"))]
         if structural:
             data["structural"] = structural
+        sensitivity = {name: json.loads(path.read_text()) for name in ("variance", "sobol", "influence")
+                       if (path := ens.store.root / f"sensitivity-{name}.json").is_file()}
+        if sensitivity:
+            data["sensitivity"] = sensitivity
+        if (ens.store.root / "diff.json").is_file():  # written by `attractor diff` on a member of this run
+            data["disagreement"] = json.loads((ens.store.root / "diff.json").read_text())
         return render_report(ens, data, ens.store.root / "report.html")
 
 
@@ -403,6 +409,62 @@ def shortcuts(
         table.add_row(str(row["variant"]), f"{row['members']} ({row['diverged']} diverged)", *cells)
     console.print(table)
     console.print(f"wrote {out}/shortcuts.parquet, shortcuts.json and report.html", markup=False, soft_wrap=True)
+
+
+@app.command()
+def diff(
+    model_a: Annotated[str, typer.Argument(metavar="A", help="Model spec: RUN_DIR:MEMBER[:STEP], RUN_DIR:mean, or FILE.safetensors (with --task); "
+                                                         "append @noise=1e-3, @dropout=0.1, @dropconnect=0.05, @prune=0.2, @fp16 or @int8 for a perturbed copy.")],
+    model_b: Annotated[str, typer.Argument(metavar="B", help="Second model spec (same task shapes).")],
+    eps: Annotated[float | None, typer.Option(help="Radius of the L-infinity balls around test points; omit for the training data's whole box.")] = 0.05,
+    points: Annotated[int, typer.Option(min=1, help="Test points (ball centres).")] = 20,
+    objective: Annotated[str, typer.Option(help="Search objective: js, kl, symmetric_kl, logit, logit:K or margin.")] = "js",
+    delta: Annotated[float | None, typer.Option(help="Threshold on the largest logit difference: verified / falsified / unknown per point.")] = None,
+    budget: Annotated[float, typer.Option(help="Branch-and-bound seconds per point (0: one-shot bound only).")] = 10.0,
+    method: Annotated[str, typer.Option(help="Certificate bounds: auto, differential, linear, optimized or interval.")] = "auto",
+    task: Annotated[str | None, typer.Option(help="Task for safetensors files: a run dir, a config TOML or a task name.")] = None,
+    restarts: Annotated[int, typer.Option(min=1, help="PGD restarts per point.")] = 8,
+    steps: Annotated[int, typer.Option(min=0, help="PGD steps per restart.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the random starts and samples.")] = 0,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for diff.json and diff.html (default: A's run directory, else runs/diff).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Where do two models disagree? A search from below, a certificate from above.
+
+    PGD (vs random sampling at the same budget) finds the inputs where A and B disagree
+    most; for Linear/ReLU networks branch and bound certifies how far their logits can
+    differ over each ball, with the gap to the best input found. Writes OUT/diff.json and
+    OUT/diff.html; `attractor report` on that run directory shows it too.
+    """
+    from attractor.disagreement import compare_models, write_disagreement
+
+    if eps is not None and not eps >= 0:
+        raise UserError(f"--eps must be >= 0, got {eps}")
+    result = compare_models(model_a, model_b, task=task, eps=eps, points=points, objective=objective, delta=delta,
+                            budget_s=budget, method=method, restarts=restarts, steps=steps, seed=seed)
+    if out is None:
+        run = Path(model_a.split("@")[0].rsplit(":", 1)[0]) if ":" in model_a.split("@")[0] else None
+        out = run if run is not None and (run / "manifest.json").is_file() else Path("runs/diff")
+    paths = write_disagreement(result, out)
+    if as_json:
+        _emit_json({**result.to_dict(), "files": paths})
+        return
+    s = result.summary()
+    console.print(f"search ({s['objective']}): best {s['search_best']:.4g} (PGD) vs {s['baseline_best']:.4g} (random), "
+                  f"mean per point {s['search_mean_per_point']:.4g} vs {s['baseline_mean_per_point']:.4g}, {s['evaluations']} evaluations each", markup=False, soft_wrap=True)
+    if result.certificate is None:
+        console.print(f"no certificate: {result.certify_note}", markup=False, soft_wrap=True)
+    else:
+        cert = result.certificate
+        table = Table("point", "certified upper", "attained lower", "gap", "verdict", title="max over outputs of |f_B - f_A| (logits) per ball")
+        for i, (up, low, verdict) in enumerate(zip(cert.upper.tolist(), cert.lower.tolist(), cert.verdicts, strict=True)):
+            table.add_row(str(i), f"{up:.4g}", f"{low:.4g}", f"{up - low:.3g}", verdict)
+        console.print(table)
+        per = Table("output", "certified interval of f_B - f_A", "attained range", title="per output, over all balls")
+        for row in result.per_output.itertuples():
+            per.add_row(str(row.output), f"[{row.certified_low:.4g}, {row.certified_high:.4g}]", f"[{row.attained_low:.4g}, {row.attained_high:.4g}]")
+        console.print(per)
+    console.print(f"wrote {paths['json']} and {paths['html']}", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -55,3 +55,10 @@ def test_plan_without_structure_is_refused_in_one_line(tmp_path: Path, cli: Call
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
     bad = cli("suggest", tmp_path / "random", "--pool", "validation")
     assert bad.code == 2 and "--pool must be 'test' or 'train'" in bad.err
+
+
+def test_report_shows_the_sensitivity_section(factorial: Path, cli: Callable) -> None:
+    assert cli("sensitivity", factorial, "--draws", "50").code == 0
+    assert cli("report", factorial).code == 0
+    html = (factorial / "report.html").read_text()
+    assert 'id="sensitivity"' in html and "Variance components" in html

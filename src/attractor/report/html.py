@@ -282,7 +282,9 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
         measures: optional sections (all keys optional): ``summary``, ``members``,
             ``basins``, ``pairwise``, ``cka``, ``trajectory``, ``lmc``, ``instability``
             (shapes in ``attractor.report``'s docstring), ``structural`` (one
-            ``StructuralResult.to_dict()`` or a list of them). Member matrices and basin
+            ``StructuralResult.to_dict()`` or a list of them), ``disagreement`` (``RUN/diff.json``
+            of ``attractor diff``), ``sensitivity`` (``{"variance" | "sobol" | "influence":
+            the JSON of attractor sensitivity}``). Member matrices and basin
             labels follow the order of ``measures["members"]["member"]`` (else ``ens.members``).
         path: where to write, e.g. ``RUN/report.html``.
 
@@ -321,6 +323,14 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
         parts.append(_instability(measures["instability"]))
     if measures.get("structural"):
         parts.append(_structural(measures["structural"]))
+    if measures.get("sensitivity"):
+        from attractor.report.sensitivity import sensitivity_section  # it builds on this module
+
+        parts.append(sensitivity_section(measures["sensitivity"]))
+    if measures.get("disagreement"):
+        from attractor.report.disagreement import disagreement_section  # it builds on this module
+
+        parts.append(disagreement_section(measures["disagreement"]))
     return write_page(path, f"attractor report · {ens.config.task.name} · {Path(ens.store.root).name}", parts)
 
 

@@ -1,0 +1,188 @@
+"""Where two models part ways: a search from below and a certificate from above, one result.
+
+``compare_models("runs/digits:0", "runs/digits:0@noise=1e-3", eps=0.05)``:
+
+1. **Search** (lower bound): PGD with restarts maximizes the chosen objective (JS by
+   default) over L-infinity balls of radius ``eps`` around ``points`` test inputs (or over
+   the training data's box with ``eps=None``), against random sampling at the same number
+   of model evaluations (:mod:`attractor.search`).
+2. **Certificate** (upper bound) on ``max_j |f_B(x)_j - f_A(x)_j|``, the largest logit
+   difference, over the same boxes: branch and bound (:mod:`attractor.certify`) with a PGD
+   attack on that quantity supplying the lower bound, and per point the verdict for a
+   threshold ``delta``: ``verified`` (proven <= delta over the whole box), ``falsified``
+   (an input with more was found) or ``unknown`` (budget spent, gap reported).
+3. **Per output** ``j``: the certified interval of ``f_B - f_A`` over all boxes against
+   the range actually attained at the inputs seen (centres, search and attack inputs).
+
+Models the certificate cannot read (anything but Linear / ReLU / LeakyReLU / BatchNorm /
+Flatten chains) still get the search; the result says why there is no certificate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from attractor.errors import UserError
+from attractor.search import (
+    Region,
+    SearchResult,
+    load_pair,
+    sample_disagreement,
+    search_disagreement,
+    task_region,
+)
+from attractor.search.continuous import pgd
+from attractor.tasks.base import Task
+
+#: Search objective of the certificate's attack: the same quantity the certificate bounds.
+CERTIFIED_OBJECTIVE = "max |f_B(x)_j - f_A(x)_j| over outputs j (logits)"
+
+
+@dataclass(frozen=True, eq=False)
+class Disagreement:
+    """A search result and, where the models allow it, a certificate over the same region.
+
+    Attributes:
+        spec_a, spec_b: what was compared (model specs).
+        region: ``"ball"`` (eps around test points) or ``"box"`` (the training data's range).
+        eps: the balls' radius (None for the box).
+        centers: ``[p, *shape]`` ball centres (None for the box).
+        search: PGD on ``objective``; baseline: random sampling at the same evaluations.
+        certificate: the branch-and-bound result (:class:`attractor.certify.CertifyResult`) or None.
+        certify_note: why there is no certificate (None when there is one).
+        per_output: one row per output ``j``: ``certified_low / certified_high`` of ``f_B - f_A``
+            over all boxes, ``attained_low / attained_high`` at the inputs seen.
+    """
+
+    spec_a: str
+    spec_b: str
+    task: str
+    region: str
+    eps: float | None
+    centers: Tensor | None
+    search: SearchResult
+    baseline: SearchResult
+    certificate: Any
+    certify_note: str | None
+    per_output: pd.DataFrame
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Headline numbers: search vs baseline, and the certificate's bounds and verdicts."""
+        out: dict[str, Any] = {
+            "objective": self.search.objective, "search_best": self.search.best, "baseline_best": self.baseline.best,
+            "search_mean_per_point": float(self.search.best_per_point.mean()),
+            "baseline_mean_per_point": float(self.baseline.best_per_point.mean()), "evaluations": self.search.evaluations,
+        }
+        if self.certificate is not None:
+            cert = self.certificate
+            verdicts = list(cert.verdicts)
+            out.update({"certified_upper_max": float(cert.upper.max()), "attained_lower_max": float(cert.lower.max()),
+                        "gap_max": float(cert.gap.max()),
+                        "verdicts": {v: verdicts.count(v) for v in ("verified", "falsified", "unknown")}})
+        return out
+
+    def dreams(self, k: int = 6) -> list[dict[str, Any]]:
+        """The ``k`` points with the highest search score: their best input, and their centre if any."""
+        order = torch.argsort(torch.nan_to_num(self.search.best_per_point, nan=-torch.inf), descending=True)[:k]
+        return [{"point": int(i), "score": float(self.search.best_per_point[i]), "input": self.search.best_inputs[i].tolist(),
+                 "center": None if self.centers is None else self.centers[i].tolist()} for i in order]
+
+    def to_dict(self) -> dict[str, Any]:
+        per_output = self.per_output.astype(object).where(self.per_output.notna(), None).to_dict(orient="records")
+        return {"dreams": self.dreams(),
+            "a": self.spec_a, "b": self.spec_b, "task": self.task, "region": self.region, "eps": self.eps,
+            "settings": self.settings, "summary": self.summary(), "search": self.search.to_dict(),
+            "baseline": self.baseline.to_dict(with_inputs=False),
+            "certificate": None if self.certificate is None else self.certificate.to_dict(),
+            "certify_note": self.certify_note, "per_output": per_output,
+        }
+
+
+def _pgd_attack(restarts: int, steps: int, seed: int):  # noqa: ANN202 - returns certify's Attack
+    """An :data:`attractor.certify.bab.Attack` by our PGD: the best of ``restarts`` per box."""
+    def attack(lo: Tensor, hi: Tensor, objective: Any) -> tuple[Tensor, Tensor]:
+        found = pgd(lambda x: objective(x.double()), Region(lo.float(), hi.float(), center=((lo + hi) / 2).float()),
+                    restarts=restarts, steps=steps, seed=seed)
+        inputs = found.best_inputs.double()
+        with torch.no_grad():
+            return objective(inputs), inputs
+    return attack
+
+
+def _per_output(model_a: nn.Module, model_b: nn.Module, seen: Tensor, certificate: Any) -> pd.DataFrame:
+    with torch.no_grad():
+        diff = (model_b(seen) - model_a(seen)).double()  # [k, out]
+    table = pd.DataFrame({"output": range(diff.shape[1]), "attained_low": diff.amin(0).numpy(), "attained_high": diff.amax(0).numpy()})
+    if certificate is not None:
+        table["certified_low"] = certificate.diff_lower.amin(0).numpy()
+        table["certified_high"] = certificate.diff_upper.amax(0).numpy()
+    return table
+
+
+def compare_models(spec_a: str, spec_b: str, *, task: Task | str | Path | None = None, eps: float | None = 0.05,
+                   points: int = 20, objective: str = "js", delta: float | None = None, budget_s: float = 10.0,
+                   method: str = "auto", restarts: int = 8, steps: int = 50, seed: int = 0) -> Disagreement:
+    """Search for and bound the disagreement of two models (specs as in :func:`attractor.search.load_model`).
+
+    Args:
+        eps: radius of the L-infinity balls around the first ``points`` test inputs (clipped
+            to the training data's range); ``None``: one box over that range.
+        objective: the search's objective (:data:`attractor.search.OBJECTIVES`).
+        delta: threshold on the largest logit difference for the certificate's verdicts.
+        budget_s: branch-and-bound seconds per point (0: the one-shot bound only).
+        method: certificate method: auto, differential, linear, optimized or interval.
+    """
+    from attractor.certify import certify_difference, to_network
+
+    if points < 1:
+        raise UserError(f"--points must be at least 1, got {points}")
+    if budget_s < 0:
+        raise UserError(f"--budget must be >= 0 seconds, got {budget_s}")
+    model_a, model_b, the_task = load_pair(spec_a, spec_b, task)
+    if not the_task.x_test.is_floating_point():
+        raise UserError(f"task '{the_task.name}' takes discrete inputs ({the_task.x_test.dtype}); attractor diff searches and "
+                        "bounds continuous inputs (compare such models with `attractor measure` on their predictions)")
+    region = task_region(the_task, eps, limit=points)
+    found = search_disagreement(model_a, model_b, region, objective, restarts, steps, seed=seed)
+    baseline = sample_disagreement(model_a, model_b, region, found.evaluations, objective, seed=seed)
+    flat = (region.lower.dim() == 2)
+    certificate, note = None, None
+    if not flat:
+        note = f"inputs of shape {tuple(region.shape)} are not flat vectors; the certificate needs [n, features]"
+    else:
+        try:
+            to_network(model_a), to_network(model_b)
+        except UserError as exc:
+            note = str(exc)
+    if note is None:
+        certificate = certify_difference(model_a, model_b, region.lower, region.upper, method=method,  # type: ignore[arg-type]
+                                         budget_s=budget_s, max_boxes=1 if budget_s == 0 else 10_000, delta=delta,
+                                         attack=_pgd_attack(restarts=4, steps=20, seed=seed), seed=seed)
+    seen = [found.inputs, found.best_inputs] + ([] if region.center is None else [region.center])
+    if certificate is not None:
+        seen.append(certificate.inputs.float())
+    per_output = _per_output(model_a, model_b, torch.cat([s.float() for s in seen]), certificate)
+    settings = {"points": region.points, "restarts": restarts, "steps": steps, "seed": seed, "delta": delta,
+                "budget_s": budget_s, "method": method}
+    return Disagreement(spec_a, spec_b, the_task.name, "box" if eps is None else "ball", eps, region.center, found, baseline,
+                        certificate, note, per_output, settings)
+
+
+def write_disagreement(result: Disagreement, out: str | Path) -> dict[str, str]:
+    """``OUT/diff.json`` (everything, with the dreams' inputs) and the page ``OUT/diff.html``."""
+    from attractor.report.disagreement import render_disagreement_page
+    from attractor.store import write_json
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = result.to_dict()
+    write_json(out / "diff.json", data)
+    page = render_disagreement_page(data, out / "diff.html")
+    return {"json": str(out / "diff.json"), "html": str(page)}
