@@ -13,6 +13,20 @@ import pytest
 from attractor.config import Config, parse_config
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: on a loaded machine, waking torch's thread pool costs up to ~100x the math.
+
+    Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny_config(**sections: dict[str, Any]) -> Config:
     """digits-mlp with a small net and a few steps; sections override keys per table."""
     return parse_config(tiny_mapping(**sections))

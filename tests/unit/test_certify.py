@@ -16,13 +16,7 @@ from attractor.certify.network import Network
 METHODS = ("interval", "linear", "optimized", "differential")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread avoids oversubscribing shared CPUs (40x faster under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_mlp(gen: torch.Generator, widths: list[int], slopes: list[float]) -> nn.Sequential:

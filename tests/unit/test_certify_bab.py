@@ -12,13 +12,7 @@ from torch import nn
 
 from attractor.certify import box, certify_difference, to_network
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def pair(seed: int, widths: list[int], scale: float) -> tuple[nn.Sequential, nn.Sequential]:

@@ -41,13 +41,7 @@ from tests.conftest import tiny_config
 FAST = settings(max_examples=40, deadline=None)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These tensors are tiny: on a loaded machine, waking torch's thread pool costs ~100x the math."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,7 @@ from attractor.search import (
 )
 from attractor.search.continuous import pgd, random_search
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: on a loaded machine, waking torch's thread pool costs ~100x the math."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _linear(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:

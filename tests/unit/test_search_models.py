@@ -29,14 +29,7 @@ from attractor.tasks.base import Task
 from attractor.training.run import train
 from tests.conftest import tiny_config
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors: on a loaded machine, waking torch's thread pool costs ~100x the math."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
