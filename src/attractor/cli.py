@@ -547,6 +547,48 @@ def suggest(
 
 
 @app.command()
+def trainer2(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML config with [task], [trainer], [run] and a [trainer2] table (see examples/trainer2.toml).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for trainer2.parquet / .json and report.html.")] = Path("runs/trainer2"),
+    trials: Annotated[int | None, typer.Option(min=1, help="Trials per study (overrides [trainer2]).")] = None,
+    sampler_seeds: Annotated[int | None, typer.Option(min=1, help="Sampler seeds (studies per validation resample and held-out group).")] = None,
+    validation_bootstraps: Annotated[int | None, typer.Option(min=0, help="Bootstrap resamples of the validation split (0: the split as it is).")] = None,
+    holdout_groups: Annotated[str | None, typer.Option(help="Data groups held out from the studies' training data, comma-separated (e.g. 3,8).")] = None,
+    final_members: Annotated[int | None, typer.Option(min=2, help="Members of each returned trainer's ensemble.")] = None,
+    trial_members: Annotated[int | None, typer.Option(min=1, help="Seeds each trial is trained with.")] = None,
+    sampler: Annotated[str | None, typer.Option(help="tpe or random.")] = None,
+    sequential: Annotated[bool, typer.Option("--sequential", help="Run the studies one after another instead of in lockstep (same trials, slower).")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads while training (1 is fastest on a busy machine).")] = None,
+    no_report: Annotated[bool, typer.Option("--no-report", help="Skip OUT/report.html.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Trainer2: how stable is a hyperparameter search (Optuna) started from many initial conditions?
+
+    One study per sampler seed x validation resample x held-out group; each returned trainer
+    is trained as a small ensemble and the trainers are compared by the models they produce:
+    spread of the chosen hyperparameters, of their scores and of the models, a basin count,
+    and which initial condition moves the result most.
+    """
+    from attractor.stack import load_trainer2, summary_lines, trainer2_study
+
+    base, settings = load_trainer2(config)
+    overrides = {"trials": trials, "sampler_seeds": sampler_seeds, "validation_bootstraps": validation_bootstraps,
+                 "final_members": final_members, "trial_members": trial_members, "sampler": sampler, "threads": threads,
+                 "holdout_groups": None if holdout_groups is None else _number_list(holdout_groups, "--holdout-groups", int)}
+    if sequential:
+        overrides["lockstep"] = False
+    settings = settings.updated(**{k: v for k, v in overrides.items() if v is not None})
+    with console.status(f"trainer2: {settings.n_studies} studies x {settings.trials} trials", spinner="dots") if not as_json else nullcontext():
+        result = trainer2_study(base, settings, out, report=not no_report)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    for line in summary_lines(result):
+        console.print(line, markup=False, soft_wrap=True)
+    console.print(f"wrote {out}/trainer2.parquet, trainer2.json" + ("" if no_report else " and report.html"), markup=False, soft_wrap=True)
+
+
+@app.command()
 def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
     """Measure a run and write RUN_DIR/report.html, one self-contained page."""
     path = _measure_and_report(run_dir, as_json)

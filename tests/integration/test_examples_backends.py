@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import torch
 from attractor.config import load_config, parse_config
 from attractor.ensemble import Ensemble
 from attractor.plan import build_plan
+from attractor.stack import load_trainer2
 from attractor.tasks import build_task
 from attractor.training.run import train
 from tests.conftest import tiny_config
@@ -21,7 +23,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # user-task example imports examples/my_task.py from the repo root
-    config = load_config(path)
+    # A trainer2 config carries a [trainer2] table beside the usual ones.
+    config = load_trainer2(path)[0] if "trainer2" in tomllib.loads(path.read_text()) else load_config(path)
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
     assert len(plan) == config.plan.members
