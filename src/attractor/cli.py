@@ -102,10 +102,32 @@ def run(
     config: ConfigArg,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create, or to resume if it holds this config's run.")],
     force: Annotated[bool, typer.Option("--force", help="Delete a run directory made from another config and start over.")] = False,
+    backend: Annotated[str | None, typer.Option("--backend", help="Where chunks run: local | process | ray (overrides run.backend; a run may resume under another backend).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="process: pool size; ray: CPUs of the local Ray instance (overrides run.workers).")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="ray: HOST:PORT of a running cluster (`ray start --head`); without it a local Ray instance starts.")] = None,
+    track: Annotated[str | None, typer.Option("--track", help="Also record the run in a tracker: mlflow (extra `mlflow`).")] = None,
+    track_uri: Annotated[str | None, typer.Option("--track-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside --out).")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train every member of CONFIG's plan into the run directory --out (resumes an interrupted run)."""
-    summary = _train_and_summarize(load_config(config), out, force, as_json)
+    from attractor.config import parse_config
+    from attractor.errors import require
+
+    cfg = load_config(config)
+    if track not in (None, "mlflow"):
+        raise UserError(f"--track takes 'mlflow', not '{track}'")
+    # Options override the config's [run] / [track] keys and are validated like them.
+    data = cfg.resolved()
+    data["run"].update({k: v for k, v in {"backend": backend, "workers": workers, "ray_address": ray_address}.items() if v is not None})
+    data["track"].update({k: v for k, v in {"mlflow": True if track else None, "uri": track_uri}.items() if v is not None})
+    cfg = parse_config(data, source="options")
+    if cfg.track.mlflow:
+        require("mlflow", "mlflow")  # refuse before anything is trained or written
+    summary = _train_and_summarize(cfg, out, force, as_json)
+    if cfg.track.mlflow:
+        from attractor.tracking import log_run
+
+        summary["mlflow_run_id"] = log_run(out, cfg.track)
     _emit_json(summary) if as_json else _print_summary(summary)
 
 
@@ -415,7 +437,8 @@ def shortcuts(
 def diff(
     model_a: Annotated[str, typer.Argument(metavar="A", help="Model spec: RUN_DIR:MEMBER[:STEP], RUN_DIR:mean, or FILE.safetensors (with --task); "
                                                          "append @noise=1e-3, @dropout=0.1, @dropconnect=0.05, @prune=0.2, @fp16 or @int8 for a perturbed copy.")],
-    model_b: Annotated[str, typer.Argument(metavar="B", help="Second model spec (same task shapes).")],
+    model_b: Annotated[str | None, typer.Argument(metavar="[B]", help="Second model spec (same task shapes); omit it, with A a run directory, "
+                                                                     "to search where that run's members spread most.")] = None,
     eps: Annotated[float | None, typer.Option(help="Radius of the L-infinity balls around test points; omit for the training data's whole box.")] = 0.05,
     points: Annotated[int, typer.Option(min=1, help="Test points (ball centres).")] = 20,
     objective: Annotated[str, typer.Option(help="Search objective: js, kl, symmetric_kl, logit, logit:K or margin.")] = "js",
@@ -423,6 +446,8 @@ def diff(
     budget: Annotated[float, typer.Option(help="Branch-and-bound seconds per point (0: one-shot bound only).")] = 10.0,
     method: Annotated[str, typer.Option(help="Certificate bounds: auto, differential, linear, optimized or interval.")] = "auto",
     task: Annotated[str | None, typer.Option(help="Task for safetensors files: a run dir, a config TOML or a task name.")] = None,
+    centers: Annotated[Path | None, typer.Option(help="A .npy file [points, *input_shape] of ball centres instead of the test inputs.")] = None,
+    clip: Annotated[bool, typer.Option("--clip/--no-clip", help="Intersect the balls with the training data's range.")] = True,
     restarts: Annotated[int, typer.Option(min=1, help="PGD restarts per point.")] = 8,
     steps: Annotated[int, typer.Option(min=0, help="PGD steps per restart.")] = 50,
     seed: Annotated[int, typer.Option(help="Seed of the random starts and samples.")] = 0,
@@ -433,15 +458,24 @@ def diff(
 
     PGD (vs random sampling at the same budget) finds the inputs where A and B disagree
     most; for Linear/ReLU networks branch and bound certifies how far their logits can
-    differ over each ball, with the gap to the best input found. Writes OUT/diff.json and
-    OUT/diff.html; `attractor report` on that run directory shows it too.
+    differ over each ball, with the gap to the best input found. With A a run directory
+    and no B: the inputs where its members spread most (objective mi or pairwise_js).
+    Writes OUT/diff.json and OUT/diff.html; `attractor report` on that run shows it too.
     """
-    from attractor.disagreement import compare_models, write_disagreement
+    from attractor.disagreement import compare_models, ensemble_spread, write_disagreement
 
     if eps is not None and not eps >= 0:
         raise UserError(f"--eps must be >= 0, got {eps}")
-    result = compare_models(model_a, model_b, task=task, eps=eps, points=points, objective=objective, delta=delta,
-                            budget_s=budget, method=method, restarts=restarts, steps=steps, seed=seed)
+    if model_b is None:
+        if not (Path(model_a) / "manifest.json").is_file():
+            raise UserError(f"with one argument A must be a run directory (to search where its members spread); '{model_a}' is not one")
+        spread_objective = "mi" if objective == "js" else objective
+        result = ensemble_spread(model_a, eps=eps, points=points, objective=spread_objective, centers=centers, clip=clip,
+                                 restarts=restarts, steps=steps, seed=seed)
+        model_a = f"{model_a}:mean"  # the output folder below is the run's
+    else:
+        result = compare_models(model_a, model_b, task=task, eps=eps, points=points, objective=objective, delta=delta,
+                                budget_s=budget, method=method, restarts=restarts, steps=steps, seed=seed, centers=centers, clip=clip)
     if out is None:
         run = Path(model_a.split("@")[0].rsplit(":", 1)[0]) if ":" in model_a.split("@")[0] else None
         out = run if run is not None and (run / "manifest.json").is_file() else Path("runs/diff")

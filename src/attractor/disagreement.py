@@ -32,9 +32,12 @@ from attractor.errors import UserError
 from attractor.search import (
     Region,
     SearchResult,
+    load_members,
     load_pair,
     sample_disagreement,
+    sample_ensemble_spread,
     search_disagreement,
+    search_ensemble_spread,
     task_region,
 )
 from attractor.search.continuous import pgd
@@ -126,9 +129,53 @@ def _per_output(model_a: nn.Module, model_b: nn.Module, seen: Tensor, certificat
     return table
 
 
+def load_centers(path: str | Path, task: Task) -> Tensor:
+    """Ball centres from a ``.npy`` file of shape ``[p, *input_shape]`` (one line on anything else)."""
+    import numpy as np
+
+    path = Path(path)
+    try:
+        x = torch.from_numpy(np.load(path, allow_pickle=False)).float()
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--centers '{path}' is not a readable .npy array ({str(exc).splitlines()[0]})") from None
+    if tuple(x.shape[1:]) != tuple(task.x_test.shape[1:]):
+        raise UserError(f"--centers '{path}' has shape {tuple(x.shape)}; the task's inputs are [points, {', '.join(map(str, task.x_test.shape[1:]))}]")
+    return x
+
+
+def _region(task: Task, eps: float | None, points: int, centers: str | Path | None, clip: bool) -> Region:
+    if not task.x_test.is_floating_point():
+        raise UserError(f"task '{task.name}' takes discrete inputs ({task.x_test.dtype}); attractor diff searches and "
+                        "bounds continuous inputs (compare such models with `attractor measure` on their predictions)")
+    if points < 1:
+        raise UserError(f"--points must be at least 1, got {points}")
+    if centers is not None and eps is None:
+        raise UserError("--centers needs --eps (the radius of the balls around them)")
+    x = None if centers is None else load_centers(centers, task)
+    return task_region(task, eps, x=x, clip=clip, limit=points)
+
+
+def ensemble_spread(run_dir: str | Path, *, eps: float | None = 0.05, points: int = 20, objective: str = "mi",
+                    centers: str | Path | None = None, clip: bool = True, restarts: int = 8, steps: int = 50,
+                    seed: int = 0) -> Disagreement:
+    """The inputs on which a run's members spread most (``mi``: mutual information, or ``pairwise_js``).
+
+    Search and its equal-budget random baseline only: certificates compare two models.
+    """
+    models, the_task = load_members(run_dir)
+    region = _region(the_task, eps, points, centers, clip)
+    found = search_ensemble_spread(models, region, objective, restarts, steps, seed=seed)
+    baseline = sample_ensemble_spread(models, region, found.evaluations, objective, seed=seed)
+    settings = {"points": region.points, "restarts": restarts, "steps": steps, "seed": seed, "members": len(models)}
+    return Disagreement(str(run_dir), f"its {len(models)} members' spread", the_task.name, "box" if eps is None else "ball", eps,
+                        region.center, found, baseline, None, "certificates compare two models, not an ensemble",
+                        pd.DataFrame(columns=["output", "attained_low", "attained_high"]), settings)
+
+
 def compare_models(spec_a: str, spec_b: str, *, task: Task | str | Path | None = None, eps: float | None = 0.05,
                    points: int = 20, objective: str = "js", delta: float | None = None, budget_s: float = 10.0,
-                   method: str = "auto", restarts: int = 8, steps: int = 50, seed: int = 0) -> Disagreement:
+                   method: str = "auto", restarts: int = 8, steps: int = 50, seed: int = 0,
+                   centers: str | Path | None = None, clip: bool = True) -> Disagreement:
     """Search for and bound the disagreement of two models (specs as in :func:`attractor.search.load_model`).
 
     Args:
@@ -138,18 +185,15 @@ def compare_models(spec_a: str, spec_b: str, *, task: Task | str | Path | None =
         delta: threshold on the largest logit difference for the certificate's verdicts.
         budget_s: branch-and-bound seconds per point (0: the one-shot bound only).
         method: certificate method: auto, differential, linear, optimized or interval.
+        centers: a ``.npy`` file of ball centres instead of the test inputs.
+        clip: intersect the balls with the training data's range.
     """
     from attractor.certify import certify_difference, to_network
 
-    if points < 1:
-        raise UserError(f"--points must be at least 1, got {points}")
     if budget_s < 0:
         raise UserError(f"--budget must be >= 0 seconds, got {budget_s}")
     model_a, model_b, the_task = load_pair(spec_a, spec_b, task)
-    if not the_task.x_test.is_floating_point():
-        raise UserError(f"task '{the_task.name}' takes discrete inputs ({the_task.x_test.dtype}); attractor diff searches and "
-                        "bounds continuous inputs (compare such models with `attractor measure` on their predictions)")
-    region = task_region(the_task, eps, limit=points)
+    region = _region(the_task, eps, points, centers, clip)
     found = search_disagreement(model_a, model_b, region, objective, restarts, steps, seed=seed)
     baseline = sample_disagreement(model_a, model_b, region, found.evaluations, objective, seed=seed)
     flat = (region.lower.dim() == 2)

@@ -72,3 +72,21 @@ def test_models_the_certificate_cannot_read_still_get_the_search(tmp_path: Path,
 def test_bad_spec_is_one_line_and_exit_2(run: Path, cli: Callable) -> None:
     result = cli("diff", f"{run}:9", f"{run}:0")
     assert result.code == 2 and len(result.err.strip().splitlines()) == 1
+
+
+def test_ensemble_spread_and_given_centres(run: Path, tmp_path: Path, cli: Callable) -> None:
+    import numpy as np
+
+    from attractor.ensemble import Ensemble
+
+    x = Ensemble.load(run).task.x_test[:3].numpy()
+    np.save(tmp_path / "centers.npy", x)
+    result = cli("diff", run, "--centers", tmp_path / "centers.npy", "--no-clip", "--steps", "5", "--restarts", "2",
+                 "--out", tmp_path / "spread", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["search"]["objective"] == "mi" and data["certificate"] is None and data["settings"]["points"] == 3
+    assert np.allclose(np.asarray([d["center"] for d in data["dreams"]]), x[[d["point"] for d in data["dreams"]]], atol=1e-6)
+    np.save(tmp_path / "bad.npy", x[:, :5])
+    bad = cli("diff", f"{run}:0", f"{run}:1", "--centers", tmp_path / "bad.npy")
+    assert bad.code == 2 and "--centers" in bad.err and len(bad.err.strip().splitlines()) == 1

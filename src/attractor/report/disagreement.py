@@ -87,7 +87,8 @@ def disagreement_section(data: Mapping[str, Any]) -> str:
         points = pd.DataFrame({"point": range(len(cert["upper"])), "certified upper": cert["upper"], "attained lower": cert["lower"],
                                "gap": cert["gap"], "verdict": cert["verdicts"], "boxes": cert["boxes"], "seconds": cert["seconds"]})
         body.append(table(points))
-    body.append(table(pd.DataFrame(data["per_output"])))
+    if data.get("per_output"):
+        body.append(table(pd.DataFrame(data["per_output"])))
     lead = ("Search gives a lower bound on how far the models can disagree (an input that shows it); the certificate an upper bound "
             "no input can exceed. Per output: the certified interval of f_B − f_A against the range the inputs seen attain.")
     return section("disagreement", "Where the two models disagree", lead, "".join(body))
