@@ -1,0 +1,17 @@
+"""Derivatives through training: finite-time Lyapunov exponents and hypergradients.
+
+Forward mode (``torch.func.jvp``) through the unrolled training of each member (the
+engine's exact steps, :mod:`attractor.tangent.unroll`) gives the growth of initial
+perturbations (:mod:`~attractor.tangent.lyapunov`, Benettin et al. 1980), forward-mode
+hypergradients (:mod:`~attractor.tangent.hypergrad`, Baydin et al. 2018), and with reverse
+mode the worst-case growth (:mod:`~attractor.tangent.power`). Entry point:
+:func:`tangent_analysis`.
+"""
+
+from __future__ import annotations
+
+from attractor.tangent.analysis import tangent_analysis
+from attractor.tangent.hypergrad import HYPER_NAMES
+from attractor.tangent.store import TangentResult, read_result
+
+__all__ = ["HYPER_NAMES", "TangentResult", "read_result", "tangent_analysis"]
