@@ -213,6 +213,8 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
                        if (path := ens.store.root / f"sensitivity-{name}.json").is_file()}
         if sensitivity:
             data["sensitivity"] = sensitivity
+        if (ens.store.root / "tangent.json").is_file():  # written by `attractor tangent`
+            data["tangent"] = json.loads((ens.store.root / "tangent.json").read_text())
         if (ens.store.root / "diff.json").is_file():  # written by `attractor diff` on a member of this run
             data["disagreement"] = json.loads((ens.store.root / "diff.json").read_text())
         return render_report(ens, data, ens.store.root / "report.html")
@@ -620,6 +622,57 @@ def trainer2(
     for line in summary_lines(result):
         console.print(line, markup=False, soft_wrap=True)
     console.print(f"wrote {out}/trainer2.parquet, trainer2.json" + ("" if no_report else " and report.html"), markup=False, soft_wrap=True)
+
+
+@app.command()
+def tangent(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: CONFIG's run is trained there (or resumed) and tangent.parquet / .json written.")] = Path("runs/tangent"),
+    directions: Annotated[int, typer.Option(min=1, help="Random tangent directions k of the initial weights.")] = 8,
+    hyper: Annotated[str, typer.Option(help="Hypergradients with respect to: lr, momentum, weight_decay, init_scale (comma-separated; '' for none).")] = "lr,momentum",
+    members: Annotated[str | None, typer.Option(help="Plan members to analyse, comma-separated (default: all).")] = None,
+    reorth_every: Annotated[int, typer.Option(min=1, help="Steps between QR re-orthonormalizations of the directions.")] = 10,
+    power_iterations: Annotated[int, typer.Option(min=0, help="Power-iteration rounds for the top growth (forward and reverse through the run).")] = 4,
+    finite_scale: Annotated[float, typer.Option(min=0, help="Relative step of the finite-scale differences beside the derivatives (0: skip).")] = 0.1,
+    float64: Annotated[bool, typer.Option("--float64", help="Replay in float64 (the engine trains in float32).")] = False,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads (1 is fastest on a busy machine).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+    as_json: JsonFlag = False,
+) -> None:
+    """Differentiate through training: how fast perturbations grow, how the outcome moves with the trainer's settings.
+
+    Trains CONFIG's members into OUT (resuming), then replays each member with forward-mode
+    tangents: finite-time Lyapunov exponents of k random directions (QR every REORTH_EVERY
+    steps), their growth in weight and output space at the snapshots, the top growth by
+    power iteration, and hypergradients of the final eval loss with finite-scale differences
+    beside them. `attractor report OUT` shows them.
+    """
+    import torch
+
+    from attractor.tangent import HYPER_NAMES, tangent_analysis
+    from attractor.training.run import train
+
+    hypers = tuple(h.strip() for h in hyper.split(",") if h.strip())
+    unknown = [h for h in hypers if h not in HYPER_NAMES]
+    if unknown:
+        raise UserError(f"--hyper: unknown '{unknown[0]}'; choose from {', '.join(HYPER_NAMES)}")
+    cfg = load_config(config)
+    chosen = None if members is None else _number_list(members, "--members", int)
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        train(cfg, out)
+        result = tangent_analysis(cfg, out, directions, hypers, members=chosen, reorth_every=reorth_every,
+                                  power_iterations=power_iterations, finite_scale=finite_scale or None,
+                                  dtype=torch.float64 if float64 else torch.float32, seed=seed)
+    finally:
+        torch.set_num_threads(previous)
+    if as_json:
+        _emit_json(result.to_dict())
+        return
+    console.print(result.members.to_string(index=False), markup=False, soft_wrap=True)
+    console.print(f"wrote {out}/tangent.parquet and tangent.json; `attractor report {out}` shows them", markup=False, soft_wrap=True)
 
 
 @app.command()

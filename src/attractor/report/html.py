@@ -284,7 +284,7 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
             (shapes in ``attractor.report``'s docstring), ``structural`` (one
             ``StructuralResult.to_dict()`` or a list of them), ``disagreement`` (``RUN/diff.json``
             of ``attractor diff``), ``sensitivity`` (``{"variance" | "sobol" | "influence":
-            the JSON of attractor sensitivity}``). Member matrices and basin
+            the JSON of attractor sensitivity}``), ``tangent`` (``RUN/tangent.json``). Member matrices and basin
             labels follow the order of ``measures["members"]["member"]`` (else ``ens.members``).
         path: where to write, e.g. ``RUN/report.html``.
 
@@ -323,6 +323,10 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
         parts.append(_instability(measures["instability"]))
     if measures.get("structural"):
         parts.append(_structural(measures["structural"]))
+    if measures.get("tangent"):
+        from attractor.report.tangent import tangent_section  # it builds on this module
+
+        parts.append(tangent_section(measures["tangent"]))
     if measures.get("sensitivity"):
         from attractor.report.sensitivity import sensitivity_section  # it builds on this module
 
