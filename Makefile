@@ -6,7 +6,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH  := torch==2.13.0
-STAMP  := $(VENV)/.installed
+STAMP   = $(VENV)/.installed-$(EXTRAS)
+# Extras installed with the package; CI adds ray and mlflow (~280 MB) so their tests run:
+# `make test EXTRAS=dev,ray,mlflow` (tests marked `ray` / needing mlflow skip without them).
+EXTRAS ?= dev
 
 .PHONY: install demo test test-fast bench lint clean browser
 
@@ -14,7 +17,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -135,7 +135,11 @@ class RunConfig(_Strict):
     strategy: Literal["auto", "vectorized", "loop"] = Field(
         "auto", description="vectorized (many members per process), loop (any module), or auto (vectorized where torch.func can batch the model)."
     )
-    backend: Literal["local", "process", "ray"] = Field("local", description="Where chunks run: local | process | ray.")
+    backend: Literal["local", "process", "ray"] = Field("local", description="Where chunks run: local (this process) | process (a spawn pool on this machine) | ray (a Ray cluster; extra `ray`).")
+    workers: int | None = Field(None, ge=1, description="process: pool size; ray without ray_address: CPUs of the local Ray instance. None = all cores.")
+    num_cpus: int = Field(1, ge=1, description="process and ray: CPUs (and torch threads) each chunk's worker uses.")
+    ray_address: str | None = Field(None, description="ray: address of a running cluster (`ray start --head` prints it); None starts a local Ray instance.")
+    max_retries: int = Field(3, ge=0, description="ray: times a chunk is retried when its worker process or node dies (an error in training is not retried).")
     snapshots: int | list[int] = Field(16, description="Number of log-spaced snapshot steps, or an explicit list of steps.")
     chunk_size: int | None = Field(None, ge=2, description="Members trained together; None picks by memory (always >= 2).")
     eval_batch_size: int = Field(1024, ge=1, description="Examples per forward pass when evaluating.")
@@ -151,6 +155,14 @@ class RunConfig(_Strict):
         return snapshots
 
 
+class TrackConfig(_Strict):
+    """``[track]``: where the run is also recorded (the run directory always is the record)."""
+
+    mlflow: bool = Field(False, description="Log the run to MLflow (extra `mlflow`): config as params, per-member metrics, summary and report as artifacts.")
+    uri: str | None = Field(None, description="MLflow tracking URI; None = $MLFLOW_TRACKING_URI, else sqlite `mlflow.db` beside the run directory.")
+    experiment: str = Field("attractor", description="MLflow experiment the run is logged under.")
+
+
 class Config(_Strict):
     """A whole experiment: what to train, how, how many times, perturbed by what."""
 
@@ -158,6 +170,7 @@ class Config(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     plan: PlanConfig = Field(default_factory=PlanConfig)
     run: RunConfig = Field(default_factory=RunConfig)
+    track: TrackConfig = Field(default_factory=TrackConfig)
 
     def resolved(self) -> dict[str, Any]:
         """Every key with its value, defaults filled in: what a run directory records."""

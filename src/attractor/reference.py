@@ -10,10 +10,10 @@ import json
 
 from pydantic import BaseModel
 
-from attractor.config import PlanConfig, RunConfig, TaskConfig, TrainerConfig
+from attractor.config import PlanConfig, RunConfig, TaskConfig, TrackConfig, TrainerConfig
 
 SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("task", TaskConfig), ("trainer", TrainerConfig), ("plan", PlanConfig), ("run", RunConfig),
+    ("task", TaskConfig), ("trainer", TrainerConfig), ("plan", PlanConfig), ("run", RunConfig), ("track", TrackConfig),
 )
 
 

@@ -40,6 +40,24 @@ from attractor.plan import Plan
 
 MANIFEST = "manifest.json"
 FINISHED = ("done", "diverged")
+#: Settings that say where and how a run executes or is recorded, never what it computes
+#: (a member depends only on its plan row): a run may resume with other values of these.
+PLACEMENT: dict[str, tuple[str, ...] | None] = {
+    "run": ("backend", "workers", "num_cpus", "ray_address", "max_retries"),
+    "track": None,  # the whole section
+}
+
+
+def identity(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config without its placement settings: what must match to resume a run."""
+    kept = {k: dict(v) if isinstance(v, dict) else v for k, v in resolved.items()}
+    for section, keys in PLACEMENT.items():
+        if keys is None:
+            kept.pop(section, None)
+        elif isinstance(kept.get(section), dict):
+            for key in keys:
+                kept[section].pop(key, None)
+    return kept
 
 
 @contextmanager
@@ -75,6 +93,13 @@ def _versions() -> dict[str, str]:
     return found
 
 
+def snapshot_bytes(member: int, step: int, tensors: dict[str, torch.Tensor]) -> bytes:
+    """A snapshot file's exact bytes, for workers that cannot write the run directory (Ray)."""
+    from safetensors.torch import save
+
+    return save({k: v.contiguous() for k, v in tensors.items()}, metadata={"member": str(member), "step": str(step)})
+
+
 class RunStore:
     """Reads and writes one run directory."""
 
@@ -103,7 +128,9 @@ class RunStore:
                 if not force:
                     raise
                 old = {}
-            same = old.get("config_hash") == config.hash() and old.get("plan_hash") == plan.hash()
+            # Compared without placement settings, so a run killed under one backend may be
+            # finished under another (or with tracking switched on).
+            same = identity(old.get("config", {})) == identity(config.resolved()) and old.get("plan_hash") == plan.hash()
             if same:
                 store._remove_stale_temporaries()
                 return store
@@ -197,6 +224,14 @@ class RunStore:
     def save_snapshot(self, member: int, step: int, tensors: dict[str, torch.Tensor]) -> None:
         with atomic_path(self.snapshot_path(member, step)) as tmp:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"member": str(member), "step": str(step)})
+
+    def save_snapshot_bytes(self, member: int, step: int, data: bytes) -> None:
+        """Write a snapshot serialized elsewhere (a Ray worker): checked, then written atomically."""
+        from safetensors.torch import load
+
+        load(data)  # refuse bytes that are not a readable safetensors file before they land
+        with atomic_path(self.snapshot_path(member, step)) as tmp:
+            tmp.write_bytes(data)
 
     def save_member_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
         with atomic_path(self.member_dir(member) / "metrics.parquet") as tmp:

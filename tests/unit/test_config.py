@@ -21,7 +21,7 @@ def test_resolved_has_every_default_and_round_trips() -> None:
     config = parse_config({"trainer": {"lr": 0.1}})
     resolved = config.resolved()
     assert resolved["trainer"]["lr"] == 0.1 and resolved["trainer"]["batch_size"] == 64
-    assert set(resolved) == {"task", "trainer", "plan", "run"}
+    assert set(resolved) == {"task", "trainer", "plan", "run", "track"}
     assert Config.model_validate(resolved).hash() == config.hash()
 
 

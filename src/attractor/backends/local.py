@@ -6,6 +6,11 @@ from collections.abc import Callable
 from typing import Any
 
 
-def run(fn: Callable[..., list[dict[str, Any]]], jobs: list[tuple], on_result: Callable[[list[dict[str, Any]]], None], on_step: Callable[[int], None]) -> None:
-    for job in jobs:
-        on_result(fn(*job, on_step=on_step))
+class LocalBackend:
+    name = "local"
+    shares_filesystem = True
+
+    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple], on_result: Callable[[dict[str, Any]], None],
+            on_step: Callable[[int], None]) -> None:
+        for job in jobs:
+            on_result(fn(*job, on_step=on_step))

@@ -1,28 +1,53 @@
-"""Run chunks in a pool of worker processes on this machine, one torch thread each."""
+"""Run chunks in a pool of worker processes on this machine (spawn, few torch threads each).
+
+Workers write their members' files into the run directory themselves (same machine);
+the coordinator marks a chunk finished in the manifest as soon as its result arrives,
+so a killed run resumes with every finished chunk kept.
+"""
 
 from __future__ import annotations
 
 import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from typing import Any
 
 
-def _init_worker() -> None:
+def _init_worker(threads: int) -> None:
     import torch
 
-    # Workers share the cores: one BLAS thread each avoids oversubscription.
-    torch.set_num_threads(1)
+    # Workers share the cores: a few BLAS threads each avoids oversubscription.
+    torch.set_num_threads(threads)
 
 
-def run(fn: Callable[..., list[dict[str, Any]]], jobs: list[tuple], on_result: Callable[[list[dict[str, Any]]], None], on_step: Callable[[int], None]) -> None:
-    workers = max(1, min(len(jobs), os.cpu_count() or 1))
-    # spawn, not fork: forking a process that has started torch threads can deadlock.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker) as pool:
-        futures = [pool.submit(fn, *job) for job in jobs]
-        for future in as_completed(futures):
-            outcomes = future.result()
-            on_result(outcomes)
-            on_step(sum(o["steps"] for o in outcomes))
+class ProcessBackend:
+    name = "process"
+    shares_filesystem = True
+
+    def __init__(self, workers: int | None = None, threads: int = 1) -> None:
+        self.workers = workers
+        self.threads = threads
+
+    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple], on_result: Callable[[dict[str, Any]], None],
+            on_step: Callable[[int], None]) -> None:
+        if not jobs:
+            return
+        default = max(1, (os.cpu_count() or 1) // self.threads)
+        workers = max(1, min(len(jobs), self.workers or default))
+        # spawn, not fork: forking a process that has started torch threads can deadlock.
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
+                                 initargs=(self.threads,)) as pool:
+            pending = {pool.submit(fn, *job) for job in jobs}
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        result = future.result()
+                        on_result(result)
+                        on_step(sum(o["steps"] for o in result["outcomes"]))
+            except BaseException:
+                for future in pending:  # don't start chunks nobody will record
+                    future.cancel()
+                raise

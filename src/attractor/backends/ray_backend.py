@@ -1,21 +1,129 @@
-"""Run chunks as Ray tasks (a local Ray instance, or the cluster ``ray.init`` finds)."""
+"""Run chunks as Ray tasks: a local Ray instance, or a cluster at ``run.ray_address``.
+
+Workers get plain data (the config as JSON and plan rows), build the task themselves and
+return their members' snapshots as safetensors bytes through the object store; the
+driver alone writes the run directory, so worker nodes need no shared filesystem (but the
+same ``attractor`` and ``torch`` installed). A chunk whose worker process or node dies is
+retried ``run.max_retries`` times; an exception inside training is not retried (a
+diverged member is not an exception: it is recorded as data).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from attractor.errors import require
+from attractor.config import RunConfig
+from attractor.errors import UserError, require
+
+#: Ray's own settings for a locked-down machine, set unless the user already set them:
+#: no usage statistics sent home, no import-time nags. (The dashboard is off and a local
+#: instance listens on 127.0.0.1 only: see ``connected``.)
+RAY_ENV = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
+    "RAY_DEDUP_LOGS": "0",
+}
+#: Ray puts unix sockets under its temp dir (``session_<date>_<pid>/sockets/plasma_store``)
+#: and AF_UNIX paths stop at 107 bytes: a longer temp dir fails at start-up.
+MAX_TEMP_DIR = 40
 
 
-def run(fn: Callable[..., list[dict[str, Any]]], jobs: list[tuple], on_result: Callable[[list[dict[str, Any]]], None], on_step: Callable[[int], None]) -> None:
+def temp_dir(out: Path) -> Path:
+    """Ray's temp dir for a local instance: beside the run directory, so users never collide in /tmp/ray."""
+    beside = out.resolve().parent / ".ray"
+    if len(str(beside)) <= MAX_TEMP_DIR:
+        return beside
+    return Path(tempfile.gettempdir()) / f"attractor-ray-{os.getuid()}"
+
+
+def attractor_chunk(fn: Callable[..., dict[str, Any]], threads: int, *job: Any) -> dict[str, Any]:
+    """One chunk on a Ray worker (its process title reads ``ray::attractor_chunk`` meanwhile)."""
+    import torch
+
+    torch.set_num_threads(threads)  # the CPUs Ray reserved for this task, no more
+    return fn(*job)
+
+
+def _check_reachable(address: str) -> None:
+    """Refuse an address nobody listens on now, instead of Ray's long reconnect loop."""
+    if address in ("auto", "local") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address '{address}' is not HOST:PORT (the address `ray start --head` prints, e.g. 10.0.0.1:6379)")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise UserError(f"no Ray cluster answers at --ray-address '{address}' ({exc.strerror or exc}); start one with `ray start --head` or leave the option out for a local instance") from None
+
+
+def _init(ray: Any, run: RunConfig, out: Path) -> None:
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+    if run.ray_address:
+        _check_reachable(run.ray_address)
+        try:
+            ray.init(address=run.ray_address, **quiet)
+        except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
+            line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"could not connect to the Ray cluster at --ray-address '{run.ray_address}' ({line})") from None
+        return
+    directory = temp_dir(out)
+    directory.mkdir(parents=True, exist_ok=True)
+    ray.init(num_cpus=run.workers or os.cpu_count(), include_dashboard=False, _temp_dir=str(directory),
+             _node_ip_address="127.0.0.1", **quiet)
+
+
+@contextmanager
+def connected(run: RunConfig, out: Path) -> Iterator[RayBackend]:
+    """Join (or start) Ray for one run; a Ray instance this call started is shut down after it."""
+    for key, value in RAY_ENV.items():
+        os.environ.setdefault(key, value)
     ray = require("ray", "ray")
-    if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(fn)
-    pending = [remote.remote(*job) for job in jobs]
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        outcomes = ray.get(done[0])
-        on_result(outcomes)
-        on_step(sum(o["steps"] for o in outcomes))
+    started = not ray.is_initialized()  # an instance the caller started (tests, notebooks) is reused
+    if started:
+        _init(ray, run, out)
+    try:
+        cpus = ray.cluster_resources().get("CPU", 0)
+        if cpus < run.num_cpus:
+            raise UserError(f"run.num_cpus = {run.num_cpus} but the Ray cluster has {cpus:g} CPUs; no chunk could ever be scheduled")
+        yield RayBackend(ray, run)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+class RayBackend:
+    name = "ray"
+    shares_filesystem = False
+
+    def __init__(self, ray: Any, run: RunConfig) -> None:
+        self.ray = ray
+        self.run = run
+
+    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple], on_result: Callable[[dict[str, Any]], None],
+            on_step: Callable[[int], None]) -> None:
+        ray, run = self.ray, self.run
+        remote = ray.remote(num_cpus=run.num_cpus, max_retries=run.max_retries, retry_exceptions=False)(attractor_chunk)
+        pending = [remote.remote(fn, run.num_cpus, *job) for job in jobs]
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                try:
+                    result = ray.get(done[0])
+                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError) as exc:
+                    raise UserError(
+                        f"a chunk lost its Ray worker {run.max_retries + 1} times ({type(exc).__name__}); finished chunks are kept: "
+                        "run the same command again to resume, with a smaller run.chunk_size if workers ran out of memory"
+                    ) from None
+                on_result(result)
+                on_step(sum(o["steps"] for o in result["outcomes"]))
+        finally:
+            for ref in pending:  # a failed or interrupted run leaves no chunks running on the cluster
+                ray.cancel(ref, force=True)

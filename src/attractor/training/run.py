@@ -9,11 +9,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from attractor.backends import get_backend
+from attractor.backends import open_backend
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
-from attractor.store import FINISHED, RunStore
+from attractor.store import FINISHED, RunStore, snapshot_bytes
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool, member_targets
@@ -68,26 +68,46 @@ def plan_chunks(config: Config, task: Task, rows: list[PlanRow], strategy: str) 
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def run_chunk(config_json: str, run_dir: str, rows: list[dict[str, Any]], strategy: str, on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
-    """Train one chunk and write its members' files; returns outcomes for the manifest.
+def run_chunk(config_json: str, run_dir: str | None, rows: list[dict[str, Any]], strategy: str,
+              on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train one chunk; returns ``{"outcomes": [...], "snapshots": [...], "metrics": {...}}``.
 
-    A plain function of plain data so any backend (process pool, Ray) can ship it.
+    A plain function of plain data so any backend (process pool, Ray) can ship it. With a
+    ``run_dir`` (workers on the coordinator's filesystem) it writes its members' files
+    there and returns only outcomes; with ``None`` (Ray workers on other machines) it
+    returns snapshots as ``(member, step, safetensors bytes)`` and metrics rows for the
+    coordinator to write: tensors cross machines as safetensors, never as pickles.
     """
     keep_freed_memory()
     config = Config.model_validate_json(config_json)
     task = _task_for(config_json)
-    store = RunStore(run_dir)
+    store = RunStore(run_dir) if run_dir is not None else None
     plan_rows = [PlanRow(**r) for r in rows]
     metrics: dict[int, list[dict[str, Any]]] = {r.member: [] for r in plan_rows}
+    snapshots: list[tuple[int, int, bytes]] = []
 
     def sink(row: PlanRow, step: int, tensors: dict, values: dict[str, float]) -> None:
-        store.save_snapshot(row.member, step, tensors)
+        if store is not None:
+            store.save_snapshot(row.member, step, tensors)
+        else:
+            snapshots.append((row.member, step, snapshot_bytes(row.member, step, tensors)))
         metrics[row.member].append({"member": row.member, "step": step, **values})
 
     outcomes = train_chunk(task, config, plan_rows, strategy == "vectorized", sink, on_step)
-    for member, rows_ in metrics.items():
-        store.save_member_metrics(member, rows_)
-    return [asdict(o) for o in outcomes]
+    if store is not None:
+        for member, rows_ in metrics.items():
+            store.save_member_metrics(member, rows_)
+        metrics, snapshots = {}, []
+    return {"outcomes": [asdict(o) for o in outcomes], "snapshots": snapshots, "metrics": metrics}
+
+
+def record_chunk(store: RunStore, result: dict[str, Any]) -> None:
+    """Write what a chunk returned (files first, each atomically), then mark its members finished."""
+    for member, step, data in result["snapshots"]:
+        store.save_snapshot_bytes(member, step, data)
+    for member, rows in result["metrics"].items():
+        store.save_member_metrics(int(member), rows)
+    store.mark(result["outcomes"])
 
 
 def train(config: Config, out: str | Path, force: bool = False, progress: bool = False):
@@ -101,31 +121,30 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
     steps = {bs: snapshot_steps(config.run.snapshots, total_steps(config, task, bs)) for bs in sorted(set(plan.table["batch_size"]))}
-    # Every refusal comes before RunStore.prepare, which may create or (--force) delete OUT.
-    backend = get_backend(config.run.backend)
+    # Every refusal comes before RunStore.prepare, which may create or (--force) delete OUT;
+    # opening the backend (connecting to a Ray cluster) is one of them.
     strategy = resolve_strategy(config, task)
     check_rows(task, plan.rows())
-    store = RunStore.prepare(out, config, plan, steps, force=force)
-    status = store.status()
+    with open_backend(config.run, Path(out)) as backend:
+        store = RunStore.prepare(out, config, plan, steps, force=force)
+        status = store.status()
 
-    def needs_training(row: PlanRow) -> bool:
-        state = status[row.member]["status"]
-        return state not in FINISHED or (state == "done" and not store.intact(row.member, steps[row.batch_size]))
+        def needs_training(row: PlanRow) -> bool:
+            state = status[row.member]["status"]
+            return state not in FINISHED or (state == "done" and not store.intact(row.member, steps[row.batch_size]))
 
-    pending = [row for row in plan.rows() if needs_training(row)]
-    if pending:
-        store.annotate(strategy=strategy)
-    else:
-        strategy = store.manifest().get("strategy", strategy)
-    chunks = plan_chunks(config, task, pending, strategy)
-    config_json = json.dumps(config.resolved())
-    work = sum(total_steps(config, task, c[0].batch_size) * len(c) for c in chunks)
-
-    with Progress(total=work, enabled=progress, label=f"training {len(pending)} of {len(plan)} members ({strategy})") as bar:
-        def record(outcomes: list[dict[str, Any]]) -> None:
-            store.mark(outcomes)
-
-        jobs = [(config_json, str(store.root), [asdict(r) for r in chunk], strategy) for chunk in chunks]
-        backend(run_chunk, jobs, record, bar.advance)
+        pending = [row for row in plan.rows() if needs_training(row)]
+        if pending:
+            store.annotate(strategy=strategy)
+        else:
+            strategy = store.manifest().get("strategy", strategy)
+        chunks = plan_chunks(config, task, pending, strategy)
+        config_json = json.dumps(config.resolved())
+        work = sum(total_steps(config, task, c[0].batch_size) * len(c) for c in chunks)
+        run_dir = str(store.root) if backend.shares_filesystem else None
+        label = f"training {len(pending)} of {len(plan)} members ({strategy}, {len(chunks)} chunks on {backend.name})"
+        with Progress(total=work, enabled=progress, label=label) as bar:
+            jobs = [(config_json, run_dir, [asdict(r) for r in chunk], strategy) for chunk in chunks]
+            backend.map(run_chunk, jobs, functools.partial(record_chunk, store), bar.advance)
     store.collect_metrics()
     return Ensemble.load(store.root)
