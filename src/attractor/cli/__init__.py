@@ -1,0 +1,58 @@
+"""`attractor` command line: a thin shell over the library. Every command takes ``--json``.
+
+Bad input never ends in a traceback: a :class:`UserError` prints one line and exits 2.
+Commands live by theme in ``core``, ``measure`` and ``trainer``; importing them registers
+them on the one Typer ``app`` (in that order, which is the order of ``attractor --help``).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import typer
+
+from attractor.cli import core, measure, trainer  # noqa: F401 - registers the commands (alphabetical = help order)
+from attractor.cli._shared import app
+from attractor.errors import UserError
+
+try:  # typer >= 0.20 vendors click; older typer re-raises click's own exceptions
+    from typer import TyperException as _CliError
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click import ClickException as _CliError
+
+__all__ = ["app", "main"]
+
+
+def _usage_line(exc: Any) -> str:
+    """A click/typer usage error as one line, with the command whose --help explains it."""
+    ctx = getattr(exc, "ctx", None)
+    where = f"; see '{ctx.command_path} --help'" if ctx is not None else ""
+    return f"error: {exc.format_message().rstrip('.')}{where}"
+
+
+def main() -> None:
+    """Console entry point: one line and exit code 2 for anything the user must fix."""
+    try:
+        app(prog_name="attractor", standalone_mode=False)
+    except UserError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted (an interrupted `attractor run` resumes when started again)", err=True)
+        sys.exit(130)
+    except _CliError as exc:  # usage errors: missing or unknown options, bad option values
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `attractor`: show the help
+            exc.show()
+        else:
+            typer.echo(_usage_line(exc), err=True)
+        sys.exit(exc.exit_code)
+    except OSError as exc:  # a path the user gave cannot be read or written
+        if exc.filename is None:
+            raise
+        reason = exc.strerror or type(exc).__name__
+        typer.echo(f"error: '{exc.filename}': {reason}; check the path, its permissions and free disk space", err=True)
+        sys.exit(2)
+

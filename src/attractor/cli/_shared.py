@@ -1,0 +1,48 @@
+"""What every command shares: the Typer app, the console, argument types and small parsers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from attractor.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", help="Measure and improve the stability of training runs.")
+
+
+console = Console()
+
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+
+
+ConfigArg = Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML config file with tables task, trainer, plan, run (samples in examples/, every key in the README's config reference).")]
+
+
+RunDirArg = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `attractor run`.")]
+
+
+DrawsOption = Annotated[int, typer.Option(min=1, help="Multi-bootstrap draws for the 95% intervals.")]
+
+
+def emit_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def check_split(split: str, option: str = "--split") -> None:
+    if split not in ("test", "train"):
+        raise UserError(f"{option} must be 'test' or 'train', not '{split}'")
+
+
+def number_list(text: str, option: str, cast: type[int] | type[float] = float) -> list:
+    """Comma-separated numbers of an option, or one line naming the option and the format."""
+    try:
+        return [cast(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        kind = "whole numbers like 0,5,20,100" if cast is int else "numbers like 0,0.01,0.05,0.1,0.2"
+        raise UserError(f"{option} takes comma-separated {kind}, not '{text}'") from None
+

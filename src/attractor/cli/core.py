@@ -1,0 +1,208 @@
+"""Commands that make and show runs: tasks, plan, run, info, demo, report."""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from attractor.cli._shared import (
+    ConfigArg,
+    JsonFlag,
+    RunDirArg,
+    app,
+    console,
+    emit_json,
+)
+from attractor.config import Config, load_config
+from attractor.errors import UserError
+
+DEMO_CONFIG: dict[str, Any] = {
+    "task": {"name": "digits-mlp", "hidden": [128, 128]},
+    "trainer": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 64, "epochs": 10},
+    "plan": {"members": 32, "design": "random", "seed": 0, "vary": ["init_seed", "data_seed", "bootstrap"]},
+    "run": {"strategy": "auto", "snapshots": 8},
+}
+
+
+
+@app.command()
+def tasks(as_json: JsonFlag = False) -> None:
+    """List the built-in tasks and their options."""
+    from attractor.tasks import list_tasks
+
+    found = list_tasks()
+    if as_json:
+        emit_json([{"name": n, "summary": s, "options": o} for n, s, o in found])
+        return
+    table = Table("task", "summary", "options (defaults)")
+    for name, summary, options in found:
+        table.add_row(name, summary, ", ".join(f"{k}={v}" for k, v in options.items()))
+    console.print(table)
+    console.print("Your own task: [task] name = 'package.module:function' (a function returning attractor.Task).", markup=False, soft_wrap=True)
+
+
+
+@app.command(epilog="Every config key with its default and meaning: the README's 'Config reference', or `python -m attractor.reference`.")
+def plan(config: ConfigArg, as_json: JsonFlag = False) -> None:
+    """Print the resolved config (every default filled in) and the plan table it makes."""
+    from attractor.plan import build_plan, describe_plan
+    from attractor.tasks import build_task
+
+    cfg = load_config(config)
+    task = build_task(cfg.task)
+    table = build_plan(cfg.plan, cfg.trainer, task.group_ids)
+    if as_json:
+        emit_json({"config": cfg.resolved(), "config_hash": cfg.hash(), "plan_hash": table.hash(), "plan": table.table.to_dict("records")})
+        return
+    console.print_json(json.dumps(cfg.resolved()))
+    typer.echo(describe_plan(table))
+
+
+
+def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> dict[str, Any]:
+    from attractor.measure import summarize
+    from attractor.training.run import train
+
+    ens = train(cfg, out, force=force, progress=not as_json)
+    return summarize(ens)
+
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    console.print(f"[bold]{escape(summary['task'])}[/bold] ensemble in {escape(summary['run'])}: "
+                  f"{summary['done']} done, {summary['diverged']} diverged, {summary['pending']} pending of {summary['members']}",
+                  soft_wrap=True)
+    for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
+        if key in summary:
+            s = summary[key]
+            console.print(f"  {label:<22} {s['mean']:.4f} ± {s['sd']:.4f} (sd over members; min {s['min']:.4f}, max {s['max']:.4f})",
+                          soft_wrap=True)
+    if "pairwise_disagreement" in summary:
+        d = summary["pairwise_disagreement"]
+        console.print(f"  {'pairwise disagreement':<22} {d['mean']:.4f} mean over pairs (max {d['max']:.4f}) of test predictions",
+                      soft_wrap=True)
+
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create, or to resume if it holds this config's run.")],
+    force: Annotated[bool, typer.Option("--force", help="Delete a run directory made from another config and start over.")] = False,
+    backend: Annotated[str | None, typer.Option("--backend", help="Where chunks run: local | process | ray (overrides run.backend; a run may resume under another backend).")] = None,
+    workers: Annotated[int | None, typer.Option("--workers", min=1, help="process: pool size; ray: CPUs of the local Ray instance (overrides run.workers).")] = None,
+    ray_address: Annotated[str | None, typer.Option("--ray-address", help="ray: HOST:PORT of a running cluster (`ray start --head`); without it a local Ray instance starts.")] = None,
+    track: Annotated[str | None, typer.Option("--track", help="Also record the run in a tracker: mlflow (extra `mlflow`).")] = None,
+    track_uri: Annotated[str | None, typer.Option("--track-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside --out).")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train every member of CONFIG's plan into the run directory --out (resumes an interrupted run)."""
+    from attractor.config import parse_config
+    from attractor.errors import require
+
+    cfg = load_config(config)
+    if track not in (None, "mlflow"):
+        raise UserError(f"--track takes 'mlflow', not '{track}'")
+    # Options override the config's [run] / [track] keys and are validated like them.
+    data = cfg.resolved()
+    data["run"].update({k: v for k, v in {"backend": backend, "workers": workers, "ray_address": ray_address}.items() if v is not None})
+    data["track"].update({k: v for k, v in {"mlflow": True if track else None, "uri": track_uri}.items() if v is not None})
+    cfg = parse_config(data, source="options")
+    if cfg.track.mlflow:
+        require("mlflow", "mlflow")  # refuse before anything is trained or written
+    summary = _train_and_summarize(cfg, out, force, as_json)
+    if cfg.track.mlflow:
+        from attractor.tracking import log_run
+
+        summary["mlflow_run_id"] = log_run(out, cfg.track)
+    emit_json(summary) if as_json else _print_summary(summary)
+
+
+
+def _status_table(plan: Any) -> str:
+    """The plan's member column, the factors that vary, and each member's status."""
+    meta = ("member", "status", "diverged_step")
+    varying = [c for c in plan.columns if c not in meta and plan[c].astype(str).nunique() > 1]
+    diverged = ["diverged_step"] if plan["diverged_step"].notna().any() else []
+    return plan[["member", *varying, "status", *diverged]].to_string(index=False, max_rows=20)
+
+
+
+@app.command()
+def info(
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `attractor run` or `attractor demo`.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Show a run directory: member status, final metrics and the plan (--json adds the full config)."""
+    from attractor.ensemble import Ensemble
+    from attractor.measure import summarize
+
+    ens = Ensemble.load(run_dir)
+    summary = summarize(ens)
+    if as_json:
+        emit_json({"summary": summary, "config": ens.config.resolved(), "manifest": {k: v for k, v in ens.manifest.items() if k != "config"}})
+        return
+    _print_summary(summary)
+    typer.echo(f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, strategy {ens.manifest.get('strategy')}")
+    typer.echo(_status_table(ens.plan))
+
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for the demo ensemble.")] = Path("runs/demo"),
+    members: Annotated[int, typer.Option(min=1, help="Ensemble members.")] = 32,
+    force: Annotated[bool, typer.Option("--force", help="Replace a run directory made from another config.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Train the built-in demo (digits-mlp members perturbed in init, data order and bootstrap), measure it, write its report."""
+    from attractor.config import parse_config
+
+    data = json.loads(json.dumps(DEMO_CONFIG))
+    data["plan"]["members"] = members
+    summary = _train_and_summarize(parse_config(data, source="demo"), out, force, as_json)
+    summary["report"] = str(_measure_and_report(out, as_json)) if summary["done"] >= 2 else None
+    emit_json(summary) if as_json else _print_summary(summary)
+    if summary["report"] and not as_json:
+        console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
+
+
+
+def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
+    from attractor.ensemble import Ensemble
+    from attractor.measure.spread import measure_ensemble, write_measures
+    from attractor.report import render_report
+
+    ens = Ensemble.load(run_dir)
+    with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
+        measures = measure_ensemble(ens)
+        write_measures(ens, measures)
+        data = measures.report_data()
+        # Perturbation curves written earlier by `attractor structural` join the report.
+        structural = [json.loads(p.read_text()) for p in sorted(ens.store.root.glob("structural-*.json"))]
+        if structural:
+            data["structural"] = structural
+        sensitivity = {name: json.loads(path.read_text()) for name in ("variance", "sobol", "influence")
+                       if (path := ens.store.root / f"sensitivity-{name}.json").is_file()}
+        if sensitivity:
+            data["sensitivity"] = sensitivity
+        if (ens.store.root / "tangent.json").is_file():  # written by `attractor tangent`
+            data["tangent"] = json.loads((ens.store.root / "tangent.json").read_text())
+        if (ens.store.root / "diff.json").is_file():  # written by `attractor diff` on a member of this run
+            data["disagreement"] = json.loads((ens.store.root / "diff.json").read_text())
+        return render_report(ens, data, ens.store.root / "report.html")
+
+
+
+@app.command()
+def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
+    """Measure a run and write RUN_DIR/report.html, one self-contained page."""
+    path = _measure_and_report(run_dir, as_json)
+    emit_json({"report": str(path)}) if as_json else console.print(f"report: {path}", markup=False, soft_wrap=True)
+
