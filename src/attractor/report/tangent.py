@@ -1,8 +1,9 @@
-"""The report's ``tangent`` section: perturbation growth curves and hypergradients with their spread."""
+"""The report's ``tangent`` section: growth curves, the basin around each run, and local beside global sensitivity."""
 
 from __future__ import annotations
 
 import html
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,89 @@ from attractor.report.html import collapsible, figure, section, table, write_pag
 _OUTCOMES = {"test_loss": "test loss", "true_class_prob": "true-class probability (accuracy surrogate)", "logits_rms": "logits (RMS norm)"}
 
 
+#: Sobol outcome (``attractor sensitivity``) shown beside each tangent outcome.
+_SOBOL_OUTCOME = {"test_loss": "test_loss", "true_class_prob": "test_accuracy"}
+
+
 def _frames(data: Any) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Mapping[str, Any]]:
     """Curves, members, hypergradients and settings from a ``TangentResult`` or its ``to_dict()``."""
     if isinstance(data, Mapping):
         return pd.DataFrame(data.get("curves", [])), pd.DataFrame(data.get("members", [])), pd.DataFrame(data.get("hypergrads", [])), data
     return data.curves, data.members, data.hypergrads, data.to_dict()
+
+
+def basin_plot(basin: pd.DataFrame, members: pd.DataFrame) -> str:
+    """Log-log final distance d(eps) of the perturbed replay per member, with the tangent's line eps |J v| dashed."""
+    with plots.styled(6.4, 3.4) as fig:
+        ax = fig.subplots()
+        for i, (member, rows) in enumerate(basin.groupby("member", sort=True)):
+            rows = rows.sort_values("eps")
+            eps, distance = rows["eps"].astype(float), pd.to_numeric(rows["distance"], errors="coerce")
+            ax.plot(eps, distance, color=plots.color(i), marker="o", markersize=4, linewidth=1.4, label=f"member {member}")
+            ax.plot(eps, pd.to_numeric(rows["predicted"], errors="coerce"), color=plots.color(i), linestyle="--", linewidth=1.0)
+            broke = members.loc[members["member"] == member, "basin_eps"] if "basin_eps" in members else pd.Series(dtype=float)
+            if len(broke) and pd.notna(broke.iloc[0]):
+                hit = rows[rows["eps"] == float(broke.iloc[0])]
+                ax.plot(hit["eps"], pd.to_numeric(hit["distance"], errors="coerce"), marker="x", markersize=10, color=plots.color(i), linestyle="none")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("ε (initial perturbation ε·v, |v| = 1)")
+        ax.set_ylabel("final distance |x_T(ε) − x_T(0)|")
+        ax.set_title("replay (solid) vs tangent ε·|J v| (dashed); × = linear picture breaks")
+        handles, names = ax.get_legend_handles_labels()
+        if handles:
+            fig.legend(handles[:12], names[:12], loc="outside right upper")
+        return plots.figure_uri(fig)
+
+
+def basin_table(basin: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
+    """One row per member: the growth |J v|, the breakdown eps, and ratio / flips at every eps of the grid."""
+    rows = []
+    for member, group in basin.groupby("member", sort=True):
+        broke = members.loc[members["member"] == member, "basin_eps"] if "basin_eps" in members else pd.Series(dtype=float)
+        row: dict[str, Any] = {"member": member, "|J v| (float64)": float(group["predicted"].iloc[0] / group["eps"].iloc[0]),
+                               "breakdown ε": broke.iloc[0] if len(broke) and pd.notna(broke.iloc[0]) else "never (on this grid)"}
+        for _, r in group.sort_values("eps").iterrows():
+            row[f"ratio @ {r['eps']:g}"] = r["ratio"]
+            row[f"flips @ {r['eps']:g}"] = int(r["flips"]) if pd.notna(r["flips"]) else None
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _read_sobol(settings: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """``sensitivity-sobol.json`` of the run directory the analysis wrote into, if ``attractor sensitivity`` left one."""
+    path = Path(str(settings.get("out", ""))) / "sensitivity-sobol.json"
+    try:
+        return json.loads(path.read_text()) if settings.get("out") and path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def local_global_table(sensitivity: pd.DataFrame, sobol: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Local (derivative, per member) beside global (slope across the plan's members, Sobol indices) per hyperparameter and outcome."""
+    sobol_rows = pd.DataFrame(sobol.get("table", [])) if sobol else pd.DataFrame()
+    rows = []
+    for _, r in sensitivity.iterrows():
+        row: dict[str, Any] = {"hyperparameter": r["hyper"], "outcome": _OUTCOMES.get(r["outcome"], r["outcome"]),
+                               "local: d/dh, per member, mean": r["local_mean"], "local: sd": r["local_sd"]}
+        if r["varied"]:
+            row["global: slope across the plan's members"] = r["global_slope"]
+            row["global: 95 % interval (bootstrap over members)"] = (
+                f"[{r['global_low']:.4g}, {r['global_high']:.4g}]" if pd.notna(r["global_low"]) and pd.notna(r["global_high"]) else "–")
+            row["plan range of h"] = f"{r['h_min']:.4g} … {r['h_max']:.4g} ({int(r['global_members'])} members)"
+        else:
+            row["global: slope across the plan's members"] = None
+            row["global: 95 % interval (bootstrap over members)"] = "–"
+            row["plan range of h"] = r["note"] or "not varied"
+        if len(sobol_rows) and {"outcome", "factor"} <= set(sobol_rows):
+            hit = sobol_rows[(sobol_rows["factor"] == r["hyper"]) & (sobol_rows["outcome"] == _SOBOL_OUTCOME.get(r["outcome"]))]
+            row["Sobol S1"] = hit["S1"].iloc[0] if len(hit) and "S1" in hit else None
+            row["Sobol ST"] = hit["ST"].iloc[0] if len(hit) and "ST" in hit else None
+            row["Sobol outcome"] = _SOBOL_OUTCOME.get(r["outcome"]) if len(hit) else "factor not in the Sobol plan"
+        if r.get("note") and r["varied"]:
+            row["note"] = r["note"]
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def growth_plot(curves: pd.DataFrame, members: pd.DataFrame) -> str:
@@ -64,25 +143,52 @@ def hypergradient_table(hypergrads: pd.DataFrame, finite_scale: float | None) ->
     return pd.DataFrame(rows)
 
 
-def tangent_section(data: Any) -> str:
-    """Section ``tangent`` from a :class:`~attractor.tangent.TangentResult` or the dict in ``tangent.json``."""
+def tangent_section(data: Any, sobol: Mapping[str, Any] | None = None) -> str:
+    """Section ``tangent`` from a :class:`~attractor.tangent.TangentResult` or the dict in ``tangent.json``.
+
+    ``sobol``: the JSON of ``attractor sensitivity``'s Sobol indices (default: read
+    ``sensitivity-sobol.json`` from the run directory the analysis was written into).
+    """
     curves, members, hypergrads, settings = _frames(data)
+    basin = pd.DataFrame(settings.get("basin") or [])
+    sensitivity = pd.DataFrame(settings.get("sensitivity") or [])
+    sobol = sobol if sobol is not None else _read_sobol(settings)
     body = []
     if len(curves) and "log_growth_top" in curves:
         body.append(figure(growth_plot(curves, members), "growth of initial perturbations over training (log scale)"))
     if len(members):
-        shown = [c for c in ("member", "optimizer", "lr", "momentum", "leading_exponent", "random_growth", "power_top_growth",
-                             "function_growth_top", "diverged_step", "engine_max_abs_diff") if c in members]
+        shown = [c for c in ("member", "optimizer", "lr", "momentum", "test_loss", "leading_exponent", "random_growth", "power_top_growth",
+                             "function_growth_top", "basin_eps", "diverged_step", "engine_max_abs_diff") if c in members]
         body.append(table(members[shown]))
     if len(hypergrads):
         body.append(table(hypergradient_table(hypergrads, settings.get("finite_scale"))))
         body.append(collapsible(f"hypergradients of all {members['member'].nunique() if len(members) else 0} members", table(hypergrads), open_=False))
+    if len(sensitivity):
+        body.append("<h3>Local vs global sensitivity</h3>")
+        body.append("<p>Local: the forward-mode derivative d outcome/dh of each member at its own setting (mean and sd over members). "
+                    "Global: the least-squares slope of the members' final outcome against their setting of h across the plan, with a "
+                    "bootstrap interval over members; it exists only where the plan varies h, and it also carries whatever else the plan "
+                    "varies (seeds, data order) as noise. Sobol indices (from <code>attractor sensitivity</code>, if run on this directory) "
+                    "are shares of the outcome's variance, not slopes.</p>")
+        body.append(table(local_global_table(sensitivity, sobol)))
+    if len(basin):
+        tolerance = settings.get("basin_tolerance")
+        body.append("<h3>The basin around each run</h3>")
+        body.append(f"<p>Each member replayed in float64 from its initial weights moved by ε·v (v: its first random direction, |v| = 1), "
+                    f"with the same batches. While the run is linear in the start, the final distance is ε·|J v|; the breakdown ε is the "
+                    f"smallest ε of the grid where they differ by more than {tolerance if tolerance is not None else 0.1:g} (relative). "
+                    "Flips: (step, training example, unit) triples whose ReLU pre-activation sign differs between the two runs, "
+                    "summed over the run.</p>")
+        body.append(figure(basin_plot(basin, members), "final distance vs initial perturbation (log-log)"))
+        body.append(table(basin_table(basin, members)))
+        body.append(collapsible(f"basin cross-check, all {len(basin)} rows", table(basin), open_=False))
     lead = (f"Forward mode through each member's own training run ({settings.get('dtype', '')}, {settings.get('directions', 0)} random directions, "
             f"QR every {settings.get('reorth_every', '')} steps). Exponents are finite-time Lyapunov exponents in nats per step (< 0: initial "
             "perturbations of the weights shrink); random growth = |J v| of a random direction (typical), power top growth = largest singular "
             "value of the training map (worst case). d/dh is the local derivative at the member's own setting (forward-mode hypergradient); "
             "Δ/Δh is a central difference of two whole runs at ± the stated relative step (finite-scale sensitivity): for ReLU nets they differ "
-            "because activation patterns flip along the way.")
+            "because activation patterns flip along the way. Basin ε = the smallest perturbation of the start at which a perturbed replay "
+            "stops following the tangent (the size of the region around the run where derivatives describe it).")
     return section("tangent", "Derivatives through training", lead, "".join(body))
 
 

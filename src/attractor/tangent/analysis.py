@@ -3,7 +3,9 @@
 One call trains every member (vectorized per chunk of one batch size and optimizer) with
 ``directions`` random tangent directions and one tangent per hyperparameter, runs power
 iteration for the worst-case growth, optionally two finite-scale runs per hyperparameter,
-and writes ``OUT/tangent.parquet`` (curves) and ``OUT/tangent.json`` (everything).
+checks the tangent against perturbed replays (the basin around each run,
+:mod:`~attractor.tangent.basin`), puts each hypergradient beside the slope across the
+plan's members (:mod:`~attractor.tangent.globalsens`), and writes ``OUT/tangent.parquet`` (curves) and ``OUT/tangent.json`` (everything).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import torch
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
+from attractor.tangent.basin import DEFAULT_EPS, basin_scan
+from attractor.tangent.globalsens import global_sensitivity
 from attractor.tangent.hypergrad import central_difference, check_hypers, finite_step, hyper_columns
 from attractor.tangent.lyapunov import propagate, random_directions
 from attractor.tangent.power import top_growth
@@ -71,6 +75,8 @@ def tangent_analysis(
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
     method: str = "linearized",
+    basin_eps: Sequence[float] | None = DEFAULT_EPS,
+    basin_tolerance: float = 0.1,
 ) -> TangentResult:
     """Train ``config``'s members with tangents and write ``out/tangent.parquet`` and ``out/tangent.json``.
 
@@ -85,6 +91,11 @@ def tangent_analysis(
         seed: seed of the random directions (with each member's row seeds).
         method: ``"linearized"`` (Hessian-vector products, fast) or ``"jvp"`` (``vmap(jvp)``
             through the functional step, the reference); same numbers to round-off.
+        basin_eps: perturbation sizes of the basin cross-check: each member is replayed in
+            float64 from ``x0 + eps v`` (``v`` its first random direction) beside
+            ``eps |J v|`` (``None`` or ``()``: skip; needs ``directions >= 1``).
+        basin_tolerance: the linear picture breaks down at the smallest ``eps`` with
+            ``|distance / (eps |J v|) - 1| >`` this.
 
     If ``out`` already holds a trained run of this config, each member's replayed final
     weights are compared with the saved ones (``engine_max_abs_diff``).
@@ -100,7 +111,9 @@ def tangent_analysis(
         rows = [r for r in rows if r.member in wanted]
         if not rows:
             raise UserError(f"no plan member among {sorted(wanted)}")
-    curves, member_rows, hyper_rows = [], [], []
+    if basin_eps and any(e <= 0 for e in basin_eps):
+        raise UserError(f"basin eps must be positive, got {list(basin_eps)}")
+    curves, member_rows, hyper_rows, basin_rows = [], [], [], []
     for chunk in _chunks(rows, config.run.chunk_size or _CHUNK):
         run = unroll(task, config, chunk, dtype)
         k = min(directions, sum(v[0].numel() for v in run.params0.values()))
@@ -115,16 +128,24 @@ def tangent_analysis(
         power = top_growth(run, power_iterations, seed, {n: d[:, 0] for n, d in dirs.items()}) if power_iterations and k else None
         gaps = _engine_gap(out, run, z.params)
         final = {r["member"]: r for r in records if r["step"] == run.steps}
+        basins = {}
+        if basin_eps and k:
+            wide = run if dtype == torch.float64 else unroll(task, config, chunk, torch.float64)
+            basins = {b.member: b for b in basin_scan(wide, basin_eps, seed, basin_tolerance, directions=k)}
+            basin_rows += [r for b in basins.values() for r in b.rows]
         for i, row in enumerate(run.rows):
             rec = final[row.member]
+            basin = basins.get(row.member)
             member_rows.append({
                 "member": row.member, "optimizer": row.optimizer, "lr": row.lr, "momentum": row.momentum,
-                "weight_decay": row.weight_decay, "steps": run.steps,
+                "weight_decay": row.weight_decay, "init_scale": row.init_scale, "steps": run.steps,
+                "test_loss": rec.get("test_loss"), "true_class_prob": rec.get("true_class_prob"),
                 "diverged_step": int(diverged[i]) or None,
                 "leading_exponent": rec.get("exponent_0"), "random_growth": math.exp(rec.get("log_growth_top", math.nan)),
                 "function_growth_top": rec.get("function_growth_top"),
                 "power_top_growth": None if power is None else float(power.sigma[i]),
                 "engine_max_abs_diff": gaps[i],
+                **({"basin_eps": basin.breakdown_eps, "basin_growth": basin.growth} if basin else {}),
                 **{f"exponent_{j}": rec.get(f"exponent_{j}") for j in range(k)},
             })
         x_eval, y_eval = task.x_test, task.y_test
@@ -140,11 +161,13 @@ def tangent_analysis(
                         "finite_scale": None if fd is None else float(fd[name][i]),
                         "finite_step": None if step is None else float(step[i]),
                     })
+    member_frame, hyper_frame = pd.DataFrame(member_rows), pd.DataFrame(hyper_rows)
     result = TangentResult(
         out=str(out), config_hash=config.hash(), directions=directions, hypers=hypers, dtype=str(dtype).removeprefix("torch."),
         reorth_every=reorth_every, power_iterations=power_iterations, finite_scale=finite_scale,
-        curves=pd.DataFrame(curves), members=pd.DataFrame(member_rows), hypergrads=pd.DataFrame(hyper_rows),
-        summary={},
+        curves=pd.DataFrame(curves), members=member_frame, hypergrads=hyper_frame,
+        summary={}, basin=pd.DataFrame(basin_rows), sensitivity=global_sensitivity(member_frame, hyper_frame, hypers, seed=seed),
+        basin_tolerance=basin_tolerance if basin_rows else None,
     )
     result = summarize(result)
     write_result(result, out)

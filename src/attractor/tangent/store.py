@@ -6,8 +6,12 @@
 (finite-time Lyapunov exponents, nats per step), ``function_sv_i`` (singular values of
 the eval-logit map on the span of the directions) and ``d_<outcome>_d_<hyper>``
 (forward-mode hypergradients). ``tangent.json`` holds the run settings, those curves,
-one row per member, the hypergradient table (derivative beside finite-scale difference)
-and a summary of the spread across members.
+one row per member, the hypergradient table (derivative beside finite-scale difference),
+the basin cross-check (``basin``: member, eps, distance, predicted, ratio, flips,
+flips_eval; :mod:`attractor.tangent.basin`), local beside global sensitivity
+(``sensitivity``; :mod:`attractor.tangent.globalsens`) and a summary of the spread across
+members. Schema 2 added ``basin``, ``basin_tolerance`` and ``sensitivity``; schema-1 files
+read with them empty.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import pandas as pd
 
 from attractor.store import atomic_path, write_json
 
-SCHEMA = 1
+SCHEMA = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,19 +45,25 @@ class TangentResult:
     members: pd.DataFrame
     hypergrads: pd.DataFrame
     summary: dict[str, Any] = field(default_factory=dict)
+    basin: pd.DataFrame = field(default_factory=pd.DataFrame)
+    sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
+    basin_tolerance: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able: NaN and missing values become ``None``."""
-        settings = {k: getattr(self, k) for k in ("out", "config_hash", "directions", "dtype", "reorth_every", "power_iterations", "finite_scale")}
+        settings = {k: getattr(self, k) for k in ("out", "config_hash", "directions", "dtype", "reorth_every", "power_iterations", "finite_scale",
+                                               "basin_tolerance")}
         return _clean({"schema": SCHEMA, **settings, "hypers": list(self.hypers), "summary": self.summary,
-                       "members": _records(self.members), "hypergrads": _records(self.hypergrads), "curves": _records(self.curves)})
+                       "members": _records(self.members), "hypergrads": _records(self.hypergrads), "basin": _records(self.basin),
+                       "sensitivity": _records(self.sensitivity), "curves": _records(self.curves)})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TangentResult:
         return cls(out=data["out"], config_hash=data["config_hash"], directions=data["directions"], hypers=tuple(data["hypers"]),
                    dtype=data["dtype"], reorth_every=data["reorth_every"], power_iterations=data["power_iterations"],
                    finite_scale=data["finite_scale"], curves=pd.DataFrame(data["curves"]), members=pd.DataFrame(data["members"]),
-                   hypergrads=pd.DataFrame(data["hypergrads"]), summary=data.get("summary", {}))
+                   hypergrads=pd.DataFrame(data["hypergrads"]), summary=data.get("summary", {}), basin=pd.DataFrame(data.get("basin", [])),
+                   sensitivity=pd.DataFrame(data.get("sensitivity", [])), basin_tolerance=data.get("basin_tolerance"))
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -84,13 +94,16 @@ def summarize(result: TangentResult) -> TangentResult:
     """The result with ``summary``: spread across members of growth, exponents and every hypergradient."""
     m = result.members
     summary: dict[str, Any] = {"members": len(m), "diverged": int(m["diverged_step"].notna().sum()) if "diverged_step" in m else 0}
-    for name in ("leading_exponent", "random_growth", "function_growth_top", "power_top_growth", "engine_max_abs_diff"):
+    for name in ("leading_exponent", "random_growth", "function_growth_top", "power_top_growth", "engine_max_abs_diff", "basin_growth"):
         if name in m:
             summary[name] = _spread(m[name])
     hyper = {}
     for (h, outcome), rows in result.hypergrads.groupby(["hyper", "outcome"], sort=False) if len(result.hypergrads) else []:
         hyper[f"{outcome}/{h}"] = {"derivative": _spread(rows["derivative"]), "finite_scale": _spread(rows["finite_scale"])}
     summary["hypergradients"] = hyper
+    if "basin_eps" in m:
+        eps = pd.to_numeric(m["basin_eps"], errors="coerce")
+        summary["basin"] = {"breakdown_eps": _spread(eps), "never_broke": int(eps.isna().sum()), "members": len(m)}
     return replace(result, summary=summary)
 
 
