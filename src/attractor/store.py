@@ -83,6 +83,15 @@ def write_json(target: Path, data: Any) -> None:
         tmp.write_text(json.dumps(data, indent=2))
 
 
+def write_result(root: Path, stem: str, table: Any, data: Any) -> dict[str, str]:
+    """An analysis's ``ROOT/STEM.parquet`` (its main table) and ``ROOT/STEM.json`` (everything); their paths."""
+    parquet, summary = Path(root) / f"{stem}.parquet", Path(root) / f"{stem}.json"
+    with atomic_path(parquet) as tmp:
+        table.to_parquet(tmp, index=False)
+    write_json(summary, data)
+    return {"parquet": str(parquet), "json": str(summary)}
+
+
 def _versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "torch": torch.__version__}
     for package in ("attractor", "numpy", "pandas", "safetensors", "pydantic"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -16,13 +15,7 @@ from attractor.tangent.unroll import HYPERS, Unrolled, final_params, trajectory,
 from attractor.tasks import build_task
 from tests.conftest import tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _least_squares(lr: float, momentum: float, steps: int) -> Unrolled:

@@ -52,7 +52,7 @@ from attractor.errors import UserError
 from attractor.measure.bootstrap import paired_multibootstrap, pairwise_multibootstrap
 from attractor.measure.function import pairwise_js, per_example_loss_accuracy, probabilities
 from attractor.sensitivity._outcomes import check_finished, diverged_count, member_logits
-from attractor.store import atomic_path, write_json
+from attractor.store import write_result
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,11 +209,7 @@ def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
 
 def write_influence(ens: Any, result: GroupInfluence) -> dict[str, str]:
     """``RUN/sensitivity-influence.parquet`` (the table) and ``.json`` (everything)."""
-    parquet, summary = ens.store.root / "sensitivity-influence.parquet", ens.store.root / "sensitivity-influence.json"
-    with atomic_path(parquet) as tmp:
-        result.table.to_parquet(tmp, index=False)
-    write_json(summary, result.to_dict())
-    return {"parquet": str(parquet), "json": str(summary)}
+    return write_result(ens.store.root, "sensitivity-influence", result.table, result.to_dict())
 
 
 def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:

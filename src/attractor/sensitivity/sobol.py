@@ -44,7 +44,7 @@ from attractor.sensitivity._outcomes import (
     diverged_count,
     outcome_values,
 )
-from attractor.store import atomic_path, write_json
+from attractor.store import write_result
 
 
 @dataclass(frozen=True, eq=False)
@@ -186,8 +186,4 @@ def _problem_in_plan_order(problem: dict[str, Any], table: pd.DataFrame) -> dict
 
 def write_sobol(ens: Any, result: SobolIndices) -> dict[str, str]:
     """``RUN/sensitivity-sobol.parquet`` (the table) and ``.json`` (everything)."""
-    parquet, summary = ens.store.root / "sensitivity-sobol.parquet", ens.store.root / "sensitivity-sobol.json"
-    with atomic_path(parquet) as tmp:
-        result.table.to_parquet(tmp, index=False)
-    write_json(summary, result.to_dict())
-    return {"parquet": str(parquet), "json": str(summary)}
+    return write_result(ens.store.root, "sensitivity-sobol", result.table, result.to_dict())

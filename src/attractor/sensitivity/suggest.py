@@ -35,7 +35,7 @@ from torch import Tensor
 from attractor.errors import UserError
 from attractor.measure.function import mutual_information, probabilities
 from attractor.sensitivity._outcomes import check_finished, member_logits
-from attractor.store import atomic_path, write_json
+from attractor.store import write_result
 
 COLUMNS = ["rank", "kind", "id", "score", "unit", "reason"]
 
@@ -153,8 +153,4 @@ def suggest(ens: Any, k: int = 20, pool: str = "test", x: Tensor | None = None, 
 
 def write_suggestions(ens: Any, result: Suggestions) -> dict[str, str]:
     """``RUN/suggestions.parquet`` (the rows) and ``RUN/suggestions.json`` (everything)."""
-    parquet, summary = ens.store.root / "suggestions.parquet", ens.store.root / "suggestions.json"
-    with atomic_path(parquet) as tmp:
-        result.rows.to_parquet(tmp, index=False)
-    write_json(summary, result.to_dict())
-    return {"parquet": str(parquet), "json": str(summary)}
+    return write_result(ens.store.root, "suggestions", result.rows, result.to_dict())

@@ -60,7 +60,7 @@ import pandas as pd
 from attractor.config import FACTORS
 from attractor.errors import UserError
 from attractor.sensitivity._outcomes import OUTCOMES, check_finished, diverged_count, outcome_values
-from attractor.store import atomic_path, write_json
+from attractor.store import write_result
 
 RESIDUAL = "residual"
 
@@ -181,11 +181,7 @@ def variance_components(
 
 def write_variance(ens: Any, result: VarianceComponents) -> dict[str, str]:
     """``RUN/sensitivity-variance.parquet`` (the table) and ``.json`` (everything)."""
-    parquet, summary = ens.store.root / "sensitivity-variance.parquet", ens.store.root / "sensitivity-variance.json"
-    with atomic_path(parquet) as tmp:
-        result.table.to_parquet(tmp, index=False)
-    write_json(summary, result.to_dict())
-    return {"parquet": str(parquet), "json": str(summary)}
+    return write_result(ens.store.root, "sensitivity-variance", result.table, result.to_dict())
 
 
 # ---- the decomposition ------------------------------------------------------------------
