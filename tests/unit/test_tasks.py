@@ -222,7 +222,7 @@ def test_transformer_accepts_leading_batch_dims() -> None:
 
 def test_every_option_is_described_and_list_tasks_gives_defaults() -> None:
     listed = {name: (summary, defaults) for name, summary, defaults in list_tasks()}
-    assert set(listed) == set(TASKS) == {"digits-mlp", "modular-addition", "spurious-digits"}
+    assert set(listed) == set(TASKS) == {"digits-mlp", "modular-addition", "spurious-digits", "tiny-lm"}
     for name, spec in TASKS.items():
         assert spec.options.model_config.get("extra") == "forbid"
         assert all(field.description for field in spec.options.model_fields.values()), name

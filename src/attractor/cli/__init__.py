@@ -1,7 +1,7 @@
 """`attractor` command line: a thin shell over the library. Every command takes ``--json``.
 
 Bad input never ends in a traceback: a :class:`UserError` prints one line and exits 2.
-Commands live by theme in ``core``, ``measure`` and ``trainer``; importing them registers
+Commands live by theme in ``core``, ``lm``, ``measure`` and ``trainer``; importing them registers
 them on the one Typer ``app`` (in that order, which is the order of ``attractor --help``).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from attractor.cli import core, measure, trainer  # noqa: F401 - registers the commands (alphabetical = help order)
+from attractor.cli import core, lm, measure, trainer  # noqa: F401 - registers the commands (alphabetical = help order)
 from attractor.cli._shared import app
 from attractor.errors import UserError
 

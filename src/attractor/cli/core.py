@@ -7,6 +7,7 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -174,6 +175,17 @@ def demo(
 
 
 
+def lm_report_data(run_dir: Path) -> dict[str, Any]:
+    """The report's summary and pairwise JS of a language-model run (written to RUN/measures.json)."""
+    from attractor.lm.measure import measure_lm_run
+    from attractor.store import write_json
+
+    lm = measure_lm_run(run_dir)
+    write_json(Path(run_dir) / "measures.json", lm)
+    summary = {f"next-token {name}": {k: lm[name][k] for k in ("value", "low", "high")} for name in ("loss", "pairwise_js", "kl_to_mean")}
+    return {"summary": summary, "pairwise": {"js": np.asarray(lm["pairwise_js"]["matrix"])}}
+
+
 def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
     from attractor.ensemble import Ensemble
     from attractor.measure.spread import measure_ensemble, write_measures
@@ -181,9 +193,12 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
 
     ens = Ensemble.load(run_dir)
     with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
-        measures = measure_ensemble(ens)
-        write_measures(ens, measures)
-        data = measures.report_data()
+        if hasattr(ens.task, "test_units"):  # a language-model run: next-token measures
+            data = lm_report_data(run_dir)
+        else:
+            measures = measure_ensemble(ens)
+            write_measures(ens, measures)
+            data = measures.report_data()
         # Perturbation curves written earlier by `attractor structural` join the report.
         structural = [json.loads(p.read_text()) for p in sorted(ens.store.root.glob("structural-*.json"))]
         if structural:

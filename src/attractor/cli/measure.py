@@ -40,6 +40,15 @@ def measure(
     check_split(split)
     chosen = None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     ens = Ensemble.load(run_dir)
+    if hasattr(ens.task, "test_units"):  # a language-model run: next-token loss, JS, KL to the mean
+        from attractor.lm.commands import format_lm_measure
+        from attractor.lm.measure import measure_lm_run
+        from attractor.store import write_json
+
+        lm = measure_lm_run(run_dir, split=split, draws=draws)
+        write_json(ens.store.root / "measures.json", lm)
+        emit_json(lm) if as_json else console.print(format_lm_measure(lm), markup=False, soft_wrap=True)
+        return
     measures = measure_ensemble(ens, MeasureOptions(split=split, layers=chosen, draws=draws))  # type: ignore[arg-type]
     paths = write_measures(ens, measures)
     if as_json:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from attractor.config import TaskConfig
 from attractor.errors import UserError
-from attractor.tasks import digits_mlp, modular_addition, spurious_digits
+from attractor.tasks import digits_mlp, modular_addition, spurious_digits, tiny_lm
 from attractor.tasks.base import Task, accuracy, cross_entropy
 
 __all__ = ["TASKS", "Task", "TaskSpec", "accuracy", "build_task", "cross_entropy", "list_tasks"]
@@ -45,6 +45,7 @@ TASKS: dict[str, TaskSpec[Any]] = {
     "digits-mlp": TaskSpec(digits_mlp.DigitsOptions, digits_mlp.make, digits_mlp.SUMMARY),
     "modular-addition": TaskSpec(modular_addition.ModularAdditionOptions, modular_addition.make, modular_addition.SUMMARY),
     "spurious-digits": TaskSpec(spurious_digits.SpuriousDigitsOptions, spurious_digits.make, spurious_digits.SUMMARY),
+    "tiny-lm": TaskSpec(tiny_lm.TinyLMOptions, tiny_lm.make, tiny_lm.SUMMARY),
 }
 
 

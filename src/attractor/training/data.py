@@ -29,8 +29,16 @@ def member_pool(task: Task, row: PlanRow) -> Tensor:
         if len(pool) == 0:
             raise UserError(f"holdout_group {row.holdout_group} leaves no training data; pick another group")
     if row.bootstrap is not None:
-        draw = torch.randint(len(pool), (len(pool),), generator=torch_generator("bootstrap", row.bootstrap))
-        pool = pool[draw]
+        gen = torch_generator("bootstrap", row.bootstrap)
+        units = getattr(task, "units", None)
+        if units is None:
+            pool = pool[torch.randint(len(pool), (len(pool),), generator=gen)]
+        else:
+            # A cluster bootstrap: examples cut from one document are not independent, so whole
+            # units (documents) are drawn with replacement and keep all their examples.
+            ids, inverse = torch.unique(units[pool], return_inverse=True)
+            counts = torch.bincount(torch.randint(len(ids), (len(ids),), generator=gen), minlength=len(ids))
+            pool = pool.repeat_interleave(counts[inverse])
     return pool
 
 
