@@ -32,8 +32,13 @@ def test_measure_and_report_work_on_lm_runs(run: Path, cli: Callable) -> None:
     assert result.code == 0, result.err
     data = json.loads(result.out)
     assert 0 <= data["pairwise_js"]["value"] <= 0.6932 and len(data["loss"]["per_member"]) == 2
+    # CKA on residual streams: the embeddings and one block; a member with itself is 1.
+    assert list(data["cka"]) == ["embeddings", "block 1"]
+    for matrix in data["cka"].values():
+        assert abs(matrix[0][0] - 1) < 1e-9 and abs(matrix[0][1] - matrix[1][0]) < 1e-12 and -1e-9 <= matrix[0][1] <= 1 + 1e-9
     assert cli("report", run).code == 0
-    assert "next-token" in (run / "report.html").read_text()
+    html = (run / "report.html").read_text()
+    assert "next-token" in html and "residual stream" in html
 
 
 def test_lm_compare_search_and_export(run: Path, tmp_path: Path, cli: Callable) -> None:

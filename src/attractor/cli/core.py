@@ -183,7 +183,8 @@ def lm_report_data(run_dir: Path) -> dict[str, Any]:
     lm = measure_lm_run(run_dir)
     write_json(Path(run_dir) / "measures.json", lm)
     summary = {f"next-token {name}": {k: lm[name][k] for k in ("value", "low", "high")} for name in ("loss", "pairwise_js", "kl_to_mean")}
-    return {"summary": summary, "pairwise": {"js": np.asarray(lm["pairwise_js"]["matrix"])}}
+    cka = {f"residual stream, {layer}": np.asarray(matrix) for layer, matrix in lm["cka"].items()}
+    return {"summary": summary, "pairwise": {"js": np.asarray(lm["pairwise_js"]["matrix"])}, "cka": cka}
 
 
 def _measure_and_report(run_dir: Path, quiet: bool) -> Path:

@@ -9,11 +9,14 @@ members and held-out *documents* (a document's positions are averaged first):
 * ``kl_to_mean``: mean over members of ``KL(p_i || p_bar)``, ``p_bar`` the members' mean
   distribution (the generalized JS divergence of the ensemble).
 
+* ``cka``: linear CKA between members' residual streams (after the embeddings and after
+  each block), per layer, on up to 2048 held-out token positions (:func:`residual_cka`).
+
 Windows are scored in batches, so memory holds one batch of ``[members, batch, T, vocab]``.
-Not covered: CKA between members' residual streams.
 
 References:
-    Sellam et al. (2021), "The MultiBERTs" (multi-bootstrap); Lin (1991) (JS).
+    Sellam et al. (2021), "The MultiBERTs" (multi-bootstrap); Lin (1991) (JS); Kornblith et
+    al. (2019), "Similarity of Neural Network Representations Revisited" (CKA).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from attractor.ensemble import Ensemble
 from attractor.errors import UserError
@@ -31,6 +35,26 @@ from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
 
 
 @torch.no_grad()
+@torch.no_grad()
+def residual_cka(ensemble: Ensemble, members: list[int], x: Tensor, max_tokens: int = 2048) -> dict[str, list[list[float]]]:
+    """Linear CKA between members' residual streams, per layer: ``{"embeddings" | "block N": [m, m]}``.
+
+    The residual stream after the embeddings and after each transformer block (Hugging
+    Face's ``hidden_states``), every token position of the first windows of ``x`` as one
+    example, at most ``max_tokens`` of them (the same tokens for every member).
+    """
+    from attractor.measure.representation import pairwise_cka
+
+    windows = max(1, min(len(x), max_tokens // max(1, x.shape[1])))
+    streams: list[tuple[Tensor, ...]] = []
+    for member in members:
+        model = ensemble.module(member, None)
+        hidden = model.model(input_ids=x[:windows], use_cache=False, output_hidden_states=True).hidden_states
+        streams.append(tuple(h.reshape(-1, h.shape[-1])[:max_tokens] for h in hidden))
+    names = ["embeddings"] + [f"block {i}" for i in range(1, len(streams[0]))]
+    return {name: pairwise_cka(torch.stack([s[k] for s in streams])).tolist() for k, name in enumerate(names)}
+
+
 def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 16, draws: int = 500, seed: int = 0) -> dict[str, Any]:
     """Per-member loss, pairwise next-token JS and KL to the ensemble mean on ``split`` (see the module docstring)."""
     ensemble = Ensemble.load(run_dir)
@@ -69,4 +93,5 @@ def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 1
         "loss": {"per_member": loss.mean(1).tolist(), **multibootstrap(loss_doc, draws=draws, seed=seed).to_dict()},
         "pairwise_js": {"matrix": np.asarray(pair_js.mean(-1)).tolist(), **pairwise_multibootstrap(js_doc, draws=draws, seed=seed).to_dict()},
         "kl_to_mean": multibootstrap(kl_doc, draws=draws, seed=seed).to_dict(),
+        "cka": residual_cka(ensemble, members, x),
     }
