@@ -112,3 +112,39 @@ def test_different_vocabularies_are_refused_in_one_line() -> None:
     with pytest.raises(UserError, match="different vocabularies") as info:
         compare_models(_model(0), _model(1, vocab=300), _docs())
     assert "\n" not in str(info.value)
+
+
+_PEAK_SCRIPT = """
+import resource, sys, torch
+from attractor.lm.compare import compare_models
+from attractor.lm.corpus import Document
+from attractor.lm.models import ByteTokenizer, _wrap_hf
+from attractor.tasks.tiny_lm import TinyLMOptions, build_gpt2, gpt2_config
+torch.manual_seed(0)
+config = gpt2_config(TinyLMOptions(width=16, context=32, layers=1, heads=2))
+a = _wrap_hf(build_gpt2(config).model, ByteTokenizer(), "a")
+b = _wrap_hf(build_gpt2(config).model, ByteTokenizer(), "b")
+def corpus(n):  # a generator: the corpus itself is never held in memory
+    for i in range(n):
+        yield Document(f"d{i}", ("lorem ipsum %d " % i) * 40)
+compare_models(a, b, corpus(4), batch_size=4, draws=10)  # warm up allocations and imports
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+compare_models(a, b, corpus(int(sys.argv[1])), batch_size=4, draws=10, reservoir=1000)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)
+"""
+
+
+def test_memory_stays_flat_over_a_corpus_20x_a_batch() -> None:
+    """Peak RSS growth (KiB) over a corpus of 20x the batch vs 1x stays within a few MiB."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers", reason="needs transformers (pip install 'attractor[lm]')")
+    growth = {}
+    for documents in (4, 80):
+        done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(documents)], capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        growth[documents] = int(done.stdout.split()[-1])
+    # 80 documents of ~570 bytes: the windows, logits and per-position statistics of the whole
+    # corpus would be tens of MiB; streaming keeps one batch plus per-document sums.
+    assert growth[80] - growth[4] < 8 * 1024, growth
