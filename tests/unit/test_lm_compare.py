@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,3 +149,25 @@ def test_memory_stays_flat_over_a_corpus_20x_a_batch() -> None:
     # 80 documents of ~570 bytes: the windows, logits and per-position statistics of the whole
     # corpus would be tens of MiB; streaming keeps one batch plus per-document sums.
     assert growth[80] - growth[4] < 8 * 1024, growth
+
+
+def test_corpus_reader_handles_empty_files_bad_bytes_and_long_documents(tmp_path: Path) -> None:
+    pytest.importorskip("transformers", reason="needs transformers (pip install 'attractor[lm]')")
+    from attractor.lm.corpus import iter_corpus
+    from attractor.lm.models import ByteTokenizer, _wrap_hf
+    from attractor.tasks.tiny_lm import TinyLMOptions, build_gpt2, gpt2_config
+
+    (tmp_path / "empty.txt").write_text("")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me ".encode("latin-1") * 5)  # not UTF-8
+    (tmp_path / "long.txt").write_text("the quick brown fox " * 500)  # 10,000 bytes: many windows
+    documents = list(iter_corpus(str(tmp_path)))
+    assert [d.text == "" for d in documents] == [True, False, False]
+    assert "\ufffd" in documents[1].text  # undecodable bytes replaced, not a crash
+    torch.manual_seed(0)
+    config = gpt2_config(TinyLMOptions(width=16, context=32, layers=1, heads=2))
+    model = _wrap_hf(build_gpt2(config).model, ByteTokenizer(), "a")
+    result = compare_models(model, model, iter(documents), batch_size=16, draws=10).to_dict()
+    # The empty file has no tokens; every byte of the others is read (undecodable ones as U+FFFD).
+    total = sum(len(d.text.encode()) for d in documents)
+    assert result["tokens"] == total and result["documents"] == 2
+    assert result["means"]["kl_ab"]["value"] == 0  # a model against itself
