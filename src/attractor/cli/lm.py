@@ -9,11 +9,14 @@ import typer
 
 from attractor.cli._shared import JsonFlag, app, console, emit_json
 
+ModelA = Annotated[str, typer.Argument(metavar="A", help="A local Hugging Face model directory, RUN_DIR:MEMBER of a tiny-lm run, or module:function.")]
+ModelB = Annotated[str, typer.Argument(metavar="B", help="The second model (same vocabulary and tokenizer).")]
+
 
 @app.command("lm-compare")
 def lm_compare(
-    model_a: Annotated[str, typer.Argument(metavar="A", help="A local Hugging Face model directory, RUN_DIR:MEMBER of a tiny-lm run, or module:function.")],
-    model_b: Annotated[str, typer.Argument(metavar="B", help="The second model (same vocabulary and tokenizer).")],
+    model_a: ModelA,
+    model_b: ModelB,
     corpus: Annotated[str, typer.Option(help="A text file, a directory of text files, or builtin:pydoc.")] = "builtin:pydoc",
     batch_size: Annotated[int, typer.Option(min=1, help="Windows per forward pass.")] = 8,
     window: Annotated[int | None, typer.Option(min=2, help="Tokens per window (default: the smaller model context).")] = None,
@@ -39,8 +42,8 @@ def lm_compare(
 
 @app.command("lm-search")
 def lm_search(
-    model_a: Annotated[str, typer.Argument(metavar="A", help="A local Hugging Face model directory, RUN_DIR:MEMBER of a tiny-lm run, or module:function.")],
-    model_b: Annotated[str, typer.Argument(metavar="B", help="The second model (same vocabulary and tokenizer).")],
+    model_a: ModelA,
+    model_b: ModelB,
     corpus: Annotated[str, typer.Option(help="Where random contexts come from: a text file, a directory, or builtin:pydoc.")] = "builtin:pydoc",
     budget: Annotated[int, typer.Option(min=1, help="Forward passes per method (a gradient counts as two).")] = 1024,
     length: Annotated[int, typer.Option(min=1, help="Tokens per context.")] = 16,

@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from attractor.tangent.linearized import flat_mlp, linearized_step
+from attractor.tangent.linearized import batched_linear, flat_mlp, linearized_step
 from attractor.tangent.lyapunov import Tangents, flat, random_directions
 from attractor.tangent.unroll import HYPERS, Params, Unrolled
 
@@ -76,9 +76,7 @@ def _patterns_fn(module: nn.Module):  # noqa: ANN202 - returns a closure or None
         h, signs = x.flatten(2), []
         for name, layer in children:
             if isinstance(layer, nn.Linear):
-                weight = params[f"{name}.weight"].transpose(1, 2)
-                bias = params.get(f"{name}.bias")
-                h = torch.bmm(h, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, weight)
+                h = batched_linear(params, name, h)
             else:
                 if isinstance(layer, _KINKED):
                     signs.append(h > 0)

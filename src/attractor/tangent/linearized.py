@@ -38,6 +38,13 @@ from attractor.tangent.unroll import Params, Unrolled, _safe_sqrt
 _ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.Identity)
 
 
+def batched_linear(params: Params, name: str, h: Tensor) -> Tensor:
+    """Linear layer ``name`` of every member at once: ``h [n, B, in] -> [n, B, out]``."""
+    weight = params[f"{name}.weight"].transpose(1, 2)
+    bias = params.get(f"{name}.bias")
+    return torch.bmm(h, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, weight)
+
+
 def flat_mlp(module: nn.Module) -> bool:
     """``nn.Sequential`` of ``nn.Linear`` and known elementwise activations only."""
     children = [m for _, m in module.named_children()]
@@ -52,9 +59,7 @@ def member_forward(module: nn.Module) -> Callable[[Params, Tensor], Tensor]:
             h = x.flatten(2)
             for name, layer in children:
                 if isinstance(layer, nn.Linear):
-                    weight = params[f"{name}.weight"].transpose(1, 2)
-                    bias = params.get(f"{name}.bias")
-                    h = torch.bmm(h, weight) if bias is None else torch.baddbmm(bias.unsqueeze(1), h, weight)
+                    h = batched_linear(params, name, h)
                 else:
                     h = layer(h)
             return h
