@@ -3,7 +3,7 @@
 Task ``digits-mlp`` (MLP 64-128-128-10), batch 64, SGD, ``--steps`` steps per member,
 ``run.snapshots = 1`` (init and final only), chunks of 64 members (the default). Every
 backend trains the whole plan end to end into a fresh run directory with
-``attractor.training.run.train``; member-steps/s = members x steps / wall time. Then:
+``attractor.runs.launch.train``; member-steps/s = members x steps / wall time. Then:
 
 * the ratios to local with 1 thread (the issue's goal: process and ray with 2 workers
   at least 1.6x);
@@ -34,7 +34,7 @@ from timing import (  # benchmarks/timing.py: scripts run from this folder
 )
 
 from attractor.config import parse_config
-from attractor.training.run import train
+from attractor.runs.launch import train
 
 
 def _config(members: int, steps: int, backend: str, workers: int | None) -> Any:

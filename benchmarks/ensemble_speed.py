@@ -47,10 +47,10 @@ from timing import (  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.config import Config, parse_config
 from attractor.plan import PlanRow
+from attractor.runs.launch import plan_chunks
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.engine import train_chunk
-from attractor.training.run import plan_chunks
 from attractor.training.runtime import keep_freed_memory
 
 LR, MOMENTUM, BATCH = 0.05, 0.9, 64

@@ -5,9 +5,9 @@ member. The grid is the issue's: 13 learning rates log-spaced in [1e-3, 1] × mo
 0, 0.5, 0.9, 0.99 × 4 seeds = 208 members. Both sides are timed in this process, so the
 ratio printed compares like with like on this machine, right now:
 
-* **ours**: the factorial plan that ``attractor.measure.hparams.hparam_map`` builds
+* **ours**: the factorial plan that ``attractor.experiments.hparam_map.hparam_map`` builds
   (``lr`` × ``momentum`` levels, ``init_seed`` and ``data_seed`` varied), trained by
-  ``attractor.training.run.train(cfg, out)`` **end to end** into a fresh temporary run
+  ``attractor.runs.launch.train(cfg, out)`` **end to end** into a fresh temporary run
   directory: planning, chunking (64 members at most per chunk by default), training,
   evaluating every member on both splits at each snapshot, and writing snapshots,
   metrics and the manifest. ``run.snapshots = 1`` keeps only init and final. The map's
@@ -48,9 +48,9 @@ from timing import (  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.config import Config, PlanConfig, parse_config
 from attractor.plan import build_plan
+from attractor.runs.launch import plan_chunks, train
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.training.run import plan_chunks, train
 from attractor.training.runtime import keep_freed_memory
 
 BATCH = 64
@@ -61,7 +61,7 @@ SEEDS = 4
 def grid_config(lrs: list[float], steps: int) -> Config:
     """The config ``hparam_map`` would train: its factorial plan over ``lrs`` × ``MOMENTA`` × seeds."""
     base = parse_config({"trainer": {"steps": steps, "batch_size": BATCH}, "run": {"snapshots": 1}})
-    # Same PlanConfig as attractor.measure.hparams.hparam_map builds.
+    # Same PlanConfig as attractor.experiments.hparam_map.hparam_map builds.
     plan = PlanConfig(design="factorial", members=len(lrs) * len(MOMENTA) * SEEDS, levels={"lr": list(lrs), "momentum": list(MOMENTA)},
                       vary=["init_seed", "data_seed"], seed=base.plan.seed)
     return base.model_copy(update={"plan": plan})

@@ -3,11 +3,11 @@
 Two members of a small ``tiny-lm`` run (trained here: width 64, context 64, 80 Adam steps)
 are compared over the held-out pydoc documents:
 
-* **overhead**: ``attractor.lm.compare.compare_models`` (every statistic, top-k, reservoir
+* **overhead**: ``attractor.measure.lm_compare.compare_models`` (every statistic, top-k, reservoir
   quantiles, per-document sums) against the bare work it cannot avoid — the same padded
   batches of the same windows through both models — timed best of ``--repeats``. Goal:
   overhead at most 25 %.
-* **search**: ``attractor.lm.search.search_divergent`` with the random-context baseline and
+* **search**: ``attractor.search.tokens.search_divergent`` with the random-context baseline and
   GCG at the same number of forward passes (``--budget``); the ratio of the best JS found.
   Goal: GCG at least 3x the baseline.
 
@@ -33,10 +33,10 @@ from timing import (  # benchmarks/timing.py: scripts run from this folder
 )
 
 from attractor.config import parse_config
-from attractor.lm.compare import _batches, _windows, compare_models
-from attractor.lm.models import load_model
-from attractor.lm.search import search_divergent
-from attractor.training.run import train
+from attractor.measure.lm_compare import _batches, _windows, compare_models
+from attractor.runs.launch import train
+from attractor.search.tokens import search_divergent
+from attractor.tasks.lm_models import load_model
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
     args = parser.parse_args(argv)
     started, load_before = time.perf_counter(), os.getloadavg()[0]
-    from attractor.lm.corpus import iter_corpus, pydoc_documents, split_documents
+    from attractor.tasks.corpus import iter_corpus, pydoc_documents, split_documents
 
     with tempfile.TemporaryDirectory(prefix="bench-lm-") as tmp:
         print("  training two tiny-lm members ...", file=sys.stderr, flush=True)

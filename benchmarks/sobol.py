@@ -6,7 +6,7 @@ lr in [0.01, 0.5] (log10), momentum in [0, 0.95], weight decay in [0, 1e-3] and 
 noise in [0, 0.3]; ``N`` base samples give ``N x (4 + 2)`` members (48 by default, 24
 with ``--quick``). Both sides are timed in this process:
 
-* **ours**: ``attractor.training.run.train(cfg, fresh dir)`` end to end (planning,
+* **ours**: ``attractor.runs.launch.train(cfg, fresh dir)`` end to end (planning,
   vectorized chunks, init + final evaluation on both splits, snapshots, metrics,
   manifest; ``run.snapshots = 1``) **plus** ``attractor.sensitivity.sobol_analysis``
   (loads the run, predicts every member on the test split, SALib's analysis of test loss,
@@ -59,10 +59,10 @@ from timing import (  # benchmarks/timing.py: scripts run from this folder
 
 from attractor.config import Config, PlanConfig, parse_config
 from attractor.plan import PlanRow, build_plan, sobol_problem
+from attractor.runs.launch import plan_chunks, train
 from attractor.sensitivity import sobol_analysis
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.training.run import plan_chunks, train
 from attractor.training.runtime import keep_freed_memory
 
 BATCH = 64

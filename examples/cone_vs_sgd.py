@@ -57,10 +57,10 @@ from pathlib import Path
 import numpy as np
 
 from attractor.config import parse_config
-from attractor.ensemble import Ensemble
 from attractor.measure.bootstrap import Estimate, multibootstrap, pairwise_multibootstrap
 from attractor.measure.function import pairwise_js, probabilities
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 
 #: name -> (optimizer, cone angle in radians); alpha = 0 would be SGD exactly.
 OPTIMIZERS: dict[str, tuple[str, float]] = {"sgd": ("sgd", 0.0), "cone-0.3": ("cone", 0.3), "cone-0.6": ("cone", 0.6)}

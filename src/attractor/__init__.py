@@ -24,8 +24,8 @@ _PUBLIC = {
     "PlanRow": "attractor.plan",
     "build_plan": "attractor.plan",
     "build_task": "attractor.tasks",
-    "train": "attractor.training.run",
-    "Ensemble": "attractor.ensemble",
+    "train": "attractor.runs.launch",
+    "Ensemble": "attractor.runs.ensemble",
     "summarize": "attractor.measure.summary",
     "UserError": "attractor.errors",
 }

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attractor.ensemble import Ensemble
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from tests.conftest import tiny_config, write_toml
 
 HAS_RAY = importlib.util.find_spec("ray") is not None

@@ -23,7 +23,7 @@ import torch
 from safetensors.torch import load_file
 
 from attractor.config import Config
-from attractor.training.run import train
+from attractor.runs.launch import train
 from tests.conftest import CliResult, tiny_config, tiny_mapping, write_toml
 
 Cli = Callable[..., CliResult]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from attractor.config import parse_config
-from attractor.training.run import train
+from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 
@@ -77,7 +77,7 @@ def test_bad_spec_is_one_line_and_exit_2(run: Path, cli: Callable) -> None:
 def test_ensemble_spread_and_given_centres(run: Path, tmp_path: Path, cli: Callable) -> None:
     import numpy as np
 
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
 
     x = Ensemble.load(run).task.x_test[:3].numpy()
     np.save(tmp_path / "centers.npy", x)

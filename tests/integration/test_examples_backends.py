@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from attractor.config import load_config, parse_config
-from attractor.ensemble import Ensemble
 from attractor.plan import build_plan
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from attractor.stack import load_trainer2
 from attractor.tasks import build_task
-from attractor.training.run import train
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]

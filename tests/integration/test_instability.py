@@ -11,7 +11,7 @@ from torch import nn
 
 from attractor.config import Config
 from attractor.errors import UserError
-from attractor.measure.instability import BARRIERS, instability_analysis, onset
+from attractor.experiments.instability import BARRIERS, instability_analysis, onset
 from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
 from attractor.tasks import build_task

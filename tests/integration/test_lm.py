@@ -27,7 +27,7 @@ def _config(strategy: str, vary: list[str], members: int = 2):
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from attractor.training.run import train
+    from attractor.runs.launch import train
 
     out = tmp_path_factory.mktemp("lm") / "run"
     train(_config("loop", ["init_seed", "data_seed", "bootstrap", "holdout_group"]), out)
@@ -35,7 +35,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_loop_training_with_bootstrap_and_held_out_documents(run: Path) -> None:
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
 
     ens = Ensemble.load(run)
     assert ens.strategy == "loop" and ens.members == [0, 1]
@@ -47,7 +47,7 @@ def test_loop_training_with_bootstrap_and_held_out_documents(run: Path) -> None:
 
 
 def test_vectorized_matches_loop(tmp_path: Path) -> None:
-    from attractor.training.run import resolve_strategy, train
+    from attractor.runs.launch import resolve_strategy, train
 
     config = _config("auto", ["init_seed", "data_seed"])
     from attractor.tasks import build_task
@@ -61,8 +61,8 @@ def test_vectorized_matches_loop(tmp_path: Path) -> None:
 def test_export_reload_gives_identical_logits(run: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from attractor.lm.commands import lm_export
-    from attractor.lm.models import load_model
+    from attractor.cli.lm_format import lm_export
+    from attractor.tasks.lm_models import load_model
 
     info = lm_export(run, 1, tmp_path / "hf")
     assert {"config.json", "model.safetensors"} <= set(info["files"])
@@ -80,7 +80,7 @@ def test_export_reload_gives_identical_logits(run: Path, tmp_path: Path) -> None
 
 
 def test_compare_and_search_members(run: Path, tmp_path: Path) -> None:
-    from attractor.lm.commands import format_comparison, format_search, lm_compare, lm_search
+    from attractor.cli.lm_format import format_comparison, format_search, lm_compare, lm_search
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"def f{i}(x):\n    return x + {i}\n" * 3 for i in range(8)))
@@ -97,9 +97,9 @@ def test_compare_and_search_members(run: Path, tmp_path: Path) -> None:
 
 
 def test_gcg_finds_a_planted_divergence_better_than_random_contexts(run: Path) -> None:
-    from attractor.lm.corpus import Document
-    from attractor.lm.models import load_model
-    from attractor.lm.search import search_divergent
+    from attractor.search.tokens import search_divergent
+    from attractor.tasks.corpus import Document
+    from attractor.tasks.lm_models import load_model
 
     a, b = load_model(f"{run}:0"), load_model(f"{run}:0")
     with torch.no_grad():  # byte 200 never occurs in the corpus: only a search can put it in a context
@@ -113,8 +113,8 @@ def test_gcg_finds_a_planted_divergence_better_than_random_contexts(run: Path) -
 
 
 def test_measure_lm_run(run: Path) -> None:
-    from attractor.ensemble import Ensemble
-    from attractor.lm.measure import measure_lm_run
+    from attractor.measure.lm import measure_lm_run
+    from attractor.runs.ensemble import Ensemble
 
     data = measure_lm_run(run, draws=50)
     final = Ensemble.load(run).final_metrics()
@@ -122,7 +122,7 @@ def test_measure_lm_run(run: Path) -> None:
     js = data["pairwise_js"]
     assert 0 < js["value"] <= 0.7 and js["matrix"][0][0] == 0 and js["matrix"][0][1] == pytest.approx(js["matrix"][1][0])
     assert data["kl_to_mean"]["value"] > 0 and data["documents"] >= 2
-    from attractor.lm.commands import format_lm_measure
+    from attractor.cli.lm_format import format_lm_measure
 
     assert "pairwise JS" in format_lm_measure(data)
 
@@ -133,8 +133,8 @@ def test_hf_directory_with_its_own_tokenizer(run: Path, tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from attractor.lm.commands import lm_compare, lm_export
-    from attractor.lm.models import TOKENIZER_KEY, HFTokenizer, load_model
+    from attractor.cli.lm_format import lm_compare, lm_export
+    from attractor.tasks.lm_models import TOKENIZER_KEY, HFTokenizer, load_model
 
     path = Path(lm_export(run, 0, tmp_path / "hf")["path"])
     config = json.loads((path / "config.json").read_text())

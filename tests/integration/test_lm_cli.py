@@ -16,7 +16,7 @@ pytest.importorskip("transformers", reason="the LM commands need transformers (p
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from attractor.config import parse_config
-    from attractor.training.run import train
+    from attractor.runs.launch import train
 
     root = tmp_path_factory.mktemp("lm")
     config = parse_config({"task": {"name": "tiny-lm", "width": 16, "context": 16, "layers": 1, "heads": 2, "windows_per_document": 1},

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from attractor.ensemble import Ensemble
 from attractor.measure.compare import compare_runs
 from attractor.measure.spread import MeasureOptions, measure_ensemble
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 

@@ -20,11 +20,11 @@ import pytest
 from matplotlib.image import imread
 from sklearn.decomposition import PCA
 
-from attractor.ensemble import Ensemble
 from attractor.report import cloud_coordinates, probe_set, render_report
 from attractor.report.html import fmt, table
 from attractor.report.plots import heatmap
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -15,8 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from attractor.ensemble import Ensemble
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from tests.conftest import tiny_config, write_toml
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from attractor.training.run import train
+from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 

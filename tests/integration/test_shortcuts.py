@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from attractor.errors import UserError
-from attractor.measure.shortcuts import parse_variant, shortcut_probe, variant_config
+from attractor.experiments.shortcuts import parse_variant, shortcut_probe, variant_config
 from tests.conftest import tiny_config, write_toml
 
 

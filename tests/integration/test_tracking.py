@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 def tracked(tmp_path_factory: pytest.TempPathFactory):
     """A tiny run logged to the default store (sqlite beside the run directory), then re-logged."""
     from attractor.config import TrackConfig
+    from attractor.runs.launch import train
     from attractor.tracking import log_run
-    from attractor.training.run import train
 
     root = tmp_path_factory.mktemp("tracked")
     with pytest.MonkeyPatch.context() as patch:

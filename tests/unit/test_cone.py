@@ -23,7 +23,7 @@ from attractor.config import load_config
 from attractor.errors import UserError
 from attractor.optim import OPTIMIZERS, ConeDescentOptim, Hyper
 from attractor.optim.cone import cone_coefficients, member_sum, random_angle
-from attractor.training.run import train
+from attractor.runs.launch import train
 from tests.conftest import tiny_mapping, write_toml
 
 CONE, SGD = OPTIMIZERS["cone"], OPTIMIZERS["sgd"]

@@ -13,11 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from attractor.ensemble import Ensemble
 from attractor.measure.connectivity import barrier, barriers, interpolate, lmc, path_curve
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
-from attractor.training.run import train
 from tests.conftest import tiny_config
 
 

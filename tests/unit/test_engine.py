@@ -9,12 +9,12 @@ from torch import nn
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow
+from attractor.runs.launch import resolve_strategy
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.engine import Outcome, train_chunk
 from attractor.training.init import initial_module
-from attractor.training.run import resolve_strategy
 from attractor.training.snapshots import snapshot_steps
 from tests.conftest import tiny_config
 

@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
-from attractor.measure.hparams import (
+from attractor.experiments.hparam_map import (
     check_grid,
     good_lr_range,
     hparam_map,
@@ -20,6 +19,7 @@ from attractor.measure.hparams import (
     range_table,
     summarize_cells,
 )
+from attractor.runs.ensemble import Ensemble
 from tests.conftest import tiny_config
 
 LRS = np.array([0.001, 0.01, 0.1, 1.0])

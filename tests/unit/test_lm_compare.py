@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from attractor.errors import UserError
-from attractor.lm.compare import STATS, compare_models, position_stats, sliding_windows
-from attractor.lm.corpus import Document
+from attractor.measure.lm_compare import STATS, compare_models, position_stats, sliding_windows
+from attractor.tasks.corpus import Document
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -57,7 +57,7 @@ class _Toy(torch.nn.Module):
 
 
 def _model(seed: int, context: int = 16, vocab: int = 256):
-    from attractor.lm.models import ByteTokenizer, LanguageModel
+    from attractor.tasks.lm_models import ByteTokenizer, LanguageModel
 
     return LanguageModel(_Toy(seed), ByteTokenizer(), vocab, context, f"toy{seed}")
 
@@ -117,9 +117,9 @@ def test_different_vocabularies_are_refused_in_one_line() -> None:
 
 _PEAK_SCRIPT = """
 import resource, sys, torch
-from attractor.lm.compare import compare_models
-from attractor.lm.corpus import Document
-from attractor.lm.models import ByteTokenizer, _wrap_hf
+from attractor.measure.lm_compare import compare_models
+from attractor.tasks.corpus import Document
+from attractor.tasks.lm_models import ByteTokenizer, _wrap_hf
 from attractor.tasks.tiny_lm import TinyLMOptions, build_gpt2, gpt2_config
 torch.manual_seed(0)
 config = gpt2_config(TinyLMOptions(width=16, context=32, layers=1, heads=2))
@@ -153,8 +153,8 @@ def test_memory_stays_flat_over_a_corpus_20x_a_batch() -> None:
 
 def test_corpus_reader_handles_empty_files_bad_bytes_and_long_documents(tmp_path: Path) -> None:
     pytest.importorskip("transformers", reason="needs transformers (pip install 'attractor[lm]')")
-    from attractor.lm.corpus import iter_corpus
-    from attractor.lm.models import ByteTokenizer, _wrap_hf
+    from attractor.tasks.corpus import iter_corpus
+    from attractor.tasks.lm_models import ByteTokenizer, _wrap_hf
     from attractor.tasks.tiny_lm import TinyLMOptions, build_gpt2, gpt2_config
 
     (tmp_path / "empty.txt").write_text("")

@@ -9,9 +9,9 @@ import torch
 
 from attractor.config import TaskConfig
 from attractor.errors import UserError
-from attractor.lm.corpus import BUILTIN_PYDOC, Document, iter_corpus, paragraphs, split_documents
 from attractor.plan import PlanRow
 from attractor.tasks import build_task
+from attractor.tasks.corpus import BUILTIN_PYDOC, Document, iter_corpus, paragraphs, split_documents
 from attractor.tasks.tiny_lm import window_starts, windows
 from attractor.training.data import member_pool
 

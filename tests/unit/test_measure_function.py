@@ -10,11 +10,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure import function as fn
 from attractor.measure.trajectory import pairwise_weight_distance, spread_over_training
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 LN2 = math.log(2.0)

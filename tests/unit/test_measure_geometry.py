@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.func import functional_call
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.representation import (
     collect_activations,
@@ -33,9 +32,10 @@ from attractor.measure.weights import (
     pairwise_distance,
     permute,
 )
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from attractor.tasks.digits_mlp import build_mlp
 from attractor.tasks.modular_addition import ModularMLP
-from attractor.training.run import train
 from tests.conftest import tiny_config
 
 FAST = settings(max_examples=40, deadline=None)

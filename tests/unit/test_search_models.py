@@ -10,9 +10,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.structural import quantize
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from attractor.search import (
     load_members,
     load_model,
@@ -26,7 +27,6 @@ from attractor.search import (
 )
 from attractor.search.models import check_compatible
 from attractor.tasks.base import Task
-from attractor.training.run import train
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")

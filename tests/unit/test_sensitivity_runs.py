@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from attractor.sensitivity import (
     analyze,
     group_influence,
@@ -23,7 +24,6 @@ from attractor.sensitivity import (
     write_suggestions,
     write_variance,
 )
-from attractor.training.run import train
 from tests.conftest import tiny_config
 
 

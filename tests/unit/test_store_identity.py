@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from attractor.store import identity
+from attractor.runs.store import identity
 from tests.conftest import tiny_config
 
 

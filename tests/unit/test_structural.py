@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 import torch
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.structural import (
     KINDS,
@@ -22,7 +21,8 @@ from attractor.measure.structural import (
 )
 from attractor.report.html import render_report
 from attractor.report.plots import series_panels
-from attractor.training.run import train
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 LEVELS = {"dropout": [0.0, 0.1, 0.3, 0.6], "dropconnect": [0.0, 0.1, 0.3, 0.6], "weight_noise": [0.0, 0.1, 0.5, 2.0], "quantize": [16, 4, 2]}

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from attractor.experiments.tangent import tangent_analysis
 from attractor.plan import PlanRow
-from attractor.report.tangent import local_global_table, tangent_section
-from attractor.tangent import read_result, tangent_analysis
+from attractor.report.sections.tangent import local_global_table, tangent_section
+from attractor.tangent import read_result
 from attractor.tangent.basin import DEFAULT_EPS, basin_scan
 from attractor.tangent.globalsens import global_sensitivity
 from attractor.tangent.lyapunov import propagate, random_directions

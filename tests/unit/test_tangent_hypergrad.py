@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from attractor.experiments.tangent import tangent_analysis
 from attractor.plan import PlanRow
-from attractor.tangent import read_result, tangent_analysis
+from attractor.tangent import read_result
 from attractor.tangent.hypergrad import central_difference, hyper_columns
 from attractor.tangent.lyapunov import flat, propagate, random_directions
 from attractor.tangent.oracles import hessian, least_squares_task
@@ -81,7 +82,7 @@ def test_relu_lr_derivative_agrees_with_tiny_central_difference() -> None:
 
 
 def test_tangent_analysis_writes_run_files(tmp_path: Path) -> None:
-    from attractor.training.run import train
+    from attractor.runs.launch import train
 
     config = tiny_config(task={"hidden": [8]}, trainer={"steps": 6, "batch_size": 16}, plan={"members": 2}, run={"snapshots": 2})
     train(config, tmp_path)

@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from attractor.report.tangent import hypergradient_table, render_tangent_report, tangent_section
+from attractor.report.sections.tangent import (
+    hypergradient_table,
+    render_tangent_report,
+    tangent_section,
+)
 from attractor.tangent.store import TangentResult, summarize, write_result
 
 

@@ -68,7 +68,7 @@ def plan(config: ConfigArg, as_json: JsonFlag = False) -> None:
 
 def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> dict[str, Any]:
     from attractor.measure import summarize
-    from attractor.training.run import train
+    from attractor.runs.launch import train
 
     ens = train(cfg, out, force=force, progress=not as_json)
     return summarize(ens)
@@ -141,8 +141,8 @@ def info(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a run directory: member status, final metrics and the plan (--json adds the full config)."""
-    from attractor.ensemble import Ensemble
     from attractor.measure import summarize
+    from attractor.runs.ensemble import Ensemble
 
     ens = Ensemble.load(run_dir)
     summary = summarize(ens)
@@ -177,8 +177,8 @@ def demo(
 
 def lm_report_data(run_dir: Path) -> dict[str, Any]:
     """The report's summary and pairwise JS of a language-model run (written to RUN/measures.json)."""
-    from attractor.lm.measure import measure_lm_run
-    from attractor.store import write_json
+    from attractor.measure.lm import measure_lm_run
+    from attractor.runs.store import write_json
 
     lm = measure_lm_run(run_dir)
     write_json(Path(run_dir) / "measures.json", lm)
@@ -188,9 +188,9 @@ def lm_report_data(run_dir: Path) -> dict[str, Any]:
 
 
 def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
-    from attractor.ensemble import Ensemble
     from attractor.measure.spread import measure_ensemble, write_measures
     from attractor.report import render_report
+    from attractor.runs.ensemble import Ensemble
 
     ens = Ensemble.load(run_dir)
     with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():

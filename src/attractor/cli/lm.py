@@ -32,8 +32,8 @@ def lm_compare(
     per position; means with bootstrap intervals over documents, quantiles, and the most
     divergent positions with their context. Streams the corpus in batches.
     """
-    from attractor.lm.commands import format_comparison
-    from attractor.lm.commands import lm_compare as compare
+    from attractor.cli.lm_format import format_comparison
+    from attractor.cli.lm_format import lm_compare as compare
 
     data = compare(model_a, model_b, corpus, batch_size=batch_size, window=window, stride=stride, top_k=top_k, draws=draws,
                    seed=seed, progress=not as_json)
@@ -58,8 +58,8 @@ def lm_search(
     Random corpus contexts (the baseline), contexts sampled from A, B and their mixture, and
     a GCG-style token search, each at the same number of forward passes; the gain over the baseline.
     """
-    from attractor.lm.commands import format_search
-    from attractor.lm.commands import lm_search as search
+    from attractor.cli.lm_format import format_search
+    from attractor.cli.lm_format import lm_search as search
 
     chosen = tuple(m.strip() for m in methods.split(",") if m.strip())
     data = search(model_a, model_b, corpus, budget=budget, length=length, objective=objective, methods=chosen, top=top, seed=seed)
@@ -76,7 +76,7 @@ def lm_export(
     as_json: JsonFlag = False,
 ) -> None:
     """Save a run member as a standard Hugging Face causal-LM directory (AutoModelForCausalLM loads it)."""
-    from attractor.lm.commands import lm_export as export
+    from attractor.cli.lm_format import lm_export as export
 
     data = export(run_dir, member, out, step=step, force=force)
     emit_json(data) if as_json else console.print(f"wrote {data['path']}: {', '.join(data['files'])}", markup=False, soft_wrap=True)

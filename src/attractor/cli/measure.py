@@ -34,16 +34,16 @@ def measure(
     Writes RUN_DIR/measures.parquet (one row per member or pair and measure) and
     RUN_DIR/measures.json (summary with 95% multi-bootstrap intervals).
     """
-    from attractor.ensemble import Ensemble
     from attractor.measure.spread import MeasureOptions, measure_ensemble, write_measures
+    from attractor.runs.ensemble import Ensemble
 
     check_split(split)
     chosen = None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     ens = Ensemble.load(run_dir)
     if hasattr(ens.task, "test_units"):  # a language-model run: next-token loss, JS, KL to the mean
-        from attractor.lm.commands import format_lm_measure
-        from attractor.lm.measure import measure_lm_run
-        from attractor.store import write_json
+        from attractor.cli.lm_format import format_lm_measure
+        from attractor.measure.lm import measure_lm_run
+        from attractor.runs.store import write_json
 
         lm = measure_lm_run(run_dir, split=split, draws=draws)
         write_json(ens.store.root / "measures.json", lm)
@@ -75,8 +75,8 @@ def compare(
     as_json: JsonFlag = False,
 ) -> None:
     """Compare two runs of the same task with a paired multi-bootstrap (A minus B)."""
-    from attractor.ensemble import Ensemble
     from attractor.measure.compare import compare_runs
+    from attractor.runs.ensemble import Ensemble
 
     if metric not in ("accuracy", "loss"):
         raise UserError(f"--metric must be 'accuracy' or 'loss', not '{metric}'")
@@ -110,8 +110,8 @@ def structural(
     over samples) and RUN_DIR/structural-KIND.json (with the ensemble curve, 95% multi-bootstrap
     intervals over members and samples, and each member's area under the KL curve).
     """
-    from attractor.ensemble import Ensemble
     from attractor.measure.structural import perturbation_curves, write_structural
+    from attractor.runs.ensemble import Ensemble
 
     check_split(split)
     ens = Ensemble.load(run_dir)
@@ -147,7 +147,7 @@ def sensitivity(
     sobol plan, group influence a plan that varies holdout_group; whichever apply are
     computed and written to RUN_DIR/sensitivity-*.parquet / .json.
     """
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
     from attractor.sensitivity import analyze, write_sensitivity
 
     ens = Ensemble.load(run_dir)
@@ -196,7 +196,7 @@ def suggest(
 
     Writes RUN_DIR/suggestions.parquet / .json.
     """
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
     from attractor.sensitivity import suggest as suggest_rows
     from attractor.sensitivity import write_suggestions
 
@@ -244,7 +244,7 @@ def diff(
     and no B: the inputs where its members spread most (objective mi or pairwise_js).
     Writes OUT/diff.json and OUT/diff.html; `attractor report` on that run shows it too.
     """
-    from attractor.disagreement import compare_models, ensemble_spread, write_disagreement
+    from attractor.experiments.diff import compare_models, ensemble_spread, write_disagreement
 
     if eps is not None and not eps >= 0:
         raise UserError(f"--eps must be >= 0, got {eps}")

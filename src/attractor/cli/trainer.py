@@ -38,7 +38,7 @@ def instability(
     spawn step that continue with different data orders, and measures the error barrier
     on the linear path between the two copies of each pair at the end of training.
     """
-    from attractor.measure.instability import instability_analysis
+    from attractor.experiments.instability import instability_analysis
 
     result = instability_analysis(load_config(config), number_list(spawn_steps, "--spawn-steps", int), pairs, threshold, out=out)
     if as_json:
@@ -91,7 +91,7 @@ def hparam_map_command(
     range (contiguous, around the best lr) with a seed-bootstrap 95% interval of its width
     in decades, and LR sensitivity (Wortsman et al. 2023).
     """
-    from attractor.measure.hparams import hparam_map
+    from attractor.experiments.hparam_map import hparam_map
 
     check_split(split)
     result = hparam_map(load_config(config), _lr_range(lr), number_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws, split=split)
@@ -124,7 +124,7 @@ def shortcuts(
     random; tasks spurious-digits, or modular-addition with shortcut = true), distance from init,
     path length, test accuracy and seed spread, with 95% intervals; OUT/report.html shows them.
     """
-    from attractor.measure.shortcuts import shortcut_probe
+    from attractor.experiments.shortcuts import shortcut_probe
 
     result = shortcut_probe(load_config(config), trainer, seeds, out, draws)
     if as_json:
@@ -209,8 +209,9 @@ def tangent(
     """
     import torch
 
-    from attractor.tangent import HYPER_NAMES, tangent_analysis
-    from attractor.training.run import train
+    from attractor.experiments.tangent import tangent_analysis
+    from attractor.runs.launch import train
+    from attractor.tangent import HYPER_NAMES
 
     hypers = tuple(h.strip() for h in hyper.split(",") if h.strip())
     unknown = [h for h in hypers if h not in HYPER_NAMES]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.bootstrap import paired_multibootstrap
 from attractor.measure.function import per_example_loss_accuracy
+from attractor.runs.ensemble import Ensemble
 
 Metric = Literal["accuracy", "loss"]
 

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from attractor.ensemble import Ensemble
+from attractor.runs.ensemble import Ensemble
 from attractor.tasks.base import Task
 from attractor.training.forward import Params, batched_forward
 

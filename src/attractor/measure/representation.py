@@ -27,8 +27,8 @@ import torch
 import torch.fx
 from torch import Tensor, nn
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
 
 # Modules whose output is "a representation" when the model is a plain stack of layers.
 _ACTIVATIONS = (

@@ -15,7 +15,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.basins import Basins, find_basins
 from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
@@ -38,7 +37,8 @@ from attractor.measure.weights import (
     pairwise_aligned_distance,
     pairwise_distance,
 )
-from attractor.store import atomic_path
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.store import atomic_path
 
 
 @dataclass(frozen=True)

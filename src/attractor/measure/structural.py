@@ -30,11 +30,11 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.bootstrap import multibootstrap
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.store import atomic_path, write_json
 from attractor.seeds import torch_generator
-from attractor.store import atomic_path, write_json
 from attractor.training.forward import Params, batched_forward
 
 #: ``(params [K, ...] of one member, level, generator, hidden_inputs) -> perturbed params``.

@@ -6,8 +6,8 @@ from typing import Any
 
 import torch
 
-from attractor.ensemble import Ensemble
 from attractor.measure.function import pairwise_disagreement
+from attractor.runs.ensemble import Ensemble
 
 
 def summarize(ens: Ensemble) -> dict[str, Any]:

@@ -13,7 +13,6 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.function import (
     pairwise_disagreement,
@@ -21,6 +20,7 @@ from attractor.measure.function import (
     per_member_loss_accuracy,
     probabilities,
 )
+from attractor.runs.ensemble import Ensemble
 
 
 def _upper_mean(matrix: Tensor) -> float:

@@ -22,8 +22,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
 
 State = dict[str, Tensor]
 Perms = dict[str, Tensor]

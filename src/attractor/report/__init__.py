@@ -24,7 +24,13 @@ metrics, and the ensemble cloud (computed here from the snapshots). Every key of
 
 from __future__ import annotations
 
-from attractor.report.cloud import Cloud, cloud_coordinates, cloud_panels, cloud_trails, probe_set
 from attractor.report.html import render_report
+from attractor.report.sections.cloud import (
+    Cloud,
+    cloud_coordinates,
+    cloud_panels,
+    cloud_trails,
+    probe_set,
+)
 
 __all__ = ["Cloud", "cloud_coordinates", "cloud_panels", "cloud_trails", "probe_set", "render_report"]

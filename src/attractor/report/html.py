@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 import attractor
-from attractor.ensemble import Ensemble
 from attractor.report import plots
-from attractor.report.cloud import cloud_coordinates, cloud_panels, cloud_trails
-from attractor.store import atomic_path
+from attractor.report.sections.cloud import cloud_coordinates, cloud_panels, cloud_trails
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.store import atomic_path
 
 #: What a summary name means, shown beside it; unknown names are shown as they are.
 MEANINGS = {
@@ -324,15 +324,19 @@ def render_report(ens: Ensemble, measures: Mapping[str, Any] | None, path: str |
     if measures.get("structural"):
         parts.append(_structural(measures["structural"]))
     if measures.get("tangent"):
-        from attractor.report.tangent import tangent_section  # it builds on this module
+        from attractor.report.sections.tangent import tangent_section  # it builds on this module
 
         parts.append(tangent_section(measures["tangent"]))
     if measures.get("sensitivity"):
-        from attractor.report.sensitivity import sensitivity_section  # it builds on this module
+        from attractor.report.sections.sensitivity import (
+            sensitivity_section,  # it builds on this module
+        )
 
         parts.append(sensitivity_section(measures["sensitivity"]))
     if measures.get("disagreement"):
-        from attractor.report.disagreement import disagreement_section  # it builds on this module
+        from attractor.report.sections.disagreement import (
+            disagreement_section,  # it builds on this module
+        )
 
         parts.append(disagreement_section(measures["disagreement"]))
     return write_page(path, f"attractor report · {ens.config.task.name} · {Path(ens.store.root).name}", parts)

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
 from attractor.search.continuous import (
     Region,
     Score,

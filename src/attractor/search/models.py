@@ -40,9 +40,9 @@ from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attractor.config import TaskConfig, load_config
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure import structural
+from attractor.runs.ensemble import Ensemble
 from attractor.seeds import torch_generator
 from attractor.tasks import build_task
 from attractor.tasks.base import Task

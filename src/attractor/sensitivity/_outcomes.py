@@ -2,7 +2,7 @@
 
 Every analysis here needs one value per plan row, in plan row order, for *every* row:
 dropping a diverged row would unbalance a factorial table and break SALib's sample
-order. The convention is the one of :mod:`attractor.measure.hparams`: a diverged member
+order. The convention is the one of :mod:`attractor.experiments.hparam_map`: a diverged member
 takes its values **at initialisation** (step 0): final test loss and accuracy are its
 step-0 metrics, and its predictions are those of its step-0 snapshot. A diverged run is
 then as bad as not training, never better, and every outcome stays finite.
@@ -10,7 +10,7 @@ then as bad as not training, never better, and every outcome stays finite.
 Outcomes (test split unless said otherwise):
 
 * ``test_loss``: the member's final test loss **capped at its loss at init**
-  (``min(final, init)``, the "capped loss" of :mod:`attractor.measure.hparams`): a run
+  (``min(final, init)``, the "capped loss" of :mod:`attractor.experiments.hparam_map`): a run
   that ends worse than it started counts as not trained, like a diverged one, so a
   single exploding learning rate (finite loss 1e57) cannot own all the variance;
 * ``test_accuracy``: the member's final test accuracy;
@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from attractor.errors import UserError
+from attractor.experiments.hparam_map import member_outcomes
 from attractor.measure.function import kl_to_mean, probabilities
-from attractor.measure.hparams import member_outcomes
 
 SCALAR_OUTCOMES = ("test_loss", "test_accuracy", "kl_to_mean")
 PER_EXAMPLE_OUTCOMES = ("p_true",)

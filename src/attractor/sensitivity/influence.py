@@ -42,7 +42,7 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,6 @@ from attractor.errors import UserError
 from attractor.measure.bootstrap import paired_multibootstrap, pairwise_multibootstrap
 from attractor.measure.function import pairwise_js, per_example_loss_accuracy, probabilities
 from attractor.sensitivity._outcomes import check_finished, diverged_count, member_logits
-from attractor.store import write_result
 
 
 @dataclass(frozen=True, eq=False)
@@ -77,6 +76,19 @@ class GroupInfluence:
     draws: int
     level: float
     seed: int
+
+    kind: ClassVar[str] = "sensitivity-influence"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        return "sensitivity-influence"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        return {"": self.table}
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
@@ -145,7 +157,7 @@ def group_influence(
     """Leave-group-out influence of each held-out group of a trained plan.
 
     Args:
-        ens: a finished :class:`~attractor.ensemble.Ensemble` whose plan varies ``holdout_group``.
+        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` whose plan varies ``holdout_group``.
         reference: optional ensemble of the same task trained on all data (the ``with`` side).
         split: evaluation split; draws, seed, level: bootstrap settings.
     """
@@ -209,7 +221,7 @@ def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
 
 def write_influence(ens: Any, result: GroupInfluence) -> dict[str, str]:
     """``RUN/sensitivity-influence.parquet`` (the table) and ``.json`` (everything)."""
-    return write_result(ens.store.root, "sensitivity-influence", result.table, result.to_dict())
+    return ens.store.write(result)
 
 
 def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, np.ndarray], torch.Tensor]:

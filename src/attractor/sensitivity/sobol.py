@@ -31,7 +31,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,6 @@ from attractor.sensitivity._outcomes import (
     diverged_count,
     outcome_values,
 )
-from attractor.store import write_result
 
 
 @dataclass(frozen=True, eq=False)
@@ -68,6 +67,19 @@ class SobolIndices:
     resamples: int
     level: float
     seed: int
+
+    kind: ClassVar[str] = "sensitivity-sobol"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        return "sensitivity-sobol"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        return {"": self.table}
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
@@ -143,7 +155,7 @@ def sobol_analysis(
     """Sobol' indices of a trained ``sobol`` plan (outcomes in plan row order; diverged at init).
 
     Args:
-        ens: a finished :class:`~attractor.ensemble.Ensemble` trained from a ``design = "sobol"`` plan.
+        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` trained from a ``design = "sobol"`` plan.
         outcomes: scalar outcomes among ``test_loss, test_accuracy, kl_to_mean``.
         split: split of the function-space outcome.
         resamples, level, seed: SALib bootstrap settings.
@@ -186,4 +198,4 @@ def _problem_in_plan_order(problem: dict[str, Any], table: pd.DataFrame) -> dict
 
 def write_sobol(ens: Any, result: SobolIndices) -> dict[str, str]:
     """``RUN/sensitivity-sobol.parquet`` (the table) and ``.json`` (everything)."""
-    return write_result(ens.store.root, "sensitivity-sobol", result.table, result.to_dict())
+    return ens.store.write(result)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -35,7 +35,6 @@ from torch import Tensor
 from attractor.errors import UserError
 from attractor.measure.function import mutual_information, probabilities
 from attractor.sensitivity._outcomes import check_finished, member_logits
-from attractor.store import write_result
 
 COLUMNS = ["rank", "kind", "id", "score", "unit", "reason"]
 
@@ -56,6 +55,19 @@ class Suggestions:
     pool: str
     k: int
     members: int
+
+    kind: ClassVar[str] = "suggestions"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        return "suggestions"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        return {"": self.rows}
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.rows.astype(object).where(self.rows.notna(), None).to_dict("records")
@@ -125,7 +137,7 @@ def suggest(ens: Any, k: int = 20, pool: str = "test", x: Tensor | None = None, 
     """The ``k`` examples and ``k`` groups whose labels / data would most reduce the spread.
 
     Args:
-        ens: a finished :class:`~attractor.ensemble.Ensemble` (2 members or more).
+        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` (2 members or more).
         k: rows per kind (at least 1).
         pool: ``"test"`` or ``"train"`` split of the task as the pool of examples; ignored if ``x`` is given.
         x: ``[n, ...]`` inputs of an unlabelled pool (overrides ``pool``).
@@ -153,4 +165,4 @@ def suggest(ens: Any, k: int = 20, pool: str = "test", x: Tensor | None = None, 
 
 def write_suggestions(ens: Any, result: Suggestions) -> dict[str, str]:
     """``RUN/suggestions.parquet`` (the rows) and ``RUN/suggestions.json`` (everything)."""
-    return write_result(ens.store.root, "suggestions", result.rows, result.to_dict())
+    return ens.store.write(result)

@@ -52,7 +52,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -60,7 +60,6 @@ import pandas as pd
 from attractor.config import FACTORS
 from attractor.errors import UserError
 from attractor.sensitivity._outcomes import OUTCOMES, check_finished, diverged_count, outcome_values
-from attractor.store import write_result
 
 RESIDUAL = "residual"
 
@@ -89,6 +88,19 @@ class VarianceComponents:
     draws: int
     level: float
     seed: int
+
+    kind: ClassVar[str] = "sensitivity-variance"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        return "sensitivity-variance"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_dict()
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        return {"": self.table}
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
@@ -164,7 +176,7 @@ def variance_components(
     """Variance components of each outcome of a trained crossed plan (diverged members at init).
 
     Args:
-        ens: a finished :class:`~attractor.ensemble.Ensemble` of a balanced crossed plan.
+        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` of a balanced crossed plan.
         factors: crossed factors (default: :func:`crossed_factors` of the plan).
         outcomes: names from ``test_loss, test_accuracy, kl_to_mean, p_true``.
         split: split of the function-space outcomes.
@@ -181,7 +193,7 @@ def variance_components(
 
 def write_variance(ens: Any, result: VarianceComponents) -> dict[str, str]:
     """``RUN/sensitivity-variance.parquet`` (the table) and ``.json`` (everything)."""
-    return write_result(ens.store.root, "sensitivity-variance", result.table, result.to_dict())
+    return ens.store.write(result)
 
 
 # ---- the decomposition ------------------------------------------------------------------

@@ -20,11 +20,11 @@ from torch import Tensor
 
 from attractor.config import Config
 from attractor.plan import PlanRow
+from attractor.runs.launch import check_rows, plan_chunks
 from attractor.seeds import torch_generator
 from attractor.tasks.base import Task
 from attractor.training.engine import train_chunk
 from attractor.training.forward import Params, batched_forward, single_forward
-from attractor.training.run import check_rows, plan_chunks
 
 
 def validation_split(n_train: int, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
@@ -65,7 +65,7 @@ def train_predict(task: Task, config: Config, rows: list[PlanRow], strategy: str
         task: what is learned (its training split is what the rows train on).
         config: trainer settings not in the rows (length, schedule, ...) and ``[run]``.
         rows: one :class:`PlanRow` per member (``member`` ids are ignored).
-        strategy: ``vectorized`` or ``loop`` (see :func:`attractor.training.run.resolve_strategy`).
+        strategy: ``vectorized`` or ``loop`` (see :func:`attractor.runs.launch.resolve_strategy`).
         x_eval: ``[n, ...]`` evaluation inputs.
 
     Returns:

@@ -35,6 +35,8 @@ import torch
 from attractor.config import Config
 from attractor.errors import UserError, require
 from attractor.measure.basins import Basins
+from attractor.runs.launch import resolve_strategy
+from attractor.runs.store import atomic_path, write_json
 from attractor.stack.compare import compare
 from attractor.stack.fit import trial_task, validation_split
 from attractor.stack.outcomes import (
@@ -46,9 +48,7 @@ from attractor.stack.outcomes import (
 )
 from attractor.stack.search import FACTORS, HPARAMS, run_studies
 from attractor.stack.settings import Trainer2Settings
-from attractor.store import atomic_path, write_json
 from attractor.tasks import build_task
-from attractor.training.run import resolve_strategy
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -191,7 +191,7 @@ def write_trainer2(result: Trainer2Result, out: Path, report: bool = True) -> di
     if report:
         # Imported here: report/ sits right of stack/ in the layers; the page is a convenience
         # of this entry point, the library results above do not depend on it.
-        from attractor.report.trainer2 import render_trainer2
+        from attractor.report.sections.trainer2 import render_trainer2
 
         paths["report"] = render_trainer2(result, out / "report.html")
     return {k: str(v) for k, v in paths.items()}

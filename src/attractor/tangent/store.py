@@ -24,7 +24,7 @@ from typing import Any
 
 import pandas as pd
 
-from attractor.store import atomic_path, write_json
+from attractor.runs.store import atomic_path, write_json
 
 SCHEMA = 2
 

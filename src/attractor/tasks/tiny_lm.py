@@ -1,7 +1,7 @@
 """``tiny-lm``: a byte-level GPT-2 trained on the Python help texts that ship with Python.
 
 Data. The corpus (default ``builtin:pydoc``: the ``pydoc_data.topics`` help texts, one
-document per topic; see :mod:`attractor.lm.corpus`) is split into training and held-out
+document per topic; see :mod:`attractor.tasks.corpus`) is split into training and held-out
 documents by a fixed seed. Bytes are tokens (vocabulary 256, UTF-8), so there is no
 tokenizer to download. Each document is cut into fixed-length windows of ``context + 1``
 bytes: input ``x int64 [context]`` and target ``y int64 [context]`` (the next byte at
@@ -38,8 +38,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from attractor.errors import require
-from attractor.lm.corpus import BUILTIN_PYDOC, Document, iter_corpus, split_documents
 from attractor.tasks.base import Task
+from attractor.tasks.corpus import BUILTIN_PYDOC, Document, iter_corpus, split_documents
 
 NAME = "tiny-lm"
 SUMMARY = "byte-level GPT-2 (transformers) on the Python help texts bundled with Python; documents as groups"

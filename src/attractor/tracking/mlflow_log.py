@@ -88,8 +88,8 @@ def _log(run_dir: Path, uri: str, experiment: str) -> str:
     from mlflow.entities import Metric, Param
     from mlflow.tracking import MlflowClient
 
-    from attractor.ensemble import Ensemble
     from attractor.measure import summarize
+    from attractor.runs.ensemble import Ensemble
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)

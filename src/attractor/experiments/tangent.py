@@ -47,7 +47,7 @@ def _chunks(rows: list[PlanRow], size: int) -> list[list[PlanRow]]:
 
 def _engine_gap(out: Path, run: Unrolled, final: dict[str, torch.Tensor]) -> list[float | None]:
     """Max |difference| to the weights the engine saved for each member in ``out`` (None: no run of this config)."""
-    from attractor.store import RunStore
+    from attractor.runs.store import RunStore
 
     store = RunStore(out)
     if not (out / "manifest.json").is_file() or store.manifest().get("config_hash") != run.config.hash():

@@ -10,10 +10,10 @@
     attractor lm-export RUN_DIR MEMBER OUT [--step K] [--force] [--json]
         -> lm_export(...) -> dict
     attractor measure RUN_DIR on a tiny-lm run (until measure_ensemble handles sequences)
-        -> attractor.lm.measure.measure_lm_run(run_dir, split, draws=...) -> dict;  format_lm_measure(dict) -> text
+        -> attractor.measure.lm.measure_lm_run(run_dir, split, draws=...) -> dict;  format_lm_measure(dict) -> text
 
 A and B are Hugging Face model directories, ``RUN_DIR:MEMBER`` or ``module:function``
-(see :mod:`attractor.lm.models`). Bad input raises :class:`attractor.errors.UserError`
+(see :mod:`attractor.tasks.lm_models`). Bad input raises :class:`attractor.errors.UserError`
 (one line, exit 2), including two models with different vocabularies or tokenizers.
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 from rich.progress import BarColumn, Progress, ProgressColumn, Task, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
-from attractor.lm.compare import STATS, compare_models
-from attractor.lm.corpus import BUILTIN_PYDOC, iter_corpus
-from attractor.lm.models import load_model, save_member
-from attractor.lm.search import SAMPLERS, search_divergent
+from attractor.measure.lm_compare import STATS, compare_models
+from attractor.search.tokens import SAMPLERS, search_divergent
+from attractor.tasks.corpus import BUILTIN_PYDOC, iter_corpus
+from attractor.tasks.lm_models import load_model, save_member
 
 
 class _Rate(ProgressColumn):
@@ -109,7 +109,7 @@ def lm_export(run_dir: str | Path, member: int, out: str | Path, *, step: int | 
 
 
 def format_lm_measure(data: dict[str, Any]) -> str:
-    """Text report of :func:`attractor.lm.measure.measure_lm_run`'s dict."""
+    """Text report of :func:`attractor.measure.lm.measure_lm_run`'s dict."""
     lines = [f"{data['run']}: {len(data['members'])} members, {data['split']} split "
              f"({data['windows']} windows of {data['documents']} documents)"]
     for name, label in (("loss", "next-token loss"), ("pairwise_js", "pairwise JS"), ("kl_to_mean", "KL to ensemble mean")):

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import Plan, PlanRow
-from attractor.store import RunStore
+from attractor.runs.store import RunStore
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.forward import Params, batched_forward, single_forward

@@ -38,7 +38,7 @@ import pandas as pd
 
 from attractor.config import Config, parse_config
 from attractor.errors import UserError
-from attractor.store import atomic_path, write_json
+from attractor.runs.store import atomic_path, write_json
 
 #: ``label:key=value,...`` trainer variants used when none are given: the issue's four.
 DEFAULT_VARIANTS = (
@@ -186,9 +186,9 @@ def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int
         :class:`ShortcutProbe`; also written to ``out/shortcuts.parquet`` (members),
         ``out/shortcuts.json`` (everything) and ``out/report.html``.
     """
-    from attractor.report.shortcuts import render_shortcuts_report
+    from attractor.report.sections.shortcuts import render_shortcuts_report
+    from attractor.runs.launch import train
     from attractor.tasks import build_task
-    from attractor.training.run import train
 
     if seeds < 2:
         raise UserError(f"seeds must be at least 2 (the seed spread needs pairs), got {seeds}")

@@ -8,6 +8,11 @@ Layout::
     RUN/members/<id>/step-<k>.safetensors   weights (and buffers) at snapshot k
     RUN/members/<id>/metrics.parquet    that member's metrics at its snapshots
     RUN/metrics.parquet                 all members' metrics, one row per (member, step)
+    RUN/<name>.json, RUN/<name>*.parquet   results of analyses (:mod:`attractor.runs.results`)
+
+An *experiment* directory (hparam-map, instability, shortcuts, trainer2, diff, ...) has a
+manifest too, naming the experiment and its resolved config, and holds that experiment's
+results and the runs it trained.
 
 A member is *finished* once the manifest says so, and the manifest is updated only after
 all of that member's files are in place: a run killed at any moment loses at most the
@@ -37,6 +42,15 @@ from safetensors.torch import load_file, save_file
 from attractor.config import SCHEMA_VERSION, Config
 from attractor.errors import UserError
 from attractor.plan import Plan
+from attractor.runs.results import (
+    HEADER_SCHEMA,
+    Result,
+    StoredResult,
+    check_result,
+    read_stored,
+    strict_json,
+    table_paths,
+)
 
 MANIFEST = "manifest.json"
 FINISHED = ("done", "diverged")
@@ -80,16 +94,7 @@ def write_json(target: Path, data: Any) -> None:
     with atomic_path(target) as tmp:
         # Insertion order, not sorted: the order of [plan.levels] and [plan.ranges] sets the
         # plan (which factor is which SALib column), so a reloaded config must keep it.
-        tmp.write_text(json.dumps(data, indent=2))
-
-
-def write_result(root: Path, stem: str, table: Any, data: Any) -> dict[str, str]:
-    """An analysis's ``ROOT/STEM.parquet`` (its main table) and ``ROOT/STEM.json`` (everything); their paths."""
-    parquet, summary = Path(root) / f"{stem}.parquet", Path(root) / f"{stem}.json"
-    with atomic_path(parquet) as tmp:
-        table.to_parquet(tmp, index=False)
-    write_json(summary, data)
-    return {"parquet": str(parquet), "json": str(summary)}
+        tmp.write_text(json.dumps(strict_json(data), indent=2, allow_nan=False))
 
 
 def _versions() -> dict[str, str]:
@@ -265,3 +270,98 @@ class RunStore:
         with atomic_path(self.root / "metrics.parquet") as tmp:
             table.to_parquet(tmp, index=False)
         return table
+
+    # ---- results of analyses (one writer for all: attractor.runs.results) -----------
+    def write(self, result: Result) -> dict[str, str]:
+        """Write ``result`` as ``ROOT/<name>.json`` plus its tables; the paths written.
+
+        A result replaces an earlier one of the same name and kind (the same analysis run
+        again); a file of that name holding another kind, or no result at all, is refused,
+        so no result overwrites another silently.
+        """
+        check_result(result)
+        target = self.root / f"{result.name}.json"
+        if target.exists():
+            old = read_stored(target)
+            if old is None or old.kind != result.kind:
+                held = "something that is not an attractor result" if old is None else f"a {old.kind} result"
+                raise UserError(f"'{target}' holds {held}; move it away or choose another output directory")
+        tables = result.to_tables()
+        paths = {}
+        for key, path in table_paths(self.root, result.name, list(tables)).items():
+            with atomic_path(path) as tmp:
+                tables[key].to_parquet(tmp, index=False)
+            paths["parquet" if key == "" else f"parquet:{key}"] = str(path)
+        header = {"header": HEADER_SCHEMA, "kind": result.kind, "schema": result.schema, "name": result.name,
+                  "tables": list(tables), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        write_json(target, {"result": header, **result.to_json()})
+        paths["json"] = str(target)
+        return paths
+
+    def results(self, kind: str | None = None) -> list[StoredResult]:
+        """The results this directory holds (of ``kind``, if given), ordered by name."""
+        if not self.root.is_dir():
+            return []
+        found = (read_stored(path) for path in sorted(self.root.glob("*.json")) if path.name != MANIFEST)
+        return [r for r in found if r is not None and (kind is None or r.kind == kind)]
+
+    def result(self, name: str) -> StoredResult:
+        """The result called ``name``; a clear error naming what the directory holds if absent."""
+        path = self.root / f"{name}.json"
+        stored = read_stored(path) if path.is_file() else None
+        if stored is None:
+            held = ", ".join(r.name for r in self.results()) or "none"
+            raise UserError(f"'{self.root}' holds no result '{name}' (results: {held})")
+        return stored
+
+    # ---- experiment directories -------------------------------------------------------
+    @classmethod
+    def prepare_experiment(cls, root: str | Path, experiment: str, config: dict[str, Any], force: bool = False) -> RunStore:
+        """Open ``root`` for experiment ``experiment`` with resolved ``config`` (JSON-able).
+
+        The same experiment and config reopen it (finished parts are reused); another one is
+        refused unless ``force``, which deletes the directory first, like a run's.
+        """
+        store = cls(root)
+        root = store.root
+        if root.exists() and not root.is_dir():
+            raise UserError(f"--out '{root}' is a file; give a directory path for the experiment")
+        digest = config_digest(config)
+        manifest = root / MANIFEST
+        if root.is_dir() and any(root.iterdir()):
+            if not manifest.exists():
+                raise UserError(f"'{root}' exists and is not an attractor directory; choose a new --out or empty it")
+            try:
+                old = json.loads(manifest.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {}
+            if old.get("experiment") == experiment and old.get("config_hash") == digest:
+                store._remove_stale_temporaries()
+                return store
+            if not force:
+                what = f"a {old['experiment']} experiment" if old.get("experiment") else "a run"
+                raise UserError(f"'{root}' holds {what} made from another config; use another --out, "
+                                "or --force to delete it and start over")
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(manifest, {
+            "schema_version": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "experiment": experiment,
+            "config": config,
+            "config_hash": digest,
+            "versions": _versions(),
+        })
+        return store
+
+    def experiment(self) -> str | None:
+        """The experiment this directory holds, or None for an ensemble run."""
+        return self.manifest().get("experiment")
+
+
+def config_digest(config: dict[str, Any]) -> str:
+    """A short hash of a resolved, JSON-able config (key order ignored)."""
+    import hashlib
+
+    canonical = json.dumps(strict_json(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]

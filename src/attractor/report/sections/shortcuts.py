@@ -14,7 +14,7 @@ from attractor.report import plots
 from attractor.report.html import collapsible, figure, section, table, write_page
 
 if TYPE_CHECKING:
-    from attractor.measure.shortcuts import ShortcutProbe
+    from attractor.experiments.shortcuts import ShortcutProbe
 
 #: Summary columns shown as dots with intervals, in this order.
 _DOTS = ("shortcut_reliance", "test_accuracy", "init_distance", "path_length", "straightness", "seed_spread_js", "train_loss")

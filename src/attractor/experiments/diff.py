@@ -221,8 +221,8 @@ def compare_models(spec_a: str, spec_b: str, *, task: Task | str | Path | None =
 
 def write_disagreement(result: Disagreement, out: str | Path) -> dict[str, str]:
     """``OUT/diff.json`` (everything, with the dreams' inputs) and the page ``OUT/diff.html``."""
-    from attractor.report.disagreement import render_disagreement_page
-    from attractor.store import write_json
+    from attractor.report.sections.disagreement import render_disagreement_page
+    from attractor.runs.store import write_json
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

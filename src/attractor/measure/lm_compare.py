@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attractor.lm.corpus import Document
-from attractor.lm.models import LanguageModel, check_compatible
 from attractor.measure.bootstrap import Estimate
+from attractor.tasks.corpus import Document
+from attractor.tasks.lm_models import LanguageModel, check_compatible
 
 STATS = ("kl_ab", "kl_ba", "js", "tv", "top1_agree", "entropy_a", "entropy_b")
 LN2 = math.log(2.0)

@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from attractor.ensemble import Ensemble
 from attractor.errors import UserError
 from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
+from attractor.runs.ensemble import Ensemble
 
 
 @torch.no_grad()

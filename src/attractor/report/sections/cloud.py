@@ -19,8 +19,8 @@ from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 from torch import Tensor
 
-from attractor.ensemble import Ensemble
 from attractor.report.plots import color, figure_uri, step_axis, styled
+from attractor.runs.ensemble import Ensemble
 from attractor.tasks.base import Task
 
 #: Probe vectors longer than this (e.g. language models: positions × vocabulary) are first

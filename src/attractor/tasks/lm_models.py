@@ -139,7 +139,7 @@ def _wrap_hf(model: Any, tokenizer: Tokenizer, name: str) -> LanguageModel:
 
 
 def _load_member(run: str, member: int, spec: str) -> LanguageModel:
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
     from attractor.tasks.tiny_lm import CausalLM
 
     ensemble = Ensemble.load(run)
@@ -214,7 +214,7 @@ def save_member(run_dir: str | Path, member: int, out: str | Path, step: int | N
     Returns:
         The path of the directory.
     """
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
     from attractor.tasks.tiny_lm import CausalLM
 
     quiet_transformers()

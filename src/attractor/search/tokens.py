@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 
 from attractor.errors import UserError
-from attractor.lm.compare import STATS, position_stats
-from attractor.lm.corpus import Document
-from attractor.lm.models import LanguageModel, check_compatible
+from attractor.measure.lm_compare import STATS, position_stats
+from attractor.tasks.corpus import Document
+from attractor.tasks.lm_models import LanguageModel, check_compatible
 
 SAMPLERS = ("sample-a", "sample-b", "sample-mix")
 
@@ -229,7 +229,7 @@ def search_divergent(
         documents: corpus for random contexts and sampling prefixes.
         budget: forward passes per method (a context scored by both models is one pass).
         length: tokens per context.
-        objective: the statistic of :data:`attractor.lm.compare.STATS` to maximize (``js``, ``kl_ab``, ``tv``...).
+        objective: the statistic of :data:`attractor.measure.lm_compare.STATS` to maximize (``js``, ``kl_ab``, ``tv``...).
         methods: any of ``baseline``, ``sample-a``, ``sample-b``, ``sample-mix``, ``gcg``.
         top: contexts reported per method.
         batch_size: contexts per forward pass.

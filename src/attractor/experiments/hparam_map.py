@@ -42,8 +42,8 @@ import pandas as pd
 
 from attractor.config import Config, PlanConfig
 from attractor.errors import UserError
+from attractor.runs.store import atomic_path, write_json
 from attractor.seeds import numpy_generator
-from attractor.store import atomic_path, write_json
 
 CELL = ["lr", "momentum"]
 
@@ -192,7 +192,7 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
         Wortsman et al. 2023 (LR sensitivity).
     """
     from attractor.measure.function import pairwise_js, probabilities
-    from attractor.training.run import train
+    from attractor.runs.launch import train
 
     check_grid(lrs, momenta, seeds, tolerance)
     plan = PlanConfig(design="factorial", members=len(lrs) * len(momenta) * seeds, levels={"lr": list(lrs), "momentum": list(momenta)},

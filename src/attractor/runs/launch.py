@@ -13,7 +13,7 @@ from attractor.backends import open_backend
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
-from attractor.store import FINISHED, RunStore, snapshot_bytes
+from attractor.runs.store import FINISHED, RunStore, snapshot_bytes
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool, member_targets
@@ -113,9 +113,9 @@ def record_chunk(store: RunStore, result: dict[str, Any]) -> None:
 def train(config: Config, out: str | Path, force: bool = False, progress: bool = False):
     """Train every member of ``config``'s plan into run directory ``out``; resumes if it exists.
 
-    Returns the :class:`~attractor.ensemble.Ensemble` of the finished run.
+    Returns the :class:`~attractor.runs.ensemble.Ensemble` of the finished run.
     """
-    from attractor.ensemble import Ensemble
+    from attractor.runs.ensemble import Ensemble
     from attractor.training.progress import Progress
 
     task = build_task(config.task)

@@ -40,12 +40,12 @@ from attractor.config import Config
 from attractor.errors import UserError
 from attractor.measure.connectivity import barriers, path_curve
 from attractor.plan import PlanRow
+from attractor.runs.launch import resolve_strategy
+from attractor.runs.store import atomic_path
 from attractor.seeds import derive_seed
-from attractor.store import atomic_path
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.engine import Start, total_steps, train_chunk
-from attractor.training.run import resolve_strategy
 
 BARRIERS = ("barrier_error", "barrier_error_linear", "barrier_loss", "barrier_loss_linear")
 _SEED_SPACE = 2**31

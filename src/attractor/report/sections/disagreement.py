@@ -60,7 +60,7 @@ def dreams_figure(data: Mapping[str, Any]) -> str | None:
 
 
 def disagreement_section(data: Mapping[str, Any]) -> str:
-    """Section ``disagreement`` from :meth:`attractor.disagreement.Disagreement.to_dict` (plus ``centers``)."""
+    """Section ``disagreement`` from :meth:`attractor.experiments.diff.Disagreement.to_dict` (plus ``centers``)."""
     summary, search, baseline = data["summary"], data["search"], data["baseline"]
     where = f"L∞ balls of radius {data['eps']:g} around {data['settings']['points']} test points" if data["region"] == "ball" else "the training data's box"
     facts = pd.DataFrame([

@@ -1,0 +1,82 @@
+"""Experiments: a system run from a plan of perturbed initial conditions, its outcomes measured.
+
+Every level of the stack is studied with the same shape (DESIGN.md, "One experiment shape
+at every level"), and every workflow that plans, trains and measures is one
+:class:`Experiment`: typed settings (a pydantic model, ``extra="forbid"``) and a
+``run(settings, store) -> results`` function. :func:`run_experiment` gives it a directory
+of its own (``RunStore.prepare_experiment``: a manifest with the experiment's name and
+resolved settings, refused if it holds something else unless ``force``), runs it, and
+writes every result it returns through the run store, so nothing here writes files by
+itself and nothing overwrites another experiment's results.
+
+A new experiment is one file exposing ``EXPERIMENT = Experiment(...)`` plus one line in
+:data:`EXPERIMENTS`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from attractor.errors import UserError
+from attractor.runs.results import Result
+from attractor.runs.store import RunStore
+
+S = TypeVar("S", bound=BaseModel)
+
+#: name -> module defining ``EXPERIMENT``. A fixed table written here, never read from a
+#: file, so importing one of these can't be steered by a run directory's contents.
+EXPERIMENTS: dict[str, str] = {
+    "hparam-map": "attractor.experiments.hparam_map",
+    "instability": "attractor.experiments.instability",
+    "shortcuts": "attractor.experiments.shortcuts",
+    "trainer2": "attractor.stack.trainer2",
+    "tangent": "attractor.experiments.tangent",
+    "diff": "attractor.experiments.diff",
+}
+
+
+@dataclass(frozen=True)
+class Experiment(Generic[S]):
+    """One workflow: ``run(settings, store)`` plans, trains (inside ``store.root``) and measures.
+
+    Attributes:
+        name: the registry key, the CLI command and the manifest's ``experiment``.
+        settings: the typed settings model; its JSON dump is the directory's identity.
+        run: does the work; may place trained runs under ``store.root``; returns the results
+            (it never writes them: :func:`run_experiment` does, through the store).
+        summary: one line for ``--help`` texts and the docs.
+    """
+
+    name: str
+    settings: type[S]
+    run: Callable[[S, RunStore], Sequence[Result]]
+    summary: str
+
+
+def get_experiment(name: str) -> Experiment[Any]:
+    """The registered experiment ``name``; the error lists the known ones."""
+    if name not in EXPERIMENTS:
+        raise UserError(f"unknown experiment '{name}'; known: {', '.join(sorted(EXPERIMENTS))}")
+    return importlib.import_module(EXPERIMENTS[name]).EXPERIMENT
+
+
+def run_experiment(name: str, settings: BaseModel, out: str | Path, force: bool = False) -> tuple[RunStore, list[Result]]:
+    """Run experiment ``name`` with ``settings`` in directory ``out``; its store and results.
+
+    The same settings on the same directory reopen it (an experiment may reuse the runs it
+    finished there); other settings are refused unless ``force``.
+    """
+    experiment = get_experiment(name)
+    if not isinstance(settings, experiment.settings):
+        raise TypeError(f"{name} takes {experiment.settings.__name__}, not {type(settings).__name__}")
+    store = RunStore.prepare_experiment(out, name, settings.model_dump(mode="json"), force=force)
+    results = list(experiment.run(settings, store))
+    for result in results:
+        store.write(result)
+    return store, results
