@@ -194,7 +194,7 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
 
     ens = Ensemble.load(run_dir)
     with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
-        if hasattr(ens.task, "test_units"):  # a language-model run: next-token measures
+        if ens.task.test_units is not None:  # a language-model run: next-token measures
             data = lm_report_data(run_dir)
         else:
             measures = measure_ensemble(ens)

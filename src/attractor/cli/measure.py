@@ -40,7 +40,7 @@ def measure(
     check_split(split)
     chosen = None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     ens = Ensemble.load(run_dir)
-    if hasattr(ens.task, "test_units"):  # a language-model run: next-token loss, JS, KL to the mean
+    if ens.task.test_units is not None:  # a language-model run: next-token loss, JS, KL to the mean
         from attractor.cli.lm_format import format_lm_measure
         from attractor.measure.lm import measure_lm_run
         from attractor.runs.store import write_json

@@ -59,7 +59,7 @@ def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 1
     """Per-member loss, pairwise next-token JS and KL to the ensemble mean on ``split`` (see the module docstring)."""
     ensemble = Ensemble.load(run_dir)
     task = ensemble.task
-    units = getattr(task, "test_units" if split == "test" else "units", None)
+    units = task.test_units if split == "test" else task.units
     if units is None:
         raise UserError(f"run '{run_dir}' is not a language-model run (task {ensemble.config.task.name!r})")
     members = ensemble.members

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -50,6 +51,16 @@ class Task:
             test split alone cannot answer; tasks with a shortcut feature provide
             ``shortcut_agree`` (test inputs whose shortcut is the true label) and
             ``shortcut_random`` (shortcut drawn independently of the label).
+        units: ``[n_train]`` resampling unit of every training example (e.g. the document a
+            language-model window was cut from): the bootstrap draws whole units.
+        test_units: ``[n_test]`` unit of every test example; language-model runs have it.
+        documents: names of the training units, indexed by ``units``.
+        test_documents: names of the held-out units, indexed by ``test_units``.
+        model_config: keyword arguments that rebuild the model's Hugging Face config, so a
+            member can be saved as a Hugging Face model directory.
+
+    The last five are optional extras: ``None`` where a task has no such structure (code
+    tests ``is None``; ``test_units`` marks a language-model run).
     """
 
     name: str
@@ -64,6 +75,11 @@ class Task:
     description: str = ""
     metrics: dict[str, Callable[[Tensor, Tensor], Tensor]] = field(default_factory=dict)
     probes: dict[str, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    units: Tensor | None = None
+    test_units: Tensor | None = None
+    documents: tuple[str, ...] | None = None
+    test_documents: tuple[str, ...] | None = None
+    model_config: dict[str, Any] | None = None
 
     @property
     def n_train(self) -> int:

@@ -29,7 +29,6 @@ References:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -68,27 +67,6 @@ class TinyLMOptions(BaseModel):
         if self.width % self.heads:
             raise ValueError(f"heads ({self.heads}) must divide width ({self.width})")
         return self
-
-
-@dataclass(frozen=True, eq=False)
-class LMTask(Task):
-    """A :class:`Task` whose examples are windows of documents.
-
-    Attributes:
-        units: ``[n_train]`` document id of every training window (the resampling unit of
-            a document-level bootstrap).
-        test_units: ``[n_test]`` document id of every test window.
-        documents: names of the training documents, indexed by ``units``.
-        test_documents: names of the held-out documents, indexed by ``test_units``.
-        model_config: the ``GPT2Config`` keyword arguments of the model, to save a member
-            as a Hugging Face model directory.
-    """
-
-    units: Tensor | None = None
-    test_units: Tensor | None = None
-    documents: tuple[str, ...] = ()
-    test_documents: tuple[str, ...] = ()
-    model_config: dict[str, Any] | None = None
 
 
 class CausalLM(nn.Module):
@@ -144,7 +122,7 @@ def windows(documents: list[Document], context: int, stride: int, cap: int | Non
     return block[:, :-1].contiguous(), block[:, 1:].contiguous(), torch.tensor(owner, dtype=torch.int64)
 
 
-def make(options: TinyLMOptions) -> LMTask:
+def make(options: TinyLMOptions) -> Task:
     """Build ``tiny-lm``; see the module docstring for windows, groups and the bootstrap unit."""
     from attractor.errors import UserError
 
@@ -160,7 +138,7 @@ def make(options: TinyLMOptions) -> LMTask:
     kept, units = torch.unique(units, return_inverse=True)
     kept_test, test_units = torch.unique(test_units, return_inverse=True)
     config = gpt2_config(options)
-    return LMTask(
+    return Task(
         name=NAME,
         x_train=x_train,
         y_train=y_train,

@@ -30,7 +30,7 @@ def member_pool(task: Task, row: PlanRow) -> Tensor:
             raise UserError(f"holdout_group {row.holdout_group} leaves no training data; pick another group")
     if row.bootstrap is not None:
         gen = torch_generator("bootstrap", row.bootstrap)
-        units = getattr(task, "units", None)
+        units = task.units
         if units is None:
             pool = pool[torch.randint(len(pool), (len(pool),), generator=gen)]
         else:
