@@ -42,8 +42,10 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/ensemble_speed.py
 
+# ruff, and the layers of DESIGN.md (import-linter; tests/unit/test_layers.py runs it in `make test` too).
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
