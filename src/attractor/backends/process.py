@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from attractor.config import RunConfig
 
 
 def _init_worker(threads: int) -> None:
@@ -22,6 +26,8 @@ def _init_worker(threads: int) -> None:
 
 
 class ProcessBackend:
+    """Chunks in a spawn pool of ``workers`` processes with ``threads`` torch threads each."""
+
     name = "process"
     shares_filesystem = True
 
@@ -29,8 +35,9 @@ class ProcessBackend:
         self.workers = workers
         self.threads = threads
 
-    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple], on_result: Callable[[dict[str, Any]], None],
-            on_step: Callable[[int], None]) -> None:
+    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple],
+            on_result: Callable[[dict[str, Any]], None], on_step: Callable[[int], None]) -> None:
+        """Run the jobs in the pool; report each result (and its steps) as it finishes."""
         if not jobs:
             return
         default = max(1, (os.cpu_count() or 1) // self.threads)
@@ -51,3 +58,9 @@ class ProcessBackend:
                 for future in pending:  # don't start chunks nobody will record
                     future.cancel()
                 raise
+
+
+@contextmanager
+def opened(run: RunConfig, out: Path) -> Iterator[ProcessBackend]:
+    """A process backend sized by ``run.workers`` and ``run.num_cpus`` threads per worker."""
+    yield ProcessBackend(workers=run.workers, threads=run.num_cpus)

@@ -100,6 +100,8 @@ def connected(run: RunConfig, out: Path) -> Iterator[RayBackend]:
 
 
 class RayBackend:
+    """Chunks as Ray tasks with ``run.num_cpus`` CPUs each; results come back as bytes."""
+
     name = "ray"
     shares_filesystem = False
 
@@ -107,8 +109,9 @@ class RayBackend:
         self.ray = ray
         self.run = run
 
-    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple], on_result: Callable[[dict[str, Any]], None],
-            on_step: Callable[[int], None]) -> None:
+    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple],
+            on_result: Callable[[dict[str, Any]], None], on_step: Callable[[int], None]) -> None:
+        """Submit every job, report results as they finish, cancel the rest on failure."""
         ray, run = self.ray, self.run
         remote = ray.remote(num_cpus=run.num_cpus, max_retries=run.max_retries, retry_exceptions=False)(attractor_chunk)
         pending = [remote.remote(fn, run.num_cpus, *job) for job in jobs]
