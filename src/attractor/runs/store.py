@@ -22,14 +22,8 @@ members in flight, which are retrained from scratch (they depend only on their r
 from __future__ import annotations
 
 import json
-import os
-import platform
 import shutil
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +36,13 @@ from safetensors.torch import load_file, save_file
 from attractor.config import SCHEMA_VERSION, Config
 from attractor.errors import UserError
 from attractor.plan import Plan
+from attractor.runs.files import atomic_path, config_digest, versions, write_json
 from attractor.runs.results import (
     HEADER_SCHEMA,
     Result,
     StoredResult,
     check_result,
     read_stored,
-    strict_json,
     table_paths,
 )
 
@@ -72,39 +66,6 @@ def identity(resolved: dict[str, Any]) -> dict[str, Any]:
             for key in keys:
                 kept[section].pop(key, None)
     return kept
-
-
-@contextmanager
-def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target`` in one rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_json(target: Path, data: Any) -> None:
-    with atomic_path(target) as tmp:
-        # Insertion order, not sorted: the order of [plan.levels] and [plan.ranges] sets the
-        # plan (which factor is which SALib column), so a reloaded config must keep it.
-        tmp.write_text(json.dumps(strict_json(data), indent=2, allow_nan=False))
-
-
-def _versions() -> dict[str, str]:
-    found = {"python": platform.python_version(), "torch": torch.__version__}
-    for package in ("attractor", "numpy", "pandas", "safetensors", "pydantic"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "not installed"
-    return found
 
 
 def snapshot_bytes(member: int, step: int, tensors: dict[str, torch.Tensor]) -> bytes:
@@ -163,7 +124,7 @@ class RunStore:
             "config": config.resolved(),
             "config_hash": config.hash(),
             "plan_hash": plan.hash(),
-            "versions": _versions(),
+            "versions": versions(),
             "snapshot_steps": {str(bs): steps for bs, steps in snapshot_steps.items()},
             "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
         })
@@ -350,18 +311,10 @@ class RunStore:
             "experiment": experiment,
             "config": config,
             "config_hash": digest,
-            "versions": _versions(),
+            "versions": versions(),
         })
         return store
 
     def experiment(self) -> str | None:
         """The experiment this directory holds, or None for an ensemble run."""
         return self.manifest().get("experiment")
-
-
-def config_digest(config: dict[str, Any]) -> str:
-    """A short hash of a resolved, JSON-able config (key order ignored)."""
-    import hashlib
-
-    canonical = json.dumps(strict_json(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
