@@ -23,17 +23,16 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attractor.certify.bab import Attack, Objective, branch_and_bound
-from attractor.certify.differential import differential_bounds, split_bounds
-from attractor.certify.intervals import interval_difference
-from attractor.certify.linear import crown_difference
-from attractor.certify.network import Network, ball, box, same_architecture, to_network
+from attractor.certify.bab import Attack, BoundFn, Objective, branch_and_bound
+from attractor.certify.methods import METHODS, CertifyMethod, resolve_method
+from attractor.certify.network import Network, ball, box, to_network
 from attractor.errors import UserError
 
-__all__ = ["CertifyResult", "Network", "ball", "bound_difference", "box", "certify_difference", "to_network"]
+__all__ = ["METHODS", "CertifyMethod", "CertifyResult", "Network", "ball", "bound_difference", "box",
+           "certify_difference", "to_network"]
 
+#: ``"auto"`` or a name in :data:`METHODS` (the registry is the source of truth).
 Method = Literal["auto", "differential", "linear", "optimized", "interval"]
-METHODS = ("auto", "differential", "linear", "optimized", "interval")
 
 
 @dataclass(frozen=True)
@@ -85,16 +84,8 @@ def bound_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, low
         raise UserError(f"the networks differ in input/output size: {a.in_dim}->{a.out_dim} vs {b.in_dim}->{b.out_dim}")
     if lower.shape[-1] != a.in_dim:
         raise UserError(f"the region has {lower.shape[-1]} input features but the networks take {a.in_dim}")
-    lower, upper = lower.to(torch.float64), upper.to(torch.float64)
-    if method == "auto":
-        method = "differential" if same_architecture(a, b) else "linear"
-    if method == "differential":
-        return differential_bounds(a, b, lower, upper)
-    if method in ("linear", "optimized"):
-        return crown_difference(a, b, lower, upper, slopes="optimized" if method == "optimized" else "adaptive")
-    if method == "interval":
-        return interval_difference(a, b, lower, upper)
-    raise UserError(f"unknown certify method {method!r}; known: {', '.join(METHODS)}")
+    spec = METHODS[resolve_method(method, a, b)]
+    return spec.bounds(a, b, lower.to(torch.float64), upper.to(torch.float64))
 
 
 def certify_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, lower: Tensor, upper: Tensor,
@@ -120,17 +111,11 @@ def certify_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, l
     a, b = to_network(net_a), to_network(net_b)
     if objective != "max_abs" and not (isinstance(objective, int) and 0 <= objective < a.out_dim):
         raise UserError(f"objective must be 'max_abs' or an output index in [0, {a.out_dim}), got {objective!r}")
-    resolved = method if method != "auto" else ("differential" if same_architecture(a, b) else "linear")
+    resolved = resolve_method(method, a, b)
     root = bound_difference(a, b, lower, upper, resolved)
     lower, upper = lower.to(torch.float64), upper.to(torch.float64)
     hidden = sum(layer.weight.shape[0] for layer in a.layers[:-1])
-    if resolved == "differential":
-        def bound(lo: Tensor, hi: Tensor, fix: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-            low, high, neurons, inputs = split_bounds(a, b, lo, hi, fix)
-            return low, high, neurons if split == "relu" else None, inputs
-    else:
-        def bound(lo: Tensor, hi: Tensor, fix: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-            return (*bound_difference(a, b, lo, hi, resolved), None, None)
+    bound = _box_bound(METHODS[resolved], a, b, split)
     outcomes = branch_and_bound(a, b, lower, upper, bound, objective, budget_s, max_boxes, delta,
                                 attack or sample_attack(seed=seed), rtol=rtol, hidden=hidden)
     up = torch.tensor([o.upper for o in outcomes], dtype=torch.float64)
@@ -141,6 +126,20 @@ def certify_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, l
         boxes=torch.tensor([o.boxes for o in outcomes]), seconds=torch.tensor([o.seconds for o in outcomes]),
         diff_lower=root[0], diff_upper=root[1],
     )
+
+
+def _box_bound(spec: CertifyMethod, a: Network, b: Network, split: str) -> BoundFn:
+    """Branch and bound's per-box bound: the method's split bound where it has one, else its bound."""
+    split_fn = spec.split
+    if split_fn is not None:
+        def bound(lo: Tensor, hi: Tensor, fix: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+            low, high, neurons, inputs = split_fn(a, b, lo, hi, fix)
+            return low, high, neurons if split == "relu" else None, inputs
+        return bound
+
+    def plain(lo: Tensor, hi: Tensor, fix: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        return (*spec.bounds(a, b, lo, hi), None, None)
+    return plain
 
 
 def _verdict(upper: float, lower: float, delta: float | None) -> str:
