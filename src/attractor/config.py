@@ -55,7 +55,9 @@ class TaskConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    name: str = Field("digits-mlp", description="Task name (`attractor tasks`) or `module:function`.")
+    name: str = Field(
+        "digits-mlp", description="Task name (`attractor tasks`) or `module:function`."
+    )
 
     @property
     def options(self) -> dict[str, Any]:
@@ -63,7 +65,9 @@ class TaskConfig(BaseModel):
 
 
 class TrainerConfig(_Strict):
-    """``[trainer]``: the inner optimizer every member is trained with (unless the plan varies it)."""
+    """``[trainer]``: the inner optimizer every member is trained with (unless the plan varies
+    it).
+    """
 
     optimizer: OptimizerName = Field("sgd", description="sgd | adam | adamw | cone.")
     lr: float = Field(0.05, gt=0, description="Peak learning rate.")
@@ -71,16 +75,42 @@ class TrainerConfig(_Strict):
     nesterov: bool = Field(False, description="Nesterov momentum for sgd and cone.")
     beta2: float = Field(0.999, gt=0, lt=1, description="Adam/AdamW second-moment decay.")
     eps: float = Field(1e-8, gt=0, description="Adam/AdamW denominator epsilon.")
-    weight_decay: float = Field(0.0, ge=0, description="L2 penalty (sgd, adam, cone) or decoupled decay (adamw).")
-    cone_angle: float = Field(0.3, ge=0, lt=math.pi / 2, description="Cone descent: half-angle in radians around -grad (0 = gradient descent).")
-    cone_random: bool = Field(False, description="Cone descent: draw each step's angle uniformly from [0, cone_angle], per member.")
-    cone_per_tensor: bool = Field(False, description="Cone descent: one cone per parameter tensor instead of one over all parameters.")
-    logit_penalty: float = Field(0.0, ge=0, description="Spectral decoupling: adds logit_penalty/2 * |logits|^2 per example to the training loss (Pezeshki et al. 2021).")
+    weight_decay: float = Field(
+        0.0, ge=0, description="L2 penalty (sgd, adam, cone) or decoupled decay (adamw)."
+    )
+    cone_angle: float = Field(
+        0.3,
+        ge=0,
+        lt=math.pi / 2,
+        description="Cone descent: half-angle in radians around -grad (0 = gradient descent).",
+    )
+    cone_random: bool = Field(
+        False,
+        description="Cone descent: draw each step's angle uniformly from [0, cone_angle], per "
+        "member.",
+    )
+    cone_per_tensor: bool = Field(
+        False,
+        description="Cone descent: one cone per parameter tensor instead of one over all "
+        "parameters.",
+    )
+    logit_penalty: float = Field(
+        0.0,
+        ge=0,
+        description="Spectral decoupling: adds logit_penalty/2 * |logits|^2 per example to the "
+        "training loss (Pezeshki et al. 2021).",
+    )
     batch_size: int = Field(64, ge=1, description="Examples per minibatch.")
-    epochs: float | None = Field(10, gt=0, description="Passes over the training split (ignored if steps is set).")
+    epochs: float | None = Field(
+        10, gt=0, description="Passes over the training split (ignored if steps is set)."
+    )
     steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
-    schedule: ScheduleName = Field("constant", description="constant | cosine | warmup-cosine | linear-warmup.")
-    warmup_fraction: float = Field(0.05, ge=0, le=1, description="Share of steps spent warming up (warm-up schedules).")
+    schedule: ScheduleName = Field(
+        "constant", description="constant | cosine | warmup-cosine | linear-warmup."
+    )
+    warmup_fraction: float = Field(
+        0.05, ge=0, le=1, description="Share of steps spent warming up (warm-up schedules)."
+    )
 
     @model_validator(mode="after")
     def _length_given(self) -> TrainerConfig:
@@ -93,12 +123,25 @@ class PlanConfig(_Strict):
     """``[plan]``: how many members and what each one is perturbed by."""
 
     members: int = Field(8, ge=1, description="Ensemble members (rows of the plan).")
-    design: Literal["random", "factorial", "grid", "sobol"] = Field("random", description="random | factorial | grid | sobol.")
-    seed: int = Field(0, ge=0, description="Seed of the design itself (which values each row gets).")
-    vary: list[str] = Field(default_factory=lambda: ["init_seed"], description="Factors that differ between members.")
-    levels: dict[str, list[Any]] = Field(default_factory=dict, description="Explicit levels per factor (factorial, grid, random).")
-    ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, description="[low, high] of continuous factors (random, grid, sobol); lr is log-uniform.")
-    grid_points: int = Field(4, ge=2, description="Evenly spaced levels per ranged factor in a grid design.")
+    design: Literal["random", "factorial", "grid", "sobol"] = Field(
+        "random", description="random | factorial | grid | sobol."
+    )
+    seed: int = Field(
+        0, ge=0, description="Seed of the design itself (which values each row gets)."
+    )
+    vary: list[str] = Field(
+        default_factory=lambda: ["init_seed"], description="Factors that differ between members."
+    )
+    levels: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Explicit levels per factor (factorial, grid, random)."
+    )
+    ranges: dict[str, tuple[float, float]] = Field(
+        default_factory=dict,
+        description="[low, high] of continuous factors (random, grid, sobol); lr is log-uniform.",
+    )
+    grid_points: int = Field(
+        4, ge=2, description="Evenly spaced levels per ranged factor in a grid design."
+    )
 
     @field_validator("vary")
     @classmethod
@@ -118,10 +161,14 @@ class PlanConfig(_Strict):
 
     @field_validator("ranges")
     @classmethod
-    def _ordered_ranges(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+    def _ordered_ranges(
+        cls, ranges: dict[str, tuple[float, float]]
+    ) -> dict[str, tuple[float, float]]:
         for name, (low, high) in ranges.items():
             if name not in CONTINUOUS_FACTORS:
-                raise ValueError(f"{name!r} is not continuous; give it [plan.levels] instead of a range")
+                raise ValueError(
+                    f"{name!r} is not continuous; give it [plan.levels] instead of a range"
+                )
             if not low <= high:
                 raise ValueError(f"range of {name!r} must be [low, high] with low <= high")
             if name == "lr" and low <= 0:
@@ -133,17 +180,49 @@ class RunConfig(_Strict):
     """``[run]``: how the plan is executed and what is recorded."""
 
     strategy: Literal["auto", "vectorized", "loop"] = Field(
-        "auto", description="vectorized (many members per process), loop (any module), or auto (vectorized where torch.func can batch the model)."
+        "auto",
+        description="vectorized (many members per process), loop (any module), or auto (vectorized "
+        "where torch.func can batch the model).",
     )
-    backend: Literal["local", "process", "ray"] = Field("local", description="Where chunks run: local (this process) | process (a spawn pool on this machine) | ray (a Ray cluster; extra `ray`).")
-    workers: int | None = Field(None, ge=1, description="process: pool size; ray without ray_address: CPUs of the local Ray instance. None = all cores.")
-    num_cpus: int = Field(1, ge=1, description="process and ray: CPUs (and torch threads) each chunk's worker uses.")
-    ray_address: str | None = Field(None, description="ray: address of a running cluster (`ray start --head` prints it); None starts a local Ray instance.")
-    max_retries: int = Field(3, ge=0, description="ray: times a chunk is retried when its worker process or node dies (an error in training is not retried).")
-    snapshots: int | list[int] = Field(16, description="Number of log-spaced snapshot steps, or an explicit list of steps.")
-    chunk_size: int | None = Field(None, ge=2, description="Members trained together; None picks by memory (always >= 2).")
-    eval_batch_size: int = Field(1024, ge=1, description="Examples per forward pass when evaluating.")
-    track_path: bool = Field(False, description="Record each member's path length and distance from init in weight space at every snapshot.")
+    backend: Literal["local", "process", "ray"] = Field(
+        "local",
+        description="Where chunks run: local (this process) | process (a spawn pool on this "
+        "machine) | ray (a Ray cluster; extra `ray`).",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="process: pool size; ray without ray_address: CPUs of the local Ray instance. "
+        "None = all cores.",
+    )
+    num_cpus: int = Field(
+        1, ge=1, description="process and ray: CPUs (and torch threads) each chunk's worker uses."
+    )
+    ray_address: str | None = Field(
+        None,
+        description="ray: address of a running cluster (`ray start --head` prints it); None starts "
+        "a local Ray instance.",
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="ray: times a chunk is retried when its worker process or node dies (an error "
+        "in training is not retried).",
+    )
+    snapshots: int | list[int] = Field(
+        16, description="Number of log-spaced snapshot steps, or an explicit list of steps."
+    )
+    chunk_size: int | None = Field(
+        None, ge=2, description="Members trained together; None picks by memory (always >= 2)."
+    )
+    eval_batch_size: int = Field(
+        1024, ge=1, description="Examples per forward pass when evaluating."
+    )
+    track_path: bool = Field(
+        False,
+        description="Record each member's path length and distance from init in weight space at "
+        "every snapshot.",
+    )
 
     @field_validator("snapshots")
     @classmethod
@@ -158,8 +237,16 @@ class RunConfig(_Strict):
 class TrackConfig(_Strict):
     """``[track]``: where the run is also recorded (the run directory always is the record)."""
 
-    mlflow: bool = Field(False, description="Log the run to MLflow (extra `mlflow`): config as params, per-member metrics, summary and report as artifacts.")
-    uri: str | None = Field(None, description="MLflow tracking URI; None = $MLFLOW_TRACKING_URI, else sqlite `mlflow.db` beside the run directory.")
+    mlflow: bool = Field(
+        False,
+        description="Log the run to MLflow (extra `mlflow`): config as params, per-member metrics, "
+        "summary and report as artifacts.",
+    )
+    uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; None = $MLFLOW_TRACKING_URI, else sqlite `mlflow.db` "
+        "beside the run directory.",
+    )
     experiment: str = Field("attractor", description="MLflow experiment the run is logged under.")
 
 
@@ -229,20 +316,41 @@ def format_validation_error(exc: ValidationError, source: str = "config") -> str
     if error["type"] == "extra_forbidden":
         return _unknown_key(loc, source)
     tagged = [i for i, part in enumerate(loc) if isinstance(part, str) and _UNION_TAG.match(part)]
-    if tagged:  # a value no branch of a union accepts: name the branches, not the first one's complaint
+    if (
+        tagged
+    ):  # a value no branch of a union accepts: name the branches, not the first one's complaint
         field = loc[: tagged[0]]
-        branches = [str(e["loc"][len(field)]) for e in errors if tuple(e["loc"][: len(field)]) == field and len(e["loc"]) > len(field)]
+        branches = [
+            str(e["loc"][len(field)])
+            for e in errors
+            if tuple(e["loc"][: len(field)]) == field and len(e["loc"]) > len(field)
+        ]
         expected = " or ".join(dict.fromkeys(branches))
-        return f"{source}: invalid value at '{'.'.join(map(str, field))}': expected {expected}, got {_shown(error['input'])}"
+        return (
+            f"{source}: invalid value at '{'.'.join(map(str, field))}': expected {expected}, "
+            f"got {_shown(error['input'])}"
+        )
     path = ".".join(map(str, loc))
-    if error["type"] in ("model_type", "model_attributes_type") and _section_fields(loc) is not None:
-        return f"{source}: '{path}' must be a table ([{path}] followed by its keys), got {_shown(error['input'])}"
-    if error["type"] == "missing" and loc and isinstance(loc[-1], int):  # a short tuple, e.g. a range
+    if (
+        error["type"] in ("model_type", "model_attributes_type")
+        and _section_fields(loc) is not None
+    ):
+        return (
+            f"{source}: '{path}' must be a table ([{path}] followed by its keys), got "
+            f"{_shown(error['input'])}"
+        )
+    if (
+        error["type"] == "missing" and loc and isinstance(loc[-1], int)
+    ):  # a short tuple, e.g. a range
         parent = ".".join(map(str, loc[:-1]))
         return f"{source}: invalid value at '{parent}': too few items, got {_shown(error['input'])}"
     message = error["msg"].removeprefix("Value error, ")
     where = f" at '{path}'" if path else ""
-    got = f", got {_shown(error['input'])}" if not isinstance(error["input"], dict) and error["type"] != "value_error" else ""
+    got = (
+        f", got {_shown(error['input'])}"
+        if not isinstance(error["input"], dict) and error["type"] != "value_error"
+        else ""
+    )
     return f"{source}: invalid value{where}: {message}{got}"
 
 
@@ -258,9 +366,13 @@ def load_config(path: str | Path) -> Config:
     """Read and validate a TOML config file."""
     path = Path(path)
     if path.is_dir():
-        raise UserError(f"config '{path}' is a directory; pass the path of a TOML file (see examples/)")
+        raise UserError(
+            f"config '{path}' is a directory; pass the path of a TOML file (see examples/)"
+        )
     if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist; pass the path of a TOML file (see examples/)")
+        raise UserError(
+            f"config file '{path}' does not exist; pass the path of a TOML file (see examples/)"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:

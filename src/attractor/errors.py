@@ -7,7 +7,9 @@ from types import ModuleType
 
 
 class UserError(Exception):
-    """Bad input (config, paths, run directories, weights): one line naming the problem and the fix."""
+    """Bad input (config, paths, run directories, weights): one line naming the problem and the
+    fix.
+    """
 
 
 def require(module: str, extra: str) -> ModuleType:
@@ -16,5 +18,6 @@ def require(module: str, extra: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError:
         raise UserError(
-            f"this needs the optional dependency '{module}'; install it with: pip install 'attractor[{extra}]'"
+            f"this needs the optional dependency '{module}'; install it with: pip install "
+            f"'attractor[{extra}]'"
         ) from None

@@ -13,7 +13,11 @@ from pydantic import BaseModel
 from attractor.config import PlanConfig, RunConfig, TaskConfig, TrackConfig, TrainerConfig
 
 SECTIONS: tuple[tuple[str, type[BaseModel]], ...] = (
-    ("task", TaskConfig), ("trainer", TrainerConfig), ("plan", PlanConfig), ("run", RunConfig), ("track", TrackConfig),
+    ("task", TaskConfig),
+    ("trainer", TrainerConfig),
+    ("plan", PlanConfig),
+    ("run", RunConfig),
+    ("track", TrackConfig),
 )
 
 
@@ -32,7 +36,10 @@ def config_reference() -> str:
             meaning = (field.description or "").replace("|", "\\|")
             lines.append(f"| `{name}` | `{_default(model, name)}` | {meaning} |")
         if section == "task":
-            lines.append("| *other keys* | | the task's own options: `attractor tasks` lists them with defaults |")
+            lines.append(
+                "| *other keys* | | the task's own options: `attractor tasks` lists them with "
+                "defaults |"
+            )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

@@ -13,7 +13,9 @@ import torch
 
 
 def derive_seed(stream: str, *seeds: int) -> int:
-    """A 63-bit seed for ``stream`` from integer seeds; distinct streams never collide in practice."""
+    """A 63-bit seed for ``stream`` from integer seeds; distinct streams never collide in
+    practice.
+    """
     key = stream + ":" + ",".join(str(int(s)) for s in seeds)
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
 

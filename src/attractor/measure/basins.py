@@ -74,7 +74,9 @@ def _check_distance(distance: Any) -> np.ndarray:
         distance = distance.detach().cpu().numpy()
     d = np.asarray(distance, dtype=np.float64)
     if d.ndim != 2 or d.shape[0] != d.shape[1] or d.shape[0] == 0:
-        raise ValueError(f"expected a square [members, members] distance matrix, got shape {d.shape}")
+        raise ValueError(
+            f"expected a square [members, members] distance matrix, got shape {d.shape}"
+        )
     if not np.isfinite(d).all() or (d < 0).any():
         raise ValueError("distances must be finite and non-negative")
     if not np.allclose(d, d.T, rtol=1e-6, atol=1e-9):
@@ -93,7 +95,9 @@ def _cluster(d: np.ndarray, n_clusters: int | None, threshold: float | None) -> 
 
 def _silhouette(d: np.ndarray, labels: np.ndarray) -> float | None:
     k = len(np.unique(labels))
-    return float(silhouette_score(d, labels, metric="precomputed")) if 2 <= k <= len(d) - 1 else None
+    return (
+        float(silhouette_score(d, labels, metric="precomputed")) if 2 <= k <= len(d) - 1 else None
+    )
 
 
 def find_basins(
@@ -128,12 +132,18 @@ def find_basins(
     if len(members) != m:
         raise ValueError(f"{len(members)} member ids for a distance matrix of {m} members")
     if n_basins is not None and not 1 <= n_basins <= m:
-        raise UserError(f"the number of basins must be between 1 and the number of members ({m}), got {n_basins}")
+        raise UserError(
+            f"the number of basins must be between 1 and the number of members ({m}), got "
+            f"{n_basins}"
+        )
     if threshold is not None and not threshold > 0:
         raise UserError(f"the basin threshold must be a positive distance, got {threshold}")
 
     if m == 1 or n_basins == 1:
-        labels, method = np.zeros(m, dtype=int), "n_basins" if n_basins else "threshold" if threshold else "silhouette"
+        labels, method = (
+            np.zeros(m, dtype=int),
+            "n_basins" if n_basins else "threshold" if threshold else "silhouette",
+        )
     elif n_basins is not None:
         labels, method = _cluster(d, n_basins, None), "n_basins"
     elif threshold is not None:
@@ -150,7 +160,9 @@ def find_basins(
     return _describe(d, members, labels, method, threshold)
 
 
-def _describe(d: np.ndarray, members: list[int], labels: np.ndarray, method: str, threshold: float | None) -> Basins:
+def _describe(
+    d: np.ndarray, members: list[int], labels: np.ndarray, method: str, threshold: float | None
+) -> Basins:
     """Canonical labels (largest basin first, ties by first member), medoids and heat-map order."""
     groups = [np.flatnonzero(labels == label) for label in np.unique(labels)]
     groups.sort(key=lambda rows: (-len(rows), rows[0]))
@@ -163,7 +175,12 @@ def _describe(d: np.ndarray, members: list[int], labels: np.ndarray, method: str
         representatives.append(members[medoid])
         order.extend(int(r) for r in rows[np.lexsort((d[medoid, rows], rows != medoid))])
     return Basins(
-        members=members, labels=[int(x) for x in canonical], sizes=[len(rows) for rows in groups],
-        representatives=representatives, silhouette=_silhouette(d, canonical), order=order,
-        method=method, threshold=threshold,
+        members=members,
+        labels=[int(x) for x in canonical],
+        sizes=[len(rows) for rows in groups],
+        representatives=representatives,
+        silhouette=_silhouette(d, canonical),
+        order=order,
+        method=method,
+        threshold=threshold,
     )

@@ -75,7 +75,10 @@ def _matrix(scores: Any, ndim: int) -> np.ndarray:
     if array.ndim == ndim - 1:
         array = array[..., None]
     if array.ndim != ndim or array.shape[0] == 0 or array.shape[-1] == 0:
-        raise ValueError(f"expected a non-empty array of {ndim} dimensions (example axis last), got shape {array.shape}")
+        raise ValueError(
+            f"expected a non-empty array of {ndim} dimensions (example axis last), got shape "
+            f"{array.shape}"
+        )
     if not np.isfinite(array).all():
         raise ValueError("scores must be finite (a diverged member should be left out first)")
     return array
@@ -92,7 +95,11 @@ def _example_counts(rng: np.random.Generator, n: int, draws: int) -> np.ndarray:
 def _counts(indices: np.ndarray, n: int) -> np.ndarray:
     """Per row of ``indices [draws, k]``, how often each of ``0..n-1`` occurs: ``[draws, n]``."""
     offsets = indices + n * np.arange(indices.shape[0])[:, None]
-    return np.bincount(offsets.ravel(), minlength=indices.shape[0] * n).reshape(-1, n).astype(np.float64)
+    return (
+        np.bincount(offsets.ravel(), minlength=indices.shape[0] * n)
+        .reshape(-1, n)
+        .astype(np.float64)
+    )
 
 
 def _interval(stats: np.ndarray, level: float) -> tuple[float, float]:
@@ -105,15 +112,23 @@ def _check(draws: int, level: float) -> None:
         raise ValueError(f"need draws >= 1 and 0 < level < 1, got draws={draws}, level={level}")
 
 
-def _draw_statistic(scores: np.ndarray, counts: np.ndarray, members: np.ndarray, statistic: Statistic) -> np.ndarray:
+def _draw_statistic(
+    scores: np.ndarray, counts: np.ndarray, members: np.ndarray, statistic: Statistic
+) -> np.ndarray:
     """Statistic per draw: ``scores [m, n]``, ``counts [D, n]``, ``members [D, m]`` -> ``[D]``."""
-    per_member = scores @ counts.T / scores.shape[1]  # [m, D]: each member's mean over each draw's examples
+    per_member = (
+        scores @ counts.T / scores.shape[1]
+    )  # [m, D]: each member's mean over each draw's examples
     picked = per_member[members, np.arange(len(counts))[:, None]]  # [D, m]
     return np.asarray(statistic(picked, axis=-1), dtype=np.float64)
 
 
 def multibootstrap(
-    per_member_example: Any, statistic: Statistic = np.mean, draws: int = 500, seed: int = 0, level: float = 0.95
+    per_member_example: Any,
+    statistic: Statistic = np.mean,
+    draws: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> Estimate:
     """Multi-bootstrap interval of a statistic across members of per-example scores.
 
@@ -143,7 +158,9 @@ def multibootstrap(
     return Estimate(value, *_interval(stats, level), draws=draws, level=level)
 
 
-def pairwise_multibootstrap(per_pair_example: Any, draws: int = 500, seed: int = 0, level: float = 0.95) -> Estimate:
+def pairwise_multibootstrap(
+    per_pair_example: Any, draws: int = 500, seed: int = 0, level: float = 0.95
+) -> Estimate:
     """Multi-bootstrap interval of the mean over pairs of distinct members of a pair metric.
 
     Each draw resamples members and examples with replacement. A member drawn ``c_i``
@@ -171,7 +188,10 @@ def pairwise_multibootstrap(per_pair_example: Any, draws: int = 500, seed: int =
     values = _matrix(per_pair_example, 3)
     m, m2, n = values.shape
     if m != m2 or m < 2:
-        raise ValueError(f"expected [members, members, examples] with at least 2 members, got shape {values.shape}")
+        raise ValueError(
+            "expected [members, members, examples] with at least 2 members, got shape "
+            f"{values.shape}"
+        )
     rng = np.random.default_rng(seed)
     example_counts = _example_counts(rng, n, draws)
     counts = _counts(rng.integers(0, m, size=(draws, m)), m)  # [D, m]: copies of each member
@@ -194,7 +214,12 @@ def pairwise_multibootstrap(per_pair_example: Any, draws: int = 500, seed: int =
 
 
 def paired_multibootstrap(
-    a: Any, b: Any, statistic: Statistic = np.mean, draws: int = 500, seed: int = 0, level: float = 0.95
+    a: Any,
+    b: Any,
+    statistic: Statistic = np.mean,
+    draws: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> PairedEstimate:
     """Compare two runs scored on the same examples: ``statistic(a) - statistic(b)``.
 
@@ -220,7 +245,9 @@ def paired_multibootstrap(
     _check(draws, level)
     scores_a, scores_b = _matrix(a, 2), _matrix(b, 2)
     if scores_a.shape[1] != scores_b.shape[1]:
-        raise ValueError(f"runs must be scored on the same examples: {scores_a.shape[1]} vs {scores_b.shape[1]}")
+        raise ValueError(
+            f"runs must be scored on the same examples: {scores_a.shape[1]} vs {scores_b.shape[1]}"
+        )
     rng = np.random.default_rng(seed)
     counts = _example_counts(rng, scores_a.shape[1], draws)
     members_a = rng.integers(0, len(scores_a), size=(draws, len(scores_a)))
@@ -230,9 +257,20 @@ def paired_multibootstrap(
     value_a = float(statistic(scores_a.mean(-1), axis=-1))
     value_b = float(statistic(scores_b.mean(-1), axis=-1))
     difference = stats_a - stats_b
-    (low, high), (a_low, a_high), (b_low, b_high) = (_interval(s, level) for s in (difference, stats_a, stats_b))
+    (low, high), (a_low, a_high), (b_low, b_high) = (
+        _interval(s, level) for s in (difference, stats_a, stats_b)
+    )
     return PairedEstimate(
-        a=value_a, b=value_b, difference=value_a - value_b, low=low, high=high,
-        p=float((difference <= 0).mean()), draws=draws, level=level,
-        a_low=a_low, a_high=a_high, b_low=b_low, b_high=b_high,
+        a=value_a,
+        b=value_b,
+        difference=value_a - value_b,
+        low=low,
+        high=high,
+        p=float((difference <= 0).mean()),
+        draws=draws,
+        level=level,
+        a_low=a_low,
+        a_high=a_high,
+        b_low=b_low,
+        b_high=b_high,
     )

@@ -37,18 +37,23 @@ from attractor.tasks.base import Task
 from attractor.training.forward import Params, batched_forward
 
 #: ``align(state_a, state_b, model_template) -> (state_b permuted to match a, permutations)``.
-AlignFn = Callable[[Mapping[str, Tensor], Mapping[str, Tensor], nn.Module], tuple[dict[str, Tensor], Any]]
+AlignFn = Callable[
+    [Mapping[str, Tensor], Mapping[str, Tensor], nn.Module], tuple[dict[str, Tensor], Any]
+]
 
 # Rows (path points x examples) in one forward pass: bounds the activations in memory.
 _ROWS = 1 << 15
 
 
-def interpolate(state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], alphas: Tensor) -> dict[str, Tensor]:
+def interpolate(
+    state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], alphas: Tensor
+) -> dict[str, Tensor]:
     """States along the line from ``a`` to ``b``, stacked: ``{name: [k, *shape]}``.
 
     Floating tensors become ``(1 - alpha) * a + alpha * b`` by ``torch.lerp``, which is
     exactly ``a`` at ``alpha = 0``, exactly ``b`` at ``alpha = 1``, and exactly ``a``
-    everywhere when ``a == b`` (so a member's path to itself is flat, barrier 0). Integer tensors (BatchNorm's step counter) cannot
+    everywhere when ``a == b`` (so a member's path to itself is flat, barrier 0). Integer tensors
+    (BatchNorm's step counter) cannot
     be mixed and take the value of the nearer end.
 
     Args:
@@ -57,7 +62,9 @@ def interpolate(state_a: Mapping[str, Tensor], state_b: Mapping[str, Tensor], al
         alphas: ``[k]`` mixing weights, 0 at ``a`` and 1 at ``b``.
     """
     if state_a.keys() != state_b.keys():
-        raise ValueError(f"the two states name different tensors: {sorted(set(state_a) ^ set(state_b))}")
+        raise ValueError(
+            f"the two states name different tensors: {sorted(set(state_a) ^ set(state_b))}"
+        )
     out: dict[str, Tensor] = {}
     for name, a in state_a.items():
         b = state_b[name]
@@ -110,7 +117,9 @@ def path_curve(
     try:
         for begin in range(0, len(x), batch):
             xb, yb = x[begin : begin + batch], y[begin : begin + batch]
-            logits = forward(params, buffers, xb.unsqueeze(0).expand(points, *xb.shape))  # [points, batch, C]
+            logits = forward(
+                params, buffers, xb.unsqueeze(0).expand(points, *xb.shape)
+            )  # [points, batch, C]
             targets = yb.unsqueeze(0).expand(points, *yb.shape)
             loss_sum += task.loss(logits, targets).reshape(points, -1).double().sum(1)
             if task.num_classes is not None:
@@ -155,8 +164,12 @@ def barriers(curve: pd.DataFrame) -> dict[str, float]:
     out: dict[str, float] = {}
     for column in ("loss", "error"):
         if column in curve:
-            out[f"barrier_{column}"] = barrier(curve["alpha"].to_numpy(), curve[column].to_numpy(), "frankle")
-            out[f"barrier_{column}_linear"] = barrier(curve["alpha"].to_numpy(), curve[column].to_numpy(), "entezari")
+            out[f"barrier_{column}"] = barrier(
+                curve["alpha"].to_numpy(), curve[column].to_numpy(), "frankle"
+            )
+            out[f"barrier_{column}_linear"] = barrier(
+                curve["alpha"].to_numpy(), curve[column].to_numpy(), "entezari"
+            )
     return out
 
 
@@ -182,13 +195,19 @@ class LMCResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data: curves as column lists."""
+
         def columns(frame: pd.DataFrame | None) -> dict[str, list[float]] | None:
-            return None if frame is None else {c: [float(v) for v in frame[c]] for c in frame.columns}
+            return (
+                None if frame is None else {c: [float(v) for v in frame[c]] for c in frame.columns}
+            )
 
         return {
-            "members": list(self.members), "step": self.step,
-            "curve": columns(self.curve), "barriers": self.barriers,
-            "aligned_curve": columns(self.aligned_curve), "aligned_barriers": self.aligned_barriers,
+            "members": list(self.members),
+            "step": self.step,
+            "curve": columns(self.curve),
+            "barriers": self.barriers,
+            "aligned_curve": columns(self.aligned_curve),
+            "aligned_barriers": self.aligned_barriers,
         }
 
 
@@ -220,7 +239,9 @@ def lmc(
     y = task.y_test if y is None else y
     step = ens.steps(a)[-1] if step is None else step
     state_a, state_b = ens.params(a, step), ens.params(b, step)
-    with torch.random.fork_rng(devices=[]):  # the template's own draws must not move the caller's RNG
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # the template's own draws must not move the caller's RNG
         template = task.make_model()
     curve = path_curve(task, template, state_a, state_b, x, y, points)
     aligned_curve = aligned_barriers = None

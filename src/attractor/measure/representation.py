@@ -32,13 +32,33 @@ from attractor.runs.ensemble import Ensemble
 
 # Modules whose output is "a representation" when the model is a plain stack of layers.
 _ACTIVATIONS = (
-    nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.Mish,
-    nn.Hardtanh, nn.PReLU,
+    nn.ReLU,
+    nn.Tanh,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardtanh,
+    nn.PReLU,
 )
 # Functional activations that torch.fx sees as call_function / call_method targets.
-_FUNCTIONAL = {torch.relu, torch.tanh, torch.sigmoid, nn.functional.relu, nn.functional.gelu,
-               nn.functional.silu, nn.functional.tanh, nn.functional.sigmoid, nn.functional.leaky_relu,
-               nn.functional.elu, nn.functional.softplus, nn.functional.mish}
+_FUNCTIONAL = {
+    torch.relu,
+    torch.tanh,
+    torch.sigmoid,
+    nn.functional.relu,
+    nn.functional.gelu,
+    nn.functional.silu,
+    nn.functional.tanh,
+    nn.functional.sigmoid,
+    nn.functional.leaky_relu,
+    nn.functional.elu,
+    nn.functional.softplus,
+    nn.functional.mish,
+}
 _METHODS = {"relu", "tanh", "sigmoid"}
 
 
@@ -62,7 +82,9 @@ def _hsic(cross: Tensor, rows_x: Tensor, rows_y: Tensor, n: int, debiased: bool)
 def _check_n(n: int, debiased: bool) -> None:
     need = 4 if debiased else 2
     if n < need:
-        raise ValueError(f"{'debiased' if debiased else 'biased'} CKA needs at least {need} examples, got {n}")
+        raise ValueError(
+            f"{'debiased' if debiased else 'biased'} CKA needs at least {need} examples, got {n}"
+        )
 
 
 def linear_cka(x: Tensor, y: Tensor, debiased: bool = False) -> float:
@@ -82,7 +104,9 @@ def linear_cka(x: Tensor, y: Tensor, debiased: bool = False) -> float:
         Nguyen et al. (2021), "Do Wide and Deep Networks Learn the Same Things?".
     """
     if x.shape[0] != y.shape[0]:
-        raise ValueError(f"x and y must hold the same examples, got {x.shape[0]} and {y.shape[0]} rows")
+        raise ValueError(
+            f"x and y must hold the same examples, got {x.shape[0]} and {y.shape[0]} rows"
+        )
     n = x.shape[0]
     _check_n(n, debiased)
     x, y = (t.reshape(n, -1).double() for t in (x, y))
@@ -151,7 +175,9 @@ def resolve_layers(model: nn.Module, layers: list[str] | str) -> list[str]:
     for pattern in [layers] if isinstance(layers, str) else layers:
         found = [pattern] if pattern in names else fnmatch.filter(names, pattern)
         if not found:
-            raise UserError(f"no layer matches '{pattern}'; available layers: {', '.join(names) or '(none)'}")
+            raise UserError(
+                f"no layer matches '{pattern}'; available layers: {', '.join(names) or '(none)'}"
+            )
         chosen.update(found)
     return [name for name in names if name in chosen]
 
@@ -175,23 +201,35 @@ def default_layers(model: nn.Module) -> list[str]:
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception as exc:  # tracing is best effort: any failure means "name the layers"
-        raise UserError(f"cannot find default layers of {type(model).__name__} ({type(exc).__name__}); "
-                        f"name them, available layers: {available}") from None
+        raise UserError(
+            f"cannot find default layers of {type(model).__name__} ({type(exc).__name__}); "
+            f"name them, available layers: {available}"
+        ) from None
     feeding: list[str] = []
     for node in graph.nodes:
         is_act = (node.op == "call_function" and node.target in _FUNCTIONAL) or (
-            node.op == "call_method" and node.target in _METHODS)
-        if is_act and node.args and isinstance(node.args[0], torch.fx.Node) and node.args[0].op == "call_module":
+            node.op == "call_method" and node.target in _METHODS
+        )
+        if (
+            is_act
+            and node.args
+            and isinstance(node.args[0], torch.fx.Node)
+            and node.args[0].op == "call_module"
+        ):
             feeding.append(str(node.args[0].target))
     if not feeding:
-        raise UserError(f"{type(model).__name__} has no activation layers to default to; name them, "
-                        f"available layers: {available}")
+        raise UserError(
+            f"{type(model).__name__} has no activation layers to default to; name them, "
+            f"available layers: {available}"
+        )
     return [name for name in _names(model) if name in feeding]
 
 
 # ---- activations of members ----------------------------------------------------------
 @torch.no_grad()
-def _activations(model: nn.Module, x: Tensor, names: list[str], batch_size: int) -> dict[str, Tensor]:
+def _activations(
+    model: nn.Module, x: Tensor, names: list[str], batch_size: int
+) -> dict[str, Tensor]:
     """Outputs of ``names`` on ``x [n, ...]`` for one model: ``{name: [n, d]}``."""
     modules = dict(model.named_modules())
     seen: dict[str, list[Tensor]] = {name: [] for name in names}
@@ -201,8 +239,12 @@ def _activations(model: nn.Module, x: Tensor, names: list[str], batch_size: int)
             # Some modules (attention) return (output, extras): the first is the representation.
             out = output[0] if isinstance(output, (tuple, list)) and output else output
             if not isinstance(out, Tensor):
-                raise UserError(f"layer '{name}' outputs {type(output).__name__}, not a tensor; choose another layer")
+                raise UserError(
+                    f"layer '{name}' outputs {type(output).__name__}, not a tensor; choose another "
+                    "layer"
+                )
             seen[name].append(out.detach().reshape(out.shape[0], -1).cpu())
+
         return record
 
     handles = [modules[name].register_forward_hook(hook(name)) for name in names]
@@ -216,8 +258,12 @@ def _activations(model: nn.Module, x: Tensor, names: list[str], batch_size: int)
 
 
 def collect_activations(
-    ens: Ensemble, x: Tensor, layers: list[str] | str | None = None, members: list[int] | None = None,
-    step: int | None = None, batch_size: int = 1024,
+    ens: Ensemble,
+    x: Tensor,
+    layers: list[str] | str | None = None,
+    members: list[int] | None = None,
+    step: int | None = None,
+    batch_size: int = 1024,
 ) -> dict[str, Tensor]:
     """Every member's activations at ``layers`` on inputs ``x [n, ...]``, by forward hooks.
 
@@ -246,8 +292,12 @@ def collect_activations(
 
 
 def member_cka(
-    ens: Ensemble, x: Tensor | None = None, layers: list[str] | str | None = None,
-    members: list[int] | None = None, step: int | None = None, debiased: bool = False,
+    ens: Ensemble,
+    x: Tensor | None = None,
+    layers: list[str] | str | None = None,
+    members: list[int] | None = None,
+    step: int | None = None,
+    debiased: bool = False,
 ) -> dict[str, Tensor]:
     """Pairwise CKA matrices ``{layer: [members, members]}`` on ``x`` (default the test split).
 

@@ -57,7 +57,10 @@ def common_steps(ens: Ensemble, members: list[int]) -> list[int]:
 
 
 def spread_over_training(
-    ens: Ensemble, x: Tensor | None = None, targets: Tensor | None = None, members: list[int] | None = None
+    ens: Ensemble,
+    x: Tensor | None = None,
+    targets: Tensor | None = None,
+    members: list[int] | None = None,
 ) -> pd.DataFrame:
     """Spread of the ensemble at each snapshot step.
 
@@ -80,9 +83,14 @@ def spread_over_training(
     """
     members = ens.members if members is None else list(members)
     if len(members) < 2:
-        raise UserError(f"spread over training needs at least 2 finished members, got {len(members)}")
+        raise UserError(
+            f"spread over training needs at least 2 finished members, got {len(members)}"
+        )
     if ens.task.num_classes is None:
-        raise UserError(f"task {ens.config.task.name!r} has no classes; function-space spread needs class logits")
+        raise UserError(
+            f"task {ens.config.task.name!r} has no classes; function-space spread needs class "
+            "logits"
+        )
     if x is None:
         x, targets = ens.task.x_test, ens.task.y_test
     rows = []

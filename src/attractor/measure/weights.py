@@ -30,8 +30,18 @@ Perms = dict[str, Tensor]
 
 # Layers that act on each unit separately, so they commute with a permutation of units.
 _ELEMENTWISE = (
-    nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.ELU, nn.Softplus, nn.Mish,
-    nn.Hardtanh, nn.Identity, nn.Dropout,
+    nn.ReLU,
+    nn.Tanh,
+    nn.GELU,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Softplus,
+    nn.Mish,
+    nn.Hardtanh,
+    nn.Identity,
+    nn.Dropout,
 )
 
 
@@ -47,15 +57,20 @@ def flatten(state: State, names: list[str] | None = None) -> Tensor:
     return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
 
-def member_vectors(ens: Ensemble, members: list[int] | None = None, step: int | None = None) -> Tensor:
-    """Parameters (no buffers) of ``members`` at ``step`` (default last), flattened: ``[members, P]``."""
+def member_vectors(
+    ens: Ensemble, members: list[int] | None = None, step: int | None = None
+) -> Tensor:
+    """Parameters (no buffers) of ``members`` at ``step`` (default last), flattened: ``[members,
+    P]``.
+    """
     members = ens.members if members is None else members
     names = sorted(name for name, _ in ens.task.make_model().named_parameters())
     return torch.stack([flatten(ens.params(m, step), names) for m in members])
 
 
 def pairwise_distance(flat: Tensor) -> Tensor:
-    """Euclidean distance between every pair of rows: ``[members, P]`` -> ``[members, members]`` float64.
+    """Euclidean distance between every pair of rows: ``[members, P]`` -> ``[members, members]``
+    float64.
 
     Computed from differences rather than through ``|a|^2 + |b|^2 - 2 a.b``, which loses
     all precision for nearby members (the case that matters: aligned copies).
@@ -64,8 +79,11 @@ def pairwise_distance(flat: Tensor) -> Tensor:
     return torch.cdist(x, x, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def distance_to_init(ens: Ensemble, members: list[int] | None = None, step: int | None = None) -> Tensor:
-    """L2 distance of each member's parameters at ``step`` (default last) from its step-0 parameters: ``[members]``.
+def distance_to_init(
+    ens: Ensemble, members: list[int] | None = None, step: int | None = None
+) -> Tensor:
+    """L2 distance of each member's parameters at ``step`` (default last) from its step-0
+    parameters: ``[members]``.
 
     References:
         Frankle et al. (2020), "Linear Mode Connectivity and the Lottery Ticket Hypothesis"
@@ -77,7 +95,8 @@ def distance_to_init(ens: Ensemble, members: list[int] | None = None, step: int 
 
 # ---- the chain of linear layers ------------------------------------------------------
 def linear_chain(model: nn.Module) -> list[str]:
-    """Names of ``model``'s ``nn.Linear`` layers in order, if it is an MLP weight matching can align.
+    """Names of ``model``'s ``nn.Linear`` layers in order, if it is an MLP weight matching can
+    align.
 
     Raises:
         UserError: ``model`` is not an ``nn.Sequential`` of ``nn.Linear`` layers and
@@ -86,8 +105,11 @@ def linear_chain(model: nn.Module) -> list[str]:
     """
     what = type(model).__name__
     if type(model) is not nn.Sequential:
-        raise UserError(f"permutation alignment needs an MLP (nn.Sequential of nn.Linear layers and elementwise "
-                        f"activations); the task's model is a {what}")
+        raise UserError(
+            "permutation alignment needs an MLP (nn.Sequential of nn.Linear layers and "
+            "elementwise "
+            f"activations); the task's model is a {what}"
+        )
     chain: list[str] = []
     for name, child in model.named_children():
         if isinstance(child, nn.Linear):
@@ -95,10 +117,15 @@ def linear_chain(model: nn.Module) -> list[str]:
         elif isinstance(child, nn.Flatten) and not chain:
             continue  # reshapes the input only
         elif not isinstance(child, _ELEMENTWISE):
-            raise UserError(f"permutation alignment needs elementwise layers between the nn.Linear layers; "
-                            f"layer '{name}' is a {type(child).__name__}")
+            raise UserError(
+                f"permutation alignment needs elementwise layers between the nn.Linear layers; "
+                f"layer '{name}' is a {type(child).__name__}"
+            )
     if len(chain) < 2:
-        raise UserError(f"permutation alignment needs a hidden layer; this {what} has {len(chain)} nn.Linear layer(s)")
+        raise UserError(
+            f"permutation alignment needs a hidden layer; this {what} has {len(chain)} nn.Linear "
+            "layer(s)"
+        )
     return chain
 
 
@@ -114,12 +141,23 @@ def _state_chain(state: State, layers: list[str] | None) -> list[str]:
     owned = {f"{layer}.{part}" for layer in layers for part in ("weight", "bias")}
     stray = sorted(set(state) - owned)
     if stray:
-        raise UserError(f"weights hold tensors outside the MLP's linear layers ({', '.join(stray[:3])}); "
-                        "permutation alignment needs a plain MLP")
+        raise UserError(
+            f"weights hold tensors outside the MLP's linear layers ({', '.join(stray[:3])}); "
+            "permutation alignment needs a plain MLP"
+        )
     for prev, layer in zip(layers, layers[1:], strict=False):
         w_prev, w = state.get(f"{prev}.weight"), state.get(f"{layer}.weight")
-        if w_prev is None or w is None or w_prev.dim() != 2 or w.dim() != 2 or w.shape[1] != w_prev.shape[0]:
-            raise UserError(f"layers '{prev}' and '{layer}' do not chain (weights {_shape(w_prev)} then {_shape(w)})")
+        if (
+            w_prev is None
+            or w is None
+            or w_prev.dim() != 2
+            or w.dim() != 2
+            or w.shape[1] != w_prev.shape[0]
+        ):
+            raise UserError(
+                f"layers '{prev}' and '{layer}' do not chain (weights {_shape(w_prev)} then "
+                f"{_shape(w)})"
+            )
     return layers
 
 
@@ -132,7 +170,9 @@ def _check_matches(state: State, model: nn.Module, which: str) -> None:
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != expected:
         diff = sorted(set(got) ^ set(expected)) or sorted(k for k in got if got[k] != expected[k])
-        raise UserError(f"weights of {which} do not match the model (first difference: '{diff[0]}')")
+        raise UserError(
+            f"weights of {which} do not match the model (first difference: '{diff[0]}')"
+        )
 
 
 # ---- permutations --------------------------------------------------------------------
@@ -152,7 +192,9 @@ def permute(state: State, perms: Perms, layers: list[str] | None = None) -> Stat
     layers = _state_chain(state, layers)
     unknown = sorted(set(perms) - set(layers[:-1]))
     if unknown:
-        raise ValueError(f"no hidden layer '{unknown[0]}' to permute; hidden layers: {', '.join(layers[:-1])}")
+        raise ValueError(
+            f"no hidden layer '{unknown[0]}' to permute; hidden layers: {', '.join(layers[:-1])}"
+        )
     out = dict(state)
     for layer, nxt in zip(layers, layers[1:], strict=False):
         if layer not in perms:
@@ -170,14 +212,19 @@ class _Matching:
 
     def __init__(self, state_a: State, state_b: State, layers: list[str]) -> None:
         def arrays(state: State, part: str) -> list[np.ndarray | None]:
-            return [state[f"{layer}.{part}"].double().numpy() if f"{layer}.{part}" in state else None for layer in layers]
+            return [
+                state[f"{layer}.{part}"].double().numpy() if f"{layer}.{part}" in state else None
+                for layer in layers
+            ]
 
         self.w_a, self.w_b = arrays(state_a, "weight"), arrays(state_b, "weight")
         self.b_a, self.b_b = arrays(state_a, "bias"), arrays(state_b, "bias")
         self.hidden = len(layers) - 1
 
     def similarity(self, k: int, perms: list[np.ndarray], outgoing: bool = True) -> np.ndarray:
-        """``[units of A, units of B]``: incoming (+ outgoing) weight products of hidden layer ``k``."""
+        """``[units of A, units of B]``: incoming (+ outgoing) weight products of hidden layer
+        ``k``.
+        """
         w_a, w_b, b_a, b_b = self.w_a, self.w_b, self.b_a, self.b_b
         incoming = w_b[k] if k == 0 else w_b[k][:, perms[k - 1]]
         sim = w_a[k] @ incoming.T
@@ -207,10 +254,14 @@ class _Matching:
         """
         perms: list[np.ndarray] = []
         for k in range(self.hidden):
-            perms.append(linear_sum_assignment(self.similarity(k, perms, outgoing=False), maximize=True)[1])
+            perms.append(
+                linear_sum_assignment(self.similarity(k, perms, outgoing=False), maximize=True)[1]
+            )
         return perms
 
-    def descend(self, perms: list[np.ndarray], rng: np.random.Generator, max_iter: int) -> list[np.ndarray]:
+    def descend(
+        self, perms: list[np.ndarray], rng: np.random.Generator, max_iter: int
+    ) -> list[np.ndarray]:
         """Coordinate ascent over hidden layers in random order until a pass changes nothing."""
         perms = list(perms)
         for _ in range(max_iter):
@@ -265,8 +316,10 @@ def align(
     _check_matches(state_b, model_template, "model B")
     matching = _Matching(state_a, state_b, layers)
     identity = [np.arange(w.shape[0]) for w in matching.w_a[: matching.hidden]]
-    ends = [matching.descend(start, np.random.default_rng(seed), max_iter)
-            for start in (identity, matching.forward_start())]
+    ends = [
+        matching.descend(start, np.random.default_rng(seed), max_iter)
+        for start in (identity, matching.forward_start())
+    ]
     best = max(ends, key=matching.objective)
     named = {layer: torch.from_numpy(p).long() for layer, p in zip(layers, best, strict=False)}
     return permute(state_b, named, layers), named

@@ -89,7 +89,14 @@ class Plan:
                 values[name] = int(values[name])
             for name in ("bootstrap", "holdout_group"):
                 values[name] = None if values[name] is None else int(values[name])
-            for name in ("label_noise", "init_scale", "init_noise", "lr", "momentum", "weight_decay"):
+            for name in (
+                "label_noise",
+                "init_scale",
+                "init_noise",
+                "lr",
+                "momentum",
+                "weight_decay",
+            ):
                 values[name] = float(values[name])
             values["optimizer"] = str(values["optimizer"])
             out.append(PlanRow(**values))
@@ -112,14 +119,26 @@ class Plan:
 
 
 _DTYPES = {
-    "member": "int64", "init_seed": "int64", "data_seed": "int64", "noise_seed": "int64",
-    "bootstrap": "Int64", "holdout_group": "Int64", "label_noise": "float64",
-    "init_scale": "float64", "init_noise": "float64", "lr": "float64", "momentum": "float64",
-    "weight_decay": "float64", "batch_size": "int64", "optimizer": "string",
+    "member": "int64",
+    "init_seed": "int64",
+    "data_seed": "int64",
+    "noise_seed": "int64",
+    "bootstrap": "Int64",
+    "holdout_group": "Int64",
+    "label_noise": "float64",
+    "init_scale": "float64",
+    "init_noise": "float64",
+    "lr": "float64",
+    "momentum": "float64",
+    "weight_decay": "float64",
+    "batch_size": "int64",
+    "optimizer": "string",
 }
 
 
-def build_plan(plan: PlanConfig, trainer: TrainerConfig, group_ids: list[int] | None = None) -> Plan:
+def build_plan(
+    plan: PlanConfig, trainer: TrainerConfig, group_ids: list[int] | None = None
+) -> Plan:
     """The plan table a config describes; same config -> same table (semantics in the module docs).
 
     Args:
@@ -133,7 +152,9 @@ def build_plan(plan: PlanConfig, trainer: TrainerConfig, group_ids: list[int] | 
     """
     check_values(plan, group_ids)
     columns = varied_columns(plan, group_ids)
-    defaults = asdict(PlanRow(member=0)) | {name: getattr(trainer, name) for name in TRAINER_FACTORS}
+    defaults = asdict(PlanRow(member=0)) | {
+        name: getattr(trainer, name) for name in TRAINER_FACTORS
+    }
     data: dict[str, Any] = {"member": np.arange(plan.members)}
     for name in COLUMNS[1:]:
         data[name] = columns[name] if name in columns else [defaults[name]] * plan.members
@@ -146,7 +167,9 @@ def describe_plan(plan: Plan) -> str:
     counts = {name: int(table[name].nunique(dropna=False)) for name in COLUMNS[1:]}
     varying = [name for name, count in counts.items() if count > 1]
     lines = [f"{len(plan)} members, plan hash {plan.hash()}"]
-    lines.append("varies: " + (", ".join(f"{n} ({counts[n]} values)" for n in varying) or "nothing"))
+    lines.append(
+        "varies: " + (", ".join(f"{n} ({counts[n]} values)" for n in varying) or "nothing")
+    )
     if len(plan):
         fixed = [n for n in COLUMNS[1:] if n not in varying]
         lines.append("fixed: " + ", ".join(f"{n}={show_value(table[n].iloc[0])}" for n in fixed))

@@ -40,14 +40,22 @@ _Sources = dict[str, tuple[str, Any]]
 
 
 def sobol_problem(plan: PlanConfig) -> dict[str, Any]:
-    """The SALib problem of a sobol plan: ranged factors in ``[plan.ranges]`` order, lr as log10(lr)."""
+    """The SALib problem of a sobol plan: ranged factors in ``[plan.ranges]`` order, lr as
+    log10(lr).
+    """
     if not plan.ranges:
-        raise UserError("the sobol design needs at least one [plan.ranges] entry (e.g. lr = [0.01, 0.2])")
+        raise UserError(
+            "the sobol design needs at least one [plan.ranges] entry (e.g. lr = [0.01, 0.2])"
+        )
     bounds = []
     for name, (low, high) in plan.ranges.items():
         if not low < high:
-            raise UserError(f"range of {name!r} is empty ([{low}, {high}]); the sobol design needs low < high")
-        bounds.append([math.log10(low), math.log10(high)] if name == "lr" else [float(low), float(high)])
+            raise UserError(
+                f"range of {name!r} is empty ([{low}, {high}]); the sobol design needs low < high"
+            )
+        bounds.append(
+            [math.log10(low), math.log10(high)] if name == "lr" else [float(low), float(high)]
+        )
     return {"num_vars": len(bounds), "names": list(plan.ranges), "bounds": bounds}
 
 
@@ -67,8 +75,12 @@ def check_values(plan: PlanConfig, group_ids: list[int] | None) -> None:
         if name == "holdout_group" and group_ids is not None:
             unknown = [g for g in values if g not in group_ids]
             if unknown:
-                defined = f"defines groups {_brief(group_ids)}" if group_ids else "defines no groups"
-                raise UserError(f"levels of 'holdout_group' name group {unknown[0]}, but the task {defined}")
+                defined = (
+                    f"defines groups {_brief(group_ids)}" if group_ids else "defines no groups"
+                )
+                raise UserError(
+                    f"levels of 'holdout_group' name group {unknown[0]}, but the task {defined}"
+                )
     for name, (low, high) in plan.ranges.items():
         if name not in CONTINUOUS_FACTORS:
             raise UserError(f"{name!r} is not continuous; give it [plan.levels] instead of a range")
@@ -98,7 +110,9 @@ def _sources(plan: PlanConfig, group_ids: list[int] | None) -> _Sources:
     out: _Sources = {}
     for name in dict.fromkeys([*plan.levels, *plan.ranges, *plan.vary]):
         if name in plan.levels and name in plan.ranges:
-            raise UserError(f"factor {name!r} has both [plan.levels] and [plan.ranges] entries; keep one")
+            raise UserError(
+                f"factor {name!r} has both [plan.levels] and [plan.ranges] entries; keep one"
+            )
         if name == "holdout_group":
             groups = plan.levels.get(name) or group_ids
             if not groups:
@@ -108,7 +122,13 @@ def _sources(plan: PlanConfig, group_ids: list[int] | None) -> _Sources:
                 )
             out[name] = ("groups", [int(g) for g in groups])
         elif name in plan.levels:
-            cast = str if name == "optimizer" else int if name in _INT_FACTORS + ("batch_size",) else float
+            cast = (
+                str
+                if name == "optimizer"
+                else int
+                if name in _INT_FACTORS + ("batch_size",)
+                else float
+            )
             out[name] = ("levels", [cast(v) for v in plan.levels[name]])
         elif name in plan.ranges:
             low, high = plan.ranges[name]
@@ -154,7 +174,9 @@ def _factorial(plan: PlanConfig, sources: _Sources) -> dict[str, Any]:
             f"the factorial design crosses [plan.levels] only, but {ranged[0]!r} has a range; "
             'give it levels, or use design = "grid" to cross evenly spaced points of the range'
         )
-    axes = {name: payload for name, (kind, payload) in sources.items() if kind in ("levels", "groups")}
+    axes = {
+        name: payload for name, (kind, payload) in sources.items() if kind in ("levels", "groups")
+    }
     return _crossed(plan, sources, axes)
 
 
@@ -181,7 +203,8 @@ def _crossed(plan: PlanConfig, sources: _Sources, axes: dict[str, list[Any]]) ->
         counts = [c for c in ((members // n) * n, (members // n + 1) * n) if c > 0]
         raise UserError(
             f"the {plan.design} design has {n} cells ({shape} levels of {', '.join(axes)}) "
-            f"but members = {members} is not a multiple of {n}; use members = {' or '.join(map(str, counts))}"
+            f"but members = {members} is not a multiple of {n}; use members = "
+            f"{' or '.join(map(str, counts))}"
         )
     out = _drawn_seeds(plan, sources)
     for j, name in enumerate(axes):

@@ -1,9 +1,9 @@
 """An ensemble: a finished run directory, loaded lazily.
 
-    ens = Ensemble.load("runs/digits")
-    ens.plan                      # one row per member, with status and diverged_step
-    ens.predict(x)                # [members, batch, classes] at the final snapshot
-    ens.params(member=3, step=0)  # that member's initial parameters
+ens = Ensemble.load("runs/digits")
+ens.plan                      # one row per member, with status and diverged_step
+ens.predict(x)                # [members, batch, classes] at the final snapshot
+ens.params(member=3, step=0)  # that member's initial parameters
 """
 
 from __future__ import annotations
@@ -37,15 +37,22 @@ class Ensemble:
         try:
             self.config = Config.model_validate(manifest["config"])
         except (KeyError, ValidationError):
-            raise UserError(f"'{store.root / 'manifest.json'}' holds no valid config; {rebuild}") from None
+            raise UserError(
+                f"'{store.root / 'manifest.json'}' holds no valid config; {rebuild}"
+            ) from None
         self.strategy = manifest.get("strategy")
         try:
             plan = Plan.from_parquet(store.root / "plan.parquet").table
         except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"'{store.root / 'plan.parquet'}' is missing or corrupt ({str(exc).splitlines()[0]}); {rebuild}") from None
+            raise UserError(
+                f"'{store.root / 'plan.parquet'}' is missing or corrupt "
+                f"({str(exc).splitlines()[0]}); {rebuild}"
+            ) from None
         status = manifest["members"]
         plan["status"] = [status[str(m)]["status"] for m in plan["member"]]
-        plan["diverged_step"] = pd.array([status[str(m)].get("diverged_step") for m in plan["member"]], dtype="Int64")
+        plan["diverged_step"] = pd.array(
+            [status[str(m)].get("diverged_step") for m in plan["member"]], dtype="Int64"
+        )
         self.plan: pd.DataFrame = plan
         self._snapshot_steps = {int(bs): steps for bs, steps in manifest["snapshot_steps"].items()}
 
@@ -65,7 +72,9 @@ class Ensemble:
 
     @functools.cached_property
     def _template(self) -> nn.Module:
-        """The task's architecture, built once (outside the caller's RNG) to name and run parameters."""
+        """The task's architecture, built once (outside the caller's RNG) to name and run
+        parameters.
+        """
         with torch.random.fork_rng(devices=[]):
             return self.task.make_model().eval()
 
@@ -93,7 +102,13 @@ class Ensemble:
         metrics = self.metrics
         if metrics.empty:
             return metrics
-        return metrics.sort_values("step").groupby("member").tail(1).sort_values("member").reset_index(drop=True)
+        return (
+            metrics.sort_values("step")
+            .groupby("member")
+            .tail(1)
+            .sort_values("member")
+            .reset_index(drop=True)
+        )
 
     # ---- weights -----------------------------------------------------------------------
     def params(self, member: int, step: int | None = None) -> dict[str, Tensor]:
@@ -107,7 +122,9 @@ class Ensemble:
         model.load_state_dict(self.params(member, step))
         return model.eval()
 
-    def stacked(self, members: list[int] | None = None, step: int | None = None) -> tuple[Params, Params]:
+    def stacked(
+        self, members: list[int] | None = None, step: int | None = None
+    ) -> tuple[Params, Params]:
         """Parameters and buffers of ``members`` stacked along a new first dimension."""
         members = self.members if members is None else members
         states = [self.params(m, step) for m in members]
@@ -117,13 +134,23 @@ class Ensemble:
         return params, buffers
 
     @torch.no_grad()
-    def predict(self, x: Tensor, members: list[int] | None = None, step: int | None = None, batch_size: int = 1024) -> Tensor:
+    def predict(
+        self,
+        x: Tensor,
+        members: list[int] | None = None,
+        step: int | None = None,
+        batch_size: int = 1024,
+    ) -> Tensor:
         """Outputs of every member on ``x [batch, ...]``: ``[members, batch, ...]`` (logits)."""
         members = self.members if members is None else members
         params, buffers = self.stacked(members, step)
         template = self._template
         vectorized = self.manifest.get("strategy", "vectorized") != "loop"
-        forward = batched_forward(template) if vectorized and len(members) > 1 else single_forward(template)
+        forward = (
+            batched_forward(template)
+            if vectorized and len(members) > 1
+            else single_forward(template)
+        )
         outs = []
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
@@ -135,4 +162,7 @@ class Ensemble:
 
     def __repr__(self) -> str:
         counts = self.plan["status"].value_counts().to_dict()
-        return f"Ensemble({str(self.store.root)!r}, task={self.config.task.name!r}, members={len(self)}, status={counts})"
+        return (
+            f"Ensemble({str(self.store.root)!r}, task={self.config.task.name!r}, "
+            f"members={len(self)}, status={counts})"
+        )

@@ -40,7 +40,8 @@ from attractor.errors import UserError
 #: of other kinds (a newer attractor's results, a user's own JSON) instead of failing.
 RESULT_KINDS: dict[str, str] = {
     "measures": "spread of an ensemble in function, representation and weight space",
-    "lm-measures": "next-token loss, pairwise JS, KL to the mean and CKA of a language-model ensemble",
+    "lm-measures": "next-token loss, pairwise JS, KL to the mean and CKA of a language-model "
+    "ensemble",
     "structural": "accuracy drop and KL under a model perturbation, per level",
     "sensitivity-variance": "variance components of the plan's crossed factors",
     "sensitivity-sobol": "Sobol indices of the plan's continuous factors",
@@ -112,7 +113,9 @@ def check_result(result: Any) -> None:
 
 def table_paths(root: Path, name: str, keys: list[str] | tuple[str, ...]) -> dict[str, Path]:
     """Where each table of result ``name`` lives."""
-    return {key: root / (f"{name}.parquet" if key == "" else f"{name}.{key}.parquet") for key in keys}
+    return {
+        key: root / (f"{name}.parquet" if key == "" else f"{name}.{key}.parquet") for key in keys
+    }
 
 
 @dataclass(frozen=True)
@@ -129,17 +132,23 @@ class StoredResult:
     def table(self, key: str = "") -> pd.DataFrame:
         """Table ``key`` ("" is the main table); a missing or corrupt file is a user error."""
         if key not in self.table_keys:
-            raise KeyError(f"result {self.name!r} has no table {key!r} (it has {list(self.table_keys)})")
+            raise KeyError(
+                f"result {self.name!r} has no table {key!r} (it has {list(self.table_keys)})"
+            )
         path = table_paths(self.path.parent, self.name, [key])[key]
         try:
             return pd.read_parquet(path)
         except (OSError, ValueError) as exc:
-            raise UserError(f"table '{path}' is missing or corrupt ({str(exc).splitlines()[0]}); "
-                            f"re-run the analysis that wrote {self.name}") from None
+            raise UserError(
+                f"table '{path}' is missing or corrupt ({str(exc).splitlines()[0]}); "
+                f"re-run the analysis that wrote {self.name}"
+            ) from None
 
 
 def read_stored(path: Path) -> StoredResult | None:
-    """The result in JSON file ``path``, or None if the file is not a result this attractor reads."""
+    """The result in JSON file ``path``, or None if the file is not a result this attractor
+    reads.
+    """
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -154,4 +163,6 @@ def read_stored(path: Path) -> StoredResult | None:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return None
     body = {k: v for k, v in data.items() if k != "result"}
-    return StoredResult(kind=kind, schema=schema, name=name, path=path, data=body, table_keys=tuple(keys))
+    return StoredResult(
+        kind=kind, schema=schema, name=name, path=path, data=body, table_keys=tuple(keys)
+    )

@@ -72,7 +72,10 @@ def snapshot_bytes(member: int, step: int, tensors: dict[str, torch.Tensor]) -> 
     """A snapshot file's exact bytes, for workers that cannot write the run directory (Ray)."""
     from safetensors.torch import save
 
-    return save({k: v.contiguous() for k, v in tensors.items()}, metadata={"member": str(member), "step": str(step)})
+    return save(
+        {k: v.contiguous() for k, v in tensors.items()},
+        metadata={"member": str(member), "step": str(step)},
+    )
 
 
 class RunStore:
@@ -83,7 +86,14 @@ class RunStore:
 
     # ---- creating / resuming -------------------------------------------------------
     @classmethod
-    def prepare(cls, root: str | Path, config: Config, plan: Plan, snapshot_steps: dict[int, list[int]], force: bool = False) -> RunStore:
+    def prepare(
+        cls,
+        root: str | Path,
+        config: Config,
+        plan: Plan,
+        snapshot_steps: dict[int, list[int]],
+        force: bool = False,
+    ) -> RunStore:
         """Open ``root`` for training ``config``: create it, or resume it if it holds this very run.
 
         A directory made from another config (or plan) is refused unless ``force``, which
@@ -95,7 +105,10 @@ class RunStore:
             raise UserError(f"--out '{root}' is a file; give a directory path for the run")
         manifest = root / MANIFEST
         if root.is_dir() and any(root.iterdir()) and not manifest.exists():
-            raise UserError(f"'{root}' exists and is not an attractor run directory; choose a new --out or empty it")
+            raise UserError(
+                f"'{root}' exists and is not an attractor run directory; choose a new --out or "
+                "empty it"
+            )
         if manifest.exists():
             try:
                 old = store.manifest()
@@ -105,29 +118,36 @@ class RunStore:
                 old = {}
             # Compared without placement settings, so a run killed under one backend may be
             # finished under another (or with tracking switched on).
-            same = identity(old.get("config", {})) == identity(config.resolved()) and old.get("plan_hash") == plan.hash()
+            same = (
+                identity(old.get("config", {})) == identity(config.resolved())
+                and old.get("plan_hash") == plan.hash()
+            )
             if same:
                 store._remove_stale_temporaries()
                 return store
             if not force:
                 raise UserError(
-                    f"'{root}' holds a run made from another config (hash {old.get('config_hash')}, this one {config.hash()}); "
+                    f"'{root}' holds a run made from another config (hash "
+                    f"{old.get('config_hash')}, this one {config.hash()}); "
                     "use another --out, or --force to delete it and start over"
                 )
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
         with atomic_path(root / "plan.parquet") as tmp:
             plan.to_parquet(tmp)
-        write_json(manifest, {
-            "schema_version": SCHEMA_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "config": config.resolved(),
-            "config_hash": config.hash(),
-            "plan_hash": plan.hash(),
-            "versions": versions(),
-            "snapshot_steps": {str(bs): steps for bs, steps in snapshot_steps.items()},
-            "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
-        })
+        write_json(
+            manifest,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "config": config.resolved(),
+                "config_hash": config.hash(),
+                "plan_hash": plan.hash(),
+                "versions": versions(),
+                "snapshot_steps": {str(bs): steps for bs, steps in snapshot_steps.items()},
+                "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
+            },
+        )
         return store
 
     def _remove_stale_temporaries(self) -> None:
@@ -139,13 +159,22 @@ class RunStore:
     def manifest(self) -> dict[str, Any]:
         path = self.root / MANIFEST
         if not path.exists():
-            raise UserError(f"'{self.root}' is not an attractor run directory (no {MANIFEST}); run `attractor run CONFIG --out DIR` first")
+            raise UserError(
+                f"'{self.root}' is not an attractor run directory (no {MANIFEST}); run `attractor "
+                "run CONFIG --out DIR` first"
+            )
         try:
             data = json.loads(path.read_text())
         except json.JSONDecodeError:
-            raise UserError(f"'{path}' is corrupt (not valid JSON); re-run the config with --force to rebuild the run") from None
+            raise UserError(
+                f"'{path}' is corrupt (not valid JSON); re-run the config with --force to rebuild "
+                "the run"
+            ) from None
         if data.get("schema_version") != SCHEMA_VERSION:
-            raise UserError(f"'{path}' has schema version {data.get('schema_version')}, this attractor reads {SCHEMA_VERSION}; re-run with --force")
+            raise UserError(
+                f"'{path}' has schema version {data.get('schema_version')}, this attractor reads "
+                f"{SCHEMA_VERSION}; re-run with --force"
+            )
         return data
 
     def status(self) -> dict[int, dict[str, Any]]:
@@ -160,14 +189,22 @@ class RunStore:
     def load_snapshot(self, member: int, step: int) -> dict[str, torch.Tensor]:
         path = self.snapshot_path(member, step)
         if not path.exists():
-            raise UserError(f"weights file '{path}' is missing; re-run the config on this directory to retrain member {member}")
+            raise UserError(
+                f"weights file '{path}' is missing; re-run the config on this directory to retrain "
+                f"member {member}"
+            )
         try:
             return load_file(path)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise UserError(f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); re-run the config on this directory to retrain member {member}") from None
+            raise UserError(
+                f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); "
+                f"re-run the config on this directory to retrain member {member}"
+            ) from None
 
     def intact(self, member: int, steps: list[int]) -> bool:
-        """Whether a finished member's files are all there and readable; if not, resume retrains it."""
+        """Whether a finished member's files are all there and readable; if not, resume retrains
+        it.
+        """
         try:
             pq.read_metadata(self.member_dir(member) / "metrics.parquet")
             for step in steps:
@@ -181,7 +218,10 @@ class RunStore:
         try:
             return pd.read_parquet(path)
         except (OSError, ValueError) as exc:
-            raise UserError(f"table '{path}' is missing or corrupt ({str(exc).splitlines()[0]}); re-run the config on this directory to rebuild it") from None
+            raise UserError(
+                f"table '{path}' is missing or corrupt ({str(exc).splitlines()[0]}); re-run the "
+                "config on this directory to rebuild it"
+            ) from None
 
     def metrics(self) -> pd.DataFrame:
         """All finished members' metrics (from the per-member files if the run never finished)."""
@@ -193,15 +233,25 @@ class RunStore:
     def _gather_metrics(self) -> pd.DataFrame:
         finished = sorted(m for m, s in self.status().items() if s["status"] in FINISHED)
         frames = [self.read_table(self.member_dir(m) / "metrics.parquet") for m in finished]
-        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["member", "step"])
+        return (
+            pd.concat(frames, ignore_index=True)
+            if frames
+            else pd.DataFrame(columns=["member", "step"])
+        )
 
     # ---- writing (workers write member files; only the coordinator writes the manifest)
     def save_snapshot(self, member: int, step: int, tensors: dict[str, torch.Tensor]) -> None:
         with atomic_path(self.snapshot_path(member, step)) as tmp:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata={"member": str(member), "step": str(step)})
+            save_file(
+                {k: v.contiguous() for k, v in tensors.items()},
+                str(tmp),
+                metadata={"member": str(member), "step": str(step)},
+            )
 
     def save_snapshot_bytes(self, member: int, step: int, data: bytes) -> None:
-        """Write a snapshot serialized elsewhere (a Ray worker): checked, then written atomically."""
+        """Write a snapshot serialized elsewhere (a Ray worker): checked, then written
+        atomically.
+        """
         from safetensors.torch import load
 
         load(data)  # refuse bytes that are not a readable safetensors file before they land
@@ -222,7 +272,9 @@ class RunStore:
         """Record finished members (each dict has ``member``, ``status``, ...)."""
         data = self.manifest()
         for outcome in outcomes:
-            data["members"][str(outcome["member"])] = {k: v for k, v in outcome.items() if k != "member"}
+            data["members"][str(outcome["member"])] = {
+                k: v for k, v in outcome.items() if k != "member"
+            }
         write_json(self.root / MANIFEST, data)
 
     def collect_metrics(self) -> pd.DataFrame:
@@ -245,16 +297,28 @@ class RunStore:
         if target.exists():
             old = read_stored(target)
             if old is None or old.kind != result.kind:
-                held = "something that is not an attractor result" if old is None else f"a {old.kind} result"
-                raise UserError(f"'{target}' holds {held}; move it away or choose another output directory")
+                held = (
+                    "something that is not an attractor result"
+                    if old is None
+                    else f"a {old.kind} result"
+                )
+                raise UserError(
+                    f"'{target}' holds {held}; move it away or choose another output directory"
+                )
         tables = result.to_tables()
         paths = {}
         for key, path in table_paths(self.root, result.name, list(tables)).items():
             with atomic_path(path) as tmp:
                 tables[key].to_parquet(tmp, index=False)
             paths["parquet" if key == "" else f"parquet:{key}"] = str(path)
-        header = {"header": HEADER_SCHEMA, "kind": result.kind, "schema": result.schema, "name": result.name,
-                  "tables": list(tables), "written": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        header = {
+            "header": HEADER_SCHEMA,
+            "kind": result.kind,
+            "schema": result.schema,
+            "name": result.name,
+            "tables": list(tables),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         write_json(target, {"result": header, **result.to_json()})
         paths["json"] = str(target)
         return paths
@@ -263,7 +327,9 @@ class RunStore:
         """The results this directory holds (of ``kind``, if given), ordered by name."""
         if not self.root.is_dir():
             return []
-        found = (read_stored(path) for path in sorted(self.root.glob("*.json")) if path.name != MANIFEST)
+        found = (
+            read_stored(path) for path in sorted(self.root.glob("*.json")) if path.name != MANIFEST
+        )
         return [r for r in found if r is not None and (kind is None or r.kind == kind)]
 
     def result(self, name: str) -> StoredResult:
@@ -277,7 +343,9 @@ class RunStore:
 
     # ---- experiment directories -------------------------------------------------------
     @classmethod
-    def prepare_experiment(cls, root: str | Path, experiment: str, config: dict[str, Any], force: bool = False) -> RunStore:
+    def prepare_experiment(
+        cls, root: str | Path, experiment: str, config: dict[str, Any], force: bool = False
+    ) -> RunStore:
         """Open ``root`` for experiment ``experiment`` with resolved ``config`` (JSON-able).
 
         The same experiment and config reopen it (finished parts are reused); another one is
@@ -291,7 +359,10 @@ class RunStore:
         manifest = root / MANIFEST
         if root.is_dir() and any(root.iterdir()):
             if not manifest.exists():
-                raise UserError(f"'{root}' exists and is not an attractor directory; choose a new --out or empty it")
+                raise UserError(
+                    f"'{root}' exists and is not an attractor directory; choose a new --out or "
+                    "empty it"
+                )
             try:
                 old = json.loads(manifest.read_text())
             except (OSError, json.JSONDecodeError):
@@ -301,18 +372,23 @@ class RunStore:
                 return store
             if not force:
                 what = f"a {old['experiment']} experiment" if old.get("experiment") else "a run"
-                raise UserError(f"'{root}' holds {what} made from another config; use another --out, "
-                                "or --force to delete it and start over")
+                raise UserError(
+                    f"'{root}' holds {what} made from another config; use another --out, "
+                    "or --force to delete it and start over"
+                )
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-        write_json(manifest, {
-            "schema_version": SCHEMA_VERSION,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "experiment": experiment,
-            "config": config,
-            "config_hash": digest,
-            "versions": versions(),
-        })
+        write_json(
+            manifest,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "experiment": experiment,
+                "config": config,
+                "config_hash": digest,
+                "versions": versions(),
+            },
+        )
         return store
 
     def experiment(self) -> str | None:

@@ -29,8 +29,8 @@ import torch
 from torch import Tensor
 
 from attractor.errors import UserError
-from attractor.experiments.hparam_map import member_outcomes
 from attractor.measure.function import kl_to_mean, probabilities
+from attractor.measure.outcomes import member_outcomes
 
 SCALAR_OUTCOMES = ("test_loss", "test_accuracy", "kl_to_mean")
 PER_EXAMPLE_OUTCOMES = ("p_true",)
@@ -42,8 +42,10 @@ def check_finished(ens: Any) -> pd.DataFrame:
     plan = ens.plan.sort_values("member").reset_index(drop=True)
     unfinished = plan.loc[~plan["status"].isin(["done", "diverged"]), "member"].tolist()
     if unfinished:
-        raise UserError(f"member {unfinished[0]} of '{ens.store.root}' has not finished training "
-                        f"({len(unfinished)} unfinished); run `attractor train` again to resume it")
+        raise UserError(
+            f"member {unfinished[0]} of '{ens.store.root}' has not finished training "
+            f"({len(unfinished)} unfinished); run `attractor train` again to resume it"
+        )
     return plan
 
 
@@ -61,7 +63,9 @@ def member_logits(ens: Any, x: Tensor) -> Tensor:
     return torch.stack([parts[int(m)] for m in plan["member"]])
 
 
-def outcome_values(ens: Any, outcomes: tuple[str, ...] | list[str] = OUTCOMES, split: str = "test") -> dict[str, np.ndarray]:
+def outcome_values(
+    ens: Any, outcomes: tuple[str, ...] | list[str] = OUTCOMES, split: str = "test"
+) -> dict[str, np.ndarray]:
     """``name -> [members]`` (scalar outcomes) or ``[members, n]`` (``p_true``), member order.
 
     Raises:
@@ -82,7 +86,9 @@ def outcome_values(ens: Any, outcomes: tuple[str, ...] | list[str] = OUTCOMES, s
         x, y = ens.eval_set(split)
         probs = probabilities(member_logits(ens, x))
         out["kl_to_mean"] = kl_to_mean(probs).numpy()
-        out["p_true"] = probs.gather(-1, y.long().view(1, -1, 1).expand(len(probs), -1, 1)).squeeze(-1).numpy()
+        out["p_true"] = (
+            probs.gather(-1, y.long().view(1, -1, 1).expand(len(probs), -1, 1)).squeeze(-1).numpy()
+        )
     return {name: out[name] for name in outcomes}
 
 

@@ -92,14 +92,27 @@ class GroupInfluence:
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
-        return {"reference": self.reference, "members": self.members, "diverged": self.diverged, "split": self.split,
-                "draws": self.draws, "level": self.level, "seed": self.seed, "table": rows}
+        return {
+            "reference": self.reference,
+            "members": self.members,
+            "diverged": self.diverged,
+            "split": self.split,
+            "draws": self.draws,
+            "level": self.level,
+            "seed": self.seed,
+            "table": rows,
+        }
 
 
 def group_effects(
-    groups: Any, scores: dict[str, Any], probs: torch.Tensor | None = None,
-    reference_scores: dict[str, Any] | None = None, reference_probs: torch.Tensor | None = None,
-    draws: int = 500, seed: int = 0, level: float = 0.95,
+    groups: Any,
+    scores: dict[str, Any],
+    probs: torch.Tensor | None = None,
+    reference_scores: dict[str, Any] | None = None,
+    reference_probs: torch.Tensor | None = None,
+    draws: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> tuple[pd.DataFrame, str]:
     """Effects of each held-out group from per-member, per-example scores (the pure core).
 
@@ -118,7 +131,10 @@ def group_effects(
     codes = np.array([int(g) if h else -1 for g, h in zip(labels, held, strict=True)])
     ids = sorted({int(c) for c in codes[held]})
     if not ids:
-        raise UserError("no member held out a group: the plan must vary holdout_group (vary = [\"holdout_group\", ...])")
+        raise UserError(
+            "no member held out a group: the plan must vary holdout_group (vary = "
+            '["holdout_group", ...])'
+        )
     if reference_scores is not None:
         reference = "reference ensemble"
     elif (~held).any():
@@ -126,38 +142,76 @@ def group_effects(
     elif len(ids) >= 2:
         reference = "other groups"
     else:
-        raise UserError("one held-out group and no all-data member: nothing to compare with; give a reference ensemble")
+        raise UserError(
+            "one held-out group and no all-data member: nothing to compare with; give a reference "
+            "ensemble"
+        )
     js = pairwise_js(probs, per_example=True) if probs is not None else None
     ref_js = pairwise_js(reference_probs, per_example=True) if reference_probs is not None else None
     rows = []
     for g in ids:
         without = held & (codes == g)
-        ref = None if reference_scores is not None else (~held if reference == "all-data members" else held & ~without)
-        row: dict[str, Any] = {"group": g, "members": int(without.sum()),
-                               "reference_members": int(len(next(iter(reference_scores.values()))) if ref is None else ref.sum())}
+        ref = (
+            None
+            if reference_scores is not None
+            else (~held if reference == "all-data members" else held & ~without)
+        )
+        row: dict[str, Any] = {
+            "group": g,
+            "members": int(without.sum()),
+            "reference_members": int(
+                len(next(iter(reference_scores.values()))) if ref is None else ref.sum()
+            ),
+        }
         for name, values in scores.items():
             a = np.asarray(values, dtype=np.float64)[without]
-            b = np.asarray(reference_scores[name], dtype=np.float64) if ref is None else np.asarray(values, dtype=np.float64)[ref]
+            b = (
+                np.asarray(reference_scores[name], dtype=np.float64)
+                if ref is None
+                else np.asarray(values, dtype=np.float64)[ref]
+            )
             est = paired_multibootstrap(a, b, draws=draws, seed=seed, level=level)
-            row.update({f"{name}_without": est.a, f"{name}_with": est.b, f"{name}_effect": est.difference,
-                        f"{name}_low": est.low, f"{name}_high": est.high, f"{name}_p": est.p})
+            row.update(
+                {
+                    f"{name}_without": est.a,
+                    f"{name}_with": est.b,
+                    f"{name}_effect": est.difference,
+                    f"{name}_low": est.low,
+                    f"{name}_high": est.high,
+                    f"{name}_p": est.p,
+                }
+            )
         if js is not None:
             inner = _spread(js[np.ix_(without, without)], draws, seed, level)
             outer = _spread(ref_js if ref is None else js[np.ix_(ref, ref)], draws, seed, level)
-            row.update({"spread_without": inner[0], "spread_without_low": inner[1], "spread_without_high": inner[2],
-                        "spread_with": outer[0], "spread_with_low": outer[1], "spread_with_high": outer[2],
-                        "spread_change": inner[0] - outer[0]})
+            row.update(
+                {
+                    "spread_without": inner[0],
+                    "spread_without_low": inner[1],
+                    "spread_without_high": inner[2],
+                    "spread_with": outer[0],
+                    "spread_with_low": outer[1],
+                    "spread_with_high": outer[2],
+                    "spread_change": inner[0] - outer[0],
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows), reference
 
 
 def group_influence(
-    ens: Any, reference: Any | None = None, split: str = "test", draws: int = 500, seed: int = 0, level: float = 0.95,
+    ens: Any,
+    reference: Any | None = None,
+    split: str = "test",
+    draws: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> GroupInfluence:
     """Leave-group-out influence of each held-out group of a trained plan.
 
     Args:
-        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` whose plan varies ``holdout_group``.
+        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` whose plan varies
+        ``holdout_group``.
         reference: optional ensemble of the same task trained on all data (the ``with`` side).
         split: evaluation split; draws, seed, level: bootstrap settings.
     """
@@ -167,12 +221,15 @@ def group_influence(
     ref_scores = ref_probs = None
     if reference is not None:
         ref_scores, ref_probs = _scores(member_logits(reference, x), y)
-    table, kind = group_effects(plan["holdout_group"], scores, probs, ref_scores, ref_probs, draws, seed, level)
+    table, kind = group_effects(
+        plan["holdout_group"], scores, probs, ref_scores, ref_probs, draws, seed, level
+    )
     return GroupInfluence(table, kind, len(plan), diverged_count(ens), split, draws, level, seed)
 
 
 def example_effects(counts: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
-    """Per training example, how the members that trained on it differ in distance to the ensemble mean.
+    """Per training example, how the members that trained on it differ in distance to the ensemble
+    mean.
 
     Args:
         counts: ``[members, n_train]`` copies of each training example in each member's pool
@@ -197,13 +254,22 @@ def example_effects(counts: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
         effect = mean_without - mean_with
         t = effect / np.sqrt(var_with / n_with + var_without / n_without)
     index = np.flatnonzero(ok)
-    return pd.DataFrame({"example": index, "members_with": n_with[index], "members_without": n_without[index],
-                         "distance_with": mean_with[index], "distance_without": mean_without[index],
-                         "effect": effect[index], "t": np.where(np.isfinite(t[index]), t[index], np.nan)})
+    return pd.DataFrame(
+        {
+            "example": index,
+            "members_with": n_with[index],
+            "members_without": n_without[index],
+            "distance_with": mean_with[index],
+            "distance_without": mean_without[index],
+            "effect": effect[index],
+            "t": np.where(np.isfinite(t[index]), t[index], np.nan),
+        }
+    )
 
 
 def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
-    """:func:`example_effects` of a trained run whose members train on different pools (bootstrap / holdout).
+    """:func:`example_effects` of a trained run whose members train on different pools (bootstrap /
+    holdout).
 
     Each member's pool is rebuilt from its plan row (:func:`attractor.training.data.member_pool`);
     the distance is its KL to the ensemble mean on ``split`` (diverged members at init).
@@ -214,7 +280,12 @@ def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
 
     plan = check_finished(ens)
     task = ens.task
-    counts = np.stack([np.bincount(member_pool(task, row).numpy(), minlength=task.n_train) for row in Plan(plan).rows()])
+    counts = np.stack(
+        [
+            np.bincount(member_pool(task, row).numpy(), minlength=task.n_train)
+            for row in Plan(plan).rows()
+        ]
+    )
     distance = kl_to_mean(probabilities(member_logits(ens, ens.eval_set(split)[0]))).numpy()
     return example_effects(counts, distance)
 
@@ -229,7 +300,9 @@ def _scores(logits: torch.Tensor, y: torch.Tensor) -> tuple[dict[str, np.ndarray
     return {"accuracy": correct.numpy(), "loss": loss.numpy()}, probabilities(logits)
 
 
-def _spread(js: torch.Tensor | None, draws: int, seed: int, level: float) -> tuple[float, float, float]:
+def _spread(
+    js: torch.Tensor | None, draws: int, seed: int, level: float
+) -> tuple[float, float, float]:
     """Mean pairwise JS of ``js [m, m, examples]`` with its interval; NaN below 2 members."""
     if js is None or js.shape[0] < 2:
         return (np.nan, np.nan, np.nan)

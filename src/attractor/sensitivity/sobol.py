@@ -83,12 +83,24 @@ class SobolIndices:
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
-        return {"problem": self.problem, "base_samples": self.base_samples, "members": self.members, "diverged": self.diverged,
-                "resamples": self.resamples, "level": self.level, "seed": self.seed, "table": rows}
+        return {
+            "problem": self.problem,
+            "base_samples": self.base_samples,
+            "members": self.members,
+            "diverged": self.diverged,
+            "resamples": self.resamples,
+            "level": self.level,
+            "seed": self.seed,
+            "table": rows,
+        }
 
 
 def sobol_indices(
-    problem: Mapping[str, Any], outcomes: Mapping[str, Any], resamples: int = 1000, level: float = 0.95, seed: int = 0,
+    problem: Mapping[str, Any],
+    outcomes: Mapping[str, Any],
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """S1 and ST of each outcome vector given in Saltelli sample order (the code path of plans).
 
@@ -107,22 +119,46 @@ def sobol_indices(
     for name, values in outcomes.items():
         y = np.asarray(values, dtype=np.float64).reshape(-1)
         if len(y) % (d + 2):
-            raise UserError(f"outcome {name!r} has {len(y)} values, not a multiple of D + 2 = {d + 2} (a Saltelli sample)")
+            raise UserError(
+                f"outcome {name!r} has {len(y)} values, not a multiple of D + 2 = {d + 2} (a "
+                "Saltelli sample)"
+            )
         if not np.isfinite(y).all():
-            raise UserError(f"outcome {name!r} has non-finite values; a diverged member should be taken at init")
+            raise UserError(
+                f"outcome {name!r} has non-finite values; a diverged member should be taken at init"
+            )
         variance = float(y.var())
         if variance == 0.0:  # constant outcome: no variance to share out
             result = {k: np.full(d, np.nan) for k in ("S1", "S1_conf", "ST", "ST_conf")}
         else:
             with warnings.catch_warnings():  # SALib warns on small N; the intervals already say so
                 warnings.simplefilter("ignore")
-                result = sobol.analyze(dict(problem), y, calc_second_order=False, num_resamples=resamples,
-                                       conf_level=level, seed=seed + 1)  # SALib reads seed 0 as "unseeded"
+                result = sobol.analyze(
+                    dict(problem),
+                    y,
+                    calc_second_order=False,
+                    num_resamples=resamples,
+                    conf_level=level,
+                    seed=seed + 1,
+                )  # SALib reads seed 0 as "unseeded"
         for j, factor in enumerate(problem["names"]):
             s1, s1c, st, stc = (float(result[k][j]) for k in ("S1", "S1_conf", "ST", "ST_conf"))
-            rows.append({"outcome": name, "factor": factor, "S1": s1, "S1_conf": s1c, "S1_low": s1 - s1c, "S1_high": s1 + s1c,
-                         "ST": st, "ST_conf": stc, "ST_low": st - stc, "ST_high": st + stc, "interaction": st - s1,
-                         "outcome_variance": variance})
+            rows.append(
+                {
+                    "outcome": name,
+                    "factor": factor,
+                    "S1": s1,
+                    "S1_conf": s1c,
+                    "S1_low": s1 - s1c,
+                    "S1_high": s1 + s1c,
+                    "ST": st,
+                    "ST_conf": stc,
+                    "ST_low": st - stc,
+                    "ST_high": st + stc,
+                    "interaction": st - s1,
+                    "outcome_variance": variance,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -134,7 +170,12 @@ def plan_sample(table: pd.DataFrame, problem: Mapping[str, Any]) -> np.ndarray:
     """
     names, d = list(problem["names"]), int(problem["num_vars"])
     table = table.sort_values("member")
-    x = np.column_stack([np.log10(table[n].to_numpy(np.float64)) if n == "lr" else table[n].to_numpy(np.float64) for n in names])
+    x = np.column_stack(
+        [
+            np.log10(table[n].to_numpy(np.float64)) if n == "lr" else table[n].to_numpy(np.float64)
+            for n in names
+        ]
+    )
     if len(x) % (d + 2):
         raise UserError(f"a sobol plan over {d} factors has N x {d + 2} rows, this one {len(x)}")
     blocks = x.reshape(-1, d + 2, d)
@@ -143,37 +184,58 @@ def plan_sample(table: pd.DataFrame, problem: Mapping[str, Any]) -> np.ndarray:
         expected = a.copy()
         expected[:, j] = b[:, j]
         if not np.allclose(blocks[:, 1 + j], expected, rtol=1e-9, atol=1e-12):
-            raise UserError(f"the plan rows are not in SALib's Saltelli order (block row AB_{j + 1} of {names[j]!r}); "
-                            "was the plan reordered?")
+            raise UserError(
+                f"the plan rows are not in SALib's Saltelli order (block row AB_{j + 1} of "
+                f"{names[j]!r}); "
+                "was the plan reordered?"
+            )
     return x
 
 
 def sobol_analysis(
-    ens: Any, outcomes: Sequence[str] = SCALAR_OUTCOMES, split: str = "test",
-    resamples: int = 1000, level: float = 0.95, seed: int = 0,
+    ens: Any,
+    outcomes: Sequence[str] = SCALAR_OUTCOMES,
+    split: str = "test",
+    resamples: int = 1000,
+    level: float = 0.95,
+    seed: int = 0,
 ) -> SobolIndices:
     """Sobol' indices of a trained ``sobol`` plan (outcomes in plan row order; diverged at init).
 
     Args:
-        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` trained from a ``design = "sobol"`` plan.
+        ens: a finished :class:`~attractor.runs.ensemble.Ensemble` trained from a ``design =
+        "sobol"`` plan.
         outcomes: scalar outcomes among ``test_loss, test_accuracy, kl_to_mean``.
         split: split of the function-space outcome.
         resamples, level, seed: SALib bootstrap settings.
     """
     plan_config = ens.config.plan
     if plan_config.design != "sobol":
-        raise UserError(f"Sobol indices need a design = \"sobol\" plan; this run's is {plan_config.design!r} "
-                        "(use variance components for factorial plans)")
+        raise UserError(
+            f'Sobol indices need a design = "sobol" plan; this run\'s is {plan_config.design!r} '
+            "(use variance components for factorial plans)"
+        )
     bad = [o for o in outcomes if o not in SCALAR_OUTCOMES]
     if bad:
-        raise UserError(f"Sobol indices take one value per member; {bad[0]!r} is not one of {', '.join(SCALAR_OUTCOMES)}")
+        raise UserError(
+            f"Sobol indices take one value per member; {bad[0]!r} is not one of "
+            f"{', '.join(SCALAR_OUTCOMES)}"
+        )
     plan = check_finished(ens)
     problem = _problem_in_plan_order(sobol_problem(plan_config), plan)
     plan_sample(plan, problem)
     values = outcome_values(ens, tuple(outcomes), split)
     table = sobol_indices(problem, values, resamples, level, seed)
-    return SobolIndices(problem, len(plan) // (problem["num_vars"] + 2), table, len(plan), diverged_count(ens),
-                        resamples, level, seed)
+    return SobolIndices(
+        problem,
+        len(plan) // (problem["num_vars"] + 2),
+        table,
+        len(plan),
+        diverged_count(ens),
+        resamples,
+        level,
+        seed,
+    )
 
 
 def _problem_in_plan_order(problem: dict[str, Any], table: pd.DataFrame) -> dict[str, Any]:
@@ -193,7 +255,11 @@ def _problem_in_plan_order(problem: dict[str, Any], table: pd.DataFrame) -> dict
     if sorted(order) != list(range(d)) or not all(changed[j, order[j]] for j in range(d)):
         return problem  # not a recognisable Saltelli table; plan_sample says what is wrong
     bounds = dict(zip(names, problem["bounds"], strict=True))
-    return {**problem, "names": [names[i] for i in order], "bounds": [bounds[names[i]] for i in order]}
+    return {
+        **problem,
+        "names": [names[i] for i in order],
+        "bounds": [bounds[names[i]] for i in order],
+    }
 
 
 def write_sobol(ens: Any, result: SobolIndices) -> dict[str, str]:

@@ -87,9 +87,21 @@ def rank_examples(probs: Tensor, k: int) -> pd.DataFrame:
     for rank, i in enumerate(order, start=1):
         top = int(mean[i].argmax())
         classes = len(torch.unique(votes[:, i]))
-        reason = (f"members disagree most (MI {info[i]:.2f} nats): {classes} different predicted classes, "
-                  f"mean prediction {top} at {float(mean[i, top]):.0%}")
-        rows.append({"rank": rank, "kind": "example", "id": int(i), "score": float(info[i]), "unit": "nats", "reason": reason})
+        reason = (
+            f"members disagree most (MI {info[i]:.2f} nats): {classes} different predicted "
+            "classes, "
+            f"mean prediction {top} at {float(mean[i, top]):.0%}"
+        )
+        rows.append(
+            {
+                "rank": rank,
+                "kind": "example",
+                "id": int(i),
+                "score": float(info[i]),
+                "unit": "nats",
+                "reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -103,45 +115,82 @@ def rank_groups(influence: pd.DataFrame, k: int, split: str = "test") -> pd.Data
     key = "spread_change" if has_spread else "accuracy_effect"
     # Groups without a spread (one member held it out) come after, by |accuracy effect|.
     table = table.assign(_score=table[key].abs(), _accuracy=table["accuracy_effect"].abs())
-    table = table.sort_values(["_score", "_accuracy"], ascending=False, na_position="last", kind="stable").head(k)
+    table = table.sort_values(
+        ["_score", "_accuracy"], ascending=False, na_position="last", kind="stable"
+    ).head(k)
     rows = []
     for rank, row in enumerate(table.itertuples(index=False), start=1):
-        reason = (f"holding out group {row.group} moves {split} accuracy by {100 * row.accuracy_effect:+.1f} % "
-                  f"[{100 * row.accuracy_low:+.1f}, {100 * row.accuracy_high:+.1f}]")
+        reason = (
+            f"holding out group {row.group} moves {split} accuracy by "
+            f"{100 * row.accuracy_effect:+.1f} % "
+            f"[{100 * row.accuracy_low:+.1f}, {100 * row.accuracy_high:+.1f}]"
+        )
         if has_spread and not math.isnan(row.spread_change):
             reason += f" and the spread (mean pairwise JS) by {row.spread_change:+.3g} nats"
-        rows.append({"rank": rank, "kind": "group", "id": int(row.group), "score": float(getattr(row, key)),
-                     "unit": "nats (JS)" if has_spread else "accuracy", "reason": reason})
+        rows.append(
+            {
+                "rank": rank,
+                "kind": "group",
+                "id": int(row.group),
+                "score": float(getattr(row, key)),
+                "unit": "nats (JS)" if has_spread else "accuracy",
+                "reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def rank_training_examples(effects: pd.DataFrame, k: int, min_t: float = 2.0) -> pd.DataFrame:
-    """Top ``k`` training examples of an :func:`~attractor.sensitivity.influence.example_effects` table by |t|.
+    """Top ``k`` training examples of an :func:`~attractor.sensitivity.influence.example_effects`
+    table by |t|.
 
     Only examples with ``|t| >= min_t`` are listed: with few members most differences are
     noise, and an empty list says so better than a ranking of ties.
     """
     table = effects.assign(_score=effects["t"].abs())
-    table = table[table["_score"] >= min_t].sort_values("_score", ascending=False, kind="stable").head(k)
+    table = (
+        table[table["_score"] >= min_t]
+        .sort_values("_score", ascending=False, kind="stable")
+        .head(k)
+    )
     rows = []
     for rank, row in enumerate(table.itertuples(index=False), start=1):
         way = "closer to" if row.effect >= 0 else "farther from"
-        reason = (f"members that trained on it are {abs(row.effect):.3g} nats {way} the ensemble mean "
-                  f"(t = {row.t:.1f}; {row.members_with} with, {row.members_without} without)")
-        rows.append({"rank": rank, "kind": "training_example", "id": int(row.example), "score": float(row.t), "unit": "t",
-                     "reason": reason})
+        reason = (
+            f"members that trained on it are {abs(row.effect):.3g} nats {way} the ensemble mean "
+            f"(t = {row.t:.1f}; {row.members_with} with, {row.members_without} without)"
+        )
+        rows.append(
+            {
+                "rank": rank,
+                "kind": "training_example",
+                "id": int(row.example),
+                "score": float(row.t),
+                "unit": "t",
+                "reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def suggest(ens: Any, k: int = 20, pool: str = "test", x: Tensor | None = None, draws: int = 500, seed: int = 0) -> Suggestions:
+def suggest(
+    ens: Any,
+    k: int = 20,
+    pool: str = "test",
+    x: Tensor | None = None,
+    draws: int = 500,
+    seed: int = 0,
+) -> Suggestions:
     """The ``k`` examples and ``k`` groups whose labels / data would most reduce the spread.
 
     Args:
         ens: a finished :class:`~attractor.runs.ensemble.Ensemble` (2 members or more).
         k: rows per kind (at least 1).
-        pool: ``"test"`` or ``"train"`` split of the task as the pool of examples; ignored if ``x`` is given.
+        pool: ``"test"`` or ``"train"`` split of the task as the pool of examples; ignored if ``x``
+        is given.
         x: ``[n, ...]`` inputs of an unlabelled pool (overrides ``pool``).
-        draws, seed: bootstrap settings of the group influence (when the plan varies ``holdout_group``).
+        draws, seed: bootstrap settings of the group influence (when the plan varies
+        ``holdout_group``).
     """
     if k < 1:
         raise UserError(f"k must be at least 1, got {k}")

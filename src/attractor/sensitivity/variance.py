@@ -104,12 +104,23 @@ class VarianceComponents:
 
     def to_dict(self) -> dict[str, Any]:
         rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
-        return {"factors": self.factors, "levels": self.levels, "replicates": self.replicates, "members": self.members,
-                "diverged": self.diverged, "draws": self.draws, "level": self.level, "seed": self.seed, "table": rows}
+        return {
+            "factors": self.factors,
+            "levels": self.levels,
+            "replicates": self.replicates,
+            "members": self.members,
+            "diverged": self.diverged,
+            "draws": self.draws,
+            "level": self.level,
+            "seed": self.seed,
+            "table": rows,
+        }
 
 
 def crossed_factors(design: pd.DataFrame) -> list[str]:
-    """Plan factors with at least 2 levels that repeat across rows (distinct-per-row seeds are replicates)."""
+    """Plan factors with at least 2 levels that repeat across rows (distinct-per-row seeds are
+    replicates).
+    """
     out = []
     for name in FACTORS:
         if name in design:
@@ -120,8 +131,13 @@ def crossed_factors(design: pd.DataFrame) -> list[str]:
 
 
 def decompose(
-    design: pd.DataFrame, factors: Sequence[str], values: Any, outcome: str = "y",
-    draws: int = 500, seed: int = 0, level: float = 0.95,
+    design: pd.DataFrame,
+    factors: Sequence[str],
+    values: Any,
+    outcome: str = "y",
+    draws: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> pd.DataFrame:
     """ANOVA decomposition of ``values`` over the crossed ``factors`` of ``design``.
 
@@ -154,24 +170,43 @@ def decompose(
     if draws > 0:
         stats = _bootstrap(cube, effects, draws, seed)  # [draws, 2, E + 1]
         q = [(1 - level) / 2, (1 + level) / 2]
-        (slows, shighs), (lows, highs) = (np.nanquantile(stats[:, j], q, axis=0) if np.isfinite(stats[:, j]).any()
-                                          else np.full((2, len(names)), np.nan) for j in (0, 1))
+        (slows, shighs), (lows, highs) = (
+            np.nanquantile(stats[:, j], q, axis=0)
+            if np.isfinite(stats[:, j]).any()
+            else np.full((2, len(names)), np.nan)
+            for j in (0, 1)
+        )
     for e, name in enumerate(names):
         order = len(effects[e]) if e < len(effects) else 0
-        rows.append({
-            "outcome": outcome, "effect": name, "order": order, "df": int(df[e]), "ss": float(ss[e].sum()),
-            "ms": float(ss[e].sum() / df[e]) if df[e] else np.nan,
-            "ss_share": float(ss_share[e]), "ss_share_low": float(slows[e]), "ss_share_high": float(shighs[e]),
-            "component": float(max(comp[e].mean(), 0.0)), "share": float(share[e]),
-            "share_low": float(lows[e]), "share_high": float(highs[e]),
-            "with_residual": bool(with_residual and order == k),
-        })
+        rows.append(
+            {
+                "outcome": outcome,
+                "effect": name,
+                "order": order,
+                "df": int(df[e]),
+                "ss": float(ss[e].sum()),
+                "ms": float(ss[e].sum() / df[e]) if df[e] else np.nan,
+                "ss_share": float(ss_share[e]),
+                "ss_share_low": float(slows[e]),
+                "ss_share_high": float(shighs[e]),
+                "component": float(max(comp[e].mean(), 0.0)),
+                "share": float(share[e]),
+                "share_low": float(lows[e]),
+                "share_high": float(highs[e]),
+                "with_residual": bool(with_residual and order == k),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def variance_components(
-    ens: Any, factors: Sequence[str] | None = None, outcomes: Sequence[str] = OUTCOMES,
-    split: str = "test", draws: int = 500, seed: int = 0, level: float = 0.95,
+    ens: Any,
+    factors: Sequence[str] | None = None,
+    outcomes: Sequence[str] = OUTCOMES,
+    split: str = "test",
+    draws: int = 500,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> VarianceComponents:
     """Variance components of each outcome of a trained crossed plan (diverged members at init).
 
@@ -185,10 +220,15 @@ def variance_components(
     plan = check_finished(ens)
     factors = crossed_factors(plan) if factors is None else list(factors)
     values = outcome_values(ens, tuple(outcomes), split)
-    table = pd.concat([decompose(plan, factors, v, name, draws, seed, level) for name, v in values.items()], ignore_index=True)
+    table = pd.concat(
+        [decompose(plan, factors, v, name, draws, seed, level) for name, v in values.items()],
+        ignore_index=True,
+    )
     levels = {f: int(plan[f].nunique(dropna=False)) for f in factors}
     replicates = len(plan) // int(np.prod(list(levels.values())))
-    return VarianceComponents(factors, levels, replicates, table, len(plan), diverged_count(ens), draws, level, seed)
+    return VarianceComponents(
+        factors, levels, replicates, table, len(plan), diverged_count(ens), draws, level, seed
+    )
 
 
 def write_variance(ens: Any, result: VarianceComponents) -> dict[str, str]:
@@ -206,30 +246,40 @@ def _subsets(k: int) -> list[tuple[int, ...]]:
 def _cube(design: pd.DataFrame, factors: list[str], values: np.ndarray) -> np.ndarray:
     """Rows arranged as ``[B, L_1, ..., L_k, r]`` (B = examples, 1 for a scalar outcome)."""
     if not factors:
-        raise UserError("no crossed factor to decompose over: the plan needs factors with repeated levels "
-                        '(design = "factorial" with [plan.levels], e.g. init_seed = [0, 1, 2])')
+        raise UserError(
+            "no crossed factor to decompose over: the plan needs factors with repeated levels "
+            '(design = "factorial" with [plan.levels], e.g. init_seed = [0, 1, 2])'
+        )
     missing = [f for f in factors if f not in design]
     if missing:
         raise UserError(f"factor {missing[0]!r} is not a column of the plan")
     if values.shape[0] != len(design):
         raise ValueError(f"values have {values.shape[0]} rows, the design {len(design)}")
     values = values.reshape(len(design), -1)
-    codes = [pd.factorize(design[f].astype(object), sort=False, use_na_sentinel=False) for f in factors]
+    codes = [
+        pd.factorize(design[f].astype(object), sort=False, use_na_sentinel=False) for f in factors
+    ]
     shape = [len(uniques) for _, uniques in codes]
     cell = np.ravel_multi_index([c for c, _ in codes], shape)
     counts = np.bincount(cell, minlength=int(np.prod(shape)))
     if counts.min() != counts.max():
         bad = np.unravel_index(int(np.argmin(counts)), shape)
         where = ", ".join(f"{f}={codes[i][1][bad[i]]}" for i, f in enumerate(factors))
-        raise UserError(f"the plan is not a balanced crossing of {', '.join(factors)}: cell ({where}) has "
-                        f"{counts.min()} members, others up to {counts.max()}; use a factorial plan with [plan.levels]")
+        raise UserError(
+            f"the plan is not a balanced crossing of {', '.join(factors)}: cell ({where}) has "
+            f"{counts.min()} members, others up to {counts.max()}; use a factorial plan with "
+            "[plan.levels]"
+        )
     order = np.argsort(cell, kind="stable")  # replicates keep plan order within a cell
     cube = values[order].reshape(*shape, int(counts[0]), values.shape[1])
     return np.moveaxis(cube, -1, 0)
 
 
-def _anova(cube: np.ndarray, effects: list[tuple[int, ...]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``cube [B, L1..Lk, r]`` -> per-example ``ss [E+1, B]``, ``df [E+1]``, unclipped components ``[E+1, B]``.
+def _anova(
+    cube: np.ndarray, effects: list[tuple[int, ...]]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``cube [B, L1..Lk, r]`` -> per-example ``ss [E+1, B]``, ``df [E+1]``, unclipped components
+    ``[E+1, B]``.
 
     The last entry of each is the residual (within-cell) term.
     """
@@ -243,11 +293,15 @@ def _anova(cube: np.ndarray, effects: list[tuple[int, ...]]) -> tuple[np.ndarray
             means[t] = cube.mean(axis=axes, keepdims=True)
     ss, df = [], []
     for s in effects:
-        effect = sum((-1) ** (len(s) - len(t)) * means[t] for size in range(len(s) + 1) for t in itertools.combinations(s, size))
-        ss.append((effect ** 2).reshape(len(cube), -1).sum(1) * n / np.prod([levels[i] for i in s]))
+        effect = sum(
+            (-1) ** (len(s) - len(t)) * means[t]
+            for size in range(len(s) + 1)
+            for t in itertools.combinations(s, size)
+        )
+        ss.append((effect**2).reshape(len(cube), -1).sum(1) * n / np.prod([levels[i] for i in s]))
         df.append(int(np.prod([levels[i] - 1 for i in s])))
     residual = cube - means[tuple(range(k))]
-    ss.append((residual ** 2).reshape(len(cube), -1).sum(1))
+    ss.append((residual**2).reshape(len(cube), -1).sum(1))
     df.append(int(np.prod(levels)) * (r - 1))
     ss_a, df_a = np.array(ss), np.array(df)
     sigma_e = ss_a[-1] / df_a[-1] if df_a[-1] else np.zeros(len(cube))
@@ -257,7 +311,10 @@ def _anova(cube: np.ndarray, effects: list[tuple[int, ...]]) -> tuple[np.ndarray
     # Back-substitution from the highest interaction down (unclipped: the ANOVA estimator).
     for e in sorted(range(len(effects)), key=lambda e: -len(effects[e])):
         s = set(effects[e])
-        above = sum((coef[u] * comp[u] for u in range(len(effects)) if set(effects[u]) > s), np.zeros(len(cube)))
+        above = sum(
+            (coef[u] * comp[u] for u in range(len(effects)) if set(effects[u]) > s),
+            np.zeros(len(cube)),
+        )
         comp[e] = (ss_a[e] / df_a[e] - sigma_e - above) / coef[e]
     return ss_a, df_a, comp
 
@@ -271,7 +328,9 @@ def _normalised(components: np.ndarray) -> np.ndarray:
     return _ratio(clipped, float(clipped.sum()))
 
 
-def _bootstrap(cube: np.ndarray, effects: list[tuple[int, ...]], draws: int, seed: int) -> np.ndarray:
+def _bootstrap(
+    cube: np.ndarray, effects: list[tuple[int, ...]], draws: int, seed: int
+) -> np.ndarray:
     """``[draws, 2, E + 1]``: ss shares and component shares under the pigeonhole bootstrap."""
     rng = np.random.default_rng(seed)
     out = np.empty((draws, 2, len(effects) + 1))
@@ -281,7 +340,9 @@ def _bootstrap(cube: np.ndarray, effects: list[tuple[int, ...]], draws: int, see
         # Replicates are nested in cells (a seed in one cell is unrelated to one in another):
         # resampled within each cell independently.
         within = rng.integers(0, r, size=(1, *levels, r))
-        ss, _, comp = _anova(np.take_along_axis(picked, np.broadcast_to(within, picked.shape), -1), effects)
+        ss, _, comp = _anova(
+            np.take_along_axis(picked, np.broadcast_to(within, picked.shape), -1), effects
+        )
         out[d, 0] = _ratio(ss.sum(1), float(ss.sum()))
         out[d, 1] = _normalised(comp.mean(1))
     return out

@@ -40,7 +40,9 @@ RUN_DIR_TAG = "attractor.run_dir"
 
 
 def tracking_uri(track: TrackConfig, run_dir: str | Path) -> str:
-    """``track.uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite ``mlflow.db`` beside the run directory."""
+    """``track.uri``, else ``$MLFLOW_TRACKING_URI``, else sqlite ``mlflow.db`` beside the run
+    directory.
+    """
     if track.uri:
         return track.uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
@@ -49,7 +51,10 @@ def tracking_uri(track: TrackConfig, run_dir: str | Path) -> str:
 
 
 def log_run(run_dir: str | Path, track: TrackConfig | None = None) -> str | None:
-    """Log ``run_dir`` to MLflow; returns the MLflow run id, or None (with one warning line) if logging failed."""
+    """Log ``run_dir`` to MLflow; returns the MLflow run id, or None (with one warning line) if
+    logging
+    failed.
+    """
     require("mlflow", "mlflow")
     for key, value in MLFLOW_ENV.items():
         os.environ.setdefault(key, value)
@@ -57,9 +62,14 @@ def log_run(run_dir: str | Path, track: TrackConfig | None = None) -> str | None
     uri = tracking_uri(track, run_dir)
     try:
         return _log(Path(run_dir).resolve(), uri, track.experiment)
-    except Exception as exc:  # noqa: BLE001 - a tracker's failure must never lose or fail a finished run
+    # noqa: BLE001 - a tracker's failure must never lose or fail a finished run
+    except Exception as exc:
         line = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        print(f"warning: MLflow tracking at '{uri}' failed ({line}); the run is complete in {run_dir}", file=sys.stderr)
+        print(
+            f"warning: MLflow tracking at '{uri}' failed ({line}); the run is complete in "
+            f"{run_dir}",
+            file=sys.stderr,
+        )
         return None
 
 
@@ -76,8 +86,11 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _numbers(data: dict[str, Any]) -> dict[str, float]:
     """The finite numeric leaves of a nested summary (MLflow metrics are floats)."""
-    return {k: float(v) for k, v in _flatten(data).items()
-            if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))}
+    return {
+        k: float(v)
+        for k, v in _flatten(data).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(float(v))
+    }
 
 
 def _batches(items: list[Any], size: int) -> list[list[Any]]:
@@ -93,21 +106,37 @@ def _log(run_dir: Path, uri: str, experiment: str) -> str:
 
     client = MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
-    # A sqlite store would put artifacts in ./mlruns of whatever the cwd is: keep them beside the db.
+    # A sqlite store would put artifacts in ./mlruns of whatever the cwd is: keep them beside the
+    # db.
     artifacts = (run_dir.parent / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-    experiment_id = found.experiment_id if found else client.create_experiment(experiment, artifact_location=artifacts)
-    for old in client.search_runs([experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"):
+    experiment_id = (
+        found.experiment_id
+        if found
+        else client.create_experiment(experiment, artifact_location=artifacts)
+    )
+    for old in client.search_runs(
+        [experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"
+    ):
         client.delete_run(old.info.run_id)  # one MLflow run per attractor run: a re-log replaces it
 
     ens = Ensemble.load(run_dir)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     summary = summarize(ens)
     now = int(time.time() * 1000)
-    parent = client.create_run(experiment_id, run_name=run_dir.name, tags={
-        RUN_DIR_TAG: str(run_dir), "attractor.config_hash": manifest["config_hash"],
-        "attractor.plan_hash": manifest["plan_hash"], "attractor.strategy": str(manifest.get("strategy")),
-    }).info.run_id
-    params = [Param(k, json.dumps(v) if not isinstance(v, str) else v) for k, v in _flatten(manifest["config"]).items()]
+    parent = client.create_run(
+        experiment_id,
+        run_name=run_dir.name,
+        tags={
+            RUN_DIR_TAG: str(run_dir),
+            "attractor.config_hash": manifest["config_hash"],
+            "attractor.plan_hash": manifest["plan_hash"],
+            "attractor.strategy": str(manifest.get("strategy")),
+        },
+    ).info.run_id
+    params = [
+        Param(k, json.dumps(v) if not isinstance(v, str) else v)
+        for k, v in _flatten(manifest["config"]).items()
+    ]
     for batch in _batches(params, MAX_PARAMS):
         client.log_batch(parent, params=batch)
     summary_metrics = [Metric(k, v, now, 0) for k, v in _numbers(summary).items()]
@@ -122,13 +151,24 @@ def _log(run_dir: Path, uri: str, experiment: str) -> str:
     values = [c for c in metrics.columns if c not in ("member", "step")]
     for row in ens.plan.to_dict("records"):
         member = int(row["member"])
-        child = client.create_run(experiment_id, run_name=f"member {member}", tags={
-            "mlflow.parentRunId": parent, "attractor.member": str(member), "attractor.status": str(row["status"]),
-        }).info.run_id
-        client.log_batch(child, params=[Param(k, str(v)) for k, v in row.items() if k != "status"][:MAX_PARAMS])
-        points = [Metric(name, float(r[name]), now, int(r["step"]))
-                  for r in metrics[metrics["member"] == member].to_dict("records") for name in values
-                  if isinstance(r[name], int | float) and math.isfinite(float(r[name]))]
+        child = client.create_run(
+            experiment_id,
+            run_name=f"member {member}",
+            tags={
+                "mlflow.parentRunId": parent,
+                "attractor.member": str(member),
+                "attractor.status": str(row["status"]),
+            },
+        ).info.run_id
+        client.log_batch(
+            child, params=[Param(k, str(v)) for k, v in row.items() if k != "status"][:MAX_PARAMS]
+        )
+        points = [
+            Metric(name, float(r[name]), now, int(r["step"]))
+            for r in metrics[metrics["member"] == member].to_dict("records")
+            for name in values
+            if isinstance(r[name], int | float) and math.isfinite(float(r[name]))
+        ]
         for batch in _batches(points, MAX_METRICS):
             client.log_batch(child, metrics=batch)
         client.set_terminated(child, "FINISHED" if row["status"] != "pending" else "KILLED")
