@@ -21,8 +21,6 @@ Outcomes (test split unless said otherwise):
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pandas as pd
 import torch
@@ -31,13 +29,14 @@ from torch import Tensor
 from attractor.errors import UserError
 from attractor.measure.function import kl_to_mean, probabilities
 from attractor.measure.outcomes import member_outcomes
+from attractor.runs.ensemble import Ensemble
 
 SCALAR_OUTCOMES = ("test_loss", "test_accuracy", "kl_to_mean")
 PER_EXAMPLE_OUTCOMES = ("p_true",)
 OUTCOMES = SCALAR_OUTCOMES + PER_EXAMPLE_OUTCOMES
 
 
-def check_finished(ens: Any) -> pd.DataFrame:
+def check_finished(ens: Ensemble) -> pd.DataFrame:
     """The plan table sorted by member; refuses a run with unfinished members."""
     plan = ens.plan.sort_values("member").reset_index(drop=True)
     unfinished = plan.loc[~plan["status"].isin(["done", "diverged"]), "member"].tolist()
@@ -50,7 +49,7 @@ def check_finished(ens: Any) -> pd.DataFrame:
 
 
 @torch.no_grad()
-def member_logits(ens: Any, x: Tensor) -> Tensor:
+def member_logits(ens: Ensemble, x: Tensor) -> Tensor:
     """Logits of every plan row on ``x``: ``[members, n, C]`` in member order (diverged: step 0)."""
     plan = check_finished(ens)
     done = plan.loc[plan["status"] == "done", "member"].astype(int).tolist()
@@ -64,7 +63,7 @@ def member_logits(ens: Any, x: Tensor) -> Tensor:
 
 
 def outcome_values(
-    ens: Any, outcomes: tuple[str, ...] | list[str] = OUTCOMES, split: str = "test"
+    ens: Ensemble, outcomes: tuple[str, ...] | list[str] = OUTCOMES, split: str = "test"
 ) -> dict[str, np.ndarray]:
     """``name -> [members]`` (scalar outcomes) or ``[members, n]`` (``p_true``), member order.
 
@@ -92,5 +91,5 @@ def outcome_values(
     return {name: out[name] for name in outcomes}
 
 
-def diverged_count(ens: Any) -> int:
+def diverged_count(ens: Ensemble) -> int:
     return int((ens.plan["status"] == "diverged").sum())

@@ -51,6 +51,7 @@ import torch
 from attractor.errors import UserError
 from attractor.measure.bootstrap import paired_multibootstrap, pairwise_multibootstrap
 from attractor.measure.function import pairwise_js, per_example_loss_accuracy, probabilities
+from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity._outcomes import check_finished, diverged_count, member_logits
 
 
@@ -200,8 +201,8 @@ def group_effects(
 
 
 def group_influence(
-    ens: Any,
-    reference: Any | None = None,
+    ens: Ensemble,
+    reference: Ensemble | None = None,
     split: str = "test",
     draws: int = 500,
     seed: int = 0,
@@ -267,7 +268,7 @@ def example_effects(counts: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
     )
 
 
-def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
+def example_influence(ens: Ensemble, split: str = "test") -> pd.DataFrame:
     """:func:`example_effects` of a trained run whose members train on different pools (bootstrap /
     holdout).
 
@@ -290,7 +291,7 @@ def example_influence(ens: Any, split: str = "test") -> pd.DataFrame:
     return example_effects(counts, distance)
 
 
-def write_influence(ens: Any, result: GroupInfluence) -> dict[str, str]:
+def write_influence(ens: Ensemble, result: GroupInfluence) -> dict[str, str]:
     """``RUN/sensitivity-influence.parquet`` (the table) and ``.json`` (everything)."""
     return ens.store.write(result)
 

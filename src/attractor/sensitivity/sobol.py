@@ -38,6 +38,7 @@ import pandas as pd
 
 from attractor.errors import UserError
 from attractor.plan import sobol_problem
+from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity._outcomes import (
     SCALAR_OUTCOMES,
     check_finished,
@@ -193,7 +194,7 @@ def plan_sample(table: pd.DataFrame, problem: Mapping[str, Any]) -> np.ndarray:
 
 
 def sobol_analysis(
-    ens: Any,
+    ens: Ensemble,
     outcomes: Sequence[str] = SCALAR_OUTCOMES,
     split: str = "test",
     resamples: int = 1000,
@@ -262,6 +263,6 @@ def _problem_in_plan_order(problem: dict[str, Any], table: pd.DataFrame) -> dict
     }
 
 
-def write_sobol(ens: Any, result: SobolIndices) -> dict[str, str]:
+def write_sobol(ens: Ensemble, result: SobolIndices) -> dict[str, str]:
     """``RUN/sensitivity-sobol.parquet`` (the table) and ``.json`` (everything)."""
     return ens.store.write(result)

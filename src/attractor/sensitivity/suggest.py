@@ -34,6 +34,7 @@ from torch import Tensor
 
 from attractor.errors import UserError
 from attractor.measure.function import mutual_information, probabilities
+from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity._outcomes import check_finished, member_logits
 
 COLUMNS = ["rank", "kind", "id", "score", "unit", "reason"]
@@ -174,7 +175,7 @@ def rank_training_examples(effects: pd.DataFrame, k: int, min_t: float = 2.0) ->
 
 
 def suggest(
-    ens: Any,
+    ens: Ensemble,
     k: int = 20,
     pool: str = "test",
     x: Tensor | None = None,
@@ -212,6 +213,6 @@ def suggest(
     return Suggestions(rows, "given" if x is not None else pool, k, len(plan))
 
 
-def write_suggestions(ens: Any, result: Suggestions) -> dict[str, str]:
+def write_suggestions(ens: Ensemble, result: Suggestions) -> dict[str, str]:
     """``RUN/suggestions.parquet`` (the rows) and ``RUN/suggestions.json`` (everything)."""
     return ens.store.write(result)

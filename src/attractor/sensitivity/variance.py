@@ -59,6 +59,7 @@ import pandas as pd
 
 from attractor.config import FACTORS
 from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity._outcomes import OUTCOMES, check_finished, diverged_count, outcome_values
 
 RESIDUAL = "residual"
@@ -200,7 +201,7 @@ def decompose(
 
 
 def variance_components(
-    ens: Any,
+    ens: Ensemble,
     factors: Sequence[str] | None = None,
     outcomes: Sequence[str] = OUTCOMES,
     split: str = "test",
@@ -231,7 +232,7 @@ def variance_components(
     )
 
 
-def write_variance(ens: Any, result: VarianceComponents) -> dict[str, str]:
+def write_variance(ens: Ensemble, result: VarianceComponents) -> dict[str, str]:
     """``RUN/sensitivity-variance.parquet`` (the table) and ``.json`` (everything)."""
     return ens.store.write(result)
 
