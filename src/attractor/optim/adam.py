@@ -20,7 +20,61 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from attractor.optim.base import Hyper, State, apply_update, check_members, per_member
+from attractor.optim.base import (
+    Hyper,
+    Params,
+    State,
+    check_members,
+    per_member,
+    safe_sqrt,
+    write_back,
+)
+
+
+def adam_update(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: State,
+    hyper: Hyper,
+    step: int,
+    *,
+    decoupled: bool,
+) -> tuple[Params, State]:
+    """One Adam (``decoupled=False``) or AdamW step for every member, out of place.
+
+    Args:
+        params, grads: ``[members, *shape]`` per parameter name.
+        state: ``{name: {"exp_avg", "exp_avg_sq": [members, *shape]}}``.
+        hyper: per-member lr (schedule included), beta1 (``momentum``) and weight decay.
+        step: the step being taken, from 1 (bias correction).
+
+    Returns:
+        the new parameters and state (the inputs are not modified).
+    """
+    lr, beta1, wd = hyper.lr.double(), hyper.momentum.double(), hyper.weight_decay.double()
+    beta2, eps = hyper.beta2, hyper.eps
+    # Per-member scalars in float64, rounded once to the param dtype, as torch does
+    # with its Python-float hyperparameters.
+    decay = 1 - lr * wd
+    one_minus_beta1 = 1 - beta1
+    neg_step_size = -lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5  # torch's spelling, bit for bit
+    new_params: Params = {}
+    new_state: State = {}
+    for name, p in params.items():
+        g = grads[name]
+        if decoupled:
+            p = torch.mul(p, per_member(decay, p))
+        else:
+            g = torch.addcmul(g, p, per_member(wd, p))
+        slots = state[name]
+        m = torch.lerp(slots["exp_avg"], g, per_member(one_minus_beta1, p))
+        v = torch.addcmul(slots["exp_avg_sq"] * beta2, g, g, value=1 - beta2)
+        denom = safe_sqrt(v).div(bias_correction2_sqrt).add(eps)
+        # addcdiv takes only a scalar value; (step_size * m) / denom is torch's order.
+        new_params[name] = torch.addcdiv(p, m * per_member(neg_step_size, p), denom)
+        new_state[name] = {"exp_avg": m, "exp_avg_sq": v}
+    return new_params, new_state
 
 
 class Adam:
@@ -37,6 +91,18 @@ class Adam:
             for name, p in params.items()
         }
 
+    def update(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        state: State,
+        hyper: Hyper,
+        step: int,
+    ) -> tuple[Params, State]:
+        """One Adam(W) step, pure (differentiable in params, state and hyper)."""
+        check_members(params, hyper, None)
+        return adam_update(params, grads, state, hyper, step, decoupled=self.decoupled)
+
     def step(
         self,
         params: Mapping[str, Tensor],
@@ -46,28 +112,8 @@ class Adam:
         step: int,
         active: Tensor | None = None,
     ) -> None:
-        """One Adam(W) step for every member, in place; see the module docstring."""
+        """One Adam(W) step for every member, in place: :func:`adam_update` written back."""
         check_members(params, hyper, active)
-        lr, beta1, wd = hyper.lr.double(), hyper.momentum.double(), hyper.weight_decay.double()
-        beta2, eps = hyper.beta2, hyper.eps
-        # Per-member scalars in float64, rounded once to the param dtype, as torch does
-        # with its Python-float hyperparameters.
-        decay = 1 - lr * wd
-        one_minus_beta1 = 1 - beta1
-        neg_step_size = -lr / (1 - beta1**step)
-        bias_correction2_sqrt = (1 - beta2**step) ** 0.5  # torch's spelling, bit for bit
-
-        def update(p: Tensor, grad: Tensor, slots: dict[str, Tensor]) -> None:
-            if self.decoupled:
-                p.mul_(per_member(decay, p))
-                g = grad
-            else:
-                g = torch.addcmul(grad, p, per_member(wd, p))
-            exp_avg, exp_avg_sq = slots["exp_avg"], slots["exp_avg_sq"]
-            exp_avg.lerp_(g, per_member(one_minus_beta1, p))
-            exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-            denom = exp_avg_sq.sqrt().div_(bias_correction2_sqrt).add_(eps)
-            # addcdiv_ takes only a scalar value; (step_size * m) / denom is torch's order.
-            p.addcdiv_(exp_avg * per_member(neg_step_size, p), denom)
-
-        apply_update(params, grads, state, active, update)
+        with torch.no_grad():
+            new = adam_update(params, grads, state, hyper, step, decoupled=self.decoupled)
+        write_back(params, state, *new, active)

@@ -13,7 +13,7 @@ parameter dtype, exactly as ``torch.optim`` rounds its Python-float hyperparamet
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -113,13 +113,27 @@ class Hyper:
 class Optimizer(Protocol):
     """A functional optimizer for vectorized ensembles.
 
-    ``step`` updates ``params`` and ``state`` in place under ``torch.no_grad()``; ``step``
-    counts from 1. Members where ``active`` (bool ``[members]``) is False are left exactly
-    unchanged, parameters and state alike; the others are bitwise what they would be with
-    no mask.
+    ``update`` is the optimizer's one step, pure: it returns new parameters and state and
+    leaves its inputs alone, with no in-place op and no data-dependent branch, so the
+    tangent replay can push ``torch.func.jvp`` / ``vjp`` through the very step the engine
+    takes. ``step`` is that update written back in place under ``torch.no_grad()``, as the
+    engine uses it; ``step`` counts from 1. Members where ``active`` (bool ``[members]``)
+    is False are left exactly unchanged, parameters and state alike; the others are
+    bitwise what they would be with no mask.
     """
 
+    name: str
+
     def init(self, params: Mapping[str, Tensor]) -> State: ...
+
+    def update(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        state: State,
+        hyper: Hyper,
+        step: int,
+    ) -> tuple[Params, State]: ...
 
     def step(
         self,
@@ -137,35 +151,41 @@ def per_member(values: Tensor, like: Tensor) -> Tensor:
     return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
-UpdateFn = Callable[[Tensor, Tensor, dict[str, Tensor]], None]
-"""``(param, grad, state)`` -> None: one parameter's update, in place."""
+def safe_sqrt(v: Tensor) -> Tensor:
+    """``sqrt(v)`` bit for bit (NaN and ``-0.0`` included), with derivative 0 at ``v == 0``.
+
+    Adam's second moment is exactly 0 where every gradient so far was 0 (an input pixel
+    that is always 0); its tangent is 0 there too, and sqrt's ``inf`` slope would turn
+    ``0 * inf`` into NaN in every tangent and hypergradient.
+    """
+    positive = v > 0
+    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), v * 0)
 
 
-def apply_update(
+def write_back(
     params: Mapping[str, Tensor],
-    grads: Mapping[str, Tensor],
     state: State,
+    new_params: Mapping[str, Tensor],
+    new_state: State,
     active: Tensor | None,
-    update: UpdateFn,
 ) -> None:
-    """Run ``update`` on every parameter in place, leaving inactive members untouched.
+    """Copy an update's results into ``params`` and ``state``, leaving inactive members untouched.
 
-    With a mask the update runs on copies, which are then merged with ``torch.where``: an
-    active member's values are the very same numbers as without a mask.
+    With a mask the results are merged with ``torch.where``: an active member's values are
+    the very same numbers as without a mask. A slot the update returned as is (cone
+    descent's ``x0``) is not copied.
     """
     with torch.no_grad():
         for name, param in params.items():
-            grad, slots = grads[name], state[name]
-            if active is None:
-                update(param, grad, slots)
-                continue
-            mask = active.to(param.device).view(-1, *([1] * (param.dim() - 1)))
-            new_param = param.clone()
-            new_slots = {key: value.clone() for key, value in slots.items()}
-            update(new_param, grad, new_slots)
-            param.copy_(torch.where(mask, new_param, param))
-            for key, value in slots.items():
-                value.copy_(torch.where(mask, new_slots[key], value))
+            pairs = [(param, new_params[name])]
+            pairs += [(old, new_state[name][slot]) for slot, old in state[name].items()]
+            for old, new in pairs:
+                if new is old:
+                    continue
+                if active is not None:
+                    mask = active.to(old.device).view(-1, *([1] * (old.dim() - 1)))
+                    new = torch.where(mask, new, old)
+                old.copy_(new)
 
 
 def member_sum(x: Tensor) -> Tensor:

@@ -44,7 +44,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import Tensor
 
-from attractor.optim.base import _BLOCK, Hyper, State, check_members, member_sum, per_member
+from attractor.optim.base import (
+    _BLOCK,
+    Hyper,
+    Params,
+    State,
+    check_members,
+    member_sum,
+    per_member,
+    write_back,
+)
 
 _PARALLEL_TOL = 1e-6
 
@@ -131,6 +140,53 @@ def step_angles(hyper: Hyper, step: int) -> float | Tensor:
     return torch.tensor([random_angle(s, step, hyper.cone_angle) for s in hyper.seed.tolist()], dtype=torch.float64)
 
 
+def cone_update(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: State,
+    hyper: Hyper,
+    step: int,
+    *,
+    decay: bool = True,
+) -> tuple[Params, State]:
+    """One cone-descent step for every member, out of place; see the module docstring.
+
+    ``decay`` as in :func:`~attractor.optim.sgd.sgd_update`. Unlike SGD and Adam this step
+    branches on its data (the cone's case, a random angle), so it is pure but not meant to
+    be differentiated: the tangent replay refuses cone descent.
+    """
+    momentum = hyper.momentum.double()
+    weight_decay = hyper.weight_decay.double()
+    # The cone needs norms over all parameters, so the effective gradients (and the new
+    # momentum buffers) are formed first, then every parameter steps.
+    bufs, gs, ws = {}, [], []
+    for name, p in params.items():
+        grad, slots = grads[name], state[name]
+        g = torch.addcmul(grad, p, per_member(weight_decay, p)) if decay else grad
+        mom = per_member(momentum, p)
+        bufs[name] = torch.mul(slots["momentum_buffer"], mom).add(g)
+        gs.append(torch.addcmul(g, bufs[name], mom) if hyper.nesterov else bufs[name])
+        ws.append(p - slots["x0"])
+    angle = step_angles(hyper, step)
+    if hyper.cone_per_tensor:
+        coefficients = [cone_coefficients([g], [w], angle) for g, w in zip(gs, ws, strict=True)]
+    else:
+        coefficients = [cone_coefficients(gs, ws, angle)] * len(gs)
+    lr = hyper.lr.double()
+    new_params: Params = {}
+    new_state: State = {}
+    for (name, p), g, w, (a, b) in zip(params.items(), gs, ws, coefficients, strict=True):
+        lr_b = lr * b
+        new_p = torch.addcmul(p, g, per_member(lr * a, p))
+        # alpha = 0: b is all zeros, and skipping the w term keeps the step bitwise
+        # SGD's (even a -0.0 parameter stays -0.0).
+        if bool(lr_b.any()):
+            new_p = torch.addcmul(new_p, w, per_member(lr_b, p))
+        new_params[name] = new_p
+        new_state[name] = {"momentum_buffer": bufs[name], "x0": state[name]["x0"]}
+    return new_params, new_state
+
+
 class ConeDescent:
     """Functional cone descent for ``[members, ...]`` parameters; ``hyper.cone_angle`` is alpha."""
 
@@ -143,6 +199,18 @@ class ConeDescent:
             for name, p in params.items()
         }
 
+    def update(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        state: State,
+        hyper: Hyper,
+        step: int,
+    ) -> tuple[Params, State]:
+        """One cone-descent step, pure; see :func:`cone_update`."""
+        check_members(params, hyper, None)
+        return cone_update(params, grads, state, hyper, step)
+
     def step(
         self,
         params: Mapping[str, Tensor],
@@ -152,44 +220,12 @@ class ConeDescent:
         step: int,
         active: Tensor | None = None,
     ) -> None:
-        """One cone-descent step for every member, in place; see the module docstring."""
+        """One cone-descent step for every member, in place: :func:`cone_update` written back."""
         check_members(params, hyper, active)
-        momentum = hyper.momentum.double()
-        weight_decay = hyper.weight_decay.double()
-        no_decay = not bool(weight_decay.any())
         with torch.no_grad():
-            # The cone needs norms over all parameters, so the effective gradients (and
-            # the new momentum buffers) are formed first, out of place; the masked update
-            # below then writes them like any per-parameter slot.
-            bufs, gs, ws = {}, [], []
-            for name, p in params.items():
-                grad, slots = grads[name], state[name]
-                g = grad if no_decay else torch.addcmul(grad, p, per_member(weight_decay, p))
-                mom = per_member(momentum, p)
-                bufs[name] = torch.mul(slots["momentum_buffer"], mom).add_(g)
-                gs.append(torch.addcmul(g, bufs[name], mom) if hyper.nesterov else bufs[name])
-                ws.append(p - slots["x0"])
-            angle = step_angles(hyper, step)
-            if hyper.cone_per_tensor:
-                coefficients = [cone_coefficients([g], [w], angle) for g, w in zip(gs, ws, strict=True)]
-            else:
-                coefficients = [cone_coefficients(gs, ws, angle)] * len(gs)
-            lr = hyper.lr.double()
-            for (name, p), g, w, (a, b) in zip(params.items(), gs, ws, coefficients, strict=True):
-                lr_b = lr * b
-                buf = state[name]["momentum_buffer"]
-                new_p = torch.addcmul(p, g, per_member(lr * a, p))
-                # alpha = 0: b is all zeros, and skipping the w term keeps the step bitwise
-                # SGD's (even a -0.0 parameter stays -0.0).
-                if bool(lr_b.any()):
-                    new_p.addcmul_(w, per_member(lr_b, p))
-                new_buf = bufs[name]
-                if active is not None:
-                    mask = active.to(p.device).view(-1, *([1] * (p.dim() - 1)))
-                    new_p = torch.where(mask, new_p, p)
-                    new_buf = torch.where(mask, new_buf, buf)
-                p.copy_(new_p)
-                buf.copy_(new_buf)
+            decay = bool(hyper.weight_decay.any())
+            new = cone_update(params, grads, state, hyper, step, decay=decay)
+        write_back(params, state, *new, active)
 
 
 class ConeDescentOptim(torch.optim.Optimizer):

@@ -21,7 +21,43 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from attractor.optim.base import Hyper, State, apply_update, check_members, per_member
+from attractor.optim.base import Hyper, Params, State, check_members, per_member, write_back
+
+
+def sgd_update(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: State,
+    hyper: Hyper,
+    *,
+    decay: bool = True,
+) -> tuple[Params, State]:
+    """One SGD step for every member, out of place; see the module docstring.
+
+    Args:
+        params, grads: ``[members, *shape]`` per parameter name.
+        state: ``{name: {"momentum_buffer": [members, *shape]}}``.
+        hyper: per-member lr (schedule included), momentum and weight decay.
+        decay: add ``wd * p`` to the gradient. The engine passes False when no member has
+            weight decay: ``grad + 0 * p`` is ``grad`` for finite ``p``, and skipping it
+            saves a pass over every gradient. A tangent through ``wd`` needs it True.
+
+    Returns:
+        the new parameters and state (the inputs are not modified).
+    """
+    neg_lr = -hyper.lr.double()
+    momentum = hyper.momentum.double()
+    weight_decay = hyper.weight_decay.double()
+    new_params: Params = {}
+    new_state: State = {}
+    for name, p in params.items():
+        mom = per_member(momentum, p)
+        g = torch.addcmul(grads[name], p, per_member(weight_decay, p)) if decay else grads[name]
+        buf = torch.mul(state[name]["momentum_buffer"], mom).add(g)
+        direction = torch.addcmul(g, buf, mom) if hyper.nesterov else buf
+        new_params[name] = torch.addcmul(p, direction, per_member(neg_lr, p))
+        new_state[name] = {"momentum_buffer": buf}
+    return new_params, new_state
 
 
 class SGD:
@@ -33,6 +69,18 @@ class SGD:
         """A zero momentum buffer per parameter."""
         return {name: {"momentum_buffer": torch.zeros_like(p)} for name, p in params.items()}
 
+    def update(
+        self,
+        params: Mapping[str, Tensor],
+        grads: Mapping[str, Tensor],
+        state: State,
+        hyper: Hyper,
+        step: int,
+    ) -> tuple[Params, State]:
+        """One SGD step, pure (differentiable in params, state and hyper); see :func:`sgd_update`."""
+        check_members(params, hyper, None)
+        return sgd_update(params, grads, state, hyper)
+
     def step(
         self,
         params: Mapping[str, Tensor],
@@ -42,27 +90,9 @@ class SGD:
         step: int,
         active: Tensor | None = None,
     ) -> None:
-        """One SGD step for every member, in place; see the module docstring."""
+        """One SGD step for every member, in place: :func:`sgd_update` written back."""
         check_members(params, hyper, active)
-        neg_lr = -hyper.lr.double()
-        momentum = hyper.momentum.double()
-        weight_decay = hyper.weight_decay.double()
-        # With no decay anywhere, grad + 0 * p == grad for every finite p: skipping the
-        # term saves a full copy of every gradient per step and changes no value.
-        no_decay = not bool(weight_decay.any())
-
-        def update(p: Tensor, grad: Tensor, slots: dict[str, Tensor]) -> None:
-            mom = per_member(momentum, p)
-            buf = slots["momentum_buffer"]
-            if no_decay:
-                g = grad.clone() if hyper.nesterov else grad  # step never changes grads
-            else:
-                g = torch.addcmul(grad, p, per_member(weight_decay, p))
-            buf.mul_(mom).add_(g)
-            if hyper.nesterov:
-                g.addcmul_(buf, mom)
-            else:
-                g = buf
-            p.addcmul_(g, per_member(neg_lr, p))
-
-        apply_update(params, grads, state, active, update)
+        with torch.no_grad():
+            decay = bool(hyper.weight_decay.any())
+            new_params, new_state = sgd_update(params, grads, state, hyper, decay=decay)
+        write_back(params, state, new_params, new_state, active)

@@ -40,9 +40,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor, nn
 
-from attractor.tangent.linearized import batched_linear, flat_mlp, linearized_step
-from attractor.tangent.lyapunov import Tangents, flat, random_directions
-from attractor.tangent.unroll import HYPERS, Params, Unrolled
+from attractor.tangent.linearized import linearized_step
+from attractor.tangent.lyapunov import flat, random_directions
+from attractor.tangent.types import HYPERS, Params, Tangents
+from attractor.tangent.unroll import Unrolled
+from attractor.training.forward import batched_linear, is_stacked_mlp
 
 #: The default grid: cheap (four perturbed copies per member) and wide (1e-6 .. 1).
 DEFAULT_EPS = (1e-6, 1e-4, 1e-2, 1.0)
@@ -68,7 +70,7 @@ def _patterns_fn(module: nn.Module):  # noqa: ANN202 - returns a closure or None
     """
     if not any(isinstance(m, _KINKED) for m in module.modules()):
         return lambda params, x: torch.zeros(x.shape[0], x.shape[1], 0, dtype=torch.bool)
-    if not flat_mlp(module):
+    if not is_stacked_mlp(module):
         return None
     children = list(module.named_children())
 

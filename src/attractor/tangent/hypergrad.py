@@ -28,7 +28,8 @@ from torch import Tensor
 
 from attractor.errors import UserError
 from attractor.tangent.lyapunov import outcome_fn
-from attractor.tangent.unroll import HYPERS, Params, Unrolled, final_params
+from attractor.tangent.types import HYPERS, Params
+from attractor.tangent.unroll import Unrolled, final_params
 
 #: Hyperparameters with a tangent: the optimizer's three, and the scale of the initial weights.
 HYPER_NAMES = (*HYPERS, "init_scale")

@@ -39,28 +39,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 from torch.func import functional_call, jvp, vmap
 
 from attractor.seeds import torch_generator
-from attractor.tangent.unroll import Params, State, Unrolled
-
-#: Per snapshot and member: name -> value.
-Record = dict[str, float]
-
-
-@dataclass
-class Tangents:
-    """Primal state and ``K`` tangent columns of every member (``[members, K, *shape]``)."""
-
-    params: Params
-    state: State
-    dparams: Params
-    dstate: State
-    dhyper: dict[str, Tensor]  # [members, K] float64
+from attractor.tangent.linearized import linearized_step
+from attractor.tangent.types import Params, Record, State, Tangents
+from attractor.tangent.unroll import Unrolled
 
 
 def flat(tree: Params, lead: int) -> Tensor:
@@ -218,8 +205,6 @@ def propagate(run: Unrolled, dparams0: Params, dhyper: dict[str, Tensor], k: int
     params = dict(run.params0)
     z = Tangents(params, run.init_state(params), dparams0, {n: {s: torch.zeros_like(dparams0[n]) for s in slots} for n, slots in run.init_state(params).items()}, dhyper)
     if method == "linearized":
-        from attractor.tangent.linearized import linearized_step
-
         step = linearized_step(run)
     elif method == "jvp":
         step = jvp_step(run)

@@ -27,7 +27,8 @@ from torch import Tensor
 from torch.func import jvp, vjp
 
 from attractor.tangent.lyapunov import flat, random_directions
-from attractor.tangent.unroll import Params, State, Unrolled
+from attractor.tangent.types import Params, State
+from attractor.tangent.unroll import Unrolled
 
 
 @dataclass(frozen=True)

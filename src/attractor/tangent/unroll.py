@@ -6,15 +6,15 @@ for the members of one chunk (same ``batch_size`` and ``optimizer``):
 * initial weights from :func:`~attractor.training.init.initial_module` (``init_scale``,
   ``init_noise``), batches from ``BatchStream(member_pool(task, row), batch_size,
   row.data_seed)``, targets from :func:`~attractor.training.data.member_targets`;
-* loss ``task.loss(logits, y).mean()`` (+ the logit penalty), lr ``lr * lr_factor(step)``;
-* the optimizer update of :mod:`attractor.optim.sgd` / :mod:`attractor.optim.adam` in the
-  same formula order, per-member scalars computed in float64 and rounded once to the
-  parameter dtype, but out of place so that forward and reverse mode see every operation.
+* the loss of :mod:`attractor.training.loss`, lr ``lr * lr_factor(step)``;
+* the optimizer's own pure update (:meth:`attractor.optim.base.Optimizer.update`), the very
+  function the engine's in-place step writes back: the step exists once.
 
-One step is ``(params, state, hyper) -> (params, state)`` for one member without a member
-dimension; :meth:`Unrolled.vstep` vmaps it over the members. Hyperparameters are float64
-0-dim tensors (``lr``, ``momentum``, ``weight_decay``), never Python floats closed over, so
-a tangent can be attached to them (Baydin et al. 2018).
+One step is ``(params, state, hyper, x, y, step, factor) -> (params, state)`` on
+``[members, ...]`` tensors (:meth:`Unrolled.vstep`): gradients by ``vmap(grad)`` of one
+member's loss, then the update. Hyperparameters are float64 ``[members]`` tensors
+(``lr``, ``momentum``, ``weight_decay``), never Python floats closed over, so a tangent can
+be attached to them (Baydin et al. 2018).
 
 Not supported: cone descent (its random angle and projection) and models with buffers
 (BatchNorm statistics update in place) are refused with a :class:`UserError`; random
@@ -24,8 +24,9 @@ forward passes (dropout) are refused by ``vmap``.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import torch
 from torch import Tensor, nn
@@ -33,55 +34,18 @@ from torch.func import functional_call, grad, vmap
 
 from attractor.config import Config
 from attractor.errors import UserError
+from attractor.optim import get_optimizer
+from attractor.optim.base import Hyper, Optimizer
 from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
+from attractor.tangent.types import DIFFERENTIABLE, HYPERS, Hypers, Params, State, StepFn
 from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.engine import total_steps
+from attractor.training.forward import BatchedForward, batched_forward
 from attractor.training.init import initial_module
+from attractor.training.loss import member_losses, per_example_loss
 from attractor.training.snapshots import snapshot_steps
-
-Params = dict[str, Tensor]
-State = dict[str, dict[str, Tensor]]
-HYPERS = ("lr", "momentum", "weight_decay")
-SLOTS = {"sgd": ("momentum_buffer",), "adam": ("exp_avg", "exp_avg_sq"), "adamw": ("exp_avg", "exp_avg_sq")}
-StepFn = Callable[[Params, State, dict[str, Tensor], Tensor, Tensor, int, float], tuple[Params, State]]
-
-
-def _scalar(value: Tensor, like: Tensor) -> Tensor:
-    """A float64 per-member coefficient rounded once to ``like``'s dtype (as ``optim.base.per_member``)."""
-    return value.to(like.dtype)
-
-
-def _safe_sqrt(v: Tensor) -> Tensor:
-    """``sqrt(v)`` whose derivative at ``v == 0`` is 0, not ``inf``.
-
-    Adam's second moment is exactly 0 where every gradient so far was 0 (an input pixel
-    that is always 0); there its tangent is 0 too, and ``0 * inf`` would poison the run.
-    """
-    positive = v > 0
-    return torch.where(positive, torch.where(positive, v, torch.ones_like(v)).sqrt(), torch.zeros_like(v))
-
-
-def sgd_update(p: Tensor, g: Tensor, slots: dict[str, Tensor], lr: Tensor, mom: Tensor, wd: Tensor, step: int, nesterov: bool) -> tuple[Tensor, dict[str, Tensor]]:
-    """One parameter's SGD step: ``g += wd p; buf = mom buf + g; p -= lr (g + mom buf | buf)``."""
-    g = g + p * _scalar(wd, p)  # the engine skips this when wd == 0; + 0 * p changes no finite value
-    buf = slots["momentum_buffer"] * _scalar(mom, p) + g
-    direction = g + buf * _scalar(mom, p) if nesterov else buf
-    return p + direction * _scalar(-lr, p), {"momentum_buffer": buf}
-
-
-def adam_update(p: Tensor, g: Tensor, slots: dict[str, Tensor], lr: Tensor, beta1: Tensor, wd: Tensor, step: int,
-                decoupled: bool, beta2: float, eps: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """One parameter's Adam(W) step in :mod:`attractor.optim.adam`'s formula order."""
-    if decoupled:
-        p = p * _scalar(1 - lr * wd, p)
-    else:
-        g = g + p * _scalar(wd, p)
-    m = torch.lerp(slots["exp_avg"], g, _scalar(1 - beta1, p))
-    v = slots["exp_avg_sq"] * beta2 + g * g * (1 - beta2)
-    denom = _safe_sqrt(v) / ((1 - beta2**step) ** 0.5) + eps
-    return p + (m * _scalar(-lr / (1 - beta1**step), p)) / denom, {"exp_avg": m, "exp_avg_sq": v}
 
 
 @dataclass(frozen=True, eq=False)
@@ -118,49 +82,60 @@ class Unrolled:
     def optimizer(self) -> str:
         return self.rows[0].optimizer
 
+    @cached_property
+    def optim(self) -> Optimizer:
+        """The registered optimizer of these rows, whose update the replay calls."""
+        return get_optimizer(self.optimizer)
+
+    @cached_property
+    def forward(self) -> BatchedForward:
+        """The engine's batched forward of :attr:`module`: ``(params, buffers, x [n, B, ...])``."""
+        return batched_forward(self.module)
+
     def init_state(self, params: Params) -> State:
-        """Zero optimizer slots, ``{name: {slot: zeros like params[name]}}``."""
-        return {k: {s: torch.zeros_like(v) for s in SLOTS[self.optimizer]} for k, v in params.items()}
+        """The optimizer's initial state (zero slots), ``{name: {slot: zeros like params[name]}}``."""
+        return self.optim.init(params)
 
     def factor(self, step: int) -> float:
+        """The lr schedule's factor at ``step``, as the engine's."""
         trainer = self.config.trainer
         return lr_factor(trainer.schedule, step, self.steps, trainer.warmup_fraction)
 
+    def optimizer_hyper(self, hyper: Hypers, factor: float) -> Hyper:
+        """The optimizer's per-member :class:`Hyper` at a step: lr times the schedule ``factor``."""
+        trainer = self.config.trainer
+        return Hyper(
+            lr=hyper["lr"] * factor,
+            momentum=hyper["momentum"],
+            weight_decay=hyper["weight_decay"],
+            nesterov=trainer.nesterov,
+            beta2=trainer.beta2,
+            eps=trainer.eps,
+        )
+
     def loss(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
-        """One member's training loss on a batch, as the engine's: mean per-example loss (+ logit penalty)."""
+        """One member's training loss on a batch (no member dimension), as the engine's."""
         logits = functional_call(self.module, params, (x,))
-        per_example = self.task.loss(logits, y)
-        if self.config.trainer.logit_penalty:
-            per_example = per_example + 0.5 * self.config.trainer.logit_penalty * logits.pow(2).sum(-1)
-        return per_example.mean()
+        return per_example_loss(self.task, self.config.trainer, logits, y).mean()
 
-    def step_fn(self) -> StepFn:
-        """``(params, state, hyper, x, y, step, factor) -> (params, state)`` for one member."""
-        gradient = grad(self.loss)
-        trainer, name = self.config.trainer, self.optimizer
-
-        def step(params: Params, state: State, hyper: dict[str, Tensor], x: Tensor, y: Tensor, t: int, factor: float) -> tuple[Params, State]:
-            grads = gradient(params, x, y)
-            lr, mom, wd = hyper["lr"] * factor, hyper["momentum"], hyper["weight_decay"]
-            new_params: Params = {}
-            new_state: State = {}
-            for k, p in params.items():
-                if name == "sgd":
-                    new_params[k], new_state[k] = sgd_update(p, grads[k], state[k], lr, mom, wd, t, trainer.nesterov)
-                else:
-                    new_params[k], new_state[k] = adam_update(p, grads[k], state[k], lr, mom, wd, t, name == "adamw", trainer.beta2, trainer.eps)
-            return new_params, new_state
-
-        return step
+    def losses(self, params: Params, x: Tensor, y: Tensor) -> Tensor:
+        """``[members]`` every member's training loss, through the engine's batched forward."""
+        return member_losses(self.task, self.config.trainer, self.forward(params, {}, x), y)
 
     def vstep(self) -> StepFn:
-        """:meth:`step_fn` vmapped over members: every argument but ``step``, ``factor`` has them first."""
-        one = self.step_fn()
+        """``(params, state, hyper, x, y, step, factor) -> (params, state)``, members first.
 
-        def batched(params: Params, state: State, hyper: dict[str, Tensor], x: Tensor, y: Tensor, t: int, factor: float) -> tuple[Params, State]:
-            return vmap(lambda p, s, h, xb, yb: one(p, s, h, xb, yb, t, factor))(params, state, hyper, x, y)
+        Gradients by ``vmap(grad)`` of :meth:`loss`, so ``jvp`` / ``vjp`` see second
+        derivatives; then the optimizer's own update.
+        """
+        gradient = vmap(grad(self.loss))
 
-        return batched
+        def step(params: Params, state: State, hyper: Hypers, x: Tensor, y: Tensor, t: int,
+                 factor: float) -> tuple[Params, State]:
+            grads = gradient(params, x, y)
+            return self.optim.update(params, grads, state, self.optimizer_hyper(hyper, factor), t)
+
+        return step
 
     def batches(self) -> Batches:
         """Every member's minibatch stream from step 1, exactly the engine's."""
@@ -203,8 +178,11 @@ def unroll(task: Task, config: Config, rows: list[PlanRow], dtype: torch.dtype =
     """
     if len({(r.batch_size, r.optimizer) for r in rows}) != 1:
         raise UserError("tangent rows must share batch_size and optimizer; split them into chunks")
-    if rows[0].optimizer not in SLOTS:
-        raise UserError(f"tangent supports optimizers {', '.join(SLOTS)}; got {rows[0].optimizer!r} (cone descent is not differentiable here)")
+    if rows[0].optimizer not in DIFFERENTIABLE:
+        raise UserError(
+            f"tangent supports optimizers {', '.join(DIFFERENTIABLE)}; got {rows[0].optimizer!r} "
+            "(cone descent is not differentiable here)"
+        )
     modules = [initial_module(task, r) for r in rows]
     template = modules[0]
     if any(True for _ in template.buffers()):
@@ -224,8 +202,6 @@ def unroll(task: Task, config: Config, rows: list[PlanRow], dtype: torch.dtype =
 
 
 def _unit_scale(row: PlanRow) -> PlanRow:
-    from dataclasses import replace
-
     return replace(row, init_scale=1.0, init_noise=0.0)
 
 
@@ -243,15 +219,36 @@ def trajectory(run: Unrolled, params: Params | None = None, hyper: dict[str, Ten
     yield run.steps + 1, x, y, params
 
 
-def final_params(run: Unrolled, params: Params | None = None, hyper: dict[str, Tensor] | None = None, method: str = "linearized") -> Params:
+def replay(run: Unrolled, params: Params | None = None, hyper: Hypers | None = None) -> Params:
+    """The primal run with plain autograd through the engine's batched forward: final weights.
+
+    The engine's step in the run's dtype: gradients of the summed member losses, then the
+    optimizer's update (pure, so nothing here is written in place).
+    """
+    params = dict(run.params0 if params is None else params)
+    hyper = run.hyper if hyper is None else hyper
+    state = run.init_state(params)
+    batches = run.batches()
+    for t in range(1, run.steps + 1):
+        x, y = batches.next()
+        leaves = {k: v.detach().requires_grad_(True) for k, v in params.items()}
+        with torch.enable_grad():
+            grads = torch.autograd.grad(run.losses(leaves, x, y).sum(), list(leaves.values()))
+        with torch.no_grad():
+            step_hyper = run.optimizer_hyper(hyper, run.factor(t))
+            grads_by_name = dict(zip(leaves, grads, strict=True))
+            params, state = run.optim.update(params, grads_by_name, state, step_hyper, t)
+    return params
+
+
+def final_params(run: Unrolled, params: Params | None = None, hyper: Hypers | None = None,
+                 method: str = "linearized") -> Params:
     """Every member's weights after training, ``{name: [members, *shape]}`` (no tangents).
 
-    ``method="linearized"`` steps with plain autograd over batched matmuls (the fast path of
-    :mod:`attractor.tangent.linearized`, no columns); ``"functional"`` with :meth:`Unrolled.vstep`.
+    ``method="linearized"`` steps with plain autograd over the engine's batched forward
+    (:func:`replay`, no columns); ``"functional"`` with :meth:`Unrolled.vstep`.
     """
     if method == "linearized":
-        from attractor.tangent.linearized import replay
-
         return replay(run, params, hyper)
     last: Params = {}
     for _, _, _, last in trajectory(run, params, hyper):  # noqa: B007 - keep only the final weights

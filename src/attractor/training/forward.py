@@ -23,7 +23,8 @@ from torch.func import functional_call, vmap
 Params = dict[str, Tensor]
 BatchedForward = Callable[[Params, Params, Tensor], Tensor]
 
-_ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.Identity)
+#: Activations that act elementwise, so a member dimension passes through them unchanged.
+ELEMENTWISE = (nn.ReLU, nn.Tanh, nn.GELU, nn.Sigmoid, nn.SiLU, nn.LeakyReLU, nn.Identity)
 # Below this many output features the transposed product W @ x^T is the faster BLAS call.
 _NARROW = 32
 
@@ -54,6 +55,15 @@ class _BatchedLinear(torch.autograd.Function):
         return grad_x, grad_w, grad_b
 
 
+def batched_linear(params: Params, name: str, h: Tensor) -> Tensor:
+    """Linear layer ``name`` of every member at once: ``h [n, B, in] -> [n, B, out]``.
+
+    Differentiable to any order (its backward is made of differentiable ops), so the
+    tangent step can take Hessian-vector products through it.
+    """
+    return _BatchedLinear.apply(h, params[f"{name}.weight"], params.get(f"{name}.bias"))
+
+
 class _StackedMLP:
     """Batched forward for ``nn.Sequential(Linear, act, Linear, ...)`` with 2-D inputs."""
 
@@ -64,7 +74,7 @@ class _StackedMLP:
         h = x.flatten(2) if x.dim() > 3 else x
         for name, layer in self.layers:
             if isinstance(layer, nn.Linear):
-                h = _BatchedLinear.apply(h, params[f"{name}.weight"], params.get(f"{name}.bias"))
+                h = batched_linear(params, name, h)
             else:
                 h = layer(h)  # elementwise, so the member dimension passes through
         return h
@@ -83,18 +93,19 @@ class _VmappedModule:
         return vmap(one, in_dims=(0, 0, 0), randomness="error")(params, buffers, x)
 
 
-def _is_stacked_mlp(model: nn.Module) -> bool:
+def is_stacked_mlp(model: nn.Module) -> bool:
+    """``nn.Sequential`` of ``nn.Linear`` (at least one) and :data:`ELEMENTWISE` only, no buffers."""
     return (
         type(model) is nn.Sequential
         and any(isinstance(m, nn.Linear) for m in model.children())
-        and all(isinstance(m, (nn.Linear, *_ELEMENTWISE)) for m in model.children())
+        and all(isinstance(m, (nn.Linear, *ELEMENTWISE)) for m in model.children())
         and not any(True for _ in model.buffers())
     )
 
 
 def batched_forward(model: nn.Module) -> BatchedForward:
     """The fastest batched forward for ``model``'s architecture (the module itself is a template)."""
-    return _StackedMLP(model) if _is_stacked_mlp(model) else _VmappedModule(model)
+    return _StackedMLP(model) if is_stacked_mlp(model) else _VmappedModule(model)
 
 
 def single_forward(model: nn.Module) -> BatchedForward:
