@@ -1,7 +1,8 @@
 """The HTML report: self-contained, every plot a valid PNG, sections iff their data, the cloud, a real browser.
 
-One tiny run is trained per module; ``measures`` is synthetic (random symmetric matrices,
-made-up curves) because the report only renders what it is given.
+One tiny run is trained per module; its results are synthetic (random symmetric matrices,
+made-up curves, tests/report_samples.py) because the report only renders what it is given.
+Each page is rendered from a copy of the run holding those results.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,11 +20,12 @@ import pytest
 from matplotlib.image import imread
 from sklearn.decomposition import PCA
 
-from attractor.report import cloud_coordinates, probe_set, render_report
-from attractor.report.html import fmt, table
+from attractor.report import cloud_coordinates, probe_set, render_directory
+from attractor.report.page import fmt, table
 from attractor.report.plots import heatmap
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
+from tests import report_samples
 from tests.conftest import tiny_config
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -39,43 +40,23 @@ def ens(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
     return train(tiny_config(), tmp_path_factory.mktemp("run") / "run")
 
 
-def synthetic_measures(ens: Ensemble) -> dict[str, Any]:
-    """Every section's data, shaped as the measurement modules return it."""
-    members = ens.members
-    m = len(members)
-    rng = np.random.default_rng(0)
+def page_with(ens: Ensemble, where: Path, results: list) -> Path:
+    """Copy the run to ``where``, store ``results`` there, and render its page."""
+    shutil.copytree(ens.store.root, where)
+    copy = Ensemble.load(where)
+    for result in results:
+        copy.store.write(result)
+    return render_directory(where)
 
-    def symmetric(scale: float = 1.0) -> np.ndarray:
-        a = rng.random((m, m)) * scale
-        a = (a + a.T) / 2
-        np.fill_diagonal(a, 0.0)
-        return a
 
-    labels = [i % 2 for i in range(m)]
-    alpha = np.linspace(0, 1, 30)
-    bump = np.sin(np.pi * alpha)
-    curve = pd.DataFrame({"alpha": alpha, "loss": 1 + 0.5 * bump, "error": 0.3 + 0.1 * bump})
-    return {
-        "summary": {"test_accuracy": {"value": 0.65, "low": 0.6, "high": 0.7},
-                    "pairwise_js": {"value": 0.0123, "low": 0.01, "high": 0.015}},
-        "members": pd.DataFrame({"member": members, "loss": rng.random(m), "accuracy": rng.random(m), "basin": labels}),
-        "basins": {"labels": labels, "order": sorted(range(m), key=lambda i: labels[i]), "sizes": [labels.count(0), labels.count(1)],
-                   "representatives": [members[0], members[1]], "silhouette": 0.41},
-        "pairwise": {"js": symmetric(np.log(2)), "disagreement": symmetric(), "weight_distance": symmetric(5), "aligned_distance": symmetric(3)},
-        "cka": {"net.0": 1 - symmetric(0.5)},
-        "trajectory": pd.DataFrame({"step": ens.steps(), "js": np.linspace(0.001, 0.02, len(ens.steps())),
-                                    "disagreement": np.linspace(0.5, 0.2, len(ens.steps()))}),
-        "lmc": [{"members": members[:2], "curve": curve, "aligned_curve": curve.assign(loss=1 + 0.05 * bump),
-                 "barriers": {"loss": 0.5, "error": 0.1}}],
-        "instability": {"curve": pd.DataFrame({"spawn_step": [0, 5, 20, 100], "barrier_mean": [0.2, 0.1, 0.015, 0.005],
-                                               "low": [0.15, 0.05, 0.005, 0.0], "high": [0.25, 0.15, 0.025, 0.01]}),
-                        "onset": 20, "onset_upper": 100, "threshold": 0.02},
-    }
+def synthetic_results(ens: Ensemble) -> list:
+    """Every section's data, shaped as the measurement modules store it."""
+    return [report_samples.measures(ens.members, ens.steps()), report_samples.instability()]
 
 
 @pytest.fixture(scope="module")
 def full_report(ens: Ensemble, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return render_report(ens, synthetic_measures(ens), tmp_path_factory.mktemp("report") / "report.html")
+    return page_with(ens, tmp_path_factory.mktemp("report") / "run", synthetic_results(ens))
 
 
 def section_ids(page: str) -> set[str]:
@@ -93,7 +74,8 @@ def test_report_is_self_contained_with_valid_pngs(full_report: Path) -> None:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1], validate=True).startswith(PNG_MAGIC)
     # The write is atomic: no temporary file is left beside the report.
-    assert [p.name for p in full_report.parent.iterdir()] == ["report.html"]
+    assert full_report.name == "report.html"
+    assert not [p.name for p in full_report.parent.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_every_section_with_data_is_shown(full_report: Path) -> None:
@@ -104,9 +86,8 @@ def test_every_section_with_data_is_shown(full_report: Path) -> None:
 
 
 def test_sections_without_data_are_absent(ens: Ensemble, tmp_path: Path) -> None:
-    measures = synthetic_measures(ens)
-    kept = {k: measures[k] for k in ("summary", "lmc")}
-    page = render_report(ens, kept, tmp_path / "r.html").read_text(encoding="utf-8")
+    kept = report_samples.summary_and_lmc(ens.members, ens.steps())
+    page = page_with(ens, tmp_path / "run", [kept]).read_text(encoding="utf-8")
     assert section_ids(page) == set(ALWAYS) | {"summary", "lmc"}
     for heading in ("Basins", "Pairwise distances", "Instability analysis", "Spread vs training step"):
         assert f"<h2>{heading}</h2>" not in page
@@ -214,6 +195,6 @@ def test_diverged_members_and_mixed_batch_sizes(tmp_path: Path) -> None:
     expected = {(m, s) for m in ens.members for s in ens.steps(m)}
     assert set(map(tuple, cloud.points[["member", "step"]].to_numpy())) == expected and len(cloud.points) == len(expected)
     assert not cloud.steps_agree
-    page = render_report(ens, {}, tmp_path / "report.html").read_text(encoding="utf-8")
+    page = render_directory(ens.store.root).read_text(encoding="utf-8")
     assert f"{len(ens.members)} done · {diverged} diverged" in page and "diverged_step" in page
     assert "at snapshot 0" in page

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +18,7 @@ from attractor.measure.structural import (
     quantize,
     weight_noise,
 )
-from attractor.report.html import render_report
+from attractor.report import render_directory
 from attractor.report.plots import series_panels
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
@@ -128,10 +127,16 @@ def test_result_serializes_and_plots(ens: Ensemble) -> None:
 
 
 def test_report_has_a_structural_section(ens: Ensemble, tmp_path: Path) -> None:
-    results = [perturbation_curves(ens, kind, levels, samples=2).to_dict() for kind, levels in (("dropout", [0, 0.2]), ("quantize", [8, 2]))]
-    page = render_report(ens, {"structural": json.loads(json.dumps(results))}, tmp_path / "report.html").read_text()
+    import shutil
+
+    assert "Structural stability" not in render_directory(ens.store.root).read_text()
+    shutil.copytree(ens.store.root, tmp_path / "run")
+    store = Ensemble.load(tmp_path / "run").store
+    for kind, levels in (("dropout", [0, 0.2]), ("quantize", [8, 2])):
+        paths = store.write(perturbation_curves(ens, kind, levels, samples=2))
+        assert Path(paths["json"]).name == f"structural-{kind}.json" and Path(paths["parquet"]).exists()
+    page = render_directory(tmp_path / "run").read_text()
     assert 'id="structural"' in page and page.count("perturbation curves") == 2
-    assert "Structural stability" not in render_report(ens, {}, tmp_path / "plain.html").read_text()
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,6 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 from rich.markup import escape
 from rich.table import Table
@@ -175,50 +174,33 @@ def demo(
 
 
 
-def lm_report_data(run_dir: Path) -> dict[str, Any]:
-    """The report's summary and pairwise JS of a language-model run (written to RUN/measures.json)."""
-    from attractor.measure.lm import measure_lm_run
-    from attractor.runs.store import write_json
-
-    lm = measure_lm_run(run_dir)
-    write_json(Path(run_dir) / "measures.json", lm)
-    summary = {f"next-token {name}": {k: lm[name][k] for k in ("value", "low", "high")} for name in ("loss", "pairwise_js", "kl_to_mean")}
-    cka = {f"residual stream, {layer}": np.asarray(matrix) for layer, matrix in lm["cka"].items()}
-    return {"summary": summary, "pairwise": {"js": np.asarray(lm["pairwise_js"]["matrix"])}, "cka": cka}
-
-
 def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
-    from attractor.measure.spread import measure_ensemble, write_measures
-    from attractor.report import render_report
+    """Measure a run (``RUN/measures.*``, whatever its task) and render every result it holds."""
+    from attractor.measure.dispatch import measure_run
+    from attractor.report import render_directory
     from attractor.runs.ensemble import Ensemble
 
     ens = Ensemble.load(run_dir)
     with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
-        if ens.task.test_units is not None:  # a language-model run: next-token measures
-            data = lm_report_data(run_dir)
-        else:
-            measures = measure_ensemble(ens)
-            write_measures(ens, measures)
-            data = measures.report_data()
-        # Perturbation curves written earlier by `attractor structural` join the report.
-        structural = [json.loads(p.read_text()) for p in sorted(ens.store.root.glob("structural-*.json"))]
-        if structural:
-            data["structural"] = structural
-        sensitivity = {name: json.loads(path.read_text()) for name in ("variance", "sobol", "influence")
-                       if (path := ens.store.root / f"sensitivity-{name}.json").is_file()}
-        if sensitivity:
-            data["sensitivity"] = sensitivity
-        if (ens.store.root / "tangent.json").is_file():  # written by `attractor tangent`
-            data["tangent"] = json.loads((ens.store.root / "tangent.json").read_text())
-        if (ens.store.root / "diff.json").is_file():  # written by `attractor diff` on a member of this run
-            data["disagreement"] = json.loads((ens.store.root / "diff.json").read_text())
-        return render_report(ens, data, ens.store.root / "report.html")
+        ens.store.write(measure_run(ens))
+        return render_directory(ens.store.root)
 
 
 
 @app.command()
 def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
-    """Measure a run and write RUN_DIR/report.html, one self-contained page."""
-    path = _measure_and_report(run_dir, as_json)
+    """Measure a run and write RUN_DIR/report.html, one self-contained page.
+
+    The page shows every result the directory holds (structural curves, sensitivity,
+    suggestions, ...). On an experiment's directory (instability, shortcuts, diff, ...)
+    nothing is measured: its results are rendered.
+    """
+    from attractor.report import render_directory
+    from attractor.runs.store import RunStore
+
+    if RunStore(run_dir).experiment() is None:
+        path = _measure_and_report(run_dir, as_json)
+    else:
+        path = render_directory(run_dir)
     emit_json({"report": str(path)}) if as_json else console.print(f"report: {path}", markup=False, soft_wrap=True)
 

@@ -1,9 +1,10 @@
-"""Commands that measure runs and models: measure, compare, structural, sensitivity, suggest, diff."""
+"""Commands that measure runs and models: measure, compare, structural, sensitivity, suggest."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -20,6 +21,10 @@ from attractor.cli._shared import (
 )
 from attractor.errors import UserError
 
+if TYPE_CHECKING:
+    from attractor.measure.lm import LMMeasures
+    from attractor.measure.spread import Measures
+
 
 @app.command()
 def measure(
@@ -34,35 +39,49 @@ def measure(
     Writes RUN_DIR/measures.parquet (one row per member or pair and measure) and
     RUN_DIR/measures.json (summary with 95% multi-bootstrap intervals).
     """
-    from attractor.measure.spread import MeasureOptions, measure_ensemble, write_measures
+    from attractor.measure.dispatch import measure_run
+    from attractor.measure.spread import MeasureOptions
     from attractor.runs.ensemble import Ensemble
 
     check_split(split)
     chosen = None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     ens = Ensemble.load(run_dir)
-    if ens.task.test_units is not None:  # a language-model run: next-token loss, JS, KL to the mean
-        from attractor.cli.lm_format import format_lm_measure
-        from attractor.measure.lm import measure_lm_run
-        from attractor.runs.store import write_json
+    options = MeasureOptions(split=split, layers=chosen, draws=draws)  # type: ignore[arg-type]
+    measures = measure_run(ens, options)
+    paths = ens.store.write(measures)
+    title = f"{ens.config.task.name}: {len(ens.members)} members, {split} split"
+    _PRINTERS[measures.kind](measures, paths, title, as_json)
 
-        lm = measure_lm_run(run_dir, split=split, draws=draws)
-        write_json(ens.store.root / "measures.json", lm)
-        emit_json(lm) if as_json else console.print(format_lm_measure(lm), markup=False, soft_wrap=True)
-        return
-    measures = measure_ensemble(ens, MeasureOptions(split=split, layers=chosen, draws=draws))  # type: ignore[arg-type]
-    paths = write_measures(ens, measures)
+
+def _print_measures(measures: Measures, paths: dict[str, str], title: str, as_json: bool) -> None:
+    """A classification run's summary table, its basins and the files written."""
     if as_json:
         emit_json({**measures.to_json(), "files": paths})
         return
-    table = Table("measure", "value", "95% interval", title=f"{ens.config.task.name}: {len(ens.members)} members, {split} split")
+    table = Table("measure", "value", "95% interval", title=title)
     for name, estimate in measures.summary.items():
         interval = f"[{estimate['low']:.4g}, {estimate['high']:.4g}]" if "low" in estimate else ""
         table.add_row(name, f"{estimate['value']:.4g}", interval)
     console.print(table)
     b = measures.basins
-    console.print(f"basins: {b.n_basins} (sizes {b.sizes}, representatives {b.representatives})", markup=False)
+    console.print(f"basins: {b.n_basins} (sizes {b.sizes}, representatives {b.representatives})",
+                  markup=False)
     console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
 
+
+def _print_lm_measures(measures: LMMeasures, paths: dict[str, str], title: str, as_json: bool) -> None:
+    """A language-model run's next-token loss, JS and KL to the mean (as `lm` prints them)."""
+    from attractor.cli.lm import format_lm_measure
+
+    data = measures.to_json()
+    emit_json(data) if as_json else console.print(format_lm_measure(data), markup=False, soft_wrap=True)
+
+
+#: How each kind of spread measures is shown (:func:`attractor.measure.dispatch.measure_run`).
+_PRINTERS: dict[str, Callable[[Any, dict[str, str], str, bool], None]] = {
+    "measures": _print_measures,
+    "lm-measures": _print_lm_measures,
+}
 
 
 @app.command()
@@ -110,14 +129,14 @@ def structural(
     over samples) and RUN_DIR/structural-KIND.json (with the ensemble curve, 95% multi-bootstrap
     intervals over members and samples, and each member's area under the KL curve).
     """
-    from attractor.measure.structural import perturbation_curves, write_structural
+    from attractor.measure.structural import perturbation_curves
     from attractor.runs.ensemble import Ensemble
 
     check_split(split)
     ens = Ensemble.load(run_dir)
     x, y = ens.eval_set(split)
     result = perturbation_curves(ens, kind, number_list(levels, "--levels"), samples=samples, x=x, y=y, seed=seed, draws=draws)
-    paths = write_structural(ens, result)
+    paths = ens.store.write(result)
     if as_json:
         emit_json({**result.to_dict(), "files": paths})
         return
@@ -198,12 +217,11 @@ def suggest(
     """
     from attractor.runs.ensemble import Ensemble
     from attractor.sensitivity import suggest as suggest_rows
-    from attractor.sensitivity import write_suggestions
 
     check_split(pool, "--pool")
     ens = Ensemble.load(run_dir)
     result = suggest_rows(ens, k=k, pool=pool, draws=draws)
-    paths = write_suggestions(ens, result)
+    paths = ens.store.write(result)
     if as_json:
         emit_json({**result.to_dict(), "files": paths})
         return
@@ -212,73 +230,3 @@ def suggest(
         table.add_row(str(row.rank), row.kind, str(row.id), f"{row.score:.4g} {row.unit}", row.reason)
     console.print(table)
     console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
-
-
-
-@app.command()
-def diff(
-    model_a: Annotated[str, typer.Argument(metavar="A", help="Model spec: RUN_DIR:MEMBER[:STEP], RUN_DIR:mean, or FILE.safetensors (with --task); "
-                                                         "append @noise=1e-3, @dropout=0.1, @dropconnect=0.05, @prune=0.2, @fp16 or @int8 for a perturbed copy.")],
-    model_b: Annotated[str | None, typer.Argument(metavar="[B]", help="Second model spec (same task shapes); omit it, with A a run directory, "
-                                                                     "to search where that run's members spread most.")] = None,
-    eps: Annotated[float | None, typer.Option(help="Radius of the L-infinity balls around test points; omit for the training data's whole box.")] = 0.05,
-    points: Annotated[int, typer.Option(min=1, help="Test points (ball centres).")] = 20,
-    objective: Annotated[str, typer.Option(help="Search objective: js, kl, symmetric_kl, logit, logit:K or margin.")] = "js",
-    delta: Annotated[float | None, typer.Option(help="Threshold on the largest logit difference: verified / falsified / unknown per point.")] = None,
-    budget: Annotated[float, typer.Option(help="Branch-and-bound seconds per point (0: one-shot bound only).")] = 10.0,
-    method: Annotated[str, typer.Option(help="Certificate bounds: auto, differential, linear, optimized or interval.")] = "auto",
-    task: Annotated[str | None, typer.Option(help="Task for safetensors files: a run dir, a config TOML or a task name.")] = None,
-    centers: Annotated[Path | None, typer.Option(help="A .npy file [points, *input_shape] of ball centres instead of the test inputs.")] = None,
-    clip: Annotated[bool, typer.Option("--clip/--no-clip", help="Intersect the balls with the training data's range.")] = True,
-    restarts: Annotated[int, typer.Option(min=1, help="PGD restarts per point.")] = 8,
-    steps: Annotated[int, typer.Option(min=0, help="PGD steps per restart.")] = 50,
-    seed: Annotated[int, typer.Option(help="Seed of the random starts and samples.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for diff.json and diff.html (default: A's run directory, else runs/diff).")] = None,
-    as_json: JsonFlag = False,
-) -> None:
-    """Where do two models disagree? A search from below, a certificate from above.
-
-    PGD (vs random sampling at the same budget) finds the inputs where A and B disagree
-    most; for Linear/ReLU networks branch and bound certifies how far their logits can
-    differ over each ball, with the gap to the best input found. With A a run directory
-    and no B: the inputs where its members spread most (objective mi or pairwise_js).
-    Writes OUT/diff.json and OUT/diff.html; `attractor report` on that run shows it too.
-    """
-    from attractor.experiments.diff import compare_models, ensemble_spread, write_disagreement
-
-    if eps is not None and not eps >= 0:
-        raise UserError(f"--eps must be >= 0, got {eps}")
-    if model_b is None:
-        if not (Path(model_a) / "manifest.json").is_file():
-            raise UserError(f"with one argument A must be a run directory (to search where its members spread); '{model_a}' is not one")
-        spread_objective = "mi" if objective == "js" else objective
-        result = ensemble_spread(model_a, eps=eps, points=points, objective=spread_objective, centers=centers, clip=clip,
-                                 restarts=restarts, steps=steps, seed=seed)
-        model_a = f"{model_a}:mean"  # the output folder below is the run's
-    else:
-        result = compare_models(model_a, model_b, task=task, eps=eps, points=points, objective=objective, delta=delta,
-                                budget_s=budget, method=method, restarts=restarts, steps=steps, seed=seed, centers=centers, clip=clip)
-    if out is None:
-        run = Path(model_a.split("@")[0].rsplit(":", 1)[0]) if ":" in model_a.split("@")[0] else None
-        out = run if run is not None and (run / "manifest.json").is_file() else Path("runs/diff")
-    paths = write_disagreement(result, out)
-    if as_json:
-        emit_json({**result.to_dict(), "files": paths})
-        return
-    s = result.summary()
-    console.print(f"search ({s['objective']}): best {s['search_best']:.4g} (PGD) vs {s['baseline_best']:.4g} (random), "
-                  f"mean per point {s['search_mean_per_point']:.4g} vs {s['baseline_mean_per_point']:.4g}, {s['evaluations']} evaluations each", markup=False, soft_wrap=True)
-    if result.certificate is None:
-        console.print(f"no certificate: {result.certify_note}", markup=False, soft_wrap=True)
-    else:
-        cert = result.certificate
-        table = Table("point", "certified upper", "attained lower", "gap", "verdict", title="max over outputs of |f_B - f_A| (logits) per ball")
-        for i, (up, low, verdict) in enumerate(zip(cert.upper.tolist(), cert.lower.tolist(), cert.verdicts, strict=True)):
-            table.add_row(str(i), f"{up:.4g}", f"{low:.4g}", f"{up - low:.3g}", verdict)
-        console.print(table)
-        per = Table("output", "certified interval of f_B - f_A", "attained range", title="per output, over all balls")
-        for row in result.per_output.itertuples():
-            per.add_row(str(row.output), f"[{row.certified_low:.4g}, {row.certified_high:.4g}]", f"[{row.attained_low:.4g}, {row.attained_high:.4g}]")
-        console.print(per)
-    console.print(f"wrote {paths['json']} and {paths['html']}", markup=False, soft_wrap=True)
-

@@ -22,10 +22,12 @@ References:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 
@@ -34,7 +36,6 @@ from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
 from attractor.runs.ensemble import Ensemble
 
 
-@torch.no_grad()
 @torch.no_grad()
 def residual_cka(ensemble: Ensemble, members: list[int], x: Tensor, max_tokens: int = 2048) -> dict[str, list[list[float]]]:
     """Linear CKA between members' residual streams, per layer: ``{"embeddings" | "block N": [m, m]}``.
@@ -55,9 +56,69 @@ def residual_cka(ensemble: Ensemble, members: list[int], x: Tensor, max_tokens: 
     return {name: pairwise_cka(torch.stack([s[k] for s in streams])).tolist() for k, name in enumerate(names)}
 
 
-def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 16, draws: int = 500, seed: int = 0) -> dict[str, Any]:
+@dataclass(frozen=True, eq=False)
+class LMMeasures:
+    """The spread of a language-model run: a result of kind ``lm-measures`` named ``measures``.
+
+    Attributes:
+        run, split: the run directory and the held-out split measured.
+        members: finished members, in the order of every per-member list and matrix.
+        documents, windows: held-out documents (the bootstrap's units) and windows scored.
+        loss: ``per_member`` next-token loss (nats per token) and the ensemble mean with its
+            interval (``value``, ``low``, ``high``, ``draws``, ``level``).
+        pairwise_js: mean pairwise JS with its interval, and the ``matrix`` ``[m, m]``.
+        kl_to_mean: mean KL of a member to the ensemble's mean distribution, with interval.
+        cka: layer -> ``[m, m]`` linear CKA of the residual streams.
+    """
+
+    run: str
+    split: str
+    members: list[int]
+    documents: int
+    windows: int
+    loss: dict[str, Any]
+    pairwise_js: dict[str, Any]
+    kl_to_mean: dict[str, Any]
+    cka: dict[str, list[list[float]]]
+
+    kind: ClassVar[str] = "lm-measures"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        """``measures``, as for any run: a run holds one kind of spread measures."""
+        return "measures"
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, as ``attractor measure --json`` prints it."""
+        return {"run": self.run, "split": self.split, "members": self.members, "documents": self.documents,
+                "windows": self.windows, "loss": self.loss, "pairwise_js": self.pairwise_js,
+                "kl_to_mean": self.kl_to_mean, "cka": self.cka}
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """One tidy table like a classifier run's: ``measure, member_a, member_b, value``."""
+        ids = self.members
+        rows = [{"measure": "loss", "member_a": m, "member_b": None, "value": float(v)}
+                for m, v in zip(ids, self.loss["per_member"], strict=True)]
+        matrices = {"js": self.pairwise_js["matrix"], **{f"cka_{k}": v for k, v in self.cka.items()}}
+        for name, matrix in matrices.items():
+            rows += [{"measure": name, "member_a": a, "member_b": b, "value": float(matrix[i][j])}
+                     for i, a in enumerate(ids) for j, b in enumerate(ids) if i < j]
+        table = pd.DataFrame(rows)
+        table["member_b"] = table["member_b"].astype("Int64")
+        return {"": table}
+
+
+def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 16, draws: int = 500,
+                   seed: int = 0) -> LMMeasures:
+    """:func:`measure_lm` of the run in ``run_dir``."""
+    return measure_lm(Ensemble.load(run_dir), split, batch_size, draws, seed)
+
+
+def measure_lm(ensemble: Ensemble, split: str = "test", batch_size: int = 16, draws: int = 500,
+               seed: int = 0) -> LMMeasures:
     """Per-member loss, pairwise next-token JS and KL to the ensemble mean on ``split`` (see the module docstring)."""
-    ensemble = Ensemble.load(run_dir)
+    run_dir = ensemble.store.root
     task = ensemble.task
     units = task.test_units if split == "test" else task.units
     if units is None:
@@ -88,10 +149,11 @@ def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 1
     weights /= weights.sum(1, keepdim=True)  # [docs, windows]
     per_doc = lambda t: (t @ weights.T).numpy()  # noqa: E731
     loss_doc, kl_doc, js_doc = per_doc(loss), per_doc(kl_mean), per_doc(pair_js)
-    return {
-        "run": str(run_dir), "split": split, "members": members, "documents": int(len(docs)), "windows": n,
-        "loss": {"per_member": loss.mean(1).tolist(), **multibootstrap(loss_doc, draws=draws, seed=seed).to_dict()},
-        "pairwise_js": {"matrix": np.asarray(pair_js.mean(-1)).tolist(), **pairwise_multibootstrap(js_doc, draws=draws, seed=seed).to_dict()},
-        "kl_to_mean": multibootstrap(kl_doc, draws=draws, seed=seed).to_dict(),
-        "cka": residual_cka(ensemble, members, x),
-    }
+    return LMMeasures(
+        run=str(run_dir), split=split, members=members, documents=int(len(docs)), windows=n,
+        loss={"per_member": loss.mean(1).tolist(), **multibootstrap(loss_doc, draws=draws, seed=seed).to_dict()},
+        pairwise_js={"matrix": np.asarray(pair_js.mean(-1)).tolist(),
+                     **pairwise_multibootstrap(js_doc, draws=draws, seed=seed).to_dict()},
+        kl_to_mean=multibootstrap(kl_doc, draws=draws, seed=seed).to_dict(),
+        cka=residual_cka(ensemble, members, x),
+    )

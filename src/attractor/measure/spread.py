@@ -8,9 +8,8 @@ alignment), basins, spread over training and linear mode connectivity of a few p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,6 @@ from attractor.measure.weights import (
     pairwise_distance,
 )
 from attractor.runs.ensemble import Ensemble
-from attractor.runs.store import atomic_path
 
 
 @dataclass(frozen=True)
@@ -59,7 +57,19 @@ class MeasureOptions:
 
 @dataclass(eq=False)
 class Measures:
-    """The results; :meth:`report_data` is what :func:`attractor.report.render_report` reads."""
+    """The spread of one run: a result of kind ``measures`` (``RUN/measures.json`` + ``.parquet``).
+
+    Attributes:
+        summary: measure name -> ``{"value", "low", "high", "draws", "level"}`` (95 %
+            multi-bootstrap interval; ``value`` only where nothing is resampled).
+        members: one row per member (``member``, loss, accuracy, KL to the mean, distance
+            to init, basin), in the order of the matrices' rows.
+        pairwise: ``[members, members]`` matrices in function and weight space.
+        cka: layer -> ``[members, members]`` linear CKA.
+        basins: the members' basins by JS distance.
+        trajectory: spread between members at every snapshot step.
+        lmc: loss and error along linear paths between a few pairs.
+    """
 
     summary: dict[str, dict[str, float]]
     members: pd.DataFrame
@@ -69,17 +79,17 @@ class Measures:
     trajectory: pd.DataFrame
     lmc: list[LMCResult] = field(default_factory=list)
 
-    def report_data(self) -> dict[str, Any]:
-        return {
-            "summary": self.summary, "members": self.members, "pairwise": self.pairwise, "cka": self.cka,
-            # The member count is constant over steps: not worth a panel.
-            "basins": self.basins.to_dict(), "trajectory": self.trajectory.drop(columns="members", errors="ignore"),
-            "lmc": [
-                {"members": list(r.members), "curve": r.curve, "aligned_curve": r.aligned_curve,
-                 "barriers": {"raw": r.barriers, "aligned": r.aligned_barriers} if r.aligned_barriers else {"raw": r.barriers}}
-                for r in self.lmc
-            ],
-        }
+    kind: ClassVar[str] = "measures"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        """Always ``measures``: a run holds one (a new measurement replaces the last)."""
+        return "measures"
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The tidy table of :meth:`table` (per-member and per-pair values) as the main table."""
+        return {"": self.table()}
 
     def table(self) -> pd.DataFrame:
         """One tidy table: a row per (measure, member_a, member_b); member_b empty for per-member values."""
@@ -96,6 +106,7 @@ class Measures:
         return table
 
     def to_json(self) -> dict[str, Any]:
+        """Summary, basins, trajectory and LMC paths (the matrices are in :meth:`table`)."""
         return {
             "summary": self.summary, "basins": self.basins.to_dict(),
             "trajectory": self.trajectory.to_dict("records"), "lmc": [r.to_dict() for r in self.lmc],
@@ -168,12 +179,3 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
     ]
     return Measures(summary, per_member, matrices, cka, basins, trajectory, paths)
 
-
-def write_measures(ens: Ensemble, measures: Measures) -> dict[str, str]:
-    """``RUN/measures.parquet`` (tidy per-member and per-pair values) and ``RUN/measures.json``."""
-    root = ens.store.root
-    with atomic_path(root / "measures.parquet") as tmp:
-        measures.table().to_parquet(tmp, index=False)
-    with atomic_path(root / "measures.json") as tmp:
-        tmp.write_text(json.dumps(measures.to_json(), indent=2, default=float))
-    return {"parquet": str(root / "measures.parquet"), "json": str(root / "measures.json")}

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -33,7 +33,6 @@ from torch import Tensor, nn
 from attractor.errors import UserError
 from attractor.measure.bootstrap import multibootstrap
 from attractor.runs.ensemble import Ensemble
-from attractor.runs.store import atomic_path, write_json
 from attractor.seeds import torch_generator
 from attractor.training.forward import Params, batched_forward
 
@@ -156,10 +155,11 @@ def _scores(logits: Tensor, base_log_probs: Tensor, y: Tensor) -> tuple[Tensor, 
 
 @dataclass
 class StructuralResult:
-    """Perturbation curves of members and of the ensemble.
+    """Perturbation curves of members and of the ensemble: a result ``structural-<perturbation>``.
 
     Attributes:
-        kind: the perturbation.
+        perturbation: the perturbation kind (``dropout``, ``dropconnect``, ...; the JSON's
+            ``"kind"``).
         levels: sorted levels.
         samples: masks / noises per level (1 for deterministic quantization).
         table: one row per (member, level): ``accuracy`` (unperturbed), ``acc_drop_mean``,
@@ -174,7 +174,7 @@ class StructuralResult:
         auc_ensemble: mean AUC over members with a bootstrap interval over members.
     """
 
-    kind: str
+    perturbation: str
     levels: list[float]
     samples: int
     table: pd.DataFrame
@@ -183,13 +183,30 @@ class StructuralResult:
     auc_table: pd.DataFrame
     auc_ensemble: dict[str, float]
 
+    kind: ClassVar[str] = "structural"
+    schema: ClassVar[int] = 1
+
+    @property
+    def name(self) -> str:
+        """``structural-<perturbation>``: one result per perturbation kind in a run."""
+        return f"structural-{self.perturbation}"
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything (:meth:`to_dict`)."""
+        return self.to_dict()
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The member x level table (95 % t intervals over samples) as the main table."""
+        return {"": self.table}
+
     def for_report(self) -> pd.DataFrame:
         """The ensemble curves with a ``level`` column, for ``series_panels(..., x="level")``."""
         return self.ensemble.copy()
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain data: the perturbation, the ensemble curve, every member's rows, the AUCs."""
         return {
-            "kind": self.kind, "levels": self.levels, "samples": self.samples,
+            "kind": self.perturbation, "levels": self.levels, "samples": self.samples,
             "ensemble": self.ensemble.to_dict("records"), "members": self.table.to_dict("records"),
             "auc": {str(k): v for k, v in self.auc.items()}, "auc_table": self.auc_table.to_dict("records"),
             "auc_ensemble": self.auc_ensemble,
@@ -294,11 +311,3 @@ def _ensemble_curves(levels: list[float], per_sample: dict[str, list[Any]], seed
         rows.append(row)
     return pd.DataFrame(rows)
 
-
-def write_structural(ens: Ensemble, result: StructuralResult) -> dict[str, str]:
-    """``RUN/structural-KIND.parquet`` (member x level table) and ``RUN/structural-KIND.json`` (everything)."""
-    parquet, summary = ens.store.root / f"structural-{result.kind}.parquet", ens.store.root / f"structural-{result.kind}.json"
-    with atomic_path(parquet) as tmp:
-        result.table.to_parquet(tmp, index=False)
-    write_json(summary, result.to_dict())
-    return {"parquet": str(parquet), "json": str(summary)}

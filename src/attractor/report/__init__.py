@@ -1,36 +1,93 @@
-"""The run report: one self-contained HTML page (tables, CIs, PNG plots embedded).
+"""The report: one self-contained HTML page per directory (tables, CIs, PNG plots embedded).
 
-    from attractor.report import render_report
-    render_report(ens, measures, ens.store.root / "report.html")
+    from attractor.report import render_directory
+    render_directory("runs/demo")        # -> runs/demo/report.html
 
-Always shown: run summary, resolved config, plan (varying factors and status), final
-metrics, and the ensemble cloud (computed here from the snapshots). Every key of
-``measures`` is optional and its section appears only when it is given:
-
-- ``summary``: ``{name: {"value", "low", "high"}}``, estimates with 95 % CIs.
-- ``members``: DataFrame, one row per member (``member`` column sets the member order
-  that matrices and basin labels follow; default ``ens.members``).
-- ``basins``: ``{"labels": [per member], "order": [member positions], "sizes": [per basin],
-  "representatives": [member id per basin], "silhouette": float | None}``.
-- ``pairwise``: ``{"js" | "disagreement" | "weight_distance" | "aligned_distance" | ...:
-  [members, members]}``; ``cka``: ``{layer: [members, members]}``.
-- ``trajectory``: DataFrame ``step`` + one column per spread measure (optional
-  ``<col>_low`` / ``<col>_high`` are drawn as bands).
-- ``lmc``: list of ``{"members": [a, b], "curve": DataFrame(alpha, loss, error),
-  "aligned_curve": DataFrame | None, "barriers": {name: float}}``.
-- ``instability``: DataFrame ``(spawn_step, barrier_mean, low, high)`` or
-  ``{"curve": that DataFrame, "onset": int | None, "threshold": float}``.
+A run directory's page shows the run (facts, config, plan, final metrics, the ensemble
+cloud) and a section for every result the run holds (:meth:`RunStore.results`): spread
+measures, structural curves, sensitivity, suggestions, tangent, ... An experiment
+directory's page (its manifest names the experiment) shows the experiment's settings and
+the sections of its results. Sections are rendered from what is on disk — JSON and
+Parquet read back — so the page never shows a placeholder for something not measured, and
+``attractor report DIR`` shows everything a directory holds. Which code renders which
+kind is fixed in :data:`attractor.report.sections.SECTIONS`, never read from the files.
 """
 
 from __future__ import annotations
 
-from attractor.report.html import render_report
-from attractor.report.sections.cloud import (
+import html
+import json
+from pathlib import Path
+
+from attractor.report.cloud import (
     Cloud,
     cloud_coordinates,
     cloud_panels,
     cloud_trails,
     probe_set,
 )
+from attractor.report.page import collapsible, facts, header, write_page
+from attractor.report.run_page import run_parts
+from attractor.report.sections import Context, Section, sections_for
+from attractor.report.sections.measures import basin_colours
+from attractor.runs.ensemble import Ensemble
+from attractor.runs.results import StoredResult
+from attractor.runs.store import RunStore
 
-__all__ = ["Cloud", "cloud_coordinates", "cloud_panels", "cloud_trails", "probe_set", "render_report"]
+__all__ = ["Cloud", "cloud_coordinates", "cloud_panels", "cloud_trails", "probe_set", "render_directory",
+           "result_parts"]
+
+#: Where the page of a directory is written.
+PAGE = "report.html"
+
+
+def result_parts(results: list[StoredResult], context: Context) -> list[tuple[int, str]]:
+    """Every registered section that has results among ``results``, with its place on the page.
+
+    A section that shows several kinds (``Section.also``) is rendered once, with all of
+    them; results of kinds without a section are left off the page (they stay on disk).
+    """
+    sections: list[Section] = []
+    for kind in dict.fromkeys(r.kind for r in results):
+        sections += [s for s in sections_for(kind) if s not in sections]
+    parts = []
+    for section in sections:
+        mine = [r for r in results if r.kind in section.kinds]
+        parts.append((section.order, section.render(mine, context)))
+    return parts
+
+
+def _experiment_header(store: RunStore, experiment: str) -> str:
+    """Title, directory and the experiment's resolved settings (no run facts: it is no run)."""
+    manifest = store.manifest()
+    rows = {"experiment": experiment, "config hash": manifest.get("config_hash", "–"),
+            "created": manifest.get("created", "–"),
+            "versions": ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items()))}
+    settings = json.dumps(manifest.get("config", {}), indent=2, sort_keys=True)
+    shown = collapsible("settings", f"<pre>{html.escape(settings)}</pre>", open_=False)
+    return header(f"attractor · {experiment}", str(store.root)) + f'<section id="experiment">{facts(rows)}{shown}</section>'
+
+
+def render_directory(root: str | Path) -> Path:
+    """Write ``ROOT/report.html`` for a run or an experiment directory; its path.
+
+    Raises:
+        UserError: ``root`` is not an attractor directory, or a result's files are damaged.
+    """
+    store = RunStore(root)
+    experiment = store.experiment()  # reads the manifest: a clear error if there is none
+    results = store.results()
+    if experiment is not None:
+        context = Context(store, None)
+        parts = [(0, _experiment_header(store, experiment))]
+        title = f"attractor {experiment} · {store.root.name}"
+    else:
+        ens = Ensemble.load(store.root)
+        context = Context(store, ens)
+        measures = next((r for r in results if r.kind == "measures"), None)
+        parts = run_parts(ens, basin_colours(measures))
+        title = f"attractor report · {ens.config.task.name} · {store.root.name}"
+    parts += result_parts(results, context)
+    # A stable sort: parts of one place keep their order (the run's own before results').
+    ordered = [text for _, text in sorted(parts, key=lambda part: part[0])]
+    return write_page(store.root / PAGE, title, ordered)

@@ -7,8 +7,8 @@
 * :func:`suggest` — examples (BALD mutual information) and groups to look at next.
 * :func:`analyze` — whichever of the first three the run's plan supports.
 
-Each returns a frozen dataclass with ``to_dict()``; ``write_*`` store it as Parquet + JSON
-in the run directory.
+Each returns a frozen dataclass that is a result (:mod:`attractor.runs.results`): the run
+store writes it as Parquet + JSON in the run directory (``ens.store.write(result)``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity.influence import (
     GroupInfluence,
     example_effects,
@@ -63,7 +64,7 @@ class SensitivityReport:
                 for name, part in (("variance", self.variance), ("sobol", self.sobol), ("influence", self.influence))}
 
 
-def analyze(ens: Any, draws: int = 500, seed: int = 0, level: float = 0.95) -> SensitivityReport:
+def analyze(ens: Ensemble, draws: int = 500, seed: int = 0, level: float = 0.95) -> SensitivityReport:
     """Sobol indices for a ``sobol`` plan, variance components for a ``factorial`` / ``grid``
     plan, and group influence when ``holdout_group`` varies.
 
@@ -83,11 +84,10 @@ def analyze(ens: Any, draws: int = 500, seed: int = 0, level: float = 0.95) -> S
     return SensitivityReport(variance, sobol, influence)
 
 
-def write_sensitivity(ens: Any, report: SensitivityReport) -> dict[str, str]:
-    """Write every part of ``report`` into the run directory; returns ``{name_kind: path}``."""
+def write_sensitivity(ens: Ensemble, report: SensitivityReport) -> dict[str, str]:
+    """Write every part of ``report`` through the run store; returns ``{name_kind: path}``."""
     paths: dict[str, str] = {}
-    for name, part, writer in (("variance", report.variance, write_variance), ("sobol", report.sobol, write_sobol),
-                               ("influence", report.influence, write_influence)):
+    for name, part in (("variance", report.variance), ("sobol", report.sobol), ("influence", report.influence)):
         if part is not None:
-            paths.update({f"{name}_{kind}": path for kind, path in writer(ens, part).items()})
+            paths.update({f"{name}_{kind}": path for kind, path in ens.store.write(part).items()})
     return paths

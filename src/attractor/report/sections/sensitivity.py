@@ -1,4 +1,8 @@
-"""The sensitivity section: which plan factor drives the spread (from ``attractor sensitivity``'s files)."""
+"""The sensitivity section: which plan factor drives the spread (``attractor sensitivity``'s results).
+
+One section shows the three kinds together (``sensitivity-variance``, ``-sobol``,
+``-influence``): whichever of them the run holds, each under its own heading.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,9 @@ import numpy as np
 import pandas as pd
 
 from attractor.report import plots
-from attractor.report.html import figure, section, table
+from attractor.report.page import figure, section, table
+from attractor.report.sections import Context, Section
+from attractor.runs.results import StoredResult
 
 #: Columns shown per part, in order (the files hold more).
 _VARIANCE = ["outcome", "effect", "share", "share_low", "share_high", "ss_share", "with_residual"]
@@ -34,6 +40,11 @@ def _shares_figure(rows: pd.DataFrame, label: str, value: str, title: str) -> st
         return plots.figure_uri(fig)
 
 
+def render_sensitivity(results: list[StoredResult], context: Context) -> str:
+    """Section ``sensitivity`` from the stored ``sensitivity-*`` results of a run."""
+    return sensitivity_section({r.kind.removeprefix("sensitivity-"): r.data for r in results})
+
+
 def sensitivity_section(parts: Mapping[str, Any]) -> str:
     """Section ``sensitivity`` from the ``variance`` / ``sobol`` / ``influence`` JSON of a run."""
     body = []
@@ -54,3 +65,7 @@ def sensitivity_section(parts: Mapping[str, Any]) -> str:
     lead = ("Which factor of the plan the outcomes' variance comes from: variance components for crossed discrete factors, "
             "Sobol indices (first order S1, total ST) for continuous ones, and how far holding out each data group moves the result.")
     return section("sensitivity", "Which factor drives the spread", lead, "".join(body))
+
+
+SECTION = Section("sensitivity-variance", 70, render_sensitivity,
+                  also=("sensitivity-sobol", "sensitivity-influence"))
