@@ -20,8 +20,8 @@ from attractor.search.objectives import (
     logit_spread,
     margin,
     margin_ab,
+    mean_pairwise_js,
     mutual_information,
-    pairwise_js,
     symmetric_kl,
 )
 
@@ -67,7 +67,7 @@ def test_values_match_the_function_space_metrics() -> None:
     assert torch.allclose(mutual_information(logits), function.mutual_information(many, per_example=True), atol=1e-12)
     assert torch.allclose(mutual_information(logits), function.kl_to_mean(many, per_example=True).mean(0), atol=1e-12)
     pairs = function.pairwise_js(many, per_example=True)  # [m, m, n]
-    assert torch.allclose(pairwise_js(logits), pairs[torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)].mean(0), atol=1e-12)
+    assert torch.allclose(mean_pairwise_js(logits), pairs[torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)].mean(0), atol=1e-12)
 
 
 def test_js_is_at_most_ln2_and_saturated_inputs_keep_finite_gradients() -> None:
@@ -118,14 +118,14 @@ def test_ensemble_objectives() -> None:
     a, b = _pair()
     pair = torch.stack([a, b])
     assert torch.allclose(mutual_information(pair), js(a, b), atol=1e-12)
-    assert torch.allclose(pairwise_js(pair), js(a, b), atol=1e-12)
+    assert torch.allclose(mean_pairwise_js(pair), js(a, b), atol=1e-12)
     assert torch.allclose(logit_spread(pair), logit_diff(a, b))
     same = torch.stack([a, a, a])
     assert torch.allclose(mutual_information(same), torch.zeros(len(a), dtype=D), atol=1e-12)
     spread = torch.tensor([[[0.0, 1.0]], [[3.0, 0.0]], [[1.0, -1.0]]], dtype=D)  # [3, 1, 2]
     assert float(logit_spread(spread)) == 3.0
     with pytest.raises(UserError, match="at least two"):
-        pairwise_js(a[None])
+        mean_pairwise_js(a[None])
 
 
 def test_registries_list_their_names_on_a_typo() -> None:

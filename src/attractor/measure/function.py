@@ -7,10 +7,11 @@ broadcasting, no Python loop over pairs) and return ``[members, members]`` matri
 ``[members, members, batch]`` per-example matrices with ``per_example=True`` so that the
 multi-bootstrap (:mod:`attractor.measure.bootstrap`) can resample examples.
 
-Logarithms are natural: divergences are in nats, Jensen-Shannon is at most ``ln 2``.
-A probability that is exactly zero is read as the smallest positive float64 inside
-logarithms, so KL divergences stay finite (softmax of finite float64 logits only gives
-exact zeros for logit gaps above ~745).
+The divergences are those of :mod:`attractor.measure.divergence` (natural logarithms:
+nats, Jensen-Shannon at most ``ln 2``); the pair matrices here compute them for all pairs
+at once (tests check every entry against the one-pair definitions). A probability that is
+exactly zero is read as the smallest positive float64 inside logarithms
+(:func:`~attractor.measure.divergence.log_of_probs`), so KL divergences stay finite.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from attractor.measure import divergence
+from attractor.measure.divergence import log_of_probs
 
 # Bytes of one chunk of the [rows, members, batch, classes] Jensen-Shannon intermediates
 # (two buffers; at least one row each): small enough to stay near the caches, far below 1 GB.
@@ -28,15 +32,6 @@ _TINY = torch.finfo(torch.float64).tiny
 def probabilities(logits: Tensor) -> Tensor:
     """Softmax in float64: ``logits [members, batch, classes]`` -> same shape."""
     return torch.softmax(logits.to(torch.float64), dim=-1)
-
-
-def _log(probs: Tensor) -> Tensor:
-    return probs.clamp_min(_TINY).log()
-
-
-def _neg_entropy(probs: Tensor) -> Tensor:
-    """``sum_c p log p`` over the last dimension (0 log 0 = 0)."""
-    return torch.special.xlogy(probs, probs).sum(-1)
 
 
 def per_example_loss_accuracy(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -148,7 +143,7 @@ def pairwise_symmetric_kl(probs: Tensor, per_example: bool = False) -> Tensor:
         Jeffreys' divergence).
     """
     p = probs.to(torch.float64)
-    log_p = _log(p)
+    log_p = log_of_probs(p)
     # sum_c p_i log p_i is read off the diagonal of the same product as the cross terms, so
     # identical members cancel to rounding (~1e-16; exactly 0 for small ensembles).
     if per_example:
@@ -203,8 +198,7 @@ def kl_to_mean(probs: Tensor, per_example: bool = False) -> Tensor:
         Uncertainty Estimation using Deep Ensembles".
     """
     p = probs.to(torch.float64)
-    log_mean = _log(p.mean(0, keepdim=True))
-    kl = (_neg_entropy(p) - (p * log_mean).sum(-1)).clamp_min(0.0)
+    kl = divergence.kl(log_of_probs(p), log_of_probs(p.mean(0, keepdim=True))).clamp_min(0.0)
     return kl if per_example else kl.mean(-1)
 
 
@@ -225,8 +219,7 @@ def mutual_information(probs: Tensor, per_example: bool = False) -> Tensor:
         Depeweg et al. (2018), "Decomposition of Uncertainty in Bayesian Deep Learning for
         Efficient and Risk-sensitive Learning".
     """
-    p = probs.to(torch.float64)
-    info = (_neg_entropy(p).mean(0) - _neg_entropy(p.mean(0))).clamp_min(0.0)
+    info = divergence.mutual_information(log_of_probs(probs)).clamp_min(0.0)
     return info if per_example else info.mean()
 
 
@@ -257,7 +250,7 @@ def ensemble_accuracy(logits: Tensor, targets: Tensor) -> dict[str, float]:
     """
     loss, accuracy = per_member_loss_accuracy(logits, targets)
     mean_probs = probabilities(logits).mean(0)
-    ensemble_loss = -_log(mean_probs.gather(-1, targets.long().view(-1, 1))).mean()
+    ensemble_loss = -log_of_probs(mean_probs.gather(-1, targets.long().view(-1, 1))).mean()
     return {
         "ensemble_accuracy": float(ensemble_correct(logits, targets).mean()),
         "mean_member_accuracy": float(accuracy.mean()),

@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from attractor.errors import UserError
+from attractor.measure import divergence
 from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
 from attractor.runs.ensemble import Ensemble
 
@@ -135,13 +136,11 @@ def measure_lm(ensemble: Ensemble, split: str = "test", batch_size: int = 16, dr
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         logp = torch.log_softmax(ensemble.predict(xb, members, batch_size=batch_size).double(), -1)  # [m, B, T, V]
         loss[:, start : start + len(xb)] = -logp.gather(-1, yb[None, ..., None].expand(m, -1, -1, 1)).squeeze(-1).mean(-1)
-        p = logp.exp()
-        log_bar = p.mean(0).clamp_min(torch.finfo(torch.float64).tiny).log()
-        kl_mean[:, start : start + len(xb)] = (p * (logp - log_bar)).sum(-1).mean(-1)
+        log_bar = divergence.log_mean(logp)  # log of the members' mean distribution
+        kl_mean[:, start : start + len(xb)] = divergence.kl(logp, log_bar).mean(-1)
         for i in range(m):
             for j in range(i + 1, m):
-                log_mix = (0.5 * (p[i] + p[j])).clamp_min(torch.finfo(torch.float64).tiny).log()
-                js = 0.5 * (p[i] * (logp[i] - log_mix)).sum(-1) + 0.5 * (p[j] * (logp[j] - log_mix)).sum(-1)
+                js = divergence.js(logp[i], logp[j])
                 pair_js[i, j, start : start + len(xb)] = pair_js[j, i, start : start + len(xb)] = js.clamp(0, math.log(2)).mean(-1)
     # Average windows per document, so the bootstrap resamples documents.
     docs = torch.unique(units)

@@ -28,30 +28,28 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from attractor.measure import divergence
 from attractor.measure.bootstrap import Estimate
+from attractor.measure.divergence import LN2
 from attractor.tasks.corpus import Document
 from attractor.tasks.lm_models import LanguageModel, check_compatible
 
 STATS = ("kl_ab", "kl_ba", "js", "tv", "top1_agree", "entropy_a", "entropy_b")
-LN2 = math.log(2.0)
-_TINY = torch.finfo(torch.float64).tiny
 
 
 def position_stats(logits_a: Tensor, logits_b: Tensor) -> dict[str, Tensor]:
     """Every statistic of :data:`STATS` per position: ``logits [N, vocab]`` -> ``{name: float64 [N]}``."""
-    la = torch.log_softmax(logits_a.to(torch.float64), dim=-1)
-    lb = torch.log_softmax(logits_b.to(torch.float64), dim=-1)
-    pa, pb = la.exp(), lb.exp()
-    log_mix = (0.5 * (pa + pb)).clamp_min(_TINY).log()
-    js = 0.5 * (pa * (la - log_mix)).sum(-1) + 0.5 * (pb * (lb - log_mix)).sum(-1)
+    la, lb = divergence.log_probs(logits_a), divergence.log_probs(logits_b)
+    # Clamped into their ranges: these are reported (and ranked), and round-off can leave a
+    # divergence of equal distributions at -1e-17.
     return {
-        "kl_ab": (pa * (la - lb)).sum(-1).clamp_min(0.0),
-        "kl_ba": (pb * (lb - la)).sum(-1).clamp_min(0.0),
-        "js": js.clamp(0.0, LN2),
-        "tv": (0.5 * (pa - pb).abs().sum(-1)).clamp(0.0, 1.0),
+        "kl_ab": divergence.kl(la, lb).clamp_min(0.0),
+        "kl_ba": divergence.kl(lb, la).clamp_min(0.0),
+        "js": divergence.js(la, lb).clamp(0.0, LN2),
+        "tv": divergence.tv(la, lb).clamp(0.0, 1.0),
         "top1_agree": (logits_a.argmax(-1) == logits_b.argmax(-1)).to(torch.float64),
-        "entropy_a": -(pa * la).sum(-1),
-        "entropy_b": -(pb * lb).sum(-1),
+        "entropy_a": divergence.entropy(la),
+        "entropy_b": divergence.entropy(lb),
     }
 
 

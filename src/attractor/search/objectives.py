@@ -5,10 +5,11 @@ A *pair objective* maps the logits of two models on the same inputs, ``a [n, C]`
 ``logits [m, n, C]`` to ``[n]``. Larger means "disagree more". All scores are computed in
 float64 and in nats where they are divergences.
 
-They are written on ``log_softmax`` rather than on probabilities: the function-space
-metrics of :mod:`attractor.measure.function` clamp probabilities at the tiniest float,
-which gives NaN or zero gradients once a softmax saturates -- exactly where a search
-drives its inputs. The values agree with those metrics (tests check it).
+The divergences are those of :mod:`attractor.measure.divergence`, on ``log_softmax``
+rather than on probabilities: the function-space metrics of
+:mod:`attractor.measure.function` clamp probabilities at the tiniest float, which gives
+NaN or zero gradients once a softmax saturates -- exactly where a search drives its
+inputs. The values agree with those metrics (tests check it).
 
     OBJECTIVES["js"](logits_a, logits_b)          # [n]
     get_objective("logit:3")                      # |a[:, 3] - b[:, 3]|
@@ -24,13 +25,14 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from attractor.errors import UserError
+from attractor.measure import divergence
+from attractor.measure.divergence import log_probs
 
 #: ``(logits_a [n, C], logits_b [n, C]) -> score [n]``.
 PairObjective = Callable[[Tensor, Tensor], Tensor]
@@ -38,20 +40,14 @@ PairObjective = Callable[[Tensor, Tensor], Tensor]
 EnsembleObjective = Callable[[Tensor], Tensor]
 
 
-def _log_probs(logits: Tensor) -> Tensor:
-    return torch.log_softmax(logits.to(torch.float64), dim=-1)
-
-
 def kl(a: Tensor, b: Tensor) -> Tensor:
     """``KL(softmax(a) || softmax(b))`` per input, in nats: ``[n, C], [n, C] -> [n]``."""
-    log_p, log_q = _log_probs(a), _log_probs(b)
-    return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return divergence.kl(log_probs(a), log_probs(b))
 
 
 def symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
     """Jeffreys' divergence ``KL(p || q) + KL(q || p)`` per input, in nats: ``[n] ``."""
-    log_p, log_q = _log_probs(a), _log_probs(b)
-    return ((log_p.exp() - log_q.exp()) * (log_p - log_q)).sum(-1)
+    return divergence.symmetric_kl(log_probs(a), log_probs(b))
 
 
 def mutual_information(logits: Tensor) -> Tensor:
@@ -61,11 +57,7 @@ def mutual_information(logits: Tensor) -> Tensor:
     prediction; the log of the mean is a ``logsumexp`` of log-probabilities, so it stays
     finite (and its gradient defined) for saturated members. At most ``ln m``.
     """
-    log_p = _log_probs(logits)
-    log_mean = torch.logsumexp(log_p, dim=0) - math.log(log_p.shape[0])  # [n, C]
-    mean_neg_entropy = (log_p.exp() * log_p).sum(-1).mean(0)
-    entropy_of_mean = -(log_mean.exp() * log_mean).sum(-1)
-    return entropy_of_mean + mean_neg_entropy
+    return divergence.mutual_information(log_probs(logits))
 
 
 def js(a: Tensor, b: Tensor) -> Tensor:
@@ -73,7 +65,7 @@ def js(a: Tensor, b: Tensor) -> Tensor:
 
     The mutual information of the two-member ensemble ``{p, q}``.
     """
-    return mutual_information(torch.stack([a, b]))
+    return divergence.js(log_probs(a), log_probs(b))
 
 
 def logit_diff(a: Tensor, b: Tensor) -> Tensor:
@@ -126,15 +118,17 @@ def margin(a: Tensor, b: Tensor) -> Tensor:
     return torch.where(ab.abs() <= ba.abs(), ab, ba)
 
 
-def pairwise_js(logits: Tensor) -> Tensor:
-    """Mean Jensen-Shannon divergence over pairs ``i < j`` of members: ``[m, n, C] -> [n]``."""
+def mean_pairwise_js(logits: Tensor) -> Tensor:
+    """Mean Jensen-Shannon divergence over pairs ``i < j`` of members, from logits: ``[m, n, C] -> [n]``.
+
+    (:func:`attractor.measure.function.pairwise_js` is the ``[m, m]`` matrix from
+    probabilities, for reporting; this is the per-input score a search ascends.)
+    """
     m = logits.shape[0]
     if m < 2:
         raise UserError("the ensemble spread needs at least two models")
-    log_p = _log_probs(logits)
-    neg_h = (log_p.exp() * log_p).sum(-1)  # [m, n]
-    log_mix = torch.logaddexp(log_p[:, None], log_p[None, :]) - math.log(2)  # [m, m, n, C]
-    js_pairs = (neg_h[:, None] + neg_h[None, :]) / 2 - (log_mix.exp() * log_mix).sum(-1)  # [m, m, n]
+    log_p = log_probs(logits)
+    js_pairs = divergence.js(log_p[:, None], log_p[None, :])  # [m, m, n]
     upper = torch.triu(torch.ones(m, m, dtype=torch.bool), diagonal=1)
     return js_pairs[upper].mean(0)
 
@@ -158,7 +152,7 @@ OBJECTIVES: dict[str, PairObjective] = {
 #: Ensemble (spread) objectives by name.
 ENSEMBLE_OBJECTIVES: dict[str, EnsembleObjective] = {
     "mi": mutual_information,
-    "pairwise_js": pairwise_js,
+    "pairwise_js": mean_pairwise_js,
     "logit": logit_spread,
 }
 
