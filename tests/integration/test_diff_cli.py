@@ -13,6 +13,12 @@ from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every diff without --out lands in ./runs/diff-<hash>: here, not in the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("diff") / "run"
@@ -33,7 +39,7 @@ def test_search_never_exceeds_the_certificate(run: Path, cli: Callable) -> None:
     for row in data["per_output"]:
         assert row["certified_low"] - 1e-6 <= row["attained_low"] <= row["attained_high"] <= row["certified_high"] + 1e-6
     assert data["search"]["evaluations"] == data["baseline"]["evaluations"]
-    assert (run.parent / "pair" / "diff.html").is_file()
+    assert (run.parent / "pair" / "report.html").is_file() and (run.parent / "pair" / "diff.json").is_file()
 
 
 def test_identical_models_are_verified_at_zero(run: Path, cli: Callable) -> None:
@@ -43,11 +49,18 @@ def test_identical_models_are_verified_at_zero(run: Path, cli: Callable) -> None
     assert cert["upper"] == [0.0, 0.0] and cert["verdicts"] == ["verified", "verified"]
 
 
-def test_member_diff_lands_in_the_run_report(run: Path, cli: Callable) -> None:
-    assert cli("diff", f"{run}:0", f"{run}:0@noise=0.01", "--points", "2", "--budget", "0.2", "--steps", "5").code == 0
-    assert (run / "diff.json").is_file()
-    assert cli("report", run).code == 0
-    html = (run / "report.html").read_text()
+def test_each_diff_gets_a_directory_of_its_own(run: Path, cli: Callable, tmp_path: Path) -> None:
+    """Not run A's directory, not over an earlier diff: runs/diff-<hash>, shown by `attractor report`."""
+    args = ("diff", f"{run}:0", f"{run}:0@noise=0.01", "--points", "2", "--budget", "0.2", "--steps", "5")
+    assert cli(*args).code == 0
+    assert cli(*args[:-1], "6").code == 0  # other settings: another directory
+    assert not (run / "diff.json").exists()
+    made = sorted((tmp_path / "runs").glob("diff-*"))
+    assert len(made) == 2 and all((d / "diff.json").is_file() for d in made)
+    assert cli(*args).code == 0  # the same settings reopen their directory
+    assert len(list((tmp_path / "runs").glob("diff-*"))) == 2
+    assert cli("report", made[0]).code == 0
+    html = (made[0] / "report.html").read_text()
     assert 'id="disagreement"' in html and "dreams" in html
 
 

@@ -11,9 +11,16 @@ from torch import nn
 
 from attractor.config import Config
 from attractor.errors import UserError
-from attractor.experiments.instability import BARRIERS, instability_analysis, onset
+from attractor.experiments.instability import (
+    BARRIERS,
+    InstabilitySettings,
+    instability_analysis,
+    onset,
+    run_instability,
+)
 from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
+from attractor.runs.store import RunStore
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool
@@ -146,7 +153,8 @@ def test_bad_pairs_and_threshold_are_refused() -> None:
 
 def test_tiny_instability_analysis(tmp_path: Path) -> None:
     config = tiny_config(trainer={"steps": 30})
-    result = instability_analysis(config, [10, 0], pairs=2, out=tmp_path / "out", points=9)
+    settings = InstabilitySettings(config=config, spawn_steps=[10, 0], pairs=2, points=9)
+    result = run_instability(settings, tmp_path / "out")
     assert result.spawn_steps == [0, 10] and result.total_steps == 30
     table = result.table
     assert len(table) == 4 and table[["spawn_step", "pair"]].values.tolist() == [[0, 0], [0, 1], [10, 0], [10, 1]]
@@ -164,7 +172,25 @@ def test_tiny_instability_analysis(tmp_path: Path) -> None:
     assert table.equals(again.table)
     saved = json.loads((tmp_path / "out" / "instability.json").read_text())
     assert saved["onset"] == result.onset and len(saved["table"]) == 4
-    assert (tmp_path / "out" / "instability.parquet").exists() and (tmp_path / "out" / "instability-curves.parquet").exists()
+    assert (tmp_path / "out" / "instability.parquet").exists() and (tmp_path / "out" / "instability.curves.parquet").exists()
+    assert [r.kind for r in RunStore(tmp_path / "out").results()] == ["instability"]
+
+
+def test_cli_writes_its_own_directory(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without --out the analysis gets runs/instability-<hash>; bad steps are refused, nothing left."""
+    from tests.conftest import write_toml
+
+    config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 20}))
+    bad = cli("instability", config, "--spawn-steps", "0,25", "--pairs", "2", "--out", tmp_path / "bad")
+    assert bad.code == 2 and "past the end" in bad.err and not (tmp_path / "bad").exists()
+    monkeypatch.chdir(tmp_path)
+    result = cli("instability", config, "--spawn-steps", "0,10", "--pairs", "2", "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert data["spawn_steps"] == [0, 10]
+    (out,) = (tmp_path / "runs").glob("instability-*")
+    assert data["files"]["json"] == str(Path("runs") / out.name / "instability.json")
+    assert (out / "instability.json").is_file() and (out / "report.html").is_file()
 
 
 def test_onset_is_where_the_barrier_stays_below_threshold() -> None:

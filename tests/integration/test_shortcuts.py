@@ -57,7 +57,7 @@ def test_a_strong_perfect_shortcut_is_relied_on(tmp_path: Path, cli: Callable) -
     html = (tmp_path / "probe" / "report.html").read_text()
     assert 'id="shortcuts"' in html and "sgd" in html and "data:image/png;base64," in html
     for variant in ("sgd", "sd"):
-        assert (tmp_path / "probe" / variant / "manifest.json").is_file()
+        assert (tmp_path / "probe" / "runs" / variant / "manifest.json").is_file()
 
 
 def test_bad_variant_is_one_line_and_exit_2(tmp_path: Path, cli: Callable) -> None:

@@ -13,8 +13,8 @@ from attractor.stack import (
     Trainer2Result,
     Trainer2Settings,
     load_trainer2,
+    run_trainer2,
     summary_lines,
-    trainer2_study,
 )
 from attractor.stack.fit import trial_task, validation_split
 from attractor.stack.search import run_studies
@@ -38,7 +38,12 @@ def settings() -> Trainer2Settings:
 
 @pytest.fixture(scope="module")
 def result(config, settings, tmp_path_factory: pytest.TempPathFactory) -> Trainer2Result:
-    return trainer2_study(config, settings, tmp_path_factory.mktemp("trainer2"))
+    out = tmp_path_factory.mktemp("trainer2")
+    result = run_trainer2(config, settings, out)
+    from attractor.report import render_directory  # as `attractor trainer2` does after the run
+
+    render_directory(out)
+    return result
 
 
 def _trials(config, settings: Trainer2Settings, lockstep: bool) -> pd.DataFrame:

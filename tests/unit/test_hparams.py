@@ -20,6 +20,7 @@ from attractor.experiments.hparam_map import (
     summarize_cells,
 )
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.store import RunStore
 from tests.conftest import tiny_config
 
 LRS = np.array([0.001, 0.01, 0.1, 1.0])
@@ -124,19 +125,42 @@ def test_tiny_digits_map(tmp_path: Path) -> None:
     assert all(math.isnan(s) for s in cells.loc[cells["diverged"] > 0.5, "spread_js"])
     assert len(result.ranges) == 2 and (result.ranges["width"] >= 0).all()
     assert (result.ranges["sensitivity"] >= 0).all()
-    for name in ("hparam-map.parquet", "hparam-map.json", "hparam-map.png"):
+    for name in ("hparam-map.parquet", "hparam-map.json", "hparam-map.ranges.parquet"):
         assert (tmp_path / "run" / name).exists()
     saved = json.loads((tmp_path / "run" / "hparam-map.json").read_text())
     assert len(saved["cells"]) == 8 and saved["tolerance"] == 0.1
     pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "hparam-map.parquet"), cells, check_dtype=False)
+    # The grid trained as one ordinary run inside the experiment's directory.
+    assert (tmp_path / "run" / "runs" / "grid" / "manifest.json").is_file()
+    assert [r.name for r in RunStore(tmp_path / "run").results()] == ["hparam-map"]
 
-    # The same run read on the training split: cells average the members' final train accuracy.
-    train_map = hparam_map(tiny_config(trainer={"steps": 30}), lrs, momenta, 2, tmp_path / "run", draws=50, split="train")
-    assert train_map.split == "train" and json.loads((tmp_path / "run" / "hparam-map.json").read_text())["split"] == "train"
-    ens = Ensemble.load(tmp_path / "run")
+    # The same grid read on the training split (other settings: their own directory, the
+    # same members): cells average the members' final train accuracy.
+    train_map = hparam_map(tiny_config(trainer={"steps": 30}), lrs, momenta, 2, tmp_path / "train", draws=50, split="train")
+    assert train_map.split == "train" and json.loads((tmp_path / "train" / "hparam-map.json").read_text())["split"] == "train"
+    ens = Ensemble.load(tmp_path / "train" / "runs" / "grid")
     final = ens.final_metrics().merge(ens.plan[["member", "lr", "momentum", "status"]], on="member")
     healthy = train_map.cells[train_map.cells["diverged"] == 0]
     for cell in healthy.itertuples():
         rows = final[(final["lr"] == cell.lr) & (final["momentum"] == cell.momentum)]
         assert cell.accuracy_mean == pytest.approx(rows["train_accuracy"].mean())
     assert len(healthy) > 0
+
+
+def test_cli_writes_the_map_its_figure_and_page(tmp_path: Path, cli) -> None:
+    """`attractor hparam-map`: the result, hparam-map.png and report.html in OUT; same settings reopen it."""
+    from tests.conftest import write_toml
+
+    config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 10}))
+    args = ("hparam-map", config, "--lr", "0.01:1:2", "--momentum", "0", "--seeds", "2", "--draws", "10",
+            "--out", tmp_path / "map")
+    result = cli(*args, "--json")
+    assert result.code == 0, result.err
+    data = json.loads(result.out)
+    assert len(data["cells"]) == 2 and set(data["files"]) == {"json", "png", "html"}
+    for name in ("hparam-map.json", "hparam-map.png", "report.html"):
+        assert (tmp_path / "map" / name).is_file()
+    assert 'id="hparam-map"' in (tmp_path / "map" / "report.html").read_text()
+    assert cli(*args).code == 0  # the same settings reopen the directory (the run resumes)
+    other = cli(*args[:-2], "--seeds", "3", "--out", tmp_path / "map")
+    assert other.code == 2 and "--force" in other.err and len(other.err.strip().splitlines()) == 1

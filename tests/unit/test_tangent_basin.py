@@ -13,6 +13,7 @@ import torch
 from attractor.experiments.tangent import tangent_analysis
 from attractor.plan import PlanRow
 from attractor.report.sections.tangent import local_global_table, tangent_section
+from attractor.runs.store import RunStore
 from attractor.tangent import read_result
 from attractor.tangent.basin import DEFAULT_EPS, basin_scan
 from attractor.tangent.globalsens import global_sensitivity
@@ -109,6 +110,7 @@ def test_tangent_analysis_reports_basin_and_global_sensitivity(tmp_path: Path) -
                          plan={"members": 3, "design": "random", "vary": ["init_seed", "data_seed", "lr"], "ranges": {"lr": [0.03, 0.08]}},
                          run={"snapshots": 2})
     result = tangent_analysis(config, tmp_path, directions=2, hypers=("lr", "momentum"), power_iterations=0, finite_scale=None)
+    RunStore(tmp_path).write(result)  # as the tangent experiment does
     assert len(result.basin) == 3 * len(DEFAULT_EPS)
     assert set(result.basin.columns) >= {"member", "eps", "distance", "predicted", "ratio", "flips"}
     assert "basin_eps" in result.members and (result.basin[result.basin["eps"] == 1e-6]["ratio"] - 1).abs().max() < 1e-3

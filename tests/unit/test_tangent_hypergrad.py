@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from attractor.experiments.tangent import tangent_analysis
+from attractor.experiments.tangent import TangentSettings, run_tangent
 from attractor.plan import PlanRow
 from attractor.tangent import read_result
 from attractor.tangent.hypergrad import central_difference, hyper_columns
@@ -82,11 +82,11 @@ def test_relu_lr_derivative_agrees_with_tiny_central_difference() -> None:
 
 
 def test_tangent_analysis_writes_run_files(tmp_path: Path) -> None:
-    from attractor.runs.launch import train
-
     config = tiny_config(task={"hidden": [8]}, trainer={"steps": 6, "batch_size": 16}, plan={"members": 2}, run={"snapshots": 2})
-    train(config, tmp_path)
-    result = tangent_analysis(config, tmp_path, directions=3, hypers=("lr", "init_scale"), power_iterations=1)
+    # The experiment trains the run in tmp_path/run, then replays it (tangent_analysis).
+    settings = TangentSettings(config=config, directions=3, hypers=["lr", "init_scale"], power_iterations=1)
+    result = run_tangent(settings, tmp_path)
+    assert (tmp_path / "run" / "manifest.json").is_file() and result.out == str(tmp_path / "run")
     # The replay (float32, as the engine) lands on the weights the engine saved.
     assert (result.members["engine_max_abs_diff"] < 1e-6).all()
     assert (tmp_path / "tangent.parquet").is_file()

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from attractor.report.sections import Context, section_for
 from attractor.report.sections.tangent import (
     hypergradient_table,
-    render_tangent_report,
     tangent_section,
 )
-from attractor.tangent.store import TangentResult, summarize, write_result
+from attractor.runs.store import RunStore
+from attractor.tangent.store import TangentResult, read_result, summarize
 
 
 def _result(out: Path) -> TangentResult:
@@ -28,12 +29,16 @@ def _result(out: Path) -> TangentResult:
 
 def test_section_from_result_and_json(tmp_path: Path) -> None:
     result = _result(tmp_path)
-    write_result(result, tmp_path)
+    store = RunStore(tmp_path)
+    store.write(result)
     data = json.loads((tmp_path / "tangent.json").read_text())
+    assert read_result(tmp_path).hypers == ("lr",) and (tmp_path / "tangent.parquet").is_file()
     for source in (result, data):
         page = tangent_section(source)
         assert 'id="tangent"' in page and "data:image/png;base64," in page and "finite scale" in page
     table = hypergradient_table(result.hypergrads, 0.1)
     assert list(table["d/dh mean (local)"]) == [-1.5, -1.5]
     assert data["summary"]["hypergradients"]["test_loss/lr"]["derivative"]["sd"] > 0
-    assert render_tangent_report(data, tmp_path / "tangent.html").read_text().count('id="tangent"') == 1
+    section = section_for("tangent")
+    assert section is not None
+    assert section.render(store.results("tangent"), Context(store, None)).count('id="tangent"') == 1

@@ -1,8 +1,9 @@
 """`attractor` command line: a thin shell over the library. Every command takes ``--json``.
 
 Bad input never ends in a traceback: a :class:`UserError` prints one line and exits 2.
-Commands live by theme in ``core``, ``lm``, ``measure`` and ``trainer``; importing them registers
-them on the one Typer ``app`` (in that order, which is the order of ``attractor --help``).
+Commands live by theme in ``core``, ``experiments`` (diff), ``lm``, ``measure`` and
+``trainer``; importing them registers them on the one Typer ``app`` (in that order, which
+is the order of ``attractor --help``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import typer
 
-from attractor.cli import core, lm, measure, trainer  # noqa: F401 - registers the commands (alphabetical = help order)
+from attractor.cli import core, experiments, lm, measure, trainer  # noqa: F401 - registers the commands (alphabetical = help order)
 from attractor.cli._shared import app
 from attractor.errors import UserError
 

@@ -1,4 +1,8 @@
-"""Commands about the trainer and the level above it: instability, hparam-map, shortcuts, trainer2, tangent."""
+"""Commands about the trainer and the level above it: instability, hparam-map, shortcuts, trainer2, tangent.
+
+Each runs one experiment (:mod:`attractor.experiments`) in a directory of its own and
+renders its page there (:mod:`attractor.cli.experiments` has what they share).
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ from attractor.cli._shared import (
     app,
     check_split,
     console,
-    emit_json,
     number_list,
 )
+from attractor.cli.experiments import ForceFlag, emit_result, render_page, settings_of
 from attractor.config import load_config
 from attractor.errors import UserError
 
@@ -29,7 +33,9 @@ def instability(
     spawn_steps: Annotated[str, typer.Option("--spawn-steps", help="Steps k to spawn copies at, comma-separated (each below the run's length).")],
     pairs: Annotated[int, typer.Option(min=2, help="Pairs of copies per spawn step (for the interval).")] = 4,
     threshold: Annotated[float, typer.Option(help="Error barrier below which copies count as stable (0.02 = 2 % error).")] = 0.02,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for instability.parquet / .json.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory for instability.json / .parquet and report.html "
+                                                               "(default: runs/instability-<hash of the settings>).")] = None,
+    force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Instability analysis (Frankle et al. 2020): from which step on do copies land in one basin?
@@ -38,11 +44,16 @@ def instability(
     spawn step that continue with different data orders, and measures the error barrier
     on the linear path between the two copies of each pair at the end of training.
     """
-    from attractor.experiments.instability import instability_analysis
+    from attractor.experiments import default_out
+    from attractor.experiments.instability import InstabilitySettings, run_instability
 
-    result = instability_analysis(load_config(config), number_list(spawn_steps, "--spawn-steps", int), pairs, threshold, out=out)
+    settings = settings_of(InstabilitySettings, config=load_config(config), pairs=pairs, threshold=threshold,
+                           spawn_steps=number_list(spawn_steps, "--spawn-steps", int))
+    out = default_out("instability", settings) if out is None else out
+    result = run_instability(settings, out, force=force)
+    page = render_page(out)
     if as_json:
-        emit_json(result.to_dict())
+        emit_result(result, {"json": str(out / "instability.json"), "html": str(page)})
         return
     table = Table("spawn step k", "error barrier (mean)", "95% interval", title=f"instability over {result.total_steps} steps, {pairs} pairs per k")
     for row in result.summary.itertuples():
@@ -51,8 +62,7 @@ def instability(
     onset = "never (within the spawn steps)" if result.onset is None else f"k = {result.onset}"
     console.print(f"stable (barrier below {threshold:.1%} from then on): {onset}; by the upper bound: "
                   f"{'never' if result.onset_upper is None else f'k = {result.onset_upper}'}", markup=False)
-    if out is not None:
-        console.print(f"wrote {out}/instability.parquet and instability.json", markup=False, soft_wrap=True)
+    console.print(f"wrote {out}/instability.parquet, instability.json and report.html", markup=False, soft_wrap=True)
 
 
 
@@ -73,6 +83,18 @@ def _lr_range(text: str) -> list[float]:
 
 
 
+def _write_heatmap(out: Path) -> Path:
+    """``OUT/hparam-map.png``: the map's heat map (the figure its report section shows)."""
+    from attractor.report.sections.hparam_map import heatmap_png
+    from attractor.runs.files import atomic_path
+    from attractor.runs.store import RunStore
+
+    path = out / "hparam-map.png"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(heatmap_png(RunStore(out).result("hparam-map")))
+    return path
+
+
 @app.command("hparam-map")
 def hparam_map_command(
     config: ConfigArg,
@@ -82,7 +104,9 @@ def hparam_map_command(
     tolerance: Annotated[float, typer.Option(help="An lr is good if its error is at most best error × (1 + tolerance).")] = 0.1,
     draws: DrawsOption = 500,
     split: Annotated[str, typer.Option(help="Split whose accuracy defines training well: test (generalizes) or train (fits).")] = "test",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory (resumed if it holds this map); gets hparam-map.parquet / .json / .png.")] = Path("runs/hparam-map"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory of the map: the grid's run in OUT/runs/grid (resumed), "
+                                                        "hparam-map.parquet / .json / .png and report.html.")] = Path("runs/hparam-map"),
+    force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Learning rate × momentum map of CONFIG's trainer: accuracy per cell and the width of the good-lr range.
@@ -91,12 +115,15 @@ def hparam_map_command(
     range (contiguous, around the best lr) with a seed-bootstrap 95% interval of its width
     in decades, and LR sensitivity (Wortsman et al. 2023).
     """
-    from attractor.experiments.hparam_map import hparam_map
+    from attractor.experiments.hparam_map import HparamMapSettings, hparam_map
 
     check_split(split)
-    result = hparam_map(load_config(config), _lr_range(lr), number_list(momentum, "--momentum"), seeds, out, tolerance=tolerance, draws=draws, split=split)
+    settings = settings_of(HparamMapSettings, config=load_config(config), lrs=_lr_range(lr), seeds=seeds,
+                           momenta=number_list(momentum, "--momentum"), tolerance=tolerance, draws=draws, split=split)
+    result = hparam_map(settings.config, settings.lrs, settings.momenta, seeds, out, tolerance, draws, split, force)
+    files = {"json": str(out / "hparam-map.json"), "png": str(_write_heatmap(out)), "html": str(render_page(out))}
     if as_json:
-        emit_json(result.to_dict())
+        emit_result(result, files)
         return
     table = Table("momentum", "best lr", "good lr range", "width (decades)", "95% interval", "LR sensitivity",
                   title=f"good-lr range: {split} error within {tolerance:.0%} of the best, {seeds} seeds per cell")
@@ -115,7 +142,9 @@ def shortcuts(
                                                       "e.g. 'adam:optimizer=adam,lr=0.001'; repeat for more (default: sgd, adam, cone, sgd+sd).")] = None,
     seeds: Annotated[int, typer.Option(min=2, help="Members per variant (init and data-order seeds, the same in every variant).")] = 8,
     draws: DrawsOption = 500,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder: one run directory per variant, shortcuts.parquet / .json, report.html.")] = Path("runs/shortcuts"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory: one run directory per variant in OUT/runs, shortcuts.parquet / .json, "
+                                                        "report.html.")] = Path("runs/shortcuts"),
+    force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Shortcuts and path dependence: CONFIG's task trained by several trainers with the same seeds.
@@ -124,15 +153,18 @@ def shortcuts(
     random; tasks spurious-digits, or modular-addition with shortcut = true), distance from init,
     path length, test accuracy and seed spread, with 95% intervals; OUT/report.html shows them.
     """
-    from attractor.experiments.shortcuts import shortcut_probe
+    from attractor.experiments.shortcuts import DEFAULT_VARIANTS, ShortcutsSettings, shortcut_probe
 
-    result = shortcut_probe(load_config(config), trainer, seeds, out, draws)
+    settings = settings_of(ShortcutsSettings, config=load_config(config), variants=list(trainer or DEFAULT_VARIANTS),
+                           seeds=seeds, draws=draws)
+    result = shortcut_probe(settings.config, settings.variants, seeds, out, draws, force=force)
+    page = render_page(out)
     if as_json:
-        emit_json(result.to_dict())
+        emit_result(result, {"json": str(out / "shortcuts.json"), "html": str(page)})
         return
     summary = result.summary
     columns = [c for c in ("shortcut_reliance", "test_accuracy", "init_distance", "path_length", "seed_spread_js") if c in summary]
-    table = Table("variant", "members", *[c.replace("_", " ") for c in columns], title=f"{load_config(config).task.name}: mean [95% interval]")
+    table = Table("variant", "members", *[c.replace("_", " ") for c in columns], title=f"{settings.config.task.name}: mean [95% interval]")
     for row in summary.to_dict(orient="records"):
         cells = [f"{row[c]:.3g} [{row[f'{c}_low']:.3g}, {row[f'{c}_high']:.3g}]" for c in columns]
         table.add_row(str(row["variant"]), f"{row['members']} ({row['diverged']} diverged)", *cells)
@@ -144,7 +176,7 @@ def shortcuts(
 @app.command()
 def trainer2(
     config: Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML config with [task], [trainer], [run] and a [trainer2] table (see examples/trainer2.toml).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for trainer2.parquet / .json and report.html.")] = Path("runs/trainer2"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory for trainer2.parquet / .json and report.html.")] = Path("runs/trainer2"),
     trials: Annotated[int | None, typer.Option(min=1, help="Trials per study (overrides [trainer2]).")] = None,
     sampler_seeds: Annotated[int | None, typer.Option(min=1, help="Sampler seeds (studies per validation resample and held-out group).")] = None,
     validation_bootstraps: Annotated[int | None, typer.Option(min=0, help="Bootstrap resamples of the validation split (0: the split as it is).")] = None,
@@ -155,6 +187,7 @@ def trainer2(
     sequential: Annotated[bool, typer.Option("--sequential", help="Run the studies one after another instead of in lockstep (same trials, slower).")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads while training (1 is fastest on a busy machine).")] = None,
     no_report: Annotated[bool, typer.Option("--no-report", help="Skip OUT/report.html.")] = False,
+    force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Trainer2: how stable is a hyperparameter search (Optuna) started from many initial conditions?
@@ -164,7 +197,7 @@ def trainer2(
     spread of the chosen hyperparameters, of their scores and of the models, a basin count,
     and which initial condition moves the result most.
     """
-    from attractor.stack import load_trainer2, summary_lines, trainer2_study
+    from attractor.stack import load_trainer2, run_trainer2, summary_lines
 
     base, settings = load_trainer2(config)
     overrides = {"trials": trials, "sampler_seeds": sampler_seeds, "validation_bootstraps": validation_bootstraps,
@@ -174,9 +207,12 @@ def trainer2(
         overrides["lockstep"] = False
     settings = settings.updated(**{k: v for k, v in overrides.items() if v is not None})
     with console.status(f"trainer2: {settings.n_studies} studies x {settings.trials} trials", spinner="dots") if not as_json else nullcontext():
-        result = trainer2_study(base, settings, out, report=not no_report)
+        result = run_trainer2(base, settings, out, force=force)
+    files = {"json": str(out / "trainer2.json"), "parquet": str(out / "trainer2.parquet")}
+    if not no_report:
+        files["html"] = str(render_page(out))
     if as_json:
-        emit_json(result.to_dict())
+        emit_result(result, files)
         return
     for line in summary_lines(result):
         console.print(line, markup=False, soft_wrap=True)
@@ -187,7 +223,8 @@ def trainer2(
 @app.command()
 def tangent(
     config: ConfigArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory: CONFIG's run is trained there (or resumed) and tangent.parquet / .json written.")] = Path("runs/tangent"),
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory: CONFIG's run is trained in OUT/run (or resumed), tangent.parquet / "
+                                                        ".json and report.html written in OUT.")] = Path("runs/tangent"),
     directions: Annotated[int, typer.Option(min=1, help="Random tangent directions k of the initial weights.")] = 8,
     hyper: Annotated[str, typer.Option(help="Hypergradients with respect to: lr, momentum, weight_decay, init_scale (comma-separated; '' for none).")] = "lr,momentum",
     members: Annotated[str | None, typer.Option(help="Plan members to analyse, comma-separated (default: all).")] = None,
@@ -197,41 +234,42 @@ def tangent(
     float64: Annotated[bool, typer.Option("--float64", help="Replay in float64 (the engine trains in float32).")] = False,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads (1 is fastest on a busy machine).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random directions.")] = 0,
+    force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Differentiate through training: how fast perturbations grow, how the outcome moves with the trainer's settings.
 
-    Trains CONFIG's members into OUT (resuming), then replays each member with forward-mode
+    Trains CONFIG's members into OUT/run (resuming), then replays each member with forward-mode
     tangents: finite-time Lyapunov exponents of k random directions (QR every REORTH_EVERY
     steps), their growth in weight and output space at the snapshots, the top growth by
     power iteration, and hypergradients of the final eval loss with finite-scale differences
-    beside them. `attractor report OUT` shows them.
+    beside them. OUT/report.html (and `attractor report OUT`) shows them; `attractor report
+    OUT/run` shows the run itself.
     """
     import torch
 
-    from attractor.experiments.tangent import tangent_analysis
-    from attractor.runs.launch import train
+    from attractor.experiments.tangent import TangentSettings, run_tangent
     from attractor.tangent import HYPER_NAMES
 
-    hypers = tuple(h.strip() for h in hyper.split(",") if h.strip())
+    hypers = [h.strip() for h in hyper.split(",") if h.strip()]
     unknown = [h for h in hypers if h not in HYPER_NAMES]
     if unknown:
         raise UserError(f"--hyper: unknown '{unknown[0]}'; choose from {', '.join(HYPER_NAMES)}")
-    cfg = load_config(config)
-    chosen = None if members is None else number_list(members, "--members", int)
+    settings = settings_of(TangentSettings, config=load_config(config), directions=directions, hypers=hypers,
+                           members=None if members is None else number_list(members, "--members", int),
+                           reorth_every=reorth_every, power_iterations=power_iterations,
+                           finite_scale=finite_scale or None, dtype="float64" if float64 else "float32", seed=seed)
     previous = torch.get_num_threads()
-    if threads is not None:
+    if threads is not None:  # where it runs, not what it computes: not part of the settings
         torch.set_num_threads(threads)
     try:
-        train(cfg, out)
-        result = tangent_analysis(cfg, out, directions, hypers, members=chosen, reorth_every=reorth_every,
-                                  power_iterations=power_iterations, finite_scale=finite_scale or None,
-                                  dtype=torch.float64 if float64 else torch.float32, seed=seed)
+        result = run_tangent(settings, out, force=force)
     finally:
         torch.set_num_threads(previous)
+    page = render_page(out)
     if as_json:
-        emit_json(result.to_dict())
+        emit_result(result, {"json": str(out / "tangent.json"), "html": str(page)})
         return
     console.print(result.members.to_string(index=False), markup=False, soft_wrap=True)
-    console.print(f"wrote {out}/tangent.parquet and tangent.json; `attractor report {out}` shows them", markup=False, soft_wrap=True)
-
+    console.print(f"wrote {out}/tangent.parquet, tangent.json and report.html (the run: {out}/run); "
+                  f"`attractor report {out}` shows them", markup=False, soft_wrap=True)

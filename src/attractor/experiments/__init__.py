@@ -16,6 +16,7 @@ A new experiment is one file exposing ``EXPERIMENT = Experiment(...)`` plus one 
 from __future__ import annotations
 
 import importlib
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,13 @@ def get_experiment(name: str) -> Experiment[Any]:
     return importlib.import_module(EXPERIMENTS[name]).EXPERIMENT
 
 
+def default_out(name: str, settings: BaseModel) -> Path:
+    """``runs/<name>-<hash of the settings>``: a directory per distinct setting, never shared."""
+    from attractor.runs.files import config_digest
+
+    return Path("runs") / f"{name}-{config_digest(settings.model_dump(mode='json'))[:10]}"
+
+
 def run_experiment(name: str, settings: BaseModel, out: str | Path, force: bool = False) -> tuple[RunStore, list[Result]]:
     """Run experiment ``name`` with ``settings`` in directory ``out``; its store and results.
 
@@ -76,7 +84,15 @@ def run_experiment(name: str, settings: BaseModel, out: str | Path, force: bool 
     if not isinstance(settings, experiment.settings):
         raise TypeError(f"{name} takes {experiment.settings.__name__}, not {type(settings).__name__}")
     store = RunStore.prepare_experiment(out, name, settings.model_dump(mode="json"), force=force)
-    results = list(experiment.run(settings, store))
+    try:
+        results = list(experiment.run(settings, store))
+    except UserError:
+        # Refused input found only while running (a spawn step past the end, a model spec):
+        # a directory holding nothing but its manifest is removed, so fixing the input and
+        # running again is not refused as "another config". Anything trained there stays.
+        if [p.name for p in store.root.iterdir()] == ["manifest.json"]:
+            shutil.rmtree(store.root)
+        raise
     for result in results:
         store.write(result)
     return store, results

@@ -16,19 +16,28 @@
 
 Models the certificate cannot read (anything but Linear / ReLU / LeakyReLU / BatchNorm /
 Flatten chains) still get the search; the result says why there is no certificate.
+
+As an experiment (``attractor diff``), every comparison gets a directory of its own,
+``runs/diff-<hash of the settings>`` unless ``--out`` is given, holding ``diff.json``
+(everything, with the dreams' inputs) and ``diff.parquet`` (the per-output table); it
+never writes into the compared runs' directories, nor over another comparison.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from attractor.errors import UserError
+from attractor.experiments import Experiment, default_out, run_experiment
+from attractor.runs.results import Result, strict_json
+from attractor.runs.store import RunStore
 from attractor.search import (
     Region,
     SearchResult,
@@ -61,7 +70,12 @@ class Disagreement:
         certify_note: why there is no certificate (None when there is one).
         per_output: one row per output ``j``: ``certified_low / certified_high`` of ``f_B - f_A``
             over all boxes, ``attained_low / attained_high`` at the inputs seen.
+
+    A result of kind ``diff``: ``diff.json`` (:meth:`to_json`) and ``diff.parquet`` (per output).
     """
+
+    kind: ClassVar[str] = "diff"
+    schema: ClassVar[int] = 1
 
     spec_a: str
     spec_b: str
@@ -97,15 +111,25 @@ class Disagreement:
         return [{"point": int(i), "score": float(self.search.best_per_point[i]), "input": self.search.best_inputs[i].tolist(),
                  "center": None if self.centers is None else self.centers[i].tolist()} for i in order]
 
-    def to_dict(self) -> dict[str, Any]:
-        per_output = self.per_output.astype(object).where(self.per_output.notna(), None).to_dict(orient="records")
-        return {"dreams": self.dreams(),
+    @property
+    def name(self) -> str:
+        """The file stem: ``diff``."""
+        return "diff"
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The per-output table (certified and attained ranges of ``f_B - f_A``)."""
+        return {"": self.per_output}
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, with the dreams' inputs; NaN as null."""
+        per_output = self.per_output
+        return strict_json({"dreams": self.dreams(),
             "a": self.spec_a, "b": self.spec_b, "task": self.task, "region": self.region, "eps": self.eps,
             "settings": self.settings, "summary": self.summary(), "search": self.search.to_dict(),
             "baseline": self.baseline.to_dict(with_inputs=False),
             "certificate": None if self.certificate is None else self.certificate.to_dict(),
             "certify_note": self.certify_note, "per_output": per_output,
-        }
+        })
 
 
 def _pgd_attack(restarts: int, steps: int, seed: int):  # noqa: ANN202 - returns certify's Attack
@@ -219,14 +243,67 @@ def compare_models(spec_a: str, spec_b: str, *, task: Task | str | Path | None =
                         certificate, note, per_output, settings)
 
 
-def write_disagreement(result: Disagreement, out: str | Path) -> dict[str, str]:
-    """``OUT/diff.json`` (everything, with the dreams' inputs) and the page ``OUT/diff.html``."""
-    from attractor.report.sections.disagreement import render_disagreement_page
-    from attractor.runs.store import write_json
+class DiffSettings(BaseModel):
+    """What ``attractor diff`` compares and how (its identity: the default directory's hash)."""
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    data = result.to_dict()
-    write_json(out / "diff.json", data)
-    page = render_disagreement_page(data, out / "diff.html")
-    return {"json": str(out / "diff.json"), "html": str(page)}
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    a: str = Field(description="Model spec A, or a run directory whose members' spread is searched (no b).")
+    b: str | None = Field(None, description="Model spec B; None: search where A's members spread most.")
+    task: str | None = Field(None, description="Task of safetensors files: a run dir, a config TOML or a name.")
+    eps: float | None = Field(0.05, description="Radius of the L-infinity balls; None: the data's box.")
+    points: int = Field(20, ge=1, description="Test points (ball centres).")
+    objective: str = Field("js", description="Search objective (mi for a run's spread when js is given).")
+    delta: float | None = Field(None, description="Threshold on the largest logit difference.")
+    budget_s: float = Field(10.0, description="Branch-and-bound seconds per point (0: one-shot bound).")
+    method: str = Field("auto", description="Certificate bounds: auto, differential, linear, optimized, interval.")
+    restarts: int = Field(8, ge=1, description="PGD restarts per point.")
+    steps: int = Field(50, ge=0, description="PGD steps per restart.")
+    seed: int = Field(0, description="Seed of the random starts and samples.")
+    centers: str | None = Field(None, description="A .npy file of ball centres instead of the test inputs.")
+    clip: bool = Field(True, description="Intersect the balls with the training data's range.")
+
+    @model_validator(mode="after")
+    def _cheap_checks(self) -> DiffSettings:
+        # Refused before a directory is made; model specs are checked when the models load.
+        if self.eps is not None and not self.eps >= 0:
+            raise UserError(f"--eps must be >= 0, got {self.eps}")
+        if self.budget_s < 0:
+            raise UserError(f"--budget must be >= 0 seconds, got {self.budget_s}")
+        if self.centers is not None and self.eps is None:
+            raise UserError("--centers needs --eps (the radius of the balls around them)")
+        if self.b is None and not (Path(self.a) / "manifest.json").is_file():
+            raise UserError(f"with one argument A must be a run directory (to search where its members spread); "
+                            f"'{self.a}' is not one")
+        return self
+
+
+def run(settings: DiffSettings, store: RunStore) -> list[Result]:
+    """Search (and, for two models, certify) their disagreement; nothing is trained."""
+    del store  # the models are read from their own specs; only the result goes into the directory
+    s = settings
+    if s.b is None:
+        objective = "mi" if s.objective == "js" else s.objective
+        return [ensemble_spread(s.a, eps=s.eps, points=s.points, objective=objective, centers=s.centers, clip=s.clip,
+                                restarts=s.restarts, steps=s.steps, seed=s.seed)]
+    return [compare_models(s.a, s.b, task=s.task, eps=s.eps, points=s.points, objective=s.objective, delta=s.delta,
+                           budget_s=s.budget_s, method=s.method, restarts=s.restarts, steps=s.steps, seed=s.seed,
+                           centers=s.centers, clip=s.clip)]
+
+
+def run_diff(settings: DiffSettings, out: str | Path | None = None, force: bool = False) -> tuple[RunStore, Disagreement]:
+    """Run the ``diff`` experiment in ``out``; its store and result.
+
+    The default directory is ``runs/diff-<hash of the settings>``, one per comparison.
+    """
+    store, results = run_experiment("diff", settings, default_out("diff", settings) if out is None else out,
+                                    force=force)
+    result = results[0]
+    assert isinstance(result, Disagreement)
+    return store, result
+
+
+EXPERIMENT = Experiment(
+    name="diff", settings=DiffSettings, run=run,
+    summary="where two models disagree: a search from below and a certificate from above",
+)

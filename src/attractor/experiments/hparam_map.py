@@ -2,14 +2,17 @@
 
 One factorial plan crosses every learning rate with every momentum, ``seeds`` replicates
 per cell (each with its own init and data-order seed), and trains all cells as one
-ensemble run in ``out`` (resumable like any run directory). Everything is then read off
-the test set at each member's last snapshot.
+ensemble run in ``OUT/runs/grid`` (an ordinary run directory, resumed when the experiment
+is run again). Everything is then read off the test set at each member's last snapshot.
+The result (kind ``hparam-map``) is ``OUT/hparam-map.json``, ``OUT/hparam-map.parquet``
+(the cells) and ``OUT/hparam-map.ranges.parquet``.
 
 Definitions (exact, because the issue leaves them open):
 
 * **Diverged members.** A member whose loss turned NaN/inf has no final snapshot; its
-  final loss *and* accuracy are taken to be its values at initialisation (step 0). A
-  diverged run is then as bad as not training, never better, and the cell means stay finite.
+  final loss *and* accuracy are taken to be its values at initialisation (step 0)
+  (:mod:`attractor.measure.outcomes`). A diverged run is then as bad as not training,
+  never better, and the cell means stay finite.
 * **Good-lr range** (per momentum). Error ``e(lr) = 1 - mean final accuracy`` of the cell;
   ``e* = min_lr e(lr)``. A learning rate is *good* when ``e(lr) <= e* · (1 + tolerance)``
   (``tolerance = 0.1``: within 10 % of the best accuracy gap). The range is the
@@ -30,27 +33,31 @@ References:
 
 from __future__ import annotations
 
-import base64
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attractor.config import Config, PlanConfig
 from attractor.errors import UserError
-from attractor.runs.store import atomic_path, write_json
+from attractor.experiments import Experiment, run_experiment
+from attractor.measure.outcomes import member_outcomes
+from attractor.runs.results import Result, strict_json
+from attractor.runs.store import RunStore
 from attractor.seeds import numpy_generator
 
 CELL = ["lr", "momentum"]
+#: Where the grid's ensemble run lives inside the experiment directory.
+GRID_RUN = Path("runs") / "grid"
 
 
 @dataclass(frozen=True, eq=False)
 class HparamMap:
-    """A learning rate × momentum map of one trainer.
+    """A learning rate × momentum map of one trainer (a result of kind ``hparam-map``).
 
     Attributes:
         cells: one row per (lr, momentum): ``seeds``, ``loss_mean``, ``loss_sd``,
@@ -60,8 +67,11 @@ class HparamMap:
         ranges: one row per momentum: ``width`` (decades), its 95 % interval ``low`` /
             ``high``, ``lr_min`` / ``lr_max`` of the good range, ``best_lr`` and ``sensitivity``.
         tolerance: relative tolerance on the best error that defines a good learning rate.
-        out: the run directory that also holds ``hparam-map.{parquet,json,png}``.
+        out: the experiment directory (the grid's run is ``out/runs/grid``).
     """
+
+    kind: ClassVar[str] = "hparam-map"
+    schema: ClassVar[int] = 1
 
     cells: pd.DataFrame
     ranges: pd.DataFrame
@@ -69,9 +79,19 @@ class HparamMap:
     out: Path
     split: str = "test"
 
-    def to_dict(self) -> dict[str, Any]:
-        clean = lambda df: df.astype(object).where(df.notna(), None).to_dict(orient="records")  # noqa: E731 - NaN → null
-        return {"tolerance": self.tolerance, "split": self.split, "out": str(self.out), "cells": clean(self.cells), "ranges": clean(self.ranges)}
+    @property
+    def name(self) -> str:
+        """The file stem: ``hparam-map``."""
+        return "hparam-map"
+
+    def to_json(self) -> dict[str, Any]:
+        """Settings, cells and ranges (NaN becomes null)."""
+        return strict_json({"tolerance": self.tolerance, "split": self.split, "out": str(self.out),
+                            "run": str(self.out / GRID_RUN), "cells": self.cells, "ranges": self.ranges})
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The cells (main table) and the per-momentum ranges."""
+        return {"": self.cells, "ranges": self.ranges}
 
 
 def check_grid(lrs: list[float], momenta: list[float], seeds: int, tolerance: float) -> None:
@@ -88,25 +108,6 @@ def check_grid(lrs: list[float], momenta: list[float], seeds: int, tolerance: fl
         raise UserError(f"seeds must be at least 1, got {seeds}")
     if not tolerance > 0:
         raise UserError(f"tolerance must be positive, got {tolerance}")
-
-
-def member_outcomes(ens: Any, split: str = "test") -> pd.DataFrame:
-    """Per member: ``member, lr, momentum, diverged, init_loss, final_loss, final_accuracy``.
-
-    Final values come from the member's last metrics row on ``split`` ("test" or "train");
-    a diverged member gets its step-0 values instead (see the module docstring).
-    """
-    metrics = ens.metrics.sort_values(["member", "step"])
-    first = metrics.groupby("member").first()
-    last = metrics.groupby("member").last()
-    plan = ens.plan.set_index("member")
-    diverged = plan["status"] == "diverged"
-    out = pd.DataFrame({"lr": plan["lr"].astype(float), "momentum": plan["momentum"].astype(float), "diverged": diverged})
-    out["init_loss"] = first[f"{split}_loss"]
-    out["init_accuracy"] = first[f"{split}_accuracy"]
-    out["final_loss"] = last[f"{split}_loss"].where(~diverged, out["init_loss"])
-    out["final_accuracy"] = last[f"{split}_accuracy"].where(~diverged, out["init_accuracy"])
-    return out.reset_index()
 
 
 def summarize_cells(members: pd.DataFrame) -> pd.DataFrame:
@@ -171,14 +172,67 @@ def range_table(cells: pd.DataFrame, members: pd.DataFrame, tolerance: float, dr
     return pd.DataFrame(rows)
 
 
-def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: int, out: Path, tolerance: float = 0.1, draws: int = 500,
-               split: str = "test") -> HparamMap:
-    """Train the lr × momentum grid of ``config``'s trainer as one ensemble and map it.
+class HparamMapSettings(BaseModel):
+    """What ``attractor hparam-map`` runs: the base config and the grid (its identity)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Config = Field(description="Task, trainer (all but lr and momentum) and run; its plan is replaced.")
+    lrs: list[float] = Field(description="Learning rates of the grid (at least 2, positive).")
+    momenta: list[float] = Field([0.0, 0.5, 0.9, 0.99], description="Momenta of the grid, in [0, 1).")
+    seeds: int = Field(4, description="Replicates per cell (init and data-order seeds).")
+    tolerance: float = Field(0.1, description="An lr is good if its error is at most best error x (1 + tolerance).")
+    draws: int = Field(500, ge=1, description="Bootstrap resamples for the width's interval.")
+    split: Literal["test", "train"] = Field("test", description="Split whose accuracy defines training well.")
+
+    @model_validator(mode="after")
+    def _grid(self) -> HparamMapSettings:
+        # Refused here, before the experiment directory exists (a UserError passes through pydantic).
+        check_grid(self.lrs, self.momenta, self.seeds, self.tolerance)
+        return self
+
+
+def run(settings: HparamMapSettings, store: RunStore) -> list[Result]:
+    """Train the grid as one ensemble in ``store.root/runs/grid`` and map it.
+
+    References:
+        Wortsman et al. 2023 (LR sensitivity).
+    """
+    from attractor.measure.function import pairwise_js, probabilities
+    from attractor.runs.launch import train
+
+    config, seed = settings.config, settings.config.plan.seed
+    plan = PlanConfig(design="factorial", members=len(settings.lrs) * len(settings.momenta) * settings.seeds,
+                      levels={"lr": list(settings.lrs), "momentum": list(settings.momenta)},
+                      vary=["init_seed", "data_seed"], seed=seed)
+    ens = train(config.model_copy(update={"plan": plan}), store.root / GRID_RUN)
+    members = member_outcomes(ens, settings.split)
+    cells = summarize_cells(members)
+    done = members.merge(ens.plan[["member", "status"]], on="member")
+    spreads = []
+    for cell in cells.itertuples():
+        here = (done["lr"] == cell.lr) & (done["momentum"] == cell.momentum) & (done["status"] == "done")
+        ids = [int(i) for i in done.loc[here, "member"]]
+        if len(ids) < 2:
+            spreads.append(math.nan)
+            continue
+        js = pairwise_js(probabilities(ens.predict(ens.task.x_test, members=ids)))
+        n = js.shape[0]
+        spreads.append(float(js.sum() / (n * (n - 1))))  # mean over off-diagonal pairs (diagonal is 0)
+    cells["spread_js"] = spreads
+    ranges = range_table(cells, members, settings.tolerance, settings.draws, seed)
+    return [HparamMap(cells, ranges, settings.tolerance, store.root, settings.split)]
+
+
+def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: int, out: str | Path,
+               tolerance: float = 0.1, draws: int = 500, split: str = "test", force: bool = False) -> HparamMap:
+    """Run the ``hparam-map`` experiment in directory ``out`` (see :func:`run`); its map.
 
     Args:
         config: task, trainer (everything but lr / momentum) and run settings; its plan is replaced.
         lrs: ``[L]`` learning rates; momenta: ``[M]`` momenta in [0, 1); seeds: replicates per cell.
-        out: run directory (resumed if it holds this run); the map files are written into it.
+        out: the experiment directory (reopened with the same settings, refused with others
+            unless ``force``).
         tolerance: relative tolerance on the best error (see the module docstring).
         draws: bootstrap resamples for the width's interval.
         split: whose loss and accuracy define "trains well": "test" (generalizes) or
@@ -187,81 +241,16 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
 
     Returns:
         :class:`HparamMap` with ``L · M`` cells and ``M`` ranges.
-
-    References:
-        Wortsman et al. 2023 (LR sensitivity).
     """
-    from attractor.measure.function import pairwise_js, probabilities
-    from attractor.runs.launch import train
-
-    check_grid(lrs, momenta, seeds, tolerance)
-    plan = PlanConfig(design="factorial", members=len(lrs) * len(momenta) * seeds, levels={"lr": list(lrs), "momentum": list(momenta)},
-                      vary=["init_seed", "data_seed"], seed=config.plan.seed)
-    out = Path(out)
-    ens = train(config.model_copy(update={"plan": plan}), out)
-    members = member_outcomes(ens, split)
-    cells = summarize_cells(members)
-    done = members.merge(ens.plan[["member", "status"]], on="member")
-    x = ens.task.x_test
-    spreads = []
-    for cell in cells.itertuples():
-        ids = done.loc[(done["lr"] == cell.lr) & (done["momentum"] == cell.momentum) & (done["status"] == "done"), "member"].tolist()
-        if len(ids) < 2:
-            spreads.append(math.nan)
-            continue
-        js = pairwise_js(probabilities(ens.predict(x, members=[int(i) for i in ids])))
-        n = js.shape[0]
-        spreads.append(float(js.sum() / (n * (n - 1))))  # mean over off-diagonal pairs (diagonal is 0)
-    cells["spread_js"] = spreads
-    ranges = range_table(cells, members, tolerance, draws, config.plan.seed)
-    result = HparamMap(cells, ranges, tolerance, out, split)
-    with atomic_path(out / "hparam-map.parquet") as tmp:
-        cells.to_parquet(tmp, index=False)
-    write_json(out / "hparam-map.json", result.to_dict())
-    heatmap_figure(result, out / "hparam-map.png")
+    settings = HparamMapSettings(config=config, lrs=lrs, momenta=momenta, seeds=seeds, tolerance=tolerance,
+                                 draws=draws, split=split)  # type: ignore[arg-type]
+    _, results = run_experiment("hparam-map", settings, out, force=force)
+    result = results[0]
+    assert isinstance(result, HparamMap)
     return result
 
 
-def heatmap_figure(result: HparamMap, path: Path | None = None) -> str:
-    """Mean final accuracy over the lr × momentum grid, sd and diverged fraction in each cell.
-
-    Good cells (inside each momentum's good-lr range) are outlined. Returns a PNG data
-    URI; also writes the PNG to ``path`` (atomically) when given.
-    """
-    # matplotlib's object API (no pyplot state): the measure layer must not import report/.
-    from matplotlib.figure import Figure
-
-    cells = result.cells
-    lrs, momenta = sorted(cells["lr"].unique()), sorted(cells["momentum"].unique())
-    grid = cells.set_index(CELL)
-    mean = np.array([[grid.loc[(lr, m), "accuracy_mean"] for lr in lrs] for m in momenta])
-    fig = Figure(figsize=(1.2 + 0.75 * len(lrs), 1.4 + 0.6 * len(momenta)), layout="constrained")
-    ax = fig.add_subplot()
-    image = ax.imshow(mean, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", origin="lower")
-    for i, m in enumerate(momenta):
-        ranged = result.ranges.set_index("momentum").loc[m]
-        for j, lr in enumerate(lrs):
-            cell = grid.loc[(lr, m)]
-            sd = 0.0 if pd.isna(cell["accuracy_sd"]) else cell["accuracy_sd"]
-            text = f"{cell['accuracy_mean']:.2f}\n±{sd:.2f}" + (f"\n{cell['diverged']:.0%} div" if cell["diverged"] > 0 else "")
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if cell["accuracy_mean"] < 0.6 else "black")
-            if ranged["lr_min"] <= lr <= ranged["lr_max"]:
-                ax.add_patch(_outline(j, i))
-    ax.set_xticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs], rotation=45)
-    ax.set_yticks(range(len(momenta)), [f"{m:g}" for m in momenta])
-    ax.set_xlabel("learning rate")
-    ax.set_ylabel("momentum")
-    ax.set_title(f"final {result.split} accuracy (mean ± sd); outlined: within {result.tolerance:.0%} of the best error")
-    fig.colorbar(image, ax=ax, label="accuracy")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", facecolor="white", metadata={"Software": None})
-    if path is not None:
-        with atomic_path(Path(path)) as tmp:
-            tmp.write_bytes(buffer.getvalue())
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def _outline(x: float, y: float) -> Any:
-    from matplotlib.patches import Rectangle
-
-    return Rectangle((x - 0.5, y - 0.5), 1.0, 1.0, fill=False, edgecolor="red", linewidth=1.5)
+EXPERIMENT = Experiment(
+    name="hparam-map", settings=HparamMapSettings, run=run,
+    summary="learning rate x momentum map of a trainer: accuracy per cell and the width of the good-lr range",
+)

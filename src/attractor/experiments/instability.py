@@ -25,23 +25,25 @@ References:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy import stats
 from torch import Tensor
 
 from attractor.config import Config
 from attractor.errors import UserError
+from attractor.experiments import Experiment, run_experiment
 from attractor.measure.connectivity import barriers, path_curve
 from attractor.plan import PlanRow
 from attractor.runs.launch import resolve_strategy
-from attractor.runs.store import atomic_path
+from attractor.runs.results import Result, strict_json
+from attractor.runs.store import RunStore
 from attractor.seeds import derive_seed
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
@@ -49,11 +51,17 @@ from attractor.training.engine import Start, total_steps, train_chunk
 
 BARRIERS = ("barrier_error", "barrier_error_linear", "barrier_loss", "barrier_loss_linear")
 _SEED_SPACE = 2**31
+#: A training length no spawn step reaches: checks that do not need the task's length.
+_NO_END = 2**62
 
 
 @dataclass(frozen=True, eq=False)
 class InstabilityResult:
     """Error barriers between children spawned at each step, with their summary.
+
+    A result of kind ``instability``: ``instability.json`` (:meth:`to_json`),
+    ``instability.parquet`` (the table), ``instability.curves.parquet`` and
+    ``instability.summary.parquet``.
 
     Attributes:
         spawn_steps: sorted spawn steps ``k``; total_steps: training length.
@@ -71,6 +79,9 @@ class InstabilityResult:
         parent: the parent's ``init_seed`` and ``data_seed``.
     """
 
+    kind: ClassVar[str] = "instability"
+    schema: ClassVar[int] = 1
+
     spawn_steps: list[int]
     total_steps: int
     pairs: int
@@ -82,20 +93,29 @@ class InstabilityResult:
     onset_upper: int | None
     parent: dict[str, int]
 
+    @property
+    def name(self) -> str:
+        """The file stem: ``instability``."""
+        return "instability"
+
     def for_report(self) -> dict[str, Any]:
         """The ``instability`` entry of :func:`attractor.report.render_report`'s measures."""
         curve = self.summary.rename(columns={"barrier_error_mean": "barrier_mean", "barrier_error_ci_low": "low", "barrier_error_ci_high": "high"})
         return {"curve": curve[["spawn_step", "pairs", "barrier_mean", "low", "high"]], "onset": self.onset,
                 "onset_upper": self.onset_upper, "threshold": self.threshold}
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready data (the curves stay in :attr:`curves`)."""
-        return {
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON-ready data, NaN as null (the curves are a table of their own)."""
+        return strict_json({
             "spawn_steps": self.spawn_steps, "total_steps": self.total_steps, "pairs": self.pairs,
             "threshold": self.threshold, "onset": self.onset, "onset_upper": self.onset_upper,
             "ci": "95% Student t-interval over pairs", "barrier": "error, Frankle et al. 2020 (max - mean of ends)",
-            "parent": self.parent, "summary": _records(self.summary), "table": _records(self.table),
-        }
+            "parent": self.parent, "summary": self.summary, "table": self.table,
+        })
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The per-pair table (main), every pair's path and the per-step summary."""
+        return {"": self.table, "curves": self.curves, "summary": self.summary}
 
 
 def check_spawn_steps(spawn_steps: list[int], steps: int) -> list[int]:
@@ -120,7 +140,6 @@ def instability_analysis(
     threshold: float = 0.02,
     x: Tensor | None = None,
     y: Tensor | None = None,
-    out: str | Path | None = None,
     points: int = 30,
 ) -> InstabilityResult:
     """Run the instability analysis of Frankle et al. (2020) for ``config``'s task and trainer.
@@ -131,8 +150,6 @@ def instability_analysis(
         pairs: pairs of children per spawn step (``>= 2``, for an interval).
         threshold: error barrier below which copies count as stable (0.02 = 2 % error).
         x, y: evaluation set, ``[batch, ...]``; default the task's test split.
-        out: if given, a directory to write ``instability.parquet`` (table),
-            ``instability-curves.parquet`` and ``instability.json`` into, atomically.
         points: points along each linear path, ends included.
 
     Raises:
@@ -143,10 +160,7 @@ def instability_analysis(
     trainer = config.trainer
     steps = total_steps(config, task, trainer.batch_size)
     spawn = check_spawn_steps(list(spawn_steps), steps)
-    if pairs < 2:
-        raise UserError(f"pairs must be at least 2 (an interval over pairs needs two); got {pairs}")
-    if not 0 < threshold < 1:
-        raise UserError(f"threshold is an error rate in (0, 1); got {threshold}")
+    _check_pairs_threshold(pairs, threshold)
     if task.num_classes is None:
         raise UserError(f"task '{task.name}' has no classes, so there is no error barrier; use a classification task")
     x = task.x_test if x is None else x
@@ -197,9 +211,14 @@ def instability_analysis(
         onset=onset(summary, "barrier_error_mean", threshold), onset_upper=onset(summary, "barrier_error_ci_high", threshold),
         parent={"init_seed": parent.init_seed, "data_seed": parent.data_seed},
     )
-    if out is not None:
-        _write(result, Path(out))
     return result
+
+
+def _check_pairs_threshold(pairs: int, threshold: float) -> None:
+    if pairs < 2:
+        raise UserError(f"pairs must be at least 2 (an interval over pairs needs two); got {pairs}")
+    if not 0 < threshold < 1:
+        raise UserError(f"threshold is an error rate in (0, 1); got {threshold}")
 
 
 def summarize(table: pd.DataFrame) -> pd.DataFrame:
@@ -252,17 +271,43 @@ def _with_snapshots(config: Config, steps: list[int]) -> Config:
     return Config.model_validate(data)
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as dicts of plain Python values, NaN as ``None`` (JSON has no NaN)."""
-    return [{k: (None if isinstance(v, float) and np.isnan(v) else v.item() if isinstance(v, np.generic) else v)
-             for k, v in r.items()} for r in frame.to_dict("records")]
+class InstabilitySettings(BaseModel):
+    """What ``attractor instability`` runs: task and trainer, spawn steps, pairs (its identity)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Config = Field(description="Task and trainer; [plan].seed seeds parent and children.")
+    spawn_steps: list[int] = Field(description="Steps k to spawn copies at, each below the run's length.")
+    pairs: int = Field(4, description="Pairs of copies per spawn step (at least 2, for the interval).")
+    threshold: float = Field(0.02, description="Error barrier below which copies count as stable.")
+    points: int = Field(30, ge=2, description="Points along each linear path, ends included.")
+
+    @model_validator(mode="after")
+    def _cheap_checks(self) -> InstabilitySettings:
+        # What needs no task is refused before the experiment directory exists; a spawn step
+        # past the end of training is refused by instability_analysis (it needs the task).
+        check_spawn_steps(list(self.spawn_steps), _NO_END)
+        _check_pairs_threshold(self.pairs, self.threshold)
+        return self
 
 
-def _write(result: InstabilityResult, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "instability.parquet") as tmp:
-        result.table.to_parquet(tmp, index=False)
-    with atomic_path(out / "instability-curves.parquet") as tmp:
-        result.curves.to_parquet(tmp, index=False)
-    with atomic_path(out / "instability.json") as tmp:
-        tmp.write_text(json.dumps(result.to_dict(), indent=2))
+def run(settings: InstabilitySettings, store: RunStore) -> list[Result]:
+    """The analysis on the task's test split (the children train in memory, not in ``store``)."""
+    del store  # nothing is trained into the directory: only the result is written there
+    result = instability_analysis(settings.config, list(settings.spawn_steps), settings.pairs,
+                                  settings.threshold, points=settings.points)
+    return [result]
+
+
+def run_instability(settings: InstabilitySettings, out: str | Path, force: bool = False) -> InstabilityResult:
+    """Run the ``instability`` experiment in directory ``out``; its result."""
+    _, results = run_experiment("instability", settings, out, force=force)
+    result = results[0]
+    assert isinstance(result, InstabilityResult)
+    return result
+
+
+EXPERIMENT = Experiment(
+    name="instability", settings=InstabilitySettings, run=run,
+    summary="instability analysis (Frankle et al. 2020): from which step on do copies land in one basin",
+)

@@ -2,7 +2,8 @@
 
 Each trainer variant (say SGD, Adam, cone descent, SGD with spectral decoupling) trains
 ``seeds`` members that differ in init and data order, with the *same* seeds in every
-variant, in its own run directory ``OUT/<label>`` (resumable), with ``run.track_path`` on.
+variant, in its own run directory ``OUT/runs/<label>`` (an ordinary run directory,
+resumed when the experiment runs again), with ``run.track_path`` on.
 Read off every member at each snapshot:
 
 * **shortcut reliance**: accuracy on the task's ``shortcut_agree`` probe (test inputs whose
@@ -18,7 +19,9 @@ Read off every member at each snapshot:
   members' test predictions.
 
 Intervals are 95 % multi-bootstrap intervals (members and, for accuracies, test examples
-resampled); diverged members are left out and counted.
+resampled); diverged members are left out and counted. The result (kind ``shortcuts``) is
+``OUT/shortcuts.json``, ``OUT/shortcuts.parquet`` (the members) and
+``OUT/shortcuts.{summary,curves}.parquet``.
 
 References:
     Geirhos et al., "Shortcut learning in deep neural networks", Nature MI 2020;
@@ -31,14 +34,20 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attractor.config import Config, parse_config
 from attractor.errors import UserError
-from attractor.runs.store import atomic_path, write_json
+from attractor.experiments import Experiment, run_experiment
+from attractor.runs.results import Result, strict_json
+from attractor.runs.store import RunStore
+
+if TYPE_CHECKING:
+    from attractor.runs.ensemble import Ensemble
 
 #: ``label:key=value,...`` trainer variants used when none are given: the issue's four.
 DEFAULT_VARIANTS = (
@@ -66,8 +75,11 @@ class ShortcutProbe:
         curves: one row per (variant, step): means over members of ``test_accuracy``,
             ``init_distance``, ``path_length`` and ``shortcut_reliance``.
         has_shortcut: whether the task has the shortcut probes.
-        out: folder holding the variant runs and ``shortcuts.{parquet,json}``, ``report.html``.
+        out: the experiment directory (variant runs in ``out/runs/<label>``).
     """
+
+    kind: ClassVar[str] = "shortcuts"
+    schema: ClassVar[int] = 1
 
     variants: dict[str, dict[str, Any]]
     members: pd.DataFrame
@@ -76,12 +88,19 @@ class ShortcutProbe:
     has_shortcut: bool
     out: Path
 
-    def to_dict(self) -> dict[str, Any]:
-        def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-            return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    @property
+    def name(self) -> str:
+        """The file stem: ``shortcuts``."""
+        return "shortcuts"
 
-        return {"variants": self.variants, "has_shortcut": self.has_shortcut, "out": str(self.out),
-                "summary": records(self.summary), "members": records(self.members), "curves": records(self.curves)}
+    def to_json(self) -> dict[str, Any]:
+        """Everything, NaN as null (the tables are also written as Parquet)."""
+        return strict_json({"variants": self.variants, "has_shortcut": self.has_shortcut, "out": str(self.out),
+                            "summary": self.summary, "members": self.members, "curves": self.curves})
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """Members at the final snapshot (main table), the per-variant summary and the curves."""
+        return {"": self.members, "summary": self.summary, "curves": self.curves}
 
 
 def _value(text: str) -> Any:
@@ -121,7 +140,7 @@ def variant_config(config: Config, overrides: dict[str, Any], seeds: int, label:
     return parse_config(data, source=f"trainer variant '{label}'")
 
 
-def _probe_correct(ens: Any, step: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _probe_correct(ens: Ensemble, step: int | None) -> tuple[np.ndarray, np.ndarray]:
     """0/1 correctness ``[members, examples]`` on the agree and random probes at ``step``."""
     out = []
     for name in ("shortcut_agree", "shortcut_random"):
@@ -130,13 +149,13 @@ def _probe_correct(ens: Any, step: int | None) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _reliance(ens: Any, step: int) -> float:
+def _reliance(ens: Ensemble, step: int) -> float:
     """Mean over members and examples of agree minus random correctness at ``step``."""
     agree, random = _probe_correct(ens, step)
     return float((agree - random).mean())
 
 
-def _variant_tables(label: str, ens: Any, has_shortcut: bool, draws: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
+def _variant_tables(label: str, ens: Ensemble, has_shortcut: bool, draws: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
     """(members at the final snapshot, summary row, per-step curve) of one variant's run."""
     from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
     from attractor.measure.function import pairwise_js, probabilities
@@ -170,8 +189,51 @@ def _variant_tables(label: str, ens: Any, has_shortcut: bool, draws: int, seed: 
     return members, summary, curve
 
 
-def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int = 8, out: str | Path = "runs/shortcuts", draws: int = 500) -> ShortcutProbe:
-    """Train every trainer variant on ``config``'s task with the same seeds and compare them.
+class ShortcutsSettings(BaseModel):
+    """What ``attractor shortcuts`` runs: the base config, the trainer variants, the seeds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Config = Field(description="Task, trainer defaults (each variant overrides some keys) and run.")
+    variants: list[str] = Field(list(DEFAULT_VARIANTS), description="Trainer variants 'label:key=value,...'.")
+    seeds: int = Field(8, description="Members per variant (at least 2; the same seeds in every variant).")
+    draws: int = Field(500, ge=1, description="Bootstrap draws of the intervals.")
+
+    @model_validator(mode="after")
+    def _variants(self) -> ShortcutsSettings:
+        # Refused before the experiment directory exists, each with one line.
+        if self.seeds < 2:
+            raise UserError(f"seeds must be at least 2 (the seed spread needs pairs), got {self.seeds}")
+        parsed = dict(parse_variant(v) for v in self.variants)
+        if len(parsed) != len(self.variants):
+            raise UserError("trainer variant labels must be distinct")
+        for label, overrides in parsed.items():
+            variant_config(self.config, overrides, self.seeds, label)
+        return self
+
+
+def run(settings: ShortcutsSettings, store: RunStore) -> list[Result]:
+    """Train every variant in ``store.root/runs/<label>`` with the same seeds and compare them."""
+    from attractor.runs.launch import train
+    from attractor.tasks import build_task
+
+    config = settings.config
+    parsed = dict(parse_variant(v) for v in settings.variants)
+    has_shortcut = {"shortcut_agree", "shortcut_random"} <= set(build_task(config.task).probes)
+    rows, summaries, curves = [], [], []
+    for label, overrides in parsed.items():
+        ens = train(variant_config(config, overrides, settings.seeds, label), store.root / "runs" / label)
+        members, summary, curve = _variant_tables(label, ens, has_shortcut, settings.draws, config.plan.seed)
+        rows.append(members)
+        summaries.append(summary)
+        curves.append(curve)
+    return [ShortcutProbe(parsed, pd.concat(rows, ignore_index=True), pd.DataFrame(summaries),
+                          pd.concat(curves, ignore_index=True), has_shortcut, store.root)]
+
+
+def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int = 8,
+                   out: str | Path = "runs/shortcuts", draws: int = 500, force: bool = False) -> ShortcutProbe:
+    """Run the ``shortcuts`` experiment in directory ``out``; its result.
 
     Args:
         config: task, trainer defaults (each variant overrides some keys) and run settings;
@@ -179,39 +241,21 @@ def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int
         variants: ``label:key=value,...`` strings (:func:`parse_variant`); default
             :data:`DEFAULT_VARIANTS`.
         seeds: members per variant.
-        out: folder for one run directory per variant and the result files.
+        out: the experiment directory (one run directory per variant under ``out/runs``).
         draws: bootstrap draws of the intervals.
-
-    Returns:
-        :class:`ShortcutProbe`; also written to ``out/shortcuts.parquet`` (members),
-        ``out/shortcuts.json`` (everything) and ``out/report.html``.
+        force: replace a directory that holds another experiment or settings.
     """
-    from attractor.report.sections.shortcuts import render_shortcuts_report
-    from attractor.runs.launch import train
-    from attractor.tasks import build_task
-
-    if seeds < 2:
-        raise UserError(f"seeds must be at least 2 (the seed spread needs pairs), got {seeds}")
-    parsed = dict(parse_variant(v) for v in (variants or DEFAULT_VARIANTS))
-    if len(parsed) != len(variants or DEFAULT_VARIANTS):
-        raise UserError("trainer variant labels must be distinct")
-    configs = {label: variant_config(config, overrides, seeds, label) for label, overrides in parsed.items()}
-    has_shortcut = {"shortcut_agree", "shortcut_random"} <= set(build_task(config.task).probes)
-    out = Path(out)
-    rows, summaries, curves = [], [], []
-    for label, cfg in configs.items():
-        ens = train(cfg, out / label)
-        members, summary, curve = _variant_tables(label, ens, has_shortcut, draws, config.plan.seed)
-        rows.append(members)
-        summaries.append(summary)
-        curves.append(curve)
-    result = ShortcutProbe(parsed, pd.concat(rows, ignore_index=True), pd.DataFrame(summaries),
-                           pd.concat(curves, ignore_index=True), has_shortcut, out)
-    with atomic_path(out / "shortcuts.parquet") as tmp:
-        result.members.to_parquet(tmp, index=False)
-    write_json(out / "shortcuts.json", result.to_dict())
-    render_shortcuts_report(result, config, out / "report.html")
+    settings = ShortcutsSettings(config=config, variants=list(variants or DEFAULT_VARIANTS), seeds=seeds, draws=draws)
+    _, results = run_experiment("shortcuts", settings, out, force=force)
+    result = results[0]
+    assert isinstance(result, ShortcutProbe)
     return result
 
 
-__all__ = ["DEFAULT_VARIANTS", "ShortcutProbe", "parse_variant", "shortcut_probe", "variant_config"]
+EXPERIMENT = Experiment(
+    name="shortcuts", settings=ShortcutsSettings, run=run,
+    summary="shortcut reliance and path dependence of several trainers with the same seeds",
+)
+
+__all__ = ["DEFAULT_VARIANTS", "EXPERIMENT", "ShortcutProbe", "ShortcutsSettings", "parse_variant", "shortcut_probe",
+           "variant_config"]

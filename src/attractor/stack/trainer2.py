@@ -1,16 +1,19 @@
 """Trainer2: the stability of a hyperparameter search, measured like any other level.
 
-``trainer2_study(config, settings, out)`` runs one Optuna study per initial condition
+``trainer2_study(config, settings)`` runs one Optuna study per initial condition
 (sampler seed x validation resample x held-out group; :mod:`attractor.stack.search`),
 trains an ensemble for every trainer the studies return and compares them in function
 space on the test split (:mod:`attractor.stack.compare`), then summarises the spread and
-decomposes it by initial condition (:mod:`attractor.stack.outcomes`). It writes
+decomposes it by initial condition (:mod:`attractor.stack.outcomes`). Its result (kind
+``trainer2``), written by the run store into the experiment's directory ``OUT``:
 
-* ``out/trainer2.parquet``: one row per (study, trial): initial condition, hyperparameters,
+* ``OUT/trainer2.parquet``: one row per (study, trial): initial condition, hyperparameters,
   validation ``value``, ``diverged`` members, ``best``;
-* ``out/trainer2.json``: :meth:`Trainer2Result.to_dict` (settings, studies, trainers,
-  distances, basins, spread, variance components, timings);
-* ``out/report.html``: the trainer2 report page.
+* ``OUT/trainer2.{studies,trainers,spread,variance}.parquet``: those tables;
+* ``OUT/trainer2.json``: :meth:`Trainer2Result.to_json` (settings, studies, trainers,
+  distances, basins, spread, variance components, timings).
+
+``attractor trainer2`` then renders ``OUT/report.html`` from them.
 
 The same config and settings give the same studies, trial for trial: samplers are
 seeded, the validation split and its resamples are seeded, and training is
@@ -26,17 +29,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field
 
 from attractor.config import Config
 from attractor.errors import UserError, require
+from attractor.experiments import Experiment, run_experiment
 from attractor.measure.basins import Basins
 from attractor.runs.launch import resolve_strategy
-from attractor.runs.store import atomic_path, write_json
+from attractor.runs.results import Result, strict_json
+from attractor.runs.store import RunStore
 from attractor.stack.compare import compare
 from attractor.stack.fit import trial_task, validation_split
 from attractor.stack.outcomes import (
@@ -49,10 +55,6 @@ from attractor.stack.outcomes import (
 from attractor.stack.search import FACTORS, HPARAMS, run_studies
 from attractor.stack.settings import Trainer2Settings
 from attractor.tasks import build_task
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,8 +78,11 @@ class Trainer2Result:
         dominant: outcome -> the factor that moves it most.
         validation: sizes and seed of the validation split.
         timings: seconds spent searching, training returned trainers, measuring.
-        out: output directory.
+        out: the experiment directory (None for a study run outside one).
     """
+
+    kind: ClassVar[str] = "trainer2"
+    schema: ClassVar[int] = 1
 
     config: dict[str, Any]
     settings: dict[str, Any]
@@ -96,23 +101,34 @@ class Trainer2Result:
 
     @property
     def n_basins(self) -> int:
+        """How many basins the returned trainers' models fall into."""
         return self.basins.n_basins
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-able summary (trials are in the parquet file and repeated here)."""
-        return {
+    @property
+    def name(self) -> str:
+        """The file stem: ``trainer2``."""
+        return "trainer2"
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The trials (main table), studies, distinct trainers, spread and variance components."""
+        return {"": self.trials, "studies": self.studies, "trainers": self.trainers, "spread": self.spread,
+                "variance": self.variance}
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able summary, NaN as null (the tables are repeated here)."""
+        return strict_json({
             "config": self.config, "settings": self.settings, "validation": self.validation,
             "n_studies": len(self.studies), "n_trainers": len(self.trainers), "n_basins": self.n_basins,
             "dominant": self.dominant, "function_spread": self.function_spread, "timings": self.timings,
             "out": None if self.out is None else str(self.out),
-            "studies": _records(self.studies), "trainers": _records(self.trainers), "spread": _records(self.spread),
-            "basins": self.basins.to_dict(), "distances": {k: v.tolist() for k, v in self.distances.items()},
-            "variance": _records(self.variance), "trials": _records(self.trials),
-        }
+            "studies": self.studies, "trainers": self.trainers, "spread": self.spread,
+            "basins": self.basins.to_dict(), "distances": self.distances,
+            "variance": self.variance, "trials": self.trials,
+        })
 
 
 def trainer2_study(
-    config: Config, settings: Trainer2Settings, out: str | Path | None = None, *, report: bool = True,
+    config: Config, settings: Trainer2Settings, out: str | Path | None = None, *,
     on_round: Callable[[int, int], None] | None = None,
 ) -> Trainer2Result:
     """Run the trainer2 from every initial condition and compare the trainers it returns.
@@ -121,9 +137,8 @@ def trainer2_study(
         config: ``[task]``, ``[trainer]`` (values of everything not searched, and the
             training length) and ``[run]`` (strategy, evaluation batch size); ``[plan]`` is unused.
         settings: search space, trials, initial conditions (:class:`Trainer2Settings`).
-        out: directory for ``trainer2.parquet``, ``trainer2.json`` and ``report.html``
-            (created; files are replaced). ``None`` writes nothing.
-        report: also render ``report.html``.
+        out: the experiment directory the result will be written to (recorded in it; this
+            function writes nothing: :func:`run` is the experiment that does).
         on_round: progress callback ``(rounds done, rounds in all)`` of the search.
 
     Returns:
@@ -140,12 +155,12 @@ def trainer2_study(
         # (measured: one round of examples/trainer2.toml took 35 s on 2 threads, 0.5 s on 1).
         torch.set_num_threads(settings.threads)
     try:
-        return _study(config, settings, out, report, on_round)
+        return _study(config, settings, out, on_round)
     finally:
         torch.set_num_threads(threads)
 
 
-def _study(config: Config, settings: Trainer2Settings, out: str | Path | None, report: bool,
+def _study(config: Config, settings: Trainer2Settings, out: str | Path | None,
            on_round: Callable[[int, int], None] | None) -> Trainer2Result:
     start = time.perf_counter()
     task = build_task(config.task)
@@ -167,7 +182,7 @@ def _study(config: Config, settings: Trainer2Settings, out: str | Path | None, r
     spread = spread_table(studies, [*searched(settings.search), *SUMMARY], settings.draws)
     variance, dominant = factor_variance(studies, comparison.p_true, settings.draws)
     timings = {"search_s": searched_at - start, "final_s": trained_at - searched_at, "measure_s": time.perf_counter() - trained_at}
-    result = Trainer2Result(
+    return Trainer2Result(
         config=config.resolved(), settings=settings.model_dump(mode="json"), trials=trials, studies=studies,
         trainers=comparison.trainers, distances=comparison.distances, basins=comparison.basins,
         function_spread=comparison.function_spread, spread=spread,
@@ -176,25 +191,6 @@ def _study(config: Config, settings: Trainer2Settings, out: str | Path | None, r
                     "seed": settings.split_seed, "strategy": strategy},
         timings={k: round(v, 3) for k, v in timings.items()}, out=None if out is None else Path(out),
     )
-    if out is not None:
-        write_trainer2(result, Path(out), report=report)
-    return result
-
-
-def write_trainer2(result: Trainer2Result, out: Path, report: bool = True) -> dict[str, str]:
-    """Write ``trainer2.parquet``, ``trainer2.json`` and (``report``) ``report.html`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = {"parquet": out / "trainer2.parquet", "json": out / "trainer2.json"}
-    with atomic_path(paths["parquet"]) as tmp:
-        result.trials.to_parquet(tmp, index=False)
-    write_json(paths["json"], result.to_dict())
-    if report:
-        # Imported here: report/ sits right of stack/ in the layers; the page is a convenience
-        # of this entry point, the library results above do not depend on it.
-        from attractor.report.sections.trainer2 import render_trainer2
-
-        paths["report"] = render_trainer2(result, out / "report.html")
-    return {k: str(v) for k, v in paths.items()}
 
 
 def summary_lines(result: Trainer2Result) -> list[str]:
@@ -217,3 +213,31 @@ def summary_lines(result: Trainer2Result) -> list[str]:
             lines.append(f"  {outcome}: moved most by {top['factor']} (share {top['share']:.2f}); "
                          f"largest effect {top['top_effect']}{residual} ({top['top_share']:.2f})")
     return lines
+
+
+class Trainer2Run(BaseModel):
+    """What ``attractor trainer2`` runs: the base config and the trainer2 settings (its identity)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: Config = Field(description="[task], [trainer] (everything not searched) and [run]; [plan] is unused.")
+    trainer2: Trainer2Settings = Field(description="Search space, trials and initial conditions.")
+
+
+def run(settings: Trainer2Run, store: RunStore) -> list[Result]:
+    """The studies from every initial condition, their trainers compared (nothing trained to disk)."""
+    return [trainer2_study(settings.config, settings.trainer2, store.root)]
+
+
+def run_trainer2(config: Config, settings: Trainer2Settings, out: str | Path, force: bool = False) -> Trainer2Result:
+    """Run the ``trainer2`` experiment in directory ``out``; its result."""
+    _, results = run_experiment("trainer2", Trainer2Run(config=config, trainer2=settings), out, force=force)
+    result = results[0]
+    assert isinstance(result, Trainer2Result)
+    return result
+
+
+EXPERIMENT = Experiment(
+    name="trainer2", settings=Trainer2Run, run=run,
+    summary="how stable is a hyperparameter search started from many initial conditions",
+)

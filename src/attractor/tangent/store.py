@@ -1,4 +1,7 @@
-"""What ``attractor tangent`` writes: ``OUT/tangent.parquet`` (curves) and ``OUT/tangent.json`` (all of it).
+"""The tangent analysis' result (kind ``tangent``): ``tangent.parquet`` (curves) and ``tangent.json`` (all of it).
+
+The run store writes it (:meth:`attractor.runs.store.RunStore.write`); :func:`read_result`
+reads it back from a directory.
 
 ``tangent.parquet``: one row per (member, snapshot step): ``test_loss``, ``true_class_prob``,
 ``log_growth_top`` (log of the first random direction's growth ``|J_t v_1|``),
@@ -16,22 +19,28 @@ read with them empty.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 
-from attractor.runs.store import atomic_path, write_json
+from attractor.runs.results import strict_json
+from attractor.runs.store import RunStore
 
 SCHEMA = 2
 
 
 @dataclass(frozen=True, eq=False)
 class TangentResult:
-    """Everything one tangent analysis found; :meth:`to_dict` is what ``tangent.json`` holds."""
+    """Everything one tangent analysis found; :meth:`to_json` is what ``tangent.json`` holds.
+
+    ``out`` is the run directory that was analysed (where ``attractor sensitivity`` may
+    have left Sobol indices to show beside the hypergradients).
+    """
+
+    kind: ClassVar[str] = "tangent"
+    schema: ClassVar[int] = SCHEMA
 
     out: str
     config_hash: str
@@ -49,13 +58,23 @@ class TangentResult:
     sensitivity: pd.DataFrame = field(default_factory=pd.DataFrame)
     basin_tolerance: float | None = None
 
-    def to_dict(self) -> dict[str, Any]:
+    @property
+    def name(self) -> str:
+        """The file stem: ``tangent``."""
+        return "tangent"
+
+    def to_json(self) -> dict[str, Any]:
         """JSON-able: NaN and missing values become ``None``."""
-        settings = {k: getattr(self, k) for k in ("out", "config_hash", "directions", "dtype", "reorth_every", "power_iterations", "finite_scale",
-                                               "basin_tolerance")}
-        return _clean({"schema": SCHEMA, **settings, "hypers": list(self.hypers), "summary": self.summary,
-                       "members": _records(self.members), "hypergrads": _records(self.hypergrads), "basin": _records(self.basin),
-                       "sensitivity": _records(self.sensitivity), "curves": _records(self.curves)})
+        keys = ("out", "config_hash", "directions", "dtype", "reorth_every", "power_iterations",
+                "finite_scale", "basin_tolerance")
+        settings = {k: getattr(self, k) for k in keys}
+        return strict_json({**settings, "hypers": list(self.hypers), "summary": self.summary,
+                            "members": self.members, "hypergrads": self.hypergrads, "basin": self.basin,
+                            "sensitivity": self.sensitivity, "curves": self.curves})
+
+    def to_tables(self) -> dict[str, pd.DataFrame]:
+        """The curves: one row per (member, snapshot step)."""
+        return {"": self.curves}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TangentResult:
@@ -64,22 +83,6 @@ class TangentResult:
                    finite_scale=data["finite_scale"], curves=pd.DataFrame(data["curves"]), members=pd.DataFrame(data["members"]),
                    hypergrads=pd.DataFrame(data["hypergrads"]), summary=data.get("summary", {}), basin=pd.DataFrame(data.get("basin", [])),
                    sensitivity=pd.DataFrame(data.get("sensitivity", [])), basin_tolerance=data.get("basin_tolerance"))
-
-
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _spread(values: pd.Series) -> dict[str, float | None]:
@@ -107,15 +110,6 @@ def summarize(result: TangentResult) -> TangentResult:
     return replace(result, summary=summary)
 
 
-def write_result(result: TangentResult, out: str | Path) -> None:
-    """Write ``tangent.parquet`` and ``tangent.json`` into ``out`` atomically."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "tangent.parquet") as tmp:
-        result.curves.to_parquet(tmp, index=False)
-    write_json(out / "tangent.json", result.to_dict())
-
-
 def read_result(out: str | Path) -> TangentResult:
-    """The analysis saved in run directory ``out`` (``tangent.json``)."""
-    return TangentResult.from_dict(json.loads((Path(out) / "tangent.json").read_text()))
+    """The analysis held by directory ``out`` (its ``tangent`` result)."""
+    return TangentResult.from_dict(RunStore(out).result("tangent").data)

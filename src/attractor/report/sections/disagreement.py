@@ -1,4 +1,4 @@
-"""The disagreement section: search vs sampling, the certificate per point and per output, and "dreams".
+"""The ``diff`` section: search vs sampling, the certificate per point and per output, and "dreams".
 
 A dream is an input the search found where the two models part ways, drawn next to the
 test point it started from and their difference (as 8x8 images for the digits tasks, as
@@ -10,14 +10,15 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from attractor.report import plots
-from attractor.report.html import figure, fmt, section, table, write_page
+from attractor.report.page import figure, fmt, section, table
+from attractor.report.sections import Context, Section
+from attractor.runs.results import StoredResult
 
 #: Tasks whose first 64 input features are 8x8 pixels.
 _PIXEL_TASKS = ("digits-mlp", "spurious-digits")
@@ -94,8 +95,10 @@ def disagreement_section(data: Mapping[str, Any]) -> str:
     return section("disagreement", "Where the two models disagree", lead, "".join(body))
 
 
-def render_disagreement_page(data: Mapping[str, Any], path: str | Path) -> Path:
-    """A page of its own for ``attractor diff`` (header + :func:`disagreement_section`)."""
-    header = (f'<header><h1>attractor · where two models disagree</h1><p class="run">{html.escape(str(data["a"]))} vs '
-              f'{html.escape(str(data["b"]))}</p></header>')
-    return write_page(path, f"attractor diff · {data['task']}", [header, disagreement_section(data)])
+def render(results: list[StoredResult], context: Context) -> str:
+    """Every ``diff`` result of the directory, from its JSON (which holds the dreams' inputs)."""
+    del context  # everything shown is in the result itself
+    return "".join(disagreement_section(r.data) for r in results)
+
+
+SECTION = Section(kind="diff", order=80, render=render)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -12,7 +11,9 @@ import numpy as np
 import pandas as pd
 
 from attractor.report import plots
-from attractor.report.html import collapsible, figure, section, table, write_page
+from attractor.report.page import collapsible, figure, section, table
+from attractor.report.sections import Context, Section
+from attractor.runs.results import StoredResult
 
 #: Outcome names as the page shows them.
 _OUTCOMES = {"test_loss": "test loss", "true_class_prob": "true-class probability (accuracy surrogate)", "logits_rms": "logits (RMS norm)"}
@@ -23,10 +24,11 @@ _SOBOL_OUTCOME = {"test_loss": "test_loss", "true_class_prob": "test_accuracy"}
 
 
 def _frames(data: Any) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, Mapping[str, Any]]:
-    """Curves, members, hypergradients and settings from a ``TangentResult`` or its ``to_dict()``."""
+    """Curves, members, hypergradients and settings from a ``TangentResult`` or its JSON."""
     if isinstance(data, Mapping):
-        return pd.DataFrame(data.get("curves", [])), pd.DataFrame(data.get("members", [])), pd.DataFrame(data.get("hypergrads", [])), data
-    return data.curves, data.members, data.hypergrads, data.to_dict()
+        frames = (pd.DataFrame(data.get(key, [])) for key in ("curves", "members", "hypergrads"))
+        return (*frames, data)  # type: ignore[return-value]
+    return data.curves, data.members, data.hypergrads, data.to_json()
 
 
 def basin_plot(basin: pd.DataFrame, members: pd.DataFrame) -> str:
@@ -67,13 +69,17 @@ def basin_table(basin: pd.DataFrame, members: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _read_sobol(settings: Mapping[str, Any]) -> Mapping[str, Any] | None:
-    """``sensitivity-sobol.json`` of the run directory the analysis wrote into, if ``attractor sensitivity`` left one."""
-    path = Path(str(settings.get("out", ""))) / "sensitivity-sobol.json"
-    try:
-        return json.loads(path.read_text()) if settings.get("out") and path.is_file() else None
-    except (OSError, ValueError):
-        return None
+def _read_sobol(settings: Mapping[str, Any], *places: Path) -> Mapping[str, Any] | None:
+    """``sensitivity-sobol.json`` that ``attractor sensitivity`` left in one of ``places`` or
+    in the run the analysis read (``settings["out"]``), if any; read as data, never as code."""
+    candidates = [*places, *([Path(str(settings["out"]))] if settings.get("out") else [])]
+    for path in (place / "sensitivity-sobol.json" for place in candidates):
+        try:
+            if path.is_file():
+                return json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def local_global_table(sensitivity: pd.DataFrame, sobol: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -192,8 +198,14 @@ def tangent_section(data: Any, sobol: Mapping[str, Any] | None = None) -> str:
     return section("tangent", "Derivatives through training", lead, "".join(body))
 
 
-def render_tangent_report(data: Any, path: str | Path) -> Path:
-    """A page with the tangent section alone, for a directory that holds no engine run."""
-    out = data["out"] if isinstance(data, Mapping) else data.out
-    header = f'<header><h1>attractor · derivatives through training</h1><p class="run">{html.escape(str(out))}</p></header>'
-    return write_page(path, "attractor tangent", [header, tangent_section(data)])
+def render(results: list[StoredResult], context: Context) -> str:
+    """Every ``tangent`` result of the directory; Sobol indices from the run it analysed.
+
+    The tangent experiment keeps its run in ``DIR/run``: ``attractor sensitivity DIR/run``
+    leaves its Sobol indices there (looked up first, then beside the result).
+    """
+    places = (context.store.root / "run", context.store.root)
+    return "".join(tangent_section(r.data, _read_sobol(r.data, *places)) for r in results)
+
+
+SECTION = Section(kind="tangent", order=60, render=render)

@@ -1,20 +1,23 @@
-"""The trainer2 report: how stable a hyperparameter search is, read off the models it returns.
+"""The ``trainer2`` sections: how stable a hyperparameter search is, read off the models it returns.
 
-``render_trainer2(result, path)`` writes one self-contained page; ``trainer2_sections``
-gives the same sections for embedding in another page.
+Rendered from the stored result (``trainer2.json`` and its tables) through :class:`Trainer2View`,
+which gives the JSON and the tables the attribute names of
+:class:`~attractor.stack.trainer2.Trainer2Result`.
 """
 
 from __future__ import annotations
 
-import html
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from attractor.measure.basins import Basins
 from attractor.report import plots
-from attractor.report.html import collapsible, figure, section, table, write_page
+from attractor.report.page import collapsible, facts, figure, section, table
+from attractor.report.sections import Context, Section
+from attractor.runs.results import StoredResult
 
 #: Distance matrices shown, with their titles.
 DISTANCE_TITLES = {
@@ -24,14 +27,47 @@ DISTANCE_TITLES = {
 }
 
 
-def _facts(rows: dict[str, Any]) -> str:
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
-    return f'<table class="facts">{body}</table>'
+@dataclass(frozen=True)
+class Trainer2View:
+    """A stored trainer2 result with the attribute names the sections read."""
+
+    config: dict[str, Any]
+    settings: dict[str, Any]
+    validation: dict[str, Any]
+    timings: dict[str, float]
+    trials: pd.DataFrame
+    studies: pd.DataFrame
+    trainers: pd.DataFrame
+    spread: pd.DataFrame
+    variance: pd.DataFrame
+    distances: dict[str, np.ndarray]
+    basins: Basins
+    function_spread: dict[str, Any]
+    dominant: dict[str, dict[str, Any]]
+
+    @property
+    def n_basins(self) -> int:
+        """How many basins the returned trainers' models fall into."""
+        return self.basins.n_basins
+
+    @classmethod
+    def of(cls, stored: StoredResult) -> Trainer2View:
+        """The view of ``stored`` (tables from Parquet, the rest from its JSON)."""
+        data = stored.data
+        known = {f.name for f in fields(Basins)}
+        return cls(
+            config=data["config"], settings=data["settings"], validation=data["validation"],
+            timings=data.get("timings", {}), trials=stored.table(""), studies=stored.table("studies"),
+            trainers=stored.table("trainers"), spread=stored.table("spread"), variance=stored.table("variance"),
+            distances={k: np.asarray(v, dtype=float) for k, v in data["distances"].items()},
+            basins=Basins(**{k: v for k, v in data["basins"].items() if k in known}),
+            function_spread=data.get("function_spread", {}), dominant=data.get("dominant", {}),
+        )
 
 
 def _header(result: Any) -> str:
     s, v, t = result.settings, result.validation, result.timings
-    facts = {
+    rows = {
         "task": result.config["task"]["name"],
         "studies": f"{len(result.studies)} = {s['sampler_seeds']} sampler seeds x {max(1, s['validation_bootstraps'])} "
                    f"validation resamples x {max(1, len(s['holdout_groups']))} held-out groups",
@@ -42,7 +78,8 @@ def _header(result: Any) -> str:
                   f"{result.function_spread.get('seed_scaled_basins') or '–'} seed-scaled (js_matched cut at seed_js)",
         "time": ", ".join(f"{k.removesuffix('_s')} {val:.1f} s" for k, val in t.items()),
     }
-    return f"<header><h1>trainer2 · stability of a hyperparameter search</h1>{_facts(facts)}</header>"
+    return section("trainer2", "trainer2 · stability of a hyperparameter search",
+                   "What was searched, from which initial conditions, and what came back.", facts(rows))
 
 
 def _choices_plot(result: Any) -> str:
@@ -132,12 +169,16 @@ def _variance(result: Any) -> str:
 
 
 def trainer2_sections(result: Any) -> list[str]:
-    """The report's sections (without the page header), in reading order."""
+    """The sections, in reading order: what was run, then what it found."""
     traces = section("trainer2-traces", "Search traces", "How each study's best score developed over its trials.",
                      figure(_traces_plot(result), "search traces"))
-    return [_studies(result), _spread(result), _distances(result), _variance(result), traces]
+    return [_header(result), _studies(result), _spread(result), _distances(result), _variance(result), traces]
 
 
-def render_trainer2(result: Any, path: str | Path) -> Path:
-    """Write the trainer2 report page for ``result`` (a :class:`~attractor.stack.trainer2.Trainer2Result`)."""
-    return write_page(path, f"attractor trainer2 · {result.config['task']['name']}", [_header(result), *trainer2_sections(result)])
+def render(results: list[StoredResult], context: Context) -> str:
+    """Every ``trainer2`` result of the directory (one per experiment)."""
+    del context  # everything shown is in the result itself
+    return "".join("".join(trainer2_sections(Trainer2View.of(r))) for r in results)
+
+
+SECTION = Section(kind="trainer2", order=120, render=render)
