@@ -24,25 +24,14 @@ from torch import Tensor, nn
 
 from attractor.errors import UserError
 from attractor.runs.ensemble import Ensemble
+from attractor.training.forward import ELEMENTWISE
 
 State = dict[str, Tensor]
 Perms = dict[str, Tensor]
 
-# Layers that act on each unit separately, so they commute with a permutation of units.
-_ELEMENTWISE = (
-    nn.ReLU,
-    nn.Tanh,
-    nn.GELU,
-    nn.Sigmoid,
-    nn.SiLU,
-    nn.LeakyReLU,
-    nn.ELU,
-    nn.Softplus,
-    nn.Mish,
-    nn.Hardtanh,
-    nn.Identity,
-    nn.Dropout,
-)
+# Layers that act on each unit separately, so they commute with a permutation of units:
+# the engine's elementwise activations, and more that the batched forward does not take.
+_ELEMENTWISE = (*ELEMENTWISE, nn.ELU, nn.Softplus, nn.Mish, nn.Hardtanh, nn.Dropout)
 
 
 # ---- distances -----------------------------------------------------------------------
