@@ -192,16 +192,10 @@ def instability_analysis(
     for k in spawn:
         final = _train_children(task, child_config, children, vectorized, starts[k], steps)
         for i in range(pairs):
-            a, b = 2 * i, 2 * i + 1
-            record: dict[str, Any] = {"spawn_step": k, "pair": i, "child_a": a, "child_b": b}
-            if a in final and b in final:
-                curve = path_curve(task, template, final[a], final[b], x, y, points)
-                curves.append(curve.assign(spawn_step=k, pair=i))
-                record |= {"diverged": False, **barriers(curve)}
-                record |= {"error_a": float(curve["error"].iloc[0]), "error_b": float(curve["error"].iloc[-1])}
-            else:  # divergence is data: the pair is recorded, its barriers are undefined
-                record |= {"diverged": True, **dict.fromkeys(BARRIERS, float("nan")), "error_a": float("nan"), "error_b": float("nan")}
+            record, curve = _pair(task, template, final, k, i, x, y, points)
             records.append(record)
+            if curve is not None:
+                curves.append(curve)
 
     table = pd.DataFrame(records)
     summary = summarize(table)
@@ -250,6 +244,21 @@ def onset(summary: pd.DataFrame, column: str, threshold: float) -> int | None:
         if below[i:].all():
             return int(steps[i])
     return None
+
+
+def _pair(task: Task, template: torch.nn.Module, final: dict[int, dict[str, Tensor]], k: int,
+          i: int, x: Tensor, y: Tensor, points: int) -> tuple[dict[str, Any], pd.DataFrame | None]:
+    """Pair ``i`` of spawn step ``k``: its record (barriers, end errors) and path, if both trained."""
+    a, b = 2 * i, 2 * i + 1
+    record: dict[str, Any] = {"spawn_step": k, "pair": i, "child_a": a, "child_b": b}
+    if a not in final or b not in final:  # divergence is data: recorded, its barriers undefined
+        nan = float("nan")
+        undefined = {**dict.fromkeys(BARRIERS, nan), "error_a": nan, "error_b": nan}
+        return record | {"diverged": True, **undefined}, None
+    curve = path_curve(task, template, final[a], final[b], x, y, points)
+    record |= {"diverged": False, **barriers(curve)}
+    record |= {"error_a": float(curve["error"].iloc[0]), "error_b": float(curve["error"].iloc[-1])}
+    return record, curve.assign(spawn_step=k, pair=i)
 
 
 def _train_children(task: Task, config: Config, children: list[PlanRow], vectorized: bool, start: Start, steps: int) -> dict[int, dict[str, Tensor]]:
