@@ -1,4 +1,4 @@
-"""Report sections: every registered section renders a stored result of its kind; pages compose them.
+"""Report sections: each registered section renders a stored result of its kind; pages compose them.
 
 Conformance: each kind with a section in SECTIONS renders a non-empty ``<section>`` from a
 small stored result (tests/report_samples.py). The sections of experiments that train
@@ -34,7 +34,9 @@ def stored(tmp_path: Path, kind: str) -> RunStore:
 
 def test_every_section_kind_is_a_result_kind_and_is_covered() -> None:
     assert set(SECTIONS) <= set(RESULT_KINDS)
-    assert set(SECTIONS) <= set(SAMPLES) | RENDERED_BY_EXPERIMENTS, "add a sample to tests/report_samples.py"
+    assert set(SECTIONS) <= set(SAMPLES) | RENDERED_BY_EXPERIMENTS, (
+        "add a sample to tests/report_samples.py"
+    )
     assert sections_for("no-such-kind") == [] and section_for("no-such-kind") is None
 
 
@@ -42,7 +44,9 @@ def test_every_section_kind_is_a_result_kind_and_is_covered() -> None:
 def test_section_renders_a_stored_sample(kind: str, tmp_path: Path) -> None:
     store = stored(tmp_path, kind)
     found = sections_for(kind)
-    assert found and all(isinstance(s, Section) and kind in s.kinds and isinstance(s.order, int) for s in found)
+    assert found and all(
+        isinstance(s, Section) and kind in s.kinds and isinstance(s.order, int) for s in found
+    )
     results = store.results(kind)
     assert results, f"the sample of {kind} was not listed by RunStore.results()"
     pages = [s.render(results, Context(store, None)) for s in found]
@@ -59,7 +63,10 @@ def test_a_section_of_several_kinds_is_rendered_once(tmp_path: Path) -> None:
     parts = result_parts(store.results(), Context(store, None))
     assert len(parts) == 1
     assert [h for h in re.findall(r"<h3>([^<(]*)", parts[0][1])] == [
-        "Variance components", "Sobol indices", "Leave-group-out influence "]
+        "Variance components",
+        "Sobol indices",
+        "Leave-group-out influence ",
+    ]
 
 
 def test_an_experiment_page_has_its_settings_and_sections_in_order(tmp_path: Path) -> None:
@@ -68,8 +75,16 @@ def test_an_experiment_page_has_its_settings_and_sections_in_order(tmp_path: Pat
         for result in SAMPLES[kind](MEMBERS, STEPS):
             store.write(result)
     page = render_directory(store.root).read_text(encoding="utf-8")
-    assert "<h1>attractor · instability</h1>" in page and "<title>attractor instability · exp</title>" in page
-    assert re.findall(r'<section id="([^"]+)"', page) == ["experiment", "instability", "structural", "suggestions"]
+    assert (
+        "<h1>attractor · instability</h1>" in page
+        and "<title>attractor instability · exp</title>" in page
+    )
+    assert re.findall(r'<section id="([^"]+)"', page) == [
+        "experiment",
+        "instability",
+        "structural",
+        "suggestions",
+    ]
     assert "Plan" not in page and "Ensemble cloud" not in page  # no run: no run parts
     assert page.count("perturbation curves") == 2  # both structural results, one section
 

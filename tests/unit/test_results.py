@@ -22,7 +22,12 @@ def store(tmp_path: Path) -> RunStore:
 
 def sample(kind: str = "structural", name: str = "structural-dropout") -> object:
     table = pd.DataFrame({"level": [0.0, 0.1], "kl": [0.0, float("nan")]})
-    data = {"value": float("nan"), "numbers": np.array([1.0, np.inf]), "count": np.int64(3), "nested": {"x": -np.inf}}
+    data = {
+        "value": float("nan"),
+        "numbers": np.array([1.0, np.inf]),
+        "count": np.int64(3),
+        "nested": {"x": -np.inf},
+    }
     return stub(kind, name, data, {"": table, "members": table.assign(member=[0, 1])})
 
 
@@ -32,15 +37,28 @@ def test_round_trip_nan_becomes_null_and_tables_sit_beside(store: RunStore) -> N
     assert "NaN" not in text and "Infinity" not in text
     data = json.loads(text)
     header = data["result"]
-    assert (header["kind"], header["name"], header["schema"]) == ("structural", "structural-dropout", 1)
+    assert (header["kind"], header["name"], header["schema"]) == (
+        "structural",
+        "structural-dropout",
+        1,
+    )
     assert header["tables"] == ["", "members"]
-    assert data["value"] is None and data["numbers"] == [1.0, None] and data["count"] == 3 and data["nested"] == {"x": None}
+    assert (
+        data["value"] is None
+        and data["numbers"] == [1.0, None]
+        and data["count"] == 3
+        and data["nested"] == {"x": None}
+    )
     assert Path(paths["parquet"]).name == "structural-dropout.parquet"
     assert Path(paths["parquet:members"]).name == "structural-dropout.members.parquet"
 
     stored = store.result("structural-dropout")
-    assert stored.kind == "structural" and stored.data["value"] is None and "result" not in stored.data
-    pd.testing.assert_frame_equal(stored.table(), pd.DataFrame({"level": [0.0, 0.1], "kl": [0.0, float("nan")]}))
+    assert (
+        stored.kind == "structural" and stored.data["value"] is None and "result" not in stored.data
+    )
+    pd.testing.assert_frame_equal(
+        stored.table(), pd.DataFrame({"level": [0.0, 0.1], "kl": [0.0, float("nan")]})
+    )
     assert list(stored.table("members")["member"]) == [0, 1]
     with pytest.raises(KeyError, match="no table"):
         stored.table("other")
@@ -50,7 +68,9 @@ def test_round_trip_nan_becomes_null_and_tables_sit_beside(store: RunStore) -> N
 
 def test_the_same_result_again_replaces_it(store: RunStore) -> None:
     store.write(sample())
-    store.write(stub("structural", "structural-dropout", {"value": 2.0}, {"": pd.DataFrame({"a": [1]})}))
+    store.write(
+        stub("structural", "structural-dropout", {"value": 2.0}, {"": pd.DataFrame({"a": [1]})})
+    )
     assert store.result("structural-dropout").data == {"value": 2.0}
     assert not [p for p in store.root.iterdir() if p.name.endswith(".tmp")]
 
@@ -72,7 +92,13 @@ def test_a_file_that_is_not_a_result_is_never_overwritten(store: RunStore) -> No
 
 def test_unknown_kinds_and_foreign_files_are_skipped(store: RunStore) -> None:
     store.write(sample())
-    header = {"header": 1, "kind": "from-a-newer-attractor", "schema": 1, "name": "future", "tables": []}
+    header = {
+        "header": 1,
+        "kind": "from-a-newer-attractor",
+        "schema": 1,
+        "name": "future",
+        "tables": [],
+    }
     (store.root / "future.json").write_text(json.dumps({"result": header}))
     (store.root / "notes.json").write_text('{"mine": true}')
     (store.root / "broken.json").write_text("{not json")
@@ -93,6 +119,10 @@ def test_unregistered_kinds_and_bad_names_are_programming_errors(store: RunStore
 
 
 def test_strict_json_is_the_one_nan_helper() -> None:
-    value = {"a": [np.float32(1.5), float("nan")], "b": pd.DataFrame({"x": [np.inf]}), 3: (np.int64(2),)}
+    value = {
+        "a": [np.float32(1.5), float("nan")],
+        "b": pd.DataFrame({"x": [np.inf]}),
+        3: (np.int64(2),),
+    }
     assert strict_json(value) == {"a": [1.5, None], "b": [{"x": None}], "3": [2]}
     json.dumps(strict_json(value), allow_nan=False)

@@ -25,10 +25,14 @@ from attractor.errors import UserError
 DEMO_CONFIG: dict[str, Any] = {
     "task": {"name": "digits-mlp", "hidden": [128, 128]},
     "trainer": {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "batch_size": 64, "epochs": 10},
-    "plan": {"members": 32, "design": "random", "seed": 0, "vary": ["init_seed", "data_seed", "bootstrap"]},
+    "plan": {
+        "members": 32,
+        "design": "random",
+        "seed": 0,
+        "vary": ["init_seed", "data_seed", "bootstrap"],
+    },
     "run": {"strategy": "auto", "snapshots": 8},
 }
-
 
 
 @app.command()
@@ -44,11 +48,20 @@ def tasks(as_json: JsonFlag = False) -> None:
     for name, summary, options in found:
         table.add_row(name, summary, ", ".join(f"{k}={v}" for k, v in options.items()))
     console.print(table)
-    console.print("Your own task: [task] name = 'package.module:function' (a function returning attractor.Task).", markup=False, soft_wrap=True)
+    console.print(
+        "Your own task: [task] name = 'package.module:function' (a function returning "
+        "attractor.Task).",
+        markup=False,
+        soft_wrap=True,
+    )
 
 
-
-@app.command(epilog="Every config key with its default and meaning: the README's 'Config reference', or `python -m attractor.reference`.")
+@app.command(
+    epilog=(
+        "Every config key with its default and meaning: the README's 'Config reference', or "
+        "`python -m attractor.reference`."
+    )
+)
 def plan(config: ConfigArg, as_json: JsonFlag = False) -> None:
     """Print the resolved config (every default filled in) and the plan table it makes."""
     from attractor.plan import build_plan, describe_plan
@@ -58,11 +71,17 @@ def plan(config: ConfigArg, as_json: JsonFlag = False) -> None:
     task = build_task(cfg.task)
     table = build_plan(cfg.plan, cfg.trainer, task.group_ids)
     if as_json:
-        emit_json({"config": cfg.resolved(), "config_hash": cfg.hash(), "plan_hash": table.hash(), "plan": table.table.to_dict("records")})
+        emit_json(
+            {
+                "config": cfg.resolved(),
+                "config_hash": cfg.hash(),
+                "plan_hash": table.hash(),
+                "plan": table.table.to_dict("records"),
+            }
+        )
         return
     console.print_json(json.dumps(cfg.resolved()))
     typer.echo(describe_plan(table))
-
 
 
 def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> dict[str, Any]:
@@ -73,33 +92,89 @@ def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> 
     return summarize(ens)
 
 
-
 def _print_summary(summary: dict[str, Any]) -> None:
-    console.print(f"[bold]{escape(summary['task'])}[/bold] ensemble in {escape(summary['run'])}: "
-                  f"{summary['done']} done, {summary['diverged']} diverged, {summary['pending']} pending of {summary['members']}",
-                  soft_wrap=True)
+    console.print(
+        f"[bold]{escape(summary['task'])}[/bold] ensemble in {escape(summary['run'])}: "
+        f"{summary['done']} done, {summary['diverged']} diverged, {summary['pending']} pending of "
+        f"{summary['members']}",
+        soft_wrap=True,
+    )
     for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
         if key in summary:
             s = summary[key]
-            console.print(f"  {label:<22} {s['mean']:.4f} ± {s['sd']:.4f} (sd over members; min {s['min']:.4f}, max {s['max']:.4f})",
-                          soft_wrap=True)
+            console.print(
+                f"  {label:<22} {s['mean']:.4f} ± {s['sd']:.4f} (sd over members; min "
+                f"{s['min']:.4f}, max {s['max']:.4f})",
+                soft_wrap=True,
+            )
     if "pairwise_disagreement" in summary:
         d = summary["pairwise_disagreement"]
-        console.print(f"  {'pairwise disagreement':<22} {d['mean']:.4f} mean over pairs (max {d['max']:.4f}) of test predictions",
-                      soft_wrap=True)
-
+        console.print(
+            f"  {'pairwise disagreement':<22} {d['mean']:.4f} mean over pairs (max "
+            f"{d['max']:.4f}) of test predictions",
+            soft_wrap=True,
+        )
 
 
 @app.command()
 def run(
     config: ConfigArg,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory to create, or to resume if it holds this config's run.")],
-    force: Annotated[bool, typer.Option("--force", help="Delete a run directory made from another config and start over.")] = False,
-    backend: Annotated[str | None, typer.Option("--backend", help="Where chunks run: local | process | ray (overrides run.backend; a run may resume under another backend).")] = None,
-    workers: Annotated[int | None, typer.Option("--workers", min=1, help="process: pool size; ray: CPUs of the local Ray instance (overrides run.workers).")] = None,
-    ray_address: Annotated[str | None, typer.Option("--ray-address", help="ray: HOST:PORT of a running cluster (`ray start --head`); without it a local Ray instance starts.")] = None,
-    track: Annotated[str | None, typer.Option("--track", help="Also record the run in a tracker: mlflow (extra `mlflow`).")] = None,
-    track_uri: Annotated[str | None, typer.Option("--track-uri", help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside --out).")] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run directory to create, or to resume if it holds this config's run.",
+        ),
+    ],
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Delete a run directory made from another config and start over."
+        ),
+    ] = False,
+    backend: Annotated[
+        str | None,
+        typer.Option(
+            "--backend",
+            help=(
+                "Where chunks run: local | process | ray (overrides run.backend; a run may "
+                "resume under another backend)."
+            ),
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="process: pool size; ray: CPUs of the local Ray instance (overrides run.workers).",
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            "--ray-address",
+            help=(
+                "ray: HOST:PORT of a running cluster (`ray start --head`); without it a local "
+                "Ray instance starts."
+            ),
+        ),
+    ] = None,
+    track: Annotated[
+        str | None,
+        typer.Option("--track", help="Also record the run in a tracker: mlflow (extra `mlflow`)."),
+    ] = None,
+    track_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--track-uri",
+            help=(
+                "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside "
+                "--out)."
+            ),
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train every member of CONFIG's plan into the run directory --out (resumes an interrupted run)."""
@@ -111,8 +186,20 @@ def run(
         raise UserError(f"--track takes 'mlflow', not '{track}'")
     # Options override the config's [run] / [track] keys and are validated like them.
     data = cfg.resolved()
-    data["run"].update({k: v for k, v in {"backend": backend, "workers": workers, "ray_address": ray_address}.items() if v is not None})
-    data["track"].update({k: v for k, v in {"mlflow": True if track else None, "uri": track_uri}.items() if v is not None})
+    data["run"].update(
+        {
+            k: v
+            for k, v in {"backend": backend, "workers": workers, "ray_address": ray_address}.items()
+            if v is not None
+        }
+    )
+    data["track"].update(
+        {
+            k: v
+            for k, v in {"mlflow": True if track else None, "uri": track_uri}.items()
+            if v is not None
+        }
+    )
     cfg = parse_config(data, source="options")
     if cfg.track.mlflow:
         require("mlflow", "mlflow")  # refuse before anything is trained or written
@@ -124,7 +211,6 @@ def run(
     emit_json(summary) if as_json else _print_summary(summary)
 
 
-
 def _status_table(plan: Any) -> str:
     """The plan's member column, the factors that vary, and each member's status."""
     meta = ("member", "status", "diverged_step")
@@ -133,10 +219,14 @@ def _status_table(plan: Any) -> str:
     return plan[["member", *varying, "status", *diverged]].to_string(index=False, max_rows=20)
 
 
-
 @app.command()
 def info(
-    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory made by `attractor run` or `attractor demo`.")],
+    run_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="RUN_DIR", help="A run directory made by `attractor run` or `attractor demo`."
+        ),
+    ],
     as_json: JsonFlag = False,
 ) -> None:
     """Show a run directory: member status, final metrics and the plan (--json adds the full config)."""
@@ -146,19 +236,31 @@ def info(
     ens = Ensemble.load(run_dir)
     summary = summarize(ens)
     if as_json:
-        emit_json({"summary": summary, "config": ens.config.resolved(), "manifest": {k: v for k, v in ens.manifest.items() if k != "config"}})
+        emit_json(
+            {
+                "summary": summary,
+                "config": ens.config.resolved(),
+                "manifest": {k: v for k, v in ens.manifest.items() if k != "config"},
+            }
+        )
         return
     _print_summary(summary)
-    typer.echo(f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, strategy {ens.manifest.get('strategy')}")
+    typer.echo(
+        f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, "
+        f"strategy {ens.manifest.get('strategy')}"
+    )
     typer.echo(_status_table(ens.plan))
-
 
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Run directory for the demo ensemble.")] = Path("runs/demo"),
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory for the demo ensemble.")
+    ] = Path("runs/demo"),
     members: Annotated[int, typer.Option(min=1, help="Ensemble members.")] = 32,
-    force: Annotated[bool, typer.Option("--force", help="Replace a run directory made from another config.")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a run directory made from another config.")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Train the built-in demo (digits-mlp members perturbed in init, data order and bootstrap), measure it, write its report."""
@@ -173,7 +275,6 @@ def demo(
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
 
 
-
 def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
     """Measure a run (``RUN/measures.*``, whatever its task) and render every result it holds."""
     from attractor.measure.dispatch import measure_run
@@ -184,7 +285,6 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
     with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
         ens.store.write(measure_run(ens))
         return render_directory(ens.store.root)
-
 
 
 @app.command()
@@ -202,5 +302,6 @@ def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
         path = _measure_and_report(run_dir, as_json)
     else:
         path = render_directory(run_dir)
-    emit_json({"report": str(path)}) if as_json else console.print(f"report: {path}", markup=False, soft_wrap=True)
-
+    emit_json({"report": str(path)}) if as_json else console.print(
+        f"report: {path}", markup=False, soft_wrap=True
+    )

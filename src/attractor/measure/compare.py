@@ -13,8 +13,12 @@ Metric = Literal["accuracy", "loss"]
 
 
 def compare_runs(
-    run_a: Ensemble, run_b: Ensemble, metric: Metric = "accuracy", split: Literal["test", "train"] = "test",
-    draws: int = 500, seed: int = 0,
+    run_a: Ensemble,
+    run_b: Ensemble,
+    metric: Metric = "accuracy",
+    split: Literal["test", "train"] = "test",
+    draws: int = 500,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Paired multi-bootstrap of ``metric``: both scores, ``a - b`` with its interval, and ``p``.
 
@@ -27,7 +31,8 @@ def compare_runs(
     """
     if run_a.config.task != run_b.config.task:
         raise UserError(
-            f"'{run_a.store.root}' and '{run_b.store.root}' were made from different [task] sections; "
+            f"'{run_a.store.root}' and '{run_b.store.root}' were made from different [task] "
+            "sections; "
             "compare runs of the same task, so both are scored on the same examples"
         )
     scores = []
@@ -39,6 +44,10 @@ def compare_runs(
         scores.append((correct if metric == "accuracy" else loss).numpy())
     estimate = paired_multibootstrap(scores[0], scores[1], draws=draws, seed=seed)
     return {
-        "metric": f"{split}_{metric}", "run_a": str(run_a.store.root), "run_b": str(run_b.store.root),
-        "members_a": len(scores[0]), "members_b": len(scores[1]), **estimate.to_dict(),
+        "metric": f"{split}_{metric}",
+        "run_a": str(run_a.store.root),
+        "run_b": str(run_b.store.root),
+        "members_a": len(scores[0]),
+        "members_b": len(scores[1]),
+        **estimate.to_dict(),
     }

@@ -1,4 +1,4 @@
-"""One entry point for ``attractor measure`` / ``report``: the spread measures a run's task calls for.
+"""One entry point for ``attractor measure`` / ``report``: the measures a run's task calls for.
 
 A classification run gets :func:`~attractor.measure.spread.measure_ensemble` (function,
 representation and weight space, basins, LMC); a language-model run — its task declares

@@ -38,8 +38,10 @@ from attractor.runs.ensemble import Ensemble
 
 
 @torch.no_grad()
-def residual_cka(ensemble: Ensemble, members: list[int], x: Tensor, max_tokens: int = 2048) -> dict[str, list[list[float]]]:
-    """Linear CKA between members' residual streams, per layer: ``{"embeddings" | "block N": [m, m]}``.
+def residual_cka(
+    ensemble: Ensemble, members: list[int], x: Tensor, max_tokens: int = 2048
+) -> dict[str, list[list[float]]]:
+    """Linear CKA of members' residual streams per layer: ``{"embeddings" | "block N": [m, m]}``.
 
     The residual stream after the embeddings and after each transformer block (Hugging
     Face's ``hidden_states``), every token position of the first windows of ``x`` as one
@@ -51,10 +53,15 @@ def residual_cka(ensemble: Ensemble, members: list[int], x: Tensor, max_tokens: 
     streams: list[tuple[Tensor, ...]] = []
     for member in members:
         model = ensemble.module(member, None)
-        hidden = model.model(input_ids=x[:windows], use_cache=False, output_hidden_states=True).hidden_states
+        hidden = model.model(
+            input_ids=x[:windows], use_cache=False, output_hidden_states=True
+        ).hidden_states
         streams.append(tuple(h.reshape(-1, h.shape[-1])[:max_tokens] for h in hidden))
     names = ["embeddings"] + [f"block {i}" for i in range(1, len(streams[0]))]
-    return {name: pairwise_cka(torch.stack([s[k] for s in streams])).tolist() for k, name in enumerate(names)}
+    return {
+        name: pairwise_cka(torch.stack([s[k] for s in streams])).tolist()
+        for k, name in enumerate(names)
+    }
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,41 +99,68 @@ class LMMeasures:
 
     def to_json(self) -> dict[str, Any]:
         """Everything, as ``attractor measure --json`` prints it."""
-        return {"run": self.run, "split": self.split, "members": self.members, "documents": self.documents,
-                "windows": self.windows, "loss": self.loss, "pairwise_js": self.pairwise_js,
-                "kl_to_mean": self.kl_to_mean, "cka": self.cka}
+        return {
+            "run": self.run,
+            "split": self.split,
+            "members": self.members,
+            "documents": self.documents,
+            "windows": self.windows,
+            "loss": self.loss,
+            "pairwise_js": self.pairwise_js,
+            "kl_to_mean": self.kl_to_mean,
+            "cka": self.cka,
+        }
 
     def to_tables(self) -> dict[str, pd.DataFrame]:
         """One tidy table like a classifier run's: ``measure, member_a, member_b, value``."""
         ids = self.members
-        rows = [{"measure": "loss", "member_a": m, "member_b": None, "value": float(v)}
-                for m, v in zip(ids, self.loss["per_member"], strict=True)]
-        matrices = {"js": self.pairwise_js["matrix"], **{f"cka_{k}": v for k, v in self.cka.items()}}
+        rows = [
+            {"measure": "loss", "member_a": m, "member_b": None, "value": float(v)}
+            for m, v in zip(ids, self.loss["per_member"], strict=True)
+        ]
+        matrices = {
+            "js": self.pairwise_js["matrix"],
+            **{f"cka_{k}": v for k, v in self.cka.items()},
+        }
         for name, matrix in matrices.items():
-            rows += [{"measure": name, "member_a": a, "member_b": b, "value": float(matrix[i][j])}
-                     for i, a in enumerate(ids) for j, b in enumerate(ids) if i < j]
+            rows += [
+                {"measure": name, "member_a": a, "member_b": b, "value": float(matrix[i][j])}
+                for i, a in enumerate(ids)
+                for j, b in enumerate(ids)
+                if i < j
+            ]
         table = pd.DataFrame(rows)
         table["member_b"] = table["member_b"].astype("Int64")
         return {"": table}
 
 
-def measure_lm_run(run_dir: str | Path, split: str = "test", batch_size: int = 16, draws: int = 500,
-                   seed: int = 0) -> LMMeasures:
+def measure_lm_run(
+    run_dir: str | Path, split: str = "test", batch_size: int = 16, draws: int = 500, seed: int = 0
+) -> LMMeasures:
     """:func:`measure_lm` of the run in ``run_dir``."""
     return measure_lm(Ensemble.load(run_dir), split, batch_size, draws, seed)
 
 
-def measure_lm(ensemble: Ensemble, split: str = "test", batch_size: int = 16, draws: int = 500,
-               seed: int = 0) -> LMMeasures:
-    """Per-member loss, pairwise next-token JS and KL to the ensemble mean on ``split`` (see the module docstring)."""
+def measure_lm(
+    ensemble: Ensemble, split: str = "test", batch_size: int = 16, draws: int = 500, seed: int = 0
+) -> LMMeasures:
+    """Per-member loss, pairwise next-token JS and KL to the ensemble mean on ``split``.
+
+    See the module docstring for what each measure is and how its interval is drawn.
+    """
     run_dir = ensemble.store.root
     task = ensemble.task
     units = task.test_units if split == "test" else task.units
     if units is None:
-        raise UserError(f"run '{run_dir}' is not a language-model run (task {ensemble.config.task.name!r})")
+        raise UserError(
+            f"run '{run_dir}' is not a language-model run (task {ensemble.config.task.name!r})"
+        )
     members = ensemble.members
     if len(members) < 2:
-        raise UserError(f"run '{run_dir}' has {len(members)} finished members; measuring spread needs at least 2")
+        raise UserError(
+            f"run '{run_dir}' has {len(members)} finished members; measuring spread needs at "
+            "least 2"
+        )
     x, y = ensemble.eval_set(split)
     m, n = len(members), len(x)
     loss = torch.zeros(m, n, dtype=torch.float64)
@@ -134,14 +168,20 @@ def measure_lm(ensemble: Ensemble, split: str = "test", batch_size: int = 16, dr
     kl_mean = torch.zeros(m, n, dtype=torch.float64)
     for start in range(0, n, batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        logp = torch.log_softmax(ensemble.predict(xb, members, batch_size=batch_size).double(), -1)  # [m, B, T, V]
-        loss[:, start : start + len(xb)] = -logp.gather(-1, yb[None, ..., None].expand(m, -1, -1, 1)).squeeze(-1).mean(-1)
+        logp = torch.log_softmax(
+            ensemble.predict(xb, members, batch_size=batch_size).double(), -1
+        )  # [m, B, T, V]
+        loss[:, start : start + len(xb)] = (
+            -logp.gather(-1, yb[None, ..., None].expand(m, -1, -1, 1)).squeeze(-1).mean(-1)
+        )
         log_bar = divergence.log_mean(logp)  # log of the members' mean distribution
         kl_mean[:, start : start + len(xb)] = divergence.kl(logp, log_bar).mean(-1)
         for i in range(m):
             for j in range(i + 1, m):
                 js = divergence.js(logp[i], logp[j])
-                pair_js[i, j, start : start + len(xb)] = pair_js[j, i, start : start + len(xb)] = js.clamp(0, math.log(2)).mean(-1)
+                pair_js[i, j, start : start + len(xb)] = pair_js[j, i, start : start + len(xb)] = (
+                    js.clamp(0, math.log(2)).mean(-1)
+                )
     # Average windows per document, so the bootstrap resamples documents.
     docs = torch.unique(units)
     weights = (units[None, :] == docs[:, None]).double()
@@ -149,10 +189,19 @@ def measure_lm(ensemble: Ensemble, split: str = "test", batch_size: int = 16, dr
     per_doc = lambda t: (t @ weights.T).numpy()  # noqa: E731
     loss_doc, kl_doc, js_doc = per_doc(loss), per_doc(kl_mean), per_doc(pair_js)
     return LMMeasures(
-        run=str(run_dir), split=split, members=members, documents=int(len(docs)), windows=n,
-        loss={"per_member": loss.mean(1).tolist(), **multibootstrap(loss_doc, draws=draws, seed=seed).to_dict()},
-        pairwise_js={"matrix": np.asarray(pair_js.mean(-1)).tolist(),
-                     **pairwise_multibootstrap(js_doc, draws=draws, seed=seed).to_dict()},
+        run=str(run_dir),
+        split=split,
+        members=members,
+        documents=int(len(docs)),
+        windows=n,
+        loss={
+            "per_member": loss.mean(1).tolist(),
+            **multibootstrap(loss_doc, draws=draws, seed=seed).to_dict(),
+        },
+        pairwise_js={
+            "matrix": np.asarray(pair_js.mean(-1)).tolist(),
+            **pairwise_multibootstrap(js_doc, draws=draws, seed=seed).to_dict(),
+        },
         kl_to_mean=multibootstrap(kl_doc, draws=draws, seed=seed).to_dict(),
         cka=residual_cka(ensemble, members, x),
     )

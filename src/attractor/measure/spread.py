@@ -44,7 +44,9 @@ class MeasureOptions:
     """What to measure and how (defaults are what ``attractor measure`` uses)."""
 
     split: Literal["test", "train"] = "test"
-    layers: list[str] | str | None = None  # CKA layers: names or glob; None = the model's activations
+    layers: list[str] | str | None = (
+        None  # CKA layers: names or glob; None = the model's activations
+    )
     debiased_cka: bool = False
     draws: int = 500
     seed: int = 0
@@ -92,15 +94,22 @@ class Measures:
         return {"": self.table()}
 
     def table(self) -> pd.DataFrame:
-        """One tidy table: a row per (measure, member_a, member_b); member_b empty for per-member values."""
+        """One tidy table: a row per (measure, member_a, member_b); member_b empty per member."""
         ids = list(self.members["member"])
         rows: list[dict[str, Any]] = []
         for column in self.members.columns.drop("member"):
-            rows += [{"measure": column, "member_a": m, "member_b": None, "value": float(v)} for m, v in zip(ids, self.members[column], strict=True)]
+            rows += [
+                {"measure": column, "member_a": m, "member_b": None, "value": float(v)}
+                for m, v in zip(ids, self.members[column], strict=True)
+            ]
         matrices = {**self.pairwise, **{f"cka_{k}": v for k, v in self.cka.items()}}
         for name, matrix in matrices.items():
-            rows += [{"measure": name, "member_a": a, "member_b": b, "value": float(matrix[i, j])}
-                     for i, a in enumerate(ids) for j, b in enumerate(ids) if i < j]
+            rows += [
+                {"measure": name, "member_a": a, "member_b": b, "value": float(matrix[i, j])}
+                for i, a in enumerate(ids)
+                for j, b in enumerate(ids)
+                if i < j
+            ]
         table = pd.DataFrame(rows)
         table["member_b"] = table["member_b"].astype("Int64")
         return table
@@ -108,8 +117,10 @@ class Measures:
     def to_json(self) -> dict[str, Any]:
         """Summary, basins, trajectory and LMC paths (the matrices are in :meth:`table`)."""
         return {
-            "summary": self.summary, "basins": self.basins.to_dict(),
-            "trajectory": self.trajectory.to_dict("records"), "lmc": [r.to_dict() for r in self.lmc],
+            "summary": self.summary,
+            "basins": self.basins.to_dict(),
+            "trajectory": self.trajectory.to_dict("records"),
+            "lmc": [r.to_dict() for r in self.lmc],
         }
 
 
@@ -133,9 +144,14 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
     options = options or MeasureOptions()
     members = ens.members
     if len(members) < 2:
-        raise UserError(f"'{ens.store.root}' has {len(members)} finished member(s); measuring spread needs at least 2")
+        raise UserError(
+            f"'{ens.store.root}' has {len(members)} finished member(s); measuring spread needs at "
+            "least 2"
+        )
     if ens.task.num_classes is None:
-        raise UserError("spread measures need a classification task (Task.num_classes); this task has none")
+        raise UserError(
+            "spread measures need a classification task (Task.num_classes); this task has none"
+        )
     x, y = ens.eval_set(options.split)
     logits = ens.predict(x, members)
     loss, correct = per_example_loss_accuracy(logits, y)  # [m, b] each
@@ -146,16 +162,34 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
     summary: dict[str, dict[str, float]] = {
         f"{options.split}_accuracy": multibootstrap(correct.numpy(), **boot).to_dict(),
         f"{options.split}_loss": multibootstrap(loss.numpy(), **boot).to_dict(),
-        "accuracy_sd_over_members": multibootstrap(correct.numpy(), statistic=np.std, **boot).to_dict(),
+        "accuracy_sd_over_members": multibootstrap(
+            correct.numpy(), statistic=np.std, **boot
+        ).to_dict(),
         "mutual_information": multibootstrap(kl.numpy(), **boot).to_dict(),
         # One row: only examples are resampled (the ensemble is one predictor).
-        "ensemble_accuracy": multibootstrap(ensemble_correct(logits, y)[None].numpy(), **boot).to_dict(),
+        "ensemble_accuracy": multibootstrap(
+            ensemble_correct(logits, y)[None].numpy(), **boot
+        ).to_dict(),
     }
     for name, values in pairwise.items():
         summary[f"pairwise_{name}"] = pairwise_multibootstrap(values.numpy(), **boot).to_dict()
-    summary["ensemble_minus_mean_member_accuracy"] = {"value": float(np.subtract(*[ensemble_accuracy(logits, y)[k] for k in ("ensemble_accuracy", "mean_member_accuracy")]))}
+    summary["ensemble_minus_mean_member_accuracy"] = {
+        "value": float(
+            np.subtract(
+                *[
+                    ensemble_accuracy(logits, y)[k]
+                    for k in ("ensemble_accuracy", "mean_member_accuracy")
+                ]
+            )
+        )
+    }
 
-    cka = {k: v.numpy() for k, v in member_cka(ens, x, options.layers, members, debiased=options.debiased_cka).items()}
+    cka = {
+        k: v.numpy()
+        for k, v in member_cka(
+            ens, x, options.layers, members, debiased=options.debiased_cka
+        ).items()
+    }
     for layer, matrix in cka.items():
         summary[f"cka_{layer}"] = pairwise_multibootstrap(matrix, **boot).to_dict()
 
@@ -164,18 +198,26 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
     mlp = _is_mlp(ens)
     if mlp and len(members) <= options.align_max_members:
         template = ens.task.make_model()
-        matrices["aligned_distance"] = pairwise_aligned_distance([ens.params(m) for m in members], template).numpy()
+        matrices["aligned_distance"] = pairwise_aligned_distance(
+            [ens.params(m) for m in members], template
+        ).numpy()
 
-    basins = find_basins(matrices["js"], members, threshold=options.basin_threshold, n_basins=options.n_basins)
-    per_member = pd.DataFrame({
-        "member": members, "loss": loss.mean(1).numpy(), "accuracy": correct.mean(1).numpy(),
-        "kl_to_mean": kl.mean(1).numpy(), "distance_to_init": distance_to_init(ens, members).numpy(),
-        "basin": basins.labels,
-    })
+    basins = find_basins(
+        matrices["js"], members, threshold=options.basin_threshold, n_basins=options.n_basins
+    )
+    per_member = pd.DataFrame(
+        {
+            "member": members,
+            "loss": loss.mean(1).numpy(),
+            "accuracy": correct.mean(1).numpy(),
+            "kl_to_mean": kl.mean(1).numpy(),
+            "distance_to_init": distance_to_init(ens, members).numpy(),
+            "basin": basins.labels,
+        }
+    )
     trajectory = spread_over_training(ens, x, y, members)
     paths = [
         lmc(ens, a, b, x, y, align_fn=align if mlp else None, points=options.lmc_points)
         for a, b in _lmc_pairs(members, basins, options.lmc_pairs)
     ]
     return Measures(summary, per_member, matrices, cka, basins, trajectory, paths)
-

@@ -47,7 +47,7 @@ def _is_weight(name: str, value: Tensor) -> bool:
 
 
 def dropout(params: Params, p: float, gen: torch.Generator, hidden_inputs: set[str]) -> Params:
-    """Drop hidden units: zero input column j of every ``nn.Linear`` but the first, rescale by 1/(1-p).
+    """Drop hidden units: zero input column j of every ``nn.Linear`` but the first; scale 1/(1-p).
 
     Masking the *inputs* of the next layer drops the unit's activation itself, exactly for
     any activation function (masking the previous layer's output rows is exact only for
@@ -62,21 +62,27 @@ def dropout(params: Params, p: float, gen: torch.Generator, hidden_inputs: set[s
 
 
 def dropconnect(params: Params, p: float, gen: torch.Generator, hidden_inputs: set[str]) -> Params:
-    """Zero every entry of every weight matrix (Linear, Embedding) with probability p, rescale by 1/(1-p).
+    """Zero each entry of every weight matrix (Linear, Embedding) with probability p; scale 1/(1-p).
 
     Biases and norm scales (vectors) are left untouched.
     """
     return {
-        k: v * (torch.rand(v.shape, generator=gen, dtype=v.dtype) >= p) / (1 - p) if _is_weight(k, v) else v
+        k: v * (torch.rand(v.shape, generator=gen, dtype=v.dtype) >= p) / (1 - p)
+        if _is_weight(k, v)
+        else v
         for k, v in params.items()
     }
 
 
-def weight_noise(params: Params, scale: float, gen: torch.Generator, hidden_inputs: set[str]) -> Params:
+def weight_noise(
+    params: Params, scale: float, gen: torch.Generator, hidden_inputs: set[str]
+) -> Params:
     """Add Gaussian noise of std ``scale * RMS(tensor)`` to every parameter tensor."""
     out = {}
     for k, v in params.items():
-        rms = v.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (v.dim() - 1))  # [K, 1, ...]: per copy, equal
+        rms = (
+            v.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (v.dim() - 1))
+        )  # [K, 1, ...]: per copy, equal
         out[k] = v + scale * rms * torch.randn(v.shape, generator=gen, dtype=v.dtype)
     return out
 
@@ -93,7 +99,9 @@ def quantize(params: Params, bits: float, gen: torch.Generator, hidden_inputs: s
     for k, v in params.items():
         absmax = v.abs().flatten(1).amax(1).view(-1, *[1] * (v.dim() - 1))
         if b == 1:
-            out[k] = torch.where(v >= 0, 1.0, -1.0).to(v.dtype) * v.abs().flatten(1).mean(1).view_as(absmax)
+            out[k] = torch.where(v >= 0, 1.0, -1.0).to(v.dtype) * v.abs().flatten(1).mean(
+                1
+            ).view_as(absmax)
             continue
         q = 2 ** (b - 1) - 1
         scale = torch.where(absmax > 0, absmax / q, torch.ones_like(absmax))
@@ -106,12 +114,17 @@ KINDS: dict[str, tuple[Perturbation, Callable[[float], bool], str, bool]] = {
     "dropout": (dropout, lambda x: 0 <= x < 1, "a probability in [0, 1)", True),
     "dropconnect": (dropconnect, lambda x: 0 <= x < 1, "a probability in [0, 1)", True),
     "weight_noise": (weight_noise, lambda x: x >= 0, "a relative noise scale >= 0", True),
-    "quantize": (quantize, lambda x: x >= 1 and float(x).is_integer(), "a whole number of bits >= 1", False),
+    "quantize": (
+        quantize,
+        lambda x: x >= 1 and float(x).is_integer(),
+        "a whole number of bits >= 1",
+        False,
+    ),
 }
 
 
 def check_levels(kind: str, levels: Sequence[float]) -> list[float]:
-    """Validated, sorted, de-duplicated levels of ``kind``; a :class:`UserError` names the bad one."""
+    """Validated, sorted, de-duplicated levels of ``kind``; a :class:`UserError` names a bad one."""
     if kind not in KINDS:
         raise UserError(f"unknown perturbation kind '{kind}'; choose one of: {', '.join(KINDS)}")
     if len(levels) == 0:
@@ -119,7 +132,9 @@ def check_levels(kind: str, levels: Sequence[float]) -> list[float]:
     ok, what = KINDS[kind][1], KINDS[kind][2]
     for level in levels:
         if not (np.isfinite(level) and ok(float(level))):
-            raise UserError(f"level {level:g} is out of range for '{kind}': each level must be {what}")
+            raise UserError(
+                f"level {level:g} is out of range for '{kind}': each level must be {what}"
+            )
     return sorted({float(level) for level in levels})
 
 
@@ -130,19 +145,30 @@ def _hidden_inputs(template: nn.Module) -> set[str]:
 
 
 def _t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval of the mean over samples (width 0 for one deterministic sample)."""
+    """Mean and Student-t interval of the mean over samples (width 0 for one deterministic one)."""
     mean = float(values.mean())
     if len(values) < 2:
         return mean, mean, mean
-    half = float(stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
+    half = float(
+        stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    )
     return mean, mean - half, mean + half
 
 
-def _run(forward: Callable[[Params, Params, Tensor], Tensor], params: Params, buffers: Params, x: Tensor) -> Tensor:
+def _run(
+    forward: Callable[[Params, Params, Tensor], Tensor], params: Params, buffers: Params, x: Tensor
+) -> Tensor:
     """Outputs of the ``K`` stacked copies on ``x [batch, ...]`` in chunks: ``[K, batch, ...]``."""
     k = next(iter(params.values())).shape[0]
-    return torch.cat([forward(params, buffers, x[s : s + _BATCH].unsqueeze(0).expand(k, *x[s : s + _BATCH].shape))
-                      for s in range(0, len(x), _BATCH)], 1)
+    return torch.cat(
+        [
+            forward(
+                params, buffers, x[s : s + _BATCH].unsqueeze(0).expand(k, *x[s : s + _BATCH].shape)
+            )
+            for s in range(0, len(x), _BATCH)
+        ],
+        1,
+    )
 
 
 def _scores(logits: Tensor, base_log_probs: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -206,9 +232,13 @@ class StructuralResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain data: the perturbation, the ensemble curve, every member's rows, the AUCs."""
         return {
-            "kind": self.perturbation, "levels": self.levels, "samples": self.samples,
-            "ensemble": self.ensemble.to_dict("records"), "members": self.table.to_dict("records"),
-            "auc": {str(k): v for k, v in self.auc.items()}, "auc_table": self.auc_table.to_dict("records"),
+            "kind": self.perturbation,
+            "levels": self.levels,
+            "samples": self.samples,
+            "ensemble": self.ensemble.to_dict("records"),
+            "members": self.table.to_dict("records"),
+            "auc": {str(k): v for k, v in self.auc.items()},
+            "auc_table": self.auc_table.to_dict("records"),
             "auc_ensemble": self.auc_ensemble,
         }
 
@@ -251,7 +281,10 @@ def perturbation_curves(
     levels = check_levels(kind, levels)
     perturb, _, _, stochastic = KINDS[kind]
     if stochastic and samples < 2:
-        raise UserError(f"--samples must be at least 2 for '{kind}' (the interval is over samples), got {samples}")
+        raise UserError(
+            f"--samples must be at least 2 for '{kind}' (the interval is over samples), got "
+            f"{samples}"
+        )
     samples = samples if stochastic else 1
     if (x is None) != (y is None):
         raise UserError("give both x and y, or neither (the task's test split)")
@@ -264,7 +297,10 @@ def perturbation_curves(
     if kind == "dropout" and not hidden:
         raise UserError("dropout needs a model with a hidden nn.Linear layer; this one has none")
     all_params, all_buffers = ens.stacked(members, step)
-    rows, per_sample = [], {"acc_drop": [], "kl": []}  # per_sample[name]: (level index, member index, [samples])
+    rows, per_sample = (
+        [],
+        {"acc_drop": [], "kl": []},
+    )  # per_sample[name]: (level index, member index, [samples])
     for i, member in enumerate(members):
         params = {k: v[i : i + 1] for k, v in all_params.items()}
         buffers = {k: v[i : i + 1].expand(samples, *v.shape[1:]) for k, v in all_buffers.items()}
@@ -284,22 +320,52 @@ def perturbation_curves(
                 per_sample[name].append((j, i, value))
             mean_d, low_d, high_d = _t_interval(drop)
             mean_k, low_k, high_k = _t_interval(kl_np)
-            rows.append({"member": member, "level": level, "accuracy": accuracy, "acc_drop_mean": mean_d, "acc_drop_low": low_d,
-                         "acc_drop_high": high_d, "kl_mean": mean_k, "kl_low": low_k, "kl_high": high_k})
+            rows.append(
+                {
+                    "member": member,
+                    "level": level,
+                    "accuracy": accuracy,
+                    "acc_drop_mean": mean_d,
+                    "acc_drop_low": low_d,
+                    "acc_drop_high": high_d,
+                    "kl_mean": mean_k,
+                    "kl_low": low_k,
+                    "kl_high": high_k,
+                }
+            )
     table = pd.DataFrame(rows)
     ensemble = _ensemble_curves(levels, per_sample, seed, draws)
-    auc = {int(m): float(np.trapezoid(g.sort_values("level")["kl_mean"], g.sort_values("level")["level"]))
-           for m, g in table.groupby("member")}
+    auc = {
+        int(m): float(
+            np.trapezoid(g.sort_values("level")["kl_mean"], g.sort_values("level")["level"])
+        )
+        for m, g in table.groupby("member")
+    }
     auc_rows = []
     for i, member in enumerate(members):
-        curves = np.stack([value for lj, li, value in sorted(per_sample["kl"], key=lambda e: e[0]) if li == i])  # [levels, samples]
+        curves = np.stack(
+            [value for lj, li, value in sorted(per_sample["kl"], key=lambda e: e[0]) if li == i]
+        )  # [levels, samples]
         _, low, high = _t_interval(np.trapezoid(curves, levels, axis=0))
-        auc_rows.append({"member": int(member), "auc": auc[int(member)], "auc_low": low, "auc_high": high})
+        auc_rows.append(
+            {"member": int(member), "auc": auc[int(member)], "auc_low": low, "auc_high": high}
+        )
     est = multibootstrap(np.array([auc[int(m)] for m in members]), draws=draws, seed=seed)
-    return StructuralResult(kind, levels, samples, table, ensemble, auc, pd.DataFrame(auc_rows), {"value": est.value, "low": est.low, "high": est.high})
+    return StructuralResult(
+        kind,
+        levels,
+        samples,
+        table,
+        ensemble,
+        auc,
+        pd.DataFrame(auc_rows),
+        {"value": est.value, "low": est.low, "high": est.high},
+    )
 
 
-def _ensemble_curves(levels: list[float], per_sample: dict[str, list[Any]], seed: int, draws: int) -> pd.DataFrame:
+def _ensemble_curves(
+    levels: list[float], per_sample: dict[str, list[Any]], seed: int, draws: int
+) -> pd.DataFrame:
     """Per level: mean over members and samples, multi-bootstrap over members x samples."""
     rows = []
     for j, level in enumerate(levels):
@@ -310,4 +376,3 @@ def _ensemble_curves(levels: list[float], per_sample: dict[str, list[Any]], seed
             row.update({name: est.value, f"{name}_low": est.low, f"{name}_high": est.high})
         rows.append(row)
     return pd.DataFrame(rows)
-

@@ -15,8 +15,11 @@ def summarize(ens: Ensemble) -> dict[str, Any]:
     status = ens.plan["status"].value_counts().to_dict()
     members = ens.members
     summary: dict[str, Any] = {
-        "run": str(ens.store.root), "task": ens.config.task.name, "members": len(ens),
-        "done": int(status.get("done", 0)), "diverged": int(status.get("diverged", 0)),
+        "run": str(ens.store.root),
+        "task": ens.config.task.name,
+        "members": len(ens),
+        "done": int(status.get("done", 0)),
+        "diverged": int(status.get("diverged", 0)),
         "pending": int(status.get("pending", 0)),
     }
     if not members:
@@ -28,7 +31,8 @@ def summarize(ens: Ensemble) -> dict[str, Any]:
         summary[column] = {
             "mean": float(values.mean()),
             "sd": float(values.std()) if len(values) > 1 else 0.0,
-            "min": float(values.min()), "max": float(values.max()),
+            "min": float(values.min()),
+            "max": float(values.max()),
         }
     if len(members) > 1 and ens.task.num_classes is not None:
         predictions = ens.predict(ens.task.x_test, members).argmax(-1).reshape(len(members), -1)

@@ -34,8 +34,15 @@ from attractor.runs.ensemble import Ensemble
 from attractor.runs.results import StoredResult
 from attractor.runs.store import RunStore
 
-__all__ = ["Cloud", "cloud_coordinates", "cloud_panels", "cloud_trails", "probe_set", "render_directory",
-           "result_parts"]
+__all__ = [
+    "Cloud",
+    "cloud_coordinates",
+    "cloud_panels",
+    "cloud_trails",
+    "probe_set",
+    "render_directory",
+    "result_parts",
+]
 
 #: Where the page of a directory is written.
 PAGE = "report.html"
@@ -60,12 +67,18 @@ def result_parts(results: list[StoredResult], context: Context) -> list[tuple[in
 def _experiment_header(store: RunStore, experiment: str) -> str:
     """Title, directory and the experiment's resolved settings (no run facts: it is no run)."""
     manifest = store.manifest()
-    rows = {"experiment": experiment, "config hash": manifest.get("config_hash", "–"),
-            "created": manifest.get("created", "–"),
-            "versions": ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items()))}
+    rows = {
+        "experiment": experiment,
+        "config hash": manifest.get("config_hash", "–"),
+        "created": manifest.get("created", "–"),
+        "versions": ", ".join(f"{k} {v}" for k, v in sorted(manifest.get("versions", {}).items())),
+    }
     settings = json.dumps(manifest.get("config", {}), indent=2, sort_keys=True)
     shown = collapsible("settings", f"<pre>{html.escape(settings)}</pre>", open_=False)
-    return header(f"attractor · {experiment}", str(store.root)) + f'<section id="experiment">{facts(rows)}{shown}</section>'
+    return (
+        header(f"attractor · {experiment}", str(store.root))
+        + f'<section id="experiment">{facts(rows)}{shown}</section>'
+    )
 
 
 def render_directory(root: str | Path) -> Path:

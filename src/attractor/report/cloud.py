@@ -88,7 +88,9 @@ def _features(ens: Ensemble, probe: Tensor, members: list[int]) -> tuple[np.ndar
     return features, pd.DataFrame(rows, columns=["member", "snapshot", "step"])
 
 
-def cloud_coordinates(ens: Ensemble, probe: Tensor | None = None, members: list[int] | None = None) -> Cloud:
+def cloud_coordinates(
+    ens: Ensemble, probe: Tensor | None = None, members: list[int] | None = None
+) -> Cloud:
     """Project every member at every snapshot onto the first two principal components.
 
     Args:
@@ -117,11 +119,14 @@ def cloud_coordinates(ens: Ensemble, probe: Tensor | None = None, members: list[
         coords[:, :k] = pca.transform(features)
         ratio[:k] = pca.explained_variance_ratio_
     points["pc1"], points["pc2"] = coords[:, 0], coords[:, 1]
-    mean = points.groupby("snapshot", as_index=False).agg(step=("step", "median"), pc1=("pc1", "mean"), pc2=("pc2", "mean"))
+    mean = points.groupby("snapshot", as_index=False).agg(
+        step=("step", "median"), pc1=("pc1", "mean"), pc2=("pc2", "mean")
+    )
     # The plane hides most directions; the radius is measured in the full probe space.
     snapshot = points["snapshot"].to_numpy()
     mean["radius"] = [
-        np.linalg.norm(features[snapshot == s] - features[snapshot == s].mean(0), axis=1).mean() for s in mean["snapshot"]
+        np.linalg.norm(features[snapshot == s] - features[snapshot == s].mean(0), axis=1).mean()
+        for s in mean["snapshot"]
     ]
     return Cloud(points=points, mean=mean, explained_variance_ratio=ratio)
 
@@ -131,7 +136,9 @@ def _rare_last(points: pd.DataFrame, basins: dict[int, int] | None) -> pd.DataFr
     if not basins:
         return points
     sizes = pd.Series(basins).value_counts()
-    rank = points["member"].map(lambda m: -sizes[basins.get(int(m), 0)] if basins.get(int(m), 0) in sizes else 0)
+    rank = points["member"].map(
+        lambda m: -sizes[basins.get(int(m), 0)] if basins.get(int(m), 0) in sizes else 0
+    )
     return points.iloc[np.argsort(rank.to_numpy(), kind="stable")]
 
 
@@ -146,9 +153,13 @@ def _axis_labels(cloud: Cloud) -> tuple[str, str]:
 
 def _legend(fig: Figure, basins: dict[int, int] | None) -> None:
     """Legend above the plot, where it cannot cover the axis labels."""
-    handles = [Line2D([], [], color="black", marker="X", linestyle="", markersize=8, label="ensemble mean")]
+    handles = [
+        Line2D([], [], color="black", marker="X", linestyle="", markersize=8, label="ensemble mean")
+    ]
     for basin in sorted(set(basins.values())) if basins else []:
-        handles.append(Line2D([], [], color=color(basin), marker="o", linestyle="", label=f"basin {basin}"))
+        handles.append(
+            Line2D([], [], color=color(basin), marker="o", linestyle="", label=f"basin {basin}")
+        )
     fig.legend(handles=handles[:9], loc="outside upper center", ncols=min(len(handles), 9))
 
 
@@ -173,12 +184,33 @@ def cloud_panels(cloud: Cloud, basins: dict[int, int] | None = None, max_panels:
         for ax, snapshot in zip(axes.ravel(), snapshots, strict=False):
             here = _rare_last(points[points["snapshot"] == snapshot], basins)
             ax.scatter(points["pc1"], points["pc2"], s=5, color="#d0d0d0", linewidths=0)
-            ax.scatter(here["pc1"], here["pc2"], s=16, c=_colors(here, basins), edgecolors="white", linewidths=0.4, zorder=3)
+            ax.scatter(
+                here["pc1"],
+                here["pc2"],
+                s=16,
+                c=_colors(here, basins),
+                edgecolors="white",
+                linewidths=0.4,
+                zorder=3,
+            )
             centre = cloud.mean[cloud.mean["snapshot"] == snapshot]
-            ax.scatter(centre["pc1"], centre["pc2"], s=55, marker="X", color="black", edgecolors="white", linewidths=0.6, zorder=4)
+            ax.scatter(
+                centre["pc1"],
+                centre["pc2"],
+                s=55,
+                marker="X",
+                color="black",
+                edgecolors="white",
+                linewidths=0.6,
+                zorder=4,
+            )
             steps = sorted(here["step"].unique())
-            ax.set_title(f"step {steps[0]}" if len(steps) == 1 else f"snapshot {snapshot} (steps {steps[0]}–{steps[-1]})")
-        for ax in axes.ravel()[len(snapshots):]:
+            ax.set_title(
+                f"step {steps[0]}"
+                if len(steps) == 1
+                else f"snapshot {snapshot} (steps {steps[0]}–{steps[-1]})"
+            )
+        for ax in axes.ravel()[len(snapshots) :]:
             ax.set_visible(False)
         fig.supxlabel(xlabel, fontsize=9)
         fig.supylabel(ylabel, fontsize=9)
@@ -200,19 +232,59 @@ def cloud_trails(cloud: Cloud, basins: dict[int, int] | None = None) -> str:
             ax.plot(path["pc1"], path["pc2"], color=shade, alpha=0.35, linewidth=0.9)
         starts = points.groupby("member", sort=False).head(1)
         ends = points.groupby("member", sort=False).tail(1)
-        ax.scatter(starts["pc1"], starts["pc2"], s=18, facecolors="none", edgecolors=_colors(starts, basins), linewidths=0.8)
-        ax.scatter(ends["pc1"], ends["pc2"], s=28, c=_colors(ends, basins), edgecolors="white", linewidths=0.5, zorder=3)
+        ax.scatter(
+            starts["pc1"],
+            starts["pc2"],
+            s=18,
+            facecolors="none",
+            edgecolors=_colors(starts, basins),
+            linewidths=0.8,
+        )
+        ax.scatter(
+            ends["pc1"],
+            ends["pc2"],
+            s=28,
+            c=_colors(ends, basins),
+            edgecolors="white",
+            linewidths=0.5,
+            zorder=3,
+        )
         mean = cloud.mean.sort_values("snapshot")
-        ax.plot(mean["pc1"], mean["pc2"], color="black", linewidth=1.4, marker=".", markersize=4, zorder=4)
-        ax.scatter(mean["pc1"].iloc[-1:], mean["pc2"].iloc[-1:], s=70, marker="X", color="black", edgecolors="white", zorder=5)
+        ax.plot(
+            mean["pc1"],
+            mean["pc2"],
+            color="black",
+            linewidth=1.4,
+            marker=".",
+            markersize=4,
+            zorder=4,
+        )
+        ax.scatter(
+            mean["pc1"].iloc[-1:],
+            mean["pc2"].iloc[-1:],
+            s=70,
+            marker="X",
+            color="black",
+            edgecolors="white",
+            zorder=5,
+        )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title("paths (hollow: init, filled: final)")
         if cloud.steps_agree:
-            size.plot(mean["step"], mean["radius"], color="black", marker="o", markersize=3, linewidth=1.4)
+            size.plot(
+                mean["step"], mean["radius"], color="black", marker="o", markersize=3, linewidth=1.4
+            )
             step_axis(size)
         else:  # snapshots of different batch sizes fall at different steps: index them instead
-            size.plot(mean["snapshot"], mean["radius"], color="black", marker="o", markersize=3, linewidth=1.4)
+            size.plot(
+                mean["snapshot"],
+                mean["radius"],
+                color="black",
+                marker="o",
+                markersize=3,
+                linewidth=1.4,
+            )
             size.set_xlabel("snapshot")
         size.set_ylim(bottom=0)
         size.set_ylabel("mean distance to ensemble mean")

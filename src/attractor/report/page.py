@@ -68,18 +68,23 @@ def table(frame: pd.DataFrame) -> str:
     head = "".join(f'<th class="{align[c]}">{html.escape(str(c))}</th>' for c in frame.columns)
     rows = []
     for values in frame.itertuples(index=False):
-        cells = "".join(f'<td class="{align[c]}">{html.escape(fmt(v))}</td>'
-                        for c, v in zip(frame.columns, values, strict=True))
+        cells = "".join(
+            f'<td class="{align[c]}">{html.escape(fmt(v))}</td>'
+            for c, v in zip(frame.columns, values, strict=True)
+        )
         rows.append(f"<tr>{cells}</tr>")
     # Wide tables scroll inside the column instead of stretching the page.
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>')
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
 
 
 def facts(rows: dict[str, Any]) -> str:
     """A two-column table of labelled facts (the header tables of a page)."""
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-                    for k, v in rows.items())
+    cells = "".join(
+        f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items()
+    )
     return f'<table class="facts">{cells}</table>'
 
 
@@ -90,27 +95,34 @@ def figure(uri: str, alt: str) -> str:
 
 def section(key: str, title: str, lead: str, body: str) -> str:
     """A titled section; ``lead`` is the one sentence saying how to read it."""
-    return (f'<section id="{key}"><h2>{html.escape(title)}</h2>'
-            f'<p class="lead">{html.escape(lead)}</p>{body}</section>')
+    return (
+        f'<section id="{key}"><h2>{html.escape(title)}</h2>'
+        f'<p class="lead">{html.escape(lead)}</p>{body}</section>'
+    )
 
 
 def collapsible(label: str, body: str, open_: bool) -> str:
     """``body`` behind a disclosure triangle, open at first when ``open_``."""
-    return f'<details{" open" if open_ else ""}><summary>{html.escape(label)}</summary>{body}</details>'
+    state = " open" if open_ else ""
+    return f"<details{state}><summary>{html.escape(label)}</summary>{body}</details>"
 
 
 def header(title: str, subtitle: str) -> str:
     """The page's heading: ``title`` and, in monospace below it, what the page is about."""
-    return f'<header><h1>{html.escape(title)}</h1><p class="run">{html.escape(subtitle)}</p></header>'
+    return (
+        f'<header><h1>{html.escape(title)}</h1><p class="run">{html.escape(subtitle)}</p></header>'
+    )
 
 
 def write_page(path: str | Path, title: str, parts: Sequence[str]) -> Path:
     """Write ``parts`` (header and sections) as one self-contained page, atomically."""
-    page = (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title>"
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<style>{CSS}</style></head><body><main>{''.join(parts)}"
-            f"<footer>attractor {html.escape(attractor.__version__)}</footer></main></body></html>")
+    page = (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title>"
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<style>{CSS}</style></head><body><main>{''.join(parts)}"
+        f"<footer>attractor {html.escape(attractor.__version__)}</footer></main></body></html>"
+    )
     path = Path(path)
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

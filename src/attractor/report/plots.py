@@ -99,7 +99,9 @@ def heatmap(
     matrix = np.asarray(matrix, dtype=float)
     n = len(labels)
     if matrix.shape != (n, n):
-        raise ValueError(f"heatmap '{title}': matrix has shape {matrix.shape} but there are {n} labels")
+        raise ValueError(
+            f"heatmap '{title}': matrix has shape {matrix.shape} but there are {n} labels"
+        )
     side = min(6.0, 2.6 + 0.12 * n)
     with styled(side + 0.9, side) as fig:
         ax = fig.add_subplot()
@@ -121,7 +123,14 @@ def heatmap(
         return figure_uri(fig)
 
 
-def series_panels(table: pd.DataFrame, columns: Sequence[str], title: str, *, x: str = "step", xlabel: str = "training step") -> str:
+def series_panels(
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    title: str,
+    *,
+    x: str = "step",
+    xlabel: str = "training step",
+) -> str:
     """One small panel per column of ``table`` against ``x`` (training step, symlog axis).
 
     ``xlabel`` names the x axis when ``x`` is not a step (e.g. a perturbation level: the
@@ -139,19 +148,31 @@ def series_panels(table: pd.DataFrame, columns: Sequence[str], title: str, *, x:
     with styled(3.2 * ncols, 2.5 * nrows + 0.3) as fig:
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         for ax, column in zip(axes, columns, strict=False):
-            ax.plot(table[x], table[column], color=color(0), marker="o", markersize=3, linewidth=1.5)
+            ax.plot(
+                table[x], table[column], color=color(0), marker="o", markersize=3, linewidth=1.5
+            )
             if {f"{column}_low", f"{column}_high"} <= set(table.columns):
-                ax.fill_between(table[x], table[f"{column}_low"], table[f"{column}_high"], color=color(0), alpha=0.2, linewidth=0)
+                ax.fill_between(
+                    table[x],
+                    table[f"{column}_low"],
+                    table[f"{column}_high"],
+                    color=color(0),
+                    alpha=0.2,
+                    linewidth=0,
+                )
             step_axis(ax)
             ax.set_xlabel(xlabel)
             ax.set_title(column.replace("_", " "))
-        for ax in axes[len(columns):]:
+        for ax in axes[len(columns) :]:
             ax.set_visible(False)
         fig.suptitle(title)
         return figure_uri(fig)
 
 
-def path_curves(paths: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]], columns: Sequence[str] = ("loss", "error")) -> str:
+def path_curves(
+    paths: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]],
+    columns: Sequence[str] = ("loss", "error"),
+) -> str:
     """Quantities along interpolation paths, one panel per column, one colour per path.
 
     Args:
@@ -164,9 +185,22 @@ def path_curves(paths: Sequence[tuple[str, pd.DataFrame, pd.DataFrame | None]], 
         for i, (label, curve, aligned) in enumerate(paths):
             for ax, column in zip(axes, columns, strict=True):
                 if column in curve:
-                    ax.plot(curve["alpha"], curve[column], color=color(i), linewidth=1.5, label=f"{label}")
+                    ax.plot(
+                        curve["alpha"],
+                        curve[column],
+                        color=color(i),
+                        linewidth=1.5,
+                        label=f"{label}",
+                    )
                 if aligned is not None and column in aligned:
-                    ax.plot(aligned["alpha"], aligned[column], color=color(i), linewidth=1.5, linestyle="--", label=f"{label} aligned")
+                    ax.plot(
+                        aligned["alpha"],
+                        aligned[column],
+                        color=color(i),
+                        linewidth=1.5,
+                        linestyle="--",
+                        label=f"{label} aligned",
+                    )
         for ax, column in zip(axes, columns, strict=True):
             ax.set_xlabel("α (0 = first member, 1 = second)")
             ax.set_title(column)
@@ -189,15 +223,35 @@ def band_plot(
     threshold: float | None = None,
     onset: float | None = None,
 ) -> str:
-    """A mean with its confidence band against training step, with an optional threshold and onset marker."""
+    """A mean with its confidence band against step, with an optional threshold and onset marker."""
     with styled(7.4, 3.2) as fig:
         ax = fig.add_subplot()
         ax.fill_between(x, low, high, color=color(0), alpha=0.2, linewidth=0, label="95 % CI")
-        ax.plot(x, mean, color=color(0), marker="o", markersize=4, linewidth=1.5, label="mean over pairs")
+        ax.plot(
+            x,
+            mean,
+            color=color(0),
+            marker="o",
+            markersize=4,
+            linewidth=1.5,
+            label="mean over pairs",
+        )
         if threshold is not None:
-            ax.axhline(threshold, color="#555555", linestyle=":", linewidth=1.2, label=f"threshold {threshold:g}")
+            ax.axhline(
+                threshold,
+                color="#555555",
+                linestyle=":",
+                linewidth=1.2,
+                label=f"threshold {threshold:g}",
+            )
         if onset is not None:
-            ax.axvline(onset, color=color(1), linestyle="--", linewidth=1.2, label=f"stable from step {onset:g}")
+            ax.axvline(
+                onset,
+                color=color(1),
+                linestyle="--",
+                linewidth=1.2,
+                label=f"stable from step {onset:g}",
+            )
         step_axis(ax)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -206,8 +260,10 @@ def band_plot(
         return figure_uri(fig)
 
 
-def group_series(table: pd.DataFrame, columns: Sequence[str], group: str, title: str, *, x: str = "step") -> str:
-    """One panel per column against ``x`` (symlog steps), one coloured line per value of ``group``."""
+def group_series(
+    table: pd.DataFrame, columns: Sequence[str], group: str, title: str, *, x: str = "step"
+) -> str:
+    """One panel per column against ``x`` (symlog steps), a coloured line per value of ``group``."""
     columns = [c for c in columns if c in table.columns]
     if not columns:
         raise ValueError(f"group_series '{title}': none of the columns is in the table")
@@ -218,10 +274,18 @@ def group_series(table: pd.DataFrame, columns: Sequence[str], group: str, title:
         for ax, column in zip(axes, columns, strict=False):
             for i, (name, rows) in enumerate(table.groupby(group, sort=False)):
                 rows = rows.sort_values(x)
-                ax.plot(rows[x], rows[column], color=color(i), marker="o", markersize=3, linewidth=1.5, label=str(name))
+                ax.plot(
+                    rows[x],
+                    rows[column],
+                    color=color(i),
+                    marker="o",
+                    markersize=3,
+                    linewidth=1.5,
+                    label=str(name),
+                )
             step_axis(ax)
             ax.set_title(column.replace("_", " "))
-        for ax in axes[len(columns):]:
+        for ax in axes[len(columns) :]:
             ax.set_visible(False)
         handles, names = axes[0].get_legend_handles_labels()
         fig.legend(handles, names, loc="outside right upper")
@@ -230,7 +294,7 @@ def group_series(table: pd.DataFrame, columns: Sequence[str], group: str, title:
 
 
 def interval_dots(table: pd.DataFrame, columns: Sequence[str], label: str, title: str) -> str:
-    """One panel per column: each row of ``table`` as a dot with its ``_low`` / ``_high`` interval."""
+    """One panel per column: each row of ``table`` a dot with its ``_low`` / ``_high`` interval."""
     columns = [c for c in columns if c in table.columns and table[c].notna().any()]
     if not columns:
         raise ValueError(f"interval_dots '{title}': none of the columns has values")
@@ -240,13 +304,24 @@ def interval_dots(table: pd.DataFrame, columns: Sequence[str], label: str, title
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         positions = np.arange(len(table))[::-1]
         for ax, column in zip(axes, columns, strict=False):
-            for pos, (i, row) in zip(positions, enumerate(table.itertuples(index=False)), strict=True):
-                value, low, high = (getattr(row, c) for c in (column, f"{column}_low", f"{column}_high"))
-                ax.errorbar([value], [pos], xerr=[[value - low], [high - value]], fmt="o", color=color(i), capsize=3)
+            for pos, (i, row) in zip(
+                positions, enumerate(table.itertuples(index=False)), strict=True
+            ):
+                value, low, high = (
+                    getattr(row, c) for c in (column, f"{column}_low", f"{column}_high")
+                )
+                ax.errorbar(
+                    [value],
+                    [pos],
+                    xerr=[[value - low], [high - value]],
+                    fmt="o",
+                    color=color(i),
+                    capsize=3,
+                )
             ax.set_yticks(positions, [str(v) for v in table[label]])
             ax.set_ylim(-0.6, len(table) - 0.4)
             ax.set_title(column.replace("_", " "))
-        for ax in axes[len(columns):]:
+        for ax in axes[len(columns) :]:
             ax.set_visible(False)
         fig.suptitle(title)
         return figure_uri(fig)

@@ -26,8 +26,11 @@ def run_header(ens: Ensemble) -> str:
     """Title, directory, the run's facts and its resolved config (collapsed)."""
     counts = ens.plan["status"].value_counts().to_dict()
     steps = ens.steps()
-    members = (f"{len(ens)} planned · {counts.get('done', 0)} done · {counts.get('diverged', 0)} diverged · "
-               f"{counts.get('pending', 0)} pending")
+    members = (
+        f"{len(ens)} planned · {counts.get('done', 0)} done · {counts.get('diverged', 0)} "
+        "diverged · "
+        f"{counts.get('pending', 0)} pending"
+    )
     rows = {
         "task": ens.config.task.name,
         "members": members,
@@ -36,12 +39,16 @@ def run_header(ens: Ensemble) -> str:
         "config hash": ens.manifest.get("config_hash", "–"),
         "plan hash": ens.manifest.get("plan_hash", "–"),
         "created": ens.manifest.get("created", "–"),
-        "versions": ", ".join(f"{k} {v}" for k, v in sorted(ens.manifest.get("versions", {}).items())),
+        "versions": ", ".join(
+            f"{k} {v}" for k, v in sorted(ens.manifest.get("versions", {}).items())
+        ),
     }
     config = json.dumps(ens.manifest.get("config", {}), indent=2, sort_keys=True)
     resolved = collapsible("resolved config", f"<pre>{html.escape(config)}</pre>", open_=False)
-    return (header("attractor report", str(ens.store.root))
-            + f'<section id="run">{facts(rows)}{resolved}</section>')
+    return (
+        header("attractor report", str(ens.store.root))
+        + f'<section id="run">{facts(rows)}{resolved}</section>'
+    )
 
 
 def plan_section(ens: Ensemble) -> str:
@@ -51,9 +58,17 @@ def plan_section(ens: Ensemble) -> str:
     varying = [c for c in plan.columns if c not in fixed and plan[c].astype(str).nunique() > 1]
     diverged = ["diverged_step"] if plan["diverged_step"].notna().any() else []
     columns = ["member", *varying, "status", *diverged]
-    lead = (f"One row per member: the factors that differ between members ({', '.join(varying) or 'none'}); "
-            "every other factor is the same for all.")
-    return section("plan", "Plan", lead, collapsible(f"{len(plan)} members", table(plan[columns]), open_=len(plan) <= 16))
+    lead = (
+        "One row per member: the factors that differ between members "
+        f"({', '.join(varying) or 'none'}); "
+        "every other factor is the same for all."
+    )
+    return section(
+        "plan",
+        "Plan",
+        lead,
+        collapsible(f"{len(plan)} members", table(plan[columns]), open_=len(plan) <= 16),
+    )
 
 
 def final_metrics_section(ens: Ensemble) -> str:
@@ -64,11 +79,23 @@ def final_metrics_section(ens: Ensemble) -> str:
     final = final.merge(ens.plan[["member", "status"]], on="member", how="left")
     values = [c for c in final.columns if c not in ("member", "step", "status")]
     done = final[final["status"] == "done"][values]
-    spread = pd.DataFrame({"metric": values, "mean": done.mean().to_numpy(), "sd": done.std(ddof=1).to_numpy(),
-                           "min": done.min().to_numpy(), "max": done.max().to_numpy()})
-    every = collapsible("every member", table(final[["member", "status", "step", *values]]), open_=len(final) <= 16)
-    lead = ("Each member's metrics at its last snapshot; the first table summarizes them over finished members "
-            "(sd across members, not a CI).")
+    spread = pd.DataFrame(
+        {
+            "metric": values,
+            "mean": done.mean().to_numpy(),
+            "sd": done.std(ddof=1).to_numpy(),
+            "min": done.min().to_numpy(),
+            "max": done.max().to_numpy(),
+        }
+    )
+    every = collapsible(
+        "every member", table(final[["member", "status", "step", *values]]), open_=len(final) <= 16
+    )
+    lead = (
+        "Each member's metrics at its last snapshot; the first table summarizes them over "
+        "finished members "
+        "(sd across members, not a CI)."
+    )
     return section("final-metrics", "Final metrics", lead, table(spread) + every)
 
 
@@ -78,18 +105,37 @@ def cloud_section(ens: Ensemble, basins: dict[int, int] | None) -> str:
         return ""
     cloud = cloud_coordinates(ens)
     ends = cloud.mean.sort_values("snapshot").iloc[[0, -1]]
-    at = [f"step {s:g}" if cloud.steps_agree else f"snapshot {i}" for s, i in zip(ends["step"], ends["snapshot"], strict=True)]
+    at = [
+        f"step {s:g}" if cloud.steps_agree else f"snapshot {i}"
+        for s, i in zip(ends["step"], ends["snapshot"], strict=True)
+    ]
     r = cloud.explained_variance_ratio
-    note = (f"<p>The plane holds {100 * r.sum():.0f} % of the variance of all members' probe outputs over all snapshots. "
-            f"Cloud radius (members' mean distance from the ensemble mean, full probe space): {ends['radius'].iloc[0]:.3g} at "
-            f"{at[0]}, {ends['radius'].iloc[1]:.3g} at {at[1]}.</p>")
-    body = note + figure(cloud_trails(cloud, basins), "member paths") + figure(cloud_panels(cloud, basins), "cloud per snapshot")
-    lead = ("Each dot is one member's predicted probabilities on a fixed probe of test inputs, placed by one PCA fit over all snapshots; "
-            "the black cross is the ensemble mean. A cloud that shrinks is converging in function space; separate clumps are separate basins.")
+    note = (
+        f"<p>The plane holds {100 * r.sum():.0f} % of the variance of all members' probe outputs "
+        "over all snapshots. "
+        "Cloud radius (members' mean distance from the ensemble mean, full probe space): "
+        f"{ends['radius'].iloc[0]:.3g} at "
+        f"{at[0]}, {ends['radius'].iloc[1]:.3g} at {at[1]}.</p>"
+    )
+    body = (
+        note
+        + figure(cloud_trails(cloud, basins), "member paths")
+        + figure(cloud_panels(cloud, basins), "cloud per snapshot")
+    )
+    lead = (
+        "Each dot is one member's predicted probabilities on a fixed probe of test inputs, "
+        "placed by one PCA fit over all snapshots; "
+        "the black cross is the ensemble mean. A cloud that shrinks is converging in function "
+        "space; separate clumps are separate basins."
+    )
     return section("cloud", "Ensemble cloud", lead, body)
 
 
 def run_parts(ens: Ensemble, basins: dict[int, int] | None) -> list[tuple[int, str]]:
     """The run's own parts with their places on the page."""
-    return [(RUN, run_header(ens)), (PLAN, plan_section(ens)), (FINAL_METRICS, final_metrics_section(ens)),
-            (CLOUD, cloud_section(ens, basins))]
+    return [
+        (RUN, run_header(ens)),
+        (PLAN, plan_section(ens)),
+        (FINAL_METRICS, final_metrics_section(ens)),
+        (CLOUD, cloud_section(ens, basins)),
+    ]

@@ -44,27 +44,55 @@ from attractor.sensitivity.variance import (
 )
 
 __all__ = [
-    "GroupInfluence", "SobolIndices", "Suggestions", "VarianceComponents", "SensitivityReport", "analyze",
-    "crossed_factors", "decompose", "example_effects", "example_influence", "group_effects", "group_influence", "rank_examples", "rank_groups", "rank_training_examples",
-    "sobol_analysis", "sobol_indices", "suggest", "variance_components", "write_influence", "write_sensitivity",
-    "write_sobol", "write_suggestions", "write_variance",
+    "GroupInfluence",
+    "SobolIndices",
+    "Suggestions",
+    "VarianceComponents",
+    "SensitivityReport",
+    "analyze",
+    "crossed_factors",
+    "decompose",
+    "example_effects",
+    "example_influence",
+    "group_effects",
+    "group_influence",
+    "rank_examples",
+    "rank_groups",
+    "rank_training_examples",
+    "sobol_analysis",
+    "sobol_indices",
+    "suggest",
+    "variance_components",
+    "write_influence",
+    "write_sensitivity",
+    "write_sobol",
+    "write_suggestions",
+    "write_variance",
 ]
 
 
 @dataclass(frozen=True, eq=False)
 class SensitivityReport:
-    """What :func:`analyze` could compute for a run; a field is None where the plan does not allow it."""
+    """What :func:`analyze` could compute for a run; None where the plan does not allow a part."""
 
     variance: VarianceComponents | None
     sobol: SobolIndices | None
     influence: GroupInfluence | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {name: None if part is None else part.to_dict()
-                for name, part in (("variance", self.variance), ("sobol", self.sobol), ("influence", self.influence))}
+        return {
+            name: None if part is None else part.to_dict()
+            for name, part in (
+                ("variance", self.variance),
+                ("sobol", self.sobol),
+                ("influence", self.influence),
+            )
+        }
 
 
-def analyze(ens: Ensemble, draws: int = 500, seed: int = 0, level: float = 0.95) -> SensitivityReport:
+def analyze(
+    ens: Ensemble, draws: int = 500, seed: int = 0, level: float = 0.95
+) -> SensitivityReport:
     """Sobol indices for a ``sobol`` plan, variance components for a ``factorial`` / ``grid``
     plan, and group influence when ``holdout_group`` varies.
 
@@ -74,20 +102,34 @@ def analyze(ens: Ensemble, draws: int = 500, seed: int = 0, level: float = 0.95)
     plan = ens.plan
     design = ens.config.plan.design
     sobol = sobol_analysis(ens, level=level, seed=seed) if design == "sobol" else None
-    # Only factorial / grid plans are crossings by construction; a random plan's levels are unbalanced.
+    # Only factorial / grid plans are crossings by construction; a random plan's levels are
+    # unbalanced.
     factors = crossed_factors(plan) if design in ("factorial", "grid") else []
-    variance = variance_components(ens, factors, draws=draws, seed=seed, level=level) if factors else None
-    influence = group_influence(ens, draws=draws, seed=seed, level=level) if plan["holdout_group"].notna().any() else None
+    variance = (
+        variance_components(ens, factors, draws=draws, seed=seed, level=level) if factors else None
+    )
+    influence = (
+        group_influence(ens, draws=draws, seed=seed, level=level)
+        if plan["holdout_group"].notna().any()
+        else None
+    )
     if sobol is variance is influence is None:
-        raise UserError('nothing to analyze: use design = "factorial" with [plan.levels] (variance components), '
-                        'design = "sobol" with [plan.ranges] (Sobol indices), or vary holdout_group (influence)')
+        raise UserError(
+            'nothing to analyze: use design = "factorial" with [plan.levels] (variance '
+            "components), "
+            'design = "sobol" with [plan.ranges] (Sobol indices), or vary holdout_group (influence)'
+        )
     return SensitivityReport(variance, sobol, influence)
 
 
 def write_sensitivity(ens: Ensemble, report: SensitivityReport) -> dict[str, str]:
     """Write every part of ``report`` through the run store; returns ``{name_kind: path}``."""
     paths: dict[str, str] = {}
-    for name, part in (("variance", report.variance), ("sobol", report.sobol), ("influence", report.influence)):
+    for name, part in (
+        ("variance", report.variance),
+        ("sobol", report.sobol),
+        ("influence", report.influence),
+    ):
         if part is not None:
             paths.update({f"{name}_{kind}": path for kind, path in ens.store.write(part).items()})
     return paths

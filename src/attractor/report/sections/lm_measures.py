@@ -30,15 +30,27 @@ def render_lm_spread(results: list[StoredResult], context: Context) -> str:
     for stored in results:
         data = stored.data
         ids = [int(m) for m in data["members"]]
-        summary = {f"next-token {name}": {k: data[name].get(k) for k in ("value", "low", "high")}
-                   for name in _SUMMARY}
+        summary = {
+            f"next-token {name}": {k: data[name].get(k) for k in ("value", "low", "high")}
+            for name in _SUMMARY
+        }
         parts.append(summary_section(summary))
         js = {"js": np.asarray(data["pairwise_js"]["matrix"], dtype=float)}
-        parts.append(matrices_section("pairwise", "Pairwise distances", PAIRWISE_LEAD, js, ids, None, pair_style))
-        cka = {f"residual stream, {layer}": np.asarray(matrix, dtype=float)
-               for layer, matrix in (data.get("cka") or {}).items()}
+        parts.append(
+            matrices_section(
+                "pairwise", "Pairwise distances", PAIRWISE_LEAD, js, ids, None, pair_style
+            )
+        )
+        cka = {
+            f"residual stream, {layer}": np.asarray(matrix, dtype=float)
+            for layer, matrix in (data.get("cka") or {}).items()
+        }
         if cka:
-            parts.append(matrices_section("cka", "Representation similarity (CKA)", CKA_LEAD, cka, ids, None, cka_style))
+            parts.append(
+                matrices_section(
+                    "cka", "Representation similarity (CKA)", CKA_LEAD, cka, ids, None, cka_style
+                )
+            )
     return "".join(parts)
 
 

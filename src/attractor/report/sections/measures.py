@@ -73,7 +73,9 @@ def matrices(tidy: pd.DataFrame, ids: Sequence[int]) -> dict[str, np.ndarray]:
     found: dict[str, np.ndarray] = {}
     for name in dict.fromkeys(pairs["measure"]):
         part = pairs[pairs["measure"] == name]
-        matrix = np.eye(len(ids)) if str(name).startswith("cka_") else np.zeros((len(ids), len(ids)))
+        matrix = (
+            np.eye(len(ids)) if str(name).startswith("cka_") else np.zeros((len(ids), len(ids)))
+        )
         a = part["member_a"].map(where).to_numpy(dtype=int)
         b = part["member_b"].astype(int).map(where).to_numpy(dtype=int)
         matrix[a, b] = matrix[b, a] = part["value"].to_numpy(dtype=float)
@@ -92,10 +94,22 @@ def basin_colours(stored: StoredResult | None) -> dict[int, int] | None:
 # ---- parts -----------------------------------------------------------------------------------
 def summary_section(summary: Mapping[str, Mapping[str, float]]) -> str:
     """The table of estimates with their 95 % intervals and what each one means."""
-    rows = [{"measure": name, "value": s.get("value"), "95 % CI low": s.get("low"), "95 % CI high": s.get("high"),
-             "meaning": MEANINGS.get(name, "linear CKA at this layer, mean over pairs" if name.startswith("cka_") else "")}
-            for name, s in summary.items()]
-    lead = "Point estimates with 95 % intervals from the multi-bootstrap: each draw resamples members and eval examples together."
+    rows = [
+        {
+            "measure": name,
+            "value": s.get("value"),
+            "95 % CI low": s.get("low"),
+            "95 % CI high": s.get("high"),
+            "meaning": MEANINGS.get(
+                name, "linear CKA at this layer, mean over pairs" if name.startswith("cka_") else ""
+            ),
+        }
+        for name, s in summary.items()
+    ]
+    lead = (
+        "Point estimates with 95 % intervals from the multi-bootstrap: each draw resamples "
+        "members and eval examples together."
+    )
     return section("summary", "Spread with confidence intervals", lead, table(pd.DataFrame(rows)))
 
 
@@ -104,20 +118,48 @@ def _basins(basins: Mapping[str, Any], ids: list[int]) -> str:
     names = sorted(set(labels))
     sizes = list(basins.get("sizes") or [labels.count(b) for b in names])
     reps = list(basins.get("representatives") or [None] * len(names))
-    rows = [{"basin": b, "size": sizes[i], "representative": reps[i],
-             "members": ", ".join(str(m) for m, lab in zip(ids, labels, strict=True) if lab == b)} for i, b in enumerate(names)]
+    rows = [
+        {
+            "basin": b,
+            "size": sizes[i],
+            "representative": reps[i],
+            "members": ", ".join(str(m) for m, lab in zip(ids, labels, strict=True) if lab == b),
+        }
+        for i, b in enumerate(names)
+    ]
     silhouette = basins.get("silhouette")
-    sil = "" if silhouette is None or pd.isna(silhouette) else f" (silhouette {silhouette:.3f}; near 1 means well separated, near 0 overlapping)"
-    text = f"<p>{len(names)} basin{'s' if len(names) != 1 else ''} among {len(labels)} members{html.escape(sil)}.</p>"
-    lead = "Members clustered by the distance between their functions; one basin means the runs landed in the same place."
+    sil = (
+        ""
+        if silhouette is None or pd.isna(silhouette)
+        else f" (silhouette {silhouette:.3f}; near 1 means well separated, near 0 overlapping)"
+    )
+    text = (
+        f"<p>{len(names)} basin{'s' if len(names) != 1 else ''} among {len(labels)} "
+        f"members{html.escape(sil)}.</p>"
+    )
+    lead = (
+        "Members clustered by the distance between their functions; one basin means the runs "
+        "landed in the same place."
+    )
     return section("basins", "Basins", lead, text + table(pd.DataFrame(rows)))
 
 
-def matrices_section(key: str, title: str, lead: str, found: Mapping[str, np.ndarray], ids: list[int],
-                     basins: Mapping[str, Any] | None, style: Style) -> str:
+def matrices_section(
+    key: str,
+    title: str,
+    lead: str,
+    found: Mapping[str, np.ndarray],
+    ids: list[int],
+    basins: Mapping[str, Any] | None,
+    style: Style,
+) -> str:
     """Heat maps of member x member matrices, rows and columns grouped by basin when known."""
     if basins:  # without an explicit order, group members by basin label
-        order = list(basins["order"]) if basins.get("order") is not None else sorted(range(len(ids)), key=lambda i: basins["labels"][i])
+        order = (
+            list(basins["order"])
+            if basins.get("order") is not None
+            else sorted(range(len(ids)), key=lambda i: basins["labels"][i])
+        )
     else:
         order = list(range(len(ids)))
     labels = [int(basins["labels"][i]) for i in order] if basins else []
@@ -126,7 +168,15 @@ def matrices_section(key: str, title: str, lead: str, found: Mapping[str, np.nda
     for name, matrix in found.items():
         heading, cmap, vmin, vmax = style(name)
         matrix = np.asarray(matrix)[np.ix_(order, order)]
-        uri = plots.heatmap(matrix, [ids[i] for i in order], heading, cmap=cmap, vmin=vmin, vmax=vmax, boundaries=starts)
+        uri = plots.heatmap(
+            matrix,
+            [ids[i] for i in order],
+            heading,
+            cmap=cmap,
+            vmin=vmin,
+            vmax=vmax,
+            boundaries=starts,
+        )
         images.append(figure(uri, heading))
     return section(key, title, lead, f'<div class="grid">{"".join(images)}</div>')
 
@@ -142,17 +192,31 @@ def cka_style(name: str) -> tuple[str, str, float | None, float | None]:
     return f"CKA at {name}", "magma", 0.0, 1.0
 
 
-PAIRWISE_LEAD = ("Distance between every two members, rows and columns ordered by basin (white lines separate basins): "
-                 "dark blocks on the diagonal are basins.")
-CKA_LEAD = "Linear CKA between members' representations at each layer: 1 means the same representation up to rotation and scale."
+PAIRWISE_LEAD = (
+    "Distance between every two members, rows and columns ordered by basin (white lines separate "
+    "basins): "
+    "dark blocks on the diagonal are basins."
+)
+CKA_LEAD = (
+    "Linear CKA between members' representations at each layer: 1 means the same representation "
+    "up to rotation and scale."
+)
 
 
 def _trajectory(frame: pd.DataFrame) -> str:
     columns = [c for c in frame.columns if c != "step" and not c.endswith(("_low", "_high"))]
     if not columns:
         return ""
-    lead = "Spread between members at every snapshot: falling curves mean the cloud contracts as training goes on, rising ones that it spreads out."
-    return section("trajectory", "Spread vs training step", lead, figure(plots.series_panels(frame, columns, "spread across members"), "spread vs step"))
+    lead = (
+        "Spread between members at every snapshot: falling curves mean the cloud contracts as "
+        "training goes on, rising ones that it spreads out."
+    )
+    return section(
+        "trajectory",
+        "Spread vs training step",
+        lead,
+        figure(plots.series_panels(frame, columns, "spread across members"), "spread vs step"),
+    )
 
 
 def _lmc(paths: Sequence[Mapping[str, Any]]) -> str:
@@ -162,16 +226,28 @@ def _lmc(paths: Sequence[Mapping[str, Any]]) -> str:
         aligned = None if path.get("aligned_curve") is None else pd.DataFrame(path["aligned_curve"])
         curves.append((f"{a}–{b}", pd.DataFrame(path["curve"]), aligned))
         # Nested as the measure names them: raw.loss, aligned.error, ...
-        nested = {"raw": path.get("barriers") or {}} | ({"aligned": path["aligned_barriers"]} if path.get("aligned_barriers") else {})
+        nested = {"raw": path.get("barriers") or {}} | (
+            {"aligned": path["aligned_barriers"]} if path.get("aligned_barriers") else {}
+        )
         barriers = pd.json_normalize(nested).to_dict("records")
         rows.append({"pair": f"{a}–{b}", **(barriers[0] if barriers else {})})
-    lead = ("Loss and error on the straight line between two members' weights (dashed: after permutation alignment); "
-            "a bump above the ends is a barrier, so the two sit in different basins.")
-    return section("lmc", "Linear mode connectivity", lead, figure(plots.path_curves(curves), "interpolation curves") + table(pd.DataFrame(rows)))
+    lead = (
+        "Loss and error on the straight line between two members' weights (dashed: after "
+        "permutation alignment); "
+        "a bump above the ends is a barrier, so the two sit in different basins."
+    )
+    return section(
+        "lmc",
+        "Linear mode connectivity",
+        lead,
+        figure(plots.path_curves(curves), "interpolation curves") + table(pd.DataFrame(rows)),
+    )
 
 
-def _member_ids(members: pd.DataFrame, basins: Mapping[str, Any] | None, tidy: pd.DataFrame) -> list[int]:
-    """Row order of the matrices: the per-member rows', else the basins', else first seen in pairs."""
+def _member_ids(
+    members: pd.DataFrame, basins: Mapping[str, Any] | None, tidy: pd.DataFrame
+) -> list[int]:
+    """Row order of the matrices: the per-member rows', else the basins', else as seen in pairs."""
     if len(members):
         return [int(m) for m in members["member"]]
     if basins and basins.get("members"):
@@ -190,23 +266,48 @@ def render_spread(results: list[StoredResult], context: Context) -> str:
         basins = data.get("basins")
         ids = _member_ids(members, basins, tidy)
         if basins and len(basins["labels"]) != len(ids):
-            raise UserError(f"'{stored.path}' has {len(basins['labels'])} basin labels for {len(ids)} members; "
-                            "measure the run again")
+            raise UserError(
+                f"'{stored.path}' has {len(basins['labels'])} basin labels for {len(ids)} members; "
+                "measure the run again"
+            )
         found = matrices(tidy, ids)
         pairwise = {k: v for k, v in found.items() if not k.startswith("cka_")}
         cka = {k.removeprefix("cka_"): v for k, v in found.items() if k.startswith("cka_")}
         if data.get("summary"):
             parts.append(summary_section(data["summary"]))
         if len(members.columns) > 1:
-            lead = "Per-member measures on the eval set; basin is the cluster the member was assigned to."
-            parts.append(section("members", "Members", lead,
-                                 collapsible(f"{len(ids)} members", table(members), open_=len(ids) <= 32)))
+            lead = (
+                "Per-member measures on the eval set; basin is the cluster the member was "
+                "assigned to."
+            )
+            parts.append(
+                section(
+                    "members",
+                    "Members",
+                    lead,
+                    collapsible(f"{len(ids)} members", table(members), open_=len(ids) <= 32),
+                )
+            )
         if basins:
             parts.append(_basins(basins, ids))
         if pairwise:
-            parts.append(matrices_section("pairwise", "Pairwise distances", PAIRWISE_LEAD, pairwise, ids, basins, pair_style))
+            parts.append(
+                matrices_section(
+                    "pairwise",
+                    "Pairwise distances",
+                    PAIRWISE_LEAD,
+                    pairwise,
+                    ids,
+                    basins,
+                    pair_style,
+                )
+            )
         if cka:
-            parts.append(matrices_section("cka", "Representation similarity (CKA)", CKA_LEAD, cka, ids, basins, cka_style))
+            parts.append(
+                matrices_section(
+                    "cka", "Representation similarity (CKA)", CKA_LEAD, cka, ids, basins, cka_style
+                )
+            )
     return "".join(parts)
 
 
@@ -215,7 +316,9 @@ def render_over_training(results: list[StoredResult], context: Context) -> str:
     parts = []
     for stored in results:
         # The member count is constant over steps: not worth a panel.
-        trajectory = pd.DataFrame(stored.data.get("trajectory") or []).drop(columns="members", errors="ignore")
+        trajectory = pd.DataFrame(stored.data.get("trajectory") or []).drop(
+            columns="members", errors="ignore"
+        )
         if not trajectory.empty:
             parts.append(_trajectory(trajectory))
         if stored.data.get("lmc"):

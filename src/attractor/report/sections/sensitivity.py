@@ -1,4 +1,4 @@
-"""The sensitivity section: which plan factor drives the spread (``attractor sensitivity``'s results).
+"""The sensitivity section: which plan factor drives the spread (``attractor sensitivity``).
 
 One section shows the three kinds together (``sensitivity-variance``, ``-sobol``,
 ``-influence``): whichever of them the run holds, each under its own heading.
@@ -20,7 +20,16 @@ from attractor.runs.results import StoredResult
 #: Columns shown per part, in order (the files hold more).
 _VARIANCE = ["outcome", "effect", "share", "share_low", "share_high", "ss_share", "with_residual"]
 _SOBOL = ["outcome", "factor", "S1", "S1_low", "S1_high", "ST", "ST_low", "ST_high"]
-_INFLUENCE = ["group", "members", "accuracy_effect", "accuracy_low", "accuracy_high", "spread_without", "spread_with", "spread_change"]
+_INFLUENCE = [
+    "group",
+    "members",
+    "accuracy_effect",
+    "accuracy_low",
+    "accuracy_high",
+    "spread_without",
+    "spread_with",
+    "spread_change",
+]
 
 
 def _shares_figure(rows: pd.DataFrame, label: str, value: str, title: str) -> str:
@@ -51,21 +60,46 @@ def sensitivity_section(parts: Mapping[str, Any]) -> str:
     if parts.get("variance"):
         rows = pd.DataFrame(parts["variance"]["table"])
         body.append("<h3>Variance components</h3>")
-        body.append(figure(_shares_figure(rows, "effect", "share", "share of variance per factor (95 % interval)"), "variance shares"))
+        body.append(
+            figure(
+                _shares_figure(
+                    rows, "effect", "share", "share of variance per factor (95 % interval)"
+                ),
+                "variance shares",
+            )
+        )
         body.append(table(rows[[c for c in _VARIANCE if c in rows]]))
     if parts.get("sobol"):
         rows = pd.DataFrame(parts["sobol"]["table"])
         body.append("<h3>Sobol indices</h3>")
-        body.append(figure(_shares_figure(rows, "factor", "ST", "total Sobol index per factor (95 % interval)"), "Sobol indices"))
+        body.append(
+            figure(
+                _shares_figure(
+                    rows, "factor", "ST", "total Sobol index per factor (95 % interval)"
+                ),
+                "Sobol indices",
+            )
+        )
         body.append(table(rows[[c for c in _SOBOL if c in rows]]))
     if parts.get("influence"):
         rows = pd.DataFrame(parts["influence"]["table"])
-        body.append(f"<h3>Leave-group-out influence (reference: {parts['influence'].get('reference', '–')})</h3>")
+        body.append(
+            "<h3>Leave-group-out influence (reference: "
+            f"{parts['influence'].get('reference', '–')})</h3>"
+        )
         body.append(table(rows[[c for c in _INFLUENCE if c in rows]]))
-    lead = ("Which factor of the plan the outcomes' variance comes from: variance components for crossed discrete factors, "
-            "Sobol indices (first order S1, total ST) for continuous ones, and how far holding out each data group moves the result.")
+    lead = (
+        "Which factor of the plan the outcomes' variance comes from: variance components for "
+        "crossed discrete factors, "
+        "Sobol indices (first order S1, total ST) for continuous ones, and how far holding out "
+        "each data group moves the result."
+    )
     return section("sensitivity", "Which factor drives the spread", lead, "".join(body))
 
 
-SECTION = Section("sensitivity-variance", 70, render_sensitivity,
-                  also=("sensitivity-sobol", "sensitivity-influence"))
+SECTION = Section(
+    "sensitivity-variance",
+    70,
+    render_sensitivity,
+    also=("sensitivity-sobol", "sensitivity-influence"),
+)

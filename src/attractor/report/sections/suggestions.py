@@ -18,11 +18,15 @@ def render_suggestions(results: list[StoredResult], context: Context) -> str:
     for stored in results:
         rows = stored.table()
         data = stored.data
-        body.append(f"<p>From {html.escape(str(data.get('members', '–')))} members' predictions; "
-                    f"examples index the {html.escape(str(data.get('pool', '–')))} split.</p>")
+        body.append(
+            f"<p>From {html.escape(str(data.get('members', '–')))} members' predictions; "
+            f"examples index the {html.escape(str(data.get('pool', '–')))} split.</p>"
+        )
         body.append(table(rows[[c for c in _COLUMNS if c in rows]]))
-    lead = ("Ranked per kind: test examples the members disagree on most (mutual information), "
-            "data groups that move accuracy or spread most, training examples with the largest effect.")
+    lead = (
+        "Ranked per kind: test examples the members disagree on most (mutual information), "
+        "data groups that move accuracy or spread most, training examples with the largest effect."
+    )
     return section("suggestions", "What to look at next", lead, "".join(body))
 
 
