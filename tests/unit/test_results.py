@@ -126,3 +126,12 @@ def test_strict_json_is_the_one_nan_helper() -> None:
     }
     assert strict_json(value) == {"a": [1.5, None], "b": [{"x": None}], "3": [2]}
     json.dumps(strict_json(value), allow_nan=False)
+
+
+def test_a_result_an_older_attractor_wrote_is_replaced_by_the_same_analysis(
+    store: RunStore,
+) -> None:
+    """Run directories from before the registry hold header-less JSON of the same analysis."""
+    (store.root / "structural-dropout.json").write_text('{"value": 1.0, "levels": [0, 1]}')
+    store.write(sample())
+    assert store.result("structural-dropout").data["count"] == 3

@@ -294,7 +294,8 @@ class RunStore:
         """
         check_result(result)
         target = self.root / f"{result.name}.json"
-        if target.exists():
+        payload = result.to_json()
+        if target.exists() and not self._legacy_result(target, payload):
             old = read_stored(target)
             if old is None or old.kind != result.kind:
                 held = (
@@ -319,9 +320,24 @@ class RunStore:
             "tables": list(tables),
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        write_json(target, {"result": header, **result.to_json()})
+        write_json(target, {"result": header, **payload})
         paths["json"] = str(target)
         return paths
+
+    def _legacy_result(self, path: Path, payload: dict[str, Any]) -> bool:
+        """Whether ``path`` is this same analysis as an attractor before the registry wrote it.
+
+        Those were JSON objects without the ``result`` header, in a directory with a
+        manifest, with the keys the analysis still writes; running it again replaces them
+        rather than failing on every run directory made before. Any other file is kept.
+        """
+        if not (self.root / MANIFEST).is_file():
+            return False
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and "result" not in data and bool(set(data) & set(payload))
 
     def results(self, kind: str | None = None) -> list[StoredResult]:
         """The results this directory holds (of ``kind``, if given), ordered by name."""
