@@ -1,0 +1,269 @@
+"""The members of one chunk in training: their weights, data, optimizer state and bookkeeping.
+
+:func:`attractor.training.engine.train_chunk` is the loop, read top to bottom; this module
+holds what the loop steps: :class:`Chunk` (set up from the rows or from :class:`Start`
+states), the divergence bookkeeping, the snapshot, and the weight-space path tracker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from attractor.config import Config
+from attractor.optim import get_optimizer
+from attractor.optim.base import Hyper, member_sum
+from attractor.plan import PlanRow
+from attractor.seeds import derive_seed
+from attractor.tasks.base import Task
+from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.evaluate import evaluate
+from attractor.training.forward import Params, batched_forward, single_forward
+from attractor.training.init import initial_module
+from attractor.training.loss import member_losses
+
+#: Called at every snapshot for every still-healthy member:
+#: (row, step, parameters and buffers of that member, metric name -> value).
+SnapshotSink = Callable[[PlanRow, int, Params, dict[str, float]], None]
+
+
+@dataclass(frozen=True, eq=False)
+class Start:
+    """A member's complete training state after ``step`` optimizer steps: enough to go on.
+
+    Children spawned from a parent (Frankle et al. 2020) start here instead of at their
+    row's initial weights; their own row still sets their data order, label noise and
+    hyperparameters. Tensors are one member's, without the member dimension.
+
+    Attributes:
+        step: optimizer steps already taken; training continues with step ``step + 1``,
+            so the lr schedule and Adam's bias correction go on where they were.
+        params: parameter name -> tensor.
+        buffers: buffer name -> tensor (BatchNorm running statistics, ...).
+        optimizer_state: parameter name -> slot name -> tensor (SGD ``momentum_buffer``,
+            Adam ``exp_avg`` / ``exp_avg_sq``).
+
+    References:
+        Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
+    """
+
+    step: int
+    params: Params
+    buffers: Params
+    optimizer_state: dict[str, dict[str, Tensor]]
+
+
+#: Called at every snapshot for every still-healthy member with its full :class:`Start`
+#: state there: (row, step, state).
+StateSink = Callable[[PlanRow, int, Start], None]
+
+
+class Chunk:
+    """Everything the members of a chunk carry from one step to the next.
+
+    A chunk of one member is padded with a copy of itself (``vectorized`` only): a batch
+    of one takes another matmul kernel than a batch of many, and a member must not depend
+    on its chunk. ``rows`` are the real members; the tensors have ``n`` (padded) rows.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        config: Config,
+        rows: list[PlanRow],
+        vectorized: bool,
+        start: list[Start] | None,
+    ) -> None:
+        pad = vectorized and len(rows) == 1
+        members = list(rows) + ([rows[0]] if pad else [])
+        if start is not None:
+            start = list(start) + ([start[0]] if pad else [])
+        self.task, self.config, self.rows, self.n = task, config, rows, len(members)
+        self.first = 0 if start is None else start[0].step
+        # Each member: its own initial weights (or its start state), data pool, label noise
+        # and batch order.
+        modules = [initial_module(task, r) for r in members]
+        self.template = modules[0]
+        self.params, self.buffers = _weights(self.template, modules, start)
+        batch_size = rows[0].batch_size
+        self.streams = [BatchStream(member_pool(task, r), batch_size, r.data_seed) for r in members]
+        noisy_targets = [member_targets(task, r) for r in members]
+        shared = all(t is task.y_train for t in noisy_targets)
+        self.target_table = None if shared else torch.stack(noisy_targets)
+        self.forward = (
+            batched_forward(self.template) if vectorized else single_forward(self.template)
+        )
+        self.optimizer = get_optimizer(rows[0].optimizer)
+        self.state = self.optimizer.init(self.params)
+        if start is not None:
+            self.state = {
+                name: {
+                    slot: torch.stack([s.optimizer_state[name][slot] for s in start])
+                    for slot in slots
+                }
+                for name, slots in self.state.items()
+            }
+        self.hyper = _member_hyper(members, config)
+        self.active = torch.ones(self.n, dtype=torch.bool)
+        self.diverged_at: list[int | None] = [None] * self.n
+        track = config.run.track_path
+        self.path = (
+            _PathTracker(self.params, [dict(m.named_parameters()) for m in modules])
+            if track
+            else None
+        )
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
+        index = torch.stack([s.next() for s in self.streams])  # [n, batch]
+        x = self.task.x_train[index]
+        y = (
+            self.task.y_train[index]
+            if self.target_table is None
+            else torch.gather(self.target_table, 1, index)
+        )
+        return x, y
+
+    def gradients(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """``[n]`` each member's loss, and every parameter's gradient.
+
+        Autograd over the *sum* of member losses: members share no parameters, so each
+        member's gradient is exactly its own.
+        """
+        logits = self.forward(self.params, self.buffers, x)
+        loss = member_losses(self.task, self.config.trainer, logits, y)
+        grads = torch.autograd.grad(loss.sum(), list(self.params.values()))
+        return loss, dict(zip(self.params, grads, strict=True))
+
+    def freeze_diverged(self, loss: Tensor, step: int) -> None:
+        """Record and freeze members whose loss is no longer finite at ``step``."""
+        newly = self.active & ~torch.isfinite(loss.detach())
+        for i in torch.nonzero(newly).flatten().tolist():
+            self.diverged_at[i] = step
+        self.active &= ~newly
+
+    def optimizer_step(self, grads: dict[str, Tensor], step: int, factor: float) -> None:
+        """One optimizer step of every healthy member, lr times the schedule's ``factor``."""
+        scaled = replace(self.hyper, lr=self.hyper.lr * factor)
+        # The mask costs a copy of every tensor: pass it only once some member has diverged.
+        mask = None if bool(self.active.all()) else self.active
+        if self.path is not None:
+            self.path.before_step(self.params)
+        self.optimizer.step(self.params, grads, self.state, scaled, step, mask)
+        if self.path is not None:
+            self.path.after_step(self.params)
+
+    def member_start(self, i: int, step: int) -> Start:
+        """Member ``i``'s full state after ``step`` steps (copies, no member dimension)."""
+        slots = {
+            name: {slot: v[i].detach().clone() for slot, v in held.items()}
+            for name, held in self.state.items()
+        }
+        params = {k: v[i].detach().clone() for k, v in self.params.items()}
+        return Start(step, params, {k: v[i].clone() for k, v in self.buffers.items()}, slots)
+
+    def snapshot(self, step: int, on_snapshot: SnapshotSink, on_state: StateSink | None) -> None:
+        """Evaluate every member and hand each healthy one's weights and metrics to the sinks."""
+        metrics = evaluate(
+            self.task,
+            self.template,
+            self.forward,
+            self.params,
+            self.buffers,
+            self.config.run.eval_batch_size,
+        )
+        if self.path is not None:
+            metrics.update(self.path.metrics(self.params))
+        for i, row in enumerate(self.rows):
+            if self.active[i]:
+                member_state = {
+                    k: v[i].detach().clone() for k, v in {**self.params, **self.buffers}.items()
+                }
+                on_snapshot(
+                    row, step, member_state, {name: float(v[i]) for name, v in metrics.items()}
+                )
+                if on_state is not None:
+                    on_state(row, step, self.member_start(i, step))
+
+
+def _weights(
+    template: torch.nn.Module, modules: list[torch.nn.Module], start: list[Start] | None
+) -> tuple[Params, Params]:
+    """``(params, buffers)`` stacked over members: from the modules, or from the start states."""
+    names = [k for k, _ in template.named_parameters()]
+    buffer_names = [k for k, _ in template.named_buffers()]
+    if start is None:
+        params = {
+            k: torch.stack([m.get_parameter(k).detach() for m in modules]).requires_grad_(True)
+            for k in names
+        }
+        buffers = {
+            k: torch.stack([m.get_buffer(k).detach().clone() for m in modules])
+            for k in buffer_names
+        }
+    else:
+        params = {
+            k: torch.stack([s.params[k].detach() for s in start]).requires_grad_(True)
+            for k in names
+        }
+        buffers = {k: torch.stack([s.buffers[k] for s in start]) for k in buffer_names}
+    return params, buffers
+
+
+def _member_hyper(members: list[PlanRow], config: Config) -> Hyper:
+    """Per-member hyperparameters from the rows (float64, as torch.optim keeps Python floats)."""
+    trainer = config.trainer
+
+    def column(name: str) -> Tensor:
+        return torch.tensor([getattr(r, name) for r in members], dtype=torch.float64)
+
+    # The optimizer's own randomness (a random cone angle) is minibatch noise: seeded, like
+    # dropout, from the row's noise and data seeds.
+    seeds = torch.tensor(
+        [derive_seed("optimizer", r.noise_seed, r.data_seed) for r in members], dtype=torch.int64
+    )
+    return Hyper(
+        lr=column("lr"),
+        momentum=column("momentum"),
+        weight_decay=column("weight_decay"),
+        nesterov=trainer.nesterov,
+        beta2=trainer.beta2,
+        eps=trainer.eps,
+        cone_angle=trainer.cone_angle,
+        cone_random=trainer.cone_random,
+        cone_per_tensor=trainer.cone_per_tensor,
+        seed=seeds,
+    )
+
+
+class _PathTracker:
+    """Each member's path length and distance from init in weight space, over all parameters.
+
+    Differences are taken in float64 (exact for float32 weights) and summed by
+    :func:`member_sum` in a fixed order, so a member's numbers do not depend on its chunk.
+    """
+
+    def __init__(self, params: Params, initial: list[dict[str, Tensor]]) -> None:
+        self.x0 = {k: torch.stack([m[k].detach() for m in initial]).double() for k in params}
+        self.length = torch.zeros(next(iter(params.values())).shape[0], dtype=torch.float64)
+        self.previous = {}
+
+    def before_step(self, params: Params) -> None:
+        self.previous = {k: v.detach().double() for k, v in params.items()}
+
+    def after_step(self, params: Params) -> None:
+        squared = sum(
+            member_sum((params[k].detach().double() - old).square())
+            for k, old in self.previous.items()
+        )
+        self.length += squared.sqrt()
+        self.previous = {}
+
+    def metrics(self, params: Params) -> dict[str, Tensor]:
+        squared = sum(
+            member_sum((params[k].detach().double() - x0).square()) for k, x0 in self.x0.items()
+        )
+        return {"path_length": self.length.clone(), "init_distance": squared.sqrt()}
