@@ -64,7 +64,7 @@ def kl(logp: Tensor, logq: Tensor) -> Tensor:
 
 
 def symmetric_kl(logp: Tensor, logq: Tensor) -> Tensor:
-    """Jeffreys' divergence ``KL(p || q) + KL(q || p) = sum_c (p_c - q_c)(log p_c - log q_c)``, nats."""
+    """Jeffreys' divergence ``KL(p||q) + KL(q||p) = sum_c (p_c - q_c)(log p_c - log q_c)``."""
     return ((logp.exp() - logq.exp()) * (logp - logq)).sum(-1)
 
 
@@ -79,7 +79,7 @@ def js(logp: Tensor, logq: Tensor) -> Tensor:
 
 
 def tv(logp: Tensor, logq: Tensor) -> Tensor:
-    """Total variation distance ``sum_c |p_c - q_c| / 2`` in ``[0, 1]``: ``[..., C], [..., C] -> [...]``."""
+    """Total variation distance ``sum_c |p_c - q_c| / 2``, in ``[0, 1]``: ``[..., C] -> [...]``."""
     return 0.5 * (logp.exp() - logq.exp()).abs().sum(-1)
 
 
@@ -89,7 +89,7 @@ def log_mean(logp: Tensor, dim: int = 0) -> Tensor:
 
 
 def mutual_information(logp: Tensor, dim: int = 0) -> Tensor:
-    """Ensemble mutual information ``H(mean_i p_i) - mean_i H(p_i)`` in nats: ``[m, ..., C] -> [...]``.
+    """Ensemble mutual information ``H(mean_i p_i) - mean_i H(p_i)``: ``[m, ..., C] -> [...]``.
 
     The mean ``KL(p_i || mean_j p_j)`` of the members (along ``dim``) to their mean
     distribution, the epistemic part of the predictive entropy; at most ``ln m``. For two

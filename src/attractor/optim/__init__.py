@@ -9,7 +9,8 @@ from __future__ import annotations
 from attractor.errors import UserError
 from attractor.optim.adam import Adam
 from attractor.optim.base import Hyper, Optimizer, Params, State
-from attractor.optim.cone import ConeDescent, ConeDescentOptim
+from attractor.optim.cone import ConeDescent
+from attractor.optim.cone_optim import ConeDescentOptim
 from attractor.optim.schedules import SCHEDULES, lr_factor
 from attractor.optim.sgd import SGD
 

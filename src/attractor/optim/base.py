@@ -61,10 +61,14 @@ class Hyper:
     seed: Tensor | None = None
 
     def __post_init__(self) -> None:
-        columns = (self.lr, self.momentum, self.weight_decay) + (() if self.seed is None else (self.seed,))
+        columns = (self.lr, self.momentum, self.weight_decay) + (
+            () if self.seed is None else (self.seed,)
+        )
         shapes = {t.shape for t in columns}
         if len(shapes) != 1 or len(next(iter(shapes))) != 1:
-            raise ValueError(f"lr, momentum, weight_decay (and seed) must all be [members]; got {shapes}")
+            raise ValueError(
+                f"lr, momentum, weight_decay (and seed) must all be [members]; got {shapes}"
+            )
 
     @classmethod
     def uniform(
@@ -88,7 +92,18 @@ class Hyper:
             return torch.full((members,), value, dtype=torch.float32)
 
         seeds = None if seed is None else torch.full((members,), seed, dtype=torch.int64)
-        return cls(full(lr), full(momentum), full(weight_decay), nesterov, beta2, eps, cone_angle, cone_random, cone_per_tensor, seeds)
+        return cls(
+            full(lr),
+            full(momentum),
+            full(weight_decay),
+            nesterov,
+            beta2,
+            eps,
+            cone_angle,
+            cone_random,
+            cone_per_tensor,
+            seeds,
+        )
 
     @property
     def members(self) -> int:

@@ -77,7 +77,7 @@ class SGD:
         hyper: Hyper,
         step: int,
     ) -> tuple[Params, State]:
-        """One SGD step, pure (differentiable in params, state and hyper); see :func:`sgd_update`."""
+        """One SGD step, pure (differentiable in params, state, hyper): :func:`sgd_update`."""
         check_members(params, hyper, None)
         return sgd_update(params, grads, state, hyper)
 

@@ -78,7 +78,9 @@ def class_logit_diff(cls: int) -> PairObjective:
 
     def objective(a: Tensor, b: Tensor) -> Tensor:
         if not 0 <= cls < a.shape[-1]:
-            raise UserError(f"objective 'logit:{cls}' names class {cls}, but the models have {a.shape[-1]} classes (0..{a.shape[-1] - 1})")
+            raise UserError(
+                f"objective 'logit:{cls}' names class {cls}, but the models have {a.shape[-1]} classes (0..{a.shape[-1] - 1})"
+            )
         return (a[..., cls].to(torch.float64) - b[..., cls].to(torch.float64)).abs()
 
     return objective
@@ -119,7 +121,7 @@ def margin(a: Tensor, b: Tensor) -> Tensor:
 
 
 def mean_pairwise_js(logits: Tensor) -> Tensor:
-    """Mean Jensen-Shannon divergence over pairs ``i < j`` of members, from logits: ``[m, n, C] -> [n]``.
+    """Mean Jensen-Shannon divergence over pairs ``i < j``, from logits: ``[m, n, C] -> [n]``.
 
     (:func:`attractor.measure.function.pairwise_js` is the ``[m, m]`` matrix from
     probabilities, for reporting; this is the per-input score a search ascends.)
@@ -165,12 +167,16 @@ def get_objective(name: str) -> PairObjective:
             raise UserError(f"objective {name!r}: give a class id after 'logit:', e.g. 'logit:3'")
         return class_logit_diff(int(cls))
     if name not in OBJECTIVES:
-        raise UserError(f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}, logit:CLASS")
+        raise UserError(
+            f"unknown objective {name!r}; choose one of: {', '.join(OBJECTIVES)}, logit:CLASS"
+        )
     return OBJECTIVES[name]
 
 
 def get_ensemble_objective(name: str) -> EnsembleObjective:
     """The ensemble objective ``name``; a :class:`UserError` lists the known ones."""
     if name not in ENSEMBLE_OBJECTIVES:
-        raise UserError(f"unknown ensemble objective {name!r}; choose one of: {', '.join(ENSEMBLE_OBJECTIVES)}")
+        raise UserError(
+            f"unknown ensemble objective {name!r}; choose one of: {', '.join(ENSEMBLE_OBJECTIVES)}"
+        )
     return ENSEMBLE_OBJECTIVES[name]

@@ -34,7 +34,7 @@ flip cascades.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -96,22 +96,43 @@ def _copies(run: Unrolled, eps: Tensor, v: Params) -> tuple[Unrolled, Params]:
     for k, x0 in run.params0.items():
         scale = eps.to(x0.dtype).repeat(run.members).view(-1, *([1] * (x0.dim() - 1)))
         params0[k] = x0.repeat_interleave(e, 0) + scale * v[k].repeat_interleave(e, 0)
-    copies = replace(run, rows=rows, params0=params0, targets=run.targets.repeat_interleave(e, 0),
-                     hyper={h: t.repeat_interleave(e, 0) for h, t in run.hyper.items()})
+    copies = replace(
+        run,
+        rows=rows,
+        params0=params0,
+        targets=run.targets.repeat_interleave(e, 0),
+        hyper={h: t.repeat_interleave(e, 0) for h, t in run.hyper.items()},
+    )
     return copies, params0
 
 
 def _empty(run: Unrolled, params: Params, columns: Params | None) -> Tangents:
     """Tangents at ``params`` with the given columns ``[n, K, ...]`` (None: no columns) and zero state tangents."""
     n = next(iter(params.values())).shape[0]
-    dparams = columns if columns is not None else {k: v.new_zeros(v.shape[0], 0, *v.shape[1:]) for k, v in params.items()}
+    dparams = (
+        columns
+        if columns is not None
+        else {k: v.new_zeros(v.shape[0], 0, *v.shape[1:]) for k, v in params.items()}
+    )
     state = run.init_state(params)
     dstate = {k: {s: torch.zeros_like(dparams[k]) for s in slots} for k, slots in state.items()}
     width = next(iter(dparams.values())).shape[1]
-    return Tangents(params, state, dparams, dstate, {h: torch.zeros(n, width, dtype=torch.float64) for h in HYPERS})
+    return Tangents(
+        params,
+        state,
+        dparams,
+        dstate,
+        {h: torch.zeros(n, width, dtype=torch.float64) for h in HYPERS},
+    )
 
 
-def basin_scan(run: Unrolled, eps: Sequence[float] = DEFAULT_EPS, seed: int = 0, tolerance: float = 0.1, directions: int = 1) -> list[Basin]:
+def basin_scan(
+    run: Unrolled,
+    eps: Sequence[float] = DEFAULT_EPS,
+    seed: int = 0,
+    tolerance: float = 0.1,
+    directions: int = 1,
+) -> list[Basin]:
     """For every member of ``run``: replay from ``x0 + eps v`` for each ``eps`` and compare with ``eps |J_T v|``.
 
     Args:
@@ -124,10 +145,10 @@ def basin_scan(run: Unrolled, eps: Sequence[float] = DEFAULT_EPS, seed: int = 0,
     eps = sorted(float(e) for e in eps)
     if not eps or eps[0] <= 0:
         raise ValueError(f"basin eps must be positive, got {eps}")
-    grid = torch.tensor(eps, dtype=torch.float64)
     e = len(eps)
-    v = {k: d[:, 0] for k, d in random_directions(run, directions, seed).items()}  # [members, *shape], unit norm
-    copies, start = _copies(run, grid, v)
+    # v: [members, *shape], unit norm.
+    v = {k: d[:, 0] for k, d in random_directions(run, directions, seed).items()}
+    copies, start = _copies(run, torch.tensor(eps, dtype=torch.float64), v)
     base_step, copy_step = linearized_step(run), linearized_step(copies)
     base = _empty(run, dict(run.params0), {k: d.unsqueeze(1) for k, d in v.items()})
     moved = _empty(copies, start, None)
@@ -138,12 +159,10 @@ def basin_scan(run: Unrolled, eps: Sequence[float] = DEFAULT_EPS, seed: int = 0,
         x, y = batches.next()
         factor = run.factor(t)
         if patterns is not None:
-            with torch.no_grad():
-                a = patterns(base.params, x)  # [n, B, U]
-                b = patterns(moved.params, x.repeat_interleave(e, 0)).view(run.members, e, *a.shape[1:])
-                flips += (a.unsqueeze(1) != b).flatten(2).sum(-1)
+            flips += _flips(patterns, base.params, moved.params, x, e)
         base = base_step(base, run.hyper, x, y, t, factor)
-        moved = copy_step(moved, copies.hyper, x.repeat_interleave(e, 0), y.repeat_interleave(e, 0), t, factor)
+        x_copies, y_copies = x.repeat_interleave(e, 0), y.repeat_interleave(e, 0)
+        moved = copy_step(moved, copies.hyper, x_copies, y_copies, t, factor)
     final0 = flat(base.params, 1).double()  # [n, D]
     final = flat(moved.params, 1).double().view(run.members, e, -1)
     distance = (final - final0.unsqueeze(1)).norm(dim=-1)  # [n, E]
@@ -152,22 +171,54 @@ def basin_scan(run: Unrolled, eps: Sequence[float] = DEFAULT_EPS, seed: int = 0,
     if patterns is not None:
         x_eval = run.task.x_test
         x_eval = x_eval.to(run.dtype) if x_eval.is_floating_point() else x_eval
-        with torch.no_grad():
-            a = patterns(base.params, x_eval.expand(run.members, *x_eval.shape))
-            b = patterns(moved.params, x_eval.expand(run.members * e, *x_eval.shape)).view(run.members, e, *a.shape[1:])
-            flips_eval = (a.unsqueeze(1) != b).flatten(2).sum(-1)
-    out = []
-    for i, row in enumerate(run.rows):
-        rows, breakdown = [], None
-        for j, size in enumerate(eps):
-            predicted = size * float(growth[i])
-            d = float(distance[i, j])
-            ratio = d / predicted if predicted > 0 else float("nan")
-            broken = not (abs(ratio - 1) <= tolerance)  # NaN (diverged or zero growth) counts as broken
-            if broken and breakdown is None:
-                breakdown = size
-            rows.append({"member": row.member, "eps": size, "distance": d, "predicted": predicted, "ratio": ratio,
-                         "flips": None if patterns is None else int(flips[i, j]),
-                         "flips_eval": None if flips_eval is None else int(flips_eval[i, j])})
-        out.append(Basin(row.member, float(growth[i]), breakdown, rows))
-    return out
+        flips_eval = _flips(
+            patterns, base.params, moved.params, x_eval.expand(run.members, *x_eval.shape), e
+        )
+    counts = None if patterns is None else (flips, flips_eval)
+    return [
+        _basin(run.rows[i].member, eps, float(growth[i]), distance[i], counts, i, tolerance)
+        for i in range(run.members)
+    ]
+
+
+def _flips(
+    patterns: Callable[[Params, Tensor], Tensor], base: Params, moved: Params, x: Tensor, e: int
+) -> Tensor:
+    """``[members, E]`` units whose activation pattern differs between a member and its copies."""
+    with torch.no_grad():
+        a = patterns(base, x)  # [n, B, U]
+        b = patterns(moved, x.repeat_interleave(e, 0)).view(a.shape[0], e, *a.shape[1:])
+        return (a.unsqueeze(1) != b).flatten(2).sum(-1)
+
+
+def _basin(
+    member: int,
+    eps: list[float],
+    growth: float,
+    distance: Tensor,
+    counts: tuple[Tensor, Tensor] | None,
+    i: int,
+    tolerance: float,
+) -> Basin:
+    """Member ``member``'s rows (one per ``eps``) and its breakdown ``eps``."""
+    rows, breakdown = [], None
+    for j, size in enumerate(eps):
+        predicted = size * growth
+        d = float(distance[j])
+        ratio = d / predicted if predicted > 0 else float("nan")
+        # NaN (diverged or zero growth) counts as broken.
+        broken = not (abs(ratio - 1) <= tolerance)
+        if broken and breakdown is None:
+            breakdown = size
+        rows.append(
+            {
+                "member": member,
+                "eps": size,
+                "distance": d,
+                "predicted": predicted,
+                "ratio": ratio,
+                "flips": None if counts is None else int(counts[0][i, j]),
+                "flips_eval": None if counts is None else int(counts[1][i, j]),
+            }
+        )
+    return Basin(member, growth, breakdown, rows)

@@ -35,7 +35,9 @@ def slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(dx @ (y - y.mean()) / var) if var > 0 else float("nan")
 
 
-def bootstrap_slope(x: np.ndarray, y: np.ndarray, draws: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+def bootstrap_slope(
+    x: np.ndarray, y: np.ndarray, draws: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of the slope over ``draws`` resamples of the members (pairs kept together).
 
     Resamples in which every picked member has the same ``x`` have no slope and are left out.
@@ -58,8 +60,14 @@ def _varies(x: np.ndarray) -> bool:
     return len(x) > 1 and float(np.ptp(x)) > 1e-12 * max(1.0, float(np.abs(x).max()))
 
 
-def global_sensitivity(members: pd.DataFrame, hypergrads: pd.DataFrame, hypers: Sequence[str], draws: int = 1000, seed: int = 0,
-                       level: float = 0.95) -> pd.DataFrame:
+def global_sensitivity(
+    members: pd.DataFrame,
+    hypergrads: pd.DataFrame,
+    hypers: Sequence[str],
+    draws: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> pd.DataFrame:
     """One row per (hyperparameter, outcome): local derivative (mean, sd over members) and global slope across the plan.
 
     Args:
@@ -75,28 +83,57 @@ def global_sensitivity(members: pd.DataFrame, hypergrads: pd.DataFrame, hypers: 
     rows = []
     for h in hypers:
         for outcome in OUTCOMES:
-            local = hypergrads[(hypergrads["hyper"] == h) & (hypergrads["outcome"] == outcome)] if len(hypergrads) else hypergrads
-            derivative = pd.to_numeric(local["derivative"], errors="coerce").dropna() if len(local) else pd.Series(dtype=float)
-            row = {"hyper": h, "outcome": outcome, "local_mean": float(derivative.mean()) if len(derivative) else None,
-                   "local_sd": float(derivative.std(ddof=1)) if len(derivative) > 1 else None, "local_members": len(derivative),
-                   "varied": False, "h_min": None, "h_max": None, "global_slope": None, "global_low": None, "global_high": None,
-                   "global_members": 0, "note": ""}
+            row = _local_row(hypergrads, h, outcome)
             if h not in members or outcome not in members:
                 row["note"] = f"members carry no {h if h not in members else outcome}"
-                rows.append(row)
-                continue
-            pairs = pd.DataFrame({"x": pd.to_numeric(members[h], errors="coerce"), "y": pd.to_numeric(members[outcome], errors="coerce")})
-            pairs = pairs[np.isfinite(pairs["x"]) & np.isfinite(pairs["y"])]
-            x, y = pairs["x"].to_numpy(np.float64), pairs["y"].to_numpy(np.float64)
-            row.update(global_members=len(x), h_min=float(x.min()) if len(x) else None, h_max=float(x.max()) if len(x) else None)
-            if not _varies(x):
-                row["note"] = f"the plan does not vary {h}: no global number"
             else:
-                row.update(varied=True, global_slope=slope(x, y))
-                if len(x) >= 3:
-                    row["global_low"], row["global_high"] = bootstrap_slope(x, y, draws, seed, level)
-                else:
-                    row["note"] = "two members: a slope without an interval"
+                _add_global(row, members[h], members[outcome], draws, seed, level)
             rows.append(row)
-    return pd.DataFrame(rows, columns=["hyper", "outcome", "local_mean", "local_sd", "local_members", "varied", "h_min", "h_max",
-                                       "global_slope", "global_low", "global_high", "global_members", "note"])
+    return pd.DataFrame(rows, columns=_COLUMNS)
+
+
+_COLUMNS = [
+    "hyper", "outcome", "local_mean", "local_sd", "local_members", "varied", "h_min", "h_max",
+    "global_slope", "global_low", "global_high", "global_members", "note",
+]  # fmt: skip
+
+
+def _local_row(hypergrads: pd.DataFrame, h: str, outcome: str) -> dict:
+    """The row of ``(h, outcome)`` with its local derivative over members filled in."""
+    if len(hypergrads):
+        hypergrads = hypergrads[(hypergrads["hyper"] == h) & (hypergrads["outcome"] == outcome)]
+    derivative = (
+        pd.to_numeric(hypergrads["derivative"], errors="coerce").dropna()
+        if len(hypergrads)
+        else pd.Series(dtype=float)
+    )
+    row: dict = dict.fromkeys(_COLUMNS)
+    row.update(hyper=h, outcome=outcome, local_members=len(derivative), varied=False,
+               global_members=0, note="")  # fmt: skip
+    if len(derivative):
+        row["local_mean"] = float(derivative.mean())
+    if len(derivative) > 1:
+        row["local_sd"] = float(derivative.std(ddof=1))
+    return row
+
+
+def _add_global(row: dict, h_values: pd.Series, outcomes: pd.Series, draws: int, seed: int,
+                level: float) -> None:  # fmt: skip
+    """Fill in the slope of ``outcomes`` over ``h_values`` across the (finite) members."""
+    pairs = pd.DataFrame({"x": pd.to_numeric(h_values, errors="coerce"),
+                          "y": pd.to_numeric(outcomes, errors="coerce")})  # fmt: skip
+    pairs = pairs[np.isfinite(pairs["x"]) & np.isfinite(pairs["y"])]
+    x, y = pairs["x"].to_numpy(np.float64), pairs["y"].to_numpy(np.float64)
+    row.update(
+        global_members=len(x),
+        h_min=float(x.min()) if len(x) else None,
+        h_max=float(x.max()) if len(x) else None,
+    )
+    if not _varies(x):
+        row["note"] = f"the plan does not vary {row['hyper']}: no global number"
+        return
+    row.update(varied=True, global_slope=slope(x, y))
+    if len(x) >= 3:
+        row["global_low"], row["global_high"] = bootstrap_slope(x, y, draws, seed, level)
+    else:
+        row["note"] = "two members: a slope without an interval"

@@ -40,7 +40,9 @@ _FLOOR = {"lr": 1e-3, "momentum": 0.1, "weight_decay": 1e-4, "init_scale": 0.1}
 def check_hypers(hypers: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [h for h in hypers if h not in HYPER_NAMES]
     if unknown:
-        raise UserError(f"unknown hyperparameter {unknown[0]!r} for tangents; known: {', '.join(HYPER_NAMES)}")
+        raise UserError(
+            f"unknown hyperparameter {unknown[0]!r} for tangents; known: {', '.join(HYPER_NAMES)}"
+        )
     return tuple(hypers)
 
 
@@ -51,7 +53,9 @@ def hyper_columns(run: Unrolled, hypers: tuple[str, ...]) -> tuple[Params, dict[
     ``init_scale`` the unscaled initial weights as the initial parameter tangent.
     """
     n, count = run.members, len(hypers)
-    dparams = {k: torch.zeros(n, count, *v.shape[1:], dtype=v.dtype) for k, v in run.params0.items()}
+    dparams = {
+        k: torch.zeros(n, count, *v.shape[1:], dtype=v.dtype) for k, v in run.params0.items()
+    }
     dhyper = {h: torch.zeros(n, count, dtype=torch.float64) for h in HYPERS}
     for j, h in enumerate(hypers):
         if h == "init_scale":
@@ -67,7 +71,11 @@ def final_outcomes(run: Unrolled, x: Tensor, y: Tensor) -> dict[str, Tensor]:
     params = final_params(run)
     outcomes = outcome_fn(run, x.to(run.dtype) if x.is_floating_point() else x, y)
     loss, surrogate, logits = torch.func.vmap(outcomes)(params)
-    return {"test_loss": loss.detach(), "true_class_prob": surrogate.detach(), "logits": logits.detach()}
+    return {
+        "test_loss": loss.detach(),
+        "true_class_prob": surrogate.detach(),
+        "logits": logits.detach(),
+    }
 
 
 def shifted(run: Unrolled, hyper: str, delta: Tensor) -> Unrolled:
@@ -77,9 +85,15 @@ def shifted(run: Unrolled, hyper: str, delta: Tensor) -> Unrolled:
     does (init = scale * w + noise) without the engine's float32 rounding of the product:
     a float64 difference of 1e-6 would otherwise see that rounding.
     """
-    rows = tuple(replace(r, **{hyper: getattr(r, hyper) + float(d)}) for r, d in zip(run.rows, delta, strict=True))
+    rows = tuple(
+        replace(r, **{hyper: getattr(r, hyper) + float(d)})
+        for r, d in zip(run.rows, delta, strict=True)
+    )
     if hyper == "init_scale":
-        moved = {k: v + delta.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) * run.scale_tangent[k] for k, v in run.params0.items()}
+        moved = {
+            k: v + delta.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) * run.scale_tangent[k]
+            for k, v in run.params0.items()
+        }
         return replace(run, rows=rows, params0=moved)
     return replace(run, rows=rows, hyper={**run.hyper, hyper: run.hyper[hyper] + delta.double()})
 
@@ -93,11 +107,16 @@ def finite_step(run: Unrolled, hyper: str, relative: float) -> Tensor:
     return step
 
 
-def central_difference(run: Unrolled, hyper: str, delta: Tensor, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+def central_difference(
+    run: Unrolled, hyper: str, delta: Tensor, x: Tensor, y: Tensor
+) -> dict[str, Tensor]:
     """``(O(h + delta) - O(h - delta)) / (2 delta)`` per member for the scalar outcomes, two runs each."""
     up = final_outcomes(shifted(run, hyper, delta), x, y)
     down = final_outcomes(shifted(run, hyper, -delta), x, y)
-    out = {name: (up[name] - down[name]).double() / (2 * delta) for name in ("test_loss", "true_class_prob")}
+    out = {
+        name: (up[name] - down[name]).double() / (2 * delta)
+        for name in ("test_loss", "true_class_prob")
+    }
     rms = ((up["logits"] - down["logits"]).double().pow(2).sum(-1).mean(-1).sqrt()) / (2 * delta)
     out["logits_rms"] = rms
     return out

@@ -26,7 +26,7 @@ from attractor.tangent.unroll import Unrolled
 
 
 def _gradients(run: Unrolled, z: Tangents, x: Tensor, y: Tensor) -> tuple[Params, Params]:
-    """Every member's gradient and ``H dp`` for every column: ``[members, *shape]``, ``[members, K, *shape]``."""
+    """Gradients ``[members, *shape]`` and ``H dp`` of every column ``[members, K, *shape]``."""
     names = list(z.params)
     columns = z.dparams[names[0]].shape[1]
     leaves = [z.params[k].detach().requires_grad_(True) for k in names]
@@ -37,11 +37,14 @@ def _gradients(run: Unrolled, z: Tangents, x: Tensor, y: Tensor) -> tuple[Params
         if columns:
             # Members share nothing, so the summed loss's Hessian is block diagonal by member.
             outs = [z.dparams[k].transpose(0, 1) for k in names]
-            found = torch.autograd.grad(grads, leaves, grad_outputs=outs, is_grads_batched=True,
-                                        allow_unused=True)
+            found = torch.autograd.grad(
+                grads, leaves, grad_outputs=outs, is_grads_batched=True, allow_unused=True
+            )
             hv = [h if f is None else f.transpose(0, 1) for h, f in zip(hv, found, strict=True)]
-    return ({k: g.detach() for k, g in zip(names, grads, strict=True)},
-            {k: h.detach() for k, h in zip(names, hv, strict=True)})
+    return (
+        {k: g.detach() for k, g in zip(names, grads, strict=True)},
+        {k: h.detach() for k, h in zip(names, hv, strict=True)},
+    )
 
 
 def linearized_step(run: Unrolled) -> Callable[..., Tangents]:

@@ -46,7 +46,7 @@ from torch.func import functional_call, jvp, vmap
 
 from attractor.seeds import torch_generator
 from attractor.tangent.linearized import linearized_step
-from attractor.tangent.types import Params, Record, State, Tangents
+from attractor.tangent.types import Hypers, Params, Record, State, Tangents
 from attractor.tangent.unroll import Unrolled
 
 
@@ -77,7 +77,9 @@ def random_directions(run: Unrolled, k: int, seed: int = 0) -> Params:
         raise ValueError(f"{k} directions exceed the {d} parameters")
     draws = []
     for row in run.rows:
-        gen = torch_generator("tangent-directions", row.init_seed, row.data_seed, row.noise_seed, seed)
+        gen = torch_generator(
+            "tangent-directions", row.init_seed, row.data_seed, row.noise_seed, seed
+        )
         g = torch.randn(d, k, generator=gen, dtype=torch.float64)
         draws.append(torch.linalg.qr(g).Q.T)  # [k, D] orthonormal rows
     return unflat(torch.stack(draws).to(run.dtype), run.params0, 1)
@@ -92,17 +94,27 @@ def jvp_step(run: Unrolled) -> Callable[..., Tangents]:
     """
     vstep = run.vstep()
 
-    def step(z: Tangents, hyper: dict[str, Tensor], x: Tensor, y: Tensor, t: int, factor: float) -> Tangents:
+    def step(
+        z: Tangents, hyper: dict[str, Tensor], x: Tensor, y: Tensor, t: int, factor: float
+    ) -> Tangents:
         def column(dp: Params, ds: State, dh: dict[str, Tensor]):
-            return jvp(lambda p, s, h: vstep(p, s, h, x, y, t, factor), (z.params, z.state, hyper), (dp, ds, dh))
+            return jvp(
+                lambda p, s, h: vstep(p, s, h, x, y, t, factor),
+                (z.params, z.state, hyper),
+                (dp, ds, dh),
+            )
 
-        (p, s), (dp, ds) = vmap(column, in_dims=1, out_dims=((None, None), (1, 1)))(z.dparams, z.dstate, z.dhyper)
+        (p, s), (dp, ds) = vmap(column, in_dims=1, out_dims=((None, None), (1, 1)))(
+            z.dparams, z.dstate, z.dhyper
+        )
         return Tangents(p, s, dp, ds, z.dhyper)
 
     return step
 
 
-def outcome_fn(run: Unrolled, x: Tensor, y: Tensor) -> Callable[[Params], tuple[Tensor, Tensor, Tensor]]:
+def outcome_fn(
+    run: Unrolled, x: Tensor, y: Tensor
+) -> Callable[[Params], tuple[Tensor, Tensor, Tensor]]:
     """``params -> (mean loss, accuracy surrogate, logits [E, C])`` of one member on the eval set."""
     classes = run.task.num_classes is not None
 
@@ -111,13 +123,19 @@ def outcome_fn(run: Unrolled, x: Tensor, y: Tensor) -> Callable[[Params], tuple[
         loss = run.task.loss(logits, y).mean()
         # The accuracy itself is piecewise constant (zero derivative): its smooth stand-in is
         # the mean probability given to the true class.
-        surrogate = logits.softmax(-1).gather(-1, y.unsqueeze(-1)).mean() if classes else torch.full_like(loss, float("nan"))
+        surrogate = (
+            logits.softmax(-1).gather(-1, y.unsqueeze(-1)).mean()
+            if classes
+            else torch.full_like(loss, float("nan"))
+        )
         return loss, surrogate, logits
 
     return outcomes
 
 
-def outcome_tangents(run: Unrolled, x: Tensor, y: Tensor, params: Params, dparams: Params) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+def outcome_tangents(
+    run: Unrolled, x: Tensor, y: Tensor, params: Params, dparams: Params
+) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
     """Outcomes ``[members]`` / ``[members, E, C]`` and their tangents ``[members, K, ...]``."""
     members = vmap(outcome_fn(run, x, y))
     return vmap(lambda d: jvp(members, (params,), (d,)), in_dims=1, out_dims=(None, 1))(dparams)
@@ -129,7 +147,9 @@ class Orthonormalizer:
     def __init__(self, members: int, k: int) -> None:
         self.k = k
         self.log_r = torch.zeros(members, k, dtype=torch.float64)  # L_i(t)
-        self.r_cum = torch.eye(k, dtype=torch.float64).expand(members, k, k).clone()  # J_t V_0 = Q_t r_cum
+        self.r_cum = (
+            torch.eye(k, dtype=torch.float64).expand(members, k, k).clone()
+        )  # J_t V_0 = Q_t r_cum
 
     def __call__(self, z: Tangents, healthy: Tensor) -> Tangents:
         k = self.k
@@ -154,20 +174,41 @@ class Orthonormalizer:
         return Tangents(z.params, z.state, dparams, dstate, z.dhyper)
 
 
-def snapshot_record(run: Unrolled, z: Tangents, ortho: Orthonormalizer, hypers: tuple[str, ...], step: int, healthy: Tensor,
-                    x: Tensor, y: Tensor) -> list[Record]:
+def snapshot_record(
+    run: Unrolled,
+    z: Tangents,
+    ortho: Orthonormalizer,
+    hypers: tuple[str, ...],
+    step: int,
+    healthy: Tensor,
+    x: Tensor,
+    y: Tensor,
+) -> list[Record]:
     """Per member: exponents, top-direction growth, function-space growth and hypergradients at ``step``."""
     (loss, surrogate, _), (dloss, dsur, dlogits) = outcome_tangents(run, x, y, z.params, z.dparams)
     k, examples = ortho.k, x.shape[0]
     records = []
     for i in range(run.members):
-        rec: Record = {"member": run.rows[i].member, "step": step, "test_loss": float(loss[i]), "true_class_prob": float(surrogate[i])}
+        rec: Record = {
+            "member": run.rows[i].member,
+            "step": step,
+            "test_loss": float(loss[i]),
+            "true_class_prob": float(surrogate[i]),
+        }
         ok = bool(healthy[i])
         if k:
             out = dlogits[i, :k].reshape(k, -1).double()  # J_f Q_t, one row per column
             rec["log_growth_top"] = float(ortho.log_r[i, 0]) if ok else math.nan
-            rec["function_growth_top"] = float(out[0].norm() * ortho.log_r[i, 0].exp() / math.sqrt(examples)) if ok else math.nan
-            sv = torch.linalg.svdvals(ortho.r_cum[i].T @ out) / math.sqrt(examples) if ok else torch.full((k,), math.nan)
+            rec["function_growth_top"] = (
+                float(out[0].norm() * ortho.log_r[i, 0].exp() / math.sqrt(examples))
+                if ok
+                else math.nan
+            )
+            sv = (
+                torch.linalg.svdvals(ortho.r_cum[i].T @ out) / math.sqrt(examples)
+                if ok
+                else torch.full((k,), math.nan)
+            )
             for j in range(k):
                 rec[f"exponent_{j}"] = float(ortho.log_r[i, j]) / step if ok and step else math.nan
                 rec[f"function_sv_{j}"] = float(sv[j])
@@ -175,14 +216,39 @@ def snapshot_record(run: Unrolled, z: Tangents, ortho: Orthonormalizer, hypers: 
             c = k + j
             rec[f"d_test_loss_d_{h}"] = float(dloss[i, c]) if ok else math.nan
             rec[f"d_true_class_prob_d_{h}"] = float(dsur[i, c]) if ok else math.nan
-            rec[f"d_logits_rms_d_{h}"] = float(dlogits[i, c].double().pow(2).sum(-1).mean().sqrt()) if ok else math.nan
+            rec[f"d_logits_rms_d_{h}"] = (
+                float(dlogits[i, c].double().pow(2).sum(-1).mean().sqrt()) if ok else math.nan
+            )
         records.append(rec)
     return records
 
 
-def propagate(run: Unrolled, dparams0: Params, dhyper: dict[str, Tensor], k: int, hypers: tuple[str, ...],
-              reorth_every: int = 10, eval_set: tuple[Tensor, Tensor] | None = None,
-              method: str = "linearized") -> tuple[list[Record], Tangents, Tensor]:
+def _start(run: Unrolled, dparams0: Params, dhyper: Hypers) -> Tangents:
+    """The initial weights and optimizer state, with the given columns (state tangents 0)."""
+    params = dict(run.params0)
+    state = run.init_state(params)
+    dstate = {n: {s: torch.zeros_like(dparams0[n]) for s in slots} for n, slots in state.items()}
+    return Tangents(params, state, dparams0, dstate, dhyper)
+
+
+def _tangent_step(run: Unrolled, method: str) -> Callable[..., Tangents]:
+    if method == "linearized":
+        return linearized_step(run)
+    if method == "jvp":
+        return jvp_step(run)
+    raise ValueError(f"unknown method {method!r}; known: linearized, jvp")
+
+
+def propagate(
+    run: Unrolled,
+    dparams0: Params,
+    dhyper: dict[str, Tensor],
+    k: int,
+    hypers: tuple[str, ...],
+    reorth_every: int = 10,
+    eval_set: tuple[Tensor, Tensor] | None = None,
+    method: str = "linearized",
+) -> tuple[list[Record], Tangents, Tensor]:
     """Train every member with ``K`` tangent columns; the first ``k`` are directions (re-orthonormalized).
 
     Args:
@@ -191,8 +257,8 @@ def propagate(run: Unrolled, dparams0: Params, dhyper: dict[str, Tensor], k: int
         hypers: names of the columns ``k .. K-1`` (for the records).
         reorth_every: QR every this many steps (and at every snapshot).
         eval_set: ``(x, y)`` for the outcomes; default the task's test split.
-        method: ``"linearized"`` (Hessian-vector products and the optimizer's hand-written
-            tangent, :mod:`attractor.tangent.linearized`) or ``"jvp"`` (``torch.func.jvp``
+        method: ``"linearized"`` (Hessian-vector products and ``jvp`` of the optimizer's
+            update, :mod:`attractor.tangent.linearized`) or ``"jvp"`` (``torch.func.jvp``
             through the functional step; slower, the reference the other is tested against).
 
     Returns:
@@ -202,14 +268,8 @@ def propagate(run: Unrolled, dparams0: Params, dhyper: dict[str, Tensor], k: int
     x_eval, y_eval = eval_set if eval_set is not None else (run.task.x_test, run.task.y_test)
     x_eval = x_eval.to(run.dtype) if x_eval.is_floating_point() else x_eval
     ortho = Orthonormalizer(run.members, k)
-    params = dict(run.params0)
-    z = Tangents(params, run.init_state(params), dparams0, {n: {s: torch.zeros_like(dparams0[n]) for s in slots} for n, slots in run.init_state(params).items()}, dhyper)
-    if method == "linearized":
-        step = linearized_step(run)
-    elif method == "jvp":
-        step = jvp_step(run)
-    else:
-        raise ValueError(f"unknown method {method!r}; known: linearized, jvp")
+    z = _start(run, dparams0, dhyper)
+    step = _tangent_step(run, method)
     batches = run.batches()
     diverged = torch.zeros(run.members, dtype=torch.long)
     records: list[Record] = []
@@ -219,7 +279,7 @@ def propagate(run: Unrolled, dparams0: Params, dhyper: dict[str, Tensor], k: int
     for t in range(1, run.steps + 1):
         x, y = batches.next()
         z = step(z, run.hyper, x, y, t, run.factor(t))
-        finite = torch.stack([v.reshape(v.shape[0], -1).isfinite().all(1) for v in z.params.values()]).all(0)
+        finite = torch.stack([v.flatten(1).isfinite().all(1) for v in z.params.values()]).all(0)
         diverged = torch.where((diverged == 0) & ~finite, torch.full_like(diverged, t), diverged)
         if k and (t % reorth_every == 0 or t in snaps):
             z = ortho(z, diverged == 0)

@@ -30,8 +30,16 @@ def least_squares_task(n: int = 32, d: int = 6, seed: int = 0) -> Task:
     scales = torch.linspace(0.5, 2.0, d)
     x = torch.randn(n, d, generator=gen) * scales
     y = x @ torch.randn(d, generator=gen) + 0.1 * torch.randn(n, generator=gen)
-    return Task(name="least-squares", x_train=x, y_train=y, x_test=x[:8], y_test=y[:8],
-                make_model=lambda: nn.Linear(d, 1, bias=False), loss=_squared_error, description="linear least squares")
+    return Task(
+        name="least-squares",
+        x_train=x,
+        y_train=y,
+        x_test=x[:8],
+        y_test=y[:8],
+        make_model=lambda: nn.Linear(d, 1, bias=False),
+        loss=_squared_error,
+        description="linear least squares",
+    )
 
 
 def hessian(task: Task) -> Tensor:

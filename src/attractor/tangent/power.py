@@ -56,7 +56,9 @@ def _zeros_state(state: State) -> State:
     return {n: {s: torch.zeros_like(v) for s, v in slots.items()} for n, slots in state.items()}
 
 
-def forward(run: Unrolled, v: Params, every: int) -> tuple[Params, list[tuple[int, Params, State, object]]]:
+def forward(
+    run: Unrolled, v: Params, every: int
+) -> tuple[Params, list[tuple[int, Params, State, object]]]:
     """``u = J v`` for ``v [members, *shape]``, and checkpoints ``(step, params, state, streams)`` every ``every`` steps."""
     params = dict(run.params0)
     state = run.init_state(params)
@@ -67,11 +69,15 @@ def forward(run: Unrolled, v: Params, every: int) -> tuple[Params, list[tuple[in
         if (t - 1) % every == 0:
             checkpoints.append((t - 1, params, state, batches.save()))
         x, y = batches.next()
-        (params, state), (dparams, dstate) = jvp(_at(run, x, y, t), (params, state), (dparams, dstate))
+        (params, state), (dparams, dstate) = jvp(
+            _at(run, x, y, t), (params, state), (dparams, dstate)
+        )
     return dparams, checkpoints
 
 
-def backward(run: Unrolled, u: Params, checkpoints: list[tuple[int, Params, State, object]]) -> Params:
+def backward(
+    run: Unrolled, u: Params, checkpoints: list[tuple[int, Params, State, object]]
+) -> Params:
     """``J^T u``: replay each segment from its checkpoint (newest first) and pull ``u`` back through it."""
     step = run.vstep()
     start_batches = run.batches()
@@ -101,7 +107,9 @@ def _scale(tree: Params, factor: Tensor) -> Params:
     return {k: v * factor.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) for k, v in tree.items()}
 
 
-def top_growth(run: Unrolled, iterations: int = 8, seed: int = 0, start: Params | None = None) -> PowerResult:
+def top_growth(
+    run: Unrolled, iterations: int = 8, seed: int = 0, start: Params | None = None
+) -> PowerResult:
     """Power iteration for ``sigma_1(J)`` of every member at once (members stay independent).
 
     Starts from ``start`` (unit ``[members, *shape]``; default a random direction). The
@@ -109,7 +117,11 @@ def top_growth(run: Unrolled, iterations: int = 8, seed: int = 0, start: Params 
     ``J^T J`` under power iteration), so after a few iterations it is a lower bound.
     """
     every = max(1, math.ceil(math.sqrt(run.steps)))
-    v = start if start is not None else {k: d[:, 0] for k, d in random_directions(run, 1, seed).items()}
+    v = (
+        start
+        if start is not None
+        else {k: d[:, 0] for k, d in random_directions(run, 1, seed).items()}
+    )
     history, random_growth = [], None
     for _ in range(iterations):
         u, checkpoints = forward(run, v, every)
@@ -120,4 +132,8 @@ def top_growth(run: Unrolled, iterations: int = 8, seed: int = 0, start: Params 
         history.append(rayleigh.clamp_min(0).sqrt())
         v = _scale(w, 1 / _norm(w))
     stacked = torch.stack(history)
-    return PowerResult(stacked[-1], stacked, random_growth if random_growth is not None else torch.full((run.members,), math.nan))
+    return PowerResult(
+        stacked[-1],
+        stacked,
+        random_growth if random_growth is not None else torch.full((run.members,), math.nan),
+    )

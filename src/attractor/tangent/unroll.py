@@ -93,7 +93,7 @@ class Unrolled:
         return batched_forward(self.module)
 
     def init_state(self, params: Params) -> State:
-        """The optimizer's initial state (zero slots), ``{name: {slot: zeros like params[name]}}``."""
+        """The optimizer's initial state: ``{name: {slot: zeros like params[name]}}``."""
         return self.optim.init(params)
 
     def factor(self, step: int) -> float:
@@ -130,8 +130,9 @@ class Unrolled:
         """
         gradient = vmap(grad(self.loss))
 
-        def step(params: Params, state: State, hyper: Hypers, x: Tensor, y: Tensor, t: int,
-                 factor: float) -> tuple[Params, State]:
+        def step(
+            params: Params, state: State, hyper: Hypers, x: Tensor, y: Tensor, t: int, factor: float
+        ) -> tuple[Params, State]:
             grads = gradient(params, x, y)
             return self.optim.update(params, grads, state, self.optimizer_hyper(hyper, factor), t)
 
@@ -147,13 +148,17 @@ class Batches:
 
     def __init__(self, run: Unrolled) -> None:
         self.run = run
-        self.streams = [BatchStream(member_pool(run.task, r), r.batch_size, r.data_seed) for r in run.rows]
+        self.streams = [
+            BatchStream(member_pool(run.task, r), r.batch_size, r.data_seed) for r in run.rows
+        ]
 
     def next(self) -> tuple[Tensor, Tensor]:
         """``x [members, batch, ...]`` in the run's dtype and ``y [members, batch]`` of the next step."""
         index = torch.stack([s.next() for s in self.streams])
         x = self.run.task.x_train[index]
-        return (x.to(self.run.dtype) if x.is_floating_point() else x), torch.gather(self.run.targets, 1, index)
+        return (x.to(self.run.dtype) if x.is_floating_point() else x), torch.gather(
+            self.run.targets, 1, index
+        )
 
     def save(self) -> list[tuple[Tensor, Tensor, int]]:
         return [(s.generator.get_state(), s._order, s._cursor) for s in self.streams]
@@ -170,7 +175,9 @@ class Batches:
         return other
 
 
-def unroll(task: Task, config: Config, rows: list[PlanRow], dtype: torch.dtype = torch.float64) -> Unrolled:
+def unroll(
+    task: Task, config: Config, rows: list[PlanRow], dtype: torch.dtype = torch.float64
+) -> Unrolled:
     """The training of ``rows`` (one batch size, one optimizer) as the engine runs it.
 
     Raises:
@@ -186,18 +193,32 @@ def unroll(task: Task, config: Config, rows: list[PlanRow], dtype: torch.dtype =
     modules = [initial_module(task, r) for r in rows]
     template = modules[0]
     if any(True for _ in template.buffers()):
-        raise UserError("tangent supports models without buffers (no BatchNorm); use a flat MLP task such as digits-mlp")
+        raise UserError(
+            "tangent supports models without buffers (no BatchNorm); use a flat MLP task such as digits-mlp"
+        )
     names = [k for k, _ in template.named_parameters()]
-    params0 = {k: torch.stack([m.get_parameter(k).detach() for m in modules]).to(dtype) for k in names}
+    params0 = {
+        k: torch.stack([m.get_parameter(k).detach() for m in modules]).to(dtype) for k in names
+    }
     # init = init_scale * w + noise, so d init / d init_scale = w, the unscaled weights.
     unscaled = [initial_module(task, _unit_scale(r)) for r in rows]
-    scale_tangent = {k: torch.stack([m.get_parameter(k).detach() for m in unscaled]).to(dtype) for k in names}
+    scale_tangent = {
+        k: torch.stack([m.get_parameter(k).detach() for m in unscaled]).to(dtype) for k in names
+    }
     steps = total_steps(config, task, rows[0].batch_size)
     hyper = {h: torch.tensor([getattr(r, h) for r in rows], dtype=torch.float64) for h in HYPERS}
     return Unrolled(
-        task=task, config=config, rows=tuple(rows), module=template.to(dtype), params0=params0, scale_tangent=scale_tangent,
-        targets=torch.stack([member_targets(task, r) for r in rows]), hyper=hyper, steps=steps,
-        snapshots=tuple(snapshot_steps(config.run.snapshots, steps)), dtype=dtype,
+        task=task,
+        config=config,
+        rows=tuple(rows),
+        module=template.to(dtype),
+        params0=params0,
+        scale_tangent=scale_tangent,
+        targets=torch.stack([member_targets(task, r) for r in rows]),
+        hyper=hyper,
+        steps=steps,
+        snapshots=tuple(snapshot_steps(config.run.snapshots, steps)),
+        dtype=dtype,
     )
 
 
@@ -205,7 +226,9 @@ def _unit_scale(row: PlanRow) -> PlanRow:
     return replace(row, init_scale=1.0, init_noise=0.0)
 
 
-def trajectory(run: Unrolled, params: Params | None = None, hyper: dict[str, Tensor] | None = None) -> Iterator[tuple[int, Tensor, Tensor, Params]]:
+def trajectory(
+    run: Unrolled, params: Params | None = None, hyper: dict[str, Tensor] | None = None
+) -> Iterator[tuple[int, Tensor, Tensor, Params]]:
     """Replay the primal run: yields ``(step, x, y, params before the step)``, then ``(steps + 1, -, -, final)``."""
     params = dict(run.params0 if params is None else params)
     hyper = run.hyper if hyper is None else hyper
@@ -241,8 +264,12 @@ def replay(run: Unrolled, params: Params | None = None, hyper: Hypers | None = N
     return params
 
 
-def final_params(run: Unrolled, params: Params | None = None, hyper: Hypers | None = None,
-                 method: str = "linearized") -> Params:
+def final_params(
+    run: Unrolled,
+    params: Params | None = None,
+    hyper: Hypers | None = None,
+    method: str = "linearized",
+) -> Params:
     """Every member's weights after training, ``{name: [members, *shape]}`` (no tangents).
 
     ``method="linearized"`` steps with plain autograd over the engine's batched forward

@@ -24,10 +24,14 @@ def member_pool(task: Task, row: PlanRow) -> Tensor:
     if row.holdout_group is not None:
         groups = task.train_groups
         if groups is None:
-            raise UserError(f"task '{task.name}' defines no groups; remove holdout_group from the plan")
+            raise UserError(
+                f"task '{task.name}' defines no groups; remove holdout_group from the plan"
+            )
         pool = pool[groups != row.holdout_group]
         if len(pool) == 0:
-            raise UserError(f"holdout_group {row.holdout_group} leaves no training data; pick another group")
+            raise UserError(
+                f"holdout_group {row.holdout_group} leaves no training data; pick another group"
+            )
     if row.bootstrap is not None:
         gen = torch_generator("bootstrap", row.bootstrap)
         units = task.units
@@ -37,7 +41,9 @@ def member_pool(task: Task, row: PlanRow) -> Tensor:
             # A cluster bootstrap: examples cut from one document are not independent, so whole
             # units (documents) are drawn with replacement and keep all their examples.
             ids, inverse = torch.unique(units[pool], return_inverse=True)
-            counts = torch.bincount(torch.randint(len(ids), (len(ids),), generator=gen), minlength=len(ids))
+            counts = torch.bincount(
+                torch.randint(len(ids), (len(ids),), generator=gen), minlength=len(ids)
+            )
             pool = pool.repeat_interleave(counts[inverse])
     return pool
 
@@ -47,7 +53,9 @@ def member_targets(task: Task, row: PlanRow) -> Tensor:
     if row.label_noise == 0:
         return task.y_train
     if task.num_classes is None:
-        raise UserError(f"task '{task.name}' has no classes, so label_noise cannot apply; remove it from the plan")
+        raise UserError(
+            f"task '{task.name}' has no classes, so label_noise cannot apply; remove it from the plan"
+        )
     gen = torch_generator("label-noise", row.noise_seed)
     flip = torch.rand(task.y_train.shape, generator=gen) < row.label_noise
     # A shift in [1, C) guarantees the noisy label differs from the true one.

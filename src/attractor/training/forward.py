@@ -113,7 +113,11 @@ def single_forward(model: nn.Module) -> BatchedForward:
 
     def forward(params: Params, buffers: Params, x: Tensor) -> Tensor:
         outs = [
-            functional_call(model, ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}), (x[i],))
+            functional_call(
+                model,
+                ({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}),
+                (x[i],),
+            )
             for i in range(x.shape[0])
         ]
         return torch.stack(outs)
@@ -121,9 +125,13 @@ def single_forward(model: nn.Module) -> BatchedForward:
     return forward
 
 
-def can_vectorize(model: nn.Module, x_example: Tensor, loss: Callable[[Tensor, Tensor], Tensor], y_example: Tensor) -> str | None:
+def can_vectorize(
+    model: nn.Module, x_example: Tensor, loss: Callable[[Tensor, Tensor], Tensor], y_example: Tensor
+) -> str | None:
     """``None`` if two copies of ``model`` train through :func:`batched_forward`, else the reason why not."""
-    params = {k: torch.stack([v.detach()] * 2).requires_grad_(True) for k, v in model.named_parameters()}
+    params = {
+        k: torch.stack([v.detach()] * 2).requires_grad_(True) for k, v in model.named_parameters()
+    }
     buffers = {k: torch.stack([v] * 2) for k, v in model.named_buffers()}
     x = torch.stack([x_example] * 2)
     try:

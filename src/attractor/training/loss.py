@@ -32,6 +32,6 @@ def per_example_loss(task: Task, trainer: TrainerConfig, logits: Tensor, y: Tens
 
 
 def member_losses(task: Task, trainer: TrainerConfig, logits: Tensor, y: Tensor) -> Tensor:
-    """``[members]`` each member's mean training loss on its batch (``logits [members, batch, ...]``)."""
+    """``[members]`` each member's mean training loss (``logits [members, batch, ...]``)."""
     per_example = per_example_loss(task, trainer, logits, y)
     return per_example.reshape(logits.shape[0], -1).mean(1)

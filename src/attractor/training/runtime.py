@@ -26,4 +26,6 @@ def keep_freed_memory() -> bool:
     except OSError:
         return False
     # 32 MiB is glibc's largest allowed mmap threshold on 64-bit systems.
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+    )
