@@ -36,7 +36,7 @@ from attractor.config import parse_config
 from attractor.measure.lm_compare import _batches, _windows, compare_models
 from attractor.runs.launch import train
 from attractor.search.tokens import search_divergent
-from attractor.tasks.lm_models import load_model
+from attractor.runs.lm_models import load_model
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -61,8 +61,8 @@ def test_vectorized_matches_loop(tmp_path: Path) -> None:
 def test_export_reload_gives_identical_logits(run: Path, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from attractor.cli.lm_format import lm_export
-    from attractor.tasks.lm_models import load_model
+    from attractor.cli.lm import lm_export
+    from attractor.runs.lm_models import load_model
 
     info = lm_export(run, 1, tmp_path / "hf")
     assert {"config.json", "model.safetensors"} <= set(info["files"])
@@ -80,7 +80,7 @@ def test_export_reload_gives_identical_logits(run: Path, tmp_path: Path) -> None
 
 
 def test_compare_and_search_members(run: Path, tmp_path: Path) -> None:
-    from attractor.cli.lm_format import format_comparison, format_search, lm_compare, lm_search
+    from attractor.cli.lm import format_comparison, format_search, lm_compare, lm_search
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(f"def f{i}(x):\n    return x + {i}\n" * 3 for i in range(8)))
@@ -99,7 +99,7 @@ def test_compare_and_search_members(run: Path, tmp_path: Path) -> None:
 def test_gcg_finds_a_planted_divergence_better_than_random_contexts(run: Path) -> None:
     from attractor.search.tokens import search_divergent
     from attractor.tasks.corpus import Document
-    from attractor.tasks.lm_models import load_model
+    from attractor.runs.lm_models import load_model
 
     a, b = load_model(f"{run}:0"), load_model(f"{run}:0")
     with torch.no_grad():  # byte 200 never occurs in the corpus: only a search can put it in a context
@@ -116,13 +116,13 @@ def test_measure_lm_run(run: Path) -> None:
     from attractor.measure.lm import measure_lm_run
     from attractor.runs.ensemble import Ensemble
 
-    data = measure_lm_run(run, draws=50)
+    data = measure_lm_run(run, draws=50).to_json()
     final = Ensemble.load(run).final_metrics()
     assert data["loss"]["per_member"] == pytest.approx(final["test_loss"].tolist(), rel=1e-5)
     js = data["pairwise_js"]
     assert 0 < js["value"] <= 0.7 and js["matrix"][0][0] == 0 and js["matrix"][0][1] == pytest.approx(js["matrix"][1][0])
     assert data["kl_to_mean"]["value"] > 0 and data["documents"] >= 2
-    from attractor.cli.lm_format import format_lm_measure
+    from attractor.cli.lm import format_lm_measure
 
     assert "pairwise JS" in format_lm_measure(data)
 
@@ -133,8 +133,9 @@ def test_hf_directory_with_its_own_tokenizer(run: Path, tmp_path: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from attractor.cli.lm_format import lm_compare, lm_export
-    from attractor.tasks.lm_models import TOKENIZER_KEY, HFTokenizer, load_model
+    from attractor.cli.lm import lm_compare, lm_export
+    from attractor.runs.lm_models import load_model
+    from attractor.tasks.lm_models import TOKENIZER_KEY, HFTokenizer
 
     path = Path(lm_export(run, 0, tmp_path / "hf")["path"])
     config = json.loads((path / "config.json").read_text())

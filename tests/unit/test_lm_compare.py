@@ -119,12 +119,12 @@ _PEAK_SCRIPT = """
 import resource, sys, torch
 from attractor.measure.lm_compare import compare_models
 from attractor.tasks.corpus import Document
-from attractor.tasks.lm_models import ByteTokenizer, _wrap_hf
+from attractor.tasks.lm_models import ByteTokenizer, wrap_hf
 from attractor.tasks.tiny_lm import TinyLMOptions, build_gpt2, gpt2_config
 torch.manual_seed(0)
 config = gpt2_config(TinyLMOptions(width=16, context=32, layers=1, heads=2))
-a = _wrap_hf(build_gpt2(config).model, ByteTokenizer(), "a")
-b = _wrap_hf(build_gpt2(config).model, ByteTokenizer(), "b")
+a = wrap_hf(build_gpt2(config).model, ByteTokenizer(), "a")
+b = wrap_hf(build_gpt2(config).model, ByteTokenizer(), "b")
 def corpus(n):  # a generator: the corpus itself is never held in memory
     for i in range(n):
         yield Document(f"d{i}", ("lorem ipsum %d " % i) * 40)
@@ -154,7 +154,7 @@ def test_memory_stays_flat_over_a_corpus_20x_a_batch() -> None:
 def test_corpus_reader_handles_empty_files_bad_bytes_and_long_documents(tmp_path: Path) -> None:
     pytest.importorskip("transformers", reason="needs transformers (pip install 'attractor[lm]')")
     from attractor.tasks.corpus import iter_corpus
-    from attractor.tasks.lm_models import ByteTokenizer, _wrap_hf
+    from attractor.tasks.lm_models import ByteTokenizer, wrap_hf
     from attractor.tasks.tiny_lm import TinyLMOptions, build_gpt2, gpt2_config
 
     (tmp_path / "empty.txt").write_text("")
@@ -165,7 +165,7 @@ def test_corpus_reader_handles_empty_files_bad_bytes_and_long_documents(tmp_path
     assert "\ufffd" in documents[1].text  # undecodable bytes replaced, not a crash
     torch.manual_seed(0)
     config = gpt2_config(TinyLMOptions(width=16, context=32, layers=1, heads=2))
-    model = _wrap_hf(build_gpt2(config).model, ByteTokenizer(), "a")
+    model = wrap_hf(build_gpt2(config).model, ByteTokenizer(), "a")
     result = compare_models(model, model, iter(documents), batch_size=16, draws=10).to_dict()
     # The empty file has no tokens; every byte of the others is read (undecodable ones as U+FFFD).
     total = sum(len(d.text.encode()) for d in documents)

@@ -1,17 +1,19 @@
-"""Causal language models from local sources only, and run members saved as Hugging Face directories.
+"""Causal language models from local sources only: tokenizers, :class:`LanguageModel`, loading.
 
-A model spec is one of:
+A model spec read here is one of:
 
-* ``RUN_DIR:MEMBER``: member ``MEMBER`` of a finished ``tiny-lm`` run (last snapshot); its
-  tokenizer is bytes (vocabulary 256).
 * a directory holding a Hugging Face causal LM (``config.json`` and weights), loaded with
   ``local_files_only=True``; its tokenizer from the same directory, or bytes for a
-  directory written by :func:`save_member` (``"attractor_tokenizer": "bytes"`` in its config).
+  directory written by :func:`attractor.runs.lm_models.save_member`
+  (``"attractor_tokenizer": "bytes"`` in its config).
 * ``module:function``: a function returning ``(model, tokenizer)``: a Hugging Face causal LM
   or any module mapping ``input_ids [batch, T]`` to logits ``[batch, T, vocab]``, and a
-  Hugging Face tokenizer or the string ``"bytes"``.
+  Hugging Face tokenizer or the string ``"bytes"``. This imports and runs the named module:
+  it comes from the user's command line, never from a run directory.
 
-Nothing here downloads: every ``from_pretrained`` is ``local_files_only=True``.
+``RUN_DIR:MEMBER`` (a member of a finished ``tiny-lm`` run) reads a run directory, so it is
+resolved one layer up, by :func:`attractor.runs.lm_models.load_model`, which also takes
+every spec above. Nothing here downloads: every ``from_pretrained`` is ``local_files_only``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -106,18 +106,20 @@ class LanguageModel:
         return self.hf(inputs_embeds=embeds, use_cache=False).logits
 
 
-def load_model(spec: str) -> LanguageModel:
-    """Load ``spec`` (see the module docstring); bad specs raise a one-line :class:`UserError`."""
-    run, _, member = spec.rpartition(":")
-    if run and member.isdigit() and (Path(run) / "manifest.json").is_file():
-        return _load_member(run, int(member), spec)
+def load_local_model(spec: str) -> LanguageModel:
+    """Load a Hugging Face model directory or a ``module:function`` spec (see the module docstring).
+
+    Raises:
+        UserError: one line for a spec that is neither, or that fails to load.
+    """
     path = Path(spec)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(f"'{path}' has no config.json: it is neither a Hugging Face model directory nor a run directory member (RUN_DIR:MEMBER)")
-        return _load_hf_dir(path, spec)
+            raise UserError(f"'{path}' has no config.json: it is neither a Hugging Face model "
+                            "directory nor a run directory member (RUN_DIR:MEMBER)")
+        return load_hf_dir(path, spec)
     if ":" in spec and not path.exists():
-        return _load_function(spec)
+        return load_function(spec)
     raise UserError(f"model {spec!r} is not a model directory, RUN_DIR:MEMBER or module:function")
 
 
@@ -128,7 +130,8 @@ def quiet_transformers() -> Any:
     return transformers
 
 
-def _wrap_hf(model: Any, tokenizer: Tokenizer, name: str) -> LanguageModel:
+def wrap_hf(model: Any, tokenizer: Tokenizer, name: str) -> LanguageModel:
+    """A Hugging Face causal LM as a :class:`LanguageModel` (eval mode, context and vocabulary read off it)."""
     from attractor.tasks.tiny_lm import CausalLM
 
     model.eval()
@@ -138,22 +141,8 @@ def _wrap_hf(model: Any, tokenizer: Tokenizer, name: str) -> LanguageModel:
     return LanguageModel(CausalLM(model).eval(), tokenizer, vocab, int(context), name, model.get_input_embeddings(), model)
 
 
-def _load_member(run: str, member: int, spec: str) -> LanguageModel:
-    from attractor.runs.ensemble import Ensemble
-    from attractor.tasks.tiny_lm import CausalLM
-
-    ensemble = Ensemble.load(run)
-    if member not in [int(m) for m in ensemble.plan["member"]]:
-        raise UserError(f"run '{run}' has no member {member} (members 0..{len(ensemble) - 1})")
-    if member not in ensemble.members:
-        raise UserError(f"member {member} of run '{run}' did not finish training (finished: {ensemble.members})")
-    module = ensemble.module(member)
-    if not isinstance(module, CausalLM):
-        raise UserError(f"run '{run}' is not a language-model run (task {ensemble.config.task.name!r}); lm commands need a tiny-lm run")
-    return _wrap_hf(module.model, ByteTokenizer(), spec)
-
-
-def _load_hf_dir(path: Path, spec: str) -> LanguageModel:
+def load_hf_dir(path: Path, spec: str) -> LanguageModel:
+    """The causal LM in Hugging Face directory ``path`` with its tokenizer (bytes where its config says so)."""
     transformers = quiet_transformers()
     config = json.loads((path / "config.json").read_text())
     kwargs: dict[str, Any] = {"local_files_only": True}
@@ -170,10 +159,11 @@ def _load_hf_dir(path: Path, spec: str) -> LanguageModel:
             tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True))
         except (OSError, ValueError, KeyError) as exc:
             raise UserError(f"cannot load a tokenizer from '{path}' (save one beside the model): {str(exc).splitlines()[0]}") from None
-    return _wrap_hf(model, tokenizer, spec)
+    return wrap_hf(model, tokenizer, spec)
 
 
-def _load_function(spec: str) -> LanguageModel:
+def load_function(spec: str) -> LanguageModel:
+    """Call ``module:function`` (user code named on the command line) for ``(model, tokenizer)``."""
     module_name, _, function_name = spec.partition(":")
     try:
         function = getattr(importlib.import_module(module_name), function_name)
@@ -185,7 +175,7 @@ def _load_function(spec: str) -> LanguageModel:
     model, tokenizer = result
     tok: Tokenizer = ByteTokenizer() if tokenizer == "bytes" else tokenizer if hasattr(tokenizer, "fingerprint") else HFTokenizer(tokenizer)
     if hasattr(model, "get_input_embeddings") and hasattr(model, "config"):
-        return _wrap_hf(model, tok, spec)
+        return wrap_hf(model, tok, spec)
     if not isinstance(model, nn.Module):
         raise UserError(f"model function {spec!r} returned {type(model).__name__}, not a torch module")
     model.eval()
@@ -200,43 +190,3 @@ def check_compatible(a: LanguageModel, b: LanguageModel) -> None:
         raise UserError(f"models have different vocabularies ({a.name}: {a.vocab_size} tokens, {b.name}: {b.vocab_size}); their next-token distributions cannot be compared")
     if a.tokenizer.fingerprint != b.tokenizer.fingerprint:
         raise UserError(f"models use different tokenizers ({a.tokenizer.fingerprint} vs {b.tokenizer.fingerprint}); their next-token distributions cannot be compared")
-
-
-def save_member(run_dir: str | Path, member: int, out: str | Path, step: int | None = None, force: bool = False) -> Path:
-    """Write member ``member`` of a ``tiny-lm`` run as a standard Hugging Face model directory.
-
-    The directory (``config.json``, ``model.safetensors``, ``generation_config.json``)
-    loads with ``transformers.AutoModelForCausalLM.from_pretrained(out)`` and with
-    :func:`load_model`; its config records ``"attractor_tokenizer": "bytes"``. Written to a
-    temporary directory and renamed, so ``out`` is never half-written; an existing
-    non-empty ``out`` is refused unless ``force``.
-
-    Returns:
-        The path of the directory.
-    """
-    from attractor.runs.ensemble import Ensemble
-    from attractor.tasks.tiny_lm import CausalLM
-
-    quiet_transformers()
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"'{out}' exists and is not empty; pick another path or pass --force")
-    ensemble = Ensemble.load(run_dir)
-    if member not in ensemble.members:
-        raise UserError(f"run '{run_dir}' has no finished member {member} (finished: {ensemble.members})")
-    module = ensemble.module(member, step)
-    if not isinstance(module, CausalLM):
-        raise UserError(f"run '{run_dir}' is not a language-model run (task {ensemble.config.task.name!r})")
-    model = module.model
-    model.config.update({TOKENIZER_KEY: "bytes"})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        model.save_pretrained(str(staging), safe_serialization=True)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        staging.rename(out)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return out

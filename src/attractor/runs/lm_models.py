@@ -1,0 +1,89 @@
+"""Language models that live in run directories: load a ``RUN_DIR:MEMBER``, export a member.
+
+:func:`load_model` takes every model spec: ``RUN_DIR:MEMBER`` (member ``MEMBER`` of a
+finished ``tiny-lm`` run, last snapshot, tokenizer bytes) here, and Hugging Face
+directories and ``module:function`` through :func:`attractor.tasks.lm_models.load_local_model`.
+:func:`save_member` writes a member as a standard Hugging Face model directory.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from attractor.errors import UserError
+from attractor.runs.ensemble import Ensemble
+from attractor.tasks.lm_models import (
+    TOKENIZER_KEY,
+    ByteTokenizer,
+    LanguageModel,
+    load_local_model,
+    quiet_transformers,
+    wrap_hf,
+)
+from attractor.tasks.tiny_lm import CausalLM
+
+__all__ = ["load_model", "save_member"]
+
+
+def load_model(spec: str) -> LanguageModel:
+    """Load ``spec`` (see the module docstring); bad specs raise a one-line :class:`UserError`."""
+    run, _, member = spec.rpartition(":")
+    if run and member.isdigit() and (Path(run) / "manifest.json").is_file():
+        return _load_member(run, int(member), spec)
+    return load_local_model(spec)
+
+
+def _load_member(run: str, member: int, spec: str) -> LanguageModel:
+    ensemble = Ensemble.load(run)
+    if member not in [int(m) for m in ensemble.plan["member"]]:
+        raise UserError(f"run '{run}' has no member {member} (members 0..{len(ensemble) - 1})")
+    if member not in ensemble.members:
+        raise UserError(f"member {member} of run '{run}' did not finish training "
+                        f"(finished: {ensemble.members})")
+    module = ensemble.module(member)
+    if not isinstance(module, CausalLM):
+        raise UserError(f"run '{run}' is not a language-model run (task "
+                        f"{ensemble.config.task.name!r}); lm commands need a tiny-lm run")
+    return wrap_hf(module.model, ByteTokenizer(), spec)
+
+
+def save_member(run_dir: str | Path, member: int, out: str | Path, step: int | None = None,
+                force: bool = False) -> Path:
+    """Write member ``member`` of a ``tiny-lm`` run as a standard Hugging Face model directory.
+
+    The directory (``config.json``, ``model.safetensors``, ``generation_config.json``)
+    loads with ``transformers.AutoModelForCausalLM.from_pretrained(out)`` and with
+    :func:`load_model`; its config records ``"attractor_tokenizer": "bytes"``. Written to a
+    temporary directory and renamed, so ``out`` is never half-written; an existing
+    non-empty ``out`` is refused unless ``force``.
+
+    Returns:
+        The path of the directory.
+    """
+    quiet_transformers()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
+        raise UserError(f"'{out}' exists and is not empty; pick another path or pass --force")
+    ensemble = Ensemble.load(run_dir)
+    if member not in ensemble.members:
+        raise UserError(f"run '{run_dir}' has no finished member {member} "
+                        f"(finished: {ensemble.members})")
+    module = ensemble.module(member, step)
+    if not isinstance(module, CausalLM):
+        raise UserError(f"run '{run_dir}' is not a language-model run "
+                        f"(task {ensemble.config.task.name!r})")
+    model = module.model
+    model.config.update({TOKENIZER_KEY: "bytes"})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model.save_pretrained(str(staging), safe_serialization=True)
+        if out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        staging.rename(out)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return out
