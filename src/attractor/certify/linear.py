@@ -32,6 +32,8 @@ from torch import Tensor
 
 from attractor.certify.intervals import Bounds, interval_layers
 from attractor.certify.network import Layer, Network, pad_depth
+from attractor.optim.adam import Adam
+from attractor.optim.base import Hyper
 
 Slopes = Literal["adaptive", "zero", "optimized"]
 Intermediate = Literal["crown", "interval"]
@@ -169,20 +171,22 @@ def _optimize(net: Network, bounds: list[Bounds], lower: Tensor, upper: Tensor, 
         best = concretize(lam, const, lower, upper)
     alphas = [relaxation(low, high, layer.slope)[0].unsqueeze(1).expand(-1, 2 * width, -1).clone().requires_grad_(True)
               for (low, high), layer in zip(hidden, net.layers, strict=False)]
-    # Adam written out: torch.optim imports torch._dynamo, seconds of start-up for a few steps.
-    moments = [(torch.zeros_like(alpha), torch.zeros_like(alpha)) for alpha in alphas]
+    # The functional Adam of optim/ (torch.optim imports torch._dynamo, seconds of start-up
+    # for a few steps), each input row a "member" with the same settings.
+    adam = Adam()
+    rows = torch.ones(alphas[0].shape[0], dtype=torch.float64)
+    hyper = Hyper(lr=lr * rows, momentum=0.9 * rows, weight_decay=0 * rows)
+    moments = [adam.init({"a": alpha.detach()}) for alpha in alphas]
     for step in range(1, steps + 1):
         lam, const = backward(net.layers, hidden, coeffs, lower_slopes=alphas)
         up = concretize(lam, const, lower, upper)
         best = torch.minimum(best, up.detach())
         grads = torch.autograd.grad(up.sum(), alphas, allow_unused=True)
         with torch.no_grad():  # projected step: any slope in [s, 1] gives a sound lower line
-            for alpha, grad, (m, v), layer in zip(alphas, grads, moments, net.layers, strict=False):
+            for alpha, grad, state, layer in zip(alphas, grads, moments, net.layers, strict=False):
                 if grad is None:
                     continue
-                m.mul_(0.9).add_(0.1 * grad)
-                v.mul_(0.999).add_(0.001 * grad**2)
-                alpha -= lr * (m / (1 - 0.9**step)) / ((v / (1 - 0.999**step)).sqrt() + 1e-8)
+                adam.step({"a": alpha}, {"a": grad}, state, hyper, step)
                 alpha.copy_(torch.minimum(torch.maximum(alpha, layer.slope), torch.ones_like(layer.slope)))
     with torch.no_grad():
         lam, const = backward(net.layers, hidden, coeffs, lower_slopes=alphas)

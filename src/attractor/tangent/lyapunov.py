@@ -4,7 +4,7 @@ The training of a member is a map ``z_t = F_t(z_{t-1}, h)`` on ``z = (params, op
 state)`` with hyperparameters ``h``. Forward mode pushes tangent columns ``dz`` along
 it, all columns of all members at once, either by ``torch.func.jvp`` through the
 functional step (:func:`jvp_step`, the reference) or by Hessian-vector products and the
-optimizer's written-out tangent (:mod:`attractor.tangent.linearized`, the default, same
+optimizer's own update under ``jvp`` (:mod:`attractor.tangent.linearized`, the default, same
 numbers to round-off and several times faster):
 
 * ``k`` *direction* columns start at random orthonormal directions of the initial
