@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from attractor.errors import UserError
-from attractor.measure.structural import (
-    KINDS,
-    dropconnect,
-    dropout,
-    perturbation_curves,
-    quantize,
-    weight_noise,
-)
+from attractor.measure.perturbations import KINDS, dropconnect, dropout, quantize, weight_noise
+from attractor.measure.structural import perturbation_curves
 from attractor.report import render_directory
 from attractor.report.plots import series_panels
 from attractor.runs.ensemble import Ensemble

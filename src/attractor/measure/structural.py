@@ -27,132 +27,42 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
-from torch import Tensor, nn
+from torch import Tensor
 
 from attractor.errors import UserError
 from attractor.measure.bootstrap import multibootstrap
+from attractor.measure.curve_intervals import (
+    PerSample,
+    ensemble_curves,
+    member_aucs,
+    member_row,
+)
+from attractor.measure.perturbations import (
+    KINDS,
+    Perturbation,
+    check_levels,
+    dropconnect,
+    dropout,
+    hidden_inputs,
+    quantize,
+    weight_noise,
+)
 from attractor.runs.ensemble import Ensemble
 from attractor.seeds import torch_generator
 from attractor.training.forward import Params, batched_forward
 
-#: ``(params [K, ...] of one member, level, generator, hidden_inputs) -> perturbed params``.
-Perturbation = Callable[[Params, float, torch.Generator, set[str]], Params]
+# The perturbations moved to perturbations.py; their names stay importable from here.
+__all__ = [
+    "KINDS",
+    "StructuralResult",
+    "check_levels",
+    "dropconnect",
+    "dropout",
+    "perturbation_curves",
+    "quantize",
+    "weight_noise",
+]
 _BATCH = 1024
-
-
-def _is_weight(name: str, value: Tensor) -> bool:
-    """Weight matrices (and embeddings): ``[K, out, in, ...]``; biases and norms are vectors."""
-    return name.endswith("weight") and value.dim() >= 3
-
-
-def dropout(params: Params, p: float, gen: torch.Generator, hidden_inputs: set[str]) -> Params:
-    """Drop hidden units: zero input column j of every ``nn.Linear`` but the first; scale 1/(1-p).
-
-    Masking the *inputs* of the next layer drops the unit's activation itself, exactly for
-    any activation function (masking the previous layer's output rows is exact only for
-    positively homogeneous ones such as ReLU).
-    """
-    out = dict(params)
-    for name in hidden_inputs:
-        w = params[name]  # [K, out, in]
-        keep = torch.rand(w.shape[0], 1, w.shape[2], generator=gen, dtype=w.dtype) >= p
-        out[name] = w * keep / (1 - p)
-    return out
-
-
-def dropconnect(params: Params, p: float, gen: torch.Generator, hidden_inputs: set[str]) -> Params:
-    """Zero each entry of every weight matrix (Linear, Embedding) with probability p; scale 1/(1-p).
-
-    Biases and norm scales (vectors) are left untouched.
-    """
-    return {
-        k: v * (torch.rand(v.shape, generator=gen, dtype=v.dtype) >= p) / (1 - p)
-        if _is_weight(k, v)
-        else v
-        for k, v in params.items()
-    }
-
-
-def weight_noise(
-    params: Params, scale: float, gen: torch.Generator, hidden_inputs: set[str]
-) -> Params:
-    """Add Gaussian noise of std ``scale * RMS(tensor)`` to every parameter tensor."""
-    out = {}
-    for k, v in params.items():
-        rms = (
-            v.flatten(1).pow(2).mean(1).sqrt().view(-1, *[1] * (v.dim() - 1))
-        )  # [K, 1, ...]: per copy, equal
-        out[k] = v + scale * rms * torch.randn(v.shape, generator=gen, dtype=v.dtype)
-    return out
-
-
-def quantize(params: Params, bits: float, gen: torch.Generator, hidden_inputs: set[str]) -> Params:
-    """Uniform symmetric per-tensor quantization of every parameter tensor to ``bits`` bits.
-
-    ``b >= 2``: the grid ``scale * {-(2^(b-1)-1), ..., 2^(b-1)-1}`` with ``scale =
-    max|W| / (2^(b-1)-1)`` (2^b - 1 values). ``b = 1``: ``sign(W) * mean|W|`` (2 values).
-    Deterministic: the generator is unused.
-    """
-    b = int(bits)
-    out = {}
-    for k, v in params.items():
-        absmax = v.abs().flatten(1).amax(1).view(-1, *[1] * (v.dim() - 1))
-        if b == 1:
-            out[k] = torch.where(v >= 0, 1.0, -1.0).to(v.dtype) * v.abs().flatten(1).mean(
-                1
-            ).view_as(absmax)
-            continue
-        q = 2 ** (b - 1) - 1
-        scale = torch.where(absmax > 0, absmax / q, torch.ones_like(absmax))
-        out[k] = torch.round(v / scale).clamp(-q, q) * scale
-    return out
-
-
-#: Registry: kind -> (perturbation, level check, description of valid levels, stochastic?).
-KINDS: dict[str, tuple[Perturbation, Callable[[float], bool], str, bool]] = {
-    "dropout": (dropout, lambda x: 0 <= x < 1, "a probability in [0, 1)", True),
-    "dropconnect": (dropconnect, lambda x: 0 <= x < 1, "a probability in [0, 1)", True),
-    "weight_noise": (weight_noise, lambda x: x >= 0, "a relative noise scale >= 0", True),
-    "quantize": (
-        quantize,
-        lambda x: x >= 1 and float(x).is_integer(),
-        "a whole number of bits >= 1",
-        False,
-    ),
-}
-
-
-def check_levels(kind: str, levels: Sequence[float]) -> list[float]:
-    """Validated, sorted, de-duplicated levels of ``kind``; a :class:`UserError` names a bad one."""
-    if kind not in KINDS:
-        raise UserError(f"unknown perturbation kind '{kind}'; choose one of: {', '.join(KINDS)}")
-    if len(levels) == 0:
-        raise UserError(f"give at least one level for '{kind}' (each {KINDS[kind][2]})")
-    ok, what = KINDS[kind][1], KINDS[kind][2]
-    for level in levels:
-        if not (np.isfinite(level) and ok(float(level))):
-            raise UserError(
-                f"level {level:g} is out of range for '{kind}': each level must be {what}"
-            )
-    return sorted({float(level) for level in levels})
-
-
-def _hidden_inputs(template: nn.Module) -> set[str]:
-    """Weight names of every ``nn.Linear`` but the first: their inputs are hidden units."""
-    linears = [name for name, m in template.named_modules() if isinstance(m, nn.Linear)]
-    return {f"{name}.weight" for name in linears[1:]}
-
-
-def _t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float, float]:
-    """Mean and Student-t interval of the mean over samples (width 0 for one deterministic one)."""
-    mean = float(values.mean())
-    if len(values) < 2:
-        return mean, mean, mean
-    half = float(
-        stats.t.ppf((1 + level) / 2, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
-    )
-    return mean, mean - half, mean + half
 
 
 def _run(
@@ -279,13 +189,7 @@ def perturbation_curves(
         Neural Networks for Efficient Integer-Arithmetic-Only Inference".
     """
     levels = check_levels(kind, levels)
-    perturb, _, _, stochastic = KINDS[kind]
-    if stochastic and samples < 2:
-        raise UserError(
-            f"--samples must be at least 2 for '{kind}' (the interval is over samples), got "
-            f"{samples}"
-        )
-    samples = samples if stochastic else 1
+    samples = _check_samples(kind, samples)
     if (x is None) != (y is None):
         raise UserError("give both x and y, or neither (the task's test split)")
     x, y = (ens.task.x_test, ens.task.y_test) if x is None else (x, y)
@@ -293,63 +197,25 @@ def perturbation_curves(
     if not members:
         raise UserError("no finished member to perturb; train the run first")
     template = ens.task.make_model().eval()
-    forward, hidden = batched_forward(template), _hidden_inputs(template)
+    forward, hidden = batched_forward(template), hidden_inputs(template)
     if kind == "dropout" and not hidden:
         raise UserError("dropout needs a model with a hidden nn.Linear layer; this one has none")
     all_params, all_buffers = ens.stacked(members, step)
-    rows, per_sample = (
-        [],
-        {"acc_drop": [], "kl": []},
-    )  # per_sample[name]: (level index, member index, [samples])
+    rows: list[dict[str, float]] = []
+    per_sample: PerSample = {"acc_drop": [], "kl": []}
     for i, member in enumerate(members):
-        params = {k: v[i : i + 1] for k, v in all_params.items()}
+        params = {k: v[i : i + 1].expand(samples, *v.shape[1:]) for k, v in all_params.items()}
         buffers = {k: v[i : i + 1].expand(samples, *v.shape[1:]) for k, v in all_buffers.items()}
-        stacked = {k: v.expand(samples, *v.shape[1:]) for k, v in params.items()}
-
-        # The reference runs through the same batched call as the perturbed copies, so that
-        # level 0 gives exactly zero (a different batch shape can change BLAS rounding).
-        base = _run(forward, stacked, buffers, x)[0]
-        base_log_probs = torch.log_softmax(base.to(torch.float64), -1)
-        accuracy = float((base.argmax(-1) == y).to(torch.float64).mean())
+        copies = _Copies(forward, params, buffers, x, y, hidden)
         for j, level in enumerate(levels):
             gen = torch_generator(f"structural:{kind}:{level!r}", seed, member)
-            logits = _run(forward, perturb(stacked, level, gen, hidden), buffers, x)
-            acc, kl = _scores(logits, base_log_probs, y)
-            drop, kl_np = accuracy - acc.numpy(), kl.numpy()
-            for name, value in (("acc_drop", drop), ("kl", kl_np)):
-                per_sample[name].append((j, i, value))
-            mean_d, low_d, high_d = _t_interval(drop)
-            mean_k, low_k, high_k = _t_interval(kl_np)
-            rows.append(
-                {
-                    "member": member,
-                    "level": level,
-                    "accuracy": accuracy,
-                    "acc_drop_mean": mean_d,
-                    "acc_drop_low": low_d,
-                    "acc_drop_high": high_d,
-                    "kl_mean": mean_k,
-                    "kl_low": low_k,
-                    "kl_high": high_k,
-                }
-            )
+            drop, kl = copies.scores(KINDS[kind][0], level, gen)
+            per_sample["acc_drop"].append((j, i, drop))
+            per_sample["kl"].append((j, i, kl))
+            rows.append(member_row(member, level, copies.accuracy, drop, kl))
     table = pd.DataFrame(rows)
-    ensemble = _ensemble_curves(levels, per_sample, seed, draws)
-    auc = {
-        int(m): float(
-            np.trapezoid(g.sort_values("level")["kl_mean"], g.sort_values("level")["level"])
-        )
-        for m, g in table.groupby("member")
-    }
-    auc_rows = []
-    for i, member in enumerate(members):
-        curves = np.stack(
-            [value for lj, li, value in sorted(per_sample["kl"], key=lambda e: e[0]) if li == i]
-        )  # [levels, samples]
-        _, low, high = _t_interval(np.trapezoid(curves, levels, axis=0))
-        auc_rows.append(
-            {"member": int(member), "auc": auc[int(member)], "auc_low": low, "auc_high": high}
-        )
+    ensemble = ensemble_curves(levels, per_sample, seed, draws)
+    auc, auc_table = member_aucs(table, per_sample["kl"], members, levels)
     est = multibootstrap(np.array([auc[int(m)] for m in members]), draws=draws, seed=seed)
     return StructuralResult(
         kind,
@@ -358,21 +224,48 @@ def perturbation_curves(
         table,
         ensemble,
         auc,
-        pd.DataFrame(auc_rows),
+        auc_table,
         {"value": est.value, "low": est.low, "high": est.high},
     )
 
 
-def _ensemble_curves(
-    levels: list[float], per_sample: dict[str, list[Any]], seed: int, draws: int
-) -> pd.DataFrame:
-    """Per level: mean over members and samples, multi-bootstrap over members x samples."""
-    rows = []
-    for j, level in enumerate(levels):
-        row: dict[str, float] = {"level": level}
-        for name, entries in per_sample.items():
-            matrix = np.stack([value for lj, _, value in entries if lj == j])  # [members, samples]
-            est = multibootstrap(matrix, draws=draws, seed=seed)
-            row.update({name: est.value, f"{name}_low": est.low, f"{name}_high": est.high})
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _check_samples(kind: str, samples: int) -> int:
+    """Samples per level: at least 2 for a stochastic kind, 1 for a deterministic one."""
+    if not KINDS[kind][3]:
+        return 1
+    if samples < 2:
+        raise UserError(
+            f"--samples must be at least 2 for '{kind}' (the interval is over samples), got "
+            f"{samples}"
+        )
+    return samples
+
+
+class _Copies:
+    """``K`` copies of one member's weights with the unperturbed reference computed once."""
+
+    def __init__(
+        self,
+        forward: Callable[[Params, Params, Tensor], Tensor],
+        params: Params,
+        buffers: Params,
+        x: Tensor,
+        y: Tensor,
+        hidden: set[str],
+    ) -> None:
+        self.forward, self.params, self.buffers = forward, params, buffers
+        self.x, self.y, self.hidden = x, y, hidden
+        # The reference runs through the same batched call as the perturbed copies, so that
+        # level 0 gives exactly zero (a different batch shape can change BLAS rounding).
+        base = _run(forward, params, buffers, x)[0]
+        self.base_log_probs = torch.log_softmax(base.to(torch.float64), -1)
+        self.accuracy = float((base.argmax(-1) == y).to(torch.float64).mean())
+
+    def scores(
+        self, perturb: Perturbation, level: float, gen: torch.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Accuracy drop and KL to the reference of each perturbed copy: ``([K], [K])``."""
+        perturbed = perturb(self.params, level, gen, self.hidden)
+        logits = _run(self.forward, perturbed, self.buffers, self.x)
+        acc, kl = _scores(logits, self.base_log_probs, self.y)
+        return self.accuracy - acc.numpy(), kl.numpy()
