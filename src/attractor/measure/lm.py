@@ -162,38 +162,18 @@ def measure_lm(
             "least 2"
         )
     x, y = ensemble.eval_set(split)
-    m, n = len(members), len(x)
-    loss = torch.zeros(m, n, dtype=torch.float64)
-    pair_js = torch.zeros(m, m, n, dtype=torch.float64)
-    kl_mean = torch.zeros(m, n, dtype=torch.float64)
-    for start in range(0, n, batch_size):
-        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        logp = torch.log_softmax(
-            ensemble.predict(xb, members, batch_size=batch_size).double(), -1
-        )  # [m, B, T, V]
-        loss[:, start : start + len(xb)] = (
-            -logp.gather(-1, yb[None, ..., None].expand(m, -1, -1, 1)).squeeze(-1).mean(-1)
-        )
-        log_bar = divergence.log_mean(logp)  # log of the members' mean distribution
-        kl_mean[:, start : start + len(xb)] = divergence.kl(logp, log_bar).mean(-1)
-        for i in range(m):
-            for j in range(i + 1, m):
-                js = divergence.js(logp[i], logp[j])
-                pair_js[i, j, start : start + len(xb)] = pair_js[j, i, start : start + len(xb)] = (
-                    js.clamp(0, math.log(2)).mean(-1)
-                )
+    loss, pair_js, kl_mean = _window_measures(ensemble, members, x, y, batch_size)
     # Average windows per document, so the bootstrap resamples documents.
     docs = torch.unique(units)
     weights = (units[None, :] == docs[:, None]).double()
     weights /= weights.sum(1, keepdim=True)  # [docs, windows]
-    per_doc = lambda t: (t @ weights.T).numpy()  # noqa: E731
-    loss_doc, kl_doc, js_doc = per_doc(loss), per_doc(kl_mean), per_doc(pair_js)
+    loss_doc, kl_doc, js_doc = ((t @ weights.T).numpy() for t in (loss, kl_mean, pair_js))
     return LMMeasures(
         run=str(run_dir),
         split=split,
         members=members,
         documents=int(len(docs)),
-        windows=n,
+        windows=len(x),
         loss={
             "per_member": loss.mean(1).tolist(),
             **multibootstrap(loss_doc, draws=draws, seed=seed).to_dict(),
@@ -205,3 +185,29 @@ def measure_lm(
         kl_to_mean=multibootstrap(kl_doc, draws=draws, seed=seed).to_dict(),
         cka=residual_cka(ensemble, members, x),
     )
+
+
+def _window_measures(
+    ensemble: Ensemble, members: list[int], x: Tensor, y: Tensor, batch_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per window: loss ``[m, n]``, pairwise JS ``[m, m, n]`` and KL to the mean ``[m, n]``."""
+    m, n = len(members), len(x)
+    loss = torch.zeros(m, n, dtype=torch.float64)
+    pair_js = torch.zeros(m, m, n, dtype=torch.float64)
+    kl_mean = torch.zeros(m, n, dtype=torch.float64)
+    for start in range(0, n, batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        window = slice(start, start + len(xb))
+        logp = torch.log_softmax(
+            ensemble.predict(xb, members, batch_size=batch_size).double(), -1
+        )  # [m, B, T, V]
+        loss[:, window] = (
+            -logp.gather(-1, yb[None, ..., None].expand(m, -1, -1, 1)).squeeze(-1).mean(-1)
+        )
+        log_bar = divergence.log_mean(logp)  # log of the members' mean distribution
+        kl_mean[:, window] = divergence.kl(logp, log_bar).mean(-1)
+        for i in range(m):
+            for j in range(i + 1, m):
+                js = divergence.js(logp[i], logp[j])
+                pair_js[i, j, window] = pair_js[j, i, window] = js.clamp(0, math.log(2)).mean(-1)
+    return loss, pair_js, kl_mean

@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from torch import Tensor
 
 from attractor.errors import UserError
 from attractor.measure.basins import Basins, find_basins
@@ -44,9 +45,8 @@ class MeasureOptions:
     """What to measure and how (defaults are what ``attractor measure`` uses)."""
 
     split: Literal["test", "train"] = "test"
-    layers: list[str] | str | None = (
-        None  # CKA layers: names or glob; None = the model's activations
-    )
+    # CKA layers: names or glob; None = the model's activations.
+    layers: list[str] | str | None = None
     debiased_cka: bool = False
     draws: int = 500
     seed: int = 0
@@ -157,33 +157,7 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
     loss, correct = per_example_loss_accuracy(logits, y)  # [m, b] each
     pairwise = pairwise_metrics(logits, per_example=True)  # name -> [m, m, b]
     kl = kl_to_mean(probabilities(logits), per_example=True)  # [m, b]
-    boot = {"draws": options.draws, "seed": options.seed}
-
-    summary: dict[str, dict[str, float]] = {
-        f"{options.split}_accuracy": multibootstrap(correct.numpy(), **boot).to_dict(),
-        f"{options.split}_loss": multibootstrap(loss.numpy(), **boot).to_dict(),
-        "accuracy_sd_over_members": multibootstrap(
-            correct.numpy(), statistic=np.std, **boot
-        ).to_dict(),
-        "mutual_information": multibootstrap(kl.numpy(), **boot).to_dict(),
-        # One row: only examples are resampled (the ensemble is one predictor).
-        "ensemble_accuracy": multibootstrap(
-            ensemble_correct(logits, y)[None].numpy(), **boot
-        ).to_dict(),
-    }
-    for name, values in pairwise.items():
-        summary[f"pairwise_{name}"] = pairwise_multibootstrap(values.numpy(), **boot).to_dict()
-    summary["ensemble_minus_mean_member_accuracy"] = {
-        "value": float(
-            np.subtract(
-                *[
-                    ensemble_accuracy(logits, y)[k]
-                    for k in ("ensemble_accuracy", "mean_member_accuracy")
-                ]
-            )
-        )
-    }
-
+    summary = _function_summary(logits, y, loss, correct, pairwise, kl, options)
     cka = {
         k: v.numpy()
         for k, v in member_cka(
@@ -191,17 +165,11 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
         ).items()
     }
     for layer, matrix in cka.items():
-        summary[f"cka_{layer}"] = pairwise_multibootstrap(matrix, **boot).to_dict()
-
-    matrices = {name: values.mean(-1).numpy() for name, values in pairwise.items()}
-    matrices["weight_distance"] = pairwise_distance(member_vectors(ens, members)).numpy()
+        summary[f"cka_{layer}"] = pairwise_multibootstrap(
+            matrix, draws=options.draws, seed=options.seed
+        ).to_dict()
     mlp = _is_mlp(ens)
-    if mlp and len(members) <= options.align_max_members:
-        template = ens.task.make_model()
-        matrices["aligned_distance"] = pairwise_aligned_distance(
-            [ens.params(m) for m in members], template
-        ).numpy()
-
+    matrices = _matrices(ens, members, pairwise, mlp, options)
     basins = find_basins(
         matrices["js"], members, threshold=options.basin_threshold, n_basins=options.n_basins
     )
@@ -221,3 +189,55 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
         for a, b in _lmc_pairs(members, basins, options.lmc_pairs)
     ]
     return Measures(summary, per_member, matrices, cka, basins, trajectory, paths)
+
+
+def _function_summary(
+    logits: Tensor,
+    y: Tensor,
+    loss: Tensor,
+    correct: Tensor,
+    pairwise: dict[str, Tensor],
+    kl: Tensor,
+    options: MeasureOptions,
+) -> dict[str, dict[str, float]]:
+    """Function-space summary: per-member values and pairs, each with its interval."""
+    boot = {"draws": options.draws, "seed": options.seed}
+    summary: dict[str, dict[str, float]] = {
+        f"{options.split}_accuracy": multibootstrap(correct.numpy(), **boot).to_dict(),
+        f"{options.split}_loss": multibootstrap(loss.numpy(), **boot).to_dict(),
+        "accuracy_sd_over_members": multibootstrap(
+            correct.numpy(), statistic=np.std, **boot
+        ).to_dict(),
+        "mutual_information": multibootstrap(kl.numpy(), **boot).to_dict(),
+        # One row: only examples are resampled (the ensemble is one predictor).
+        "ensemble_accuracy": multibootstrap(
+            ensemble_correct(logits, y)[None].numpy(), **boot
+        ).to_dict(),
+    }
+    for name, values in pairwise.items():
+        summary[f"pairwise_{name}"] = pairwise_multibootstrap(values.numpy(), **boot).to_dict()
+    accuracies = ensemble_accuracy(logits, y)
+    summary["ensemble_minus_mean_member_accuracy"] = {
+        "value": float(
+            np.subtract(accuracies["ensemble_accuracy"], accuracies["mean_member_accuracy"])
+        )
+    }
+    return summary
+
+
+def _matrices(
+    ens: Ensemble,
+    members: list[int],
+    pairwise: dict[str, Tensor],
+    mlp: bool,
+    options: MeasureOptions,
+) -> dict[str, np.ndarray]:
+    """Pairwise matrices: function space (mean over examples), then weight space."""
+    matrices = {name: values.mean(-1).numpy() for name, values in pairwise.items()}
+    matrices["weight_distance"] = pairwise_distance(member_vectors(ens, members)).numpy()
+    if mlp and len(members) <= options.align_max_members:
+        template = ens.task.make_model()
+        matrices["aligned_distance"] = pairwise_aligned_distance(
+            [ens.params(m) for m in members], template
+        ).numpy()
+    return matrices
