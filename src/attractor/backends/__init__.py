@@ -35,8 +35,13 @@ class Backend(Protocol):
     name: str
     shares_filesystem: bool
 
-    def map(self, fn: ChunkFn, jobs: list[tuple], on_result: Callable[[dict[str, Any]], None],
-            on_step: Callable[[int], None]) -> None:
+    def map(
+        self,
+        fn: ChunkFn,
+        jobs: list[tuple],
+        on_result: Callable[[dict[str, Any]], None],
+        on_step: Callable[[int], None],
+    ) -> None:
         """Call ``fn(*job)`` for every job; ``on_result`` each return value as it arrives."""
         ...
 
@@ -60,8 +65,9 @@ class BackendSpec:
 BACKENDS: dict[str, BackendSpec] = {
     "local": BackendSpec(local.opened, "this process, one chunk after another"),
     "process": BackendSpec(process.opened, "a pool of spawned worker processes on this machine"),
-    "ray": BackendSpec(ray_backend.connected, "Ray tasks on a local instance or a cluster",
-                       needs=("ray", "ray")),
+    "ray": BackendSpec(
+        ray_backend.connected, "Ray tasks on a local instance or a cluster", needs=("ray", "ray")
+    ),
 }
 
 

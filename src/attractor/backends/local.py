@@ -16,8 +16,13 @@ class LocalBackend:
     name = "local"
     shares_filesystem = True
 
-    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple],
-            on_result: Callable[[dict[str, Any]], None], on_step: Callable[[int], None]) -> None:
+    def map(
+        self,
+        fn: Callable[..., dict[str, Any]],
+        jobs: list[tuple],
+        on_result: Callable[[dict[str, Any]], None],
+        on_step: Callable[[int], None],
+    ) -> None:
         """Run ``fn(*job, on_step=on_step)`` for each job in order; report each result."""
         for job in jobs:
             on_result(fn(*job, on_step=on_step))

@@ -35,8 +35,13 @@ class ProcessBackend:
         self.workers = workers
         self.threads = threads
 
-    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple],
-            on_result: Callable[[dict[str, Any]], None], on_step: Callable[[int], None]) -> None:
+    def map(
+        self,
+        fn: Callable[..., dict[str, Any]],
+        jobs: list[tuple],
+        on_result: Callable[[dict[str, Any]], None],
+        on_step: Callable[[int], None],
+    ) -> None:
         """Run the jobs in the pool; report each result (and its steps) as it finishes."""
         if not jobs:
             return
@@ -44,8 +49,12 @@ class ProcessBackend:
         workers = max(1, min(len(jobs), self.workers or default))
         # spawn, not fork: forking a process that has started torch threads can deadlock.
         context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker,
-                                 initargs=(self.threads,)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_init_worker,
+            initargs=(self.threads,),
+        ) as pool:
             pending = {pool.submit(fn, *job) for job in jobs}
             try:
                 while pending:

@@ -36,7 +36,9 @@ MAX_TEMP_DIR = 40
 
 
 def temp_dir(out: Path) -> Path:
-    """Ray's temp dir for a local instance: beside the run directory, so users never collide in /tmp/ray."""
+    """Ray's temp dir for a local instance: beside the run directory, so users never collide in
+    /tmp/ray.
+    """
     beside = out.resolve().parent / ".ray"
     if len(str(beside)) <= MAX_TEMP_DIR:
         return beside
@@ -57,11 +59,17 @@ def _check_reachable(address: str) -> None:
         return
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
-        raise UserError(f"--ray-address '{address}' is not HOST:PORT (the address `ray start --head` prints, e.g. 10.0.0.1:6379)")
+        raise UserError(
+            f"--ray-address '{address}' is not HOST:PORT (the address `ray start --head` prints, "
+            "e.g. 10.0.0.1:6379)"
+        )
     try:
         socket.create_connection((host, int(port)), timeout=5).close()
     except OSError as exc:
-        raise UserError(f"no Ray cluster answers at --ray-address '{address}' ({exc.strerror or exc}); start one with `ray start --head` or leave the option out for a local instance") from None
+        raise UserError(
+            f"no Ray cluster answers at --ray-address '{address}' ({exc.strerror or exc}); start "
+            "one with `ray start --head` or leave the option out for a local instance"
+        ) from None
 
 
 def _init(ray: Any, run: RunConfig, out: Path) -> None:
@@ -72,12 +80,20 @@ def _init(ray: Any, run: RunConfig, out: Path) -> None:
             ray.init(address=run.ray_address, **quiet)
         except (ConnectionError, ValueError, RuntimeError, TimeoutError) as exc:
             line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"could not connect to the Ray cluster at --ray-address '{run.ray_address}' ({line})") from None
+            raise UserError(
+                f"could not connect to the Ray cluster at --ray-address '{run.ray_address}' "
+                f"({line})"
+            ) from None
         return
     directory = temp_dir(out)
     directory.mkdir(parents=True, exist_ok=True)
-    ray.init(num_cpus=run.workers or os.cpu_count(), include_dashboard=False, _temp_dir=str(directory),
-             _node_ip_address="127.0.0.1", **quiet)
+    ray.init(
+        num_cpus=run.workers or os.cpu_count(),
+        include_dashboard=False,
+        _temp_dir=str(directory),
+        _node_ip_address="127.0.0.1",
+        **quiet,
+    )
 
 
 @contextmanager
@@ -86,13 +102,18 @@ def connected(run: RunConfig, out: Path) -> Iterator[RayBackend]:
     for key, value in RAY_ENV.items():
         os.environ.setdefault(key, value)
     ray = require("ray", "ray")
-    started = not ray.is_initialized()  # an instance the caller started (tests, notebooks) is reused
+    started = (
+        not ray.is_initialized()
+    )  # an instance the caller started (tests, notebooks) is reused
     if started:
         _init(ray, run, out)
     try:
         cpus = ray.cluster_resources().get("CPU", 0)
         if cpus < run.num_cpus:
-            raise UserError(f"run.num_cpus = {run.num_cpus} but the Ray cluster has {cpus:g} CPUs; no chunk could ever be scheduled")
+            raise UserError(
+                f"run.num_cpus = {run.num_cpus} but the Ray cluster has {cpus:g} CPUs; no chunk "
+                "could ever be scheduled"
+            )
         yield RayBackend(ray, run)
     finally:
         if started:
@@ -109,24 +130,39 @@ class RayBackend:
         self.ray = ray
         self.run = run
 
-    def map(self, fn: Callable[..., dict[str, Any]], jobs: list[tuple],
-            on_result: Callable[[dict[str, Any]], None], on_step: Callable[[int], None]) -> None:
+    def map(
+        self,
+        fn: Callable[..., dict[str, Any]],
+        jobs: list[tuple],
+        on_result: Callable[[dict[str, Any]], None],
+        on_step: Callable[[int], None],
+    ) -> None:
         """Submit every job, report results as they finish, cancel the rest on failure."""
         ray, run = self.ray, self.run
-        remote = ray.remote(num_cpus=run.num_cpus, max_retries=run.max_retries, retry_exceptions=False)(attractor_chunk)
+        remote = ray.remote(
+            num_cpus=run.num_cpus, max_retries=run.max_retries, retry_exceptions=False
+        )(attractor_chunk)
         pending = [remote.remote(fn, run.num_cpus, *job) for job in jobs]
         try:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 try:
                     result = ray.get(done[0])
-                except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.OutOfMemoryError) as exc:
+                except (
+                    ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.NodeDiedError,
+                    ray.exceptions.OutOfMemoryError,
+                ) as exc:
                     raise UserError(
-                        f"a chunk lost its Ray worker {run.max_retries + 1} times ({type(exc).__name__}); finished chunks are kept: "
-                        "run the same command again to resume, with a smaller run.chunk_size if workers ran out of memory"
+                        f"a chunk lost its Ray worker {run.max_retries + 1} times "
+                        f"({type(exc).__name__}); finished chunks are kept: "
+                        "run the same command again to resume, with a smaller run.chunk_size if "
+                        "workers ran out of memory"
                     ) from None
                 on_result(result)
                 on_step(sum(o["steps"] for o in result["outcomes"]))
         finally:
-            for ref in pending:  # a failed or interrupted run leaves no chunks running on the cluster
+            for (
+                ref
+            ) in pending:  # a failed or interrupted run leaves no chunks running on the cluster
                 ray.cancel(ref, force=True)

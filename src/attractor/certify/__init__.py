@@ -28,8 +28,17 @@ from attractor.certify.methods import METHODS, CertifyMethod, resolve_method
 from attractor.certify.network import Network, ball, box, to_network
 from attractor.errors import UserError
 
-__all__ = ["METHODS", "CertifyMethod", "CertifyResult", "Network", "ball", "bound_difference", "box",
-           "certify_difference", "to_network"]
+__all__ = [
+    "METHODS",
+    "CertifyMethod",
+    "CertifyResult",
+    "Network",
+    "ball",
+    "bound_difference",
+    "box",
+    "certify_difference",
+    "to_network",
+]
 
 #: ``"auto"`` or a name in :data:`METHODS` (the registry is the source of truth).
 Method = Literal["auto", "differential", "linear", "optimized", "interval"]
@@ -64,16 +73,30 @@ class CertifyResult:
     def to_dict(self) -> dict[str, object]:
         """JSON-able values (floats and lists)."""
         return {
-            "objective": self.objective, "method": self.method, "delta": self.delta,
-            "upper": self.upper.tolist(), "lower": self.lower.tolist(), "gap": self.gap.tolist(),
-            "inputs": self.inputs.tolist(), "verdicts": list(self.verdicts), "boxes": self.boxes.tolist(),
-            "seconds": self.seconds.tolist(), "diff_lower": self.diff_lower.tolist(), "diff_upper": self.diff_upper.tolist(),
+            "objective": self.objective,
+            "method": self.method,
+            "delta": self.delta,
+            "upper": self.upper.tolist(),
+            "lower": self.lower.tolist(),
+            "gap": self.gap.tolist(),
+            "inputs": self.inputs.tolist(),
+            "verdicts": list(self.verdicts),
+            "boxes": self.boxes.tolist(),
+            "seconds": self.seconds.tolist(),
+            "diff_lower": self.diff_lower.tolist(),
+            "diff_upper": self.diff_upper.tolist(),
         }
 
 
-def bound_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, lower: Tensor, upper: Tensor,
-                     method: Method = "auto") -> tuple[Tensor, Tensor]:
-    """Bounds ``(l, u) [n, out]`` with ``l <= net_b(x) - net_a(x) <= u`` for all ``x`` in each box ``[n, d]``.
+def bound_difference(
+    net_a: nn.Module | Network,
+    net_b: nn.Module | Network,
+    lower: Tensor,
+    upper: Tensor,
+    method: Method = "auto",
+) -> tuple[Tensor, Tensor]:
+    """Bounds ``(l, u) [n, out]`` with ``l <= net_b(x) - net_a(x) <= u`` for all ``x`` in each box
+    ``[n, d]``.
 
     Raises:
         UserError: unknown method, unsupported modules, mismatched input / output sizes, or
@@ -81,21 +104,39 @@ def bound_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, low
     """
     a, b = to_network(net_a), to_network(net_b)
     if (a.in_dim, a.out_dim) != (b.in_dim, b.out_dim):
-        raise UserError(f"the networks differ in input/output size: {a.in_dim}->{a.out_dim} vs {b.in_dim}->{b.out_dim}")
+        raise UserError(
+            f"the networks differ in input/output size: {a.in_dim}->{a.out_dim} vs "
+            f"{b.in_dim}->{b.out_dim}"
+        )
     if lower.shape[-1] != a.in_dim:
-        raise UserError(f"the region has {lower.shape[-1]} input features but the networks take {a.in_dim}")
+        raise UserError(
+            f"the region has {lower.shape[-1]} input features but the networks take {a.in_dim}"
+        )
     spec = METHODS[resolve_method(method, a, b)]
     return spec.bounds(a, b, lower.to(torch.float64), upper.to(torch.float64))
 
 
-def certify_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, lower: Tensor, upper: Tensor,
-                       method: Method = "auto", objective: Objective = "max_abs", budget_s: float = 10.0,
-                       max_boxes: int = 10_000, delta: float | None = None, attack: Attack | None = None,
-                       seed: int = 0, rtol: float = 1e-3, split: Literal["input", "relu"] = "input") -> CertifyResult:
-    """Branch and bound on ``objective`` of ``net_b(x) - net_a(x)`` over each box ``lower, upper [n, d]``.
+def certify_difference(
+    net_a: nn.Module | Network,
+    net_b: nn.Module | Network,
+    lower: Tensor,
+    upper: Tensor,
+    method: Method = "auto",
+    objective: Objective = "max_abs",
+    budget_s: float = 10.0,
+    max_boxes: int = 10_000,
+    delta: float | None = None,
+    attack: Attack | None = None,
+    seed: int = 0,
+    rtol: float = 1e-3,
+    split: Literal["input", "relu"] = "input",
+) -> CertifyResult:
+    """Branch and bound on ``objective`` of ``net_b(x) - net_a(x)`` over each box
+    ``lower, upper [n, d]``.
 
     Args:
-        objective: ``"max_abs"`` (max over outputs of ``|diff|``) or an output index ``j`` (signed ``diff_j``).
+        objective: ``"max_abs"`` (max over outputs of ``|diff|``) or an output index ``j`` (signed
+            ``diff_j``).
         budget_s: seconds *per point*; ``max_boxes``: boxes bounded per point.
         delta: threshold of the verdicts.
         attack: ``attack(lo [k, d], hi [k, d], objective) -> (values [k], inputs [k, d])``; the
@@ -110,35 +151,63 @@ def certify_difference(net_a: nn.Module | Network, net_b: nn.Module | Network, l
 
     a, b = to_network(net_a), to_network(net_b)
     if objective != "max_abs" and not (isinstance(objective, int) and 0 <= objective < a.out_dim):
-        raise UserError(f"objective must be 'max_abs' or an output index in [0, {a.out_dim}), got {objective!r}")
+        raise UserError(
+            f"objective must be 'max_abs' or an output index in [0, {a.out_dim}), got {objective!r}"
+        )
     resolved = resolve_method(method, a, b)
     root = bound_difference(a, b, lower, upper, resolved)
     lower, upper = lower.to(torch.float64), upper.to(torch.float64)
     hidden = sum(layer.weight.shape[0] for layer in a.layers[:-1])
     bound = _box_bound(METHODS[resolved], a, b, split)
-    outcomes = branch_and_bound(a, b, lower, upper, bound, objective, budget_s, max_boxes, delta,
-                                attack or sample_attack(seed=seed), rtol=rtol, hidden=hidden)
+    outcomes = branch_and_bound(
+        a,
+        b,
+        lower,
+        upper,
+        bound,
+        objective,
+        budget_s,
+        max_boxes,
+        delta,
+        attack or sample_attack(seed=seed),
+        rtol=rtol,
+        hidden=hidden,
+    )
     up = torch.tensor([o.upper for o in outcomes], dtype=torch.float64)
     low = torch.tensor([o.lower for o in outcomes], dtype=torch.float64)
     return CertifyResult(
-        objective=str(objective), method=resolved, delta=delta, upper=up, lower=low,
-        inputs=torch.stack([o.input for o in outcomes]), verdicts=tuple(_verdict(o.upper, o.lower, delta) for o in outcomes),
-        boxes=torch.tensor([o.boxes for o in outcomes]), seconds=torch.tensor([o.seconds for o in outcomes]),
-        diff_lower=root[0], diff_upper=root[1],
+        objective=str(objective),
+        method=resolved,
+        delta=delta,
+        upper=up,
+        lower=low,
+        inputs=torch.stack([o.input for o in outcomes]),
+        verdicts=tuple(_verdict(o.upper, o.lower, delta) for o in outcomes),
+        boxes=torch.tensor([o.boxes for o in outcomes]),
+        seconds=torch.tensor([o.seconds for o in outcomes]),
+        diff_lower=root[0],
+        diff_upper=root[1],
     )
 
 
 def _box_bound(spec: CertifyMethod, a: Network, b: Network, split: str) -> BoundFn:
-    """Branch and bound's per-box bound: the method's split bound where it has one, else its bound."""
+    """Branch and bound's per-box bound: its split bound where it has one, else its bound."""
     split_fn = spec.split
     if split_fn is not None:
-        def bound(lo: Tensor, hi: Tensor, fix: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+
+        def bound(
+            lo: Tensor, hi: Tensor, fix: Tensor
+        ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
             low, high, neurons, inputs = split_fn(a, b, lo, hi, fix)
             return low, high, neurons if split == "relu" else None, inputs
+
         return bound
 
-    def plain(lo: Tensor, hi: Tensor, fix: Tensor) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    def plain(
+        lo: Tensor, hi: Tensor, fix: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
         return (*spec.bounds(a, b, lo, hi), None, None)
+
     return plain
 
 

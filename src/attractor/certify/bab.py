@@ -36,7 +36,8 @@ from attractor.certify.network import Network
 
 Objective = Literal["max_abs"] | int
 # bound(lo [k, d], hi [k, d], fix [k, 2, hidden])
-#   -> (low [k, out], high [k, out], neuron scores [k, 2, hidden] | None, input scores [k, d] | None)
+#   -> (low [k, out], high [k, out], neuron scores [k, 2, hidden] | None, input scores [k, d] |
+# None)
 BoundFn = Callable[[Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor | None, Tensor | None]]
 ObjectiveFn = Callable[[Tensor], Tensor]
 # attack(lo [k, d], hi [k, d], objective) -> (values [k], inputs [k, d]): one input per box.
@@ -56,14 +57,18 @@ class Outcome:
 
 def objective_fn(net_a: Network, net_b: Network, objective: Objective) -> ObjectiveFn:
     """The objective as a function of inputs ``[k, d] -> [k]`` (float64, differentiable)."""
+
     def value(x: Tensor) -> Tensor:
         diff = net_b(x) - net_a(x)
         return diff.abs().amax(-1) if objective == "max_abs" else diff[:, objective]
+
     return value
 
 
 def objective_upper(low: Tensor, high: Tensor, objective: Objective) -> Tensor:
-    """Upper bound ``[k]`` of the objective from per-output difference bounds ``(low, high) [k, out]``."""
+    """Upper bound ``[k]`` of the objective from per-output difference bounds
+    ``(low, high) [k, out]``.
+    """
     return torch.maximum(high, -low).amax(-1) if objective == "max_abs" else high[:, objective]
 
 
@@ -82,10 +87,21 @@ def sample_attack(samples: int = 4, seed: int = 0) -> Attack:
     return attack
 
 
-def branch_and_bound(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor, bound: BoundFn,
-                     objective: Objective = "max_abs", budget_s: float = 10.0, max_boxes: int = 10_000,
-                     delta: float | None = None, attack: Attack | None = None, batch: int = 32,
-                     rtol: float = 1e-3, hidden: int = 0) -> list[Outcome]:
+def branch_and_bound(
+    net_a: Network,
+    net_b: Network,
+    lower: Tensor,
+    upper: Tensor,
+    bound: BoundFn,
+    objective: Objective = "max_abs",
+    budget_s: float = 10.0,
+    max_boxes: int = 10_000,
+    delta: float | None = None,
+    attack: Attack | None = None,
+    batch: int = 32,
+    rtol: float = 1e-3,
+    hidden: int = 0,
+) -> list[Outcome]:
     """Branch and bound on each point's box ``lower[i], upper[i]`` (``[n, d]``), one after another.
 
     Args:
@@ -101,12 +117,39 @@ def branch_and_bound(net_a: Network, net_b: Network, lower: Tensor, upper: Tenso
     """
     attack = attack or sample_attack()
     value = objective_fn(net_a, net_b, objective)
-    return [_one_point(lower[i: i + 1], upper[i: i + 1], bound, value, objective, budget_s, max_boxes, delta, attack,
-                       batch, rtol, hidden) for i in range(lower.shape[0])]
+    return [
+        _one_point(
+            lower[i : i + 1],
+            upper[i : i + 1],
+            bound,
+            value,
+            objective,
+            budget_s,
+            max_boxes,
+            delta,
+            attack,
+            batch,
+            rtol,
+            hidden,
+        )
+        for i in range(lower.shape[0])
+    ]
 
 
-def _one_point(lo: Tensor, hi: Tensor, bound: BoundFn, value: ObjectiveFn, objective: Objective, budget_s: float,
-               max_boxes: int, delta: float | None, attack: Attack, batch: int, rtol: float, hidden: int) -> Outcome:
+def _one_point(
+    lo: Tensor,
+    hi: Tensor,
+    bound: BoundFn,
+    value: ObjectiveFn,
+    objective: Objective,
+    budget_s: float,
+    max_boxes: int,
+    delta: float | None,
+    attack: Attack,
+    batch: int,
+    rtol: float,
+    hidden: int,
+) -> Outcome:
     start = time.perf_counter()
     fix = torch.zeros(1, 2, hidden, dtype=torch.float64)
     low, high, scores, spread = bound(lo, hi, fix)
@@ -114,9 +157,18 @@ def _one_point(lo: Tensor, hi: Tensor, bound: BoundFn, value: ObjectiveFn, objec
     best_lb, best_x = _search(lo, hi, value, attack)
     pruned, boxes, best_ub = -float("inf"), 1, float(ub.max())
     while True:
-        best_ub = max(min(best_ub, max(float(ub.max()) if ub.numel() else -float("inf"), pruned)), best_lb)
-        done = best_ub - best_lb <= rtol * abs(best_lb) or (delta is not None and (best_ub <= delta or best_lb > delta))
-        if done or boxes + 2 > max_boxes or time.perf_counter() - start >= budget_s or ub.numel() == 0:
+        best_ub = max(
+            min(best_ub, max(float(ub.max()) if ub.numel() else -float("inf"), pruned)), best_lb
+        )
+        done = best_ub - best_lb <= rtol * abs(best_lb) or (
+            delta is not None and (best_ub <= delta or best_lb > delta)
+        )
+        if (
+            done
+            or boxes + 2 > max_boxes
+            or time.perf_counter() - start >= budget_s
+            or ub.numel() == 0
+        ):
             break
         threshold = best_lb if delta is None else max(best_lb, delta)
         keep = ub > threshold
@@ -130,18 +182,36 @@ def _one_point(lo: Tensor, hi: Tensor, bound: BoundFn, value: ObjectiveFn, objec
         take = torch.topk(ub, min(batch, ub.numel(), max(1, (max_boxes - boxes) // 2))).indices
         rest = torch.ones_like(ub, dtype=torch.bool)
         rest[take] = False
-        child_lo, child_hi, child_fix = _split(lo[take], hi[take], fix[take], None if scores is None else scores[take],
-                                               None if spread is None else spread[take], value)
+        child_lo, child_hi, child_fix = _split(
+            lo[take],
+            hi[take],
+            fix[take],
+            None if scores is None else scores[take],
+            None if spread is None else spread[take],
+            value,
+        )
         low, high, child_scores, child_spread = bound(child_lo, child_hi, child_fix)
         child_ub = torch.minimum(objective_upper(low, high, objective), ub[take].repeat(2))
         # Empty domains (contradictory splits) are +-inf and drop out through the pruning.
         lb, x = _search(child_lo, child_hi, value, attack)
         if lb > best_lb:
             best_lb, best_x = lb, x
-        lo, hi, fix = torch.cat([lo[rest], child_lo]), torch.cat([hi[rest], child_hi]), torch.cat([fix[rest], child_fix])
+        lo, hi, fix = (
+            torch.cat([lo[rest], child_lo]),
+            torch.cat([hi[rest], child_hi]),
+            torch.cat([fix[rest], child_fix]),
+        )
         ub = torch.cat([ub[rest], child_ub])
-        scores = None if scores is None or child_scores is None else torch.cat([scores[rest], child_scores])
-        spread = None if spread is None or child_spread is None else torch.cat([spread[rest], child_spread])
+        scores = (
+            None
+            if scores is None or child_scores is None
+            else torch.cat([scores[rest], child_scores])
+        )
+        spread = (
+            None
+            if spread is None or child_spread is None
+            else torch.cat([spread[rest], child_spread])
+        )
         boxes += child_lo.shape[0]
     return Outcome(best_ub, best_lb, best_x, boxes, time.perf_counter() - start)
 
@@ -156,8 +226,14 @@ def _search(lo: Tensor, hi: Tensor, value: ObjectiveFn, attack: Attack) -> tuple
     return float(values[best]), inputs[best].clone()
 
 
-def _split(lo: Tensor, hi: Tensor, fix: Tensor, scores: Tensor | None, spread: Tensor | None,
-           value: ObjectiveFn) -> tuple[Tensor, Tensor, Tensor]:
+def _split(
+    lo: Tensor,
+    hi: Tensor,
+    fix: Tensor,
+    scores: Tensor | None,
+    spread: Tensor | None,
+    value: ObjectiveFn,
+) -> tuple[Tensor, Tensor, Tensor]:
     """Two children per domain (``[2k, ...]``, all first halves then all second halves).
 
     A domain with an unstable neuron (positive score) splits the one with the largest score
@@ -174,7 +250,11 @@ def _split(lo: Tensor, hi: Tensor, fix: Tensor, scores: Tensor | None, spread: T
             grad = torch.autograd.grad(value(x).sum(), x)[0].abs()
         spread = (hi - lo) * grad
     # A small floor keeps flat directions splittable once the steep ones are narrow.
-    dim = (spread + 1e-3 * (hi - lo) * (spread / (hi - lo).clamp(min=1e-300)).amax(-1, keepdim=True) + 1e-12 * (hi - lo)).argmax(-1)
+    dim = (
+        spread
+        + 1e-3 * (hi - lo) * (spread / (hi - lo).clamp(min=1e-300)).amax(-1, keepdim=True)
+        + 1e-12 * (hi - lo)
+    ).argmax(-1)
     mid = centre[rows, dim]
     left_hi, right_lo = hi.clone(), lo.clone()
     relu = torch.zeros(k, dtype=torch.bool)

@@ -1,4 +1,5 @@
-"""Differential bounds: linear bounds on ``Delta = z_b - z_a`` pushed back through both nets at once.
+"""Differential bounds: linear bounds on ``Delta = z_b - z_a`` pushed back through both nets at
+once.
 
 For two networks of the same architecture, write each layer of ``b`` relative to ``a``:
 ``Delta_k = W_b,k DeltaA_{k-1} + (W_b,k - W_a,k) a_{k-1} + (b_b,k - b_a,k)``, where
@@ -44,25 +45,31 @@ from attractor.certify.linear import concretize, layer_bounds, relaxation
 from attractor.certify.network import Network, same_architecture
 from attractor.errors import UserError
 
-# One neuron's linear bounds on g: g <= uz z_a + ud Delta + uc, g >= lz z_a + ld Delta + lc; its gap.
+# One neuron's linear bounds on g: g <= uz z_a + ud Delta + uc, g >= lz z_a + ld Delta + lc; its
+# gap.
 _Relax = tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]
 
 
 @torch.no_grad()
 def differential_bounds(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor) -> Bounds:
-    """Bounds ``(l, u) [n, out_dim]`` on ``net_b(x) - net_a(x)`` over the boxes ``lower, upper [n, in_dim]``.
+    """Bounds ``(l, u) [n, out_dim]`` on ``net_b(x) - net_a(x)`` over the boxes
+    ``lower, upper [n, in_dim]``.
 
     Raises:
         UserError: if the nets differ in layer shapes or activations (use ``method="linear"``).
     """
     if not same_architecture(net_a, net_b):
-        raise UserError("the differential bound needs two networks with the same layer shapes and activations; use method='linear'")
+        raise UserError(
+            "the differential bound needs two networks with the same layer shapes and activations; "
+            "use method='linear'"
+        )
     return _differential(net_a, net_b, lower.to(torch.float64), upper.to(torch.float64))[0]
 
 
 @torch.no_grad()
-def split_bounds(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor,
-                 fix: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def split_bounds(
+    net_a: Network, net_b: Network, lower: Tensor, upper: Tensor, fix: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Branch and bound's view: bounds under ReLU splits, and which neurons to split next.
 
     Args:
@@ -89,16 +96,29 @@ def split_bounds(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor,
             lo_k, hi_k = bounds[k]
             empty |= (lo_k > hi_k + 1e-9 * (1 + lo_k.abs() + hi_k.abs())).any(-1)
             unstable.append((lo_k < 0) & (hi_k > 0))
-        # Split net a's neuron where it is unstable (b's bounds follow through z_b = z_a + Delta), else b's.
+        # Split net a's neuron where it is unstable (b's bounds follow through z_b = z_a + Delta),
+        # else b's.
         score_a.append(torch.where(unstable[0], slack[k], 0.0))
         score_b.append(torch.where(~unstable[0] & unstable[1], slack[k], 0.0))
     scores = [torch.cat(score_a, -1), torch.cat(score_b, -1)]
     inf = torch.full_like(low, float("inf"))
-    return torch.where(empty[:, None], inf, low), torch.where(empty[:, None], -inf, high), torch.stack(scores, 1), spread
+    return (
+        torch.where(empty[:, None], inf, low),
+        torch.where(empty[:, None], -inf, high),
+        torch.stack(scores, 1),
+        spread,
+    )
 
 
-def _differential(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor, fix_a: list[Tensor] | None = None,
-                  fix_b: list[Tensor] | None = None, record: list[Tensor] | None = None) -> tuple[Bounds, list[Bounds], list[Bounds]]:
+def _differential(
+    net_a: Network,
+    net_b: Network,
+    lower: Tensor,
+    upper: Tensor,
+    fix_a: list[Tensor] | None = None,
+    fix_b: list[Tensor] | None = None,
+    record: list[Tensor] | None = None,
+) -> tuple[Bounds, list[Bounds], list[Bounds]]:
     """Output difference bounds and the (mutually tightened) pre-activation bounds of both nets.
 
     ``record``, when given, receives per hidden layer the worst output bound's slack per
@@ -114,14 +134,24 @@ def _differential(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor, 
         eye = torch.eye(width, dtype=torch.float64)
         last = k == len(net_a.layers) - 1
         coefficients: list[tuple[Tensor, Tensor]] = []
-        lam, const = _backward(net_a, net_b, k, relaxes, bounds_a, torch.cat([eye, -eye]), coefficients if last else None)
+        lam, const = _backward(
+            net_a,
+            net_b,
+            k,
+            relaxes,
+            bounds_a,
+            torch.cat([eye, -eye]),
+            coefficients if last else None,
+        )
         up = concretize(lam, const, lower, upper)
         if last and record is not None:
             worst = up.argmax(-1)  # the spec that sets the max |diff| bound
             for j, (lam_d, lam_a) in zip(range(k - 1, -1, -1), coefficients, strict=True):
                 rows = torch.arange(up.shape[0])
                 gap_a = _gap(*relaxation(*bounds_a[j], net_a.layers[j].slope), *bounds_a[j])
-                record.insert(0, lam_d[rows, worst].abs() * relaxes[j][6] + lam_a[rows, worst].abs() * gap_a)
+                record.insert(
+                    0, lam_d[rows, worst].abs() * relaxes[j][6] + lam_a[rows, worst].abs() * gap_a
+                )
             record.append(lam[torch.arange(up.shape[0]), worst].abs())
         (l_a, u_a), (l_b, u_b) = bounds_a[k], bounds_b[k]
         d_l = torch.maximum(-up[:, width:], l_b - u_a)
@@ -131,14 +161,24 @@ def _differential(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor, 
         bounds_a[k] = (torch.maximum(l_a, l_b - d_u), torch.minimum(u_a, u_b - d_l))
         delta.append((d_l, d_u))
         if k < len(net_a.layers) - 1:
-            relaxes.append(_relax_difference(bounds_a[k], bounds_b[k], delta[k], net_a.layers[k].slope))
+            relaxes.append(
+                _relax_difference(bounds_a[k], bounds_b[k], delta[k], net_a.layers[k].slope)
+            )
     d_l, d_u = delta[-1]  # ordered: rounding can cross the ends of an exact bound by ~1e-17
     return (torch.minimum(d_l, d_u), torch.maximum(d_l, d_u)), bounds_a, bounds_b
 
 
-def _backward(net_a: Network, net_b: Network, k: int, relaxes: list[_Relax], bounds_a: list[Bounds],
-              coeffs: Tensor, coefficients: list[tuple[Tensor, Tensor]] | None = None) -> tuple[Tensor, Tensor]:
-    """Linear upper bound ``lam . x + const`` ``([n, m, d], [n, m])`` on ``coeffs [m, width_k] . Delta_k``.
+def _backward(
+    net_a: Network,
+    net_b: Network,
+    k: int,
+    relaxes: list[_Relax],
+    bounds_a: list[Bounds],
+    coeffs: Tensor,
+    coefficients: list[tuple[Tensor, Tensor]] | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Linear upper bound ``lam . x + const`` ``([n, m, d], [n, m])`` on
+    ``coeffs [m, width_k] . Delta_k``.
 
     ``coefficients``, when given, receives ``(lam_d, lam_a)`` per hidden layer, last layer first.
     """
@@ -153,7 +193,12 @@ def _backward(net_a: Network, net_b: Network, k: int, relaxes: list[_Relax], bou
             coefficients.append((lam_d, lam_a))
         uz, ud, uc, lz, ld, lc = (t.unsqueeze(1) for t in relaxes[j][:6])
         ls, us, ui = (t.unsqueeze(1) for t in relaxation(*bounds_a[j], net_a.layers[j].slope))
-        pos_d, neg_d, pos_a, neg_a = lam_d.clamp(min=0), lam_d.clamp(max=0), lam_a.clamp(min=0), lam_a.clamp(max=0)
+        pos_d, neg_d, pos_a, neg_a = (
+            lam_d.clamp(min=0),
+            lam_d.clamp(max=0),
+            lam_a.clamp(min=0),
+            lam_a.clamp(max=0),
+        )
         coef_z = pos_d * uz + neg_d * lz + pos_a * us + neg_a * ls
         coef_d = pos_d * ud + neg_d * ld
         const = const + (pos_d * uc + neg_d * lc + pos_a * ui).sum(-1)
@@ -185,7 +230,9 @@ def _relax_difference(bounds_a: Bounds, bounds_b: Bounds, delta: Bounds, slope: 
     up_c = torch.where((l_b >= 0) | (u_b <= 0), zero, up_c)
     low_d = torch.where(l_a >= 0, one, torch.where(u_a <= 0, slope * one, neg_d))
     low_c = torch.where((l_a >= 0) | (u_a <= 0), zero, -neg_c)
-    gap_delta = torch.maximum((up_d - low_d) * d_l + up_c - low_c, (up_d - low_d) * d_u + up_c - low_c)
+    gap_delta = torch.maximum(
+        (up_d - low_d) * d_l + up_c - low_c, (up_d - low_d) * d_u + up_c - low_c
+    )
     alone = (zero, up_d, up_c, zero, low_d, low_c)
     use_both = gap_both <= gap_delta
     chosen = tuple(torch.where(use_both, x, y) for x, y in zip(both, alone, strict=True))
@@ -193,5 +240,7 @@ def _relax_difference(bounds_a: Bounds, bounds_b: Bounds, delta: Bounds, slope: 
 
 
 def _gap(ls: Tensor, us: Tensor, ui: Tensor, low: Tensor, high: Tensor) -> Tensor:
-    """Largest distance between the upper and lower line on ``[low, high]`` (at an end: both are linear)."""
+    """Largest distance between the upper and lower line on ``[low, high]`` (at an end: both are
+    linear).
+    """
     return torch.maximum((us - ls) * low + ui, (us - ls) * high + ui)

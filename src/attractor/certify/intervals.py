@@ -41,12 +41,16 @@ def interval_layers(net: Network, lower: Tensor, upper: Tensor) -> list[Bounds]:
 
 
 def interval_bounds(net: Network, lower: Tensor, upper: Tensor) -> Bounds:
-    """IBP bounds ``(l, u)`` ``[n, out_dim]`` on ``net`` over the boxes ``lower, upper [n, in_dim]``."""
+    """IBP bounds ``(l, u)`` ``[n, out_dim]`` on ``net`` over the boxes
+    ``lower, upper [n, in_dim]``.
+    """
     return interval_layers(net, lower, upper)[-1]
 
 
 def interval_difference(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor) -> Bounds:
-    """Naive bounds ``(l, u)`` ``[n, out_dim]`` on ``net_b(x) - net_a(x)``: ``[l_b - u_a, u_b - l_a]``."""
+    """Naive bounds ``(l, u)`` ``[n, out_dim]`` on ``net_b(x) - net_a(x)``:
+    ``[l_b - u_a, u_b - l_a]``.
+    """
     l_a, u_a = interval_bounds(net_a, lower, upper)
     l_b, u_b = interval_bounds(net_b, lower, upper)
     return l_b - u_a, u_b - l_a

@@ -39,24 +39,39 @@ Slopes = Literal["adaptive", "zero", "optimized"]
 Intermediate = Literal["crown", "interval"]
 
 
-def relaxation(low: Tensor, high: Tensor, slope: Tensor, slopes: Slopes = "adaptive") -> tuple[Tensor, Tensor, Tensor]:
-    """Linear bounds ``ls z <= sigma(z) <= us z + ui`` on ``[low, high]``: ``(ls, us, ui)``, each shaped like ``low``.
+def relaxation(
+    low: Tensor, high: Tensor, slope: Tensor, slopes: Slopes = "adaptive"
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Linear bounds ``ls z <= sigma(z) <= us z + ui`` on ``[low, high]``: ``(ls, us, ui)``, each
+    shaped like ``low``.
 
     Stable neurons get the exact line (``ls = us``, ``ui = 0``).
     """
     active, inactive = low >= 0, high <= 0
     unstable = ~(active | inactive)
     span = torch.where(unstable, high - low, torch.ones_like(high))
-    us = torch.where(unstable, (high - slope * low) / span, torch.where(active, 1.0, slope).to(low.dtype))
+    us = torch.where(
+        unstable, (high - slope * low) / span, torch.where(active, 1.0, slope).to(low.dtype)
+    )
     ui = torch.where(unstable, slope * low - us * low, torch.zeros_like(low))
-    adaptive = torch.where(high >= -low, torch.ones_like(low), slope * torch.ones_like(low)) if slopes != "zero" else slope * torch.ones_like(low)
+    adaptive = (
+        torch.where(high >= -low, torch.ones_like(low), slope * torch.ones_like(low))
+        if slopes != "zero"
+        else slope * torch.ones_like(low)
+    )
     ls = torch.where(unstable, adaptive, us)
     return ls, us, ui
 
 
-def backward(layers: tuple[Layer, ...], bounds: list[Bounds], coeffs: Tensor,
-             lower_slopes: list[Tensor] | None = None, slopes: Slopes = "adaptive") -> tuple[Tensor, Tensor]:
-    """Linear upper bound ``lam . x + const >= coeffs . z_K`` (``z_K`` the last layer's pre-activation).
+def backward(
+    layers: tuple[Layer, ...],
+    bounds: list[Bounds],
+    coeffs: Tensor,
+    lower_slopes: list[Tensor] | None = None,
+    slopes: Slopes = "adaptive",
+) -> tuple[Tensor, Tensor]:
+    """Linear upper bound ``lam . x + const >= coeffs . z_K`` (``z_K`` the last layer's
+    pre-activation).
 
     Args:
         layers: the chain ``layers[0..K]``.
@@ -78,7 +93,11 @@ def backward(layers: tuple[Layer, ...], bounds: list[Bounds], coeffs: Tensor,
         ls, us, ui = (t.unsqueeze(1) for t in relaxation(low, high, slope, slopes))
         if lower_slopes is not None:
             unstable = (low < 0) & (high > 0)
-            ls = torch.where(unstable.unsqueeze(1), torch.minimum(torch.maximum(lower_slopes[k], slope), torch.ones_like(slope)), ls)
+            ls = torch.where(
+                unstable.unsqueeze(1),
+                torch.minimum(torch.maximum(lower_slopes[k], slope), torch.ones_like(slope)),
+                ls,
+            )
         pos, neg = lam.clamp(min=0), lam.clamp(max=0)
         const = const + (pos * ui).sum(-1)
         lam = pos * us + neg * ls
@@ -88,14 +107,22 @@ def backward(layers: tuple[Layer, ...], bounds: list[Bounds], coeffs: Tensor,
 
 
 def concretize(lam: Tensor, const: Tensor, lower: Tensor, upper: Tensor) -> Tensor:
-    """``max over the box of lam . x + const``: ``[n, m]`` from ``lam [n, m, d]`` and boxes ``[n, d]``."""
+    """``max over the box of lam . x + const``: ``[n, m]`` from ``lam [n, m, d]`` and boxes
+    ``[n, d]``.
+    """
     centre, radius = ((upper + lower) / 2).unsqueeze(-1), ((upper - lower) / 2).unsqueeze(-1)
     return (lam @ centre).squeeze(-1) + (lam.abs() @ radius).squeeze(-1) + const
 
 
 @torch.no_grad()
-def layer_bounds(net: Network, lower: Tensor, upper: Tensor, intermediate: Intermediate = "crown",
-                 slopes: Slopes = "adaptive", fix: list[Tensor] | None = None) -> list[Bounds]:
+def layer_bounds(
+    net: Network,
+    lower: Tensor,
+    upper: Tensor,
+    intermediate: Intermediate = "crown",
+    slopes: Slopes = "adaptive",
+    fix: list[Tensor] | None = None,
+) -> list[Bounds]:
     """Pre-activation bounds ``(low, high) [n, width_k]`` of every layer (last: outputs).
 
     Hidden layers by CROWN or IBP (``intermediate``), the outputs by CROWN; CROWN bounds
@@ -105,17 +132,28 @@ def layer_bounds(net: Network, lower: Tensor, upper: Tensor, intermediate: Inter
     ``low > high`` somewhere.
     """
     ibp = interval_layers(net, lower, upper)
-    bounds = [fixed(ibp[0], fix[0]) if fix else ibp[0]]  # the first affine layer's interval is exact
+    bounds = [
+        fixed(ibp[0], fix[0]) if fix else ibp[0]
+    ]  # the first affine layer's interval is exact
     for k in range(1, len(net.layers)):
         if intermediate == "interval" and k < len(net.layers) - 1:
             bounds.append(fixed(ibp[k], fix[k]) if fix else ibp[k])
             continue
         width = net.layers[k].weight.shape[0]
         eye = torch.eye(width, dtype=torch.float64)
-        lam, const = backward(net.layers[: k + 1], bounds, torch.cat([eye, -eye]), slopes="adaptive" if slopes == "optimized" else slopes)
+        lam, const = backward(
+            net.layers[: k + 1],
+            bounds,
+            torch.cat([eye, -eye]),
+            slopes="adaptive" if slopes == "optimized" else slopes,
+        )
         up = concretize(lam, const, lower, upper)
-        low, high = torch.maximum(-up[:, width:], ibp[k][0]), torch.minimum(up[:, :width], ibp[k][1])
-        # Where the bound is exact (stable neurons, tiny boxes) rounding can cross the ends by ~1e-17.
+        low, high = (
+            torch.maximum(-up[:, width:], ibp[k][0]),
+            torch.minimum(up[:, :width], ibp[k][1]),
+        )
+        # Where the bound is exact (stable neurons, tiny boxes) rounding can cross the ends by
+        # ~1e-17.
         bounds.append((torch.minimum(low, high), torch.maximum(low, high)))
         if fix and k < len(net.layers) - 1:
             bounds[k] = fixed(bounds[k], fix[k])
@@ -123,14 +161,26 @@ def layer_bounds(net: Network, lower: Tensor, upper: Tensor, intermediate: Inter
 
 
 def fixed(bounds: Bounds, fix: Tensor) -> Bounds:
-    """``bounds`` restricted by ReLU splits ``fix [n, width]``: +1 means ``z >= 0``, -1 means ``z <= 0``."""
+    """``bounds`` restricted by ReLU splits ``fix [n, width]``: +1 means ``z >= 0``, -1 means
+    ``z <= 0``.
+    """
     low, high = bounds
-    return torch.where(fix > 0, low.clamp(min=0), low), torch.where(fix < 0, high.clamp(max=0), high)
+    return torch.where(fix > 0, low.clamp(min=0), low), torch.where(
+        fix < 0, high.clamp(max=0), high
+    )
 
 
-def crown_bounds(net: Network, lower: Tensor, upper: Tensor, intermediate: Intermediate = "crown",
-                 slopes: Slopes = "adaptive", steps: int = 40) -> Bounds:
-    """CROWN bounds ``(low, high) [n, out_dim]`` on ``net`` over the boxes ``lower, upper [n, in_dim]``."""
+def crown_bounds(
+    net: Network,
+    lower: Tensor,
+    upper: Tensor,
+    intermediate: Intermediate = "crown",
+    slopes: Slopes = "adaptive",
+    steps: int = 40,
+) -> Bounds:
+    """CROWN bounds ``(low, high) [n, out_dim]`` on ``net`` over the boxes
+    ``lower, upper [n, in_dim]``.
+    """
     bounds = layer_bounds(net, lower, upper, intermediate, slopes)
     if slopes != "optimized":
         return bounds[-1]
@@ -138,27 +188,44 @@ def crown_bounds(net: Network, lower: Tensor, upper: Tensor, intermediate: Inter
 
 
 def stack(net_a: Network, net_b: Network) -> Network:
-    """The composed network ``x -> net_b(x) - net_a(x)``, both nets side by side on the shared input."""
+    """The composed network ``x -> net_b(x) - net_a(x)``, both nets side by side on the shared
+    input.
+    """
     depth = max(len(net_a.layers), len(net_b.layers))
     a, b = pad_depth(net_a, depth), pad_depth(net_b, depth)
     layers = []
     for k, (la, lb) in enumerate(zip(a.layers, b.layers, strict=True)):
         if k == depth - 1:
             weight = torch.cat([-la.weight, lb.weight], dim=1)
-            layers.append(Layer(weight, lb.bias - la.bias, torch.ones(weight.shape[0], dtype=torch.float64)))
+            layers.append(
+                Layer(weight, lb.bias - la.bias, torch.ones(weight.shape[0], dtype=torch.float64))
+            )
             continue
-        weight = torch.cat([la.weight, lb.weight]) if k == 0 else torch.block_diag(la.weight, lb.weight)
+        weight = (
+            torch.cat([la.weight, lb.weight]) if k == 0 else torch.block_diag(la.weight, lb.weight)
+        )
         layers.append(Layer(weight, torch.cat([la.bias, lb.bias]), torch.cat([la.slope, lb.slope])))
     return Network(tuple(layers))
 
 
-def crown_difference(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor, intermediate: Intermediate = "crown",
-                     slopes: Slopes = "adaptive", steps: int = 40) -> Bounds:
-    """CROWN (or alpha-CROWN) bounds ``(low, high) [n, out_dim]`` on ``net_b(x) - net_a(x)`` via :func:`stack`."""
+def crown_difference(
+    net_a: Network,
+    net_b: Network,
+    lower: Tensor,
+    upper: Tensor,
+    intermediate: Intermediate = "crown",
+    slopes: Slopes = "adaptive",
+    steps: int = 40,
+) -> Bounds:
+    """CROWN (or alpha-CROWN) bounds ``(low, high) [n, out_dim]`` on ``net_b(x) - net_a(x)`` via
+    :func:`stack`.
+    """
     return crown_bounds(stack(net_a, net_b), lower, upper, intermediate, slopes, steps)
 
 
-def _optimize(net: Network, bounds: list[Bounds], lower: Tensor, upper: Tensor, steps: int, lr: float = 0.1) -> Bounds:
+def _optimize(
+    net: Network, bounds: list[Bounds], lower: Tensor, upper: Tensor, steps: int, lr: float = 0.1
+) -> Bounds:
     """alpha-CROWN on the outputs: Adam on the lower slopes, keeping each entry's best bound."""
     width = net.out_dim
     eye = torch.eye(width, dtype=torch.float64)
@@ -169,8 +236,14 @@ def _optimize(net: Network, bounds: list[Bounds], lower: Tensor, upper: Tensor, 
     with torch.no_grad():
         lam, const = backward(net.layers, hidden, coeffs)
         best = concretize(lam, const, lower, upper)
-    alphas = [relaxation(low, high, layer.slope)[0].unsqueeze(1).expand(-1, 2 * width, -1).clone().requires_grad_(True)
-              for (low, high), layer in zip(hidden, net.layers, strict=False)]
+    alphas = [
+        relaxation(low, high, layer.slope)[0]
+        .unsqueeze(1)
+        .expand(-1, 2 * width, -1)
+        .clone()
+        .requires_grad_(True)
+        for (low, high), layer in zip(hidden, net.layers, strict=False)
+    ]
     # The functional Adam of optim/ (torch.optim imports torch._dynamo, seconds of start-up
     # for a few steps), each input row a "member" with the same settings.
     adam = Adam()
@@ -187,8 +260,13 @@ def _optimize(net: Network, bounds: list[Bounds], lower: Tensor, upper: Tensor, 
                 if grad is None:
                     continue
                 adam.step({"a": alpha}, {"a": grad}, state, hyper, step)
-                alpha.copy_(torch.minimum(torch.maximum(alpha, layer.slope), torch.ones_like(layer.slope)))
+                alpha.copy_(
+                    torch.minimum(torch.maximum(alpha, layer.slope), torch.ones_like(layer.slope))
+                )
     with torch.no_grad():
         lam, const = backward(net.layers, hidden, coeffs, lower_slopes=alphas)
         best = torch.minimum(best, concretize(lam, const, lower, upper))
-    return (torch.maximum(-best[:, width:], bounds[-1][0]), torch.minimum(best[:, :width], bounds[-1][1]))
+    return (
+        torch.maximum(-best[:, width:], bounds[-1][0]),
+        torch.minimum(best[:, :width], bounds[-1][1]),
+    )

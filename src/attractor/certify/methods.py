@@ -25,8 +25,9 @@ __all__ = ["AUTO", "METHODS", "BoundsFn", "CertifyMethod", "SplitFn", "resolve_m
 BoundsFn = Callable[[Network, Network, Tensor, Tensor], tuple[Tensor, Tensor]]
 #: Branch and bound's bound under ReLU splits ``fix [n, 2, hidden]``: ``(low, high, neuron
 #: scores [n, 2, hidden], input scores [n, d] | None)`` (see :func:`split_bounds`).
-SplitFn = Callable[[Network, Network, Tensor, Tensor, Tensor],
-                   tuple[Tensor, Tensor, Tensor, Tensor | None]]
+SplitFn = Callable[
+    [Network, Network, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor, Tensor | None]
+]
 
 #: The name that picks a method from the two networks (see :func:`resolve_method`).
 AUTO = "auto"
@@ -56,18 +57,27 @@ def _linear(net_a: Network, net_b: Network, lower: Tensor, upper: Tensor) -> tup
     return crown_difference(net_a, net_b, lower, upper, slopes="adaptive")
 
 
-def _optimized(net_a: Network, net_b: Network, lower: Tensor,
-               upper: Tensor) -> tuple[Tensor, Tensor]:
+def _optimized(
+    net_a: Network, net_b: Network, lower: Tensor, upper: Tensor
+) -> tuple[Tensor, Tensor]:
     return crown_difference(net_a, net_b, lower, upper, slopes="optimized")
 
 
 METHODS: dict[str, CertifyMethod] = {
     "differential": CertifyMethod(
-        differential_bounds, "the difference tracked layer by layer (ReluDiff / NeuroDiff)",
-        same_architecture=True, exact_when_identical=True, split=split_bounds),
+        differential_bounds,
+        "the difference tracked layer by layer (ReluDiff / NeuroDiff)",
+        same_architecture=True,
+        exact_when_identical=True,
+        split=split_bounds,
+    ),
     "linear": CertifyMethod(_linear, "CROWN on the two networks stacked (Zhang et al. 2018)"),
-    "optimized": CertifyMethod(_optimized, "alpha-CROWN: CROWN with optimized slopes (Xu et al. 2021)"),
-    "interval": CertifyMethod(interval_difference, "interval bounds of each network (Gowal et al. 2018)"),
+    "optimized": CertifyMethod(
+        _optimized, "alpha-CROWN: CROWN with optimized slopes (Xu et al. 2021)"
+    ),
+    "interval": CertifyMethod(
+        interval_difference, "interval bounds of each network (Gowal et al. 2018)"
+    ),
 }
 
 

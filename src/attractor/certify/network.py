@@ -30,12 +30,17 @@ from torch import Tensor, nn
 
 from attractor.errors import UserError
 
-SUPPORTED = "Linear, ReLU, LeakyReLU (slope in [0, 1]), BatchNorm1d (eval), Flatten, Identity, Dropout and nested Sequential"
+SUPPORTED = (
+    "Linear, ReLU, LeakyReLU (slope in [0, 1]), BatchNorm1d (eval), Flatten, Identity, Dropout and "
+    "nested Sequential"
+)
 
 
 @dataclass(frozen=True)
 class Layer:
-    """``x -> sigma(weight @ x + bias)``: ``weight [out, in]``, ``bias [out]``, ``slope [out]`` (float64)."""
+    """``x -> sigma(weight @ x + bias)``: ``weight [out, in]``, ``bias [out]``, ``slope [out]``
+    (float64).
+    """
 
     weight: Tensor
     bias: Tensor
@@ -44,7 +49,7 @@ class Layer:
 
 @dataclass(frozen=True)
 class Network:
-    """A chain of :class:`Layer` s; the last layer's slope is 1 (its pre-activation is the output)."""
+    """A chain of :class:`Layer` s; the last layer's slope is 1 (pre-activation = output)."""
 
     layers: tuple[Layer, ...]
 
@@ -87,14 +92,23 @@ def to_network(model: nn.Module | Network) -> Network:
         elif isinstance(module, nn.ReLU | nn.LeakyReLU):
             slope = module.negative_slope if isinstance(module, nn.LeakyReLU) else 0.0
             if not 0.0 <= slope <= 1.0:
-                raise UserError(f"LeakyReLU slope {slope} is outside [0, 1]; certify supports only slopes in [0, 1]")
+                raise UserError(
+                    f"LeakyReLU slope {slope} is outside [0, 1]; certify supports only slopes in "
+                    "[0, 1]"
+                )
             if width is None:
-                raise UserError("the network must start with a Linear layer before any activation (certify)")
+                raise UserError(
+                    "the network must start with a Linear layer before any activation (certify)"
+                )
             weight, bias = pending if pending is not None else _identity(width)
-            layers.append(Layer(weight, bias, torch.full((width,), float(slope), dtype=torch.float64)))
+            layers.append(
+                Layer(weight, bias, torch.full((width,), float(slope), dtype=torch.float64))
+            )
             pending = None
         elif not isinstance(module, nn.Flatten | nn.Identity | nn.Dropout):
-            raise UserError(f"certify cannot bound a {type(module).__name__} module; supported: {SUPPORTED}")
+            raise UserError(
+                f"certify cannot bound a {type(module).__name__} module; supported: {SUPPORTED}"
+            )
     if width is None:
         raise UserError("the network has no Linear layer; certify needs at least one")
     weight, bias = pending if pending is not None else _identity(width)
@@ -103,20 +117,28 @@ def to_network(model: nn.Module | Network) -> Network:
 
 
 def same_architecture(a: Network, b: Network) -> bool:
-    """Whether ``a`` and ``b`` have the same layer shapes and activation slopes (needed by ``differential``)."""
+    """Whether ``a`` and ``b`` have the same layer shapes and activation slopes (needed by
+    ``differential``).
+    """
     return len(a.layers) == len(b.layers) and all(
-        la.weight.shape == lb.weight.shape and torch.equal(la.slope, lb.slope) for la, lb in zip(a.layers, b.layers, strict=True)
+        la.weight.shape == lb.weight.shape and torch.equal(la.slope, lb.slope)
+        for la, lb in zip(a.layers, b.layers, strict=True)
     )
 
 
 def pad_depth(net: Network, depth: int) -> Network:
     """``net`` with identity layers appended until it has ``depth`` layers (same function)."""
-    extra = [Layer(*_identity(net.out_dim), torch.ones(net.out_dim, dtype=torch.float64))] * (depth - len(net.layers))
+    extra = [Layer(*_identity(net.out_dim), torch.ones(net.out_dim, dtype=torch.float64))] * (
+        depth - len(net.layers)
+    )
     return Network(net.layers + tuple(extra))
 
 
-def ball(center: Tensor, eps: float, clip: tuple[float, float] | tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """The L-infinity ball of radius ``eps`` around each row of ``center [n, d]``: ``(lower, upper)`` ``[n, d]``.
+def ball(
+    center: Tensor, eps: float, clip: tuple[float, float] | tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The L-infinity ball of radius ``eps`` around each row of ``center [n, d]``:
+    ``(lower, upper)`` ``[n, d]``.
 
     ``clip = (lo, hi)`` (scalars or ``[d]`` tensors) intersects it with the data range.
     """
@@ -124,14 +146,23 @@ def ball(center: Tensor, eps: float, clip: tuple[float, float] | tuple[Tensor, T
     return box(center - eps, center + eps, clip)
 
 
-def box(lower: Tensor, upper: Tensor, clip: tuple[float, float] | tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """The box ``lower [n, d] <= x <= upper [n, d]`` in float64, optionally clipped to ``clip = (lo, hi)``."""
-    lower, upper = torch.atleast_2d(lower.to(torch.float64)), torch.atleast_2d(upper.to(torch.float64))
+def box(
+    lower: Tensor, upper: Tensor, clip: tuple[float, float] | tuple[Tensor, Tensor] | None = None
+) -> tuple[Tensor, Tensor]:
+    """The box ``lower [n, d] <= x <= upper [n, d]`` in float64, optionally clipped to
+    ``clip = (lo, hi)``.
+    """
+    lower, upper = (
+        torch.atleast_2d(lower.to(torch.float64)),
+        torch.atleast_2d(upper.to(torch.float64)),
+    )
     if clip is not None:
         lo, hi = (torch.as_tensor(c, dtype=torch.float64) for c in clip)
         lower, upper = torch.maximum(lower, lo), torch.minimum(upper, hi)
     if lower.shape != upper.shape or bool((lower > upper).any()):
-        raise UserError("the region is empty: every lower bound must be <= its upper bound (same shape)")
+        raise UserError(
+            "the region is empty: every lower bound must be <= its upper bound (same shape)"
+        )
     return lower, upper
 
 
@@ -147,15 +178,25 @@ def _affine_of(module: nn.Module) -> tuple[Tensor, Tensor] | None:
     """``(weight [out, in], bias [out])`` in float64 of an affine module, else None."""
     if isinstance(module, nn.Linear):
         weight = module.weight.detach().to(torch.float64)
-        bias = module.bias.detach().to(torch.float64) if module.bias is not None else torch.zeros(weight.shape[0], dtype=torch.float64)
+        bias = (
+            module.bias.detach().to(torch.float64)
+            if module.bias is not None
+            else torch.zeros(weight.shape[0], dtype=torch.float64)
+        )
         return weight.clone(), bias.clone()
     if isinstance(module, nn.BatchNorm1d):
         if module.training or module.running_mean is None or module.running_var is None:
-            raise UserError("certify needs BatchNorm1d in eval mode with running statistics: call model.eval() first")
+            raise UserError(
+                "certify needs BatchNorm1d in eval mode with running statistics: call model.eval() "
+                "first"
+            )
         scale = 1.0 / torch.sqrt(module.running_var.detach().to(torch.float64) + module.eps)
         shift = -module.running_mean.detach().to(torch.float64) * scale
         if module.affine:
-            gamma, beta = module.weight.detach().to(torch.float64), module.bias.detach().to(torch.float64)
+            gamma, beta = (
+                module.weight.detach().to(torch.float64),
+                module.bias.detach().to(torch.float64),
+            )
             scale, shift = scale * gamma, shift * gamma + beta
         return torch.diag(scale), shift
     return None

@@ -40,17 +40,21 @@ def _load_member(run: str, member: int, spec: str) -> LanguageModel:
     if member not in [int(m) for m in ensemble.plan["member"]]:
         raise UserError(f"run '{run}' has no member {member} (members 0..{len(ensemble) - 1})")
     if member not in ensemble.members:
-        raise UserError(f"member {member} of run '{run}' did not finish training "
-                        f"(finished: {ensemble.members})")
+        raise UserError(
+            f"member {member} of run '{run}' did not finish training (finished: {ensemble.members})"
+        )
     module = ensemble.module(member)
     if not isinstance(module, CausalLM):
-        raise UserError(f"run '{run}' is not a language-model run (task "
-                        f"{ensemble.config.task.name!r}); lm commands need a tiny-lm run")
+        raise UserError(
+            f"run '{run}' is not a language-model run (task "
+            f"{ensemble.config.task.name!r}); lm commands need a tiny-lm run"
+        )
     return wrap_hf(module.model, ByteTokenizer(), spec)
 
 
-def save_member(run_dir: str | Path, member: int, out: str | Path, step: int | None = None,
-                force: bool = False) -> Path:
+def save_member(
+    run_dir: str | Path, member: int, out: str | Path, step: int | None = None, force: bool = False
+) -> Path:
     """Write member ``member`` of a ``tiny-lm`` run as a standard Hugging Face model directory.
 
     The directory (``config.json``, ``model.safetensors``, ``generation_config.json``)
@@ -68,12 +72,14 @@ def save_member(run_dir: str | Path, member: int, out: str | Path, step: int | N
         raise UserError(f"'{out}' exists and is not empty; pick another path or pass --force")
     ensemble = Ensemble.load(run_dir)
     if member not in ensemble.members:
-        raise UserError(f"run '{run_dir}' has no finished member {member} "
-                        f"(finished: {ensemble.members})")
+        raise UserError(
+            f"run '{run_dir}' has no finished member {member} (finished: {ensemble.members})"
+        )
     module = ensemble.module(member, step)
     if not isinstance(module, CausalLM):
-        raise UserError(f"run '{run_dir}' is not a language-model run "
-                        f"(task {ensemble.config.task.name!r})")
+        raise UserError(
+            f"run '{run_dir}' is not a language-model run (task {ensemble.config.task.name!r})"
+        )
     model = module.model
     model.config.update({TOKENIZER_KEY: "bytes"})
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -50,9 +50,23 @@ Model = Callable[[Tensor], Tensor]
 Members = Sequence[Model] | Ensemble | str | Path
 
 __all__ = [
-    "ENSEMBLE_OBJECTIVES", "OBJECTIVES", "ModelSpec", "Region", "SearchResult", "load_members", "load_model",
-    "load_pair", "pair_score", "parse_spec", "pgd_evaluations", "sample_disagreement", "sample_ensemble_spread",
-    "search_disagreement", "search_ensemble_spread", "spread_score", "task_region",
+    "ENSEMBLE_OBJECTIVES",
+    "OBJECTIVES",
+    "ModelSpec",
+    "Region",
+    "SearchResult",
+    "load_members",
+    "load_model",
+    "load_pair",
+    "pair_score",
+    "parse_spec",
+    "pgd_evaluations",
+    "sample_disagreement",
+    "sample_ensemble_spread",
+    "search_disagreement",
+    "search_ensemble_spread",
+    "spread_score",
+    "task_region",
 ]
 
 
@@ -63,15 +77,22 @@ def pair_score(model_a: Model, model_b: Model, objective: str = "js") -> Score:
 
 
 def spread_score(models: Sequence[Model], objective: str = "mi") -> Score:
-    """``x [N, *shape] -> [N]``: the ensemble objective over the models' stacked logits ``[m, N, C]``."""
+    """``x [N, *shape] -> [N]``: the ensemble objective over the models' stacked logits
+    ``[m, N, C]``.
+    """
     fn = get_ensemble_objective(objective)
     if len(models) < 2:
         raise UserError(f"the ensemble spread needs at least two models, got {len(models)}")
     return lambda x: fn(torch.stack([m(x) for m in models]))
 
 
-def task_region(task: Task, eps: float | None = None, x: Tensor | None = None, clip: bool = True,
-                limit: int | None = None) -> Region:
+def task_region(
+    task: Task,
+    eps: float | None = None,
+    x: Tensor | None = None,
+    clip: bool = True,
+    limit: int | None = None,
+) -> Region:
     """The usual regions of a task.
 
     Args:
@@ -90,8 +111,17 @@ def task_region(task: Task, eps: float | None = None, x: Tensor | None = None, c
     return Region.ball(x, eps, clip=bounds if clip else None)
 
 
-def search_disagreement(model_a: Model, model_b: Model, region: Region, objective: str = "js", restarts: int = 8,
-                        steps: int = 50, step_size: float = 0.25, top_k: int = 10, seed: int = 0) -> SearchResult:
+def search_disagreement(
+    model_a: Model,
+    model_b: Model,
+    region: Region,
+    objective: str = "js",
+    restarts: int = 8,
+    steps: int = 50,
+    step_size: float = 0.25,
+    top_k: int = 10,
+    seed: int = 0,
+) -> SearchResult:
     """PGD with restarts for the inputs of ``region`` where the two models disagree most.
 
     ``objective`` names a pair objective (:data:`OBJECTIVES`, or ``logit:K``); the other
@@ -101,10 +131,19 @@ def search_disagreement(model_a: Model, model_b: Model, region: Region, objectiv
     return pgd(score, region, objective, restarts, steps, step_size, top_k, seed)
 
 
-def sample_disagreement(model_a: Model, model_b: Model, region: Region, evaluations: int, objective: str = "js",
-                        top_k: int = 10, seed: int = 0) -> SearchResult:
+def sample_disagreement(
+    model_a: Model,
+    model_b: Model,
+    region: Region,
+    evaluations: int,
+    objective: str = "js",
+    top_k: int = 10,
+    seed: int = 0,
+) -> SearchResult:
     """The random-sampling baseline at a budget of ``evaluations`` (e.g. a PGD result's)."""
-    return random_search(pair_score(model_a, model_b, objective), region, evaluations, objective, top_k, seed)
+    return random_search(
+        pair_score(model_a, model_b, objective), region, evaluations, objective, top_k, seed
+    )
 
 
 def _members(models: Members, step: int | None) -> Sequence[Model]:
@@ -116,9 +155,17 @@ def _members(models: Members, step: int | None) -> Sequence[Model]:
     return models
 
 
-def search_ensemble_spread(models: Members, region: Region, objective: str = "mi", restarts: int = 8,
-                           steps: int = 50, step_size: float = 0.25, top_k: int = 10, seed: int = 0,
-                           step: int | None = None) -> SearchResult:
+def search_ensemble_spread(
+    models: Members,
+    region: Region,
+    objective: str = "mi",
+    restarts: int = 8,
+    steps: int = 50,
+    step_size: float = 0.25,
+    top_k: int = 10,
+    seed: int = 0,
+    step: int | None = None,
+) -> SearchResult:
     """PGD for the inputs where the members spread most (:data:`ENSEMBLE_OBJECTIVES`).
 
     ``models`` are the member models, or an :class:`Ensemble` / run directory whose
@@ -129,7 +176,16 @@ def search_ensemble_spread(models: Members, region: Region, objective: str = "mi
     return pgd(score, region, objective, restarts, steps, step_size, top_k, seed)
 
 
-def sample_ensemble_spread(models: Members, region: Region, evaluations: int, objective: str = "mi",
-                           top_k: int = 10, seed: int = 0, step: int | None = None) -> SearchResult:
+def sample_ensemble_spread(
+    models: Members,
+    region: Region,
+    evaluations: int,
+    objective: str = "mi",
+    top_k: int = 10,
+    seed: int = 0,
+    step: int | None = None,
+) -> SearchResult:
     """The random-sampling baseline of :func:`search_ensemble_spread` at the same budget."""
-    return random_search(spread_score(_members(models, step), objective), region, evaluations, objective, top_k, seed)
+    return random_search(
+        spread_score(_members(models, step), objective), region, evaluations, objective, top_k, seed
+    )

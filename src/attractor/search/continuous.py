@@ -62,17 +62,26 @@ class Region:
 
     def __post_init__(self) -> None:
         if self.lower.shape != self.upper.shape or self.lower.dim() < 2:
-            raise UserError(f"region corners must both be [points, *input_shape], got {tuple(self.lower.shape)} and {tuple(self.upper.shape)}")
+            raise UserError(
+                "region corners must both be [points, *input_shape], got "
+                f"{tuple(self.lower.shape)} and {tuple(self.upper.shape)}"
+            )
         if not bool(torch.isfinite(self.lower).all() and torch.isfinite(self.upper).all()):
-            raise UserError("region corners must be finite; give eps and data bounds as finite numbers")
+            raise UserError(
+                "region corners must be finite; give eps and data bounds as finite numbers"
+            )
         if bool((self.lower > self.upper).any()):
-            raise UserError("region is empty: a lower corner exceeds its upper corner (is the ball outside the clip range?)")
+            raise UserError(
+                "region is empty: a lower corner exceeds its upper corner (is the ball outside the "
+                "clip range?)"
+            )
         if self.ids.numel() == 0:
             object.__setattr__(self, "ids", torch.arange(self.lower.shape[0]))
 
     @classmethod
     def ball(cls, x: Tensor, eps: float, clip: tuple[Tensor, Tensor] | None = None) -> Region:
-        """L-infinity balls of radius ``eps`` around ``x [p, *shape]``, intersected with ``clip = (low, high)``.
+        """L-infinity balls of radius ``eps`` around ``x [p, *shape]``, intersected with
+        ``clip = (low, high)``.
 
         With ``clip``, each centre is clamped into it first, so the box is never empty.
         """
@@ -146,21 +155,30 @@ class SearchResult:
 
     def to_dict(self, with_inputs: bool = True) -> dict[str, Any]:
         """JSON-able summary; ``with_inputs=False`` leaves the top inputs' values out."""
-        top = [{"score": float(s), "point": int(p)} for s, p in zip(self.scores, self.points, strict=True)]
+        top = [
+            {"score": float(s), "point": int(p)}
+            for s, p in zip(self.scores, self.points, strict=True)
+        ]
         if with_inputs:
             for row, x in zip(top, self.inputs, strict=True):
                 row["input"] = x.tolist()
         per_point = self.best_per_point
         return {
-            "method": self.method, "objective": self.objective, "evaluations": self.evaluations,
-            "settings": dict(self.settings), "best": self.best, "top": top,
+            "method": self.method,
+            "objective": self.objective,
+            "evaluations": self.evaluations,
+            "settings": dict(self.settings),
+            "best": self.best,
+            "top": top,
             "best_per_point": per_point.tolist(),
             "best_per_point_mean": float(per_point.mean()),
         }
 
 
 def _starts(region: Region, restarts: int, seed: int) -> Tensor:
-    """Starting iterates ``[p * restarts, *shape]``: the centre (if any) then uniform draws, per point."""
+    """Starting iterates ``[p * restarts, *shape]``: the centre (if any) then uniform draws, per
+    point.
+    """
     rows = []
     for i in range(region.points):
         gen = torch_generator("search:pgd-start", seed, int(region.ids[i]))
@@ -178,8 +196,16 @@ def _top_k(scores: Tensor, inputs: Tensor, points: Tensor, k: int) -> tuple[Tens
     return scores[order], inputs[order], points[order]
 
 
-def pgd(score: Score, region: Region, objective: str = "score", restarts: int = 8, steps: int = 50,
-        step_size: float = 0.25, top_k: int = 10, seed: int = 0) -> SearchResult:
+def pgd(
+    score: Score,
+    region: Region,
+    objective: str = "score",
+    restarts: int = 8,
+    steps: int = 50,
+    step_size: float = 0.25,
+    top_k: int = 10,
+    seed: int = 0,
+) -> SearchResult:
     """Maximize ``score`` over each point's box by sign-gradient ascent with restarts.
 
     Args:
@@ -199,7 +225,10 @@ def pgd(score: Score, region: Region, objective: str = "score", restarts: int = 
         Madry et al. (2018), "Towards Deep Learning Models Resistant to Adversarial Attacks".
     """
     if restarts < 1 or steps < 0 or top_k < 1 or not step_size > 0:
-        raise UserError(f"need restarts >= 1, steps >= 0, top_k >= 1 and step_size > 0 (got {restarts}, {steps}, {top_k}, {step_size})")
+        raise UserError(
+            f"need restarts >= 1, steps >= 0, top_k >= 1 and step_size > 0 (got {restarts}, "
+            f"{steps}, {top_k}, {step_size})"
+        )
     p, shape = region.points, region.shape
     lower = region.lower.repeat_interleave(restarts, 0)  # [p*r, *shape], row = point * r + restart
     upper = region.upper.repeat_interleave(restarts, 0)
@@ -231,8 +260,17 @@ def pgd(score: Score, region: Region, objective: str = "score", restarts: int = 
     point_of_row = torch.arange(p).repeat_interleave(restarts)
     scores, inputs, points = _top_k(best_s, best_x, point_of_row, top_k)
     settings = {"restarts": restarts, "steps": steps, "step_size": step_size, "seed": seed}
-    return SearchResult("pgd", objective, inputs, scores, points, per_point.amax(1), best_inputs,
-                        p * restarts * (GRADIENT_STEP_COST * steps + 1), settings)
+    return SearchResult(
+        "pgd",
+        objective,
+        inputs,
+        scores,
+        points,
+        per_point.amax(1),
+        best_inputs,
+        p * restarts * (GRADIENT_STEP_COST * steps + 1),
+        settings,
+    )
 
 
 def pgd_evaluations(points: int, restarts: int, steps: int) -> int:
@@ -264,8 +302,14 @@ def _sample_batches(region: Region, per_point: int, seed: int) -> Iterator[tuple
 
 
 @torch.no_grad()
-def random_search(score: Score, region: Region, evaluations: int, objective: str = "score",
-                  top_k: int = 10, seed: int = 0) -> SearchResult:
+def random_search(
+    score: Score,
+    region: Region,
+    evaluations: int,
+    objective: str = "score",
+    top_k: int = 10,
+    seed: int = 0,
+) -> SearchResult:
     """The baseline: score ``evaluations // points`` uniform draws in each point's box.
 
     Each point's centre (if any) is one of its draws, as it is PGD's first iterate.
@@ -280,7 +324,10 @@ def random_search(score: Score, region: Region, evaluations: int, objective: str
     """
     per_point = evaluations // region.points
     if per_point < 1 or top_k < 1:
-        raise UserError(f"the budget of {evaluations} evaluations is less than one per point ({region.points} points)")
+        raise UserError(
+            f"the budget of {evaluations} evaluations is less than one per point ({region.points} "
+            "points)"
+        )
     p, shape = region.points, region.shape
     best_s = torch.full((p,), -math.inf, dtype=torch.float64)
     best_x = region.lower.clone()
@@ -289,13 +336,20 @@ def random_search(score: Score, region: Region, evaluations: int, objective: str
     for points, x in _sample_batches(region, per_point, seed):
         s = score(x).to(torch.float64)
         ranked = torch.nan_to_num(s, nan=-math.inf)
-        # Per point: the best draw of this chunk (scatter_reduce amax, then the first row reaching it).
-        chunk_best = torch.full((p,), -math.inf, dtype=torch.float64).scatter_reduce(0, points, ranked, "amax")
+        # Per point: the best draw of this chunk (scatter_reduce amax, then the first row reaching
+        # it).
+        chunk_best = torch.full((p,), -math.inf, dtype=torch.float64).scatter_reduce(
+            0, points, ranked, "amax"
+        )
         better = chunk_best > best_s
         for i in torch.nonzero(better).flatten().tolist():
             row = int(torch.nonzero((points == i) & (ranked == chunk_best[i]))[0])
             best_x[i] = x[row]
         best_s = torch.where(better, chunk_best, best_s)
-        top_s, top_x, top_p = _top_k(torch.cat([top_s, s]), torch.cat([top_x, x]), torch.cat([top_p, points]), top_k)
+        top_s, top_x, top_p = _top_k(
+            torch.cat([top_s, s]), torch.cat([top_x, x]), torch.cat([top_p, points]), top_k
+        )
     settings = {"samples_per_point": per_point, "seed": seed}
-    return SearchResult("random", objective, top_x, top_s, top_p, best_s, best_x, per_point * p, settings)
+    return SearchResult(
+        "random", objective, top_x, top_s, top_p, best_s, best_x, per_point * p, settings
+    )

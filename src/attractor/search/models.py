@@ -47,7 +47,9 @@ from attractor.seeds import torch_generator
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 
-_GRAMMAR = "RUN_DIR:MEMBER[:STEP], RUN_DIR:mean[:STEP] or FILE.safetensors, then @PERTURBATION=LEVEL..."
+_GRAMMAR = (
+    "RUN_DIR:MEMBER[:STEP], RUN_DIR:mean[:STEP] or FILE.safetensors, then @PERTURBATION=LEVEL..."
+)
 
 
 class MeanModel(nn.Module):
@@ -67,16 +69,23 @@ def _stacked(model: nn.Module) -> dict[str, Tensor]:
 
 
 def _hidden_inputs(model: nn.Module) -> set[str]:
-    """Weights of every ``nn.Linear`` but the first (their inputs are hidden units), stacked-name style."""
+    """Weights of every ``nn.Linear`` but the first (their inputs are hidden units), stacked-name
+    style.
+    """
     linears = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
     return {f"{name}.weight" for name in linears[1:]}
 
 
-def _structural(kind: str, level: Callable[[float], float] = lambda x: x) -> Callable[[nn.Module, float, torch.Generator], None]:
+def _structural(
+    kind: str, level: Callable[[float], float] = lambda x: x
+) -> Callable[[nn.Module, float, torch.Generator], None]:
     def apply(model: nn.Module, value: float, gen: torch.Generator) -> None:
         hidden = _hidden_inputs(model)
         if kind == "dropout" and not hidden:
-            raise UserError("@dropout needs a model with a hidden nn.Linear layer; this one has none (try @dropconnect)")
+            raise UserError(
+                "@dropout needs a model with a hidden nn.Linear layer; this one has none (try "
+                "@dropconnect)"
+            )
         new = structural.KINDS[kind][0](_stacked(model), level(value), gen, hidden)
         _assign(model, {k: v[0] for k, v in new.items()})
 
@@ -91,7 +100,7 @@ def _round(dtype: torch.dtype) -> Callable[[nn.Module, float, torch.Generator], 
 
 
 def _prune(model: nn.Module, share: float, gen: torch.Generator) -> None:
-    """Zero the ``share`` smallest |w| of each weight matrix (ties broken by position); biases stay."""
+    """Zero the ``share`` smallest |w| of each weight matrix (ties by position); biases stay."""
     out = {}
     for k, v in model.named_parameters():
         w = v.detach()
@@ -110,13 +119,23 @@ def _assign(model: nn.Module, values: dict[str, Tensor]) -> None:
 
 
 _PROBABILITY = (lambda x: 0 <= x < 1, "a probability in [0, 1)")
-#: Perturbation name -> (apply(model, level, generator), (level check, valid levels), or None when it takes no level).
-PERTURBATIONS: dict[str, tuple[Callable[[nn.Module, float, torch.Generator], None], tuple[Callable[[float], bool], str] | None]] = {
+#: Perturbation name -> (apply(model, level, generator), (level check, valid levels), or None when
+#: it takes no level).
+PERTURBATIONS: dict[
+    str,
+    tuple[
+        Callable[[nn.Module, float, torch.Generator], None],
+        tuple[Callable[[float], bool], str] | None,
+    ],
+] = {
     "dropout": (_structural("dropout"), _PROBABILITY),
     "dropconnect": (_structural("dropconnect"), _PROBABILITY),
     "noise": (_structural("weight_noise"), (lambda x: x >= 0, "a relative noise scale >= 0")),
     "prune": (_prune, (lambda x: 0 <= x <= 1, "a share in [0, 1]")),
-    "bits": (_structural("quantize"), (lambda x: x >= 1 and float(x).is_integer(), "a whole number of bits >= 1")),
+    "bits": (
+        _structural("quantize"),
+        (lambda x: x >= 1 and float(x).is_integer(), "a whole number of bits >= 1"),
+    ),
     "int8": (lambda m, _, g: _structural("quantize")(m, 8.0, g), None),
     "fp16": (_round(torch.float16), None),
     "bf16": (_round(torch.bfloat16), None),
@@ -137,7 +156,9 @@ class ModelSpec:
 
 
 def parse_spec(text: str) -> ModelSpec:
-    """Parse ``text`` (grammar in the module docstring); a bad spec raises a one-line :class:`UserError`."""
+    """Parse ``text`` (grammar in the module docstring); a bad spec raises a one-line
+    :class:`UserError`.
+    """
     source, *mods = text.strip().split("@")
     if not source:
         raise UserError(f"model spec {text!r} names no model; write {_GRAMMAR}")
@@ -146,11 +167,16 @@ def parse_spec(text: str) -> ModelSpec:
         name, has_level, raw = mod.partition("=")
         if name == "seed":
             if not raw.isdigit():
-                raise UserError(f"model spec {text!r}: '@seed=' takes a whole number >= 0, got {raw!r}")
+                raise UserError(
+                    f"model spec {text!r}: '@seed=' takes a whole number >= 0, got {raw!r}"
+                )
             seed = int(raw)
             continue
         if name not in PERTURBATIONS:
-            raise UserError(f"model spec {text!r}: unknown perturbation '@{mod}'; choose one of: {', '.join('@' + k for k in PERTURBATIONS)}, @seed")
+            raise UserError(
+                f"model spec {text!r}: unknown perturbation '@{mod}'; choose one of: "
+                f"{', '.join('@' + k for k in PERTURBATIONS)}, @seed"
+            )
         check = PERTURBATIONS[name][1]
         if check is None:
             if has_level:
@@ -160,9 +186,14 @@ def parse_spec(text: str) -> ModelSpec:
         try:
             level = float(raw)
         except ValueError:
-            raise UserError(f"model spec {text!r}: '@{name}' needs a level, {check[1]}, e.g. '@{name}=0.1'") from None
+            raise UserError(
+                f"model spec {text!r}: '@{name}' needs a level, {check[1]}, e.g. '@{name}=0.1'"
+            ) from None
         if not (math.isfinite(level) and check[0](level)):
-            raise UserError(f"model spec {text!r}: level {raw} of '@{name}' is out of range; it must be {check[1]}")
+            raise UserError(
+                f"model spec {text!r}: level {raw} of '@{name}' is out of range; it must be "
+                f"{check[1]}"
+            )
         perturbations.append((name, level))
     if source.endswith(".safetensors"):
         return ModelSpec(text, source, None, None, tuple(perturbations), seed)
@@ -173,18 +204,29 @@ def parse_spec(text: str) -> ModelSpec:
     elif len(parts) >= 2 and (parts[-1].isdigit() or parts[-1] == "mean"):
         run, member, step = ":".join(parts[:-1]), parts[-1], None
     else:
-        raise UserError(f"model spec {text!r} names no member; write {_GRAMMAR} (e.g. 'runs/digits:0' or 'runs/digits:mean')")
+        raise UserError(
+            f"model spec {text!r} names no member; write {_GRAMMAR} (e.g. 'runs/digits:0' or "
+            "'runs/digits:mean')"
+        )
     if not run:
         raise UserError(f"model spec {text!r} names no run directory before ':{member}'")
-    return ModelSpec(text, run, member if member == "mean" else int(member), step, tuple(perturbations), seed)
+    return ModelSpec(
+        text, run, member if member == "mean" else int(member), step, tuple(perturbations), seed
+    )
 
 
 def _member_module(ens: Ensemble, member: int, step: int | None, text: str) -> nn.Module:
     if member not in ens.members:
-        raise UserError(f"model spec {text!r}: {ens.store.root} has no finished member {member} (finished: {', '.join(map(str, ens.members)) or 'none'})")
+        raise UserError(
+            f"model spec {text!r}: {ens.store.root} has no finished member {member} (finished: "
+            f"{', '.join(map(str, ens.members)) or 'none'})"
+        )
     steps = ens.steps(member)
     if step is not None and step not in steps:
-        raise UserError(f"model spec {text!r}: member {member} has no snapshot at step {step} (steps: {', '.join(map(str, steps))})")
+        raise UserError(
+            f"model spec {text!r}: member {member} has no snapshot at step {step} (steps: "
+            f"{', '.join(map(str, steps))})"
+        )
     return ens.module(member, step)
 
 
@@ -196,7 +238,10 @@ def _resolve_task(task: Task | str | Path | None, weights: Path, text: str) -> T
         run = weights.parent.parent.parent  # RUN/members/M/step-S.safetensors
         if weights.parent.parent.name == "members" and (run / "manifest.json").exists():
             return Ensemble.load(run).task
-        raise UserError(f"model spec {text!r}: give the task of the weights (a run directory, a config TOML or a task name, e.g. --task digits-mlp)")
+        raise UserError(
+            f"model spec {text!r}: give the task of the weights (a run directory, a config TOML or "
+            "a task name, e.g. --task digits-mlp)"
+        )
     path = Path(task)
     if path.is_dir():
         return Ensemble.load(path).task
@@ -211,18 +256,28 @@ def _file_module(path: Path, task: Task, text: str) -> nn.Module:
     try:
         state = load_file(path)
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"model spec {text!r}: '{path}' is not a readable safetensors file ({str(exc).splitlines()[0]})") from None
-    with torch.random.fork_rng(devices=[]):  # building the architecture must not move the caller's RNG
+        raise UserError(
+            f"model spec {text!r}: '{path}' is not a readable safetensors file "
+            f"({str(exc).splitlines()[0]})"
+        ) from None
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # building the architecture must not move the caller's RNG
         model = task.make_model().float()
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         detail = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise UserError(f"model spec {text!r}: weights in '{path}' do not fit task {task.name!r}'s architecture ({detail})") from None
+        raise UserError(
+            f"model spec {text!r}: weights in '{path}' do not fit task {task.name!r}'s "
+            f"architecture ({detail})"
+        ) from None
     return model.eval()
 
 
-def load_model(spec: str | ModelSpec, task: Task | str | Path | None = None) -> tuple[nn.Module, Task]:
+def load_model(
+    spec: str | ModelSpec, task: Task | str | Path | None = None
+) -> tuple[nn.Module, Task]:
     """The model a spec names (eval mode, gradients off for its parameters) and its task.
 
     Args:
@@ -243,7 +298,9 @@ def load_model(spec: str | ModelSpec, task: Task | str | Path | None = None) -> 
         found = ens.task
         if spec.member == "mean":
             if not ens.members:
-                raise UserError(f"model spec {spec.text!r}: {ens.store.root} has no finished member to average")
+                raise UserError(
+                    f"model spec {spec.text!r}: {ens.store.root} has no finished member to average"
+                )
             leaves = [_member_module(ens, m, spec.step, spec.text) for m in ens.members]
             model = MeanModel(leaves)
         else:
@@ -251,35 +308,54 @@ def load_model(spec: str | ModelSpec, task: Task | str | Path | None = None) -> 
             leaves = [model]
     for name, level in spec.perturbations:
         for i, leaf in enumerate(leaves):
-            PERTURBATIONS[name][0](leaf, level, torch_generator(f"search:model:{name}:{level!r}", spec.seed, i))
+            PERTURBATIONS[name][0](
+                leaf, level, torch_generator(f"search:model:{name}:{level!r}", spec.seed, i)
+            )
     model.requires_grad_(False)  # a search needs gradients in the inputs only
     return model.eval(), found
 
 
-def check_compatible(a: tuple[nn.Module, Task], b: tuple[nn.Module, Task], names: tuple[str, str] = ("A", "B")) -> None:
+def check_compatible(
+    a: tuple[nn.Module, Task], b: tuple[nn.Module, Task], names: tuple[str, str] = ("A", "B")
+) -> None:
     """Refuse, with one line, two models whose inputs or outputs differ in shape."""
     (model_a, task_a), (model_b, task_b) = a, b
     shape_a, shape_b = tuple(task_a.x_test.shape[1:]), tuple(task_b.x_test.shape[1:])
     if shape_a != shape_b:
-        raise UserError(f"models {names[0]} and {names[1]} take different inputs ({list(shape_a)} vs {list(shape_b)}); compare models of the same task")
+        raise UserError(
+            f"models {names[0]} and {names[1]} take different inputs ({list(shape_a)} vs "
+            f"{list(shape_b)}); compare models of the same task"
+        )
     with torch.no_grad():
         out_a, out_b = model_a(task_a.x_test[:1]).shape[1:], model_b(task_a.x_test[:1]).shape[1:]
     if out_a != out_b:
-        raise UserError(f"models {names[0]} and {names[1]} give different outputs ({list(out_a)} vs {list(out_b)}); compare models of the same task")
+        raise UserError(
+            f"models {names[0]} and {names[1]} give different outputs ({list(out_a)} vs "
+            f"{list(out_b)}); compare models of the same task"
+        )
 
 
-def load_pair(spec_a: str, spec_b: str, task: Task | str | Path | None = None) -> tuple[nn.Module, nn.Module, Task]:
+def load_pair(
+    spec_a: str, spec_b: str, task: Task | str | Path | None = None
+) -> tuple[nn.Module, nn.Module, Task]:
     """Two comparable models and the first one's task (see :func:`load_model`)."""
     a, b = load_model(spec_a, task), load_model(spec_b, task)
     check_compatible(a, b, (spec_a, spec_b))
     return a[0], b[0], a[1]
 
 
-def load_members(run_dir: str | Path, step: int | None = None, members: list[int] | None = None) -> tuple[list[nn.Module], Task]:
+def load_members(
+    run_dir: str | Path, step: int | None = None, members: list[int] | None = None
+) -> tuple[list[nn.Module], Task]:
     """The finished members of a run as modules (eval mode), and its task."""
     ens = Ensemble.load(run_dir)
     members = ens.members if members is None else members
     if len(members) < 2:
-        raise UserError(f"{ens.store.root} has {len(members)} finished member(s); the ensemble spread needs at least two")
-    modules = [_member_module(ens, m, step, f"{run_dir}:{m}").requires_grad_(False) for m in members]
+        raise UserError(
+            f"{ens.store.root} has {len(members)} finished member(s); the ensemble spread needs at "
+            "least two"
+        )
+    modules = [
+        _member_module(ens, m, step, f"{run_dir}:{m}").requires_grad_(False) for m in members
+    ]
     return modules, ens.task

@@ -75,9 +75,20 @@ class SearchResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model_a": self.model_a, "model_b": self.model_b, "objective": self.objective, "budget": self.budget,
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "objective": self.objective,
+            "budget": self.budget,
             "length": self.length,
-            "methods": {k: {"passes": m.passes, "gain": m.gain, "ratio": m.ratio, "best": [vars(f) for f in m.best]} for k, m in self.methods.items()},
+            "methods": {
+                k: {
+                    "passes": m.passes,
+                    "gain": m.gain,
+                    "ratio": m.ratio,
+                    "best": [vars(f) for f in m.best],
+                }
+                for k, m in self.methods.items()
+            },
         }
 
 
@@ -93,13 +104,19 @@ class _Scorer:
         out = []
         for start in range(0, len(ids), self.batch_size):
             chunk = ids[start : start + self.batch_size]
-            out.append(position_stats(self.a.logits(chunk)[:, -1], self.b.logits(chunk)[:, -1])[self.objective])
+            out.append(
+                position_stats(self.a.logits(chunk)[:, -1], self.b.logits(chunk)[:, -1])[
+                    self.objective
+                ]
+            )
         self.passes += len(ids)
         return torch.cat(out)
 
 
-def corpus_tokens(model: LanguageModel, documents: Iterable[Document], limit: int = 1 << 20) -> Tensor:
-    """Token ids of the corpus, concatenated, at most ``limit``: the pool random contexts come from."""
+def corpus_tokens(
+    model: LanguageModel, documents: Iterable[Document], limit: int = 1 << 20
+) -> Tensor:
+    """Token ids of the corpus, concatenated, at most ``limit``: the pool of random contexts."""
     ids: list[int] = []
     for doc in documents:
         ids += model.tokenizer.encode(doc.text)
@@ -111,29 +128,48 @@ def corpus_tokens(model: LanguageModel, documents: Iterable[Document], limit: in
 def random_windows(pool: Tensor, n: int, length: int, gen: torch.Generator) -> Tensor:
     """``n`` random windows of ``length`` tokens from ``pool``: ``[n, length]``."""
     if len(pool) < length:
-        raise ValueError(f"the corpus has {len(pool)} tokens, fewer than the context length {length}")
+        raise ValueError(
+            f"the corpus has {len(pool)} tokens, fewer than the context length {length}"
+        )
     starts = torch.randint(0, len(pool) - length + 1, (n,), generator=gen)
     return pool[starts[:, None] + torch.arange(length)]
 
 
-def _keep(best: list[Found], model: LanguageModel, ids: Tensor, scores: Tensor, top: int) -> list[Found]:
+def _keep(
+    best: list[Found], model: LanguageModel, ids: Tensor, scores: Tensor, top: int
+) -> list[Found]:
     order = scores.topk(min(top, len(scores))).indices.tolist()
-    found = best + [Found(model.tokenizer.decode(ids[i].tolist()), ids[i].tolist(), float(scores[i])) for i in order]
+    found = best + [
+        Found(model.tokenizer.decode(ids[i].tolist()), ids[i].tolist(), float(scores[i]))
+        for i in order
+    ]
     unique: dict[tuple[int, ...], Found] = {}
     for f in sorted(found, key=lambda f: -f.divergence):
         unique.setdefault(tuple(f.ids), f)
     return list(unique.values())[:top]
 
 
-def baseline(score: _Scorer, pool: Tensor, budget: int, length: int, gen: torch.Generator, top: int) -> list[Found]:
+def baseline(
+    score: _Scorer, pool: Tensor, budget: int, length: int, gen: torch.Generator, top: int
+) -> list[Found]:
     """Best of ``budget`` random corpus windows."""
     ids = random_windows(pool, budget, length, gen)
     return _keep([], score.a, ids, score(ids), top)
 
 
 @torch.no_grad()
-def sample(score: _Scorer, pool: Tensor, budget: int, length: int, source: str, gen: torch.Generator, top: int) -> list[Found]:
-    """Sample sequences from ``source`` (A, B or their mixture); score every prefix as it is extended."""
+def sample(
+    score: _Scorer,
+    pool: Tensor,
+    budget: int,
+    length: int,
+    source: str,
+    gen: torch.Generator,
+    top: int,
+) -> list[Found]:
+    """Sample sequences from ``source`` (A, B or their mixture); score every prefix as it is
+    extended.
+    """
     a, b = score.a, score.b
     best: list[Found] = []
     rows = max(1, min(score.batch_size, budget // length))
@@ -154,11 +190,15 @@ def sample(score: _Scorer, pool: Tensor, budget: int, length: int, source: str, 
 
 def _last_logits(model: LanguageModel, onehot: Tensor) -> Tensor:
     if model.embeddings is None:
-        raise UserError(f"token search (gcg) needs a model with input embeddings; {model.name!r} has none")
+        raise UserError(
+            f"token search (gcg) needs a model with input embeddings; {model.name!r} has none"
+        )
     return model.logits_from_embeddings(onehot @ model.embeddings.weight)[:, -1]
 
 
-def swap_scores(a: LanguageModel, b: LanguageModel, current: Tensor, objective: str, gen: torch.Generator) -> Tensor:
+def swap_scores(
+    a: LanguageModel, b: LanguageModel, current: Tensor, objective: str, gen: torch.Generator
+) -> Tensor:
     """Linearized gain of every single-token swap of ``current [L]``: ``[L, vocab]``.
 
     Where the two models already differ, this is the gradient of the divergence with
@@ -168,7 +208,11 @@ def swap_scores(a: LanguageModel, b: LanguageModel, current: Tensor, objective: 
     direction: ``|g(pos, tok) - g(pos, current token)|`` with ``g`` the gradient of
     ``u . (log p - log q)``.
     """
-    onehot = torch.nn.functional.one_hot(current, a.vocab_size).to(a.embeddings.weight.dtype)[None].requires_grad_(True)
+    onehot = (
+        torch.nn.functional.one_hot(current, a.vocab_size)
+        .to(a.embeddings.weight.dtype)[None]
+        .requires_grad_(True)
+    )
     la, lb = _last_logits(a, onehot), _last_logits(b, onehot)
     divergence = position_stats(la, lb)[objective].sum()
     if float(divergence.detach()) > 1e-9:
@@ -181,8 +225,18 @@ def swap_scores(a: LanguageModel, b: LanguageModel, current: Tensor, objective: 
     return (grad - grad.gather(1, current[:, None])).abs()
 
 
-def gcg(score: _Scorer, start: Tensor, budget: int, gen: torch.Generator, top: int, candidates: int = 64, top_k: int = 32) -> list[Found]:
-    """Greedy coordinate gradient ascent of the divergence from context ``start [L]`` (see the module docstring)."""
+def gcg(
+    score: _Scorer,
+    start: Tensor,
+    budget: int,
+    gen: torch.Generator,
+    top: int,
+    candidates: int = 64,
+    top_k: int = 32,
+) -> list[Found]:
+    """Greedy coordinate gradient ascent of the divergence from context ``start [L]`` (see the
+    module docstring).
+    """
     a, b = score.a, score.b
     current = start.clone()
     current_score = float(score(current[None])[0])
@@ -191,11 +245,23 @@ def gcg(score: _Scorer, start: Tensor, budget: int, gen: torch.Generator, top: i
     while score.passes + 2 + candidates <= end:
         gains = swap_scores(a, b, current, score.objective, gen)
         score.passes += 2  # a forward and a backward through both models
-        choices = gains.topk(min(top_k, a.vocab_size), dim=-1).indices  # [L, top_k]: most promising swaps per position
+        choices = gains.topk(
+            min(top_k, a.vocab_size), dim=-1
+        ).indices  # [L, top_k]: most promising swaps per position
         # The best-ranked swap at every position, then random swaps among each position's top_k.
         length = len(current)
-        positions = torch.cat([torch.arange(length), torch.randint(0, length, (max(0, candidates - length),), generator=gen)])[:candidates]
-        ranks = torch.cat([torch.zeros(length, dtype=torch.long), torch.randint(0, choices.shape[1], (max(0, candidates - length),), generator=gen)])[:candidates]
+        positions = torch.cat(
+            [
+                torch.arange(length),
+                torch.randint(0, length, (max(0, candidates - length),), generator=gen),
+            ]
+        )[:candidates]
+        ranks = torch.cat(
+            [
+                torch.zeros(length, dtype=torch.long),
+                torch.randint(0, choices.shape[1], (max(0, candidates - length),), generator=gen),
+            ]
+        )[:candidates]
         picks = choices[positions, ranks]
         trial = current.repeat(candidates, 1)
         trial[torch.arange(candidates), positions] = picks
@@ -222,14 +288,16 @@ def search_divergent(
     top_k: int = 32,
     seed: int = 0,
 ) -> SearchResult:
-    """Run each of ``methods`` with ``budget`` forward passes; report their best contexts and gain over the baseline.
+    """Run each of ``methods`` with ``budget`` forward passes; report their best contexts and gain
+    over the baseline.
 
     Args:
         a, b: models with the same vocabulary and tokenizer.
         documents: corpus for random contexts and sampling prefixes.
         budget: forward passes per method (a context scored by both models is one pass).
         length: tokens per context.
-        objective: the statistic of :data:`attractor.measure.lm_compare.STATS` to maximize (``js``, ``kl_ab``, ``tv``...).
+        objective: the statistic of :data:`attractor.measure.lm_compare.STATS` to maximize (``js``,
+            ``kl_ab``, ``tv``...).
         methods: any of ``baseline``, ``sample-a``, ``sample-b``, ``sample-mix``, ``gcg``.
         top: contexts reported per method.
         batch_size: contexts per forward pass.
@@ -238,7 +306,9 @@ def search_divergent(
     """
     check_compatible(a, b)
     if objective not in STATS or objective in ("top1_agree", "entropy_a", "entropy_b"):
-        raise ValueError(f"objective must be a divergence (kl_ab, kl_ba, js, tv), got {objective!r}")
+        raise ValueError(
+            f"objective must be a divergence (kl_ab, kl_ba, js, tv), got {objective!r}"
+        )
     length = min(length, a.context, b.context)
     pool = corpus_tokens(a, documents)
     result = SearchResult(a.name, b.name, objective, budget, length)
@@ -254,7 +324,9 @@ def search_divergent(
             starts = baseline(score, pool, max(1, budget // 4), length, gen, 1)
             found = gcg(score, torch.tensor(starts[0].ids), budget, gen, top, candidates, top_k)
         else:
-            raise ValueError(f"unknown search method {method!r}; methods: baseline, {', '.join(SAMPLERS)}, gcg")
+            raise ValueError(
+                f"unknown search method {method!r}; methods: baseline, {', '.join(SAMPLERS)}, gcg"
+            )
         result.methods[method] = MethodResult(method, score.passes, found)
     if "baseline" in result.methods:
         base = result.methods["baseline"].best[0].divergence

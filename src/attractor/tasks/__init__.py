@@ -43,14 +43,20 @@ class TaskSpec(Generic[OptionsT]):
 
 TASKS: dict[str, TaskSpec[Any]] = {
     "digits-mlp": TaskSpec(digits_mlp.DigitsOptions, digits_mlp.make, digits_mlp.SUMMARY),
-    "modular-addition": TaskSpec(modular_addition.ModularAdditionOptions, modular_addition.make, modular_addition.SUMMARY),
-    "spurious-digits": TaskSpec(spurious_digits.SpuriousDigitsOptions, spurious_digits.make, spurious_digits.SUMMARY),
+    "modular-addition": TaskSpec(
+        modular_addition.ModularAdditionOptions, modular_addition.make, modular_addition.SUMMARY
+    ),
+    "spurious-digits": TaskSpec(
+        spurious_digits.SpuriousDigitsOptions, spurious_digits.make, spurious_digits.SUMMARY
+    ),
     "tiny-lm": TaskSpec(tiny_lm.TinyLMOptions, tiny_lm.make, tiny_lm.SUMMARY),
 }
 
 
 def build_task(config: TaskConfig) -> Task:
-    """Build the task ``config.name`` with ``config.options``; bad input raises a one-line :class:`UserError`."""
+    """Build the task ``config.name`` with ``config.options``; bad input raises a one-line
+    :class:`UserError`.
+    """
     name, options = config.name, config.options
     if name in TASKS:
         spec = TASKS[name]
@@ -67,7 +73,10 @@ def list_tasks() -> list[tuple[str, str, dict[str, Any]]]:
         (
             name,
             spec.summary,
-            {key: field.get_default(call_default_factory=True) for key, field in spec.options.model_fields.items()},
+            {
+                key: field.get_default(call_default_factory=True)
+                for key, field in spec.options.model_fields.items()
+            },
         )
         for name, spec in TASKS.items()
     ]
@@ -95,7 +104,11 @@ def _describe(task: str, model: type[BaseModel], exc: ValidationError) -> str:
     if not loc:  # a check across several options
         return f"invalid options for task {task!r}: {message}"
     described = fields.get(loc[0])
-    hint = f" ({loc[0]}: {described.description.rstrip('.')})" if described and described.description else ""
+    hint = (
+        f" ({loc[0]}: {described.description.rstrip('.')})"
+        if described and described.description
+        else ""
+    )
     return f"invalid value for '{path}': {message}, got {error.get('input')!r}{hint}"
 
 
@@ -120,7 +133,9 @@ def _cwd_on_path() -> Iterator[None]:
 def _build_user_task(name: str, options: dict[str, Any]) -> Task:
     module_name, _, function_name = name.partition(":")
     if not module_name or not function_name or ":" in function_name:
-        raise UserError(f"task {name!r} is not of the form 'module:function' (e.g. 'mytasks:make_task')")
+        raise UserError(
+            f"task {name!r} is not of the form 'module:function' (e.g. 'mytasks:make_task')"
+        )
     with _cwd_on_path():
         importlib.invalidate_caches()  # the module file may have been written after startup
         try:
@@ -128,19 +143,27 @@ def _build_user_task(name: str, options: dict[str, Any]) -> Task:
         except ModuleNotFoundError as exc:
             if exc.name == module_name or module_name.startswith(f"{exc.name}."):
                 raise UserError(
-                    f"cannot import module {module_name!r} for task {name!r}; put it on PYTHONPATH or in the current directory"
+                    f"cannot import module {module_name!r} for task {name!r}; put it on PYTHONPATH "
+                    "or in the current directory"
                 ) from None
-            raise UserError(f"importing module {module_name!r} for task {name!r} failed: {exc}") from None
+            raise UserError(
+                f"importing module {module_name!r} for task {name!r} failed: {exc}"
+            ) from None
         except ImportError as exc:
-            raise UserError(f"importing module {module_name!r} for task {name!r} failed: {exc}") from None
+            raise UserError(
+                f"importing module {module_name!r} for task {name!r} failed: {exc}"
+            ) from None
         function = getattr(module, function_name, None)
         if function is None or not callable(function):
-            raise UserError(f"module {module_name!r} has no function {function_name!r} (task {name!r})")
+            raise UserError(
+                f"module {module_name!r} has no function {function_name!r} (task {name!r})"
+            )
         _check_arguments(name, function, options)
         task = function(**options)
     if not isinstance(task, Task):
         raise UserError(
-            f"task function {name!r} returned {type(task).__name__}, not attractor.tasks.Task; return a Task(...)"
+            f"task function {name!r} returned {type(task).__name__}, not attractor.tasks.Task; "
+            "return a Task(...)"
         )
     return task
 
@@ -160,5 +183,6 @@ def _check_arguments(name: str, function: Callable[..., Any], options: dict[str,
     except TypeError as exc:
         given = ", ".join(f"task.{key}" for key in options) or "no options"
         raise UserError(
-            f"task function {name!r} does not accept the given options ({given}): {exc}; its signature is {signature}"
+            f"task function {name!r} does not accept the given options ({given}): {exc}; its "
+            f"signature is {signature}"
         ) from None

@@ -18,7 +18,9 @@ from torch import Tensor, nn
 
 def cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Per-example cross-entropy: ``logits [..., C]``, ``targets [...]`` -> ``[...]``."""
-    flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+    )
     return flat.view(targets.shape)
 
 

@@ -42,8 +42,12 @@ def pydoc_documents() -> list[Document]:
     return [Document(name, topics[name]) for name in sorted(topics)]
 
 
-def split_documents(documents: list[Document], test_fraction: float, seed: int) -> tuple[list[Document], list[Document]]:
-    """A fixed random partition into (train, test) documents, both non-empty, each in the input order."""
+def split_documents(
+    documents: list[Document], test_fraction: float, seed: int
+) -> tuple[list[Document], list[Document]]:
+    """A fixed random partition into (train, test) documents, both non-empty, each in the input
+    order.
+    """
     import random
 
     n = len(documents)
@@ -53,19 +57,27 @@ def split_documents(documents: list[Document], test_fraction: float, seed: int) 
     random.Random(seed).shuffle(order)
     n_test = min(max(round(test_fraction * n), 1), n - 1)
     test = set(order[:n_test])
-    return [d for i, d in enumerate(documents) if i not in test], [d for i, d in enumerate(documents) if i in test]
+    return [d for i, d in enumerate(documents) if i not in test], [
+        d for i, d in enumerate(documents) if i in test
+    ]
 
 
 def iter_corpus(spec: str, min_chars: int = MIN_DOCUMENT_CHARS) -> Iterator[Document]:
-    """Documents of corpus ``spec`` (see the module docstring), lazily; bad specs raise :class:`UserError`."""
+    """Documents of corpus ``spec`` (see the module docstring), lazily; bad specs raise
+    :class:`UserError`.
+    """
     if spec == BUILTIN_PYDOC:
         yield from pydoc_documents()
         return
     if spec.startswith("builtin:"):
-        raise UserError(f"unknown built-in corpus {spec!r}; the built-in corpus is {BUILTIN_PYDOC!r}")
+        raise UserError(
+            f"unknown built-in corpus {spec!r}; the built-in corpus is {BUILTIN_PYDOC!r}"
+        )
     path = Path(spec)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+        files = sorted(
+            p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
+        )
         if not files:
             raise UserError(f"corpus directory '{path}' holds no {'/'.join(TEXT_SUFFIXES)} files")
         for file in files:
@@ -78,7 +90,7 @@ def iter_corpus(spec: str, min_chars: int = MIN_DOCUMENT_CHARS) -> Iterator[Docu
 
 
 def paragraphs(text: str, name: str, min_chars: int = MIN_DOCUMENT_CHARS) -> Iterator[Document]:
-    """Split ``text`` at blank lines and merge paragraphs into documents of at least ``min_chars``."""
+    """Split ``text`` at blank lines and merge paragraphs into documents of >= ``min_chars``."""
     current: list[str] = []
     size, index = 0, 0
     for block in text.split("\n\n"):

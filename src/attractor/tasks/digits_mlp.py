@@ -32,7 +32,11 @@ SPLIT_SEED = 0
 MIN_STD = 1.0
 
 Activation = Literal["relu", "tanh", "gelu"]
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "gelu": nn.GELU,
+}
 
 
 class DigitsOptions(BaseModel):
@@ -44,12 +48,15 @@ class DigitsOptions(BaseModel):
         default_factory=lambda: [128, 128],
         description="Widths of the hidden layers, input to output; [] gives a linear model.",
     )
-    activation: Activation = Field("relu", description="Nonlinearity after each hidden layer: relu | tanh | gelu.")
+    activation: Activation = Field(
+        "relu", description="Nonlinearity after each hidden layer: relu | tanh | gelu."
+    )
 
 
 @lru_cache(maxsize=1)
 def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The fixed standardized split: ``x_train [1437, 64]``, ``y_train [1437]``, ``x_test [360, 64]``, ``y_test [360]``.
+    """The fixed standardized split: ``x_train [1437, 64]``, ``y_train [1437]``,
+    ``x_test [360, 64]``, ``y_test [360]``.
 
     Cached, so building the task for every chunk or worker costs one copy. The arrays
     are read-only; callers copy them into tensors (see :func:`split_tensors`).
@@ -75,12 +82,15 @@ def load_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 def split_tensors() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fresh tensor copies of :func:`load_split` (a task may be mutated without touching the cache)."""
+    """Fresh tensor copies of :func:`load_split` (mutating a task leaves the cache alone)."""
     return tuple(torch.tensor(array) for array in load_split())  # type: ignore[return-value]
 
 
-def build_mlp(in_features: int, hidden: Sequence[int], out_features: int, activation: str) -> nn.Sequential:
-    """``nn.Sequential(Linear, act, ..., Linear)``: ``[batch, in_features]`` -> ``[batch, out_features]``.
+def build_mlp(
+    in_features: int, hidden: Sequence[int], out_features: int, activation: str
+) -> nn.Sequential:
+    """``nn.Sequential(Linear, act, ..., Linear)``: ``[batch, in_features]`` ->
+    ``[batch, out_features]``.
 
     Kept a flat sequence of ``nn.Linear`` and activation modules: the vectorized engine
     trains exactly that shape with batched matmuls instead of ``vmap``.
@@ -103,7 +113,9 @@ def make(options: DigitsOptions) -> Task:
         y_train=y_train,
         x_test=x_test,
         y_test=y_test,
-        make_model=partial(build_mlp, NUM_FEATURES, tuple(options.hidden), NUM_CLASSES, options.activation),
+        make_model=partial(
+            build_mlp, NUM_FEATURES, tuple(options.hidden), NUM_CLASSES, options.activation
+        ),
         num_classes=NUM_CLASSES,
         groups=None,
         description=SUMMARY,

@@ -102,7 +102,9 @@ class LanguageModel:
     def logits_from_embeddings(self, embeds: Tensor) -> Tensor:
         """Logits from input embeddings ``[batch, T, width]`` (differentiable; for token search)."""
         if self.hf is None:
-            raise UserError(f"model {self.name!r} is not a Hugging Face model, so token search cannot run on it")
+            raise UserError(
+                f"model {self.name!r} is not a Hugging Face model, so token search cannot run on it"
+            )
         return self.hf(inputs_embeds=embeds, use_cache=False).logits
 
 
@@ -115,8 +117,10 @@ def load_local_model(spec: str) -> LanguageModel:
     path = Path(spec)
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise UserError(f"'{path}' has no config.json: it is neither a Hugging Face model "
-                            "directory nor a run directory member (RUN_DIR:MEMBER)")
+            raise UserError(
+                f"'{path}' has no config.json: it is neither a Hugging Face model "
+                "directory nor a run directory member (RUN_DIR:MEMBER)"
+            )
         return load_hf_dir(path, spec)
     if ":" in spec and not path.exists():
         return load_function(spec)
@@ -131,18 +135,38 @@ def quiet_transformers() -> Any:
 
 
 def wrap_hf(model: Any, tokenizer: Tokenizer, name: str) -> LanguageModel:
-    """A Hugging Face causal LM as a :class:`LanguageModel` (eval mode, context and vocabulary read off it)."""
+    """A Hugging Face causal LM as a :class:`LanguageModel` (eval mode, context and vocabulary read
+    off it).
+    """
     from attractor.tasks.tiny_lm import CausalLM
 
     model.eval()
     config = model.config
-    context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024
-    vocab = int(model.get_output_embeddings().weight.shape[0]) if model.get_output_embeddings() is not None else int(config.vocab_size)
-    return LanguageModel(CausalLM(model).eval(), tokenizer, vocab, int(context), name, model.get_input_embeddings(), model)
+    context = (
+        getattr(config, "n_positions", None)
+        or getattr(config, "max_position_embeddings", None)
+        or 1024
+    )
+    vocab = (
+        int(model.get_output_embeddings().weight.shape[0])
+        if model.get_output_embeddings() is not None
+        else int(config.vocab_size)
+    )
+    return LanguageModel(
+        CausalLM(model).eval(),
+        tokenizer,
+        vocab,
+        int(context),
+        name,
+        model.get_input_embeddings(),
+        model,
+    )
 
 
 def load_hf_dir(path: Path, spec: str) -> LanguageModel:
-    """The causal LM in Hugging Face directory ``path`` with its tokenizer (bytes where its config says so)."""
+    """The causal LM in Hugging Face directory ``path`` with its tokenizer (bytes where its config
+    says so).
+    """
     transformers = quiet_transformers()
     config = json.loads((path / "config.json").read_text())
     kwargs: dict[str, Any] = {"local_files_only": True}
@@ -151,14 +175,21 @@ def load_hf_dir(path: Path, spec: str) -> LanguageModel:
     try:
         model = transformers.AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot load a causal LM from '{path}': {str(exc).splitlines()[0]}") from None
+        raise UserError(
+            f"cannot load a causal LM from '{path}': {str(exc).splitlines()[0]}"
+        ) from None
     if config.get(TOKENIZER_KEY) == "bytes":
         tokenizer: Tokenizer = ByteTokenizer()
     else:
         try:
-            tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True))
+            tokenizer = HFTokenizer(
+                transformers.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            )
         except (OSError, ValueError, KeyError) as exc:
-            raise UserError(f"cannot load a tokenizer from '{path}' (save one beside the model): {str(exc).splitlines()[0]}") from None
+            raise UserError(
+                f"cannot load a tokenizer from '{path}' (save one beside the model): "
+                f"{str(exc).splitlines()[0]}"
+            ) from None
     return wrap_hf(model, tokenizer, spec)
 
 
@@ -171,13 +202,23 @@ def load_function(spec: str) -> LanguageModel:
         raise UserError(f"cannot load model function {spec!r}: {exc}") from None
     result = function()
     if not (isinstance(result, tuple) and len(result) == 2):
-        raise UserError(f"model function {spec!r} must return (model, tokenizer), got {type(result).__name__}")
+        raise UserError(
+            f"model function {spec!r} must return (model, tokenizer), got {type(result).__name__}"
+        )
     model, tokenizer = result
-    tok: Tokenizer = ByteTokenizer() if tokenizer == "bytes" else tokenizer if hasattr(tokenizer, "fingerprint") else HFTokenizer(tokenizer)
+    tok: Tokenizer = (
+        ByteTokenizer()
+        if tokenizer == "bytes"
+        else tokenizer
+        if hasattr(tokenizer, "fingerprint")
+        else HFTokenizer(tokenizer)
+    )
     if hasattr(model, "get_input_embeddings") and hasattr(model, "config"):
         return wrap_hf(model, tok, spec)
     if not isinstance(model, nn.Module):
-        raise UserError(f"model function {spec!r} returned {type(model).__name__}, not a torch module")
+        raise UserError(
+            f"model function {spec!r} returned {type(model).__name__}, not a torch module"
+        )
     model.eval()
     with torch.no_grad():
         vocab = int(model(torch.zeros(1, 1, dtype=torch.long)).shape[-1])
@@ -187,6 +228,12 @@ def load_function(spec: str) -> LanguageModel:
 def check_compatible(a: LanguageModel, b: LanguageModel) -> None:
     """Refuse two models whose vocabularies or tokenizers differ (one line, :class:`UserError`)."""
     if a.vocab_size != b.vocab_size:
-        raise UserError(f"models have different vocabularies ({a.name}: {a.vocab_size} tokens, {b.name}: {b.vocab_size}); their next-token distributions cannot be compared")
+        raise UserError(
+            f"models have different vocabularies ({a.name}: {a.vocab_size} tokens, {b.name}: "
+            f"{b.vocab_size}); their next-token distributions cannot be compared"
+        )
     if a.tokenizer.fingerprint != b.tokenizer.fingerprint:
-        raise UserError(f"models use different tokenizers ({a.tokenizer.fingerprint} vs {b.tokenizer.fingerprint}); their next-token distributions cannot be compared")
+        raise UserError(
+            f"models use different tokenizers ({a.tokenizer.fingerprint} vs "
+            f"{b.tokenizer.fingerprint}); their next-token distributions cannot be compared"
+        )

@@ -49,15 +49,40 @@ class ModularAdditionOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     p: int = Field(97, ge=2, description="Modulus; the data are all p*p pairs (a, b).")
-    train_fraction: float = Field(0.3, gt=0, lt=1, description="Share of the p*p pairs in the training split.")
+    train_fraction: float = Field(
+        0.3, gt=0, lt=1, description="Share of the p*p pairs in the training split."
+    )
     split_seed: int = Field(0, ge=0, description="Seed of the fixed train/test split of the pairs.")
-    model: Literal["mlp", "transformer"] = Field("mlp", description="mlp | transformer (one layer, pre-LN).")
-    embed_dim: int = Field(64, ge=1, description="Token embedding width (transformer: model width).")
-    hidden: int = Field(256, ge=1, description="Hidden width of the MLP (transformer: of its MLP block).")
-    heads: int = Field(4, ge=1, description="Attention heads of the transformer; must divide embed_dim.")
-    n_groups: int = Field(8, ge=1, description="Groups of training examples, by blocks of the first operand; at most p.")
-    shortcut: bool = Field(False, description="Append a hint token: the answer on a shortcut_fraction share of training pairs, random at test.")
-    shortcut_fraction: float = Field(0.9, ge=0, le=1, description="Share of training pairs whose hint is the answer (with shortcut = true).")
+    model: Literal["mlp", "transformer"] = Field(
+        "mlp", description="mlp | transformer (one layer, pre-LN)."
+    )
+    embed_dim: int = Field(
+        64, ge=1, description="Token embedding width (transformer: model width)."
+    )
+    hidden: int = Field(
+        256, ge=1, description="Hidden width of the MLP (transformer: of its MLP block)."
+    )
+    heads: int = Field(
+        4, ge=1, description="Attention heads of the transformer; must divide embed_dim."
+    )
+    n_groups: int = Field(
+        8,
+        ge=1,
+        description="Groups of training examples, by blocks of the first operand; at most p.",
+    )
+    shortcut: bool = Field(
+        False,
+        description=(
+            "Append a hint token: the answer on a shortcut_fraction share of training pairs, "
+            "random at test."
+        ),
+    )
+    shortcut_fraction: float = Field(
+        0.9,
+        ge=0,
+        le=1,
+        description="Share of training pairs whose hint is the answer (with shortcut = true).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ModularAdditionOptions:
@@ -69,7 +94,9 @@ class ModularAdditionOptions(BaseModel):
 
 
 class ModularMLP(nn.Module):
-    """Shared token embedding, concatenated, one ReLU hidden layer: ``[..., tokens]`` -> ``[..., p]``."""
+    """Shared token embedding, concatenated, one ReLU hidden layer: ``[..., tokens]`` ->
+    ``[..., p]``.
+    """
 
     def __init__(self, p: int, embed_dim: int, hidden: int, tokens: int = 2) -> None:
         super().__init__()
@@ -83,7 +110,8 @@ class ModularMLP(nn.Module):
 
 
 class ModularTransformer(nn.Module):
-    """One pre-LN transformer layer over tokens ``[a, b, ('hint',) '=']``: ``[..., tokens]`` -> ``[..., p]``.
+    """One pre-LN transformer layer over tokens ``[a, b, ('hint',) '=']``: ``[..., tokens]`` ->
+    ``[..., p]``.
 
     Attention is written with plain tensor ops (no ``nn.MultiheadAttention``, whose fused
     kernels ``torch.func.vmap`` cannot batch over stacked parameters). No causal mask:
@@ -110,7 +138,9 @@ class ModularTransformer(nn.Module):
         d = h.shape[-1]
         q, k, v = self.qkv(h).split(d, dim=-1)
         # [..., T, d] -> [..., heads, T, d / heads]
-        q, k, v = (t.unflatten(-1, (self.heads, d // self.heads)).transpose(-3, -2) for t in (q, k, v))
+        q, k, v = (
+            t.unflatten(-1, (self.heads, d // self.heads)).transpose(-3, -2) for t in (q, k, v)
+        )
         weights = torch.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5, dim=-1)
         return self.proj((weights @ v).transpose(-3, -2).flatten(-2))
 
@@ -168,14 +198,19 @@ def make(options: ModularAdditionOptions) -> Task:
         # Hint draws are seeded from the split seed, so hints and split change together.
         x_train = with_hints(x_train, y_train, p, options.shortcut_fraction, options.split_seed + 1)
         x_test = with_hints(x_test, y_test, p, None, options.split_seed + 2)
-        probes = {"shortcut_agree": (torch.cat([x[test], y_test[:, None]], dim=1), y_test), "shortcut_random": (x_test, y_test)}
+        probes = {
+            "shortcut_agree": (torch.cat([x[test], y_test[:, None]], dim=1), y_test),
+            "shortcut_random": (x_test, y_test),
+        }
     tokens = x_train.shape[1]
     # partial, not a lambda: picklable for process backends, and frozen against later
     # changes to `options`.
     if options.model == "mlp":
         make_model = partial(ModularMLP, p, options.embed_dim, options.hidden, tokens)
     else:
-        make_model = partial(ModularTransformer, p, options.embed_dim, options.hidden, options.heads, tokens)
+        make_model = partial(
+            ModularTransformer, p, options.embed_dim, options.hidden, options.heads, tokens
+        )
     return Task(
         name=NAME,
         x_train=x_train,

@@ -49,18 +49,29 @@ SHORTCUT_SEED = 0
 class SpuriousDigitsOptions(DigitsOptions):
     """Options of ``spurious-digits``: digits-mlp's plus the shortcut's strength and reliability."""
 
-    strength: float = Field(1.0, ge=0, description="Value of the shortcut one-hot feature (0 turns the shortcut off).")
+    strength: float = Field(
+        1.0, ge=0, description="Value of the shortcut one-hot feature (0 turns the shortcut off)."
+    )
     shortcut_fraction: float = Field(
-        1.0, ge=0, le=1, description="Share of training examples whose shortcut is the true label; the rest get a wrong one."
+        1.0,
+        ge=0,
+        le=1,
+        description=(
+            "Share of training examples whose shortcut is the true label; the rest get a wrong one."
+        ),
     )
 
 
 def shortcut_labels(x: Tensor) -> Tensor:
-    """The class each example's shortcut points to (needs ``strength > 0``): ``x [n, 74]`` -> ``int64 [n]``."""
+    """The class each example's shortcut points to (needs ``strength > 0``): ``x [n, 74]`` ->
+    ``int64 [n]``.
+    """
     return x[..., NUM_FEATURES:].argmax(-1)
 
 
-def _shortcut_classes(y_train: np.ndarray, n_test: int, fraction: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _shortcut_classes(
+    y_train: np.ndarray, n_test: int, fraction: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shortcut class per example: ``(train [n_train], correct [n_train] bool, test [n_test])``."""
     rng = np.random.default_rng(SHORTCUT_SEED)
     n_train = len(y_train)
@@ -95,7 +106,13 @@ def make(options: SpuriousDigitsOptions) -> Task:
         x_test=test,
         y_test=y_test,
         probes={"shortcut_agree": (agree, y_test), "shortcut_random": (test, y_test)},
-        make_model=partial(build_mlp, NUM_FEATURES + NUM_CLASSES, tuple(options.hidden), NUM_CLASSES, options.activation),
+        make_model=partial(
+            build_mlp,
+            NUM_FEATURES + NUM_CLASSES,
+            tuple(options.hidden),
+            NUM_CLASSES,
+            options.activation,
+        ),
         num_classes=NUM_CLASSES,
         groups=groups,
         description=SUMMARY,

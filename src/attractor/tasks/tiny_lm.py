@@ -41,7 +41,10 @@ from attractor.tasks.base import Task
 from attractor.tasks.corpus import BUILTIN_PYDOC, Document, iter_corpus, split_documents
 
 NAME = "tiny-lm"
-SUMMARY = "byte-level GPT-2 (transformers) on the Python help texts bundled with Python; documents as groups"
+SUMMARY = (
+    "byte-level GPT-2 (transformers) on the Python help texts bundled with Python; documents as "
+    "groups"
+)
 VOCAB = 256
 
 
@@ -53,14 +56,38 @@ class TinyLMOptions(BaseModel):
     layers: int = Field(2, ge=1, description="Transformer blocks.")
     heads: int = Field(4, ge=1, description="Attention heads; must divide width.")
     width: int = Field(128, ge=1, description="Model width (embedding size); the MLP is 4x wider.")
-    context: int = Field(128, ge=2, description="Tokens (bytes) per training window, and the model's context length.")
-    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout of GPT-2 (residual, embedding, attention); 0 allows vectorized training.")
-    corpus: str = Field(BUILTIN_PYDOC, description="Text: 'builtin:pydoc', a text file or a directory of text files.")
-    test_fraction: float = Field(0.2, gt=0, lt=1, description="Share of documents held out for the test split.")
-    split_seed: int = Field(0, ge=0, description="Seed of the fixed train/test split of the documents.")
-    n_groups: int = Field(8, ge=1, description="Groups of training documents (round-robin), for holdout_group.")
-    windows_per_document: int | None = Field(4, ge=1, description="At most this many windows per document, evenly spaced; None: all.")
-    stride: int | None = Field(None, ge=1, description="Step between window starts before capping; None: context (no overlap).")
+    context: int = Field(
+        128, ge=2, description="Tokens (bytes) per training window, and the model's context length."
+    )
+    dropout: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description=(
+            "Dropout of GPT-2 (residual, embedding, attention); 0 allows vectorized training."
+        ),
+    )
+    corpus: str = Field(
+        BUILTIN_PYDOC,
+        description="Text: 'builtin:pydoc', a text file or a directory of text files.",
+    )
+    test_fraction: float = Field(
+        0.2, gt=0, lt=1, description="Share of documents held out for the test split."
+    )
+    split_seed: int = Field(
+        0, ge=0, description="Seed of the fixed train/test split of the documents."
+    )
+    n_groups: int = Field(
+        8, ge=1, description="Groups of training documents (round-robin), for holdout_group."
+    )
+    windows_per_document: int | None = Field(
+        4, ge=1, description="At most this many windows per document, evenly spaced; None: all."
+    )
+    stride: int | None = Field(
+        None,
+        ge=1,
+        description="Step between window starts before capping; None: context (no overlap).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> TinyLMOptions:
@@ -70,7 +97,9 @@ class TinyLMOptions(BaseModel):
 
 
 class CausalLM(nn.Module):
-    """A Hugging Face causal LM as a plain module: ``input_ids [batch, T]`` -> ``logits [batch, T, vocab]``."""
+    """A Hugging Face causal LM as a plain module: ``input_ids [batch, T]`` ->
+    ``logits [batch, T, vocab]``.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -83,15 +112,23 @@ class CausalLM(nn.Module):
 def gpt2_config(options: TinyLMOptions) -> dict[str, Any]:
     """``GPT2Config`` keyword arguments of the task's model (JSON-able)."""
     return {
-        "vocab_size": VOCAB, "n_positions": options.context, "n_embd": options.width, "n_layer": options.layers,
-        "n_head": options.heads, "resid_pdrop": options.dropout, "embd_pdrop": options.dropout,
-        "attn_pdrop": options.dropout, "tie_word_embeddings": False, "bos_token_id": None, "eos_token_id": None,
+        "vocab_size": VOCAB,
+        "n_positions": options.context,
+        "n_embd": options.width,
+        "n_layer": options.layers,
+        "n_head": options.heads,
+        "resid_pdrop": options.dropout,
+        "embd_pdrop": options.dropout,
+        "attn_pdrop": options.dropout,
+        "tie_word_embeddings": False,
+        "bos_token_id": None,
+        "eos_token_id": None,
         "use_cache": False,
     }
 
 
 def build_gpt2(config: dict[str, Any]) -> CausalLM:
-    """A fresh byte-level GPT-2 from ``GPT2Config(**config)`` (weights from the global torch RNG)."""
+    """A fresh byte-level GPT-2 from ``GPT2Config(**config)`` (weights from the global RNG)."""
     transformers = require("transformers", "lm")
     hf_config = transformers.GPT2Config(**config)
     hf_config._attn_implementation = "eager"  # plain tensor ops: torch.func can vmap it
@@ -99,7 +136,9 @@ def build_gpt2(config: dict[str, Any]) -> CausalLM:
 
 
 def window_starts(length: int, context: int, stride: int, cap: int | None) -> list[int]:
-    """Starts of the ``context + 1``-byte windows of a ``length``-byte document, at most ``cap``, evenly spaced."""
+    """Starts of the ``context + 1``-byte windows of a ``length``-byte document, at most ``cap``,
+    evenly spaced.
+    """
     starts = list(range(0, length - context, stride))
     if cap is not None and len(starts) > cap:
         picks = torch.linspace(0, len(starts) - 1, cap).round().long().tolist()
@@ -107,7 +146,9 @@ def window_starts(length: int, context: int, stride: int, cap: int | None) -> li
     return starts
 
 
-def windows(documents: list[Document], context: int, stride: int, cap: int | None) -> tuple[Tensor, Tensor, Tensor]:
+def windows(
+    documents: list[Document], context: int, stride: int, cap: int | None
+) -> tuple[Tensor, Tensor, Tensor]:
     """Windows of the documents: ``x [n, context]``, ``y [n, context]``, document index ``[n]``."""
     rows: list[Tensor] = []
     owner: list[int] = []
@@ -119,7 +160,11 @@ def windows(documents: list[Document], context: int, stride: int, cap: int | Non
     if not rows:
         raise ValueError(f"no document is longer than context + 1 = {context + 1} bytes")
     block = torch.stack(rows)
-    return block[:, :-1].contiguous(), block[:, 1:].contiguous(), torch.tensor(owner, dtype=torch.int64)
+    return (
+        block[:, :-1].contiguous(),
+        block[:, 1:].contiguous(),
+        torch.tensor(owner, dtype=torch.int64),
+    )
 
 
 def make(options: TinyLMOptions) -> Task:
@@ -130,10 +175,16 @@ def make(options: TinyLMOptions) -> Task:
     train_docs, test_docs = split_documents(documents, options.test_fraction, options.split_seed)
     stride = options.stride or options.context
     try:
-        x_train, y_train, units = windows(train_docs, options.context, stride, options.windows_per_document)
-        x_test, y_test, test_units = windows(test_docs, options.context, stride, options.windows_per_document)
+        x_train, y_train, units = windows(
+            train_docs, options.context, stride, options.windows_per_document
+        )
+        x_test, y_test, test_units = windows(
+            test_docs, options.context, stride, options.windows_per_document
+        )
     except ValueError as exc:
-        raise UserError(f"task {NAME!r}: {exc} in corpus {options.corpus!r}; lower task.context") from None
+        raise UserError(
+            f"task {NAME!r}: {exc} in corpus {options.corpus!r}; lower task.context"
+        ) from None
     # Compact the ids so that document i of `documents` below is unit i (short ones were skipped).
     kept, units = torch.unique(units, return_inverse=True)
     kept_test, test_units = torch.unique(test_units, return_inverse=True)
