@@ -19,18 +19,17 @@ never the corpus. Documents longer than the context are scored with sliding wind
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from attractor.measure import divergence
 from attractor.measure.bootstrap import Estimate
 from attractor.measure.divergence import LN2
+from attractor.measure.lm_stream import RunningStats, document_bootstrap
 from attractor.tasks.corpus import Document
 from attractor.tasks.lm_models import LanguageModel, check_compatible
 
@@ -38,7 +37,9 @@ STATS = ("kl_ab", "kl_ba", "js", "tv", "top1_agree", "entropy_a", "entropy_b")
 
 
 def position_stats(logits_a: Tensor, logits_b: Tensor) -> dict[str, Tensor]:
-    """Every statistic of :data:`STATS` per position: ``logits [N, vocab]`` -> ``{name: float64 [N]}``."""
+    """Every statistic of :data:`STATS` per position: ``logits [N, vocab]`` -> ``{name: float64
+    [N]}``.
+    """
     la, lb = divergence.log_probs(logits_a), divergence.log_probs(logits_b)
     # Clamped into their ranges: these are reported (and ranked), and round-off can leave a
     # divergence of equal distributions at -1e-17.
@@ -54,7 +55,8 @@ def position_stats(logits_a: Tensor, logits_b: Tensor) -> dict[str, Tensor]:
 
 
 def sliding_windows(length: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """``(start, end, first_scored)`` windows over ``length`` tokens; positions ``first_scored..end-1`` are scored in each.
+    """``(start, end, first_scored)`` windows over ``length`` tokens; positions
+    ``first_scored..end-1`` are scored in each.
 
     Every position in ``[0, length)`` is scored by exactly one window; the last window
     ends at ``length`` (shifted left if needed so it is full).
@@ -101,8 +103,13 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "model_a": self.model_a, "model_b": self.model_b, "documents": self.documents, "tokens": self.tokens,
-            "means": {k: v.to_dict() for k, v in self.means.items()}, "quantiles": self.quantiles, "rank_by": self.rank_by,
+            "model_a": self.model_a,
+            "model_b": self.model_b,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "means": {k: v.to_dict() for k, v in self.means.items()},
+            "quantiles": self.quantiles,
+            "rank_by": self.rank_by,
             "top": [vars(t) for t in self.top],
         }
 
@@ -116,7 +123,9 @@ class _Window:
     first: int
 
 
-def _windows(documents: Iterable[Document], model: LanguageModel, window: int, stride: int, names: list[str]) -> Iterator[_Window]:
+def _windows(
+    documents: Iterable[Document], model: LanguageModel, window: int, stride: int, names: list[str]
+) -> Iterator[_Window]:
     for doc in documents:
         ids = model.tokenizer.encode(doc.text)
         if not ids:
@@ -188,68 +197,76 @@ def compare_models(
     window = window or min(a.context, b.context)
     stride = stride or max(1, window // 2)
     names: list[str] = []
-    sums: list[np.ndarray] = []  # per document: sum of every statistic over its positions
-    counts: list[int] = []
-    gen = torch.Generator().manual_seed(seed)
-    kept_keys = torch.empty(0, dtype=torch.float64)
-    kept = torch.empty(0, len(STATS), dtype=torch.float64)
-    top: list[tuple[float, TopPosition]] = []
+    running = RunningStats(len(STATS), reservoir, top_k, seed)
     for batch in _batches(_windows(documents, a, window, stride, names), batch_size):
-        longest = max(w.end - w.start for w in batch)
-        ids = torch.zeros(len(batch), longest, dtype=torch.long)  # right padding: never seen by scored positions
-        for i, w in enumerate(batch):
-            ids[i, : w.end - w.start] = torch.tensor(w.ids[w.start : w.end])
-        logits_a, logits_b = a.logits(ids), b.logits(ids)
-        rows, owners, places = [], [], []
-        for i, w in enumerate(batch):
-            rows.append(torch.arange(w.first - w.start, w.end - w.start) + i * longest)
-            owners += [w.document] * (w.end - w.first)
-            places += [(i, p) for p in range(w.first, w.end)]
-        flat = torch.cat(rows)
-        la, lb = logits_a.reshape(-1, logits_a.shape[-1])[flat], logits_b.reshape(-1, logits_b.shape[-1])[flat]
+        la, lb, owners, places = _score(a, b, batch)
         stats = position_stats(la, lb)
         table = torch.stack([stats[s] for s in STATS], dim=1)  # [positions, stats]
-        owner = torch.tensor(owners)
-        for doc in torch.unique(owner).tolist():
-            while len(sums) <= doc:
-                sums.append(np.zeros(len(STATS)))
-                counts.append(0)
-            mask = owner == doc
-            sums[doc] += table[mask].sum(0).numpy()
-            counts[doc] += int(mask.sum())
-        keys = torch.rand(len(table), generator=gen, dtype=torch.float64)
-        kept_keys, kept = torch.cat([kept_keys, keys]), torch.cat([kept, table])
-        if len(kept_keys) > reservoir:
-            order = torch.topk(kept_keys, reservoir, largest=False).indices
-            kept_keys, kept = kept_keys[order], kept[order]
-        if top_k:
-            column = stats[rank_by]
-            floor = top[-1][0] if len(top) >= top_k else -math.inf
-            for j in torch.topk(column, min(top_k, len(column))).indices.tolist():
-                value = float(column[j])
-                if value <= floor:
-                    break
-                i, position = places[j]
-                w = batch[i]
-                top.append((value, _describe(a, b, names[w.document], w, position, la[j], lb[j], {s: float(stats[s][j]) for s in STATS}, context_tokens)))
-            top = sorted(top, key=lambda t: -t[0])[:top_k]
+        running.add(table, owners)
+
+        def describe(j: int, batch=batch, places=places, la=la, lb=lb, stats=stats) -> TopPosition:
+            # Called inside this iteration only; the defaults pin this batch's values.
+            i, position = places[j]
+            w = batch[i]
+            values = {s: float(stats[s][j]) for s in STATS}
+            return _describe(
+                a, b, names[w.document], w, position, la[j], lb[j], values, context_tokens
+            )
+
+        running.offer_top(stats[rank_by], describe)
         if on_tokens is not None:
             on_tokens(len(table))
-    if not counts:
+    if not running.counts:
         raise ValueError("the corpus holds no text")
-    per_doc, n_doc = np.stack(sums), np.asarray(counts, dtype=np.float64)
-    means = _document_bootstrap(per_doc, n_doc, draws, level, seed)
-    levels = torch.tensor(quantiles, dtype=torch.float64)
-    q = torch.quantile(kept, levels, dim=0) if len(kept) else torch.full((len(quantiles), len(STATS)), math.nan)
+    sums, counts = running.per_document()
+    q = running.quantiles(quantiles)
     return Comparison(
-        a.name, b.name, len(counts), int(n_doc.sum()), means,
-        {s: {f"{lv:g}": float(q[i, k]) for i, lv in enumerate(quantiles)} for k, s in enumerate(STATS)},
-        [t for _, t in top], rank_by,
+        a.name,
+        b.name,
+        len(counts),
+        int(counts.sum()),
+        document_bootstrap(sums, counts, STATS, draws, level, seed),
+        {
+            s: {f"{lv:g}": float(q[i, k]) for i, lv in enumerate(quantiles)}
+            for k, s in enumerate(STATS)
+        },
+        running.top_items(),
+        rank_by,
     )
 
 
-def _describe(a: LanguageModel, b: LanguageModel, name: str, w: _Window, position: int, la: Tensor, lb: Tensor,
-              stats: dict[str, float], context_tokens: int) -> TopPosition:
+def _score(
+    a: LanguageModel, b: LanguageModel, batch: list[_Window]
+) -> tuple[Tensor, Tensor, list[int], list[tuple[int, int]]]:
+    """Both models' logits at the scored positions of ``batch``: ``[positions, vocab]`` each,
+    with each position's document and its (window in batch, position in document)."""
+    longest = max(w.end - w.start for w in batch)
+    # Right padding: causal attention never lets a scored position see it.
+    ids = torch.zeros(len(batch), longest, dtype=torch.long)
+    for i, w in enumerate(batch):
+        ids[i, : w.end - w.start] = torch.tensor(w.ids[w.start : w.end])
+    logits_a, logits_b = a.logits(ids), b.logits(ids)
+    rows, owners, places = [], [], []
+    for i, w in enumerate(batch):
+        rows.append(torch.arange(w.first - w.start, w.end - w.start) + i * longest)
+        owners += [w.document] * (w.end - w.first)
+        places += [(i, p) for p in range(w.first, w.end)]
+    flat = torch.cat(rows)
+    vocab = logits_a.shape[-1]
+    return logits_a.reshape(-1, vocab)[flat], logits_b.reshape(-1, vocab)[flat], owners, places
+
+
+def _describe(
+    a: LanguageModel,
+    b: LanguageModel,
+    name: str,
+    w: _Window,
+    position: int,
+    la: Tensor,
+    lb: Tensor,
+    stats: dict[str, float],
+    context_tokens: int,
+) -> TopPosition:
     context = a.tokenizer.decode(w.ids[max(w.start, position + 1 - context_tokens) : position + 1])
     next_token = _token(a, w.ids[position + 1]) if position + 1 < len(w.ids) else None
 
@@ -259,15 +276,3 @@ def _describe(a: LanguageModel, b: LanguageModel, name: str, w: _Window, positio
         return [(_token(model, int(i)), float(v)) for v, i in zip(values, indices, strict=True)]
 
     return TopPosition(name, position, stats, context, next_token, best(la, a), best(lb, b))
-
-
-def _document_bootstrap(sums: np.ndarray, counts: np.ndarray, draws: int, level: float, seed: int) -> dict[str, Estimate]:
-    """Ratio means (all positions weigh equally) with percentile intervals over resampled documents."""
-    rng = np.random.default_rng(seed)
-    d = len(counts)
-    picks = rng.integers(0, d, size=(draws, d))
-    weights = np.bincount((picks + d * np.arange(draws)[:, None]).ravel(), minlength=draws * d).reshape(draws, d).astype(np.float64)
-    boot = (weights @ sums) / (weights @ counts)[:, None]  # [draws, stats]
-    value = sums.sum(0) / counts.sum()
-    low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
-    return {s: Estimate(float(value[k]), float(low[k]), float(high[k]), draws, level) for k, s in enumerate(STATS)}

@@ -162,7 +162,9 @@ class Optimizer(Protocol):
 
 
 def per_member(values: Tensor, like: Tensor) -> Tensor:
-    """``[members]`` float64 coefficients rounded to ``like``'s dtype, viewed ``[members, 1, ...]``."""
+    """``[members]`` float64 coefficients rounded to ``like``'s dtype, viewed ``[members, 1,
+    ...]``.
+    """
     return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 

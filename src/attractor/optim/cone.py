@@ -132,7 +132,9 @@ def cone_coefficients(
 
 
 def step_angles(hyper: Hyper, step: int) -> float | Tensor:
-    """This step's cone angle: ``hyper.cone_angle``, or a ``[members]`` draw when ``cone_random``."""
+    """This step's cone angle: ``hyper.cone_angle``, or a ``[members]`` draw when
+    ``cone_random``.
+    """
     if not hyper.cone_random:
         return hyper.cone_angle
     if hyper.seed is None:

@@ -54,7 +54,8 @@ class ConeDescentOptim(torch.optim.Optimizer):
         self.steps_taken = 0
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """One step over all parameters with a gradient; returns ``closure()`` if given."""
         loss = None
         if closure is not None:

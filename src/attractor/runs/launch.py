@@ -116,7 +116,7 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     Returns the :class:`~attractor.runs.ensemble.Ensemble` of the finished run.
     """
     from attractor.runs.ensemble import Ensemble
-    from attractor.training.progress import Progress
+    from attractor.runs.progress import Progress
 
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)

@@ -51,7 +51,8 @@ def symmetric_kl(a: Tensor, b: Tensor) -> Tensor:
 
 
 def mutual_information(logits: Tensor) -> Tensor:
-    """Ensemble mutual information ``H(mean_i p_i) - mean_i H(p_i)`` per input: ``[m, n, C] -> [n]``.
+    """Ensemble mutual information ``H(mean_i p_i) - mean_i H(p_i)`` per input: ``[m, n, C] ->
+    [n]``.
 
     Equal to the mean ``KL(p_i || mean_j p_j)`` of members to the ensemble's mean
     prediction; the log of the mean is a ``logsumexp`` of log-probabilities, so it stays
@@ -69,7 +70,9 @@ def js(a: Tensor, b: Tensor) -> Tensor:
 
 
 def logit_diff(a: Tensor, b: Tensor) -> Tensor:
-    """``max_c |a_c - b_c|``: the largest absolute logit difference (what ``certify`` bounds): ``[n]``."""
+    """``max_c |a_c - b_c|``: the largest absolute logit difference (what ``certify`` bounds):
+    ``[n]``.
+    """
     return (a.to(torch.float64) - b.to(torch.float64)).abs().amax(-1)
 
 
@@ -79,7 +82,8 @@ def class_logit_diff(cls: int) -> PairObjective:
     def objective(a: Tensor, b: Tensor) -> Tensor:
         if not 0 <= cls < a.shape[-1]:
             raise UserError(
-                f"objective 'logit:{cls}' names class {cls}, but the models have {a.shape[-1]} classes (0..{a.shape[-1] - 1})"
+                f"objective 'logit:{cls}' names class {cls}, but the models have {a.shape[-1]} "
+                f"classes (0..{a.shape[-1] - 1})"
             )
         return (a[..., cls].to(torch.float64) - b[..., cls].to(torch.float64)).abs()
 
@@ -87,7 +91,9 @@ def class_logit_diff(cls: int) -> PairObjective:
 
 
 def _rejection(top: Tensor, other: Tensor) -> Tensor:
-    """``max_{c != t} other_c - other_t`` with ``t = argmax top``: > 0 iff ``other`` prefers some class to ``t``."""
+    """``max_{c != t} other_c - other_t`` with ``t = argmax top``: > 0 iff ``other`` prefers some
+    class to ``t``.
+    """
     t = top.argmax(-1, keepdim=True)
     other = other.to(torch.float64)
     at_t = other.gather(-1, t).squeeze(-1)
@@ -136,7 +142,9 @@ def mean_pairwise_js(logits: Tensor) -> Tensor:
 
 
 def logit_spread(logits: Tensor) -> Tensor:
-    """``max_c (max_i z_ic - min_i z_ic)``: the widest range of one logit over members: ``[m, n, C] -> [n]``."""
+    """``max_c (max_i z_ic - min_i z_ic)``: the widest range of one logit over members: ``[m, n,
+    C] -> [n]``.
+    """
     z = logits.to(torch.float64)
     return (z.amax(0) - z.amin(0)).amax(-1)
 
@@ -160,7 +168,9 @@ ENSEMBLE_OBJECTIVES: dict[str, EnsembleObjective] = {
 
 
 def get_objective(name: str) -> PairObjective:
-    """The pair objective ``name`` (``logit:K`` for class ``K``); a :class:`UserError` lists the known ones."""
+    """The pair objective ``name`` (``logit:K`` for class ``K``); a :class:`UserError` lists the
+    known ones.
+    """
     if name.startswith("logit:"):
         cls = name.removeprefix("logit:")
         if not cls.isdigit():

@@ -7,7 +7,8 @@ hypergradients (:mod:`~attractor.tangent.hypergrad`, Baydin et al. 2018), and wi
 mode the worst-case growth (:mod:`~attractor.tangent.power`). Perturbed float64 replays
 check the tangent and find where the linear picture breaks (the basin around the run,
 :mod:`~attractor.tangent.basin`); each hypergradient is put beside the slope across the
-plan's members (:mod:`~attractor.tangent.globalsens`). The experiment that runs them is :mod:`attractor.experiments.tangent`.
+plan's members (:mod:`~attractor.tangent.globalsens`). The experiment that runs them is
+:mod:`attractor.experiments.tangent`.
 """
 
 from __future__ import annotations

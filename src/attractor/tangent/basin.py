@@ -20,7 +20,8 @@ The *breakdown* ``eps`` of a member is the smallest ``eps`` of the grid with
 the linear regime. Once broken the picture does not mend: at large ``eps`` (``|eps v|``
 comparable to the weights) the ratio often comes back near 1 by coincidence, two
 unrelated runs ending about as far apart as their starts, with tens of thousands of
-flips; the flips tell the two apart. ``v`` is the member's first random tangent direction (the same draw as
+flips; the flips tell the two apart. ``v`` is the member's first random tangent direction (the same
+draw as
 the Lyapunov spectrum's first column, :func:`~attractor.tangent.lyapunov.random_directions`),
 and ``g(v)`` is recomputed by forward mode in the replay's dtype (float64 by default), so
 the ratio compares like with like.
@@ -54,7 +55,9 @@ _KINKED = (nn.ReLU, nn.LeakyReLU)
 
 @dataclass(frozen=True)
 class Basin:
-    """One member's cross-check: ``rows`` (one per ``eps``) and the breakdown ``eps`` (None: never)."""
+    """One member's cross-check: ``rows`` (one per ``eps``) and the breakdown ``eps`` (None:
+    never).
+    """
 
     member: int
     growth: float
@@ -63,7 +66,8 @@ class Basin:
 
 
 def _patterns_fn(module: nn.Module):  # noqa: ANN202 - returns a closure or None
-    """``(params [n, ...], x [n, B, ...]) -> [n, B, U] bool`` pre-activation signs of kinked units, or None.
+    """``(params [n, ...], x [n, B, ...]) -> [n, B, U] bool`` pre-activation signs of kinked units,
+    or None.
 
     A model without any ReLU-type unit has nothing to flip (``U = 0``); one with such units
     that is not a flat ``nn.Sequential`` is not looked into (None).
@@ -89,7 +93,9 @@ def _patterns_fn(module: nn.Module):  # noqa: ANN202 - returns a closure or None
 
 
 def _copies(run: Unrolled, eps: Tensor, v: Params) -> tuple[Unrolled, Params]:
-    """``run`` with every member repeated ``len(eps)`` times (member-major), started at ``x0 + eps v``."""
+    """``run`` with every member repeated ``len(eps)`` times (member-major), started at ``x0 +
+    eps v``.
+    """
     e = len(eps)
     rows = tuple(r for r in run.rows for _ in range(e))
     params0 = {}
@@ -107,7 +113,9 @@ def _copies(run: Unrolled, eps: Tensor, v: Params) -> tuple[Unrolled, Params]:
 
 
 def _empty(run: Unrolled, params: Params, columns: Params | None) -> Tangents:
-    """Tangents at ``params`` with the given columns ``[n, K, ...]`` (None: no columns) and zero state tangents."""
+    """Tangents at ``params`` with the given columns ``[n, K, ...]`` (None: no columns) and zero
+    state tangents.
+    """
     n = next(iter(params.values())).shape[0]
     dparams = (
         columns
@@ -133,7 +141,8 @@ def basin_scan(
     tolerance: float = 0.1,
     directions: int = 1,
 ) -> list[Basin]:
-    """For every member of ``run``: replay from ``x0 + eps v`` for each ``eps`` and compare with ``eps |J_T v|``.
+    """For every member of ``run``: replay from ``x0 + eps v`` for each ``eps`` and compare with
+    ``eps |J_T v|``.
 
     Args:
         run: the members (use a float64 :class:`Unrolled` to see small ``eps``).

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-#: Outcomes with one value per member (the logits' RMS hypergradient has no per-member value to regress).
+# : Outcomes with one value per member (the logits' RMS hypergradient has no per-member value to
+# regress).
 OUTCOMES = ("test_loss", "true_class_prob")
 
 
@@ -38,7 +39,8 @@ def slope(x: np.ndarray, y: np.ndarray) -> float:
 def bootstrap_slope(
     x: np.ndarray, y: np.ndarray, draws: int = 1000, seed: int = 0, level: float = 0.95
 ) -> tuple[float, float]:
-    """Percentile interval of the slope over ``draws`` resamples of the members (pairs kept together).
+    """Percentile interval of the slope over ``draws`` resamples of the members (pairs kept
+    together).
 
     Resamples in which every picked member has the same ``x`` have no slope and are left out.
     """
@@ -68,7 +70,8 @@ def global_sensitivity(
     seed: int = 0,
     level: float = 0.95,
 ) -> pd.DataFrame:
-    """One row per (hyperparameter, outcome): local derivative (mean, sd over members) and global slope across the plan.
+    """One row per (hyperparameter, outcome): local derivative (mean, sd over members) and global
+    slope across the plan.
 
     Args:
         members: one row per member with its setting of every ``h`` (columns named as the

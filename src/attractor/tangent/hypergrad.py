@@ -1,4 +1,5 @@
-"""Sensitivity of the outcome to the trainer's settings: forward-mode hypergradients and finite differences.
+"""Sensitivity of the outcome to the trainer's settings: forward-mode hypergradients and finite
+differences.
 
 *Local* sensitivity is the derivative ``d outcome / d h`` at the member's own setting,
 computed by forward mode through the whole unrolled run (:mod:`attractor.tangent.lyapunov`,
@@ -47,7 +48,8 @@ def check_hypers(hypers: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def hyper_columns(run: Unrolled, hypers: tuple[str, ...]) -> tuple[Params, dict[str, Tensor]]:
-    """Initial tangents of the hyper columns: ``dparams0 [members, H, *shape]`` and ``{h: [members, H]}``.
+    """Initial tangents of the hyper columns: ``dparams0 [members, H, *shape]`` and ``{h: [members,
+    H]}``.
 
     Column ``j`` is ``d / d hypers[j]``: tangent 1 on that hyperparameter, or for
     ``init_scale`` the unscaled initial weights as the initial parameter tangent.
@@ -110,7 +112,9 @@ def finite_step(run: Unrolled, hyper: str, relative: float) -> Tensor:
 def central_difference(
     run: Unrolled, hyper: str, delta: Tensor, x: Tensor, y: Tensor
 ) -> dict[str, Tensor]:
-    """``(O(h + delta) - O(h - delta)) / (2 delta)`` per member for the scalar outcomes, two runs each."""
+    """``(O(h + delta) - O(h - delta)) / (2 delta)`` per member for the scalar outcomes, two runs
+    each.
+    """
     up = final_outcomes(shifted(run, hyper, delta), x, y)
     down = final_outcomes(shifted(run, hyper, -delta), x, y)
     out = {

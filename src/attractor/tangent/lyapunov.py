@@ -67,7 +67,8 @@ def unflat(vector: Tensor, like: Params, lead: int) -> Params:
 
 
 def random_directions(run: Unrolled, k: int, seed: int = 0) -> Params:
-    """``k`` orthonormal random directions of the initial parameters per member, ``[members, k, *shape]``.
+    """``k`` orthonormal random directions of the initial parameters per member, ``[members, k,
+    *shape]``.
 
     Drawn from each member's own row seeds and ``seed``, so a member's directions do not
     depend on its chunk.
@@ -115,7 +116,9 @@ def jvp_step(run: Unrolled) -> Callable[..., Tangents]:
 def outcome_fn(
     run: Unrolled, x: Tensor, y: Tensor
 ) -> Callable[[Params], tuple[Tensor, Tensor, Tensor]]:
-    """``params -> (mean loss, accuracy surrogate, logits [E, C])`` of one member on the eval set."""
+    """``params -> (mean loss, accuracy surrogate, logits [E, C])`` of one member on the eval
+    set.
+    """
     classes = run.task.num_classes is not None
 
     def outcomes(params: Params) -> tuple[Tensor, Tensor, Tensor]:
@@ -184,7 +187,9 @@ def snapshot_record(
     x: Tensor,
     y: Tensor,
 ) -> list[Record]:
-    """Per member: exponents, top-direction growth, function-space growth and hypergradients at ``step``."""
+    """Per member: exponents, top-direction growth, function-space growth and hypergradients at
+    ``step``.
+    """
     (loss, surrogate, _), (dloss, dsur, dlogits) = outcome_tangents(run, x, y, z.params, z.dparams)
     k, examples = ortho.k, x.shape[0]
     records = []
@@ -249,7 +254,8 @@ def propagate(
     eval_set: tuple[Tensor, Tensor] | None = None,
     method: str = "linearized",
 ) -> tuple[list[Record], Tangents, Tensor]:
-    """Train every member with ``K`` tangent columns; the first ``k`` are directions (re-orthonormalized).
+    """Train every member with ``K`` tangent columns; the first ``k`` are directions (re-
+    orthonormalized).
 
     Args:
         dparams0: ``[members, K, *shape]`` initial parameter tangents.

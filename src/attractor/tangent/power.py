@@ -59,7 +59,9 @@ def _zeros_state(state: State) -> State:
 def forward(
     run: Unrolled, v: Params, every: int
 ) -> tuple[Params, list[tuple[int, Params, State, object]]]:
-    """``u = J v`` for ``v [members, *shape]``, and checkpoints ``(step, params, state, streams)`` every ``every`` steps."""
+    """``u = J v`` for ``v [members, *shape]``, and checkpoints ``(step, params, state,
+    streams)`` every ``every`` steps.
+    """
     params = dict(run.params0)
     state = run.init_state(params)
     dparams, dstate = v, _zeros_state(state)
@@ -78,7 +80,9 @@ def forward(
 def backward(
     run: Unrolled, u: Params, checkpoints: list[tuple[int, Params, State, object]]
 ) -> Params:
-    """``J^T u``: replay each segment from its checkpoint (newest first) and pull ``u`` back through it."""
+    """``J^T u``: replay each segment from its checkpoint (newest first) and pull ``u`` back
+    through it.
+    """
     step = run.vstep()
     start_batches = run.batches()
     cot_p, cot_s = u, None

@@ -144,7 +144,9 @@ class Unrolled:
 
 
 class Batches:
-    """The members' minibatches in lockstep; :meth:`save` / :meth:`restore` allow replaying a segment."""
+    """The members' minibatches in lockstep; :meth:`save` / :meth:`restore` allow replaying a
+    segment.
+    """
 
     def __init__(self, run: Unrolled) -> None:
         self.run = run
@@ -153,7 +155,9 @@ class Batches:
         ]
 
     def next(self) -> tuple[Tensor, Tensor]:
-        """``x [members, batch, ...]`` in the run's dtype and ``y [members, batch]`` of the next step."""
+        """``x [members, batch, ...]`` in the run's dtype and ``y [members, batch]`` of the next
+        step.
+        """
         index = torch.stack([s.next() for s in self.streams])
         x = self.run.task.x_train[index]
         return (x.to(self.run.dtype) if x.is_floating_point() else x), torch.gather(
@@ -194,7 +198,8 @@ def unroll(
     template = modules[0]
     if any(True for _ in template.buffers()):
         raise UserError(
-            "tangent supports models without buffers (no BatchNorm); use a flat MLP task such as digits-mlp"
+            "tangent supports models without buffers (no BatchNorm); use a flat MLP task such as "
+            "digits-mlp"
         )
     names = [k for k, _ in template.named_parameters()]
     params0 = {
@@ -229,7 +234,9 @@ def _unit_scale(row: PlanRow) -> PlanRow:
 def trajectory(
     run: Unrolled, params: Params | None = None, hyper: dict[str, Tensor] | None = None
 ) -> Iterator[tuple[int, Tensor, Tensor, Params]]:
-    """Replay the primal run: yields ``(step, x, y, params before the step)``, then ``(steps + 1, -, -, final)``."""
+    """Replay the primal run: yields ``(step, x, y, params before the step)``, then ``(steps + 1,
+    -, -, final)``.
+    """
     params = dict(run.params0 if params is None else params)
     hyper = run.hyper if hyper is None else hyper
     state = run.init_state(params)

@@ -49,12 +49,15 @@ def member_pool(task: Task, row: PlanRow) -> Tensor:
 
 
 def member_targets(task: Task, row: PlanRow) -> Tensor:
-    """Training targets as member ``row`` sees them: a ``label_noise`` share replaced by another class."""
+    """Training targets as member ``row`` sees them: a ``label_noise`` share replaced by another
+    class.
+    """
     if row.label_noise == 0:
         return task.y_train
     if task.num_classes is None:
         raise UserError(
-            f"task '{task.name}' has no classes, so label_noise cannot apply; remove it from the plan"
+            f"task '{task.name}' has no classes, so label_noise cannot apply; remove it from the "
+            "plan"
         )
     gen = torch_generator("label-noise", row.noise_seed)
     flip = torch.rand(task.y_train.shape, generator=gen) < row.label_noise
@@ -64,12 +67,15 @@ def member_targets(task: Task, row: PlanRow) -> Tensor:
 
 
 class BatchStream:
-    """Member ``row``'s minibatch indices, one pass over a fresh permutation of its pool at a time."""
+    """Member ``row``'s minibatch indices, one pass over a fresh permutation of its pool at a
+    time.
+    """
 
     def __init__(self, pool: Tensor, batch_size: int, data_seed: int) -> None:
         if batch_size > len(pool):
             raise UserError(
-                f"batch_size {batch_size} is larger than a member's training pool ({len(pool)} examples); lower trainer.batch_size"
+                f"batch_size {batch_size} is larger than a member's training pool ({len(pool)} "
+                "examples); lower trainer.batch_size"
             )
         self.pool = pool
         self.batch_size = batch_size

@@ -39,7 +39,9 @@ class Outcome:
 
 
 def total_steps(config: Config, task: Task, batch_size: int) -> int:
-    """Optimizer steps of a member: ``trainer.steps``, or ``epochs`` passes of ``n_train // batch_size``."""
+    """Optimizer steps of a member: ``trainer.steps``, or ``epochs`` passes of ``n_train //
+    batch_size``.
+    """
     if config.trainer.steps is not None:
         return config.trainer.steps
     return max(1, math.ceil(config.trainer.epochs * steps_per_epoch(task, batch_size)))
@@ -123,7 +125,8 @@ def train_chunk(
 def _check_start(start: list[Start], rows: int, steps: int) -> None:
     if len(start) != rows or len({s.step for s in start}) != 1:
         raise ValueError(
-            f"start needs one state per row ({rows}), all at one step; got steps {[s.step for s in start]}"
+            f"start needs one state per row ({rows}), all at one step; got steps "
+            f"{[s.step for s in start]}"
         )
     if not 0 <= start[0].step < steps:
         raise ValueError(f"start step {start[0].step} is outside training (0 .. {steps - 1})")

@@ -1,4 +1,5 @@
-"""Forward passes of many members at once: ``params [N, ...]``, ``x [N, B, ...]`` -> ``[N, B, ...]``.
+"""Forward passes of many members at once: ``params [N, ...]``, ``x [N, B, ...]`` -> ``[N, B,
+...]``.
 
 Two implementations of one contract:
 
@@ -33,7 +34,8 @@ class _BatchedLinear(torch.autograd.Function):
     """``y[n] = x[n] @ W[n]^T + b[n]`` for every member n, with a BLAS-friendly backward."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+    # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
         # baddbmm adds the bias inside the matmul instead of in a second pass over y.
@@ -47,7 +49,8 @@ class _BatchedLinear(torch.autograd.Function):
         return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:  # type: ignore[override]
+    # type: ignore[override]
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor | None, Tensor, Tensor | None]:
         x, weight = ctx.saved_tensors
         grad_x = torch.bmm(grad_y, weight) if ctx.needs_input_grad[0] else None
         grad_w = torch.bmm(grad_y.transpose(1, 2), x)
@@ -94,7 +97,9 @@ class _VmappedModule:
 
 
 def is_stacked_mlp(model: nn.Module) -> bool:
-    """``nn.Sequential`` of ``nn.Linear`` (at least one) and :data:`ELEMENTWISE` only, no buffers."""
+    """``nn.Sequential`` of ``nn.Linear`` (at least one) and :data:`ELEMENTWISE` only, no
+    buffers.
+    """
     return (
         type(model) is nn.Sequential
         and any(isinstance(m, nn.Linear) for m in model.children())
@@ -104,12 +109,16 @@ def is_stacked_mlp(model: nn.Module) -> bool:
 
 
 def batched_forward(model: nn.Module) -> BatchedForward:
-    """The fastest batched forward for ``model``'s architecture (the module itself is a template)."""
+    """The fastest batched forward for ``model``'s architecture (the module itself is a
+    template).
+    """
     return _StackedMLP(model) if is_stacked_mlp(model) else _VmappedModule(model)
 
 
 def single_forward(model: nn.Module) -> BatchedForward:
-    """Forward of one member at a time (the loop strategy): plain ``functional_call``, any module."""
+    """Forward of one member at a time (the loop strategy): plain ``functional_call``, any
+    module.
+    """
 
     def forward(params: Params, buffers: Params, x: Tensor) -> Tensor:
         outs = [
@@ -128,7 +137,9 @@ def single_forward(model: nn.Module) -> BatchedForward:
 def can_vectorize(
     model: nn.Module, x_example: Tensor, loss: Callable[[Tensor, Tensor], Tensor], y_example: Tensor
 ) -> str | None:
-    """``None`` if two copies of ``model`` train through :func:`batched_forward`, else the reason why not."""
+    """``None`` if two copies of ``model`` train through :func:`batched_forward`, else the reason
+    why not.
+    """
     params = {
         k: torch.stack([v.detach()] * 2).requires_grad_(True) for k, v in model.named_parameters()
     }

@@ -1,4 +1,6 @@
-"""A member's initial model: built from its ``init_seed``, then scaled and jittered as its row says."""
+"""A member's initial model: built from its ``init_seed``, then scaled and jittered as its row
+says.
+"""
 
 from __future__ import annotations
 

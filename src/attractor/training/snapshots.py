@@ -17,7 +17,8 @@ def snapshot_steps(spec: int | list[int], total_steps: int) -> list[int]:
         beyond = [s for s in spec if s > total_steps]
         if beyond:
             raise UserError(
-                f"run.snapshots asks for step {beyond[0]} but training has {total_steps} steps; drop it or train longer"
+                f"run.snapshots asks for step {beyond[0]} but training has {total_steps} steps; "
+                "drop it or train longer"
             )
         return sorted(set(spec) | {0, total_steps})
     if spec == 1:
