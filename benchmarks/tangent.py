@@ -12,7 +12,7 @@ in a fresh process, ``ru_maxrss`` growth of a full run over a 2-step run of the 
   unrolled primal replay (:func:`attractor.tangent.unroll.final_params`, float32), which
   is also what the finite-difference runs use (in float64: the engine trains float32 only);
 * ``tangent-k``: training with ``k`` random tangent directions (QR every 10 steps), float32
-  and float64, by Hessian-vector products and the optimizer's written-out tangent
+  and float64, by Hessian-vector products and ``jvp`` of the optimizer's own update
   (:mod:`attractor.tangent.linearized`); ``tangent-16-jvp``: the same by ``vmap(jvp)``
   through the functional step;
 * ``fd-serial-k``: the finite-difference alternative, ``k + 1`` float64 runs one after
