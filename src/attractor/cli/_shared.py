@@ -11,29 +11,49 @@ from rich.console import Console
 
 from attractor.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="markdown", help="Measure and improve the stability of training runs.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    help="Measure and improve the stability of training runs.",
+)
 
 
 console = Console()
 
 
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
+JsonFlag = Annotated[
+    bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")
+]
 
 
-ConfigArg = Annotated[Path, typer.Argument(metavar="CONFIG", help="TOML config file with tables task, trainer, plan, run (samples in examples/, every key in the README's config reference).")]
+ConfigArg = Annotated[
+    Path,
+    typer.Argument(
+        metavar="CONFIG",
+        help="TOML config file with tables task, trainer, plan, run (samples in examples/, every "
+        "key in the README's config reference).",
+    ),
+]
 
 
-RunDirArg = Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `attractor run`.")]
+RunDirArg = Annotated[
+    Path, typer.Argument(metavar="RUN_DIR", help="A run directory written by `attractor run`.")
+]
 
 
-DrawsOption = Annotated[int, typer.Option(min=1, help="Multi-bootstrap draws for the 95% intervals.")]
+DrawsOption = Annotated[
+    int, typer.Option(min=1, help="Multi-bootstrap draws for the 95% intervals.")
+]
 
 
 def emit_json(data: Any) -> None:
+    """Print ``data`` as indented JSON (values JSON does not know, such as paths, as strings)."""
     typer.echo(json.dumps(data, indent=2, default=str))
 
 
 def check_split(split: str, option: str = "--split") -> None:
+    """Refuse a split other than ``test`` or ``train``, naming the option that gave it."""
     if split not in ("test", "train"):
         raise UserError(f"{option} must be 'test' or 'train', not '{split}'")
 
@@ -43,6 +63,7 @@ def number_list(text: str, option: str, cast: type[int] | type[float] = float) -
     try:
         return [cast(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        kind = "whole numbers like 0,5,20,100" if cast is int else "numbers like 0,0.01,0.05,0.1,0.2"
+        kind = (
+            "whole numbers like 0,5,20,100" if cast is int else "numbers like 0,0.01,0.05,0.1,0.2"
+        )
         raise UserError(f"{option} takes comma-separated {kind}, not '{text}'") from None
-

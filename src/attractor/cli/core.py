@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from attractor.cli._shared import (
@@ -19,6 +18,7 @@ from attractor.cli._shared import (
     console,
     emit_json,
 )
+from attractor.cli.show import print_run_summary, status_table
 from attractor.config import Config, load_config
 from attractor.errors import UserError
 
@@ -92,96 +92,100 @@ def _train_and_summarize(cfg: Config, out: Path, force: bool, as_json: bool) -> 
     return summarize(ens)
 
 
-def _print_summary(summary: dict[str, Any]) -> None:
-    console.print(
-        f"[bold]{escape(summary['task'])}[/bold] ensemble in {escape(summary['run'])}: "
-        f"{summary['done']} done, {summary['diverged']} diverged, {summary['pending']} pending of "
-        f"{summary['members']}",
-        soft_wrap=True,
-    )
-    for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss")):
-        if key in summary:
-            s = summary[key]
-            console.print(
-                f"  {label:<22} {s['mean']:.4f} ± {s['sd']:.4f} (sd over members; min "
-                f"{s['min']:.4f}, max {s['max']:.4f})",
-                soft_wrap=True,
-            )
-    if "pairwise_disagreement" in summary:
-        d = summary["pairwise_disagreement"]
-        console.print(
-            f"  {'pairwise disagreement':<22} {d['mean']:.4f} mean over pairs (max "
-            f"{d['max']:.4f}) of test predictions",
-            soft_wrap=True,
-        )
+# The options of `attractor run`, named so that its signature reads in one screen.
+OutOption = Annotated[
+    Path,
+    typer.Option(
+        "--out", "-o", help="Run directory to create, or to resume if it holds this config's run."
+    ),
+]
+ForceOption = Annotated[
+    bool,
+    typer.Option("--force", help="Delete a run directory made from another config and start over."),
+]
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        help=(
+            "Where chunks run: local | process | ray (overrides run.backend; a run may "
+            "resume under another backend)."
+        ),
+    ),
+]
+WorkersOption = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="process: pool size; ray: CPUs of the local Ray instance (overrides run.workers).",
+    ),
+]
+RayAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help=(
+            "ray: HOST:PORT of a running cluster (`ray start --head`); without it a local "
+            "Ray instance starts."
+        ),
+    ),
+]
+TrackOption = Annotated[
+    str | None,
+    typer.Option("--track", help="Also record the run in a tracker: mlflow (extra `mlflow`)."),
+]
+TrackUriOption = Annotated[
+    str | None,
+    typer.Option(
+        "--track-uri",
+        help=(
+            "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside "
+            "--out)."
+        ),
+    ),
+]
 
 
 @app.command()
 def run(
     config: ConfigArg,
-    out: Annotated[
-        Path,
-        typer.Option(
-            "--out",
-            "-o",
-            help="Run directory to create, or to resume if it holds this config's run.",
-        ),
-    ],
-    force: Annotated[
-        bool,
-        typer.Option(
-            "--force", help="Delete a run directory made from another config and start over."
-        ),
-    ] = False,
-    backend: Annotated[
-        str | None,
-        typer.Option(
-            "--backend",
-            help=(
-                "Where chunks run: local | process | ray (overrides run.backend; a run may "
-                "resume under another backend)."
-            ),
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=1,
-            help="process: pool size; ray: CPUs of the local Ray instance (overrides run.workers).",
-        ),
-    ] = None,
-    ray_address: Annotated[
-        str | None,
-        typer.Option(
-            "--ray-address",
-            help=(
-                "ray: HOST:PORT of a running cluster (`ray start --head`); without it a local "
-                "Ray instance starts."
-            ),
-        ),
-    ] = None,
-    track: Annotated[
-        str | None,
-        typer.Option("--track", help="Also record the run in a tracker: mlflow (extra `mlflow`)."),
-    ] = None,
-    track_uri: Annotated[
-        str | None,
-        typer.Option(
-            "--track-uri",
-            help=(
-                "MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite mlflow.db beside "
-                "--out)."
-            ),
-        ),
-    ] = None,
+    out: OutOption,
+    force: ForceOption = False,
+    backend: BackendOption = None,
+    workers: WorkersOption = None,
+    ray_address: RayAddressOption = None,
+    track: TrackOption = None,
+    track_uri: TrackUriOption = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train every member of CONFIG's plan into the run directory --out (resumes an interrupted run)."""
-    from attractor.config import parse_config
+    """Train every member of CONFIG's plan into the run directory --out
+    (resumes an interrupted run).
+    """
     from attractor.errors import require
 
-    cfg = load_config(config)
+    cfg = _with_options(load_config(config), backend, workers, ray_address, track, track_uri)
+    if cfg.track.mlflow:
+        require("mlflow", "mlflow")  # refuse before anything is trained or written
+    summary = _train_and_summarize(cfg, out, force, as_json)
+    if cfg.track.mlflow:
+        from attractor.tracking import log_run
+
+        summary["mlflow_run_id"] = log_run(out, cfg.track)
+    emit_json(summary) if as_json else print_run_summary(summary)
+
+
+def _with_options(
+    cfg: Config,
+    backend: str | None,
+    workers: int | None,
+    ray_address: str | None,
+    track: str | None,
+    track_uri: str | None,
+) -> Config:
+    """``cfg`` with the options that were given over its [run] / [track] keys."""
+    from attractor.config import parse_config
+
     if track not in (None, "mlflow"):
         raise UserError(f"--track takes 'mlflow', not '{track}'")
     # Options override the config's [run] / [track] keys and are validated like them.
@@ -200,23 +204,7 @@ def run(
             if v is not None
         }
     )
-    cfg = parse_config(data, source="options")
-    if cfg.track.mlflow:
-        require("mlflow", "mlflow")  # refuse before anything is trained or written
-    summary = _train_and_summarize(cfg, out, force, as_json)
-    if cfg.track.mlflow:
-        from attractor.tracking import log_run
-
-        summary["mlflow_run_id"] = log_run(out, cfg.track)
-    emit_json(summary) if as_json else _print_summary(summary)
-
-
-def _status_table(plan: Any) -> str:
-    """The plan's member column, the factors that vary, and each member's status."""
-    meta = ("member", "status", "diverged_step")
-    varying = [c for c in plan.columns if c not in meta and plan[c].astype(str).nunique() > 1]
-    diverged = ["diverged_step"] if plan["diverged_step"].notna().any() else []
-    return plan[["member", *varying, "status", *diverged]].to_string(index=False, max_rows=20)
+    return parse_config(data, source="options")
 
 
 @app.command()
@@ -229,7 +217,9 @@ def info(
     ],
     as_json: JsonFlag = False,
 ) -> None:
-    """Show a run directory: member status, final metrics and the plan (--json adds the full config)."""
+    """Show a run directory: member status, final metrics and the plan
+    (--json adds the full config).
+    """
     from attractor.measure import summarize
     from attractor.runs.ensemble import Ensemble
 
@@ -244,12 +234,12 @@ def info(
             }
         )
         return
-    _print_summary(summary)
+    print_run_summary(summary)
     typer.echo(
         f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, "
         f"strategy {ens.manifest.get('strategy')}"
     )
-    typer.echo(_status_table(ens.plan))
+    typer.echo(status_table(ens.plan))
 
 
 @app.command()
@@ -263,14 +253,16 @@ def demo(
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Train the built-in demo (digits-mlp members perturbed in init, data order and bootstrap), measure it, write its report."""
+    """Train the built-in demo (digits-mlp members perturbed in init, data order and bootstrap),
+    measure it, write its report.
+    """
     from attractor.config import parse_config
 
     data = json.loads(json.dumps(DEMO_CONFIG))
     data["plan"]["members"] = members
     summary = _train_and_summarize(parse_config(data, source="demo"), out, force, as_json)
     summary["report"] = str(_measure_and_report(out, as_json)) if summary["done"] >= 2 else None
-    emit_json(summary) if as_json else _print_summary(summary)
+    emit_json(summary) if as_json else print_run_summary(summary)
     if summary["report"] and not as_json:
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from attractor.cli._shared import (
     DrawsOption,
@@ -19,11 +18,16 @@ from attractor.cli._shared import (
     emit_json,
     number_list,
 )
+from attractor.cli.show import (
+    print_comparison,
+    print_lm_measures,
+    print_measures,
+    print_sensitivity,
+    print_structural,
+    print_suggestions,
+    print_wrote,
+)
 from attractor.errors import UserError
-
-if TYPE_CHECKING:
-    from attractor.measure.lm import LMMeasures
-    from attractor.measure.spread import Measures
 
 
 @app.command()
@@ -60,39 +64,10 @@ def measure(
     _PRINTERS[measures.kind](measures, paths, title, as_json)
 
 
-def _print_measures(measures: Measures, paths: dict[str, str], title: str, as_json: bool) -> None:
-    """A classification run's summary table, its basins and the files written."""
-    if as_json:
-        emit_json({**measures.to_json(), "files": paths})
-        return
-    table = Table("measure", "value", "95% interval", title=title)
-    for name, estimate in measures.summary.items():
-        interval = f"[{estimate['low']:.4g}, {estimate['high']:.4g}]" if "low" in estimate else ""
-        table.add_row(name, f"{estimate['value']:.4g}", interval)
-    console.print(table)
-    b = measures.basins
-    console.print(
-        f"basins: {b.n_basins} (sizes {b.sizes}, representatives {b.representatives})", markup=False
-    )
-    console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
-
-
-def _print_lm_measures(
-    measures: LMMeasures, paths: dict[str, str], title: str, as_json: bool
-) -> None:
-    """A language-model run's next-token loss, JS and KL to the mean (as `lm` prints them)."""
-    from attractor.cli.lm import format_lm_measure
-
-    data = measures.to_json()
-    emit_json(data) if as_json else console.print(
-        format_lm_measure(data), markup=False, soft_wrap=True
-    )
-
-
 #: How each kind of spread measures is shown (:func:`attractor.measure.dispatch.measure_run`).
 _PRINTERS: dict[str, Callable[[Any, dict[str, str], str, bool], None]] = {
-    "measures": _print_measures,
-    "lm-measures": _print_lm_measures,
+    "measures": print_measures,
+    "lm-measures": print_lm_measures,
 }
 
 
@@ -116,21 +91,7 @@ def compare(
     check_split(split)
     runs = Ensemble.load(run_a), Ensemble.load(run_b)
     result = compare_runs(*runs, metric, split, draws)  # type: ignore[arg-type]
-    if as_json:
-        emit_json(result)
-        return
-    console.print(
-        f"{result['metric']}: A = {result['a']:.4f} [{result['a_low']:.4f}, "
-        f"{result['a_high']:.4f}]  "
-        f"B = {result['b']:.4f} [{result['b_low']:.4f}, {result['b_high']:.4f}]",
-        markup=False,
-    )
-    console.print(
-        f"A - B = {result['difference']:+.4f}, 95% interval [{result['low']:+.4f}, "
-        f"{result['high']:+.4f}], "
-        f"p(A - B <= 0) = {result['p']:.3f} over {result['draws']} draws",
-        markup=False,
-    )
+    emit_json(result) if as_json else print_comparison(result)
 
 
 @app.command()
@@ -184,36 +145,12 @@ def structural(
     if as_json:
         emit_json({**result.to_dict(), "files": paths})
         return
-    table = Table(
-        "level",
-        "accuracy drop",
-        "95% interval",
-        "KL (nats)",
-        "95% interval",
-        title=(
-            f"{ens.config.task.name}: {kind}, {len(ens.members)} members x {result.samples} "
-            f"samples, {split} split"
-        ),
+    title = (
+        f"{ens.config.task.name}: {kind}, {len(ens.members)} members x {result.samples} "
+        f"samples, {split} split"
     )
-    for row in result.ensemble.itertuples():
-        table.add_row(
-            f"{row.level:g}",
-            f"{row.acc_drop:.4f}",
-            f"[{row.acc_drop_low:.4f}, {row.acc_drop_high:.4f}]",
-            f"{row.kl:.4g}",
-            f"[{row.kl_low:.4g}, {row.kl_high:.4g}]",
-        )
-    console.print(table)
-    auc, ranked = result.auc_ensemble, sorted(result.auc.items(), key=lambda item: item[1])
-    console.print(
-        f"area under the KL curve: {auc['value']:.4g} [{auc['low']:.4g}, {auc['high']:.4g}] (mean "
-        "over members); "
-        f"stablest member {ranked[0][0]} ({ranked[0][1]:.4g}), least stable {ranked[-1][0]} "
-        f"({ranked[-1][1]:.4g})",
-        markup=False,
-        soft_wrap=True,
-    )
-    console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
+    print_structural(result, title)
+    print_wrote(paths)
 
 
 @app.command()
@@ -223,7 +160,8 @@ def sensitivity(
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap draws.")] = 0,
     as_json: JsonFlag = False,
 ) -> None:
-    """Which factor of the plan drives the spread: variance components, Sobol indices, group influence.
+    """Which factor of the plan drives the spread:
+    variance components, Sobol indices, group influence.
 
     Variance components need a factorial or grid plan of crossed factors, Sobol indices a
     sobol plan, group influence a plan that varies holdout_group; whichever apply are
@@ -238,71 +176,7 @@ def sensitivity(
     if as_json:
         emit_json({**result.to_dict(), "files": paths})
         return
-    if result.variance is not None:
-        v = result.variance
-        table = Table(
-            "outcome",
-            "effect",
-            "share of variance",
-            "95% interval",
-            "share of sum of squares",
-            title=(
-                f"variance components over {', '.join(v.factors)} ({v.replicates} per cell, "
-                f"{v.diverged} diverged)"
-            ),
-        )
-        for row in v.table.itertuples():
-            table.add_row(
-                row.outcome,
-                row.effect,
-                f"{row.share:.3f}",
-                f"[{row.share_low:.3f}, {row.share_high:.3f}]",
-                f"{row.ss_share:.3f}",
-            )
-        console.print(table)
-    if result.sobol is not None:
-        so = result.sobol
-        table = Table(
-            "outcome",
-            "factor",
-            "S1",
-            "95% interval",
-            "ST",
-            "95% interval",
-            title=(
-                f"Sobol indices (N = {so.base_samples}, {so.members} members, {so.diverged} "
-                "diverged)"
-            ),
-        )
-        for row in so.table.itertuples():
-            table.add_row(
-                row.outcome,
-                row.factor,
-                f"{row.S1:.3f}",
-                f"[{row.S1_low:.3f}, {row.S1_high:.3f}]",
-                f"{row.ST:.3f}",
-                f"[{row.ST_low:.3f}, {row.ST_high:.3f}]",
-            )
-        console.print(table)
-    if result.influence is not None:
-        inf = result.influence
-        table = Table(
-            "group",
-            "accuracy effect",
-            "95% interval",
-            "spread without",
-            "spread with",
-            title=f"leave-group-out influence (reference: {inf.reference}, {inf.split} split)",
-        )
-        for row in inf.table.itertuples():
-            table.add_row(
-                str(row.group),
-                f"{row.accuracy_effect:+.4f}",
-                f"[{row.accuracy_low:+.4f}, {row.accuracy_high:+.4f}]",
-                f"{row.spread_without:.4g}",
-                f"{row.spread_with:.4g}",
-            )
-        console.print(table)
+    print_sensitivity(result)
     console.print("wrote " + ", ".join(sorted(set(paths.values()))), markup=False, soft_wrap=True)
 
 
@@ -333,17 +207,5 @@ def suggest(
     if as_json:
         emit_json({**result.to_dict(), "files": paths})
         return
-    table = Table(
-        "rank",
-        "kind",
-        "id",
-        "score",
-        "reason",
-        title=f"suggestions from {result.members} members ({pool} pool)",
-    )
-    for row in result.rows.itertuples():
-        table.add_row(
-            str(row.rank), row.kind, str(row.id), f"{row.score:.4g} {row.unit}", row.reason
-        )
-    console.print(table)
-    console.print(f"wrote {paths['parquet']} and {paths['json']}", markup=False, soft_wrap=True)
+    print_suggestions(result, pool)
+    print_wrote(paths)
