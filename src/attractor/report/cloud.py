@@ -14,12 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from sklearn.decomposition import PCA
 from torch import Tensor
 
-from attractor.report.plots import color, figure_uri, step_axis, styled
+from attractor.report.style import color, figure_uri, step_axis, styled
 from attractor.runs.ensemble import Ensemble
 from attractor.tasks.base import Task
 
@@ -171,8 +172,7 @@ def cloud_panels(cloud: Cloud, basins: dict[int, int] | None = None, max_panels:
         basins: member id -> basin label, for colour (default: one colour).
         max_panels: more snapshots than this are thinned evenly (first and last kept).
     """
-    points = cloud.points
-    snapshots = sorted(points["snapshot"].unique())
+    snapshots = sorted(cloud.points["snapshot"].unique())
     if len(snapshots) > max_panels:
         keep = np.unique(np.round(np.linspace(0, len(snapshots) - 1, max_panels)).astype(int))
         snapshots = [snapshots[i] for i in keep]
@@ -182,34 +182,7 @@ def cloud_panels(cloud: Cloud, basins: dict[int, int] | None = None, max_panels:
     with styled(2.4 * ncols + 0.4, 2.3 * nrows + 0.6) as fig:
         axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
         for ax, snapshot in zip(axes.ravel(), snapshots, strict=False):
-            here = _rare_last(points[points["snapshot"] == snapshot], basins)
-            ax.scatter(points["pc1"], points["pc2"], s=5, color="#d0d0d0", linewidths=0)
-            ax.scatter(
-                here["pc1"],
-                here["pc2"],
-                s=16,
-                c=_colors(here, basins),
-                edgecolors="white",
-                linewidths=0.4,
-                zorder=3,
-            )
-            centre = cloud.mean[cloud.mean["snapshot"] == snapshot]
-            ax.scatter(
-                centre["pc1"],
-                centre["pc2"],
-                s=55,
-                marker="X",
-                color="black",
-                edgecolors="white",
-                linewidths=0.6,
-                zorder=4,
-            )
-            steps = sorted(here["step"].unique())
-            ax.set_title(
-                f"step {steps[0]}"
-                if len(steps) == 1
-                else f"snapshot {snapshot} (steps {steps[0]}–{steps[-1]})"
-            )
+            _snapshot_panel(ax, cloud, snapshot, basins)
         for ax in axes.ravel()[len(snapshots) :]:
             ax.set_visible(False)
         fig.supxlabel(xlabel, fontsize=9)
@@ -218,56 +191,50 @@ def cloud_panels(cloud: Cloud, basins: dict[int, int] | None = None, max_panels:
         return figure_uri(fig)
 
 
+def _snapshot_panel(ax: Axes, cloud: Cloud, snapshot: int, basins: dict[int, int] | None) -> None:
+    """One snapshot's members and mean over every snapshot's points in grey."""
+    points = cloud.points
+    here = _rare_last(points[points["snapshot"] == snapshot], basins)
+    ax.scatter(points["pc1"], points["pc2"], s=5, color="#d0d0d0", linewidths=0)
+    ax.scatter(
+        here["pc1"],
+        here["pc2"],
+        s=16,
+        c=_colors(here, basins),
+        edgecolors="white",
+        linewidths=0.4,
+        zorder=3,
+    )
+    centre = cloud.mean[cloud.mean["snapshot"] == snapshot]
+    ax.scatter(
+        centre["pc1"],
+        centre["pc2"],
+        s=55,
+        marker="X",
+        color="black",
+        edgecolors="white",
+        linewidths=0.6,
+        zorder=4,
+    )
+    steps = sorted(here["step"].unique())
+    ax.set_title(
+        f"step {steps[0]}"
+        if len(steps) == 1
+        else f"snapshot {snapshot} (steps {steps[0]}–{steps[-1]})"
+    )
+
+
 def cloud_trails(cloud: Cloud, basins: dict[int, int] | None = None) -> str:
     """Each member's path through training in the PCA plane, beside the cloud's radius vs step.
 
     Paths are faint, starts hollow, ends filled; the black path is the ensemble mean.
     """
     points = _rare_last(cloud.points.sort_values(["member", "snapshot"]), basins)
-    xlabel, ylabel = _axis_labels(cloud)
+    mean = cloud.mean.sort_values("snapshot")
     with styled(9.6, 4.6) as fig:
         ax, size = fig.subplots(1, 2, width_ratios=[1.7, 1])
-        for member, path in points.groupby("member", sort=False):
-            shade = color(basins.get(int(member), 0) if basins else 0)
-            ax.plot(path["pc1"], path["pc2"], color=shade, alpha=0.35, linewidth=0.9)
-        starts = points.groupby("member", sort=False).head(1)
-        ends = points.groupby("member", sort=False).tail(1)
-        ax.scatter(
-            starts["pc1"],
-            starts["pc2"],
-            s=18,
-            facecolors="none",
-            edgecolors=_colors(starts, basins),
-            linewidths=0.8,
-        )
-        ax.scatter(
-            ends["pc1"],
-            ends["pc2"],
-            s=28,
-            c=_colors(ends, basins),
-            edgecolors="white",
-            linewidths=0.5,
-            zorder=3,
-        )
-        mean = cloud.mean.sort_values("snapshot")
-        ax.plot(
-            mean["pc1"],
-            mean["pc2"],
-            color="black",
-            linewidth=1.4,
-            marker=".",
-            markersize=4,
-            zorder=4,
-        )
-        ax.scatter(
-            mean["pc1"].iloc[-1:],
-            mean["pc2"].iloc[-1:],
-            s=70,
-            marker="X",
-            color="black",
-            edgecolors="white",
-            zorder=5,
-        )
+        _paths(ax, points, mean, basins)
+        xlabel, ylabel = _axis_labels(cloud)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title("paths (hollow: init, filled: final)")
@@ -291,3 +258,43 @@ def cloud_trails(cloud: Cloud, basins: dict[int, int] | None = None) -> str:
         size.set_title("cloud radius (full probe space)")
         _legend(fig, basins)
         return figure_uri(fig)
+
+
+def _paths(
+    ax: Axes, points: pd.DataFrame, mean: pd.DataFrame, basins: dict[int, int] | None
+) -> None:
+    """Members' faint paths with hollow starts and filled ends, and the mean's black path."""
+    for member, path in points.groupby("member", sort=False):
+        shade = color(basins.get(int(member), 0) if basins else 0)
+        ax.plot(path["pc1"], path["pc2"], color=shade, alpha=0.35, linewidth=0.9)
+    starts = points.groupby("member", sort=False).head(1)
+    ends = points.groupby("member", sort=False).tail(1)
+    ax.scatter(
+        starts["pc1"],
+        starts["pc2"],
+        s=18,
+        facecolors="none",
+        edgecolors=_colors(starts, basins),
+        linewidths=0.8,
+    )
+    ax.scatter(
+        ends["pc1"],
+        ends["pc2"],
+        s=28,
+        c=_colors(ends, basins),
+        edgecolors="white",
+        linewidths=0.5,
+        zorder=3,
+    )
+    ax.plot(
+        mean["pc1"], mean["pc2"], color="black", linewidth=1.4, marker=".", markersize=4, zorder=4
+    )
+    ax.scatter(
+        mean["pc1"].iloc[-1:],
+        mean["pc2"].iloc[-1:],
+        s=70,
+        marker="X",
+        color="black",
+        edgecolors="white",
+        zorder=5,
+    )

@@ -19,29 +19,63 @@ import pandas as pd
 import attractor
 from attractor.runs.files import atomic_path
 
-# Inline so the page needs nothing else; system fonts, a readable column, light tables.
+# Inline so the page needs nothing else; system fonts, a readable column, light tables. Short
+# rules one per line, long ones one declaration per line.
 CSS = """
-body { margin: 0; background: #f6f7f9; color: #1f2328; font: 15px/1.5 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif; }
-main { max-width: 1040px; margin: 0 auto; padding: 24px 28px 40px; background: #fff; min-height: 100vh; box-sizing: border-box; }
+body {
+  margin: 0;
+  background: #f6f7f9;
+  color: #1f2328;
+  font: 15px/1.5 system-ui, -apple-system, "Segoe UI", "DejaVu Sans", sans-serif;
+}
+main {
+  max-width: 1040px;
+  margin: 0 auto;
+  padding: 24px 28px 40px;
+  background: #fff;
+  min-height: 100vh;
+  box-sizing: border-box;
+}
 header h1 { margin: 0 0 2px; font-size: 26px; letter-spacing: -0.01em; }
-header .run { margin: 0 0 16px; color: #59636e; font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; }
+header .run {
+  margin: 0 0 16px;
+  color: #59636e;
+  font-family: ui-monospace, "DejaVu Sans Mono", monospace;
+  font-size: 13px;
+}
 section { margin: 28px 0 0; padding-top: 18px; border-top: 1px solid #e4e7eb; }
 h2 { margin: 0 0 4px; font-size: 19px; }
 p.lead { margin: 0 0 12px; color: #59636e; font-size: 14px; }
-table { border-collapse: collapse; margin: 8px 0 12px; font-size: 13px; font-variant-numeric: tabular-nums; }
+table {
+  border-collapse: collapse;
+  margin: 8px 0 12px;
+  font-size: 13px;
+  font-variant-numeric: tabular-nums;
+}
 th, td { border: 1px solid #dfe3e8; padding: 3px 9px; text-align: left; vertical-align: top; }
 thead th { background: #f1f3f5; font-weight: 600; }
 td.num, th.num { text-align: right; }
 table.facts th { background: #f6f7f9; font-weight: 600; white-space: nowrap; }
 details { margin: 8px 0; }
 summary { cursor: pointer; color: #2c5d92; font-size: 14px; }
-pre { background: #f6f7f9; border: 1px solid #e4e7eb; padding: 10px; font-size: 12px; overflow-x: auto; }
+pre {
+  background: #f6f7f9;
+  border: 1px solid #e4e7eb;
+  padding: 10px;
+  font-size: 12px;
+  overflow-x: auto;
+}
 figure { margin: 10px 0; }
 img { max-width: 100%; height: auto; display: block; }
-.grid { display: grid; grid-template-columns: repeat(auto-fit, minmax(440px, 1fr)); gap: 8px 16px; align-items: start; }
+.grid {
+  display: grid;
+  grid-template-columns: repeat(auto-fit, minmax(440px, 1fr));
+  gap: 8px 16px;
+  align-items: start;
+}
 .scroll { overflow-x: auto; }
 footer { margin-top: 36px; color: #8c959f; font-size: 12px; }
-"""  # noqa: E501  (CSS rules read best one per line)
+"""
 
 
 def fmt(value: Any) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from attractor.report.sections import Context, Section
-from attractor.report.sections.measures import (
+from attractor.report.sections.spread_parts import (
     CKA_LEAD,
     PAIRWISE_LEAD,
     cka_style,

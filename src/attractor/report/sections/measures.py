@@ -13,7 +13,7 @@ References:
 from __future__ import annotations
 
 import html
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,31 +23,15 @@ from attractor.errors import UserError
 from attractor.report import plots
 from attractor.report.page import collapsible, figure, section, table
 from attractor.report.sections import Context, Section
+from attractor.report.sections.spread_parts import (
+    CKA_LEAD,
+    PAIRWISE_LEAD,
+    cka_style,
+    matrices_section,
+    pair_style,
+    summary_section,
+)
 from attractor.runs.results import StoredResult
-
-#: What a summary name means, shown beside it; unknown names are shown as they are.
-MEANINGS = {
-    "test_accuracy": "mean member accuracy on the test split",
-    "test_loss": "mean member loss on the test split",
-    "train_accuracy": "mean member accuracy on the training split",
-    "train_loss": "mean member loss on the training split",
-    "accuracy_sd_over_members": "spread of accuracy across members (sd): how much the seed matters",
-    "ensemble_accuracy": "accuracy of the averaged probabilities (only examples resampled)",
-    "ensemble_minus_mean_member_accuracy": "what averaging the members gains over a typical member",
-    "pairwise_js": "mean Jensen–Shannon divergence over pairs (nats, ≤ ln 2)",
-    "pairwise_symmetric_kl": "mean symmetric KL over pairs (nats)",
-    "pairwise_disagreement": "share of inputs where two members predict different classes (churn)",
-    "kl_to_mean": "mean KL of a member to the ensemble mean",
-    "mutual_information": "epistemic part of the ensemble's predictive entropy (nats)",
-}
-#: Pairwise matrices: (title, colour map); bounded similarity maps get a fixed [0, 1] scale.
-PAIRWISE = {
-    "js": ("Jensen–Shannon divergence (nats)", "viridis"),
-    "disagreement": ("prediction disagreement", "viridis"),
-    "weight_distance": ("weight distance (L2)", "cividis"),
-    "aligned_distance": ("weight distance after permutation alignment", "cividis"),
-}
-Style = Callable[[str], tuple[str, str, float | None, float | None]]
 
 
 # ---- reading the stored result back ----------------------------------------------------------
@@ -92,27 +76,6 @@ def basin_colours(stored: StoredResult | None) -> dict[int, int] | None:
 
 
 # ---- parts -----------------------------------------------------------------------------------
-def summary_section(summary: Mapping[str, Mapping[str, float]]) -> str:
-    """The table of estimates with their 95 % intervals and what each one means."""
-    rows = [
-        {
-            "measure": name,
-            "value": s.get("value"),
-            "95 % CI low": s.get("low"),
-            "95 % CI high": s.get("high"),
-            "meaning": MEANINGS.get(
-                name, "linear CKA at this layer, mean over pairs" if name.startswith("cka_") else ""
-            ),
-        }
-        for name, s in summary.items()
-    ]
-    lead = (
-        "Point estimates with 95 % intervals from the multi-bootstrap: each draw resamples "
-        "members and eval examples together."
-    )
-    return section("summary", "Spread with confidence intervals", lead, table(pd.DataFrame(rows)))
-
-
 def _basins(basins: Mapping[str, Any], ids: list[int]) -> str:
     labels = [int(b) for b in basins["labels"]]
     names = sorted(set(labels))
@@ -142,65 +105,6 @@ def _basins(basins: Mapping[str, Any], ids: list[int]) -> str:
         "landed in the same place."
     )
     return section("basins", "Basins", lead, text + table(pd.DataFrame(rows)))
-
-
-def matrices_section(
-    key: str,
-    title: str,
-    lead: str,
-    found: Mapping[str, np.ndarray],
-    ids: list[int],
-    basins: Mapping[str, Any] | None,
-    style: Style,
-) -> str:
-    """Heat maps of member x member matrices, rows and columns grouped by basin when known."""
-    if basins:  # without an explicit order, group members by basin label
-        order = (
-            list(basins["order"])
-            if basins.get("order") is not None
-            else sorted(range(len(ids)), key=lambda i: basins["labels"][i])
-        )
-    else:
-        order = list(range(len(ids)))
-    labels = [int(basins["labels"][i]) for i in order] if basins else []
-    starts = [i for i in range(1, len(labels)) if labels[i] != labels[i - 1]]
-    images = []
-    for name, matrix in found.items():
-        heading, cmap, vmin, vmax = style(name)
-        matrix = np.asarray(matrix)[np.ix_(order, order)]
-        uri = plots.heatmap(
-            matrix,
-            [ids[i] for i in order],
-            heading,
-            cmap=cmap,
-            vmin=vmin,
-            vmax=vmax,
-            boundaries=starts,
-        )
-        images.append(figure(uri, heading))
-    return section(key, title, lead, f'<div class="grid">{"".join(images)}</div>')
-
-
-def pair_style(name: str) -> tuple[str, str, float | None, float | None]:
-    """Title and colour map of a distance matrix; distances start at 0."""
-    heading, cmap = PAIRWISE.get(name, (name.replace("_", " "), "viridis"))
-    return heading, cmap, 0.0, None
-
-
-def cka_style(name: str) -> tuple[str, str, float | None, float | None]:
-    """CKA is a similarity in [0, 1]: one fixed scale for every layer."""
-    return f"CKA at {name}", "magma", 0.0, 1.0
-
-
-PAIRWISE_LEAD = (
-    "Distance between every two members, rows and columns ordered by basin (white lines separate "
-    "basins): "
-    "dark blocks on the diagonal are basins."
-)
-CKA_LEAD = (
-    "Linear CKA between members' representations at each layer: 1 means the same representation "
-    "up to rotation and scale."
-)
 
 
 def _trajectory(frame: pd.DataFrame) -> str:
@@ -259,56 +163,50 @@ def _member_ids(
 # ---- the two sections ------------------------------------------------------------------------
 def render_spread(results: list[StoredResult], context: Context) -> str:
     """Summary, members, basins, pairwise and CKA matrices (before the ensemble cloud)."""
+    return "".join(_spread(stored) for stored in results)
+
+
+def _spread(stored: StoredResult) -> str:
+    """The parts of :func:`render_spread` for one stored result, those it has data for."""
+    data, tidy = stored.data, stored.table()
+    members = member_frame(tidy)
+    basins = data.get("basins")
+    ids = _member_ids(members, basins, tidy)
+    if basins and len(basins["labels"]) != len(ids):
+        raise UserError(
+            f"'{stored.path}' has {len(basins['labels'])} basin labels for {len(ids)} members; "
+            "measure the run again"
+        )
+    found = matrices(tidy, ids)
+    pairwise = {k: v for k, v in found.items() if not k.startswith("cka_")}
+    cka = {k.removeprefix("cka_"): v for k, v in found.items() if k.startswith("cka_")}
     parts = []
-    for stored in results:
-        data, tidy = stored.data, stored.table()
-        members = member_frame(tidy)
-        basins = data.get("basins")
-        ids = _member_ids(members, basins, tidy)
-        if basins and len(basins["labels"]) != len(ids):
-            raise UserError(
-                f"'{stored.path}' has {len(basins['labels'])} basin labels for {len(ids)} members; "
-                "measure the run again"
+    if data.get("summary"):
+        parts.append(summary_section(data["summary"]))
+    if len(members.columns) > 1:
+        parts.append(_members(members, ids))
+    if basins:
+        parts.append(_basins(basins, ids))
+    if pairwise:
+        parts.append(
+            matrices_section(
+                "pairwise", "Pairwise distances", PAIRWISE_LEAD, pairwise, ids, basins, pair_style
             )
-        found = matrices(tidy, ids)
-        pairwise = {k: v for k, v in found.items() if not k.startswith("cka_")}
-        cka = {k.removeprefix("cka_"): v for k, v in found.items() if k.startswith("cka_")}
-        if data.get("summary"):
-            parts.append(summary_section(data["summary"]))
-        if len(members.columns) > 1:
-            lead = (
-                "Per-member measures on the eval set; basin is the cluster the member was "
-                "assigned to."
+        )
+    if cka:
+        parts.append(
+            matrices_section(
+                "cka", "Representation similarity (CKA)", CKA_LEAD, cka, ids, basins, cka_style
             )
-            parts.append(
-                section(
-                    "members",
-                    "Members",
-                    lead,
-                    collapsible(f"{len(ids)} members", table(members), open_=len(ids) <= 32),
-                )
-            )
-        if basins:
-            parts.append(_basins(basins, ids))
-        if pairwise:
-            parts.append(
-                matrices_section(
-                    "pairwise",
-                    "Pairwise distances",
-                    PAIRWISE_LEAD,
-                    pairwise,
-                    ids,
-                    basins,
-                    pair_style,
-                )
-            )
-        if cka:
-            parts.append(
-                matrices_section(
-                    "cka", "Representation similarity (CKA)", CKA_LEAD, cka, ids, basins, cka_style
-                )
-            )
+        )
     return "".join(parts)
+
+
+def _members(members: pd.DataFrame, ids: list[int]) -> str:
+    """The per-member table, folded away for large ensembles."""
+    lead = "Per-member measures on the eval set; basin is the cluster the member was assigned to."
+    body = collapsible(f"{len(ids)} members", table(members), open_=len(ids) <= 32)
+    return section("members", "Members", lead, body)
 
 
 def render_over_training(results: list[StoredResult], context: Context) -> str:
