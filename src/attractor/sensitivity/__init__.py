@@ -80,6 +80,7 @@ class SensitivityReport:
     influence: GroupInfluence | None
 
     def to_dict(self) -> dict[str, Any]:
+        """Each part's plain data under its name (None where the plan does not allow it)."""
         return {
             name: None if part is None else part.to_dict()
             for name, part in (
