@@ -1,4 +1,5 @@
-"""The HTML report: self-contained, every plot a valid PNG, sections iff their data, the cloud, a real browser.
+"""The HTML report: self-contained, every plot a valid PNG, sections iff their data, the cloud,
+a real browser.
 
 One tiny run is trained per module; its results are synthetic (random symmetric matrices,
 made-up curves, tests/report_samples.py) because the report only renders what it is given.
@@ -31,8 +32,15 @@ from tests.conftest import tiny_config
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 ALWAYS = ("run", "plan", "final-metrics", "cloud")
 OPTIONAL = ("summary", "members", "basins", "pairwise", "cka", "trajectory", "lmc", "instability")
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +89,10 @@ def test_report_is_self_contained_with_valid_pngs(full_report: Path) -> None:
 def test_every_section_with_data_is_shown(full_report: Path) -> None:
     page = full_report.read_text(encoding="utf-8")
     assert section_ids(page) == set(ALWAYS) | set(OPTIONAL)
-    assert "stable from spawn step 20 (threshold 0.02). Upper 95 % bound below it from spawn step 100." in page
+    assert (
+        "stable from spawn step 20 (threshold 0.02). Upper 95 % bound below it from spawn step 100."
+        in page
+    )
     assert "2 basins among 4 members (silhouette 0.410" in page
 
 
@@ -89,12 +100,19 @@ def test_sections_without_data_are_absent(ens: Ensemble, tmp_path: Path) -> None
     kept = report_samples.summary_and_lmc(ens.members, ens.steps())
     page = page_with(ens, tmp_path / "run", [kept]).read_text(encoding="utf-8")
     assert section_ids(page) == set(ALWAYS) | {"summary", "lmc"}
-    for heading in ("Basins", "Pairwise distances", "Instability analysis", "Spread vs training step"):
+    for heading in (
+        "Basins",
+        "Pairwise distances",
+        "Instability analysis",
+        "Spread vs training step",
+    ):
         assert f"<h2>{heading}</h2>" not in page
 
 
 def test_plan_shows_only_varying_factors(full_report: Path) -> None:
-    plan = re.search(r'<section id="plan">.*?</section>', full_report.read_text(encoding="utf-8"), re.S).group(0)
+    plan = re.search(
+        r'<section id="plan">.*?</section>', full_report.read_text(encoding="utf-8"), re.S
+    ).group(0)
     headers = re.findall(r"<th[^>]*>([^<]*)</th>", plan)
     assert headers == ["member", "init_seed", "data_seed", "status"]
 
@@ -104,15 +122,25 @@ def test_cloud_has_one_point_per_member_and_snapshot(ens: Ensemble) -> None:
     points = cloud.points
     steps = ens.steps()
     assert len(points) == len(ens.members) * len(steps)
-    assert set(map(tuple, points[["member", "step"]].to_numpy())) == {(m, s) for m in ens.members for s in steps}
+    assert set(map(tuple, points[["member", "step"]].to_numpy())) == {
+        (m, s) for m in ens.members for s in steps
+    }
     assert list(cloud.mean["step"]) == steps
     ratio = cloud.explained_variance_ratio
     assert ratio.shape == (2,) and (ratio >= 0).all() and ratio.sum() <= 1 + 1e-9
     # Oracle: rebuild the probabilities independently; the plane keeps exactly the share
     # of variance it reports, and the mean point is the mean of the members' points.
     probe = probe_set(ens.task)
-    features = np.concatenate([ens.predict(probe, step=s).double().softmax(-1).reshape(len(ens.members), -1).numpy() for s in steps])
-    assert np.isclose(points[["pc1", "pc2"]].to_numpy().var(axis=0).sum(), ratio.sum() * features.var(axis=0).sum())
+    features = np.concatenate(
+        [
+            ens.predict(probe, step=s).double().softmax(-1).reshape(len(ens.members), -1).numpy()
+            for s in steps
+        ]
+    )
+    assert np.isclose(
+        points[["pc1", "pc2"]].to_numpy().var(axis=0).sum(),
+        ratio.sum() * features.var(axis=0).sum(),
+    )
     assert np.allclose(PCA(2).fit(features).explained_variance_ratio_, ratio)
     centre = points.groupby("snapshot")[["pc1", "pc2"]].mean().to_numpy()
     assert np.allclose(cloud.mean[["pc1", "pc2"]].to_numpy(), centre)
@@ -129,15 +157,18 @@ def test_probe_is_a_fixed_subset_of_the_test_split(ens: Ensemble) -> None:
 
 
 def test_cells_are_rounded_aligned_and_escaped() -> None:
-    assert [fmt(v) for v in (3, np.int64(7), 0.708333, 1.741871, 12.0, None, float("nan"), True)] == [
-        "3", "7", "0.7083", "1.742", "12", "–", "–", "yes"]
+    assert [
+        fmt(v) for v in (3, np.int64(7), 0.708333, 1.741871, 12.0, None, float("nan"), True)
+    ] == ["3", "7", "0.7083", "1.742", "12", "–", "–", "yes"]
     html = table(pd.DataFrame({"name": ["<script>alert(1)</script>"], "value": [0.5]}))
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert '<td class="num">0.5</td>' in html and '<td class="">' in html
 
 
 def test_heatmap_refuses_a_matrix_that_does_not_match_its_labels() -> None:
-    assert base64.b64decode(heatmap(np.eye(3), [0, 1, 2], "ok").split(",", 1)[1]).startswith(PNG_MAGIC)
+    assert base64.b64decode(heatmap(np.eye(3), [0, 1, 2], "ok").split(",", 1)[1]).startswith(
+        PNG_MAGIC
+    )
     with pytest.raises(ValueError, match="shape"):
         heatmap(np.eye(3), [0, 1], "bad")
 
@@ -146,18 +177,31 @@ def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess[str]:
     binary = shutil.which("chromium")
     assert binary is not None
     start = time.monotonic()
-    done = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],
-                          capture_output=True, text=True, timeout=90, check=True)
+    done = subprocess.run(
+        [binary, *CHROMIUM_FLAGS, f"--user-data-dir={user_data}", *args],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=True,
+    )
     # A few seconds each; far longer means chromium is stuck on something (network, GPU).
     assert time.monotonic() - start < 60
     return done
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed (`make test` installs it)")
+@pytest.mark.skipif(
+    shutil.which("chromium") is None,
+    reason="Debian's chromium is not installed (`make test` installs it)",
+)
 def test_report_renders_in_a_real_browser(full_report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
-    chromium(f"--screenshot={shot}", "--window-size=1200,3000", full_report.as_uri(), user_data=tmp_path / "profile")
+    chromium(
+        f"--screenshot={shot}",
+        "--window-size=1200,3000",
+        full_report.as_uri(),
+        user_data=tmp_path / "profile",
+    )
     pixels = imread(shot)[..., :3]
     assert pixels.shape[:2] == (3000, 1200)
     assert pixels.std() > 0.05  # not a blank page
@@ -169,31 +213,46 @@ def test_report_renders_in_a_real_browser(full_report: Path, tmp_path: Path) -> 
     window.addEventListener("load", () => {
       const images = [...document.images].filter((i) => i.id !== "control");
       document.body.dataset.images = images.length;
-      document.body.dataset.broken = images.filter((i) => !i.complete || i.naturalWidth === 0).length;
+      document.body.dataset.broken = images.filter((i) => !i.complete || i.naturalWidth ===
+      0).length;
       document.body.dataset.control = document.getElementById("control").naturalWidth;
     });</script></body>"""
     page = full_report.read_text(encoding="utf-8")
     checked = tmp_path / "checked.html"
     checked.write_text(page.replace("</body>", probe), encoding="utf-8")
-    dom = chromium("--virtual-time-budget=10000", "--dump-dom", checked.as_uri(), user_data=tmp_path / "profile").stdout
+    dom = chromium(
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        checked.as_uri(),
+        user_data=tmp_path / "profile",
+    ).stdout
     body = dict(re.findall(r'data-(images|broken|control)="(\d+)"', dom))
     assert body == {"images": str(page.count("<img")), "broken": "0", "control": "0"}
 
 
 def test_diverged_members_and_mixed_batch_sizes(tmp_path: Path) -> None:
-    """Members with other batch sizes have other snapshot steps; diverged ones are listed but not drawn.
+    """Members with other batch sizes have other snapshot steps; diverged ones are listed but
+    not drawn.
 
     lr = 1e6 makes the loss overflow; whether it reaches inf (diverged) or stays finite
     depends on the batch size, so only "at least one" is asserted.
     """
-    config = tiny_config(trainer={"steps": None, "epochs": 0.1, "lr": 0.05},
-                         plan={"design": "factorial", "vary": ["batch_size", "lr"], "levels": {"batch_size": [16, 64], "lr": [0.05, 1e6]}})
+    config = tiny_config(
+        trainer={"steps": None, "epochs": 0.1, "lr": 0.05},
+        plan={
+            "design": "factorial",
+            "vary": ["batch_size", "lr"],
+            "levels": {"batch_size": [16, 64], "lr": [0.05, 1e6]},
+        },
+    )
     ens = train(config, tmp_path / "run")
     diverged = int((ens.plan["status"] == "diverged").sum())
     assert diverged >= 1 and len(ens.members) == len(ens) - diverged
     cloud = cloud_coordinates(ens)
     expected = {(m, s) for m in ens.members for s in ens.steps(m)}
-    assert set(map(tuple, cloud.points[["member", "step"]].to_numpy())) == expected and len(cloud.points) == len(expected)
+    assert set(map(tuple, cloud.points[["member", "step"]].to_numpy())) == expected and len(
+        cloud.points
+    ) == len(expected)
     assert not cloud.steps_agree
     page = render_directory(ens.store.root).read_text(encoding="utf-8")
     assert f"{len(ens.members)} done · {diverged} diverged" in page and "diverged_step" in page

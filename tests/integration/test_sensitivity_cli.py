@@ -15,8 +15,15 @@ from tests.conftest import tiny_config
 @pytest.fixture(scope="module")
 def factorial(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("sens") / "run"
-    config = tiny_config(trainer={"steps": 20}, plan={"design": "factorial", "members": 8, "vary": [],
-                                                      "levels": {"init_seed": [0, 1], "data_seed": [0, 1]}})
+    config = tiny_config(
+        trainer={"steps": 20},
+        plan={
+            "design": "factorial",
+            "members": 8,
+            "vary": [],
+            "levels": {"init_seed": [0, 1], "data_seed": [0, 1]},
+        },
+    )
     train(config, root)
     return root
 

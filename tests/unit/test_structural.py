@@ -1,4 +1,5 @@
-"""Model-level structural stability: perturbations checked by hand, curves on a tiny trained ensemble."""
+"""Model-level structural stability: perturbations checked by hand, curves on a tiny
+trained ensemble."""
 
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
 from tests.conftest import tiny_config
 
-LEVELS = {"dropout": [0.0, 0.1, 0.3, 0.6], "dropconnect": [0.0, 0.1, 0.3, 0.6], "weight_noise": [0.0, 0.1, 0.5, 2.0], "quantize": [16, 4, 2]}
+LEVELS = {
+    "dropout": [0.0, 0.1, 0.3, 0.6],
+    "dropconnect": [0.0, 0.1, 0.3, 0.6],
+    "weight_noise": [0.0, 0.1, 0.5, 2.0],
+    "quantize": [16, 4, 2],
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +45,16 @@ def test_dropconnect_keeps_the_mean_and_leaves_biases() -> None:
     assert abs(float(zero) - 0.3) < 0.01
     kept = out["0.weight"][out["0.weight"] != 0].view(-1)
     assert torch.allclose(kept.abs().unique().sort().values, (w.abs() / 0.7).unique().sort().values)
-    # Rescaling by 1/(1-p): the mean of many masked copies is the original (sd of the mean ~ 0.005 |w|).
+    # Rescaling by 1/(1-p): the mean of many masked copies is the original
+    # (sd of the mean ~ 0.005 |w|).
     assert torch.allclose(out["0.weight"].mean(0), w, atol=0.03 * float(w.abs().max()))
 
 
 def test_dropout_masks_whole_input_units_of_later_layers() -> None:
     w = torch.randn(4, 7, dtype=torch.float64)
-    out = dropout({"1.weight": w.expand(500, 4, 7)}, 0.5, torch.Generator().manual_seed(1), {"1.weight"})["1.weight"]
+    out = dropout(
+        {"1.weight": w.expand(500, 4, 7)}, 0.5, torch.Generator().manual_seed(1), {"1.weight"}
+    )["1.weight"]
     column_zero = (out == 0).all(1)  # [K, 7]: unit dropped in copy k
     column_kept = torch.isclose(out, 2 * w).all(1)
     assert bool((column_zero | column_kept).all())
@@ -54,7 +63,9 @@ def test_dropout_masks_whole_input_units_of_later_layers() -> None:
 
 def test_weight_noise_scale_is_relative_to_the_tensor_rms() -> None:
     w = 3.0 * torch.randn(40, 50, dtype=torch.float64)
-    out = weight_noise({"0.weight": w.expand(200, 40, 50)}, 0.1, torch.Generator().manual_seed(2), set())["0.weight"]
+    out = weight_noise(
+        {"0.weight": w.expand(200, 40, 50)}, 0.1, torch.Generator().manual_seed(2), set()
+    )["0.weight"]
     rms = float(w.pow(2).mean().sqrt())
     assert float((out - w).std()) == pytest.approx(0.1 * rms, rel=0.02)
 
@@ -65,7 +76,9 @@ def test_quantize_gives_at_most_two_to_the_bits_values(bits: int) -> None:
     out = quantize({"0.weight": w}, bits, torch.Generator(), set())["0.weight"]
     for k in range(2):
         assert out[k].unique().numel() <= 2**bits
-    assert float((out - w).abs().max()) <= float(w.abs().max()) * (1.0 if bits == 1 else 0.5 / (2 ** (bits - 1) - 1) + 1e-12)
+    assert float((out - w).abs().max()) <= float(w.abs().max()) * (
+        1.0 if bits == 1 else 0.5 / (2 ** (bits - 1) - 1) + 1e-12
+    )
 
 
 def test_level_zero_is_the_identity(ens: Ensemble) -> None:
@@ -84,7 +97,9 @@ def test_kl_and_drop_grow_with_the_level(ens: Ensemble, kind: str) -> None:
     curve = res.ensemble.sort_values("level", ascending=kind != "quantize")
     assert np.all(np.diff(curve["kl"]) > 0)
     assert curve["acc_drop"].iloc[-1] > curve["acc_drop"].iloc[0] + 0.02
-    assert (res.table["kl_low"] <= res.table["kl_mean"] + 1e-12).all() and (res.table["kl_mean"] <= res.table["kl_high"] + 1e-12).all()
+    assert (res.table["kl_low"] <= res.table["kl_mean"] + 1e-12).all() and (
+        res.table["kl_mean"] <= res.table["kl_high"] + 1e-12
+    ).all()
     assert set(res.auc) == set(ens.members) and all(v >= 0 for v in res.auc.values())
 
 
@@ -96,7 +111,10 @@ def test_auc_is_the_trapezoid_of_the_member_curve(ens: Ensemble) -> None:
     assert res.auc[member] == pytest.approx(0.2 * (kl[0] + kl[1]) / 2 + 0.3 * (kl[1] + kl[2]) / 2)
     assert res.auc_ensemble["value"] == pytest.approx(np.mean(list(res.auc.values())))
     row = res.auc_table.set_index("member").loc[member]
-    assert row["auc"] == pytest.approx(res.auc[member]) and row["auc_low"] <= row["auc"] <= row["auc_high"]
+    assert (
+        row["auc"] == pytest.approx(res.auc[member])
+        and row["auc_low"] <= row["auc"] <= row["auc_high"]
+    )
 
 
 def test_same_seed_same_result_and_members_independent(ens: Ensemble) -> None:
@@ -104,7 +122,9 @@ def test_same_seed_same_result_and_members_independent(ens: Ensemble) -> None:
     b = perturbation_curves(ens, "dropconnect", [0.1, 0.3], samples=3, seed=5)
     pd.testing.assert_frame_equal(a.table, b.table)
     pd.testing.assert_frame_equal(a.ensemble, b.ensemble)
-    one = perturbation_curves(ens, "dropconnect", [0.3], samples=3, seed=5, members=[ens.members[1]])
+    one = perturbation_curves(
+        ens, "dropconnect", [0.3], samples=3, seed=5, members=[ens.members[1]]
+    )
     row = a.table[(a.table["member"] == ens.members[1]) & (a.table["level"] == 0.3)]
     assert one.table["kl_mean"].iloc[0] == pytest.approx(float(row["kl_mean"].iloc[0]), rel=1e-12)
     c = perturbation_curves(ens, "dropconnect", [0.1, 0.3], samples=3, seed=6)
@@ -115,7 +135,11 @@ def test_result_serializes_and_plots(ens: Ensemble) -> None:
     res = perturbation_curves(ens, "quantize", [8, 3], samples=8)
     assert res.samples == 1  # deterministic: one sample, zero-width interval over samples
     data = res.to_dict()
-    assert data["kind"] == "quantize" and len(data["ensemble"]) == 2 and len(data["members"]) == 2 * len(ens.members)
+    assert (
+        data["kind"] == "quantize"
+        and len(data["ensemble"]) == 2
+        and len(data["members"]) == 2 * len(ens.members)
+    )
     uri = series_panels(res.for_report(), ["kl", "acc_drop"], "quantize", x="level", xlabel="bits")
     assert uri.startswith("data:image/png;base64,")
 
@@ -128,7 +152,10 @@ def test_report_has_a_structural_section(ens: Ensemble, tmp_path: Path) -> None:
     store = Ensemble.load(tmp_path / "run").store
     for kind, levels in (("dropout", [0, 0.2]), ("quantize", [8, 2])):
         paths = store.write(perturbation_curves(ens, kind, levels, samples=2))
-        assert Path(paths["json"]).name == f"structural-{kind}.json" and Path(paths["parquet"]).exists()
+        assert (
+            Path(paths["json"]).name == f"structural-{kind}.json"
+            and Path(paths["parquet"]).exists()
+        )
     page = render_directory(tmp_path / "run").read_text()
     assert 'id="structural"' in page and page.count("perturbation curves") == 2
 
@@ -146,7 +173,9 @@ def test_report_has_a_structural_section(ens: Ensemble, tmp_path: Path) -> None:
         ("weight_noise", [0.1], 1, "at least 2"),
     ],
 )
-def test_bad_input_is_one_user_error(ens: Ensemble, kind: str, levels: list[float], samples: int, message: str) -> None:
+def test_bad_input_is_one_user_error(
+    ens: Ensemble, kind: str, levels: list[float], samples: int, message: str
+) -> None:
     with pytest.raises(UserError, match=None) as info:
         perturbation_curves(ens, kind, levels, samples=samples)
     assert message in str(info.value) and "\n" not in str(info.value)
