@@ -190,16 +190,7 @@ def perturbation_curves(
     """
     levels = check_levels(kind, levels)
     samples = _check_samples(kind, samples)
-    if (x is None) != (y is None):
-        raise UserError("give both x and y, or neither (the task's test split)")
-    x, y = (ens.task.x_test, ens.task.y_test) if x is None else (x, y)
-    members = ens.members if members is None else members
-    if not members:
-        raise UserError("no finished member to perturb; train the run first")
-    template = ens.task.make_model().eval()
-    forward, hidden = batched_forward(template), hidden_inputs(template)
-    if kind == "dropout" and not hidden:
-        raise UserError("dropout needs a model with a hidden nn.Linear layer; this one has none")
+    x, y, members, forward, hidden = _inputs(ens, kind, x, y, members)
     all_params, all_buffers = ens.stacked(members, step)
     rows: list[dict[str, float]] = []
     per_sample: PerSample = {"acc_drop": [], "kl": []}
@@ -239,6 +230,23 @@ def _check_samples(kind: str, samples: int) -> int:
             f"{samples}"
         )
     return samples
+
+
+def _inputs(
+    ens: Ensemble, kind: str, x: Tensor | None, y: Tensor | None, members: list[int] | None
+) -> tuple[Tensor, Tensor, list[int], Callable[[Params, Params, Tensor], Tensor], set[str]]:
+    """Inputs and targets (default: test split), members, the batched forward, hidden inputs."""
+    if (x is None) != (y is None):
+        raise UserError("give both x and y, or neither (the task's test split)")
+    x, y = (ens.task.x_test, ens.task.y_test) if x is None else (x, y)
+    members = ens.members if members is None else members
+    if not members:
+        raise UserError("no finished member to perturb; train the run first")
+    template = ens.task.make_model().eval()
+    forward, hidden = batched_forward(template), hidden_inputs(template)
+    if kind == "dropout" and not hidden:
+        raise UserError("dropout needs a model with a hidden nn.Linear layer; this one has none")
+    return x, y, members, forward, hidden
 
 
 class _Copies:
