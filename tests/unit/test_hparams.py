@@ -11,14 +11,8 @@ import pandas as pd
 import pytest
 
 from attractor.errors import UserError
-from attractor.experiments.hparam_map import (
-    check_grid,
-    good_lr_range,
-    hparam_map,
-    lr_sensitivity,
-    range_table,
-    summarize_cells,
-)
+from attractor.experiments.hparam_map import check_grid, hparam_map
+from attractor.measure.hparams import good_lr_range, lr_sensitivity, range_table, summarize_cells
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.store import RunStore
 from tests.conftest import tiny_config

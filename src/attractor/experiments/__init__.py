@@ -74,7 +74,9 @@ def default_out(name: str, settings: BaseModel) -> Path:
     return Path("runs") / f"{name}-{config_digest(settings.model_dump(mode='json'))[:10]}"
 
 
-def run_experiment(name: str, settings: BaseModel, out: str | Path, force: bool = False) -> tuple[RunStore, list[Result]]:
+def run_experiment(
+    name: str, settings: BaseModel, out: str | Path, force: bool = False
+) -> tuple[RunStore, list[Result]]:
     """Run experiment ``name`` with ``settings`` in directory ``out``; its store and results.
 
     The same settings on the same directory reopen it (an experiment may reuse the runs it
@@ -82,7 +84,9 @@ def run_experiment(name: str, settings: BaseModel, out: str | Path, force: bool 
     """
     experiment = get_experiment(name)
     if not isinstance(settings, experiment.settings):
-        raise TypeError(f"{name} takes {experiment.settings.__name__}, not {type(settings).__name__}")
+        raise TypeError(
+            f"{name} takes {experiment.settings.__name__}, not {type(settings).__name__}"
+        )
     store = RunStore.prepare_experiment(out, name, settings.model_dump(mode="json"), force=force)
     try:
         results = list(experiment.run(settings, store))

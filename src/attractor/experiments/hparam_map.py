@@ -13,18 +13,8 @@ Definitions (exact, because the issue leaves them open):
   final loss *and* accuracy are taken to be its values at initialisation (step 0)
   (:mod:`attractor.measure.outcomes`). A diverged run is then as bad as not training,
   never better, and the cell means stay finite.
-* **Good-lr range** (per momentum). Error ``e(lr) = 1 - mean final accuracy`` of the cell;
-  ``e* = min_lr e(lr)``. A learning rate is *good* when ``e(lr) <= e* · (1 + tolerance)``
-  (``tolerance = 0.1``: within 10 % of the best accuracy gap). The range is the
-  **contiguous** run of good learning rates on the sorted grid that contains the best one;
-  good learning rates separated from it by a bad one do not widen it. Its width is
-  ``log10(lr_max / lr_min)``, 0 when only the best learning rate is good.
-* **Width CI.** Seeds are resampled with replacement within each cell, the cell means and
-  the width recomputed, ``draws`` times; the 95 % percentile interval.
-* **LR sensitivity** (per momentum). Per member ``min(final loss, loss at init)``
-  (diverged: the loss at init), averaged over the cell's seeds to ``capped_loss``; the
-  sensitivity is ``mean_lr capped_loss - min_lr capped_loss``. It is 0 when every learning
-  rate is as good as the best and grows as learning rates fail.
+* **Good-lr range**, its **width CI**, **LR sensitivity** and the cells' **seed spread**:
+  defined in :mod:`attractor.measure.hparams`, which computes them.
 
 References:
     Wortsman et al., "Small-scale proxies for large-scale Transformer training
@@ -38,19 +28,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attractor.config import Config, PlanConfig
 from attractor.errors import UserError
 from attractor.experiments import Experiment, run_experiment
+from attractor.measure.hparams import cell_spreads, range_table, summarize_cells
 from attractor.measure.outcomes import member_outcomes
 from attractor.runs.results import Result, strict_json
 from attractor.runs.store import RunStore
-from attractor.seeds import numpy_generator
 
-CELL = ["lr", "momentum"]
 #: Where the grid's ensemble run lives inside the experiment directory.
 GRID_RUN = Path("runs") / "grid"
 
@@ -86,8 +74,16 @@ class HparamMap:
 
     def to_json(self) -> dict[str, Any]:
         """Settings, cells and ranges (NaN becomes null)."""
-        return strict_json({"tolerance": self.tolerance, "split": self.split, "out": str(self.out),
-                            "run": str(self.out / GRID_RUN), "cells": self.cells, "ranges": self.ranges})
+        return strict_json(
+            {
+                "tolerance": self.tolerance,
+                "split": self.split,
+                "out": str(self.out),
+                "run": str(self.out / GRID_RUN),
+                "cells": self.cells,
+                "ranges": self.ranges,
+            }
+        )
 
     def to_tables(self) -> dict[str, pd.DataFrame]:
         """The cells (main table) and the per-momentum ranges."""
@@ -110,84 +106,31 @@ def check_grid(lrs: list[float], momenta: list[float], seeds: int, tolerance: fl
         raise UserError(f"tolerance must be positive, got {tolerance}")
 
 
-def summarize_cells(members: pd.DataFrame) -> pd.DataFrame:
-    """Cell table from :func:`member_outcomes` rows (``spread_js`` is added by :func:`hparam_map`)."""
-    members = members.assign(capped=np.minimum(members["final_loss"], members["init_loss"]))
-    grouped = members.groupby(CELL, sort=True)
-    cells = pd.DataFrame({
-        "seeds": grouped.size(),
-        "loss_mean": grouped["final_loss"].mean(),
-        "loss_sd": grouped["final_loss"].std(ddof=1),
-        "accuracy_mean": grouped["final_accuracy"].mean(),
-        "accuracy_sd": grouped["final_accuracy"].std(ddof=1),
-        "init_loss": grouped["init_loss"].mean(),
-        "capped_loss": grouped["capped"].mean(),
-        "diverged": grouped["diverged"].mean().astype(float),
-    })
-    return cells.reset_index()
-
-
-def good_lr_range(lrs: np.ndarray, accuracy: np.ndarray, tolerance: float) -> tuple[float, float, float]:
-    """``(width, lr_min, lr_max)`` of the contiguous good range around the best lr.
-
-    Args:
-        lrs: ``[n]`` learning rates (any order); accuracy: ``[n]`` mean final accuracy per lr.
-        tolerance: an lr is good if its error is at most ``e* · (1 + tolerance)``.
-    """
-    order = np.argsort(lrs)
-    lrs, error = np.asarray(lrs, float)[order], 1.0 - np.asarray(accuracy, float)[order]
-    best = int(np.nanargmin(error))
-    good = error <= error[best] * (1.0 + tolerance)
-    lo = hi = best
-    while lo > 0 and good[lo - 1]:
-        lo -= 1
-    while hi < len(lrs) - 1 and good[hi + 1]:
-        hi += 1
-    return float(math.log10(lrs[hi] / lrs[lo])), float(lrs[lo]), float(lrs[hi])
-
-
-def lr_sensitivity(capped_loss: np.ndarray) -> float:
-    """Wortsman et al.'s LR sensitivity from ``[n]`` per-lr capped losses: mean minus min."""
-    capped = np.asarray(capped_loss, float)
-    return float(np.mean(capped) - np.min(capped))
-
-
-def range_table(cells: pd.DataFrame, members: pd.DataFrame, tolerance: float, draws: int = 500, seed: int = 0) -> pd.DataFrame:
-    """Per momentum: good-lr width with its seed-bootstrap 95 % interval, range and sensitivity."""
-    rng = numpy_generator("hparam-map-bootstrap", seed)
-    rows = []
-    for momentum, part in cells.groupby("momentum", sort=True):
-        width, lr_min, lr_max = good_lr_range(part["lr"].to_numpy(), part["accuracy_mean"].to_numpy(), tolerance)
-        # Per lr the seeds' accuracies; resample each cell's seeds independently.
-        lrs = part["lr"].to_numpy()
-        accs = [members.loc[(members["momentum"] == momentum) & (members["lr"] == lr), "final_accuracy"].to_numpy() for lr in lrs]
-        widths = np.empty(draws)
-        for d in range(draws):
-            means = np.array([a[rng.integers(len(a), size=len(a))].mean() for a in accs])
-            widths[d] = good_lr_range(lrs, means, tolerance)[0]
-        low, high = np.percentile(widths, [2.5, 97.5])
-        best_lr = float(lrs[int(np.argmax(part["accuracy_mean"].to_numpy()))])
-        rows.append({"momentum": float(momentum), "width": width, "low": float(low), "high": float(high), "lr_min": lr_min,
-                     "lr_max": lr_max, "best_lr": best_lr, "sensitivity": lr_sensitivity(part["capped_loss"].to_numpy())})
-    return pd.DataFrame(rows)
-
-
 class HparamMapSettings(BaseModel):
     """What ``attractor hparam-map`` runs: the base config and the grid (its identity)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    config: Config = Field(description="Task, trainer (all but lr and momentum) and run; its plan is replaced.")
+    config: Config = Field(
+        description="Task, trainer (all but lr and momentum) and run; its plan is replaced."
+    )
     lrs: list[float] = Field(description="Learning rates of the grid (at least 2, positive).")
-    momenta: list[float] = Field([0.0, 0.5, 0.9, 0.99], description="Momenta of the grid, in [0, 1).")
+    momenta: list[float] = Field(
+        [0.0, 0.5, 0.9, 0.99], description="Momenta of the grid, in [0, 1)."
+    )
     seeds: int = Field(4, description="Replicates per cell (init and data-order seeds).")
-    tolerance: float = Field(0.1, description="An lr is good if its error is at most best error x (1 + tolerance).")
+    tolerance: float = Field(
+        0.1, description="An lr is good if its error is at most best error x (1 + tolerance)."
+    )
     draws: int = Field(500, ge=1, description="Bootstrap resamples for the width's interval.")
-    split: Literal["test", "train"] = Field("test", description="Split whose accuracy defines training well.")
+    split: Literal["test", "train"] = Field(
+        "test", description="Split whose accuracy defines training well."
+    )
 
     @model_validator(mode="after")
     def _grid(self) -> HparamMapSettings:
-        # Refused here, before the experiment directory exists (a UserError passes through pydantic).
+        # Refused here, before the experiment directory exists (a UserError passes through
+        # pydantic).
         check_grid(self.lrs, self.momenta, self.seeds, self.tolerance)
         return self
 
@@ -198,34 +141,35 @@ def run(settings: HparamMapSettings, store: RunStore) -> list[Result]:
     References:
         Wortsman et al. 2023 (LR sensitivity).
     """
-    from attractor.measure.function import pairwise_js, probabilities
     from attractor.runs.launch import train
 
     config, seed = settings.config, settings.config.plan.seed
-    plan = PlanConfig(design="factorial", members=len(settings.lrs) * len(settings.momenta) * settings.seeds,
-                      levels={"lr": list(settings.lrs), "momentum": list(settings.momenta)},
-                      vary=["init_seed", "data_seed"], seed=seed)
+    plan = PlanConfig(
+        design="factorial",
+        members=len(settings.lrs) * len(settings.momenta) * settings.seeds,
+        levels={"lr": list(settings.lrs), "momentum": list(settings.momenta)},
+        vary=["init_seed", "data_seed"],
+        seed=seed,
+    )
     ens = train(config.model_copy(update={"plan": plan}), store.root / GRID_RUN)
     members = member_outcomes(ens, settings.split)
     cells = summarize_cells(members)
-    done = members.merge(ens.plan[["member", "status"]], on="member")
-    spreads = []
-    for cell in cells.itertuples():
-        here = (done["lr"] == cell.lr) & (done["momentum"] == cell.momentum) & (done["status"] == "done")
-        ids = [int(i) for i in done.loc[here, "member"]]
-        if len(ids) < 2:
-            spreads.append(math.nan)
-            continue
-        js = pairwise_js(probabilities(ens.predict(ens.task.x_test, members=ids)))
-        n = js.shape[0]
-        spreads.append(float(js.sum() / (n * (n - 1))))  # mean over off-diagonal pairs (diagonal is 0)
-    cells["spread_js"] = spreads
+    cells["spread_js"] = cell_spreads(ens, members, cells)
     ranges = range_table(cells, members, settings.tolerance, settings.draws, seed)
     return [HparamMap(cells, ranges, settings.tolerance, store.root, settings.split)]
 
 
-def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: int, out: str | Path,
-               tolerance: float = 0.1, draws: int = 500, split: str = "test", force: bool = False) -> HparamMap:
+def hparam_map(
+    config: Config,
+    lrs: list[float],
+    momenta: list[float],
+    seeds: int,
+    out: str | Path,
+    tolerance: float = 0.1,
+    draws: int = 500,
+    split: str = "test",
+    force: bool = False,
+) -> HparamMap:
     """Run the ``hparam-map`` experiment in directory ``out`` (see :func:`run`); its map.
 
     Args:
@@ -242,8 +186,15 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
     Returns:
         :class:`HparamMap` with ``L · M`` cells and ``M`` ranges.
     """
-    settings = HparamMapSettings(config=config, lrs=lrs, momenta=momenta, seeds=seeds, tolerance=tolerance,
-                                 draws=draws, split=split)  # type: ignore[arg-type]
+    settings = HparamMapSettings(
+        config=config,
+        lrs=lrs,
+        momenta=momenta,
+        seeds=seeds,
+        tolerance=tolerance,
+        draws=draws,
+        split=split,
+    )  # type: ignore[arg-type]
     _, results = run_experiment("hparam-map", settings, out, force=force)
     result = results[0]
     assert isinstance(result, HparamMap)
@@ -251,6 +202,9 @@ def hparam_map(config: Config, lrs: list[float], momenta: list[float], seeds: in
 
 
 EXPERIMENT = Experiment(
-    name="hparam-map", settings=HparamMapSettings, run=run,
-    summary="learning rate x momentum map of a trainer: accuracy per cell and the width of the good-lr range",
+    name="hparam-map",
+    settings=HparamMapSettings,
+    run=run,
+    summary="learning rate x momentum map of a trainer: accuracy per cell and the width of the "
+    "good-lr range",
 )

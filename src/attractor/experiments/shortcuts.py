@@ -4,7 +4,7 @@ Each trainer variant (say SGD, Adam, cone descent, SGD with spectral decoupling)
 ``seeds`` members that differ in init and data order, with the *same* seeds in every
 variant, in its own run directory ``OUT/runs/<label>`` (an ordinary run directory,
 resumed when the experiment runs again), with ``run.track_path`` on.
-Read off every member at each snapshot:
+Read off every member at each snapshot (:mod:`attractor.measure.shortcuts`):
 
 * **shortcut reliance**: accuracy on the task's ``shortcut_agree`` probe (test inputs whose
   shortcut feature is the true label) minus accuracy on ``shortcut_random`` (the shortcut
@@ -34,20 +34,17 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attractor.config import Config, parse_config
 from attractor.errors import UserError
 from attractor.experiments import Experiment, run_experiment
+from attractor.measure.shortcuts import variant_tables
 from attractor.runs.results import Result, strict_json
 from attractor.runs.store import RunStore
-
-if TYPE_CHECKING:
-    from attractor.runs.ensemble import Ensemble
 
 #: ``label:key=value,...`` trainer variants used when none are given: the issue's four.
 DEFAULT_VARIANTS = (
@@ -57,9 +54,6 @@ DEFAULT_VARIANTS = (
     "sgd+sd:optimizer=sgd,logit_penalty=0.05",
 )
 _LABEL = re.compile(r"^[A-Za-z0-9_.+-]+$")
-#: Per-member columns summarized per variant (accuracies also resample test examples).
-_SUMMARIZED = ("test_accuracy", "train_loss", "shortcut_reliance", "agree_accuracy", "random_accuracy",
-               "init_distance", "path_length", "straightness")
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,8 +89,16 @@ class ShortcutProbe:
 
     def to_json(self) -> dict[str, Any]:
         """Everything, NaN as null (the tables are also written as Parquet)."""
-        return strict_json({"variants": self.variants, "has_shortcut": self.has_shortcut, "out": str(self.out),
-                            "summary": self.summary, "members": self.members, "curves": self.curves})
+        return strict_json(
+            {
+                "variants": self.variants,
+                "has_shortcut": self.has_shortcut,
+                "out": str(self.out),
+                "summary": self.summary,
+                "members": self.members,
+                "curves": self.curves,
+            }
+        )
 
     def to_tables(self) -> dict[str, pd.DataFrame]:
         """Members at the final snapshot (main table), the per-variant summary and the curves."""
@@ -116,23 +118,33 @@ def _value(text: str) -> Any:
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, Any]]:
-    """``"label:key=value,key=value"`` -> ``(label, {key: value})``; values become bool, int, float or str."""
+    """``"label:key=value,key=value"`` -> ``(label, {key: value})``; values become bool, int,
+    float or str.
+    """
     label, _, rest = text.partition(":")
     label = label.strip()
     if not _LABEL.match(label):
-        raise UserError(f"trainer variant '{text}' needs a label of letters, digits, '_', '.', '+' or '-' before ':', "
-                        "like 'adam:optimizer=adam,lr=0.001'")
+        raise UserError(
+            f"trainer variant '{text}' needs a label of letters, digits, '_', '.', '+' or '-' "
+            "before ':', "
+            "like 'adam:optimizer=adam,lr=0.001'"
+        )
     overrides = {}
     for item in filter(str.strip, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or not key.strip():
-            raise UserError(f"trainer variant '{text}': '{item}' is not key=value (keys are [trainer] keys, e.g. lr=0.01)")
+            raise UserError(
+                f"trainer variant '{text}': '{item}' is not key=value (keys are [trainer] keys, "
+                "e.g. lr=0.01)"
+            )
         overrides[key.strip()] = _value(value)
     return label, overrides
 
 
 def variant_config(config: Config, overrides: dict[str, Any], seeds: int, label: str) -> Config:
-    """``config`` with the trainer overrides, ``seeds`` members varying init and data order, paths tracked."""
+    """``config`` with the trainer overrides, ``seeds`` members varying init and data order,
+    paths tracked.
+    """
     data = config.resolved()
     data["trainer"].update(overrides)
     data["plan"] = {"members": seeds, "vary": ["init_seed", "data_seed"], "seed": config.plan.seed}
@@ -140,70 +152,29 @@ def variant_config(config: Config, overrides: dict[str, Any], seeds: int, label:
     return parse_config(data, source=f"trainer variant '{label}'")
 
 
-def _probe_correct(ens: Ensemble, step: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """0/1 correctness ``[members, examples]`` on the agree and random probes at ``step``."""
-    out = []
-    for name in ("shortcut_agree", "shortcut_random"):
-        x, y = ens.task.probes[name]
-        out.append((ens.predict(x, step=step).argmax(-1) == y).double().numpy())
-    return out[0], out[1]
-
-
-def _reliance(ens: Ensemble, step: int) -> float:
-    """Mean over members and examples of agree minus random correctness at ``step``."""
-    agree, random = _probe_correct(ens, step)
-    return float((agree - random).mean())
-
-
-def _variant_tables(label: str, ens: Ensemble, has_shortcut: bool, draws: int, seed: int) -> tuple[pd.DataFrame, dict[str, Any], pd.DataFrame]:
-    """(members at the final snapshot, summary row, per-step curve) of one variant's run."""
-    from attractor.measure.bootstrap import multibootstrap, pairwise_multibootstrap
-    from attractor.measure.function import pairwise_js, probabilities
-
-    done = ens.members
-    final = ens.final_metrics()
-    final = final[final["member"].isin(done)].reset_index(drop=True)
-    members = final[["member", "test_accuracy", "train_loss", "init_distance", "path_length"]].copy()
-    members.insert(0, "variant", label)
-    members["straightness"] = members["init_distance"] / members["path_length"]
-    summary: dict[str, Any] = {"variant": label, "members": len(done), "diverged": int((ens.plan["status"] == "diverged").sum())}
-    per_example: dict[str, np.ndarray] = {}
-    if has_shortcut and done:
-        agree, random = _probe_correct(ens, None)
-        per_example = {"agree_accuracy": agree, "random_accuracy": random, "shortcut_reliance": agree - random}
-        for name, scores in per_example.items():
-            members[name] = scores.mean(1)
-    for name in _SUMMARIZED:
-        if name not in members or not len(members):
-            continue
-        est = multibootstrap(per_example.get(name, members[name].to_numpy()), draws=draws, seed=seed)
-        summary.update({name: est.value, f"{name}_low": est.low, f"{name}_high": est.high})
-    if len(done) >= 2:
-        spread = pairwise_multibootstrap(pairwise_js(probabilities(ens.predict(ens.task.x_test)), per_example=True), draws=draws, seed=seed)
-        summary.update({"seed_spread_js": spread.value, "seed_spread_js_low": spread.low, "seed_spread_js_high": spread.high})
-    metrics = ens.metrics
-    curve = metrics[metrics["member"].isin(done)].groupby("step")[["test_accuracy", "init_distance", "path_length"]].mean().reset_index()
-    if has_shortcut and done:
-        curve["shortcut_reliance"] = [_reliance(ens, int(step)) for step in curve["step"]]
-    curve.insert(0, "variant", label)
-    return members, summary, curve
-
-
 class ShortcutsSettings(BaseModel):
     """What ``attractor shortcuts`` runs: the base config, the trainer variants, the seeds."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    config: Config = Field(description="Task, trainer defaults (each variant overrides some keys) and run.")
-    variants: list[str] = Field(list(DEFAULT_VARIANTS), description="Trainer variants 'label:key=value,...'.")
-    seeds: int = Field(8, description="Members per variant (at least 2; the same seeds in every variant).")
+    config: Config = Field(
+        description="Task, trainer defaults (each variant overrides some keys) and run."
+    )
+    variants: list[str] = Field(
+        list(DEFAULT_VARIANTS), description="Trainer variants 'label:key=value,...'."
+    )
+    seeds: int = Field(
+        8, description="Members per variant (at least 2; the same seeds in every variant)."
+    )
     draws: int = Field(500, ge=1, description="Bootstrap draws of the intervals.")
 
     @model_validator(mode="after")
     def _variants(self) -> ShortcutsSettings:
         # Refused before the experiment directory exists, each with one line.
         if self.seeds < 2:
-            raise UserError(f"seeds must be at least 2 (the seed spread needs pairs), got {self.seeds}")
+            raise UserError(
+                f"seeds must be at least 2 (the seed spread needs pairs), got {self.seeds}"
+            )
         parsed = dict(parse_variant(v) for v in self.variants)
         if len(parsed) != len(self.variants):
             raise UserError("trainer variant labels must be distinct")
@@ -222,17 +193,35 @@ def run(settings: ShortcutsSettings, store: RunStore) -> list[Result]:
     has_shortcut = {"shortcut_agree", "shortcut_random"} <= set(build_task(config.task).probes)
     rows, summaries, curves = [], [], []
     for label, overrides in parsed.items():
-        ens = train(variant_config(config, overrides, settings.seeds, label), store.root / "runs" / label)
-        members, summary, curve = _variant_tables(label, ens, has_shortcut, settings.draws, config.plan.seed)
+        ens = train(
+            variant_config(config, overrides, settings.seeds, label), store.root / "runs" / label
+        )
+        members, summary, curve = variant_tables(
+            label, ens, has_shortcut, settings.draws, config.plan.seed
+        )
         rows.append(members)
         summaries.append(summary)
         curves.append(curve)
-    return [ShortcutProbe(parsed, pd.concat(rows, ignore_index=True), pd.DataFrame(summaries),
-                          pd.concat(curves, ignore_index=True), has_shortcut, store.root)]
+    return [
+        ShortcutProbe(
+            parsed,
+            pd.concat(rows, ignore_index=True),
+            pd.DataFrame(summaries),
+            pd.concat(curves, ignore_index=True),
+            has_shortcut,
+            store.root,
+        )
+    ]
 
 
-def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int = 8,
-                   out: str | Path = "runs/shortcuts", draws: int = 500, force: bool = False) -> ShortcutProbe:
+def shortcut_probe(
+    config: Config,
+    variants: list[str] | None = None,
+    seeds: int = 8,
+    out: str | Path = "runs/shortcuts",
+    draws: int = 500,
+    force: bool = False,
+) -> ShortcutProbe:
     """Run the ``shortcuts`` experiment in directory ``out``; its result.
 
     Args:
@@ -245,7 +234,9 @@ def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int
         draws: bootstrap draws of the intervals.
         force: replace a directory that holds another experiment or settings.
     """
-    settings = ShortcutsSettings(config=config, variants=list(variants or DEFAULT_VARIANTS), seeds=seeds, draws=draws)
+    settings = ShortcutsSettings(
+        config=config, variants=list(variants or DEFAULT_VARIANTS), seeds=seeds, draws=draws
+    )
     _, results = run_experiment("shortcuts", settings, out, force=force)
     result = results[0]
     assert isinstance(result, ShortcutProbe)
@@ -253,9 +244,18 @@ def shortcut_probe(config: Config, variants: list[str] | None = None, seeds: int
 
 
 EXPERIMENT = Experiment(
-    name="shortcuts", settings=ShortcutsSettings, run=run,
+    name="shortcuts",
+    settings=ShortcutsSettings,
+    run=run,
     summary="shortcut reliance and path dependence of several trainers with the same seeds",
 )
 
-__all__ = ["DEFAULT_VARIANTS", "EXPERIMENT", "ShortcutProbe", "ShortcutsSettings", "parse_variant", "shortcut_probe",
-           "variant_config"]
+__all__ = [
+    "DEFAULT_VARIANTS",
+    "EXPERIMENT",
+    "ShortcutProbe",
+    "ShortcutsSettings",
+    "parse_variant",
+    "shortcut_probe",
+    "variant_config",
+]

@@ -27,8 +27,13 @@ def member_outcomes(ens: Ensemble, split: str = "test") -> pd.DataFrame:
     last = metrics.groupby("member").last()
     plan = ens.plan.set_index("member")
     diverged = plan["status"] == "diverged"
-    out = pd.DataFrame({"lr": plan["lr"].astype(float), "momentum": plan["momentum"].astype(float),
-                        "diverged": diverged})
+    out = pd.DataFrame(
+        {
+            "lr": plan["lr"].astype(float),
+            "momentum": plan["momentum"].astype(float),
+            "diverged": diverged,
+        }
+    )
     out["init_loss"] = first[f"{split}_loss"]
     out["init_accuracy"] = first[f"{split}_accuracy"]
     out["final_loss"] = last[f"{split}_loss"].where(~diverged, out["init_loss"])
