@@ -93,7 +93,9 @@ class Comparison:
 
 
 def distinct_trainers(best: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """``(trainers, index)``: distinct hyperparameter tuples of ``best`` (first-seen order) and each row's trainer id."""
+    """``(trainers, index)``: distinct hyperparameter tuples of ``best`` (first-seen order) and
+    each row's trainer id.
+    """
     keys = [tuple(row) for row in best[list(HPARAMS)].itertuples(index=False)]
     ids: dict[tuple, int] = {}
     index = np.array([ids.setdefault(key, len(ids)) for key in keys])
@@ -103,20 +105,40 @@ def distinct_trainers(best: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     return trainers, index
 
 
-def ensemble_outputs(task: Task, config: Config, trainers: pd.DataFrame, members: int, strategy: str) -> tuple[Tensor, Tensor]:
-    """Train each trainer's ensemble on the training split: ``(logits [T, K, n_test, C], diverged [T, K])``."""
+def ensemble_outputs(
+    task: Task, config: Config, trainers: pd.DataFrame, members: int, strategy: str
+) -> tuple[Tensor, Tensor]:
+    """Train each trainer's ensemble on the training split: ``(logits [T, K, n_test, C], diverged
+    [T, K])``.
+    """
     # Plain Python values (itertuples gives numpy scalars) so the rows hash and print cleanly.
-    cast = {"lr": float, "momentum": float, "weight_decay": float, "batch_size": int, "optimizer": str}
+    cast = {
+        "lr": float,
+        "momentum": float,
+        "weight_decay": float,
+        "batch_size": int,
+        "optimizer": str,
+    }
     rows = [
-        PlanRow(member=t * members + k, init_seed=final_seed(k), data_seed=final_seed(k), **{n: cast[n](getattr(h, n)) for n in HPARAMS})
-        for t, h in enumerate(trainers.itertuples(index=False)) for k in range(members)
+        PlanRow(
+            member=t * members + k,
+            init_seed=final_seed(k),
+            data_seed=final_seed(k),
+            **{n: cast[n](getattr(h, n)) for n in HPARAMS},
+        )
+        for t, h in enumerate(trainers.itertuples(index=False))
+        for k in range(members)
     ]
     logits, diverged = train_predict(task, config, rows, strategy, task.x_test)
-    return logits.reshape(len(trainers), members, *logits.shape[1:]), diverged.reshape(len(trainers), members)
+    return logits.reshape(len(trainers), members, *logits.shape[1:]), diverged.reshape(
+        len(trainers), members
+    )
 
 
 def trainer_distances(probs: Tensor) -> dict[str, np.ndarray]:
-    """``probs [T, K, n, C]`` -> name -> ``[T, T]`` distances (definitions in the module docstring)."""
+    """``probs [T, K, n, C]`` -> name -> ``[T, T]`` distances (definitions in the module
+    docstring).
+    """
     mean = probs.mean(1)
     matched = torch.stack([pairwise_js(probs[:, k]) for k in range(probs.shape[1])]).mean(0)
     return {
@@ -127,8 +149,14 @@ def trainer_distances(probs: Tensor) -> dict[str, np.ndarray]:
 
 
 def compare(
-    task: Task, config: Config, best: pd.DataFrame, members: int, strategy: str, threshold: float | None = None,
-    draws: int = 200, seed: int = 0,
+    task: Task,
+    config: Config,
+    best: pd.DataFrame,
+    members: int,
+    strategy: str,
+    threshold: float | None = None,
+    draws: int = 200,
+    seed: int = 0,
 ) -> Comparison:
     """Train, measure and cluster the trainers that the studies returned.
 
@@ -151,7 +179,9 @@ def compare(
     trainers["ensemble_accuracy"] = (mean.argmax(-1) == y).to(torch.float64).mean(-1).numpy()
     trainers["member_accuracy"] = member_correct.mean(1).numpy()
     trainers["member_accuracy_sd"] = member_correct.std(1).numpy() if members > 1 else np.nan
-    trainers["seed_js"] = [_mean_off_diagonal(pairwise_js(probs[t]).numpy()) for t in range(len(trainers))]
+    trainers["seed_js"] = [
+        _mean_off_diagonal(pairwise_js(probs[t]).numpy()) for t in range(len(trainers))
+    ]
     trainers["diverged"] = diverged.sum(1).numpy()
 
     per_trainer = trainer_distances(probs)
@@ -159,12 +189,16 @@ def compare(
     center = mean[torch.from_numpy(index)].mean(0, keepdim=True)  # every study counts once
     to_center = pairwise_js(torch.cat([mean, center]))[-1, :-1].numpy()  # [T]
     basins = find_basins(distances["js_mean"], members=best["study"].tolist(), threshold=threshold)
-    studies = pd.DataFrame({
-        "study": best["study"].to_numpy(), "trainer": index,
-        "ensemble_accuracy": trainers["ensemble_accuracy"].to_numpy()[index],
-        "member_accuracy": trainers["member_accuracy"].to_numpy()[index],
-        "distance_to_center": to_center[index], "basin": basins.labels,
-    })
+    studies = pd.DataFrame(
+        {
+            "study": best["study"].to_numpy(),
+            "trainer": index,
+            "ensemble_accuracy": trainers["ensemble_accuracy"].to_numpy()[index],
+            "member_accuracy": trainers["member_accuracy"].to_numpy()[index],
+            "distance_to_center": to_center[index],
+            "basin": basins.labels,
+        }
+    )
     p_true = mean[:, torch.arange(len(y)), y].numpy()[index]  # [S, n]
     spread = function_spread(probs, index, trainers["seed_js"].to_numpy(), draws, seed)
     scaled = seed_scaled_basins(distances["js_matched"], best["study"].tolist(), spread["seed_js"])
@@ -173,12 +207,20 @@ def compare(
     return Comparison(trainers, studies, per_trainer, distances, basins, spread, p_true)
 
 
-def function_spread(probs: Tensor, index: np.ndarray, seed_js: np.ndarray, draws: int, seed: int) -> dict[str, Any]:
-    """Mean distances between studies' trainers with intervals, against the seed spread (module docstring)."""
-    out: dict[str, Any] = {"seed_js": float(np.nanmean(seed_js)) if np.isfinite(seed_js).any() else None}
+def function_spread(
+    probs: Tensor, index: np.ndarray, seed_js: np.ndarray, draws: int, seed: int
+) -> dict[str, Any]:
+    """Mean distances between studies' trainers with intervals, against the seed spread (module
+    docstring).
+    """
+    out: dict[str, Any] = {
+        "seed_js": float(np.nanmean(seed_js)) if np.isfinite(seed_js).any() else None
+    }
     per_example = {
         "js_mean": pairwise_js(probs.mean(1), per_example=True),
-        "js_matched": torch.stack([pairwise_js(probs[:, k], per_example=True) for k in range(probs.shape[1])]).mean(0),
+        "js_matched": torch.stack(
+            [pairwise_js(probs[:, k], per_example=True) for k in range(probs.shape[1])]
+        ).mean(0),
     }
     for name, values in per_example.items():
         studies = values.numpy()[np.ix_(index, index)]  # [S, S, n]
@@ -190,12 +232,18 @@ def function_spread(probs: Tensor, index: np.ndarray, seed_js: np.ndarray, draws
             off = ~np.eye(len(index), dtype=bool)
             out[name] = {"value": float(studies.mean(-1)[off].mean()), "low": None, "high": None}
     matched = out["js_matched"]
-    out["matched_over_seed"] = matched["value"] / out["seed_js"] if matched and out["seed_js"] else None
+    out["matched_over_seed"] = (
+        matched["value"] / out["seed_js"] if matched and out["seed_js"] else None
+    )
     return out
 
 
-def seed_scaled_basins(matched: np.ndarray, studies: list[int], seed_js: float | None) -> Basins | None:
-    """Basins of studies on ``js_matched`` cut at ``seed_js``: groups whose models differ more than reseeding does."""
+def seed_scaled_basins(
+    matched: np.ndarray, studies: list[int], seed_js: float | None
+) -> Basins | None:
+    """Basins of studies on ``js_matched`` cut at ``seed_js``: groups whose models differ more
+    than reseeding does.
+    """
     if seed_js is None or not seed_js > 0:
         return None
     return find_basins(matched, members=studies, threshold=seed_js)

@@ -40,20 +40,26 @@ def validation_split(n_train: int, fraction: float, seed: int) -> tuple[Tensor, 
 
 
 def trial_task(task: Task, fit: Tensor, validation: Tensor) -> Task:
-    """The task a study tunes on: train on ``fit``, "test" on ``validation`` (both from the training split).
+    """The task a study tunes on: train on ``fit``, "test" on ``validation`` (both from the training
+    split).
 
     Groups follow their examples, so ``holdout_group`` leaves out the group's fit examples.
     """
     groups = task.train_groups
     return dataclasses.replace(
         task,
-        x_train=task.x_train[fit], y_train=task.y_train[fit],
-        x_test=task.x_train[validation], y_test=task.y_train[validation],
-        groups=None if groups is None else groups[fit], probes={},
+        x_train=task.x_train[fit],
+        y_train=task.y_train[fit],
+        x_test=task.x_train[validation],
+        y_test=task.y_train[validation],
+        groups=None if groups is None else groups[fit],
+        probes={},
     )
 
 
-def train_predict(task: Task, config: Config, rows: list[PlanRow], strategy: str, x_eval: Tensor) -> tuple[Tensor, Tensor]:
+def train_predict(
+    task: Task, config: Config, rows: list[PlanRow], strategy: str, x_eval: Tensor
+) -> tuple[Tensor, Tensor]:
     """Train ``rows`` on ``task`` and return their outputs on ``x_eval``.
 
     Members are trained in chunks of equal batch size and optimizer; a member's numbers
@@ -79,7 +85,9 @@ def train_predict(task: Task, config: Config, rows: list[PlanRow], strategy: str
     rows = [dataclasses.replace(r, member=i) for r, i in distinct.items()]
     check_rows(task, rows)
     # Only the final weights matter (step 0 is kept for members that diverge).
-    config = config.model_copy(update={"run": config.run.model_copy(update={"snapshots": 1, "track_path": False})})
+    config = config.model_copy(
+        update={"run": config.run.model_copy(update={"snapshots": 1, "track_path": False})}
+    )
     last: dict[int, Params] = {}
     diverged: dict[int, bool] = {}
 
@@ -89,12 +97,28 @@ def train_predict(task: Task, config: Config, rows: list[PlanRow], strategy: str
     for chunk in plan_chunks(config, task, rows, strategy):
         for outcome in train_chunk(task, config, chunk, strategy == "vectorized", sink):
             diverged[outcome.member] = outcome.status == "diverged"
+    outputs = _outputs(
+        task, rows, last, strategy == "vectorized", x_eval, config.run.eval_batch_size
+    )
+    picked = torch.tensor(index)
+    return outputs[picked], torch.tensor([diverged[r.member] for r in rows])[picked]
+
+
+def _outputs(
+    task: Task,
+    rows: list[PlanRow],
+    last: dict[int, Params],
+    vectorized: bool,
+    x_eval: Tensor,
+    step: int,
+) -> Tensor:
+    """``[rows, n, ...]``: each row's model (its ``last`` weights) on ``x_eval``, ``step``
+    examples at a time.
+    """
     with torch.random.fork_rng(devices=[]):
         template = task.make_model().eval()
     names = {k for k, _ in template.named_parameters()}
-    vectorized = strategy == "vectorized"
     forward = batched_forward(template) if vectorized else single_forward(template)
-    step = config.run.eval_batch_size
     outputs = []
     with torch.no_grad():
         for start in range(0, len(rows), 64):  # bound memory: 64 members' activations at a time
@@ -104,8 +128,9 @@ def train_predict(task: Task, config: Config, rows: list[PlanRow], strategy: str
             padded = states + states[:1] if vectorized and len(states) == 1 else states
             params = {k: torch.stack([s[k] for s in padded]) for k in padded[0] if k in names}
             buffers = {k: torch.stack([s[k] for s in padded]) for k in padded[0] if k not in names}
-            pieces = [forward(params, buffers, xb.unsqueeze(0).expand(len(padded), *xb.shape))
-                      for xb in x_eval.split(step)]
+            pieces = [
+                forward(params, buffers, xb.unsqueeze(0).expand(len(padded), *xb.shape))
+                for xb in x_eval.split(step)
+            ]
             outputs.append(torch.cat(pieces, dim=1)[: len(states)])
-    picked = torch.tensor(index)
-    return torch.cat(outputs)[picked], torch.tensor([diverged[r.member] for r in rows])[picked]
+    return torch.cat(outputs)

@@ -42,12 +42,16 @@ DECOMPOSED = ("log10_lr", "best_value", "ensemble_accuracy", "distance_to_center
 
 
 def outcome_columns(studies: pd.DataFrame, space: SearchSpace) -> pd.DataFrame:
-    """``studies`` plus the derived columns ``log10_lr`` and (when decay is searched) ``log10_weight_decay``."""
+    """``studies`` plus the derived columns ``log10_lr`` and (when decay is searched)
+    ``log10_weight_decay``.
+    """
     studies = studies.copy()
     studies["log10_lr"] = np.log10(studies["lr"].astype(float))
     if space.weight_decay is not None:
         decay = studies["weight_decay"].astype(float)
-        studies["log10_weight_decay"] = np.where(decay > 0, np.log10(decay.where(decay > 0, 1.0)), np.nan)
+        studies["log10_weight_decay"] = np.where(
+            decay > 0, np.log10(decay.where(decay > 0, 1.0)), np.nan
+        )
     return studies
 
 
@@ -64,16 +68,35 @@ def _sd(values: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.std(values, axis=axis, ddof=1)
 
 
-def spread_table(studies: pd.DataFrame, columns: list[str], draws: int = 200, seed: int = 0) -> pd.DataFrame:
-    """One row per outcome column: ``quantity, mean, sd, sd_low, sd_high, min, max, range, studies``."""
+def spread_table(
+    studies: pd.DataFrame, columns: list[str], draws: int = 200, seed: int = 0
+) -> pd.DataFrame:
+    """One row per outcome column: ``quantity, mean, sd, sd_low, sd_high, min, max, range,
+    studies``.
+    """
     rows = []
     for name in columns:
         values = studies[name].astype(float).dropna().to_numpy()
-        row: dict[str, Any] = {"quantity": name, "studies": len(values), "mean": np.nan, "sd": np.nan, "sd_low": np.nan,
-                               "sd_high": np.nan, "min": np.nan, "max": np.nan, "range": np.nan}
+        row: dict[str, Any] = {
+            "quantity": name,
+            "studies": len(values),
+            "mean": np.nan,
+            "sd": np.nan,
+            "sd_low": np.nan,
+            "sd_high": np.nan,
+            "min": np.nan,
+            "max": np.nan,
+            "range": np.nan,
+        }
         if len(values):
-            row.update({"mean": float(values.mean()), "min": float(values.min()), "max": float(values.max()),
-                        "range": float(np.ptp(values))})
+            row.update(
+                {
+                    "mean": float(values.mean()),
+                    "min": float(values.min()),
+                    "max": float(values.max()),
+                    "range": float(np.ptp(values)),
+                }
+            )
         if len(values) >= 2:
             row["sd"] = float(_sd(values))
             if draws > 0:
@@ -88,7 +111,9 @@ def varied_factors(studies: pd.DataFrame) -> list[str]:
     return [f for f in FACTORS if studies[f].nunique(dropna=False) > 1]
 
 
-def factor_variance(studies: pd.DataFrame, p_true: np.ndarray, draws: int = 200, seed: int = 0) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
+def factor_variance(
+    studies: pd.DataFrame, p_true: np.ndarray, draws: int = 200, seed: int = 0
+) -> tuple[pd.DataFrame, dict[str, dict[str, Any]]]:
     """Variance components of each outcome over the varied initial-condition factors.
 
     Args:
@@ -107,21 +132,37 @@ def factor_variance(studies: pd.DataFrame, p_true: np.ndarray, draws: int = 200,
     if not factors:
         return pd.DataFrame(), {}
     design = studies[factors].astype(object)
-    values = {name: studies[name].astype(float).to_numpy() for name in DECOMPOSED if name != "p_true"}
+    values = {
+        name: studies[name].astype(float).to_numpy() for name in DECOMPOSED if name != "p_true"
+    }
     values["p_true"] = p_true
-    table = pd.concat([decompose(design, factors, v, name, draws, seed) for name, v in values.items()], ignore_index=True)
+    table = pd.concat(
+        [decompose(design, factors, v, name, draws, seed) for name, v in values.items()],
+        ignore_index=True,
+    )
     dominant: dict[str, dict[str, Any]] = {}
     for name, rows in table.groupby("outcome", sort=False):
         main = rows[rows["order"] == 1]
         key = "share" if main["share"].fillna(0).max() > 0 else "ss_share"
         if main[key].fillna(0).max() <= 0:
-            dominant[str(name)] = {"factor": None, "share": 0.0, "ss_share": 0.0, "top_effect": None, "top_share": 0.0,
-                                   "top_with_residual": False}
+            dominant[str(name)] = {
+                "factor": None,
+                "share": 0.0,
+                "ss_share": 0.0,
+                "top_effect": None,
+                "top_share": 0.0,
+                "top_with_residual": False,
+            }
             continue
         top = main.loc[main[key].fillna(-1).idxmax()]
         # An interaction can outweigh every main effect (the factors matter only together).
         effect = rows.loc[rows[key].fillna(-1).idxmax()]
-        dominant[str(name)] = {"factor": str(top["effect"]), "share": float(top["share"]), "ss_share": float(top["ss_share"]),
-                               "top_effect": str(effect["effect"]), "top_share": float(effect[key]),
-                               "top_with_residual": bool(effect["with_residual"])}
+        dominant[str(name)] = {
+            "factor": str(top["effect"]),
+            "share": float(top["share"]),
+            "ss_share": float(top["ss_share"]),
+            "top_effect": str(effect["effect"]),
+            "top_share": float(effect[key]),
+            "top_with_residual": bool(effect["with_residual"]),
+        }
     return table, dominant

@@ -38,12 +38,19 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _range(name: str, value: tuple[float, float], positive: bool = False, below_one: bool = False) -> tuple[float, float]:
+def _range(
+    name: str, value: tuple[float, float], positive: bool = False, below_one: bool = False
+) -> tuple[float, float]:
     low, high = value
     if not (math.isfinite(low) and math.isfinite(high)) or not low < high:
-        raise ValueError(f"range of {name!r} must be [low, high] with low < high, got [{low:g}, {high:g}]")
+        raise ValueError(
+            f"range of {name!r} must be [low, high] with low < high, got [{low:g}, {high:g}]"
+        )
     if positive and low <= 0:
-        raise ValueError(f"range of {name!r} is searched log-uniformly, so low must be > 0, got [{low:g}, {high:g}]")
+        raise ValueError(
+            f"range of {name!r} is searched log-uniformly, so low must be > 0, got [{low:g}, "
+            f"{high:g}]"
+        )
     if below_one and not (0 <= low and high < 1):
         raise ValueError(f"range of {name!r} must lie in [0, 1), got [{low:g}, {high:g}]")
     return low, high
@@ -55,12 +62,27 @@ class SearchSpace(_Strict):
     A hyperparameter left at ``None`` is not searched: it keeps its ``[trainer]`` value.
     """
 
-    lr: tuple[float, float] = Field((1e-3, 1.0), description="[low, high] of the learning rate, searched log-uniformly.")
-    momentum: tuple[float, float] | None = Field((0.0, 0.99), description="[low, high] of momentum (Adam: beta1), uniform; None keeps [trainer].")
-    weight_decay: tuple[float, float] | None = Field(None, description="[low, high] of weight decay, log-uniform; None keeps [trainer].")
-    weight_decay_zero: bool = Field(True, description="With a weight_decay range: also offer weight decay 0 (a yes/no choice first).")
-    batch_sizes: list[int] | None = Field(None, description="Batch sizes to choose from; None keeps [trainer].")
-    optimizers: list[str] | None = Field(None, description="Optimizers to choose from (sgd, adam, adamw, cone); None keeps [trainer].")
+    lr: tuple[float, float] = Field(
+        (1e-3, 1.0), description="[low, high] of the learning rate, searched log-uniformly."
+    )
+    momentum: tuple[float, float] | None = Field(
+        (0.0, 0.99),
+        description="[low, high] of momentum (Adam: beta1), uniform; None keeps [trainer].",
+    )
+    weight_decay: tuple[float, float] | None = Field(
+        None, description="[low, high] of weight decay, log-uniform; None keeps [trainer]."
+    )
+    weight_decay_zero: bool = Field(
+        True,
+        description="With a weight_decay range: also offer weight decay 0 (a yes/no choice first).",
+    )
+    batch_sizes: list[int] | None = Field(
+        None, description="Batch sizes to choose from; None keeps [trainer]."
+    )
+    optimizers: list[str] | None = Field(
+        None,
+        description="Optimizers to choose from (sgd, adam, adamw, cone); None keeps [trainer].",
+    )
 
     @field_validator("lr")
     @classmethod
@@ -80,7 +102,9 @@ class SearchSpace(_Strict):
     @field_validator("batch_sizes")
     @classmethod
     def _batch_sizes(cls, value: list[int] | None) -> list[int] | None:
-        if value is not None and (not value or any(b < 1 for b in value) or len(set(value)) != len(value)):
+        if value is not None and (
+            not value or any(b < 1 for b in value) or len(set(value)) != len(value)
+        ):
             raise ValueError(f"batch_sizes must be distinct integers >= 1, got {value}")
         return value
 
@@ -91,7 +115,11 @@ class SearchSpace(_Strict):
             return value
         unknown = [o for o in value if o not in OPTIMIZERS]
         if unknown or not value or len(set(value)) != len(value):
-            what = f"unknown optimizer {unknown[0]!r}" if unknown else f"optimizers must be distinct and non-empty, got {value}"
+            what = (
+                f"unknown optimizer {unknown[0]!r}"
+                if unknown
+                else f"optimizers must be distinct and non-empty, got {value}"
+            )
             raise ValueError(f"{what}; optimizers are: {', '.join(OPTIMIZERS)}")
         return value
 
@@ -104,21 +132,68 @@ class Trainer2Settings(_Strict):
     """
 
     trials: int = Field(12, ge=1, description="Trials (trainers tried) per study.")
-    sampler: Literal["tpe", "random"] = Field("tpe", description="tpe (Bergstra et al. 2011) or random search.")
-    startup_trials: int = Field(4, ge=1, description="TPE: random trials before the density model takes over.")
-    trial_members: int = Field(2, ge=1, description="Seeds (init + data order) each trial's score averages over.")
-    objective: Literal["accuracy", "loss"] = Field("accuracy", description="Validation score a study optimizes: accuracy (max) or loss (min).")
-    sampler_seeds: int = Field(4, ge=1, description="Initial condition: studies with sampler seeds 0 .. n-1.")
-    validation_bootstraps: int = Field(2, ge=0, description="Initial condition: bootstrap resamples 0 .. n-1 of the validation split that score trials (0: the split as it is).")
-    holdout_groups: list[int] = Field(default_factory=list, description="Initial condition: training groups left out of the trials, one per level ([]: none).")
-    validation_fraction: float = Field(0.2, gt=0, lt=1, description="Share of the training split carved off (seeded) as the validation split.")
-    split_seed: int = Field(0, ge=0, description="Seed of the validation split (fixed across studies).")
-    final_members: int = Field(4, ge=1, description="Members of the ensemble trained for each returned trainer (same seeds for every trainer).")
-    lockstep: bool = Field(True, description="Advance all studies together (round r trains every study's r-th trial as one ensemble).")
-    basin_threshold: float | None = Field(None, gt=0, description="JS (nats) at which two returned trainers' ensembles are in different basins; None: silhouette rule.")
+    sampler: Literal["tpe", "random"] = Field(
+        "tpe", description="tpe (Bergstra et al. 2011) or random search."
+    )
+    startup_trials: int = Field(
+        4, ge=1, description="TPE: random trials before the density model takes over."
+    )
+    trial_members: int = Field(
+        2, ge=1, description="Seeds (init + data order) each trial's score averages over."
+    )
+    objective: Literal["accuracy", "loss"] = Field(
+        "accuracy", description="Validation score a study optimizes: accuracy (max) or loss (min)."
+    )
+    sampler_seeds: int = Field(
+        4, ge=1, description="Initial condition: studies with sampler seeds 0 .. n-1."
+    )
+    validation_bootstraps: int = Field(
+        2,
+        ge=0,
+        description="Initial condition: bootstrap resamples 0 .. n-1 of the validation split that "
+        "score trials (0: the split as it is).",
+    )
+    holdout_groups: list[int] = Field(
+        default_factory=list,
+        description="Initial condition: training groups left out of the trials, one per level ([]: "
+        "none).",
+    )
+    validation_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="Share of the training split carved off (seeded) as the validation split.",
+    )
+    split_seed: int = Field(
+        0, ge=0, description="Seed of the validation split (fixed across studies)."
+    )
+    final_members: int = Field(
+        4,
+        ge=1,
+        description="Members of the ensemble trained for each returned trainer (same seeds for "
+        "every trainer).",
+    )
+    lockstep: bool = Field(
+        True,
+        description="Advance all studies together (round r trains every study's r-th trial as one "
+        "ensemble).",
+    )
+    basin_threshold: float | None = Field(
+        None,
+        gt=0,
+        description="JS (nats) at which two returned trainers' ensembles are in different basins; "
+        "None: silhouette rule.",
+    )
     draws: int = Field(200, ge=0, description="Bootstrap draws for intervals (0: none).")
-    threads: int | None = Field(None, ge=1, description="torch intra-op threads while trainer2 runs (None: leave torch's setting); 1 is fastest for small models on a busy CPU.")
-    search: SearchSpace = Field(default_factory=SearchSpace, description="The search space ([trainer2.search]).")
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch intra-op threads while trainer2 runs (None: leave torch's setting); 1 "
+        "is fastest for small models on a busy CPU.",
+    )
+    search: SearchSpace = Field(
+        default_factory=SearchSpace, description="The search space ([trainer2.search])."
+    )
 
     @field_validator("holdout_groups")
     @classmethod
@@ -145,11 +220,15 @@ class Trainer2Settings(_Strict):
 
     @property
     def rounds(self) -> int:
-        """Training rounds of the search: ``trials`` in lockstep, ``trials * n_studies`` otherwise."""
+        """Training rounds of the search: ``trials`` in lockstep, ``trials * n_studies``
+        otherwise.
+        """
         return self.trials * (1 if self.lockstep else self.n_studies)
 
     def updated(self, **changes: Any) -> Trainer2Settings:
-        """A validated copy with ``changes`` (e.g. command-line overrides); bad values raise :class:`UserError`."""
+        """A validated copy with ``changes`` (e.g. command-line overrides); bad values raise
+        :class:`UserError`.
+        """
         try:
             return Trainer2Settings.model_validate(self.model_dump() | changes)
         except ValidationError as exc:
@@ -159,12 +238,18 @@ class Trainer2Settings(_Strict):
         """Refuse settings this config's task cannot serve, with one line."""
         missing = [g for g in self.holdout_groups if g not in group_ids]
         if missing:
-            raise UserError(f"trainer2.holdout_groups names group {missing[0]}, but the task defines groups {group_ids or 'none'}")
+            raise UserError(
+                f"trainer2.holdout_groups names group {missing[0]}, but the task defines groups "
+                f"{group_ids or 'none'}"
+            )
 
 
 def fixed_trainer(trainer: TrainerConfig) -> dict[str, Any]:
     """The ``[trainer]`` values of the hyperparameters a study may choose (its defaults)."""
-    return {name: getattr(trainer, name) for name in ("lr", "momentum", "weight_decay", "batch_size", "optimizer")}
+    return {
+        name: getattr(trainer, name)
+        for name in ("lr", "momentum", "weight_decay", "batch_size", "optimizer")
+    }
 
 
 def _format(exc: ValidationError, source: str) -> str:
@@ -200,7 +285,10 @@ def load_trainer2(path: str | Path) -> tuple[Config, Trainer2Settings]:
     """Read a TOML file with a ``[trainer2]`` table (see the module docstring)."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file '{path}' does not exist; pass the path of a TOML file (see examples/trainer2.toml)")
+        raise UserError(
+            f"config file '{path}' does not exist; pass the path of a TOML file (see "
+            "examples/trainer2.toml)"
+        )
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
