@@ -1,9 +1,10 @@
 """`attractor` command line: a thin shell over the library. Every command takes ``--json``.
 
 Bad input never ends in a traceback: a :class:`UserError` prints one line and exits 2.
-Commands live by theme in ``core``, ``experiments`` (diff), ``lm``, ``measure`` and
-``trainer``; importing them registers them on the one Typer ``app`` (in that order, which
-is the order of ``attractor --help``).
+Commands live by theme in ``core``, ``experiments`` (diff), ``lm``, ``measure``,
+``trainer`` (instability, hparam-map), ``trainer_shortcuts``, ``trainer_stack`` (trainer2)
+and ``trainer_tangent``; importing them registers them on the one Typer ``app`` (in that
+order, which is the order of ``attractor --help``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,17 @@ from typing import Any
 
 import typer
 
-from attractor.cli import core, experiments, lm, measure, trainer  # noqa: F401 - registers the commands (alphabetical = help order)
+# Importing the theme modules registers their commands (alphabetical = help order).
+from attractor.cli import (  # noqa: F401
+    core,
+    experiments,
+    lm,
+    measure,
+    trainer,
+    trainer_shortcuts,
+    trainer_stack,
+    trainer_tangent,
+)
 from attractor.cli._shared import app
 from attractor.errors import UserError
 

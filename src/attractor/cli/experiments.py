@@ -20,7 +20,10 @@ from attractor.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
 
-ForceFlag = Annotated[bool, typer.Option("--force", help="Delete OUT first if it holds another experiment or settings.")]
+ForceFlag = Annotated[
+    bool,
+    typer.Option("--force", help="Delete OUT first if it holds another experiment or settings."),
+]
 
 
 def settings_of(model: type[M], **values: Any) -> M:
@@ -45,26 +48,92 @@ def emit_result(result: Any, files: dict[str, str]) -> None:
     emit_json({**result.to_json(), "files": files})
 
 
+_ModelAArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="A",
+        help="Model spec: RUN_DIR:MEMBER[:STEP], RUN_DIR:mean, or FILE.safetensors (with --task); "
+        "append @noise=1e-3, @dropout=0.1, @dropconnect=0.05, @prune=0.2, @fp16 or @int8 for a "
+        "perturbed copy.",
+    ),
+]
+_ModelBArg = Annotated[
+    str | None,
+    typer.Argument(
+        metavar="[B]",
+        help="Second model spec (same task shapes); omit it, with A a run directory, "
+        "to search where that run's members spread most.",
+    ),
+]
+_EpsOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Radius of the L-infinity balls around test points; omit for the training data's "
+        "whole box."
+    ),
+]
+_PointsOption = Annotated[int, typer.Option(min=1, help="Test points (ball centres).")]
+_ObjectiveOption = Annotated[
+    str, typer.Option(help="Search objective: js, kl, symmetric_kl, logit, logit:K or margin.")
+]
+_DeltaOption = Annotated[
+    float | None,
+    typer.Option(
+        help="Threshold on the largest logit difference: verified / falsified / unknown per point."
+    ),
+]
+_BudgetOption = Annotated[
+    float, typer.Option(help="Branch-and-bound seconds per point (0: one-shot bound only).")
+]
+_MethodOption = Annotated[
+    str,
+    typer.Option(help="Certificate bounds: auto, differential, linear, optimized or interval."),
+]
+_TaskOption = Annotated[
+    str | None,
+    typer.Option(help="Task for safetensors files: a run dir, a config TOML or a task name."),
+]
+_CentersOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A .npy file [points, *input_shape] of ball centres instead of the test inputs."
+    ),
+]
+_ClipOption = Annotated[
+    bool,
+    typer.Option("--clip/--no-clip", help="Intersect the balls with the training data's range."),
+]
+_RestartsOption = Annotated[int, typer.Option(min=1, help="PGD restarts per point.")]
+_StepsOption = Annotated[int, typer.Option(min=0, help="PGD steps per restart.")]
+_SeedOption = Annotated[int, typer.Option(help="Seed of the random starts and samples.")]
+_OutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Directory of this comparison: diff.json, diff.parquet, report.html "
+        "(default: runs/diff-<hash of the settings>, one per comparison).",
+    ),
+]
+
+
 @app.command()
 def diff(
-    model_a: Annotated[str, typer.Argument(metavar="A", help="Model spec: RUN_DIR:MEMBER[:STEP], RUN_DIR:mean, or FILE.safetensors (with --task); "
-                                                         "append @noise=1e-3, @dropout=0.1, @dropconnect=0.05, @prune=0.2, @fp16 or @int8 for a perturbed copy.")],
-    model_b: Annotated[str | None, typer.Argument(metavar="[B]", help="Second model spec (same task shapes); omit it, with A a run directory, "
-                                                                     "to search where that run's members spread most.")] = None,
-    eps: Annotated[float | None, typer.Option(help="Radius of the L-infinity balls around test points; omit for the training data's whole box.")] = 0.05,
-    points: Annotated[int, typer.Option(min=1, help="Test points (ball centres).")] = 20,
-    objective: Annotated[str, typer.Option(help="Search objective: js, kl, symmetric_kl, logit, logit:K or margin.")] = "js",
-    delta: Annotated[float | None, typer.Option(help="Threshold on the largest logit difference: verified / falsified / unknown per point.")] = None,
-    budget: Annotated[float, typer.Option(help="Branch-and-bound seconds per point (0: one-shot bound only).")] = 10.0,
-    method: Annotated[str, typer.Option(help="Certificate bounds: auto, differential, linear, optimized or interval.")] = "auto",
-    task: Annotated[str | None, typer.Option(help="Task for safetensors files: a run dir, a config TOML or a task name.")] = None,
-    centers: Annotated[Path | None, typer.Option(help="A .npy file [points, *input_shape] of ball centres instead of the test inputs.")] = None,
-    clip: Annotated[bool, typer.Option("--clip/--no-clip", help="Intersect the balls with the training data's range.")] = True,
-    restarts: Annotated[int, typer.Option(min=1, help="PGD restarts per point.")] = 8,
-    steps: Annotated[int, typer.Option(min=0, help="PGD steps per restart.")] = 50,
-    seed: Annotated[int, typer.Option(help="Seed of the random starts and samples.")] = 0,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Directory of this comparison: diff.json, diff.parquet, report.html "
-                                                               "(default: runs/diff-<hash of the settings>, one per comparison).")] = None,
+    model_a: _ModelAArg,
+    model_b: _ModelBArg = None,
+    eps: _EpsOption = 0.05,
+    points: _PointsOption = 20,
+    objective: _ObjectiveOption = "js",
+    delta: _DeltaOption = None,
+    budget: _BudgetOption = 10.0,
+    method: _MethodOption = "auto",
+    task: _TaskOption = None,
+    centers: _CentersOption = None,
+    clip: _ClipOption = True,
+    restarts: _RestartsOption = 8,
+    steps: _StepsOption = 50,
+    seed: _SeedOption = 0,
+    out: _OutOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -79,18 +148,42 @@ def diff(
     """
     from attractor.experiments.diff import DiffSettings, run_diff
 
-    settings = settings_of(DiffSettings, a=model_a, b=model_b, task=task, eps=eps, points=points, objective=objective,
-                           delta=delta, budget_s=budget, method=method, restarts=restarts, steps=steps, seed=seed,
-                           centers=None if centers is None else str(centers), clip=clip)
+    settings = settings_of(
+        DiffSettings,
+        a=model_a,
+        b=model_b,
+        task=task,
+        eps=eps,
+        points=points,
+        objective=objective,
+        delta=delta,
+        budget_s=budget,
+        method=method,
+        restarts=restarts,
+        steps=steps,
+        seed=seed,
+        centers=None if centers is None else str(centers),
+        clip=clip,
+    )
     store, result = run_diff(settings, out, force=force)
     files = {"json": str(store.root / "diff.json"), "html": str(render_page(store.root))}
     if as_json:
         emit_result(result, files)
         return
+    _print_diff(result, files)
+
+
+def _print_diff(result: Any, files: dict[str, str]) -> None:
+    """The search against its baseline, the certificate (or why there is none), the files."""
     s = result.summary()
-    console.print(f"search ({s['objective']}): best {s['search_best']:.4g} (PGD) vs {s['baseline_best']:.4g} (random), "
-                  f"mean per point {s['search_mean_per_point']:.4g} vs {s['baseline_mean_per_point']:.4g}, "
-                  f"{s['evaluations']} evaluations each", markup=False, soft_wrap=True)
+    console.print(
+        f"search ({s['objective']}): best {s['search_best']:.4g} (PGD) vs {s['baseline_best']:.4g} "
+        "(random), "
+        f"mean per point {s['search_mean_per_point']:.4g} vs {s['baseline_mean_per_point']:.4g}, "
+        f"{s['evaluations']} evaluations each",
+        markup=False,
+        soft_wrap=True,
+    )
     if result.certificate is None:
         console.print(f"no certificate: {result.certify_note}", markup=False, soft_wrap=True)
     else:
@@ -101,13 +194,29 @@ def diff(
 def _print_certificate(result: Any) -> None:
     """Per ball: certified upper bound, attained lower bound, gap, verdict; then per output."""
     cert = result.certificate
-    table = Table("point", "certified upper", "attained lower", "gap", "verdict",
-                  title="max over outputs of |f_B - f_A| (logits) per ball")
-    for i, (up, low, verdict) in enumerate(zip(cert.upper.tolist(), cert.lower.tolist(), cert.verdicts, strict=True)):
+    table = Table(
+        "point",
+        "certified upper",
+        "attained lower",
+        "gap",
+        "verdict",
+        title="max over outputs of |f_B - f_A| (logits) per ball",
+    )
+    for i, (up, low, verdict) in enumerate(
+        zip(cert.upper.tolist(), cert.lower.tolist(), cert.verdicts, strict=True)
+    ):
         table.add_row(str(i), f"{up:.4g}", f"{low:.4g}", f"{up - low:.3g}", verdict)
     console.print(table)
-    per = Table("output", "certified interval of f_B - f_A", "attained range", title="per output, over all balls")
+    per = Table(
+        "output",
+        "certified interval of f_B - f_A",
+        "attained range",
+        title="per output, over all balls",
+    )
     for row in result.per_output.itertuples():
-        per.add_row(str(row.output), f"[{row.certified_low:.4g}, {row.certified_high:.4g}]",
-                    f"[{row.attained_low:.4g}, {row.attained_high:.4g}]")
+        per.add_row(
+            str(row.output),
+            f"[{row.certified_low:.4g}, {row.certified_high:.4g}]",
+            f"[{row.attained_low:.4g}, {row.attained_high:.4g}]",
+        )
     console.print(per)
