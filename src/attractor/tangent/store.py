@@ -1,4 +1,5 @@
-"""The tangent analysis' result (kind ``tangent``): ``tangent.parquet`` (curves) and ``tangent.json`` (all of it).
+"""The tangent analysis' result (kind ``tangent``): ``tangent.parquet`` (curves) and
+``tangent.json`` (all of it).
 
 The run store writes it (:meth:`attractor.runs.store.RunStore.write`); :func:`read_result`
 reads it back from a directory.
@@ -65,12 +66,29 @@ class TangentResult:
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able: NaN and missing values become ``None``."""
-        keys = ("out", "config_hash", "directions", "dtype", "reorth_every", "power_iterations",
-                "finite_scale", "basin_tolerance")
+        keys = (
+            "out",
+            "config_hash",
+            "directions",
+            "dtype",
+            "reorth_every",
+            "power_iterations",
+            "finite_scale",
+            "basin_tolerance",
+        )
         settings = {k: getattr(self, k) for k in keys}
-        return strict_json({**settings, "hypers": list(self.hypers), "summary": self.summary,
-                            "members": self.members, "hypergrads": self.hypergrads, "basin": self.basin,
-                            "sensitivity": self.sensitivity, "curves": self.curves})
+        return strict_json(
+            {
+                **settings,
+                "hypers": list(self.hypers),
+                "summary": self.summary,
+                "members": self.members,
+                "hypergrads": self.hypergrads,
+                "basin": self.basin,
+                "sensitivity": self.sensitivity,
+                "curves": self.curves,
+            }
+        )
 
     def to_tables(self) -> dict[str, pd.DataFrame]:
         """The curves: one row per (member, snapshot step)."""
@@ -78,35 +96,74 @@ class TangentResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TangentResult:
-        return cls(out=data["out"], config_hash=data["config_hash"], directions=data["directions"], hypers=tuple(data["hypers"]),
-                   dtype=data["dtype"], reorth_every=data["reorth_every"], power_iterations=data["power_iterations"],
-                   finite_scale=data["finite_scale"], curves=pd.DataFrame(data["curves"]), members=pd.DataFrame(data["members"]),
-                   hypergrads=pd.DataFrame(data["hypergrads"]), summary=data.get("summary", {}), basin=pd.DataFrame(data.get("basin", [])),
-                   sensitivity=pd.DataFrame(data.get("sensitivity", [])), basin_tolerance=data.get("basin_tolerance"))
+        return cls(
+            out=data["out"],
+            config_hash=data["config_hash"],
+            directions=data["directions"],
+            hypers=tuple(data["hypers"]),
+            dtype=data["dtype"],
+            reorth_every=data["reorth_every"],
+            power_iterations=data["power_iterations"],
+            finite_scale=data["finite_scale"],
+            curves=pd.DataFrame(data["curves"]),
+            members=pd.DataFrame(data["members"]),
+            hypergrads=pd.DataFrame(data["hypergrads"]),
+            summary=data.get("summary", {}),
+            basin=pd.DataFrame(data.get("basin", [])),
+            sensitivity=pd.DataFrame(data.get("sensitivity", [])),
+            basin_tolerance=data.get("basin_tolerance"),
+        )
 
 
 def _spread(values: pd.Series) -> dict[str, float | None]:
     values = pd.to_numeric(values, errors="coerce").dropna()
     if values.empty:
         return {"mean": None, "sd": None, "min": None, "max": None}
-    return {"mean": float(values.mean()), "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-            "min": float(values.min()), "max": float(values.max())}
+    return {
+        "mean": float(values.mean()),
+        "sd": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+        "min": float(values.min()),
+        "max": float(values.max()),
+    }
 
 
 def summarize(result: TangentResult) -> TangentResult:
-    """The result with ``summary``: spread across members of growth, exponents and every hypergradient."""
+    """The result with ``summary``: spread across members of growth, exponents and every
+    hypergradient.
+    """
     m = result.members
-    summary: dict[str, Any] = {"members": len(m), "diverged": int(m["diverged_step"].notna().sum()) if "diverged_step" in m else 0}
-    for name in ("leading_exponent", "random_growth", "function_growth_top", "power_top_growth", "engine_max_abs_diff", "basin_growth"):
+    summary: dict[str, Any] = {
+        "members": len(m),
+        "diverged": int(m["diverged_step"].notna().sum()) if "diverged_step" in m else 0,
+    }
+    for name in (
+        "leading_exponent",
+        "random_growth",
+        "function_growth_top",
+        "power_top_growth",
+        "engine_max_abs_diff",
+        "basin_growth",
+    ):
         if name in m:
             summary[name] = _spread(m[name])
     hyper = {}
-    for (h, outcome), rows in result.hypergrads.groupby(["hyper", "outcome"], sort=False) if len(result.hypergrads) else []:
-        hyper[f"{outcome}/{h}"] = {"derivative": _spread(rows["derivative"]), "finite_scale": _spread(rows["finite_scale"])}
+    for (h, outcome), rows in (
+        result.hypergrads.groupby(["hyper", "outcome"], sort=False)
+        if len(result.hypergrads)
+        else []
+    ):
+        hyper[f"{outcome}/{h}"] = {
+            "derivative": _spread(rows["derivative"]),
+            "finite_scale": _spread(rows["finite_scale"]),
+        }
     summary["hypergradients"] = hyper
     if "basin_eps" in m:
         eps = pd.to_numeric(m["basin_eps"], errors="coerce")
-        summary["basin"] = {"breakdown_eps": _spread(eps), "never_broke": int(eps.isna().sum()), "members": len(m)}
+        summary["basin"] = {
+            "breakdown_eps": _spread(eps),
+            "never_broke": int(eps.isna().sum()),
+            "members": len(m),
+        }
     return replace(result, summary=summary)
 
 

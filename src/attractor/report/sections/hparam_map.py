@@ -1,4 +1,5 @@
-"""The ``hparam-map`` section: accuracy over the learning rate × momentum grid and the good-lr range.
+"""The ``hparam-map`` section: accuracy over the learning rate × momentum grid and the good-lr
+range.
 
 :func:`heatmap_png` is also what ``attractor hparam-map`` saves as ``hparam-map.png``.
 """
@@ -44,15 +45,24 @@ def heatmap_png(result: StoredResult) -> bytes:
             text = f"{cell['accuracy_mean']:.2f}\n±{sd:.2f}"
             if cell["diverged"] > 0:
                 text += f"\n{cell['diverged']:.0%} div"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if cell["accuracy_mean"] < 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if cell["accuracy_mean"] < 0.6 else "black",
+            )
             if ranged["lr_min"] <= lr <= ranged["lr_max"]:
                 ax.add_patch(_outline(j, i))
     ax.set_xticks(range(len(lrs)), [f"{lr:.3g}" for lr in lrs], rotation=45)
     ax.set_yticks(range(len(momenta)), [f"{m:g}" for m in momenta])
     ax.set_xlabel("learning rate")
     ax.set_ylabel("momentum")
-    ax.set_title(f"final {split} accuracy (mean ± sd); outlined: within {tolerance:.0%} of the best error")
+    ax.set_title(
+        f"final {split} accuracy (mean ± sd); outlined: within {tolerance:.0%} of the best error"
+    )
     fig.colorbar(image, ax=ax, label="accuracy")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", facecolor="white", metadata={"Software": None})
@@ -70,10 +80,15 @@ def hparam_map_section(result: StoredResult) -> str:
     uri = "data:image/png;base64," + base64.b64encode(heatmap_png(result)).decode("ascii")
     body = figure(uri, "accuracy over the lr x momentum grid") + table(result.table("ranges"))
     body += table(result.table(""))
-    lead = (f"Final {result.data.get('split', 'test')} accuracy per cell (mean and sd over seeds; diverged "
-            "members at their values at init). Per momentum: the contiguous range of learning rates around the "
-            f"best whose error is within {result.data['tolerance']:.0%} of the best, its width in decades with "
-            "a seed-bootstrap 95 % interval, and LR sensitivity (Wortsman et al. 2023).")
+    lead = (
+        f"Final {result.data.get('split', 'test')} accuracy per cell (mean and sd over seeds; "
+        "diverged "
+        "members at their values at init). Per momentum: the contiguous range of learning rates "
+        "around the "
+        f"best whose error is within {result.data['tolerance']:.0%} of the best, its width in "
+        "decades with "
+        "a seed-bootstrap 95 % interval, and LR sensitivity (Wortsman et al. 2023)."
+    )
     return section("hparam-map", "Learning rate × momentum map", lead, body)
 
 
