@@ -3,13 +3,15 @@
 Each entry of :data:`attractor.experiments.EXPERIMENTS` runs with tiny settings (a few
 steps of a small digits MLP) and must: write results that :meth:`RunStore.results` lists,
 in a directory whose manifest names it; reopen that directory for the same settings;
-refuse other settings (``UserError``) unless ``force``; and write strict JSON (no NaN).
-A new experiment gets these tests by one entry in :data:`TINY`.
+refuse other settings (``UserError``) unless ``force``; write strict JSON (no NaN); and
+render a page (``attractor.report.render_directory``) holding the section of every result
+kind it returned. A new experiment gets these tests by one entry in :data:`TINY`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from pydantic import BaseModel
 
 from attractor.errors import UserError
 from attractor.experiments import EXPERIMENTS, get_experiment, run_experiment
+from attractor.report import render_directory
+from attractor.report.sections import Context, sections_for
 from attractor.runs.results import RESULT_KINDS
 from attractor.runs.store import RunStore
 from tests.conftest import tiny_config
@@ -142,3 +146,19 @@ class TestExperiment:
         forced, _ = run_experiment(name, other, out, force=True)
         assert _strict(out / "manifest.json")["config_hash"] != manifest["config_hash"]
         assert forced.results()
+
+    def test_page_shows_a_section_for_every_result(
+        self, name: str, trained: Path, tmp_path: Path
+    ) -> None:
+        store, results = run_experiment(name, TINY[name][0](trained), tmp_path / name)
+        page = render_directory(store.root).read_text(encoding="utf-8")
+        for kind in {r.kind for r in results}:
+            sections = sections_for(kind)
+            assert sections, f"no report section renders results of kind {kind!r}"
+            for section in sections:
+                alone = section.render(store.results(kind), Context(store, None))
+                keys = re.findall(r'<section id="([^"]+)"', alone)
+                assert keys, f"the {kind} section rendered no <section>"
+                assert all(f'<section id="{key}"' in page for key in keys), (kind, keys)
+        text = re.sub(r'src="data:[^"]*"', "", page)
+        assert not re.search(r"\bnan\b", text, re.IGNORECASE)  # missing values show as a dash

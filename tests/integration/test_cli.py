@@ -164,13 +164,22 @@ def test_demo_json(cli: Cli, tmp_path: Path) -> None:
     assert summary["done"] == summary["members"] == 4
 
 
-@pytest.mark.parametrize("command", [[], ["tasks"], ["plan"], ["run"], ["info"], ["demo"]])
+#: The experiment commands (each runs one entry of attractor.experiments.EXPERIMENTS).
+EXPERIMENT_COMMANDS = ["instability", "hparam-map", "shortcuts", "trainer2", "tangent", "diff"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [[], ["tasks"], ["plan"], ["run"], ["info"], ["demo"], *[[c] for c in EXPERIMENT_COMMANDS]],
+)
 def test_help(cli: Cli, command: list[str]) -> None:
     result = cli(*command, "--help")
     assert result.code == 0, result.err
     assert "Usage: attractor" in result.out and "Traceback" not in result.out
     if command:  # every command takes --json
         assert "--json" in result.out
+    else:  # the overview lists every experiment command
+        assert all(f" {c} " in result.out for c in EXPERIMENT_COMMANDS)
 
 
 # ---- bad config: one line, exit 2, the existing run untouched -----------------------------
