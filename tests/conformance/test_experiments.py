@@ -31,8 +31,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(**trainer: Any) -> Any:
-    return tiny_config(task={"hidden": [8]}, trainer={"steps": 6, "batch_size": 16, **trainer},
-                       plan={"members": 2}, run={"snapshots": 2})
+    return tiny_config(
+        task={"hidden": [8]},
+        trainer={"steps": 6, "batch_size": 16, **trainer},
+        plan={"members": 2},
+        run={"snapshots": 2},
+    )
 
 
 def _hparam_map(_: Path) -> BaseModel:
@@ -56,17 +60,31 @@ def _shortcuts(_: Path) -> BaseModel:
 def _trainer2(_: Path) -> BaseModel:
     from attractor.stack import Trainer2Run, Trainer2Settings
 
-    search = Trainer2Settings.model_validate({"trials": 2, "startup_trials": 1, "sampler_seeds": 2,
-                                              "validation_bootstraps": 0, "final_members": 2, "draws": 10,
-                                              "threads": 1})
+    search = Trainer2Settings.model_validate(
+        {
+            "trials": 2,
+            "startup_trials": 1,
+            "sampler_seeds": 2,
+            "validation_bootstraps": 0,
+            "final_members": 2,
+            "draws": 10,
+            "threads": 1,
+        }
+    )
     return Trainer2Run(config=_config(), trainer2=search)
 
 
 def _tangent(_: Path) -> BaseModel:
     from attractor.experiments.tangent import TangentSettings
 
-    return TangentSettings(config=_config(), directions=1, hypers=["lr"], power_iterations=0, finite_scale=None,
-                           basin_eps=None)
+    return TangentSettings(
+        config=_config(),
+        directions=1,
+        hypers=["lr"],
+        power_iterations=0,
+        finite_scale=None,
+        basin_eps=None,
+    )
 
 
 def _diff(run: Path) -> BaseModel:
@@ -102,6 +120,7 @@ def test_every_registered_experiment_has_tiny_settings() -> None:
 
 def _strict(path: Path) -> Any:
     """``path``'s JSON, refusing NaN and infinities (strict JSON)."""
+
     def refuse(token: str) -> Any:
         raise AssertionError(f"{path.name} holds {token}: not strict JSON")
 
@@ -115,11 +134,17 @@ class TestExperiment:
     def test_settings_model_forbids_unknown_keys(self, name: str, trained: Path) -> None:
         experiment = get_experiment(name)
         settings = TINY[name][0](trained)
-        assert isinstance(settings, experiment.settings) and experiment.name == name and experiment.summary
+        assert (
+            isinstance(settings, experiment.settings)
+            and experiment.name == name
+            and experiment.summary
+        )
         with pytest.raises(ValueError):  # pydantic's ValidationError is a ValueError
             experiment.settings.model_validate({**settings.model_dump(), "bogus": 1})
 
-    def test_runs_lists_reopens_refuses_and_forces(self, name: str, trained: Path, tmp_path: Path) -> None:
+    def test_runs_lists_reopens_refuses_and_forces(
+        self, name: str, trained: Path, tmp_path: Path
+    ) -> None:
         make, change = TINY[name]
         settings = make(trained)
         out = tmp_path / name
@@ -133,7 +158,9 @@ class TestExperiment:
             for key in stored.table_keys:
                 stored.table(key)  # every table it names reads back
         manifest = _strict(out / "manifest.json")
-        assert manifest["experiment"] == name and manifest["config"] == settings.model_dump(mode="json")
+        assert manifest["experiment"] == name and manifest["config"] == settings.model_dump(
+            mode="json"
+        )
 
         again, _ = run_experiment(name, settings, out)  # the same settings reopen it
         assert _strict(out / "manifest.json")["config_hash"] == manifest["config_hash"]

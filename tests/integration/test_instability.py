@@ -36,13 +36,21 @@ def digits() -> Task:
     return build_task(tiny_config().task)
 
 
-def run(task: Task, config: Config, rows: list[PlanRow], vectorized: bool, start: list[Start] | None = None) -> tuple[Final, dict[int, list[int]], dict[int, Start]]:
+def run(
+    task: Task,
+    config: Config,
+    rows: list[PlanRow],
+    vectorized: bool,
+    start: list[Start] | None = None,
+) -> tuple[Final, dict[int, list[int]], dict[int, Start]]:
     """Train a chunk: last snapshot per member, its snapshot steps, and its states at each."""
     last: Final = {}
     seen: dict[int, list[int]] = {}
     states: dict[int, Start] = {}
 
-    def sink(row: PlanRow, step: int, tensors: dict[str, torch.Tensor], _metrics: dict[str, float]) -> None:
+    def sink(
+        row: PlanRow, step: int, tensors: dict[str, torch.Tensor], _metrics: dict[str, float]
+    ) -> None:
         last[row.member] = tensors
         seen.setdefault(row.member, []).append(step)
 
@@ -54,21 +62,33 @@ def run(task: Task, config: Config, rows: list[PlanRow], vectorized: bool, start
     return last, seen, states
 
 
-def hand_run(task: Task, config: Config, row: PlanRow, start: Start, optimizer: str) -> dict[str, torch.Tensor]:
-    """The specification: nn.Module + torch.optim from ``start``, the schedule going on from its step."""
+def hand_run(
+    task: Task, config: Config, row: PlanRow, start: Start, optimizer: str
+) -> dict[str, torch.Tensor]:
+    """The specification: nn.Module + torch.optim from ``start``, the schedule going on from its
+    step.
+    """
     model = initial_module(task, row)
     model.load_state_dict({**start.params, **start.buffers})
     steps, trainer = config.trainer.steps, config.trainer
     params = dict(model.named_parameters())
     if optimizer == "sgd":
-        opt: torch.optim.Optimizer = torch.optim.SGD(params.values(), lr=row.lr, momentum=row.momentum)
+        opt: torch.optim.Optimizer = torch.optim.SGD(
+            params.values(), lr=row.lr, momentum=row.momentum
+        )
         for name, p in params.items():
-            opt.state[p] = {"momentum_buffer": start.optimizer_state[name]["momentum_buffer"].clone()}
+            opt.state[p] = {
+                "momentum_buffer": start.optimizer_state[name]["momentum_buffer"].clone()
+            }
     else:
         opt = torch.optim.Adam(params.values(), lr=row.lr, betas=(row.momentum, trainer.beta2))
         for name, p in params.items():
             slots = start.optimizer_state[name]
-            opt.state[p] = {"step": torch.tensor(float(start.step)), "exp_avg": slots["exp_avg"].clone(), "exp_avg_sq": slots["exp_avg_sq"].clone()}
+            opt.state[p] = {
+                "step": torch.tensor(float(start.step)),
+                "exp_avg": slots["exp_avg"].clone(),
+                "exp_avg_sq": slots["exp_avg_sq"].clone(),
+            }
     stream = BatchStream(member_pool(task, row), row.batch_size, row.data_seed)
     for step in range(start.step + 1, steps + 1):
         for group in opt.param_groups:
@@ -88,19 +108,32 @@ def test_spawn_at_step_zero_equals_a_fresh_member(digits: Task, vectorized: bool
     _, _, states = run(digits, config, [parent], vectorized)
     assert sorted(states) == [0, 6, 15]
     # Children with another init seed: only the start state may set their weights.
-    children = [PlanRow(member=1, init_seed=99, data_seed=7), PlanRow(member=2, init_seed=98, data_seed=8)]
+    children = [
+        PlanRow(member=1, init_seed=99, data_seed=7),
+        PlanRow(member=2, init_seed=98, data_seed=8),
+    ]
     spawned, seen, _ = run(digits, config, children, vectorized, start=[states[0]] * 2)
-    fresh, _, _ = run(digits, config, [PlanRow(member=1, init_seed=3, data_seed=7), PlanRow(member=2, init_seed=3, data_seed=8)], vectorized)
+    fresh, _, _ = run(
+        digits,
+        config,
+        [PlanRow(member=1, init_seed=3, data_seed=7), PlanRow(member=2, init_seed=3, data_seed=8)],
+        vectorized,
+    )
     assert seen == {1: [0, 6, 15], 2: [0, 6, 15]}
     for member in (1, 2):
         assert all(torch.equal(spawned[member][k], fresh[member][k]) for k in fresh[member])
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_spawned_child_continues_the_parents_optimizer_and_schedule(digits: Task, optimizer: str) -> None:
+def test_spawned_child_continues_the_parents_optimizer_and_schedule(
+    digits: Task, optimizer: str
+) -> None:
     """The child's first step uses the parent's momentum / Adam moments and step count."""
     lr = 0.05 if optimizer == "sgd" else 0.01
-    config = tiny_config(trainer={"steps": 14, "optimizer": optimizer, "lr": lr, "schedule": "cosine"}, run={"snapshots": [5]})
+    config = tiny_config(
+        trainer={"steps": 14, "optimizer": optimizer, "lr": lr, "schedule": "cosine"},
+        run={"snapshots": [5]},
+    )
     parent = PlanRow(member=0, init_seed=1, data_seed=2, lr=lr, optimizer=optimizer)
     _, _, states = run(digits, config, [parent], vectorized=False)
     start = states[5]
@@ -112,8 +145,13 @@ def test_spawned_child_continues_the_parents_optimizer_and_schedule(digits: Task
     for name, value in expected.items():
         torch.testing.assert_close(spawned[1][name], value, rtol=0, atol=1e-6)
     # The carried state matters: forgetting it gives another result.
-    blank = {name: {slot: torch.zeros_like(v) for slot, v in slots.items()} for name, slots in start.optimizer_state.items()}
-    forgetful = hand_run(digits, config, child, Start(start.step, start.params, start.buffers, blank), optimizer)
+    blank = {
+        name: {slot: torch.zeros_like(v) for slot, v in slots.items()}
+        for name, slots in start.optimizer_state.items()
+    }
+    forgetful = hand_run(
+        digits, config, child, Start(start.step, start.params, start.buffers, blank), optimizer
+    )
     assert max((forgetful[k] - expected[k]).abs().max().item() for k in expected) > 1e-3
 
 
@@ -132,7 +170,10 @@ def test_start_must_match_the_rows(digits: Task) -> None:
 @pytest.mark.parametrize(
     ("spawn", "message"),
     [
-        ([5, 30], r"spawn step 30 is at or past the end of training \(30 steps\); choose steps below 30"),
+        (
+            [5, 30],
+            r"spawn step 30 is at or past the end of training \(30 steps\); choose steps below 30",
+        ),
         ([400], r"spawn step 400 is at or past the end of training"),
         ([0, -1], r"spawn step -1 is not a non-negative integer"),
         ([3, 3], r"spawn step 3 is given twice"),
@@ -157,7 +198,12 @@ def test_tiny_instability_analysis(tmp_path: Path) -> None:
     result = run_instability(settings, tmp_path / "out")
     assert result.spawn_steps == [0, 10] and result.total_steps == 30
     table = result.table
-    assert len(table) == 4 and table[["spawn_step", "pair"]].values.tolist() == [[0, 0], [0, 1], [10, 0], [10, 1]]
+    assert len(table) == 4 and table[["spawn_step", "pair"]].values.tolist() == [
+        [0, 0],
+        [0, 1],
+        [10, 0],
+        [10, 1],
+    ]
     assert not table["diverged"].any()
     # Both forms are >= 0 by construction: the ends lie on the path (see connectivity).
     assert (table[list(BARRIERS)] >= 0).all().all()
@@ -172,16 +218,22 @@ def test_tiny_instability_analysis(tmp_path: Path) -> None:
     assert table.equals(again.table)
     saved = json.loads((tmp_path / "out" / "instability.json").read_text())
     assert saved["onset"] == result.onset and len(saved["table"]) == 4
-    assert (tmp_path / "out" / "instability.parquet").exists() and (tmp_path / "out" / "instability.curves.parquet").exists()
+    assert (tmp_path / "out" / "instability.parquet").exists() and (
+        tmp_path / "out" / "instability.curves.parquet"
+    ).exists()
     assert [r.kind for r in RunStore(tmp_path / "out").results()] == ["instability"]
 
 
 def test_cli_writes_its_own_directory(tmp_path: Path, cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without --out the analysis gets runs/instability-<hash>; bad steps are refused, nothing left."""
+    """Without --out the analysis gets runs/instability-<hash>; bad steps are refused, nothing
+    left.
+    """
     from tests.conftest import write_toml
 
     config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 20}))
-    bad = cli("instability", config, "--spawn-steps", "0,25", "--pairs", "2", "--out", tmp_path / "bad")
+    bad = cli(
+        "instability", config, "--spawn-steps", "0,25", "--pairs", "2", "--out", tmp_path / "bad"
+    )
     assert bad.code == 2 and "past the end" in bad.err and not (tmp_path / "bad").exists()
     monkeypatch.chdir(tmp_path)
     result = cli("instability", config, "--spawn-steps", "0,10", "--pairs", "2", "--json")

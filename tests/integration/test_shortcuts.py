@@ -15,12 +15,21 @@ from tests.conftest import tiny_config, write_toml
 
 
 def spurious(strength: float, steps: int = 60) -> object:
-    return tiny_config(task={"name": "spurious-digits", "hidden": [32], "strength": strength}, trainer={"steps": steps, "momentum": 0.0})
+    return tiny_config(
+        task={"name": "spurious-digits", "hidden": [32], "strength": strength},
+        trainer={"steps": steps, "momentum": 0.0},
+    )
 
 
 def test_variant_strings_parse_and_refuse() -> None:
-    assert parse_variant("adam:optimizer=adam,lr=0.001") == ("adam", {"optimizer": "adam", "lr": 0.001})
-    assert parse_variant("sd: logit_penalty=0.1, nesterov=true") == ("sd", {"logit_penalty": 0.1, "nesterov": True})
+    assert parse_variant("adam:optimizer=adam,lr=0.001") == (
+        "adam",
+        {"optimizer": "adam", "lr": 0.001},
+    )
+    assert parse_variant("sd: logit_penalty=0.1, nesterov=true") == (
+        "sd",
+        {"logit_penalty": 0.1, "nesterov": True},
+    )
     assert parse_variant("plain") == ("plain", {})
     with pytest.raises(UserError, match="label"):
         parse_variant("bad label:lr=1")
@@ -38,14 +47,34 @@ def test_no_shortcut_feature_means_no_reliance(tmp_path: Path) -> None:
     assert result.has_shortcut
     assert (result.members["shortcut_reliance"] == 0).all()
     row = result.summary.iloc[0]
-    assert row["shortcut_reliance"] == row["shortcut_reliance_low"] == row["shortcut_reliance_high"] == 0
+    assert (
+        row["shortcut_reliance"]
+        == row["shortcut_reliance_low"]
+        == row["shortcut_reliance_high"]
+        == 0
+    )
 
 
 def test_a_strong_perfect_shortcut_is_relied_on(tmp_path: Path, cli: Callable) -> None:
-    """A strength-5 one-hot that always gives the label in training: prediction follows it at test."""
+    """A strength-5 one-hot that always gives the label in training: prediction follows it at
+    test.
+    """
     config = write_toml(tmp_path / "c.toml", spurious(5.0, steps=80))
-    result = cli("shortcuts", config, "-t", "sgd:optimizer=sgd", "-t", "sd:optimizer=sgd,logit_penalty=0.1",
-                 "--seeds", "2", "--draws", "50", "--out", tmp_path / "probe", "--json")
+    result = cli(
+        "shortcuts",
+        config,
+        "-t",
+        "sgd:optimizer=sgd",
+        "-t",
+        "sd:optimizer=sgd,logit_penalty=0.1",
+        "--seeds",
+        "2",
+        "--draws",
+        "50",
+        "--out",
+        tmp_path / "probe",
+        "--json",
+    )
     assert result.code == 0, result.err
     data = json.loads(result.out)
     summary = pd.DataFrame(data["summary"]).set_index("variant")
@@ -53,7 +82,9 @@ def test_a_strong_perfect_shortcut_is_relied_on(tmp_path: Path, cli: Callable) -
     assert (summary["shortcut_reliance"] > 0.5).all()
     # Distance is a straight line, path length the walk: never shorter.
     members = pd.read_parquet(tmp_path / "probe" / "shortcuts.parquet")
-    assert ((members["path_length"] >= members["init_distance"]) & (members["straightness"] <= 1)).all()
+    assert (
+        (members["path_length"] >= members["init_distance"]) & (members["straightness"] <= 1)
+    ).all()
     html = (tmp_path / "probe" / "report.html").read_text()
     assert 'id="shortcuts"' in html and "sgd" in html and "data:image/png;base64," in html
     for variant in ("sgd", "sd"):
@@ -63,5 +94,7 @@ def test_a_strong_perfect_shortcut_is_relied_on(tmp_path: Path, cli: Callable) -
 def test_bad_variant_is_one_line_and_exit_2(tmp_path: Path, cli: Callable) -> None:
     config = write_toml(tmp_path / "c.toml", spurious(1.0))
     result = cli("shortcuts", config, "-t", "x:momentum=2", "--out", tmp_path / "probe")
-    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "momentum" in result.err
+    assert (
+        result.code == 2 and len(result.err.strip().splitlines()) == 1 and "momentum" in result.err
+    )
     assert not (tmp_path / "probe").exists()

@@ -1,4 +1,6 @@
-"""`attractor tangent` end to end: trains the run, replays it with tangents, and the report shows them."""
+"""`attractor tangent` end to end: trains the run, replays it with tangents, and the report shows
+them.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +12,25 @@ from tests.conftest import tiny_config, write_toml
 
 
 def test_tangent_command_and_report(tmp_path: Path, cli: Callable) -> None:
-    config = write_toml(tmp_path / "c.toml", tiny_config(task={"hidden": [8]}, trainer={"steps": 12}, plan={"members": 2}))
-    result = cli("tangent", config, "--out", tmp_path / "run", "--directions", "2", "--hyper", "lr",
-                 "--power-iterations", "1", "--threads", "1", "--json")
+    config = write_toml(
+        tmp_path / "c.toml",
+        tiny_config(task={"hidden": [8]}, trainer={"steps": 12}, plan={"members": 2}),
+    )
+    result = cli(
+        "tangent",
+        config,
+        "--out",
+        tmp_path / "run",
+        "--directions",
+        "2",
+        "--hyper",
+        "lr",
+        "--power-iterations",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    )
     assert result.code == 0, result.err
     data = json.loads(result.out)
     members = data["members"]

@@ -1,4 +1,6 @@
-"""Hyperparameter maps: good-lr width and LR sensitivity against hand computations, and a tiny real map."""
+"""Hyperparameter maps: good-lr width and LR sensitivity against hand computations, and a tiny
+real map.
+"""
 
 from __future__ import annotations
 
@@ -57,8 +59,17 @@ def _synthetic_members() -> pd.DataFrame:
             for _seed in range(3):
                 acc = 0.95 - 0.2 * abs(i - best) + 0.01 * rng.standard_normal()
                 diverged = momentum == 0.9 and i == 3
-                rows.append({"member": len(rows), "lr": lr, "momentum": momentum, "diverged": diverged, "init_loss": 2.3,
-                             "final_loss": 2.3 if diverged else 2.0 * (1 - acc), "final_accuracy": 0.1 if diverged else acc})
+                rows.append(
+                    {
+                        "member": len(rows),
+                        "lr": lr,
+                        "momentum": momentum,
+                        "diverged": diverged,
+                        "init_loss": 2.3,
+                        "final_loss": 2.3 if diverged else 2.0 * (1 - acc),
+                        "final_accuracy": 0.1 if diverged else acc,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -67,7 +78,9 @@ def test_cells_and_ranges_on_a_synthetic_table() -> None:
     cells = summarize_cells(members)
     assert len(cells) == 8
     assert cells.loc[(cells["momentum"] == 0.9) & (cells["lr"] == 1.0), "diverged"].item() == 1.0
-    by_hand = members.groupby(["lr", "momentum"])["final_accuracy"].agg(["mean", "std"]).reset_index()
+    by_hand = (
+        members.groupby(["lr", "momentum"])["final_accuracy"].agg(["mean", "std"]).reset_index()
+    )
     merged = cells.merge(by_hand, on=["lr", "momentum"])
     np.testing.assert_allclose(merged["accuracy_mean"], merged["mean"])
     np.testing.assert_allclose(merged["accuracy_sd"], merged["std"])
@@ -93,7 +106,9 @@ def test_cells_and_ranges_on_a_synthetic_table() -> None:
         ([0.1, 1.0], [0.0], 2, 0.0, "tolerance"),
     ],
 )
-def test_bad_input_is_refused(lrs: list[float], momenta: list[float], seeds: int, tolerance: float, match: str) -> None:
+def test_bad_input_is_refused(
+    lrs: list[float], momenta: list[float], seeds: int, tolerance: float, match: str
+) -> None:
     with pytest.raises(UserError, match=match):
         check_grid(lrs, momenta, seeds, tolerance)
 
@@ -106,16 +121,31 @@ def test_bad_input_is_refused_before_training(tmp_path: Path) -> None:
 
 def test_tiny_digits_map(tmp_path: Path) -> None:
     lrs, momenta = [0.01, 0.1, 1.0, 50.0], [0.0, 0.9]
-    result = hparam_map(tiny_config(trainer={"steps": 30}), lrs, momenta, 2, tmp_path / "run", draws=50)
+    result = hparam_map(
+        tiny_config(trainer={"steps": 30}), lrs, momenta, 2, tmp_path / "run", draws=50
+    )
     cells = result.cells
     assert len(cells) == len(lrs) * len(momenta)
-    assert {"lr", "momentum", "seeds", "loss_mean", "loss_sd", "accuracy_mean", "accuracy_sd", "init_loss", "capped_loss", "diverged",
-            "spread_js"} <= set(cells.columns)
+    assert {
+        "lr",
+        "momentum",
+        "seeds",
+        "loss_mean",
+        "loss_sd",
+        "accuracy_mean",
+        "accuracy_sd",
+        "init_loss",
+        "capped_loss",
+        "diverged",
+        "spread_js",
+    } <= set(cells.columns)
     assert cells["diverged"].between(0, 1).all()
     assert (cells["seeds"] == 2).all()
     # lr = 50 wrecks every member: diverged, or no better than the best cell
     huge = cells[cells["lr"] == 50.0]
-    assert ((huge["diverged"] == 1.0) | (huge["accuracy_mean"] < cells["accuracy_mean"].max() - 0.1)).all()
+    assert (
+        (huge["diverged"] == 1.0) | (huge["accuracy_mean"] < cells["accuracy_mean"].max() - 0.1)
+    ).all()
     assert all(math.isnan(s) for s in cells.loc[cells["diverged"] > 0.5, "spread_js"])
     assert len(result.ranges) == 2 and (result.ranges["width"] >= 0).all()
     assert (result.ranges["sensitivity"] >= 0).all()
@@ -123,15 +153,28 @@ def test_tiny_digits_map(tmp_path: Path) -> None:
         assert (tmp_path / "run" / name).exists()
     saved = json.loads((tmp_path / "run" / "hparam-map.json").read_text())
     assert len(saved["cells"]) == 8 and saved["tolerance"] == 0.1
-    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "run" / "hparam-map.parquet"), cells, check_dtype=False)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(tmp_path / "run" / "hparam-map.parquet"), cells, check_dtype=False
+    )
     # The grid trained as one ordinary run inside the experiment's directory.
     assert (tmp_path / "run" / "runs" / "grid" / "manifest.json").is_file()
     assert [r.name for r in RunStore(tmp_path / "run").results()] == ["hparam-map"]
 
     # The same grid read on the training split (other settings: their own directory, the
     # same members): cells average the members' final train accuracy.
-    train_map = hparam_map(tiny_config(trainer={"steps": 30}), lrs, momenta, 2, tmp_path / "train", draws=50, split="train")
-    assert train_map.split == "train" and json.loads((tmp_path / "train" / "hparam-map.json").read_text())["split"] == "train"
+    train_map = hparam_map(
+        tiny_config(trainer={"steps": 30}),
+        lrs,
+        momenta,
+        2,
+        tmp_path / "train",
+        draws=50,
+        split="train",
+    )
+    assert (
+        train_map.split == "train"
+        and json.loads((tmp_path / "train" / "hparam-map.json").read_text())["split"] == "train"
+    )
     ens = Ensemble.load(tmp_path / "train" / "runs" / "grid")
     final = ens.final_metrics().merge(ens.plan[["member", "lr", "momentum", "status"]], on="member")
     healthy = train_map.cells[train_map.cells["diverged"] == 0]
@@ -142,12 +185,26 @@ def test_tiny_digits_map(tmp_path: Path) -> None:
 
 
 def test_cli_writes_the_map_its_figure_and_page(tmp_path: Path, cli) -> None:
-    """`attractor hparam-map`: the result, hparam-map.png and report.html in OUT; same settings reopen it."""
+    """`attractor hparam-map`: the result, hparam-map.png and report.html in OUT; same settings
+    reopen it.
+    """
     from tests.conftest import write_toml
 
     config = write_toml(tmp_path / "c.toml", tiny_config(trainer={"steps": 10}))
-    args = ("hparam-map", config, "--lr", "0.01:1:2", "--momentum", "0", "--seeds", "2", "--draws", "10",
-            "--out", tmp_path / "map")
+    args = (
+        "hparam-map",
+        config,
+        "--lr",
+        "0.01:1:2",
+        "--momentum",
+        "0",
+        "--seeds",
+        "2",
+        "--draws",
+        "10",
+        "--out",
+        tmp_path / "map",
+    )
     result = cli(*args, "--json")
     assert result.code == 0, result.err
     data = json.loads(result.out)
