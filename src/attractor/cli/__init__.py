@@ -53,7 +53,9 @@ def main() -> None:
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted (an interrupted `attractor run` resumes when started again)", err=True)
+        typer.echo(
+            "interrupted (an interrupted `attractor run` resumes when started again)", err=True
+        )
         sys.exit(130)
     except _CliError as exc:  # usage errors: missing or unknown options, bad option values
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `attractor`: show the help
@@ -65,6 +67,9 @@ def main() -> None:
         if exc.filename is None:
             raise
         reason = exc.strerror or type(exc).__name__
-        typer.echo(f"error: '{exc.filename}': {reason}; check the path, its permissions and free disk space", err=True)
+        typer.echo(
+            f"error: '{exc.filename}': {reason}; check the path, its permissions and free disk "
+            "space",
+            err=True,
+        )
         sys.exit(2)
-

@@ -43,18 +43,25 @@ def resolve_strategy(config: Config, task: Task) -> str:
     if reason is None:
         return "vectorized"
     if config.run.strategy == "vectorized":
-        raise UserError(f"this model cannot be trained with strategy 'vectorized' ({reason}); set run.strategy = 'loop' or 'auto'")
+        raise UserError(
+            f"this model cannot be trained with strategy 'vectorized' ({reason}); set run.strategy "
+            "= 'loop' or 'auto'"
+        )
     return "loop"
 
 
 def check_rows(task: Task, rows: list[PlanRow]) -> None:
-    """Refuse rows the data cannot serve (held-out group, label noise, batch size) before anything is written."""
+    """Refuse rows the data cannot serve (held-out group, label noise, batch size) before
+    anything is written.
+    """
     for row in rows:
         BatchStream(member_pool(task, row), row.batch_size, row.data_seed)
         member_targets(task, row)
 
 
-def plan_chunks(config: Config, task: Task, rows: list[PlanRow], strategy: str) -> list[list[PlanRow]]:
+def plan_chunks(
+    config: Config, task: Task, rows: list[PlanRow], strategy: str
+) -> list[list[PlanRow]]:
     """Split rows into chunks that train together: same batch size and optimizer, bounded size."""
     if strategy == "loop":
         return [[row] for row in rows]
@@ -68,8 +75,13 @@ def plan_chunks(config: Config, task: Task, rows: list[PlanRow], strategy: str) 
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
-def run_chunk(config_json: str, run_dir: str | None, rows: list[dict[str, Any]], strategy: str,
-              on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+def run_chunk(
+    config_json: str,
+    run_dir: str | None,
+    rows: list[dict[str, Any]],
+    strategy: str,
+    on_step: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
     """Train one chunk; returns ``{"outcomes": [...], "snapshots": [...], "metrics": {...}}``.
 
     A plain function of plain data so any backend (process pool, Ray) can ship it. With a
@@ -102,7 +114,9 @@ def run_chunk(config_json: str, run_dir: str | None, rows: list[dict[str, Any]],
 
 
 def record_chunk(store: RunStore, result: dict[str, Any]) -> None:
-    """Write what a chunk returned (files first, each atomically), then mark its members finished."""
+    """Write what a chunk returned (files first, each atomically), then mark its members
+    finished.
+    """
     for member, step, data in result["snapshots"]:
         store.save_snapshot_bytes(member, step, data)
     for member, rows in result["metrics"].items():
@@ -120,7 +134,10 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
 
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
-    steps = {bs: snapshot_steps(config.run.snapshots, total_steps(config, task, bs)) for bs in sorted(set(plan.table["batch_size"]))}
+    steps = {
+        bs: snapshot_steps(config.run.snapshots, total_steps(config, task, bs))
+        for bs in sorted(set(plan.table["batch_size"]))
+    }
     # Every refusal comes before RunStore.prepare, which may create or (--force) delete OUT;
     # opening the backend (connecting to a Ray cluster) is one of them.
     strategy = resolve_strategy(config, task)
@@ -131,7 +148,9 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
 
         def needs_training(row: PlanRow) -> bool:
             state = status[row.member]["status"]
-            return state not in FINISHED or (state == "done" and not store.intact(row.member, steps[row.batch_size]))
+            return state not in FINISHED or (
+                state == "done" and not store.intact(row.member, steps[row.batch_size])
+            )
 
         pending = [row for row in plan.rows() if needs_training(row)]
         if pending:
@@ -142,9 +161,15 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
         config_json = json.dumps(config.resolved())
         work = sum(total_steps(config, task, c[0].batch_size) * len(c) for c in chunks)
         run_dir = str(store.root) if backend.shares_filesystem else None
-        label = f"training {len(pending)} of {len(plan)} members ({strategy}, {len(chunks)} chunks on {backend.name})"
+        label = (
+            f"training {len(pending)} of {len(plan)} members ({strategy}, {len(chunks)} "
+            "chunks "
+            f"on {backend.name})"
+        )
         with Progress(total=work, enabled=progress, label=label) as bar:
-            jobs = [(config_json, run_dir, [asdict(r) for r in chunk], strategy) for chunk in chunks]
+            jobs = [
+                (config_json, run_dir, [asdict(r) for r in chunk], strategy) for chunk in chunks
+            ]
             backend.map(run_chunk, jobs, functools.partial(record_chunk, store), bar.advance)
     store.collect_metrics()
     return Ensemble.load(store.root)

@@ -1,0 +1,189 @@
+"""What every attractor directory has, a run's or an experiment's: a manifest and results.
+
+A run directory (:class:`~attractor.runs.store.RunStore`) adds the plan and the members'
+files; an experiment directory (hparam-map, instability, shortcuts, trainer2, tangent,
+diff) has a manifest naming the experiment and its resolved settings, its results, and
+the runs it trained inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Self
+
+from attractor.config import SCHEMA_VERSION
+from attractor.errors import UserError
+from attractor.runs.files import atomic_path, config_digest, versions, write_json
+from attractor.runs.results import (
+    HEADER_SCHEMA,
+    Result,
+    StoredResult,
+    check_result,
+    read_stored,
+    table_paths,
+)
+
+MANIFEST = "manifest.json"
+
+
+class Directory:
+    """An attractor directory at ``root``: its manifest, and the results written into it."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+
+    def manifest(self) -> dict[str, Any]:
+        path = self.root / MANIFEST
+        if not path.exists():
+            raise UserError(
+                f"'{self.root}' is not an attractor run directory (no {MANIFEST}); run `attractor "
+                "run CONFIG --out DIR` first"
+            )
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            raise UserError(
+                f"'{path}' is corrupt (not valid JSON); re-run the config with --force to rebuild "
+                "the run"
+            ) from None
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise UserError(
+                f"'{path}' has schema version {data.get('schema_version')}, this attractor reads "
+                f"{SCHEMA_VERSION}; re-run with --force"
+            )
+        return data
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temp files of writes that a killed run never finished: never read, safe to drop."""
+        for stale in self.root.rglob(".*.tmp"):
+            stale.unlink(missing_ok=True)
+
+    # ---- results of analyses (one writer for all: attractor.runs.results) -----------
+    def write(self, result: Result) -> dict[str, str]:
+        """Write ``result`` as ``ROOT/<name>.json`` plus its tables; the paths written.
+
+        A result replaces an earlier one of the same name and kind (the same analysis run
+        again); a file of that name holding another kind, or no result at all, is refused,
+        so no result overwrites another silently.
+        """
+        check_result(result)
+        target = self.root / f"{result.name}.json"
+        payload = result.to_json()
+        if target.exists() and not self._legacy_result(target, payload):
+            old = read_stored(target)
+            if old is None or old.kind != result.kind:
+                held = (
+                    "something that is not an attractor result"
+                    if old is None
+                    else f"a {old.kind} result"
+                )
+                raise UserError(
+                    f"'{target}' holds {held}; move it away or choose another output directory"
+                )
+        tables = result.to_tables()
+        paths = {}
+        for key, path in table_paths(self.root, result.name, list(tables)).items():
+            with atomic_path(path) as tmp:
+                tables[key].to_parquet(tmp, index=False)
+            paths["parquet" if key == "" else f"parquet:{key}"] = str(path)
+        header = {
+            "header": HEADER_SCHEMA,
+            "kind": result.kind,
+            "schema": result.schema,
+            "name": result.name,
+            "tables": list(tables),
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        write_json(target, {"result": header, **payload})
+        paths["json"] = str(target)
+        return paths
+
+    def _legacy_result(self, path: Path, payload: dict[str, Any]) -> bool:
+        """Whether ``path`` is this same analysis as an attractor before the registry wrote it.
+
+        Those were JSON objects without the ``result`` header, in a directory with a
+        manifest, with the keys the analysis still writes; running it again replaces them
+        rather than failing on every run directory made before. Any other file is kept.
+        """
+        if not (self.root / MANIFEST).is_file():
+            return False
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return False
+        return isinstance(data, dict) and "result" not in data and bool(set(data) & set(payload))
+
+    def results(self, kind: str | None = None) -> list[StoredResult]:
+        """The results this directory holds (of ``kind``, if given), ordered by name."""
+        if not self.root.is_dir():
+            return []
+        found = (
+            read_stored(path) for path in sorted(self.root.glob("*.json")) if path.name != MANIFEST
+        )
+        return [r for r in found if r is not None and (kind is None or r.kind == kind)]
+
+    def result(self, name: str) -> StoredResult:
+        """The result called ``name``; a clear error naming what the directory holds if absent."""
+        path = self.root / f"{name}.json"
+        stored = read_stored(path) if path.is_file() else None
+        if stored is None:
+            held = ", ".join(r.name for r in self.results()) or "none"
+            raise UserError(f"'{self.root}' holds no result '{name}' (results: {held})")
+        return stored
+
+    # ---- experiment directories -------------------------------------------------------
+    @classmethod
+    def prepare_experiment(
+        cls, root: str | Path, experiment: str, config: dict[str, Any], force: bool = False
+    ) -> Self:
+        """Open ``root`` for experiment ``experiment`` with resolved ``config`` (JSON-able).
+
+        The same experiment and config reopen it (finished parts are reused); another one is
+        refused unless ``force``, which deletes the directory first, like a run's.
+        """
+        store = cls(root)
+        root = store.root
+        if root.exists() and not root.is_dir():
+            raise UserError(f"--out '{root}' is a file; give a directory path for the experiment")
+        digest = config_digest(config)
+        manifest = root / MANIFEST
+        if root.is_dir() and any(root.iterdir()):
+            if not manifest.exists():
+                raise UserError(
+                    f"'{root}' exists and is not an attractor directory; choose a new --out or "
+                    "empty it"
+                )
+            try:
+                old = json.loads(manifest.read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {}
+            if old.get("experiment") == experiment and old.get("config_hash") == digest:
+                store._remove_stale_temporaries()
+                return store
+            if not force:
+                what = f"a {old['experiment']} experiment" if old.get("experiment") else "a run"
+                raise UserError(
+                    f"'{root}' holds {what} made from another config; use another --out, "
+                    "or --force to delete it and start over"
+                )
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        write_json(
+            manifest,
+            {
+                "schema_version": SCHEMA_VERSION,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "experiment": experiment,
+                "config": config,
+                "config_hash": digest,
+                "versions": versions(),
+            },
+        )
+        return store
+
+    def experiment(self) -> str | None:
+        """The experiment this directory holds, or None for an ensemble run."""
+        return self.manifest().get("experiment")
