@@ -1,30 +1,14 @@
-"""Typed configuration: one pydantic model per concern, every key validated.
-
-The TOML shape is the contract shared by the CLI, the tests and ``examples/``::
-
-    [task]     name + the task's own options (validated by the task's options model)
-    [trainer]  optimizer and its hyperparameters, batch size, length, schedule
-    [plan]     members, design, which factors vary and over what
-    [run]      strategy, backend, snapshots, chunking
-
-Every field has a default and a one-line description; ``attractor plan CONFIG`` prints
-the fully resolved config, and the run directory stores it with its hash.
-"""
+"""The config's models, one per concern (``[task]``, ``[trainer]``, ``[plan]``, ``[run]``,
+``[track]``), and the plan factors they name."""
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 import math
-import re
-import tomllib
-from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from attractor.errors import UserError
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
@@ -267,118 +251,3 @@ class Config(_Strict):
         """Hash of the *whole* resolved config, so changing a default changes the hash."""
         canonical = json.dumps(self.resolved(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-#: pydantic names the branch of a union in an error's location (``run.snapshots.list[int]``).
-_UNION_TAG = re.compile(r"^(int|float|str|bool|none|(list|tuple|dict)\[.*\])$")
-
-
-def _section_fields(loc: tuple[Any, ...]) -> tuple[str, list[str]] | None:
-    """``([trainer], its keys)`` for the model at ``loc`` (a path of field names), else None."""
-    model: type[BaseModel] = Config
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return None
-        model = annotation
-    name = "the top level" if not loc else "[" + ".".join(map(str, loc)) + "]"
-    return name, list(model.model_fields)
-
-
-def _unknown_key(loc: tuple[Any, ...], source: str) -> str:
-    path = ".".join(map(str, loc))
-    key = str(loc[-1])
-    found = _section_fields(loc[:-1])
-    if found is None:
-        return f"{source}: unknown key '{path}'; remove it or check its spelling"
-    where, keys = found
-    hint = ""
-    if close := difflib.get_close_matches(key, keys, n=1):
-        hint = f"did you mean '{close[0]}'? "
-    elif not loc[:-1]:  # a section key written above its [section] header
-        owners = [name for name in keys if key in (_section_fields((name,)) or ("", []))[1]]
-        if owners:
-            hint = f"move it under [{owners[0]}]; "
-    return f"{source}: unknown key '{path}'; {hint}keys of {where}: {', '.join(keys)}"
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def format_validation_error(exc: ValidationError, source: str = "config") -> str:
-    """One line naming the first bad key, what is wrong there and what is expected."""
-    errors = exc.errors()
-    error = errors[0]
-    loc = tuple(error["loc"])
-    if error["type"] == "extra_forbidden":
-        return _unknown_key(loc, source)
-    tagged = [i for i, part in enumerate(loc) if isinstance(part, str) and _UNION_TAG.match(part)]
-    if (
-        tagged
-    ):  # a value no branch of a union accepts: name the branches, not the first one's complaint
-        field = loc[: tagged[0]]
-        branches = [
-            str(e["loc"][len(field)])
-            for e in errors
-            if tuple(e["loc"][: len(field)]) == field and len(e["loc"]) > len(field)
-        ]
-        expected = " or ".join(dict.fromkeys(branches))
-        return (
-            f"{source}: invalid value at '{'.'.join(map(str, field))}': expected {expected}, "
-            f"got {_shown(error['input'])}"
-        )
-    path = ".".join(map(str, loc))
-    if (
-        error["type"] in ("model_type", "model_attributes_type")
-        and _section_fields(loc) is not None
-    ):
-        return (
-            f"{source}: '{path}' must be a table ([{path}] followed by its keys), got "
-            f"{_shown(error['input'])}"
-        )
-    if (
-        error["type"] == "missing" and loc and isinstance(loc[-1], int)
-    ):  # a short tuple, e.g. a range
-        parent = ".".join(map(str, loc[:-1]))
-        return f"{source}: invalid value at '{parent}': too few items, got {_shown(error['input'])}"
-    message = error["msg"].removeprefix("Value error, ")
-    where = f" at '{path}'" if path else ""
-    got = (
-        f", got {_shown(error['input'])}"
-        if not isinstance(error["input"], dict) and error["type"] != "value_error"
-        else ""
-    )
-    return f"{source}: invalid value{where}: {message}{got}"
-
-
-def parse_config(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a config mapping; a bad key or value raises :class:`UserError` with one line."""
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise UserError(format_validation_error(exc, source)) from None
-
-
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(
-            f"config '{path}' is a directory; pass the path of a TOML file (see examples/)"
-        )
-    if not path.is_file():
-        raise UserError(
-            f"config file '{path}' does not exist; pass the path of a TOML file (see examples/)"
-        )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not a text file (not UTF-8); pass a TOML config") from None
-    except OSError as exc:
-        raise UserError(f"cannot read config file '{path}': {exc.strerror or exc}") from None
-    return parse_config(data, source=str(path))
