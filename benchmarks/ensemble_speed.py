@@ -115,7 +115,9 @@ def baseline_rate(task: Task, members: int, steps: int, repeats: int) -> float:
     return members * steps / best_time(run, repeats)
 
 
-def engine_rates(task: Task, n: int, steps: int, repeats: int, vectorized: bool) -> dict[str, float]:
+def engine_rates(
+    task: Task, n: int, steps: int, repeats: int, vectorized: bool
+) -> dict[str, float]:
     """Training-only and end-to-end member-steps/s of ``train_chunk`` for ``n`` members."""
     long, short = config(steps), config(1)
     # Chunked exactly as `attractor run` chunks a plan (64 members at most by default).
@@ -146,7 +148,13 @@ def max_strategy_difference(task: Task) -> float:
     finals: dict[bool, dict[int, dict[str, torch.Tensor]]] = {True: {}, False: {}}
     for vectorized in (True, False):
 
-        def keep(row: PlanRow, step: int, state: dict[str, torch.Tensor], _m: dict[str, float], v: bool = vectorized) -> None:
+        def keep(
+            row: PlanRow,
+            step: int,
+            state: dict[str, torch.Tensor],
+            _m: dict[str, float],
+            v: bool = vectorized,
+        ) -> None:
             if step == CHECK_STEPS:
                 finals[v][row.member] = state
 
@@ -168,16 +176,41 @@ def fmt(value: float, spec: str = ".0f") -> str:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="steps per member (default 50; 10 with --quick)")
-    parser.add_argument("--members", default=None, help="comma-separated ensemble sizes (default 1,8,64,256; 1,8,64 with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="timings per figure, best kept (default 3; 2 with --quick)")
-    parser.add_argument("--baseline-members", type=int, default=None, help="baseline members timed when N is larger (default 16; 8 with --quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for everything (default: torch's own)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per member (default 50; 10 with --quick)"
+    )
+    parser.add_argument(
+        "--members",
+        default=None,
+        help="comma-separated ensemble sizes (default 1,8,64,256; 1,8,64 with --quick)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timings per figure, best kept (default 3; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--baseline-members",
+        type=int,
+        default=None,
+        help="baseline members timed when N is larger (default 16; 8 with --quick)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for everything (default: torch's own)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: fewer steps, N in 1,8,64")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results as JSON to this path"
+    )
     args = parser.parse_args(argv)
     steps = args.steps or (10 if args.quick else 50)
-    members = [int(s) for s in (args.members or ("1,8,64" if args.quick else "1,8,64,256")).split(",")]
+    members = [
+        int(s) for s in (args.members or ("1,8,64" if args.quick else "1,8,64,256")).split(",")
+    ]
     repeats = args.repeats or (2 if args.quick else 3)
     baseline_members = args.baseline_members or (8 if args.quick else 16)
     if steps < 2:
@@ -190,12 +223,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     load_before = os.getloadavg()
     started = time.perf_counter()
 
-    print(f"ensemble_speed: digits-mlp 64-{H1}-{H2}-{OUT}, batch {BATCH}, SGD lr {LR} momentum {MOMENTUM}, {steps} steps per member")
+    print(
+        f"ensemble_speed: digits-mlp 64-{H1}-{H2}-{OUT}, batch {BATCH}, SGD lr {LR} momentum "
+        f"{MOMENTUM}, {steps} steps per member"
+    )
     print(
         f"machine: {platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load average {load_before[0]:.2f} at start"
     )
-    print(f"keep_freed_memory(): {'on' if memory_kept else 'unavailable'} (process-wide: applies to baseline and ours alike)")
+    print(
+        f"keep_freed_memory(): {'on' if memory_kept else 'unavailable'} (process-wide: applies to "
+        "baseline and ours alike)"
+    )
     print(f"timings: best of {repeats}\n")
 
     # Warm up allocator, kernels and autograd once before anything is timed.
@@ -229,25 +268,38 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
         )
 
-    matmul = {size: max(gflops, matmul_gflops(size, max(repeats, 5))) for size, gflops in matmul.items()}
+    matmul = {
+        size: max(gflops, matmul_gflops(size, max(repeats, 5))) for size, gflops in matmul.items()
+    }
     peak = max(matmul.values())
     for r in results:
         r["fraction_of_matmul"] = r["ours_gflops"] / peak
-    print("matmul throughput (float32 torch.mm, best of several, timed before and after the ensembles):")
+    print(
+        "matmul throughput (float32 torch.mm, best of several, timed before and after the "
+        "ensembles):"
+    )
     for size, gflops in matmul.items():
         print(f"  {size}x{size}: {gflops:7.1f} GFLOP/s")
     print(f"  reference for 'of matmul': {peak:.1f} GFLOP/s (the higher one)")
-    print(f"FLOPs per member-step (matmuls only) = {FLOPS_FORMULA} = {FLOPS_PER_MEMBER_STEP / 1e6:.3f} MFLOP\n")
+    print(
+        f"FLOPs per member-step (matmuls only) = {FLOPS_FORMULA} = "
+        f"{FLOPS_PER_MEMBER_STEP / 1e6:.3f} MFLOP\n"
+    )
 
     print("member-steps/s (higher is better); ours = vectorized train_chunk")
-    header = f"{'N':>5} {'baseline':>10} {'ours':>10} {'ratio':>7} {'ours e2e':>10} {'ratio e2e':>9} {'GFLOP/s':>8} {'of matmul':>9}"
+    header = (
+        f"{'N':>5} {'baseline':>10} {'ours':>10} {'ratio':>7} {'ours e2e':>10} "
+        f"{'ratio e2e':>9} {'GFLOP/s':>8} {'of matmul':>9}"
+    )
     print(header)
     print("-" * len(header))
     for r in results:
         mark = "*" if r["baseline_members_timed"] < r["members"] else " "
         print(
-            f"{r['members']:>5} {fmt(r['baseline']):>9}{mark} {fmt(r['ours_train_only']):>10} {fmt(r['ratio_train_only'], '.2f'):>6}x "
-            f"{fmt(r['ours_end_to_end']):>10} {fmt(r['ratio_end_to_end'], '.2f'):>8}x {fmt(r['ours_gflops'], '.1f'):>8} "
+            f"{r['members']:>5} {fmt(r['baseline']):>9}{mark} {fmt(r['ours_train_only']):>10} "
+            f"{fmt(r['ratio_train_only'], '.2f'):>6}x "
+            f"{fmt(r['ours_end_to_end']):>10} {fmt(r['ratio_end_to_end'], '.2f'):>8}x "
+            f"{fmt(r['ours_gflops'], '.1f'):>8} "
             f"{fmt(100 * r['fraction_of_matmul'], '.1f'):>8}%"
         )
     print(
@@ -257,20 +309,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "  baseline = plain PyTorch loop, model construction included (negligible)."
     )
     if any(r["baseline_members_timed"] < r["members"] for r in results):
-        print(f"  * baseline timed on {baseline_members} members and extrapolated (its cost is linear in N).")
+        print(
+            f"  * baseline timed on {baseline_members} members and extrapolated (its cost is "
+            "linear in N)."
+        )
     if 1 in members:
-        print("  N=1: the engine pads a one-member chunk with a copy of itself, so it trains 2; counted as 1.")
+        print(
+            "  N=1: the engine pads a one-member chunk with a copy of itself, so it trains 2; "
+            "counted as 1."
+        )
 
     loop = engine_rates(task, 8, steps, repeats, vectorized=False)
-    loop_base = next((r["baseline"] for r in results if r["members"] == 8), None) or baseline_rate(task, 8, steps, repeats)
+    loop_base = next((r["baseline"] for r in results if r["members"] == 8), None) or baseline_rate(
+        task, 8, steps, repeats
+    )
     print(
-        f"\nour loop strategy (vectorized=False), N=8: {fmt(loop['train_only'])} member-steps/s training only "
-        f"({fmt(loop['train_only'] / loop_base, '.2f')}x baseline), {fmt(loop['end_to_end'])} end to end"
+        f"\nour loop strategy (vectorized=False), N=8: {fmt(loop['train_only'])} member-steps/s "
+        "training only "
+        f"({fmt(loop['train_only'] / loop_base, '.2f')}x baseline), {fmt(loop['end_to_end'])} end "
+        "to end"
     )
 
     diff = max_strategy_difference(task)
     print(
-        f"vectorized vs loop, N={CHECK_MEMBERS}, {CHECK_STEPS} steps: max |param difference| = {diff:.3g} "
+        f"vectorized vs loop, N={CHECK_MEMBERS}, {CHECK_STEPS} steps: max |param difference| = "
+        f"{diff:.3g} "
         f"({'within' if diff <= CHECK_TOL else 'EXCEEDS'} {CHECK_TOL:g})"
     )
 
@@ -287,9 +350,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     frac_row = by_n.get(GOAL_FRACTION_N)
     goals.append(
         {
-            "goal": f"at N={GOAL_FRACTION_N} ours reaches >= {GOAL_FRACTION:.0%} of measured matmul throughput",
+            "goal": f"at N={GOAL_FRACTION_N} ours reaches >= {GOAL_FRACTION:.0%} of measured "
+            "matmul throughput",
             "value": None if frac_row is None else frac_row["fraction_of_matmul"],
-            "met": None if frac_row is None else bool(frac_row["fraction_of_matmul"] >= GOAL_FRACTION),
+            "met": None
+            if frac_row is None
+            else bool(frac_row["fraction_of_matmul"] >= GOAL_FRACTION),
         }
     )
     if ratio_row is not None:
@@ -304,7 +370,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"  [{'met' if g['met'] else 'MISSED'}] {g['goal']}: {value}")
             if "needed_gflops" in g:
                 print(
-                    f"      (8x this baseline needs {g['needed_gflops']:.1f} GFLOP/s of matmul work, "
+                    f"      (8x this baseline needs {g['needed_gflops']:.1f} GFLOP/s of matmul "
+                    "work, "
                     f"{g['needed_gflops'] / peak:.0%} of the measured matmul throughput)"
                 )
 
@@ -320,7 +387,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "flops_formula": FLOPS_FORMULA,
         "results": results,
         "loop_strategy_n8": {**loop, "ratio_train_only": loop["train_only"] / loop_base},
-        "strategy_check": {"members": CHECK_MEMBERS, "steps": CHECK_STEPS, "max_abs_diff": diff, "tolerance": CHECK_TOL},
+        "strategy_check": {
+            "members": CHECK_MEMBERS,
+            "steps": CHECK_STEPS,
+            "max_abs_diff": diff,
+            "tolerance": CHECK_TOL,
+        },
         "goals": goals,
         "seconds": time.perf_counter() - started,
     }

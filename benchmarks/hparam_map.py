@@ -59,11 +59,18 @@ SEEDS = 4
 
 
 def grid_config(lrs: list[float], steps: int) -> Config:
-    """The config ``hparam_map`` would train: its factorial plan over ``lrs`` × ``MOMENTA`` × seeds."""
+    """The config ``hparam_map`` would train: its factorial plan over ``lrs`` × ``MOMENTA`` ×
+    seeds.
+    """
     base = parse_config({"trainer": {"steps": steps, "batch_size": BATCH}, "run": {"snapshots": 1}})
     # Same PlanConfig as attractor.experiments.hparam_map.hparam_map builds.
-    plan = PlanConfig(design="factorial", members=len(lrs) * len(MOMENTA) * SEEDS, levels={"lr": list(lrs), "momentum": list(MOMENTA)},
-                      vary=["init_seed", "data_seed"], seed=base.plan.seed)
+    plan = PlanConfig(
+        design="factorial",
+        members=len(lrs) * len(MOMENTA) * SEEDS,
+        levels={"lr": list(lrs), "momentum": list(MOMENTA)},
+        vary=["init_seed", "data_seed"],
+        seed=base.plan.seed,
+    )
     return base.model_copy(update={"plan": plan})
 
 
@@ -80,8 +87,12 @@ def ours_seconds(cfg: Config, repeats: int) -> tuple[float, dict[str, int]]:
     return best_time(run, repeats), statuses
 
 
-def baseline_seconds(task: Task, cells: list[tuple[float, float, int]], steps: int, repeats: int) -> float:
-    """Best wall time of the plain PyTorch loop over ``cells`` = ``[(lr, momentum, seed)]``, one after another."""
+def baseline_seconds(
+    task: Task, cells: list[tuple[float, float, int]], steps: int, repeats: int
+) -> float:
+    """Best wall time of the plain PyTorch loop over ``cells`` = ``[(lr, momentum, seed)]``, one
+    after another.
+    """
     x_train, y_train, n_train = task.x_train, task.y_train, task.n_train
 
     def run() -> None:
@@ -106,13 +117,41 @@ def baseline_seconds(task: Task, cells: list[tuple[float, float, int]], steps: i
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=None, help="steps per member (default 100; 20 with --quick)")
-    parser.add_argument("--lrs", type=int, default=None, help="learning rates, log-spaced in [1e-3, 1] (default 13; 4 with --quick)")
-    parser.add_argument("--repeats", type=int, default=None, help="timings per side, best kept (default 3; 2 with --quick)")
-    parser.add_argument("--baseline-members", type=int, default=None, help="baseline members timed, then extrapolated (default 16; 8 with --quick)")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for everything (default: torch's own)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 4 learning rates, 20 steps, best of 2 (under 30 s)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON to this path")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="steps per member (default 100; 20 with --quick)"
+    )
+    parser.add_argument(
+        "--lrs",
+        type=int,
+        default=None,
+        help="learning rates, log-spaced in [1e-3, 1] (default 13; 4 with --quick)",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timings per side, best kept (default 3; 2 with --quick)",
+    )
+    parser.add_argument(
+        "--baseline-members",
+        type=int,
+        default=None,
+        help="baseline members timed, then extrapolated (default 16; 8 with --quick)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads for everything (default: torch's own)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 4 learning rates, 20 steps, best of 2 (under 30 s)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the results as JSON to this path"
+    )
     args = parser.parse_args(argv)
     steps = args.steps or (20 if args.quick else 100)
     n_lrs = args.lrs or (4 if args.quick else 13)
@@ -137,10 +176,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
 
     print(f"hparam_map: digits-mlp 64-128-128-10, batch {BATCH}, SGD, {steps} steps per member")
-    print(f"grid: {n_lrs} lrs log-spaced in [1e-3, 1] x momenta {MOMENTA} x {SEEDS} seeds = {members} members; chunks {chunks}")
-    print(f"machine: {platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load average {load_before[0]:.2f} at start")
-    print(f"keep_freed_memory(): {'on' if memory_kept else 'unavailable'} (process-wide); timings: best of {repeats}\n")
+    print(
+        f"grid: {n_lrs} lrs log-spaced in [1e-3, 1] x momenta {MOMENTA} x {SEEDS} seeds = "
+        f"{members} members; chunks {chunks}"
+    )
+    print(
+        f"machine: {platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load average {load_before[0]:.2f} at start"
+    )
+    print(
+        f"keep_freed_memory(): {'on' if memory_kept else 'unavailable'} (process-wide); timings: "
+        f"best of {repeats}\n"
+    )
 
     # Warm up allocator, kernels and autograd once before anything is timed.
     baseline_seconds(task, cells[:1], 5, 1)
@@ -154,12 +201,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = members * steps
     ratio = base_total / ours_total
 
-    print(f"baseline (plain PyTorch, one member after another, + final test eval): {base_timed:.2f} s for {timed} members timed,")
-    print(f"  extrapolated linearly to {members} members: {base_total:.2f} s, {work / base_total:.0f} member-steps/s")
-    print(f"ours (train() end to end: training, init+final eval on both splits, snapshots, metrics, manifest): "
-          f"{ours_total:.2f} s, {work / ours_total:.0f} member-steps/s")
+    print(
+        f"baseline (plain PyTorch, one member after another, + final test eval): {base_timed:.2f} "
+        f"s for {timed} members timed,"
+    )
+    print(
+        f"  extrapolated linearly to {members} members: {base_total:.2f} s, "
+        f"{work / base_total:.0f} member-steps/s"
+    )
+    print(
+        "ours (train() end to end: training, init+final eval on both splits, snapshots, metrics, "
+        "manifest): "
+        f"{ours_total:.2f} s, {work / ours_total:.0f} member-steps/s"
+    )
     print(f"ratio baseline / ours: {ratio:.2f}x")
-    print(f"member statuses in ours: {statuses} (diverged members are still computed on both sides)")
+    print(
+        f"member statuses in ours: {statuses} (diverged members are still computed on both sides)"
+    )
 
     load_after = finish(started, load_before[0])
 

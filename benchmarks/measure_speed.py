@@ -21,7 +21,8 @@ pair ``i < j``, example and class, for the mixture ``(p_i + p_j) / 2``). The loo
 same logarithms, so that time is a floor for the vectorized side and the ratio cannot
 exceed ``t(loop) / t(logs)``.
 
-    python benchmarks/measure_speed.py [--members 128] [--batch 360] [--classes 10] [--repeats 3] [--threads T]
+    python benchmarks/measure_speed.py [--members 128] [--batch 360] [--classes 10] [--repeats 3]
+    [--threads T]
 """
 
 from __future__ import annotations
@@ -42,7 +43,10 @@ def loop_pairwise(logits: torch.Tensor) -> dict[str, torch.Tensor]:
     probs = torch.softmax(logits.to(torch.float64), dim=-1)
     log_probs = torch.log_softmax(logits.to(torch.float64), dim=-1)
     predictions = logits.argmax(-1)
-    out = {name: torch.zeros(m, m, dtype=torch.float64) for name in ("disagreement", "js", "symmetric_kl")}
+    out = {
+        name: torch.zeros(m, m, dtype=torch.float64)
+        for name in ("disagreement", "js", "symmetric_kl")
+    }
     for i in range(m):
         for j in range(i + 1, m):
             p, q, log_p, log_q = probs[i], probs[j], log_probs[i], log_probs[j]
@@ -50,7 +54,11 @@ def loop_pairwise(logits: torch.Tensor) -> dict[str, torch.Tensor]:
             log_mix = torch.log((p + q) / 2)
             js = 0.5 * ((p * (log_p - log_mix)).sum(-1) + (q * (log_q - log_mix)).sum(-1)).mean()
             symmetric_kl = ((p - q) * (log_p - log_q)).sum(-1).mean()
-            for name, value in (("disagreement", disagreement), ("js", js), ("symmetric_kl", symmetric_kl)):
+            for name, value in (
+                ("disagreement", disagreement),
+                ("js", js),
+                ("symmetric_kl", symmetric_kl),
+            ):
                 out[name][i, j] = out[name][j, i] = value
     return out
 
@@ -62,7 +70,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3, help="best of R timings")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch intra-op threads (default: torch's)"
+    )
     args = parser.parse_args()
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -92,14 +102,22 @@ def main() -> None:
             torch.log(operand, out=result)
 
     t_logs = best_time(logs, args.repeats)
-    print(f"pairwise disagreement + JS + symmetric KL, logits {list(logits.shape)} (random), float64, "
-          f"{pairs} pairs, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(
+        f"pairwise disagreement + JS + symmetric KL, logits {list(logits.shape)} (random), "
+        "float64, "
+        f"{pairs} pairs, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
     print(f"  loop over pairs : {t_loop * 1e3:9.1f} ms")
     print(f"  vectorized      : {t_ours * 1e3:9.1f} ms")
-    print(f"  ratio           : {ratio:9.1f}x  (goal >= {GOAL:.0f}x: {'met' if ratio >= GOAL else 'missed'})")
+    print(
+        f"  ratio           : {ratio:9.1f}x  (goal >= {GOAL:.0f}x: "
+        f"{'met' if ratio >= GOAL else 'missed'})"
+    )
     print(f"  max |vectorized - loop| = {error:.2e}")
-    print(f"  floor: the {n_logs / 1e6:.1f} M float64 logs of JS alone take {t_logs * 1e3:.1f} ms "
-          f"(ratio bound t(loop) / t(logs) = {t_loop / t_logs:.1f}x)")
+    print(
+        f"  floor: the {n_logs / 1e6:.1f} M float64 logs of JS alone take {t_logs * 1e3:.1f} ms "
+        f"(ratio bound t(loop) / t(logs) = {t_loop / t_logs:.1f}x)"
+    )
     for name, matrix in ours.items():
         upper = matrix[torch.triu_indices(args.members, args.members, offset=1).unbind()]
         print(f"  mean pairwise {name:<13}: {float(upper.mean()):.4f}")

@@ -44,7 +44,13 @@ def _setup(steps: int, dtype: torch.dtype, members: int = 1):
     from attractor.tangent.unroll import unroll
     from attractor.tasks import build_task
 
-    config = parse_config({"task": {"name": "digits-mlp"}, "trainer": {"steps": steps, "batch_size": 64}, "run": {"snapshots": 1}})
+    config = parse_config(
+        {
+            "task": {"name": "digits-mlp"},
+            "trainer": {"steps": steps, "batch_size": 64},
+            "run": {"snapshots": 1},
+        }
+    )
     task = build_task(config.task)
     row = PlanRow(member=0, init_seed=1, data_seed=2, lr=0.05, momentum=0.9, batch_size=64)
     return config, task, row, unroll(task, config, [row] * members, dtype)
@@ -91,7 +97,9 @@ def peak_memory(name: str, steps: int) -> float:
 
 
 def timings(names: list[str], steps: int, repeats: int) -> dict[str, float]:
-    """Best time per case, the cases taken in turn each round so that load on a shared machine hits all alike."""
+    """Best time per case, the cases taken in turn each round so that load on a shared machine
+    hits all alike.
+    """
     works = {name: build(name, steps) for name in names}
     for work in works.values():
         work()  # warm-up
@@ -109,7 +117,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="44 steps instead of 220")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--cases", default=None, help="comma-separated subset of the cases (ratios need plain, tangent-16, fd-*-16)")
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated subset of the cases (ratios need plain, tangent-16, fd-*-16)",
+    )
     parser.add_argument("--repeats", type=int, default=3, help="timings per case; the best is kept")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)
@@ -119,29 +131,76 @@ def main() -> None:
     if args.one:
         print(json.dumps({"peak_mib": peak_memory(args.one, steps)}))
         return
-    names = ["plain", "replay", "tangent-1", "tangent-4", "tangent-16", "tangent-16-f64", "tangent-16-jvp",
-             "fd-serial-16", "fd-vector-16", "fd-serial-4", "fd-vector-4", "power-1"]
+    names = [
+        "plain",
+        "replay",
+        "tangent-1",
+        "tangent-4",
+        "tangent-16",
+        "tangent-16-f64",
+        "tangent-16-jvp",
+        "fd-serial-16",
+        "fd-vector-16",
+        "fd-serial-4",
+        "fd-vector-4",
+        "power-1",
+    ]
     if args.cases:
         names = [n for n in names if n in args.cases.split(",")]
     seconds = timings(names, steps, args.repeats)
     results = {name: {"seconds": value} for name, value in seconds.items()}
     # Memory in a fresh process per case, so that each peak is that case's own.
-    for name in [n for n in ("tangent-4", "tangent-4-half", "tangent-16", "fd-vector-16") if not args.cases or n in args.cases.split(",")]:
-        cmd = [sys.executable, __file__, "--one", name, "--steps", str(steps), "--threads", str(args.threads)]
+    for name in [
+        n
+        for n in ("tangent-4", "tangent-4-half", "tangent-16", "fd-vector-16")
+        if not args.cases or n in args.cases.split(",")
+    ]:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            name,
+            "--steps",
+            str(steps),
+            "--threads",
+            str(args.threads),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        results.setdefault(name, {})["peak_mib"] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mib"]
+        results.setdefault(name, {})["peak_mib"] = json.loads(done.stdout.strip().splitlines()[-1])[
+            "peak_mib"
+        ]
     pairs = [
-        ("tangent-1", "plain", ""), ("tangent-4", "plain", ""), ("tangent-16", "plain", ""), ("tangent-16-f64", "plain", ""),
-        ("fd-serial-16", "plain", " (17 runs f64)"), ("fd-vector-16", "plain", " (17 runs f64)"),
-        ("tangent-16", "fd-vector-16", " (goal <= 0.8)"), ("tangent-16", "fd-serial-16", " (goal <= 0.5)"),
-        ("tangent-16-f64", "fd-vector-16", ""), ("tangent-16-jvp", "tangent-16", " (vmap(jvp) vs linearized)"),
-        ("tangent-4", "fd-vector-4", ""), ("replay", "plain", ""), ("power-1", "plain", " (one round)"),
+        ("tangent-1", "plain", ""),
+        ("tangent-4", "plain", ""),
+        ("tangent-16", "plain", ""),
+        ("tangent-16-f64", "plain", ""),
+        ("fd-serial-16", "plain", " (17 runs f64)"),
+        ("fd-vector-16", "plain", " (17 runs f64)"),
+        ("tangent-16", "fd-vector-16", " (goal <= 0.8)"),
+        ("tangent-16", "fd-serial-16", " (goal <= 0.5)"),
+        ("tangent-16-f64", "fd-vector-16", ""),
+        ("tangent-16-jvp", "tangent-16", " (vmap(jvp) vs linearized)"),
+        ("tangent-4", "fd-vector-4", ""),
+        ("replay", "plain", ""),
+        ("power-1", "plain", " (one round)"),
     ]
-    ratios = {f"{a} / {b}{note}": seconds[a] / seconds[b] for a, b, note in pairs if a in seconds and b in seconds}
+    ratios = {
+        f"{a} / {b}{note}": seconds[a] / seconds[b]
+        for a, b, note in pairs
+        if a in seconds and b in seconds
+    }
     if args.json:
-        print(json.dumps({"steps": steps, "threads": args.threads, "cases": results, "ratios": ratios}, indent=2))
+        print(
+            json.dumps(
+                {"steps": steps, "threads": args.threads, "cases": results, "ratios": ratios},
+                indent=2,
+            )
+        )
         return
-    print(f"digits-mlp [128, 128], one member, {steps} steps, {args.threads} thread(s), best of {args.repeats}")
+    print(
+        f"digits-mlp [128, 128], one member, {steps} steps, {args.threads} thread(s), best of "
+        f"{args.repeats}"
+    )
     for name, r in results.items():
         timing = f"{r['seconds']:8.3f} s" if "seconds" in r else " " * 10
         memory = f"   peak +{r['peak_mib']:7.1f} MiB" if "peak_mib" in r else ""
@@ -150,7 +209,10 @@ def main() -> None:
         print(f"  {name:42s} {value:6.2f}x")
     if "tangent-4-half" in results and "tangent-4" in results:
         half, full = results["tangent-4-half"]["peak_mib"], results["tangent-4"]["peak_mib"]
-        print(f"  memory growth over a 2-step run, k = 4: {steps // 2} steps +{half:.1f} MiB, {steps} steps +{full:.1f} MiB")
+        print(
+            f"  memory growth over a 2-step run, k = 4: {steps // 2} steps +{half:.1f} MiB, "
+            f"{steps} steps +{full:.1f} MiB"
+        )
 
 
 if __name__ == "__main__":

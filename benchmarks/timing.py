@@ -17,11 +17,16 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 
 
 def finish(started: float, load_before: float) -> float:
-    """Print the run's length and a noise warning when other processes were busy; the load at the end."""
+    """Print the run's length and a noise warning when other processes were busy; the load at the
+    end.
+    """
     import os
 
     load_after = os.getloadavg()[0]
-    print(f"\nload average {load_after:.2f} at end; benchmark took {time.perf_counter() - started:.0f} s")
+    print(
+        f"\nload average {load_after:.2f} at end; benchmark took "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     if max(load_before, load_after) > 0.5 * (os.cpu_count() or 1):
         print("note: other processes were running; figures are noisy (best-of kept).")
     return load_after
@@ -36,8 +41,11 @@ def machine(load_before: float, load_after: float) -> dict[str, object]:
     import torch
 
     return {
-        "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.machine(),
-        "nproc": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": platform.machine(),
+        "nproc": os.cpu_count(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
         "load_average": {"start": load_before, "end": load_after},
     }
 

@@ -87,7 +87,11 @@ def run(strategy: str, repeat: int) -> list[tuple[int, float, float]]:
     """``[(labels, spread, accuracy)]`` after each round of one strategy and repeat."""
     x_pool, y_pool, x_test, y_test = _data(repeat)
     rng = np.random.default_rng(repeat)
-    labelled = [int(rng.choice(np.flatnonzero(y_pool.numpy() == c))) for c in range(10) for _ in range(START // 10)]
+    labelled = [
+        int(rng.choice(np.flatnonzero(y_pool.numpy() == c)))
+        for c in range(10)
+        for _ in range(START // 10)
+    ]
     out = []
     for round_ in range(ROUNDS + 1):
         index = torch.tensor(labelled)
@@ -101,7 +105,9 @@ def run(strategy: str, repeat: int) -> list[tuple[int, float, float]]:
             break
         rest = np.setdiff1d(np.arange(len(x_pool)), labelled)
         if strategy == "bald":
-            ranked = rank_examples(probabilities(_logits(models, x_pool[torch.from_numpy(rest)])), K)
+            ranked = rank_examples(
+                probabilities(_logits(models, x_pool[torch.from_numpy(rest)])), K
+            )
             labelled += [int(rest[i]) for i in ranked["id"]]
         else:
             labelled += [int(i) for i in rng.choice(rest, K, replace=False)]
@@ -117,17 +123,27 @@ def _mean_ci(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def main() -> None:
     global ROUNDS, REPEATS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("active_labelling.png"), help="where to write the plot")
+    parser.add_argument(
+        "--out", type=Path, default=Path("active_labelling.png"), help="where to write the plot"
+    )
     parser.add_argument("--quick", action="store_true", help="3 rounds, 2 repeats (a smoke run)")
     args = parser.parse_args()
     if args.quick:
         ROUNDS, REPEATS = 3, 2
     torch.set_num_threads(1)
     started = time.perf_counter()
-    results = {s: np.array([run(s, r) for r in range(REPEATS)]) for s in ("bald", "random")}  # [repeats, rounds+1, 3]
+    results = {
+        s: np.array([run(s, r) for r in range(REPEATS)]) for s in ("bald", "random")
+    }  # [repeats, rounds+1, 3]
     labels = results["bald"][0, :, 0].astype(int)
-    print(f"{MEMBERS} members, {K} labels per round, {REPEATS} repeats; mean [95 % t interval] over repeats")
-    print("labels | spread (JS, nats): bald, random                     | ensemble accuracy: bald, random")
+    print(
+        f"{MEMBERS} members, {K} labels per round, {REPEATS} repeats; mean [95 % t interval] over "
+        "repeats"
+    )
+    print(
+        "labels | spread (JS, nats): bald, random                     | ensemble accuracy: bald, "
+        "random"
+    )
     for i, n in enumerate(labels):
         row = [f"{n:6d} |"]
         for column in (1, 2):
@@ -141,7 +157,9 @@ def main() -> None:
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(9, 3.5), layout="constrained")
-    for j, (column, title) in enumerate(((1, "spread: mean pairwise JS (nats)"), (2, "ensemble test accuracy"))):
+    for j, (column, title) in enumerate(
+        ((1, "spread: mean pairwise JS (nats)"), (2, "ensemble test accuracy"))
+    ):
         ax = fig.add_subplot(1, 2, j + 1)
         for s in ("bald", "random"):
             mean, half = _mean_ci(results[s][:, :, column])

@@ -19,7 +19,8 @@ the members' test predictions at their final snapshot. Intervals are 95 % bootst
 intervals over seeds; the verdict calls a difference only when the intervals do not
 overlap, and an optimizer that did not train at all is named instead.
 
-    .venv/bin/python examples/cone_vs_sgd.py [--task digits-mlp] [--seeds 8] [--steps N] [--lr LR] [--out DIR]
+    .venv/bin/python examples/cone_vs_sgd.py [--task digits-mlp] [--seeds 8] [--steps N] [--lr LR]
+    [--out DIR]
 
 Measured on 2026-11-26 (2 CPU cores; digits 26 s quiet, 4 min busy; modular 17 min busy)::
 
@@ -63,20 +64,41 @@ from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
 
 #: name -> (optimizer, cone angle in radians); alpha = 0 would be SGD exactly.
-OPTIMIZERS: dict[str, tuple[str, float]] = {"sgd": ("sgd", 0.0), "cone-0.3": ("cone", 0.3), "cone-0.6": ("cone", 0.6)}
+OPTIMIZERS: dict[str, tuple[str, float]] = {
+    "sgd": ("sgd", 0.0),
+    "cone-0.3": ("cone", 0.3),
+    "cone-0.6": ("cone", 0.6),
+}
 
 
 #: The two tasks of the issue, each with a learning rate at which plain SGD (momentum 0) fits it.
 TASKS: dict[str, dict] = {
-    "digits-mlp": {"task": {"name": "digits-mlp", "hidden": [128, 128]}, "lr": 0.05, "batch_size": 64, "steps": 1200},
+    "digits-mlp": {
+        "task": {"name": "digits-mlp", "hidden": [128, 128]},
+        "lr": 0.05,
+        "batch_size": 64,
+        "steps": 1200,
+    },
     # Small p so it runs in minutes; SGD memorizes it (test accuracy stays near chance at
     # this budget), so here the comparison is about fitting, not generalizing.
-    "modular-addition": {"task": {"name": "modular-addition", "p": 23, "train_fraction": 0.7, "embed_dim": 32, "hidden": 128},
-                         "lr": 0.5, "batch_size": 64, "steps": 1200},
+    "modular-addition": {
+        "task": {
+            "name": "modular-addition",
+            "p": 23,
+            "train_fraction": 0.7,
+            "embed_dim": 32,
+            "hidden": 128,
+        },
+        "lr": 0.5,
+        "batch_size": 64,
+        "steps": 1200,
+    },
 }
 
 
-def run_config(task: str, optimizer: str, angle: float, seeds: int, steps: int, snapshots: int, lr: float) -> dict:
+def run_config(
+    task: str, optimizer: str, angle: float, seeds: int, steps: int, snapshots: int, lr: float
+) -> dict:
     """One ensemble: ``seeds`` members differing in init and data order, snapshots evenly spaced.
 
     Evenly spaced (not the default log-spaced) snapshots, so "the first snapshot below L"
@@ -86,16 +108,30 @@ def run_config(task: str, optimizer: str, angle: float, seeds: int, steps: int, 
     setting = TASKS[task]
     return {
         "task": setting["task"],
-        "trainer": {"optimizer": optimizer, "cone_angle": angle, "momentum": 0.0, "lr": lr, "batch_size": setting["batch_size"], "steps": steps},
+        "trainer": {
+            "optimizer": optimizer,
+            "cone_angle": angle,
+            "momentum": 0.0,
+            "lr": lr,
+            "batch_size": setting["batch_size"],
+            "steps": steps,
+        },
         "plan": {"members": seeds, "vary": ["init_seed", "data_seed"]},
-        "run": {"snapshots": sorted({int(s) for s in np.linspace(0, steps, snapshots)}), "track_path": True},
+        "run": {
+            "snapshots": sorted({int(s) for s in np.linspace(0, steps, snapshots)}),
+            "track_path": True,
+        },
     }
 
 
 def at_loss(ens: Ensemble, level: float) -> dict[str, np.ndarray]:
-    """Per member, at its first snapshot with train_loss <= ``level``: step, loss, distance, path, accuracy ``[members]``."""
+    """Per member, at its first snapshot with train_loss <= ``level``: step, loss, distance,
+    path, accuracy ``[members]``.
+    """
     metrics = ens.metrics
-    out: dict[str, list[float]] = {k: [] for k in ("step", "train_loss", "distance", "path", "test_accuracy")}
+    out: dict[str, list[float]] = {
+        k: [] for k in ("step", "train_loss", "distance", "path", "test_accuracy")
+    }
     for member in ens.members:
         rows = metrics[metrics["member"] == member].sort_values("step")
         hit = rows[rows["train_loss"] <= level].iloc[0]
@@ -108,7 +144,9 @@ def at_loss(ens: Ensemble, level: float) -> dict[str, np.ndarray]:
 
 
 def seed_spread(ens: Ensemble) -> Estimate:
-    """Mean pairwise JS (nats) between members' test predictions at the final snapshot, with its interval."""
+    """Mean pairwise JS (nats) between members' test predictions at the final snapshot, with its
+    interval.
+    """
     probs = probabilities(ens.predict(ens.task.x_test))  # [members, batch, classes]
     return pairwise_multibootstrap(pairwise_js(probs, per_example=True))
 
@@ -130,12 +168,31 @@ def verdict(name: str, cone: Estimate, sgd: Estimate) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--task", choices=sorted(TASKS), default="digits-mlp", help="Which task to compare on.")
-    parser.add_argument("--out", type=Path, default=None, help="Folder for the three run directories (default runs/cone-vs-sgd-TASK).")
+    parser.add_argument(
+        "--task", choices=sorted(TASKS), default="digits-mlp", help="Which task to compare on."
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="Folder for the three run directories (default runs/cone-vs-sgd-TASK).",
+    )
     parser.add_argument("--seeds", type=int, default=8, help="Members (seeds) per optimizer.")
-    parser.add_argument("--steps", type=int, default=None, help="Optimizer steps per member (default: the task's).")
-    parser.add_argument("--lr", type=float, default=None, help="Learning rate of every optimizer (default: the task's).")
-    parser.add_argument("--snapshots", type=int, default=41, help="Evenly spaced snapshots, init and final included.")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="Optimizer steps per member (default: the task's)."
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Learning rate of every optimizer (default: the task's).",
+    )
+    parser.add_argument(
+        "--snapshots",
+        type=int,
+        default=41,
+        help="Evenly spaced snapshots, init and final included.",
+    )
     args = parser.parse_args()
     out = args.out or Path(f"runs/cone-vs-sgd-{args.task}")
     steps = args.steps or TASKS[args.task]["steps"]
@@ -144,16 +201,34 @@ def main() -> None:
 
     runs = {}
     for name, (optimizer, angle) in OPTIMIZERS.items():
-        runs[name] = train(parse_config(run_config(args.task, optimizer, angle, args.seeds, steps, args.snapshots, lr)), out / name)
-    finals = {name: ens.metrics.sort_values("step").groupby("member")["train_loss"].last() for name, ens in runs.items()}
+        runs[name] = train(
+            parse_config(
+                run_config(args.task, optimizer, angle, args.seeds, steps, args.snapshots, lr)
+            ),
+            out / name,
+        )
+    finals = {
+        name: ens.metrics.sort_values("step").groupby("member")["train_loss"].last()
+        for name, ens in runs.items()
+    }
     level = max(float(f[runs[n].members].max()) for n, f in finals.items())
     setting = TASKS[args.task]
-    print(f"{args.task} {setting['task']}, lr {lr}, batch {setting['batch_size']}, momentum 0, {args.seeds} seeds, {steps} steps")
-    print(f"equal training loss L = {level:.4f} (largest final train loss over all runs); each member read at its first snapshot <= L")
+    print(
+        f"{args.task} {setting['task']}, lr {lr}, batch {setting['batch_size']}, momentum 0, "
+        f"{args.seeds} seeds, {steps} steps"
+    )
+    print(
+        f"equal training loss L = {level:.4f} (largest final train loss over all runs); each "
+        "member read at its first snapshot <= L"
+    )
     print("path = sum of the step lengths |x_t - x_(t-1)| over every step up to that snapshot")
     print("values: mean [95 % bootstrap interval over seeds]\n")
 
-    header = f"{'optimizer':<10} {'members':>7} {'step at L':>22} {'train loss at step':>22} {'dist from init':>22} {'path length':>22} {'test acc at L':>22} {'seed spread JS':>22}"
+    header = (
+        f"{'optimizer':<10} {'members':>7} {'step at L':>22} {'train loss at step':>22} "
+        f"{'dist from init':>22} {'path length':>22} {'test acc at L':>22} "
+        f"{'seed spread JS':>22}"
+    )
     print(header)
     distances = {}
     for name, ens in runs.items():
@@ -161,22 +236,30 @@ def main() -> None:
         est = {k: multibootstrap(v) for k, v in values.items()}
         distances[name] = est["distance"]
         print(
-            f"{name:<10} {len(ens.members):>7} {shown(est['step'], 0):>22} {shown(est['train_loss'], 4):>22} {shown(est['distance'], 2):>22} "
-            f"{shown(est['path'], 2):>22} {shown(est['test_accuracy']):>22} {shown(seed_spread(ens), 4):>22}"
+            f"{name:<10} {len(ens.members):>7} {shown(est['step'], 0):>22} "
+            f"{shown(est['train_loss'], 4):>22} {shown(est['distance'], 2):>22} "
+            f"{shown(est['path'], 2):>22} {shown(est['test_accuracy']):>22} "
+            f"{shown(seed_spread(ens), 4):>22}"
         )
     print()
     stalled = []
     for name, ens in runs.items():
         by_step = ens.metrics.groupby("step")[["train_loss", "init_distance", "path_length"]].mean()
         first, last = by_step.iloc[0], by_step.iloc[-1]
-        print(f"{name}: train loss {first['train_loss']:.3f} -> {last['train_loss']:.4f}, final distance from init "
-              f"{last['init_distance']:.2f}, path {last['path_length']:.1f}")
+        print(
+            f"{name}: train loss {first['train_loss']:.3f} -> {last['train_loss']:.4f}, final "
+            "distance from init "
+            f"{last['init_distance']:.2f}, path {last['path_length']:.1f}"
+        )
         if last["train_loss"] > 0.9 * first["train_loss"]:
             stalled.append(name)
     print()
     if stalled:
         # L is then (nearly) the loss at init, and "equal training loss" compares untrained members.
-        print(f"{', '.join(stalled)} did not train (final loss above 90 % of the loss at init): no comparison at equal loss is possible")
+        print(
+            f"{', '.join(stalled)} did not train (final loss above 90 % of the loss at init): no "
+            "comparison at equal loss is possible"
+        )
     for name in OPTIMIZERS:
         if name != "sgd" and not stalled:
             print(verdict(name, distances[name], distances["sgd"]))

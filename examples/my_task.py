@@ -34,11 +34,15 @@ def make_task(channels: int = 8) -> Task:
     digits = load_digits()
     images = torch.tensor(digits.images / 16.0, dtype=torch.float32).unsqueeze(1)
     labels = torch.tensor(digits.target, dtype=torch.long)
-    train_idx, test_idx = train_test_split(range(len(labels)), test_size=0.2, random_state=0, stratify=digits.target)
+    train_idx, test_idx = train_test_split(
+        range(len(labels)), test_size=0.2, random_state=0, stratify=digits.target
+    )
     return Task(
         name="examples.my_task:make_task",
-        x_train=images[train_idx], y_train=labels[train_idx],
-        x_test=images[test_idx], y_test=labels[test_idx],
+        x_train=images[train_idx],
+        y_train=labels[train_idx],
+        x_test=images[test_idx],
+        y_test=labels[test_idx],
         make_model=lambda: SmallCNN(channels),
         num_classes=10,
         description="digits as images, small CNN (a user task)",

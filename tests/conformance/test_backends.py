@@ -30,8 +30,11 @@ NAMES = [pytest.param(name, marks=MARKS.get(name, []), id=name) for name in sort
 
 
 def _config(backend: str) -> Config:
-    return tiny_config(trainer={"steps": 8}, plan={"members": 4},
-                       run={"backend": backend, "chunk_size": 2, "snapshots": 2, "workers": 2})
+    return tiny_config(
+        trainer={"steps": 8},
+        plan={"members": 4},
+        run={"backend": backend, "chunk_size": 2, "snapshots": 2, "workers": 2},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -79,5 +82,8 @@ class TestBackend:
             assert mine.keys() == theirs.keys()
             assert all(torch.equal(mine[k], theirs[k]) for k in mine), member
         ordered = ["member", "step"]
-        assert run.metrics.sort_values(ordered).reset_index(drop=True).equals(
-            reference.metrics.sort_values(ordered).reset_index(drop=True))
+        assert (
+            run.metrics.sort_values(ordered)
+            .reset_index(drop=True)
+            .equals(reference.metrics.sort_values(ordered).reset_index(drop=True))
+        )

@@ -26,8 +26,15 @@ TINY: dict[str, dict[str, Any]] = {
     "digits-mlp": {"hidden": [8]},
     "spurious-digits": {"hidden": [8], "shortcut_fraction": 0.9},
     "modular-addition": {"p": 7, "hidden": 8, "embed_dim": 4, "n_groups": 3},
-    "modular-addition@transformer": {"p": 7, "n_groups": 3, "model": "transformer",
-                                     "embed_dim": 8, "heads": 2, "hidden": 8, "shortcut": True},
+    "modular-addition@transformer": {
+        "p": 7,
+        "n_groups": 3,
+        "model": "transformer",
+        "embed_dim": 8,
+        "heads": 2,
+        "hidden": 8,
+        "shortcut": True,
+    },
     "tiny-lm": {"layers": 1, "heads": 1, "width": 8, "context": 8, "windows_per_document": 1},
 }
 #: Tasks whose model needs an optional extra: name -> module.
@@ -64,8 +71,10 @@ def _fresh_model(task: Task, seed: int = 0) -> torch.nn.Module:
 
 def _tensors(task: Task) -> dict[str, Tensor]:
     """Every tensor a task holds, by a stable name."""
-    found = {name: getattr(task, name) for name in ("x_train", "y_train", "x_test", "y_test",
-                                                    "groups", "units", "test_units")}
+    found = {
+        name: getattr(task, name)
+        for name in ("x_train", "y_train", "x_test", "y_test", "groups", "units", "test_units")
+    }
     for name, (x, y) in task.probes.items():
         found[f"probe/{name}/x"], found[f"probe/{name}/y"] = x, y
     return {k: v for k, v in found.items() if v is not None}
@@ -123,8 +132,10 @@ class TestTask:
             assert task.groups.shape == (task.n_train,) and task.groups.dtype == torch.int64
         if task.train_groups is not None:
             assert task.group_ids == sorted({int(g) for g in task.train_groups})
-        for units, n, names in ((task.units, task.n_train, task.documents),
-                                (task.test_units, task.x_test.shape[0], task.test_documents)):
+        for units, n, names in (
+            (task.units, task.n_train, task.documents),
+            (task.test_units, task.x_test.shape[0], task.test_documents),
+        ):
             if units is None:
                 assert names is None
                 continue

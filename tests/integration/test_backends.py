@@ -22,7 +22,9 @@ HAS_RAY = importlib.util.find_spec("ray") is not None
 
 
 def _config(**run):
-    return tiny_config(trainer={"steps": 60}, plan={"members": 8}, run={"chunk_size": 2, "snapshots": 3, **run})
+    return tiny_config(
+        trainer={"steps": 60}, plan={"members": 8}, run={"chunk_size": 2, "snapshots": 3, **run}
+    )
 
 
 def _assert_same(a: Ensemble, b: Ensemble) -> None:
@@ -46,8 +48,23 @@ def test_killed_process_run_resumes_under_local_with_the_same_bits(tmp_path: Pat
     config = write_toml(tmp_path / "config.toml", _config())
     out = tmp_path / "run"
     pool = subprocess.Popen(
-        [sys.executable, "-m", "attractor.cli", "run", str(config), "--out", str(out), "--backend", "process", "--workers", "2", "--json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "attractor.cli",
+            "run",
+            str(config),
+            "--out",
+            str(out),
+            "--backend",
+            "process",
+            "--workers",
+            "2",
+            "--json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     while _done(out) < 2 and pool.poll() is None and time.monotonic() < deadline:
@@ -58,18 +75,27 @@ def test_killed_process_run_resumes_under_local_with_the_same_bits(tmp_path: Pat
     assert 2 <= _done(out) < 8
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["run"]["backend"] == "process"
-    kept = {p: p.stat().st_mtime_ns for m, s in manifest["members"].items() if s["status"] == "done" for p in (out / "members" / m).iterdir()}
+    kept = {
+        p: p.stat().st_mtime_ns
+        for m, s in manifest["members"].items()
+        if s["status"] == "done"
+        for p in (out / "members" / m).iterdir()
+    }
 
     result = cli("run", config, "--out", out, "--json")  # config says local: resumes all the same
     assert result.code == 0, result.err
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "a finished chunk was trained again"
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), (
+        "a finished chunk was trained again"
+    )
     _assert_same(train(_config(), tmp_path / "local"), Ensemble.load(out))
 
 
 def test_another_config_is_still_refused_on_resume(tmp_path: Path, cli) -> None:
     small = tiny_config(plan={"members": 2})
     train(small, tmp_path / "run")
-    other = write_toml(tmp_path / "other.toml", tiny_config(plan={"members": 2}, trainer={"lr": 0.07}))
+    other = write_toml(
+        tmp_path / "other.toml", tiny_config(plan={"members": 2}, trainer={"lr": 0.07})
+    )
     result = cli("run", other, "--out", tmp_path / "run", "--backend", "process")
     assert result.code == 2 and "another config" in result.err
 
@@ -77,7 +103,11 @@ def test_another_config_is_still_refused_on_resume(tmp_path: Path, cli) -> None:
 def test_unknown_backend_is_one_line(tmp_path: Path, cli) -> None:
     config = write_toml(tmp_path / "config.toml", tiny_config())
     result = cli("run", config, "--out", tmp_path / "run", "--backend", "slurm")
-    assert result.code == 2 and len(result.err.strip().splitlines()) == 1 and "run.backend" in result.err
+    assert (
+        result.code == 2
+        and len(result.err.strip().splitlines()) == 1
+        and "run.backend" in result.err
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -91,12 +121,27 @@ def test_missing_ray_names_the_extra(tmp_path: Path, cli, monkeypatch: pytest.Mo
 
 
 @pytest.mark.skipif(not HAS_RAY, reason="needs the ray extra")
-@pytest.mark.parametrize(("address", "says"), [("not-an-address", "HOST:PORT"), ("127.0.0.1:1", "no Ray cluster answers")])
-def test_bad_ray_address_is_refused_before_anything_is_written(tmp_path: Path, cli, address: str, says: str) -> None:
+@pytest.mark.parametrize(
+    ("address", "says"),
+    [("not-an-address", "HOST:PORT"), ("127.0.0.1:1", "no Ray cluster answers")],
+)
+def test_bad_ray_address_is_refused_before_anything_is_written(
+    tmp_path: Path, cli, address: str, says: str
+) -> None:
     config = write_toml(tmp_path / "config.toml", tiny_config())
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "keep.txt").write_text("mine")
-    result = cli("run", config, "--out", tmp_path / "run", "--force", "--backend", "ray", "--ray-address", address)
+    result = cli(
+        "run",
+        config,
+        "--out",
+        tmp_path / "run",
+        "--force",
+        "--backend",
+        "ray",
+        "--ray-address",
+        address,
+    )
     assert result.code == 2 and says in result.err and len(result.err.strip().splitlines()) == 1
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 

@@ -42,7 +42,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
     # killed-driver test's subprocess inherits it and so finds the cluster.
     os.environ["RAY_TMPDIR"] = str(tmp_path_factory.mktemp("ray"))
     # The head runs no tasks, so every chunk runs on one of the 2 worker nodes.
-    nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    nodes = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False}
+    )
     for _ in range(2):
         nodes.add_node(num_cpus=1)
     ray.init(address=nodes.address, log_to_driver=False)
@@ -70,15 +72,20 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
     return train(_config(backend="local"), tmp_path_factory.mktemp("local") / "run")
 
 
-def test_ray_gives_the_local_parameters_bit_for_bit(cluster, local_run: Ensemble, tmp_path: Path) -> None:
+def test_ray_gives_the_local_parameters_bit_for_bit(
+    cluster, local_run: Ensemble, tmp_path: Path
+) -> None:
     # process == local on the same plan: tests/integration/test_backends.py
     on_ray = train(_config(), tmp_path / "ray")
     assert on_ray.members == list(range(8))
     assert on_ray.manifest["config"]["run"]["backend"] == "ray"
     _assert_same(local_run, on_ray)
     # The driver wrote every file from the bytes workers returned: same metrics as local.
-    assert on_ray.metrics.sort_values(["member", "step"]).reset_index(drop=True).equals(
-        local_run.metrics.sort_values(["member", "step"]).reset_index(drop=True))
+    assert (
+        on_ray.metrics.sort_values(["member", "step"])
+        .reset_index(drop=True)
+        .equals(local_run.metrics.sort_values(["member", "step"]).reset_index(drop=True))
+    )
 
 
 def _chunk_pids() -> list[int]:
@@ -94,7 +101,9 @@ def _chunk_pids() -> list[int]:
     return found
 
 
-def test_killed_worker_is_retried_and_the_ensemble_is_unchanged(cluster, local_run: Ensemble, tmp_path: Path) -> None:
+def test_killed_worker_is_retried_and_the_ensemble_is_unchanged(
+    cluster, local_run: Ensemble, tmp_path: Path
+) -> None:
     killed: list[int] = []
     stop = threading.Event()
 
@@ -125,31 +134,58 @@ def _done(run_dir: Path) -> int:
     return sum(m["status"] == "done" for m in members.values())
 
 
-def test_killed_driver_resumes_from_the_chunks_written(cluster, local_run: Ensemble, tmp_path: Path, cli) -> None:
+def test_killed_driver_resumes_from_the_chunks_written(
+    cluster, local_run: Ensemble, tmp_path: Path, cli
+) -> None:
     config = write_toml(tmp_path / "config.toml", _config(steps=60, backend="local"))
     out = tmp_path / "run"
-    command = ["run", str(config), "--out", str(out), "--backend", "ray", "--ray-address", cluster.address, "--json"]
-    driver = subprocess.Popen([sys.executable, "-m", "attractor.cli", *command], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, start_new_session=True)
+    command = [
+        "run",
+        str(config),
+        "--out",
+        str(out),
+        "--backend",
+        "ray",
+        "--ray-address",
+        cluster.address,
+        "--json",
+    ]
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "attractor.cli", *command],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 120
     while _done(out) < 2 and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert driver.poll() is None, driver.stderr.read().decode()[-2000:] if driver.stderr else "driver ended"
+    assert driver.poll() is None, (
+        driver.stderr.read().decode()[-2000:] if driver.stderr else "driver ended"
+    )
     os.killpg(driver.pid, signal.SIGKILL)
     driver.wait()
     before = _done(out)
     assert 2 <= before < 8
     members = json.loads((out / "manifest.json").read_text())["members"]
-    kept = {p: p.stat().st_mtime_ns for m, s in members.items() if s["status"] == "done" for p in (out / "members" / m).iterdir()}
+    kept = {
+        p: p.stat().st_mtime_ns
+        for m, s in members.items()
+        if s["status"] == "done"
+        for p in (out / "members" / m).iterdir()
+    }
 
     result = cli(*command)  # the same command again, in this process (already connected)
     assert result.code == 0, result.err
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "a finished chunk was trained again"
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), (
+        "a finished chunk was trained again"
+    )
     _assert_same(local_run, Ensemble.load(out))
 
 
 def test_diverging_chunk_is_recorded_not_retried(cluster, tmp_path: Path) -> None:
-    config = tiny_config(trainer={"steps": 30, "lr": 1e4}, plan={"members": 4}, run={**RUN, "max_retries": 1})
+    config = tiny_config(
+        trainer={"steps": 30, "lr": 1e4}, plan={"members": 4}, run={**RUN, "max_retries": 1}
+    )
     ens = train(config, tmp_path / "run")
     status = json.loads((tmp_path / "run" / "manifest.json").read_text())["members"]
     assert {s["status"] for s in status.values()} == {"diverged"}

@@ -107,7 +107,10 @@ def test_plan_json_has_one_row_per_member(cli: Cli, tmp_path: Path) -> None:
     data = json.loads(result.out)
     assert len(data["plan"]) == 6 == data["config"]["plan"]["members"]
     assert [row["member"] for row in data["plan"]] == list(range(6))
-    assert data["config"]["trainer"]["batch_size"] == 32 and data["config"]["run"]["backend"] == "local"
+    assert (
+        data["config"]["trainer"]["batch_size"] == 32
+        and data["config"]["run"]["backend"] == "local"
+    )
     assert data["config_hash"] == tiny_config(plan={"members": 6}).hash()
 
 
@@ -119,7 +122,9 @@ def test_run_json_trains_every_member_then_resumes(cli: Cli, tmp_path: Path) -> 
     summary = json.loads(result.out)
     assert summary["done"] == summary["members"] == 3 and summary["pending"] == 0
     assert 0 <= summary["test_accuracy"]["mean"] <= 1
-    assert (out / "manifest.json").is_file() and (out / "members" / "2" / "step-12.safetensors").is_file()
+    assert (out / "manifest.json").is_file() and (
+        out / "members" / "2" / "step-12.safetensors"
+    ).is_file()
     weights = {p: p.read_bytes() for p in out.glob("members/*/*.safetensors")}
 
     again = cli("run", path, "--out", out, "--json")  # finished: nothing is retrained
@@ -186,16 +191,28 @@ def test_help(cli: Cli, command: list[str]) -> None:
 
 BAD_CONFIGS = [
     pytest.param({"bogus": 1}, ("unknown key 'bogus'",), id="unknown-top-level-key"),
-    pytest.param({"trainer": {"lrr": 0.1}}, ("trainer.lrr", "did you mean 'lr'"), id="unknown-trainer-key"),
+    pytest.param(
+        {"trainer": {"lrr": 0.1}}, ("trainer.lrr", "did you mean 'lr'"), id="unknown-trainer-key"
+    ),
     pytest.param({"task": {"hiden": [8]}}, ("task.hiden",), id="unknown-task-option"),
     pytest.param({"trainer": {"lr": "fast"}}, ("trainer.lr", "'fast'"), id="lr-wrong-type"),
-    pytest.param({"plan": {"members": "many"}}, ("plan.members", "'many'"), id="members-wrong-type"),
-    pytest.param({"task": {"name": "nope"}}, ("unknown task 'nope'", *KNOWN_TASKS), id="unknown-task"),
+    pytest.param(
+        {"plan": {"members": "many"}}, ("plan.members", "'many'"), id="members-wrong-type"
+    ),
+    pytest.param(
+        {"task": {"name": "nope"}}, ("unknown task 'nope'", *KNOWN_TASKS), id="unknown-task"
+    ),
     pytest.param({"plan": {"members": 0}}, ("plan.members",), id="members-zero"),
     pytest.param({"trainer": {"lr": -0.1}}, ("trainer.lr", "greater than 0"), id="negative-lr"),
-    pytest.param({"trainer": {"momentum": 1.5}}, ("trainer.momentum", "1.5"), id="momentum-too-big"),
+    pytest.param(
+        {"trainer": {"momentum": 1.5}}, ("trainer.momentum", "1.5"), id="momentum-too-big"
+    ),
     pytest.param({"run": {"snapshots": 0}}, ("run.snapshots",), id="snapshots-zero"),
-    pytest.param({"run": {"snapshots": [1, "a"]}}, ("run.snapshots", "int or list[int]"), id="snapshots-bad-list"),
+    pytest.param(
+        {"run": {"snapshots": [1, "a"]}},
+        ("run.snapshots", "int or list[int]"),
+        id="snapshots-bad-list",
+    ),
     pytest.param({"task": {"hidden": "big"}}, ("task.hidden",), id="task-option-wrong-type"),
 ]
 
@@ -211,7 +228,9 @@ def _bad(overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(("overrides", "fragments"), BAD_CONFIGS)
-def test_bad_config_in_plan(cli: Cli, tmp_path: Path, overrides: dict[str, Any], fragments: tuple[str, ...]) -> None:
+def test_bad_config_in_plan(
+    cli: Cli, tmp_path: Path, overrides: dict[str, Any], fragments: tuple[str, ...]
+) -> None:
     path = write_toml(tmp_path / "bad.toml", _bad(overrides))
     assert_user_error(cli("plan", path), *fragments)
 
@@ -296,16 +315,22 @@ def test_out_is_a_directory_that_is_not_a_run(cli: Cli, tmp_path: Path) -> None:
     (out / "cat.jpg").write_bytes(b"\x89 not really")
     before = fingerprint(out)
     assert_user_error(cli("run", config, "--out", out), "photos", "not an attractor run directory")
-    assert_user_error(cli("run", config, "--out", out, "--force"), "photos", "not an attractor run directory")
+    assert_user_error(
+        cli("run", config, "--out", out, "--force"), "photos", "not an attractor run directory"
+    )
     assert fingerprint(out) == before
 
 
 def test_run_dir_from_another_config_is_refused_then_forced(
     cli: Cli, tmp_path: Path, run_dir: Path, trained_run: tuple[Config, Path]
 ) -> None:
-    other = write_toml(tmp_path / "other.toml", tiny_mapping(trainer={"lr": 0.02}, plan={"members": 2}))
+    other = write_toml(
+        tmp_path / "other.toml", tiny_mapping(trainer={"lr": 0.02}, plan={"members": 2})
+    )
     before = fingerprint(run_dir)
-    line = assert_user_error(cli("run", other, "--out", run_dir), str(run_dir), "another config", "--force")
+    line = assert_user_error(
+        cli("run", other, "--out", run_dir), str(run_dir), "another config", "--force"
+    )
     assert trained_run[0].hash() in line
     assert fingerprint(run_dir) == before
 
@@ -319,7 +344,9 @@ def test_run_dir_from_another_config_is_refused_then_forced(
 
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "delete"])
 @pytest.mark.parametrize("as_json", [False, True])
-def test_info_on_damaged_weights_names_the_file(cli: Cli, run_dir: Path, damage: str, as_json: bool) -> None:
+def test_info_on_damaged_weights_names_the_file(
+    cli: Cli, run_dir: Path, damage: str, as_json: bool
+) -> None:
     target = run_dir / "members" / "2" / "step-12.safetensors"
     if damage == "truncate":
         target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
@@ -337,7 +364,9 @@ def test_info_on_damaged_weights_names_the_file(cli: Cli, run_dir: Path, damage:
 def test_info_on_a_directory_that_is_not_a_run(cli: Cli, tmp_path: Path) -> None:
     (tmp_path / "readme.txt").write_text("hi")
     assert_user_error(cli("info", tmp_path), str(tmp_path), "not an attractor run directory")
-    assert_user_error(cli("info", tmp_path / "missing"), "missing", "not an attractor run directory")
+    assert_user_error(
+        cli("info", tmp_path / "missing"), "missing", "not an attractor run directory"
+    )
 
 
 def test_info_on_a_corrupt_manifest(cli: Cli, run_dir: Path) -> None:
@@ -346,7 +375,9 @@ def test_info_on_a_corrupt_manifest(cli: Cli, run_dir: Path) -> None:
     assert_user_error(cli("info", run_dir), "manifest.json", "corrupt")
 
 
-def test_batch_size_larger_than_the_data_touches_nothing(cli: Cli, tmp_path: Path, run_dir: Path) -> None:
+def test_batch_size_larger_than_the_data_touches_nothing(
+    cli: Cli, tmp_path: Path, run_dir: Path
+) -> None:
     config = write_toml(tmp_path / "big.toml", tiny_mapping(trainer={"batch_size": 5000}))
     assert_user_error(cli("run", config, "--out", tmp_path / "new"), "batch_size")
     assert not (tmp_path / "new").exists()
@@ -363,12 +394,19 @@ def test_rerun_retrains_a_member_whose_weights_were_deleted(
     config = write_toml(tmp_path / "c.toml", trained_run[0])
     result = cli("run", config, "--out", run_dir, "--json")
     assert result.code == 0, result.err
-    retrained, original = load_file(target), load_file(trained_run[1] / "members" / "2" / "step-12.safetensors")
+    retrained, original = (
+        load_file(target),
+        load_file(trained_run[1] / "members" / "2" / "step-12.safetensors"),
+    )
     assert retrained.keys() == original.keys()
-    assert all(torch.equal(retrained[k], original[k]) for k in original)  # a member depends only on its row
+    assert all(
+        torch.equal(retrained[k], original[k]) for k in original
+    )  # a member depends only on its row
 
 
-def test_force_rebuilds_a_run_with_a_corrupt_manifest(cli: Cli, tmp_path: Path, run_dir: Path) -> None:
+def test_force_rebuilds_a_run_with_a_corrupt_manifest(
+    cli: Cli, tmp_path: Path, run_dir: Path
+) -> None:
     manifest = run_dir / "manifest.json"
     manifest.write_text(manifest.read_text()[:40])  # the error says: re-run with --force
     config = write_toml(tmp_path / "c.toml", tiny_mapping(plan={"members": 2}))
@@ -401,7 +439,9 @@ def test_info_on_damaged_tables_is_one_line(cli: Cli, run_dir: Path, damage: str
 
 # ---- optional dependencies ---------------------------------------------------------------
 
-needs_no_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is not None, reason="ray is installed")
+needs_no_ray = pytest.mark.skipif(
+    importlib.util.find_spec("ray") is not None, reason="ray is installed"
+)
 
 
 @needs_no_ray
@@ -418,7 +458,9 @@ def test_ray_backend_without_ray_creates_nothing(cli: Cli, tmp_path: Path) -> No
 
 
 @needs_no_ray
-def test_ray_backend_without_ray_keeps_the_old_run_with_force(cli: Cli, tmp_path: Path, run_dir: Path) -> None:
+def test_ray_backend_without_ray_keeps_the_old_run_with_force(
+    cli: Cli, tmp_path: Path, run_dir: Path
+) -> None:
     config = write_toml(tmp_path / "ray.toml", tiny_mapping(run={"backend": "ray"}))
     before = fingerprint(run_dir)
     assert_user_error(cli("run", config, "--out", run_dir, "--force"), "attractor[ray]")
@@ -441,7 +483,11 @@ def test_ray_backend_without_ray_keeps_the_old_run_with_force(cli: Cli, tmp_path
     ],
 )
 def test_usage_errors_are_one_line(
-    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], fragments: tuple[str, ...]
+    cli: Cli,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    fragments: tuple[str, ...],
 ) -> None:
     monkeypatch.chdir(tmp_path)  # a refused demo must not create runs/demo
     assert_user_error(cli(*args), *fragments)

@@ -24,16 +24,24 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # user-task example imports examples/my_task.py from the repo root
     # A trainer2 config carries a [trainer2] table beside the usual ones.
-    config = load_trainer2(path)[0] if "trainer2" in tomllib.loads(path.read_text()) else load_config(path)
+    config = (
+        load_trainer2(path)[0]
+        if "trainer2" in tomllib.loads(path.read_text())
+        else load_config(path)
+    )
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
     assert len(plan) == config.plan.members
 
 
-def test_user_task_example_trains_vectorized(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_user_task_example_trains_vectorized(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(ROOT)
     config = load_config(ROOT / "examples" / "user-task.toml")
-    config = config.model_copy(update={"trainer": config.trainer.model_copy(update={"epochs": None, "steps": 5})})
+    config = config.model_copy(
+        update={"trainer": config.trainer.model_copy(update={"epochs": None, "steps": 5})}
+    )
     ens = train(config, tmp_path / "cnn")
     assert ens.manifest["strategy"] == "vectorized"
     assert ens.predict(ens.task.x_test[:8]).shape == (4, 8, 10)
@@ -56,14 +64,29 @@ def test_process_backend_equals_local(tmp_path: Path) -> None:
 @pytest.mark.parametrize("model", ["mlp", "transformer"])
 def test_vmapped_models_match_the_loop(tmp_path: Path, model: str) -> None:
     def config(strategy: str):
-        return parse_config({
-            "task": {"name": "modular-addition", "p": 11, "train_fraction": 0.5, "model": model, "embed_dim": 16, "hidden": 32},
-            # SGD, not Adam: Adam divides by sqrt(v), so gradients that are zero up to float
-            # noise (unused embedding rows) become lr-sized steps and hide what we test here.
-            "trainer": {"optimizer": "sgd", "lr": 0.05, "weight_decay": 1e-3, "steps": 15, "batch_size": 16},
-            "plan": {"members": 2, "vary": ["init_seed", "data_seed"]},
-            "run": {"strategy": strategy, "snapshots": 2},
-        })
+        return parse_config(
+            {
+                "task": {
+                    "name": "modular-addition",
+                    "p": 11,
+                    "train_fraction": 0.5,
+                    "model": model,
+                    "embed_dim": 16,
+                    "hidden": 32,
+                },
+                # SGD, not Adam: Adam divides by sqrt(v), so gradients that are zero up to float
+                # noise (unused embedding rows) become lr-sized steps and hide what we test here.
+                "trainer": {
+                    "optimizer": "sgd",
+                    "lr": 0.05,
+                    "weight_decay": 1e-3,
+                    "steps": 15,
+                    "batch_size": 16,
+                },
+                "plan": {"members": 2, "vary": ["init_seed", "data_seed"]},
+                "run": {"strategy": strategy, "snapshots": 2},
+            }
+        )
 
     vec = train(config("vectorized"), tmp_path / "vec")
     loop = train(config("loop"), tmp_path / "loop")

@@ -31,13 +31,23 @@ def _close(found: Any, expected: Any, where: str) -> list[str]:
         if not isinstance(found, dict):
             return [f"{where}: expected an object"]
         missing = [f"{where}.{k}: missing" for k in expected if k not in found]
-        return missing + [e for k in expected if k in found for e in _close(found[k], expected[k], f"{where}.{k}")]
+        return missing + [
+            e for k in expected if k in found for e in _close(found[k], expected[k], f"{where}.{k}")
+        ]
     if isinstance(expected, list):
         if not isinstance(found, list) or len(found) != len(expected):
             return [f"{where}: expected a list of {len(expected)}"]
-        return [e for i, (f, x) in enumerate(zip(found, expected, strict=True)) for e in _close(f, x, f"{where}[{i}]")]
+        return [
+            e
+            for i, (f, x) in enumerate(zip(found, expected, strict=True))
+            for e in _close(f, x, f"{where}[{i}]")
+        ]
     if isinstance(expected, float) and isinstance(found, int | float):
-        return [] if math.isclose(found, expected, rel_tol=RTOL, abs_tol=ATOL) else [f"{where}: {found!r} != {expected!r}"]
+        return (
+            []
+            if math.isclose(found, expected, rel_tol=RTOL, abs_tol=ATOL)
+            else [f"{where}: {found!r} != {expected!r}"]
+        )
     return [] if found == expected else [f"{where}: {found!r} != {expected!r}"]
 
 

@@ -21,7 +21,10 @@ from tests.conftest import tiny_config, write_toml
 
 
 def _snapshots(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
-    return {str(p.relative_to(run_dir)): load_file(p) for p in sorted(run_dir.glob("members/*/*.safetensors"))}
+    return {
+        str(p.relative_to(run_dir)): load_file(p)
+        for p in sorted(run_dir.glob("members/*/*.safetensors"))
+    }
 
 
 def _done(run_dir: Path) -> int:
@@ -42,8 +45,19 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     config_path = write_toml(tmp_path / "config.toml", config)
     killed = tmp_path / "killed"
     process = subprocess.Popen(
-        [sys.executable, "-m", "attractor.cli", "run", str(config_path), "--out", str(killed), "--json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "attractor.cli",
+            "run",
+            str(config_path),
+            "--out",
+            str(killed),
+            "--json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 240
     while _done(killed) < 2 and process.poll() is None and time.monotonic() < deadline:
@@ -54,27 +68,38 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
     finished_before = _done(killed)
     assert 2 <= finished_before < 8
     status = json.loads((killed / "manifest.json").read_text())["members"]
-    kept = {p: p.stat().st_mtime_ns for m, s in status.items() if s["status"] == "done" for p in (killed / "members" / m).iterdir()}
+    kept = {
+        p: p.stat().st_mtime_ns
+        for m, s in status.items()
+        if s["status"] == "done"
+        for p in (killed / "members" / m).iterdir()
+    }
 
     resumed = train(config, killed)
     uninterrupted = train(config, tmp_path / "clean")
 
-    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), "a finished member was trained again"
+    assert all(p.stat().st_mtime_ns == t for p, t in kept.items()), (
+        "a finished member was trained again"
+    )
     assert not list(killed.rglob("*.tmp")), "temporary files of the killed run were left behind"
     a, b = _snapshots(killed), _snapshots(tmp_path / "clean")
     assert a.keys() == b.keys()
     for name in a:
         for key in a[name]:
             assert torch.equal(a[name][key], b[name][key]), (name, key)
-    assert resumed.metrics.sort_values(["member", "step"]).reset_index(drop=True).equals(
-        uninterrupted.metrics.sort_values(["member", "step"]).reset_index(drop=True)
+    assert (
+        resumed.metrics.sort_values(["member", "step"])
+        .reset_index(drop=True)
+        .equals(uninterrupted.metrics.sort_values(["member", "step"]).reset_index(drop=True))
     )
 
 
 def test_rerun_of_finished_run_trains_nothing(tmp_path: Path) -> None:
     config = tiny_config()
     train(config, tmp_path / "run")
-    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "members").rglob("*.safetensors")}
+    stamps = {
+        p: p.stat().st_mtime_ns for p in (tmp_path / "run" / "members").rglob("*.safetensors")
+    }
     ens = train(config, tmp_path / "run")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert ens.members == [0, 1, 2, 3]
@@ -101,12 +126,23 @@ def test_ensemble_loads_predicts_and_gives_snapshots(tmp_path: Path) -> None:
 
 
 def test_reloaded_config_keeps_the_factor_order_that_made_the_plan(tmp_path: Path) -> None:
-    """``[plan.ranges]`` order sets which SALib column is which factor; the manifest must keep it."""
+    """``[plan.ranges]`` order sets which SALib column is which factor; the manifest must keep
+    it.
+    """
     from attractor.plan import build_plan
 
-    config = tiny_config(trainer={"steps": 2}, plan={"design": "sobol", "members": 8, "vary": [],
-                                                     "ranges": {"momentum": [0.0, 0.9], "lr": [0.01, 0.1]}})
+    config = tiny_config(
+        trainer={"steps": 2},
+        plan={
+            "design": "sobol",
+            "members": 8,
+            "vary": [],
+            "ranges": {"momentum": [0.0, 0.9], "lr": [0.01, 0.1]},
+        },
+    )
     ens = train(config, tmp_path / "run")
     assert list(ens.config.plan.ranges) == ["momentum", "lr"]
     rebuilt = build_plan(ens.config.plan, ens.config.trainer, ens.task.group_ids).table
-    pd.testing.assert_frame_equal(rebuilt[["lr", "momentum"]], ens.plan[["lr", "momentum"]], check_dtype=False)
+    pd.testing.assert_frame_equal(
+        rebuilt[["lr", "momentum"]], ens.plan[["lr", "momentum"]], check_dtype=False
+    )

@@ -140,7 +140,13 @@ def test_least_squares_ends_at_the_solution_nearest_init(angle: float) -> None:
     assert float(torch.linalg.vector_norm(x - x_star)) < 1e-7
 
 
-def _functional_vs_torch(angle: float, momentum: float, weight_decay: float, per_tensor: bool = False, random: bool = False) -> None:
+def _functional_vs_torch(
+    angle: float,
+    momentum: float,
+    weight_decay: float,
+    per_tensor: bool = False,
+    random: bool = False,
+) -> None:
     gen = torch.Generator().manual_seed(11)
     w0, b0 = torch.randn(5, 3, generator=gen), torch.randn(3, generator=gen)
     data = torch.randn(16, 5, generator=gen)
@@ -150,8 +156,14 @@ def _functional_vs_torch(angle: float, momentum: float, weight_decay: float, per
 
     w, b = nn.Parameter(w0.clone()), nn.Parameter(b0.clone())
     torch_opt = ConeDescentOptim(
-        [w, b], lr=0.05, angle=angle, momentum=momentum, weight_decay=weight_decay,
-        per_tensor=per_tensor, random=random, seed=5,
+        [w, b],
+        lr=0.05,
+        angle=angle,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        per_tensor=per_tensor,
+        random=random,
+        seed=5,
     )
     params = {"w": w0[None].clone(), "b": b0[None].clone()}
     state = CONE.init(params)
@@ -160,7 +172,10 @@ def _functional_vs_torch(angle: float, momentum: float, weight_decay: float, per
     # tanh loss amplifies over 30 steps). With them the two agree bitwise.
     hyper = Hyper(
         *(torch.tensor([v], dtype=torch.float64) for v in (0.05, momentum, weight_decay)),
-        cone_angle=angle, cone_per_tensor=per_tensor, cone_random=random, seed=torch.tensor([5]),
+        cone_angle=angle,
+        cone_per_tensor=per_tensor,
+        cone_random=random,
+        seed=torch.tensor([5]),
     )
     for t in range(1, 31):
         torch_opt.zero_grad()
@@ -177,8 +192,14 @@ def _functional_vs_torch(angle: float, momentum: float, weight_decay: float, per
 
 @pytest.mark.parametrize(
     ("angle", "momentum", "weight_decay", "per_tensor", "random"),
-    [(0.4, 0.0, 0.0, False, False), (0.6, 0.9, 0.01, False, False), (0.0, 0.5, 0.0, False, False),
-     (0.6, 0.0, 0.0, True, False), (0.6, 0.5, 0.0, False, True), (0.6, 0.0, 0.01, True, True)],
+    [
+        (0.4, 0.0, 0.0, False, False),
+        (0.6, 0.9, 0.01, False, False),
+        (0.0, 0.5, 0.0, False, False),
+        (0.6, 0.0, 0.0, True, False),
+        (0.6, 0.5, 0.0, False, True),
+        (0.6, 0.0, 0.01, True, True),
+    ],
 )
 def test_torch_optim_subclass_matches_functional(
     angle: float, momentum: float, weight_decay: float, per_tensor: bool, random: bool
@@ -187,7 +208,9 @@ def test_torch_optim_subclass_matches_functional(
 
 
 def test_random_angles_are_uniform_and_a_function_of_seed_and_step() -> None:
-    draws = np.array([random_angle(seed, step, 0.6) for seed in range(20) for step in range(1, 101)])
+    draws = np.array(
+        [random_angle(seed, step, 0.6) for seed in range(20) for step in range(1, 101)]
+    )
     assert draws.min() >= 0 and draws.max() <= 0.6
     # 2000 uniform draws on [0, 0.6]: mean 0.3 with sd 0.6 / sqrt(12 * 2000) ~ 0.004.
     assert abs(draws.mean() - 0.3) < 0.02 and len(np.unique(draws)) == len(draws)
@@ -209,7 +232,9 @@ def test_random_cone_steps_with_the_drawn_angle() -> None:
         fixed = {"x": x[i : i + 1].clone()}
         one = {"x": {"momentum_buffer": torch.zeros_like(x[:1]), "x0": x0[i : i + 1]}}
         member = drawn.take(slice(i, i + 1))
-        CONE.step(fixed, {"x": g[i : i + 1]}, one, replace(member, cone_angle=angle, cone_random=False), 4)
+        CONE.step(
+            fixed, {"x": g[i : i + 1]}, one, replace(member, cone_angle=angle, cone_random=False), 4
+        )
         torch.testing.assert_close(params["x"][i], fixed["x"][0], rtol=0, atol=1e-15)
 
 
@@ -217,15 +242,40 @@ def test_per_tensor_cone_leans_each_tensor_back_on_its_own() -> None:
     """Per tensor, each tensor's step is the single-tensor cone step of that tensor alone."""
     gen = torch.Generator().manual_seed(4)
     shapes = {"a": (1, 6), "b": (1, 3, 2)}
-    x0, g, x = ({k: torch.randn(*s, generator=gen, dtype=torch.float64) for k, s in shapes.items()} for _ in range(3))
-    hyper = Hyper(*(torch.tensor([v], dtype=torch.float64) for v in (0.1, 0.0, 0.0)), cone_angle=0.5, cone_per_tensor=True)
+    x0, g, x = (
+        {k: torch.randn(*s, generator=gen, dtype=torch.float64) for k, s in shapes.items()}
+        for _ in range(3)
+    )
+    hyper = Hyper(
+        *(torch.tensor([v], dtype=torch.float64) for v in (0.1, 0.0, 0.0)),
+        cone_angle=0.5,
+        cone_per_tensor=True,
+    )
     params = {k: v.clone() for k, v in x.items()}
-    CONE.step(params, g, {k: {"momentum_buffer": torch.zeros_like(v), "x0": x0[k]} for k, v in x.items()}, hyper, 1)
+    CONE.step(
+        params,
+        g,
+        {k: {"momentum_buffer": torch.zeros_like(v), "x0": x0[k]} for k, v in x.items()},
+        hyper,
+        1,
+    )
     joint = {k: v.clone() for k, v in x.items()}
-    CONE.step(joint, g, {k: {"momentum_buffer": torch.zeros_like(v), "x0": x0[k]} for k, v in x.items()}, replace(hyper, cone_per_tensor=False), 1)
+    CONE.step(
+        joint,
+        g,
+        {k: {"momentum_buffer": torch.zeros_like(v), "x0": x0[k]} for k, v in x.items()},
+        replace(hyper, cone_per_tensor=False),
+        1,
+    )
     for k in shapes:
         alone = {k: x[k].clone()}
-        CONE.step(alone, {k: g[k]}, {k: {"momentum_buffer": torch.zeros_like(x[k]), "x0": x0[k]}}, replace(hyper, cone_per_tensor=False), 1)
+        CONE.step(
+            alone,
+            {k: g[k]},
+            {k: {"momentum_buffer": torch.zeros_like(x[k]), "x0": x0[k]}},
+            replace(hyper, cone_per_tensor=False),
+            1,
+        )
         torch.testing.assert_close(params[k], alone[k], rtol=0, atol=1e-15)
     assert any(not torch.allclose(params[k], joint[k]) for k in shapes)
 

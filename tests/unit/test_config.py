@@ -1,4 +1,6 @@
-"""Config contract: every key validated, the resolved form complete, the README reference current."""
+"""Config contract: every key validated, the resolved form complete, the README reference
+current.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +16,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_readme_embeds_the_generated_reference() -> None:
-    assert config_reference() in (ROOT / "README.md").read_text(), "regenerate: python -m attractor.reference"
+    assert config_reference() in (ROOT / "README.md").read_text(), (
+        "regenerate: python -m attractor.reference"
+    )
 
 
 def test_resolved_has_every_default_and_round_trips() -> None:

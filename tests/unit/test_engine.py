@@ -23,13 +23,17 @@ SNAPSHOT_STEPS: dict[int, list[int]] = {}
 LAST_METRICS: dict[int, dict[str, float]] = {}
 
 
-def final_params(task: Task, config: Config, rows: list[PlanRow], vectorized: bool) -> tuple[Final, list[Outcome]]:
+def final_params(
+    task: Task, config: Config, rows: list[PlanRow], vectorized: bool
+) -> tuple[Final, list[Outcome]]:
     """Train ``rows`` as one chunk; the last snapshot of every member (steps in SNAPSHOT_STEPS)."""
     last: Final = {}
     SNAPSHOT_STEPS.clear()
     LAST_METRICS.clear()
 
-    def sink(row: PlanRow, step: int, tensors: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
+    def sink(
+        row: PlanRow, step: int, tensors: dict[str, torch.Tensor], metrics: dict[str, float]
+    ) -> None:
         last[row.member] = tensors
         LAST_METRICS[row.member] = metrics
         SNAPSHOT_STEPS.setdefault(row.member, []).append(step)
@@ -39,7 +43,10 @@ def final_params(task: Task, config: Config, rows: list[PlanRow], vectorized: bo
 
 
 def rows_for(n: int, **common: object) -> list[PlanRow]:
-    return [PlanRow(member=i, init_seed=i, data_seed=100 + i, bootstrap=i if i % 2 else None, **common) for i in range(n)]
+    return [
+        PlanRow(member=i, init_seed=i, data_seed=100 + i, bootstrap=i if i % 2 else None, **common)
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +59,13 @@ CHUNK_TRAINERS = {
     "adam": {"optimizer": "adam", "lr": 0.01},
     # The stochastic, per-tensor cone draws its angles from the row; the penalty and the
     # path tracking add per-member sums that must not see the other members either.
-    "cone-random": {"optimizer": "cone", "cone_angle": 0.6, "cone_random": True, "cone_per_tensor": True, "logit_penalty": 0.1},
+    "cone-random": {
+        "optimizer": "cone",
+        "cone_angle": 0.6,
+        "cone_random": True,
+        "cone_per_tensor": True,
+        "logit_penalty": 0.1,
+    },
 }
 
 
@@ -73,12 +86,18 @@ def test_member_is_bitwise_independent_of_its_chunk(digits: Task, trainer: str) 
 
 
 def test_path_tracking_matches_the_snapshots(digits: Task) -> None:
-    """With a snapshot after every step, path length is the sum of the snapshot-to-snapshot distances."""
+    """With a snapshot after every step, path length is the sum of the snapshot-to-snapshot
+    distances.
+    """
     steps = 6
-    config = tiny_config(trainer={"steps": steps}, run={"track_path": True, "snapshots": list(range(steps + 1))})
+    config = tiny_config(
+        trainer={"steps": steps}, run={"track_path": True, "snapshots": list(range(steps + 1))}
+    )
     seen: dict[int, tuple[dict[str, torch.Tensor], dict[str, float]]] = {}
 
-    def sink(row: PlanRow, step: int, tensors: dict[str, torch.Tensor], metrics: dict[str, float]) -> None:
+    def sink(
+        row: PlanRow, step: int, tensors: dict[str, torch.Tensor], metrics: dict[str, float]
+    ) -> None:
         if row.member == 1:
             seen[step] = ({k: v.double() for k, v in tensors.items()}, metrics)
 
@@ -92,7 +111,9 @@ def test_path_tracking_matches_the_snapshots(digits: Task) -> None:
         expected += distance(seen[step][0], seen[step - 1][0])
         metrics = seen[step][1]
         assert metrics["path_length"] == pytest.approx(expected, rel=1e-9)
-        assert metrics["init_distance"] == pytest.approx(distance(seen[step][0], seen[0][0]), rel=1e-9)
+        assert metrics["init_distance"] == pytest.approx(
+            distance(seen[step][0], seen[0][0]), rel=1e-9
+        )
     assert seen[0][1]["path_length"] == 0 and seen[0][1]["init_distance"] == 0
     assert metrics["path_length"] > metrics["init_distance"]
 
@@ -132,7 +153,10 @@ def test_plain_loop_is_the_specification(digits: Task, logit_penalty: float) -> 
     for _ in range(10):
         index = stream.next()
         logits = model(digits.x_train[index])
-        loss = nn.functional.cross_entropy(logits, digits.y_train[index]) + logit_penalty / 2 * logits.pow(2).sum(1).mean()
+        loss = (
+            nn.functional.cross_entropy(logits, digits.y_train[index])
+            + logit_penalty / 2 * logits.pow(2).sum(1).mean()
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -152,7 +176,9 @@ def test_diverged_member_is_recorded_and_others_unaffected(digits: Task) -> None
     assert max(steps_of_exploding) < by_member[9].diverged_step  # no snapshot after divergence
     for row in rows:
         assert by_member[row.member].status == "done"
-        assert all(torch.equal(with_bad[row.member][k], alone[row.member][k]) for k in alone[row.member])
+        assert all(
+            torch.equal(with_bad[row.member][k], alone[row.member][k]) for k in alone[row.member]
+        )
 
 
 def test_data_perturbations(digits: Task) -> None:
@@ -160,7 +186,9 @@ def test_data_perturbations(digits: Task) -> None:
     assert torch.equal(member_pool(digits, base), torch.arange(digits.n_train))
     boot = member_pool(digits, PlanRow(member=0, bootstrap=5))
     assert len(boot) == digits.n_train and len(torch.unique(boot)) < digits.n_train
-    assert torch.equal(boot, member_pool(digits, PlanRow(member=1, bootstrap=5)))  # depends on the seed only
+    assert torch.equal(
+        boot, member_pool(digits, PlanRow(member=1, bootstrap=5))
+    )  # depends on the seed only
     held = member_pool(digits, PlanRow(member=0, holdout_group=3))
     assert (digits.y_train[held] != 3).all() and len(held) == int((digits.y_train != 3).sum())
     noisy = member_targets(digits, PlanRow(member=0, label_noise=0.2, noise_seed=1))
@@ -182,7 +210,9 @@ def test_init_perturbations_are_seeded(digits: Task) -> None:
     same = initial_module(digits, PlanRow(member=5, init_seed=1))
     scaled = initial_module(digits, PlanRow(member=0, init_seed=1, init_scale=2.0))
     noisy = initial_module(digits, PlanRow(member=0, init_seed=1, init_noise=0.01, noise_seed=2))
-    for a, b, c, d in zip(plain.parameters(), same.parameters(), scaled.parameters(), noisy.parameters(), strict=True):
+    for a, b, c, d in zip(
+        plain.parameters(), same.parameters(), scaled.parameters(), noisy.parameters(), strict=True
+    ):
         assert torch.equal(a, b)
         assert torch.equal(c, 2 * a)
         assert 0 < (d - a).abs().max() < 0.1
@@ -199,7 +229,9 @@ class _BatchNormNet(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+        self.body = nn.Sequential(
+            nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -210,7 +242,15 @@ def _dropout_net() -> nn.Module:
 
 
 def _as_task(digits: Task, make_model: object) -> Task:
-    return Task("custom", digits.x_train, digits.y_train, digits.x_test, digits.y_test, make_model, num_classes=10)
+    return Task(
+        "custom",
+        digits.x_train,
+        digits.y_train,
+        digits.x_test,
+        digits.y_test,
+        make_model,
+        num_classes=10,
+    )
 
 
 def test_buffers_train_alike_in_both_strategies(digits: Task) -> None:

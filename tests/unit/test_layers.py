@@ -77,5 +77,7 @@ def test_layers_contract_holds() -> None:
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     if exe is None:
         pytest.skip("lint-imports is not installed (dev extra)")
-    run = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], capture_output=True, text=True, cwd=ROOT)
+    run = subprocess.run(
+        [exe, "--config", str(ROOT / "pyproject.toml")], capture_output=True, text=True, cwd=ROOT
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]

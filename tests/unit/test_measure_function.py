@@ -21,7 +21,9 @@ LN2 = math.log(2.0)
 
 
 def random_logits(seed: int, m: int, b: int, c: int, scale: float) -> torch.Tensor:
-    return scale * torch.randn(m, b, c, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return scale * torch.randn(
+        m, b, c, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 def loop_reference(probs: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -55,13 +57,17 @@ def test_two_member_hand_case() -> None:
     kl_p_mix = 0.5 * math.log(0.5 / 0.7) + 0.5 * math.log(0.5 / 0.3)
     kl_q_mix = 0.9 * math.log(0.9 / 0.7) + 0.1 * math.log(0.1 / 0.3)
     assert fn.kl_to_mean(probs).tolist() == pytest.approx([kl_p_mix, kl_q_mix], abs=1e-14)
-    assert fn.mutual_information(probs).item() == pytest.approx(js, abs=1e-14)  # two members: MI = JS
+    assert fn.mutual_information(probs).item() == pytest.approx(
+        js, abs=1e-14
+    )  # two members: MI = JS
 
 
 def test_disjoint_predictions_reach_ln2() -> None:
     probs = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]], dtype=torch.float64)
     assert fn.pairwise_js(probs)[0, 1].item() == pytest.approx(LN2, abs=1e-15)
-    assert math.isfinite(fn.pairwise_symmetric_kl(probs)[0, 1].item())  # zeros read as the tiniest float
+    assert math.isfinite(
+        fn.pairwise_symmetric_kl(probs)[0, 1].item()
+    )  # zeros read as the tiniest float
 
 
 def test_disagreement_hand_case() -> None:
@@ -96,13 +102,25 @@ def test_ensemble_beats_its_members_when_their_mistakes_differ() -> None:
 
 
 @settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**16), m=st.integers(1, 6), b=st.integers(1, 7), c=st.integers(2, 5),
-       scale=st.sampled_from([0.1, 1.0, 5.0]))
-def test_pair_metrics_match_loop_and_definitions(seed: int, m: int, b: int, c: int, scale: float) -> None:
+@given(
+    seed=st.integers(0, 2**16),
+    m=st.integers(1, 6),
+    b=st.integers(1, 7),
+    c=st.integers(2, 5),
+    scale=st.sampled_from([0.1, 1.0, 5.0]),
+)
+def test_pair_metrics_match_loop_and_definitions(
+    seed: int, m: int, b: int, c: int, scale: float
+) -> None:
     logits = random_logits(seed, m, b, c, scale)
     probs = fn.probabilities(logits)
     reference = loop_reference(probs)
-    for name, per_example in (("js", False), ("js", True), ("symmetric_kl", False), ("symmetric_kl", True)):
+    for name, per_example in (
+        ("js", False),
+        ("js", True),
+        ("symmetric_kl", False),
+        ("symmetric_kl", True),
+    ):
         metric = getattr(fn, f"pairwise_{name}")(probs, per_example)
         got = metric.mean(-1) if per_example else metric
         assert torch.allclose(got, reference[name], atol=1e-12)
@@ -110,8 +128,12 @@ def test_pair_metrics_match_loop_and_definitions(seed: int, m: int, b: int, c: i
     assert torch.equal(js, js.T) and (js >= 0).all() and (js <= LN2 + 1e-12).all()
     assert torch.equal(js.diagonal(), torch.zeros(m, dtype=torch.float64))
     # MI = entropy of the mean - mean entropy = mean over members of KL to the mean.
-    assert fn.mutual_information(probs).item() == pytest.approx(fn.kl_to_mean(probs).mean().item(), abs=1e-12)
-    assert torch.allclose(fn.mutual_information(probs, True), fn.kl_to_mean(probs, True).mean(0), atol=1e-12)
+    assert fn.mutual_information(probs).item() == pytest.approx(
+        fn.kl_to_mean(probs).mean().item(), abs=1e-12
+    )
+    assert torch.allclose(
+        fn.mutual_information(probs, True), fn.kl_to_mean(probs, True).mean(0), atol=1e-12
+    )
 
 
 @settings(max_examples=15, deadline=None)
@@ -153,7 +175,15 @@ def test_spread_over_training_on_varied_seeds(runs: dict[str, Ensemble]) -> None
     ens = runs["varied"]
     table = spread_over_training(ens)
     assert table["step"].tolist() == ens.steps() and table["step"].iloc[0] == 0
-    assert list(table.columns) == ["step", "members", "js", "disagreement", "weight_distance", "loss", "accuracy"]
+    assert list(table.columns) == [
+        "step",
+        "members",
+        "js",
+        "disagreement",
+        "weight_distance",
+        "loss",
+        "accuracy",
+    ]
     assert table["weight_distance"].iloc[0] > 0  # different init seeds
     assert 0 < table["disagreement"].iloc[-1] < 1
     assert ((table["js"] >= 0) & (table["js"] <= LN2)).all()

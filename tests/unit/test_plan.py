@@ -19,15 +19,42 @@ from attractor.errors import UserError
 from attractor.plan import COLUMNS, Plan, PlanRow, build_plan, describe_plan, sobol_problem
 
 TRAINER = TrainerConfig(optimizer="adam", lr=0.123, momentum=0.5, weight_decay=1e-3, batch_size=32)
-TRAINER_VALUES = {"lr": 0.123, "momentum": 0.5, "weight_decay": 1e-3, "batch_size": 32, "optimizer": "adam"}
-ROW_DEFAULTS = {"init_seed": 0, "data_seed": 0, "noise_seed": 0, "label_noise": 0.0, "init_scale": 1.0, "init_noise": 0.0}
+TRAINER_VALUES = {
+    "lr": 0.123,
+    "momentum": 0.5,
+    "weight_decay": 1e-3,
+    "batch_size": 32,
+    "optimizer": "adam",
+}
+ROW_DEFAULTS = {
+    "init_seed": 0,
+    "data_seed": 0,
+    "noise_seed": 0,
+    "label_noise": 0.0,
+    "init_scale": 1.0,
+    "init_noise": 0.0,
+}
 SEEDS = ["init_seed", "data_seed", "noise_seed", "bootstrap"]
 
 DESIGNS = {
     "random": dict(members=12, design="random", vary=SEEDS, ranges={"lr": (0.01, 0.2)}),
-    "factorial": dict(members=12, design="factorial", vary=SEEDS, levels={"momentum": [0.0, 0.9], "optimizer": ["sgd", "adam", "adamw"]}),
-    "grid": dict(members=16, design="grid", vary=SEEDS, ranges={"lr": (0.01, 0.2)}, levels={"batch_size": [16, 64]}, grid_points=4),
-    "sobol": dict(members=16, design="sobol", vary=SEEDS, ranges={"lr": (0.01, 0.2), "momentum": (0.0, 0.95)}),
+    "factorial": dict(
+        members=12,
+        design="factorial",
+        vary=SEEDS,
+        levels={"momentum": [0.0, 0.9], "optimizer": ["sgd", "adam", "adamw"]},
+    ),
+    "grid": dict(
+        members=16,
+        design="grid",
+        vary=SEEDS,
+        ranges={"lr": (0.01, 0.2)},
+        levels={"batch_size": [16, 64]},
+        grid_points=4,
+    ),
+    "sobol": dict(
+        members=16, design="sobol", vary=SEEDS, ranges={"lr": (0.01, 0.2), "momentum": (0.0, 0.95)}
+    ),
 }
 
 
@@ -36,7 +63,9 @@ def make(trainer: TrainerConfig = TRAINER, group_ids: list[int] | None = None, *
 
 
 def varied(config: dict) -> set[str]:
-    return set(config.get("vary", [])) | set(config.get("levels", {})) | set(config.get("ranges", {}))
+    return (
+        set(config.get("vary", [])) | set(config.get("levels", {})) | set(config.get("ranges", {}))
+    )
 
 
 @pytest.mark.parametrize("design", DESIGNS)
@@ -115,10 +144,16 @@ def test_holdout_group_cycles_through_task_groups_or_levels() -> None:
     assert str(plan.table["holdout_group"].dtype) == "Int64"
     plan = make(members=3, levels={"holdout_group": [4]}, group_ids=[3, 4])
     assert plan.table["holdout_group"].tolist() == [4, 4, 4]
-    crossed = make(members=4, design="factorial", vary=["holdout_group"], levels={"momentum": [0.0, 0.5]}, group_ids=[0, 1])
-    assert list(crossed.table[["momentum", "holdout_group"]].itertuples(index=False, name=None)) == [
-        (0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)
-    ]
+    crossed = make(
+        members=4,
+        design="factorial",
+        vary=["holdout_group"],
+        levels={"momentum": [0.0, 0.5]},
+        group_ids=[0, 1],
+    )
+    assert list(
+        crossed.table[["momentum", "holdout_group"]].itertuples(index=False, name=None)
+    ) == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
 
 
 def test_grid_lr_is_log_spaced_with_exact_endpoints_crossed_with_levels() -> None:
@@ -140,7 +175,11 @@ def test_grid_linear_factor_is_evenly_spaced() -> None:
 def test_sobol_rows_equal_salib_sample() -> None:
     config = DESIGNS["sobol"]
     plan = make(**config)
-    problem = {"num_vars": 2, "names": ["lr", "momentum"], "bounds": [[math.log10(0.01), math.log10(0.2)], [0.0, 0.95]]}
+    problem = {
+        "num_vars": 2,
+        "names": ["lr", "momentum"],
+        "bounds": [[math.log10(0.01), math.log10(0.2)], [0.0, 0.95]],
+    }
     assert sobol_problem(PlanConfig(**config)) == problem
     expected = sobol_sample.sample(problem, 4, calc_second_order=False, seed=0)
     np.testing.assert_allclose(plan.table["lr"], 10 ** expected[:, 0], rtol=1e-12)
@@ -248,7 +287,10 @@ BAD = [
     (dict(levels={"data_seed": [1, 1]}), "'data_seed'"),
     (dict(levels={"lr": [0.1]}, ranges={"lr": (0.1, 0.2)}), "'lr'"),
     (dict(design="factorial", ranges={"lr": (0.1, 0.2)}), "'lr'"),
-    (dict(design="sobol", ranges={"lr": (0.1, 0.2)}, levels={"momentum": [0.0]}, members=3), "'momentum'"),
+    (
+        dict(design="sobol", ranges={"lr": (0.1, 0.2)}, levels={"momentum": [0.0]}, members=3),
+        "'momentum'",
+    ),
     (dict(design="sobol", ranges={"lr": (0.1, 0.1)}, members=3), "'lr'"),
 ]
 
@@ -256,7 +298,10 @@ BAD = [
 @pytest.mark.parametrize(("plan", "named"), BAD)
 def test_bad_input_is_one_line_naming_the_factor(plan: dict, named: str) -> None:
     with pytest.raises(UserError) as info:
-        make(group_ids=[0, 1] if "levels" in plan and "holdout_group" in plan["levels"] else None, **plan)
+        make(
+            group_ids=[0, 1] if "levels" in plan and "holdout_group" in plan["levels"] else None,
+            **plan,
+        )
     message = str(info.value)
     assert named in message
     assert "\n" not in message
@@ -271,7 +316,11 @@ def test_unknown_holdout_level_with_no_groups_says_so() -> None:
 
 def test_factorial_member_mismatch_names_both_counts_and_suggests() -> None:
     with pytest.raises(UserError, match=r"6 cells.*members = 10.*use members = 6 or 12"):
-        make(members=10, design="factorial", levels={"momentum": [0.0, 0.9], "optimizer": ["sgd", "adam", "adamw"]})
+        make(
+            members=10,
+            design="factorial",
+            levels={"momentum": [0.0, 0.9], "optimizer": ["sgd", "adam", "adamw"]},
+        )
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,16 @@ from tests.conftest import tiny_config
 
 def test_placement_settings_do_not_change_identity() -> None:
     base = tiny_config().resolved()
-    moved = tiny_config(run={"backend": "ray", "workers": 3, "num_cpus": 2, "ray_address": "10.0.0.1:6379", "max_retries": 0},
-                        track={"mlflow": True, "uri": "sqlite:///x.db"}).resolved()
+    moved = tiny_config(
+        run={
+            "backend": "ray",
+            "workers": 3,
+            "num_cpus": 2,
+            "ray_address": "10.0.0.1:6379",
+            "max_retries": 0,
+        },
+        track={"mlflow": True, "uri": "sqlite:///x.db"},
+    ).resolved()
     assert identity(base) == identity(moved)
     assert moved["run"]["backend"] == "ray"  # identity copies; the config itself is untouched
 

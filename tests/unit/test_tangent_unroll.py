@@ -28,12 +28,24 @@ TRAINERS = [
 @pytest.mark.parametrize("trainer", TRAINERS, ids=lambda t: "-".join(f"{v}" for v in t.values()))
 @pytest.mark.parametrize("vectorized", [False, True], ids=["loop", "vectorized"])
 def test_replay_reproduces_engine_final_weights(trainer: dict, vectorized: bool) -> None:
-    config = tiny_config(trainer=trainer, plan={"members": 2, "vary": ["init_seed", "data_seed", "label_noise", "init_scale"],
-                                                "ranges": {"label_noise": [0.0, 0.2], "init_scale": [0.8, 1.2]}})
+    config = tiny_config(
+        trainer=trainer,
+        plan={
+            "members": 2,
+            "vary": ["init_seed", "data_seed", "label_noise", "init_scale"],
+            "ranges": {"label_noise": [0.0, 0.2], "init_scale": [0.8, 1.2]},
+        },
+    )
     task = build_task(config.task)
     rows = build_plan(config.plan, config.trainer, task.group_ids).rows()
     saved: dict[int, dict[int, dict[str, torch.Tensor]]] = {}
-    train_chunk(task, config, rows, vectorized, lambda row, step, tensors, _: saved.setdefault(row.member, {}).__setitem__(step, tensors))
+    train_chunk(
+        task,
+        config,
+        rows,
+        vectorized,
+        lambda row, step, tensors, _: saved.setdefault(row.member, {}).__setitem__(step, tensors),
+    )
     run = unroll(task, config, rows, torch.float32)
     for method in ("linearized", "functional"):
         final = final_params(run, method=method)
@@ -68,15 +80,23 @@ def test_functional_update_matches_optimizer(name: str) -> None:
 def test_update_is_differentiable_where_adam_moment_is_zero(name: str) -> None:
     """Forward mode through the update: finite tangents, equal to a central difference."""
     gen = torch.Generator().manual_seed(1)
-    p, g = torch.randn(2, 3, generator=gen, dtype=torch.float64), torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    p, g = (
+        torch.randn(2, 3, generator=gen, dtype=torch.float64),
+        torch.randn(2, 3, generator=gen, dtype=torch.float64),
+    )
     g[0, 0] = 0.0
     optimizer = get_optimizer(name)
     state = optimizer.init({"w": p})
-    hyper = {"lr": torch.tensor([0.1, 0.2], dtype=torch.float64), "momentum": torch.tensor([0.9, 0.5], dtype=torch.float64),
-             "weight_decay": torch.tensor([0.0, 1e-2], dtype=torch.float64)}
+    hyper = {
+        "lr": torch.tensor([0.1, 0.2], dtype=torch.float64),
+        "momentum": torch.tensor([0.9, 0.5], dtype=torch.float64),
+        "weight_decay": torch.tensor([0.0, 1e-2], dtype=torch.float64),
+    }
 
     def update(p: torch.Tensor, h: dict[str, torch.Tensor]) -> torch.Tensor:
-        return optimizer.update({"w": p}, {"w": g}, state, Hyper(h["lr"], h["momentum"], h["weight_decay"]), 1)[0]["w"]
+        return optimizer.update(
+            {"w": p}, {"w": g}, state, Hyper(h["lr"], h["momentum"], h["weight_decay"]), 1
+        )[0]["w"]
 
     dp = torch.randn(2, 3, generator=gen, dtype=torch.float64)
     # Not along weight decay: with wd = 0 and g = 0, Adam's step has a kink in wd there.

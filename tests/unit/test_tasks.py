@@ -53,7 +53,12 @@ def test_digits_split_is_fixed_across_fresh_loads() -> None:
     first = build("digits-mlp")
     digits_mlp.load_split.cache_clear()  # force a second load, split and standardization
     second = build("digits-mlp")
-    for a, b in [(first.x_train, second.x_train), (first.y_train, second.y_train), (first.x_test, second.x_test), (first.y_test, second.y_test)]:
+    for a, b in [
+        (first.x_train, second.x_train),
+        (first.y_train, second.y_train),
+        (first.x_test, second.x_test),
+        (first.y_test, second.y_test),
+    ]:
         assert torch.equal(a, b)
 
 
@@ -110,7 +115,10 @@ def test_spurious_fraction_and_groups() -> None:
 
 def test_spurious_probes_set_the_shortcut_to_the_label_or_leave_it_random() -> None:
     task = build("spurious-digits")
-    (agree, y_agree), (random, y_random) = task.probes["shortcut_agree"], task.probes["shortcut_random"]
+    (agree, y_agree), (random, y_random) = (
+        task.probes["shortcut_agree"],
+        task.probes["shortcut_random"],
+    )
     assert torch.equal(y_agree, task.y_test) and torch.equal(y_random, task.y_test)
     assert torch.equal(agree[:, :64], task.x_test[:, :64]) and torch.equal(random, task.x_test)
     assert torch.equal(spurious_digits.shortcut_labels(agree), task.y_test)
@@ -160,14 +168,30 @@ def test_modular_hint_token_is_the_answer_on_exactly_the_fraction(fraction: floa
 
 MODELS = {
     "digits": (lambda: build("digits-mlp", hidden=[12]), lambda t: t.x_test[:7]),
-    "modular-hint-mlp": (lambda: build("modular-addition", p=11, embed_dim=8, hidden=16, shortcut=True), lambda t: t.x_test[:7]),
-    "modular-hint-transformer": (
-        lambda: build("modular-addition", p=11, model="transformer", embed_dim=8, hidden=16, heads=2, shortcut=True),
+    "modular-hint-mlp": (
+        lambda: build("modular-addition", p=11, embed_dim=8, hidden=16, shortcut=True),
         lambda t: t.x_test[:7],
     ),
-    "modular-mlp": (lambda: build("modular-addition", p=11, embed_dim=8, hidden=16), lambda t: t.x_test[:7]),
+    "modular-hint-transformer": (
+        lambda: build(
+            "modular-addition",
+            p=11,
+            model="transformer",
+            embed_dim=8,
+            hidden=16,
+            heads=2,
+            shortcut=True,
+        ),
+        lambda t: t.x_test[:7],
+    ),
+    "modular-mlp": (
+        lambda: build("modular-addition", p=11, embed_dim=8, hidden=16),
+        lambda t: t.x_test[:7],
+    ),
     "modular-transformer": (
-        lambda: build("modular-addition", p=11, model="transformer", embed_dim=8, hidden=16, heads=2),
+        lambda: build(
+            "modular-addition", p=11, model="transformer", embed_dim=8, hidden=16, heads=2
+        ),
         lambda t: t.x_test[:7],
     ),
 }
@@ -222,7 +246,11 @@ def test_transformer_accepts_leading_batch_dims() -> None:
 
 def test_every_option_is_described_and_list_tasks_gives_defaults() -> None:
     listed = {name: (summary, defaults) for name, summary, defaults in list_tasks()}
-    assert set(listed) == set(TASKS) == {"digits-mlp", "modular-addition", "spurious-digits", "tiny-lm"}
+    assert (
+        set(listed)
+        == set(TASKS)
+        == {"digits-mlp", "modular-addition", "spurious-digits", "tiny-lm"}
+    )
     for name, spec in TASKS.items():
         assert spec.options.model_config.get("extra") == "forbid"
         assert all(field.description for field in spec.options.model_fields.values()), name
@@ -233,14 +261,27 @@ def test_every_option_is_described_and_list_tasks_gives_defaults() -> None:
 @pytest.mark.parametrize(
     ("config", "needles"),
     [
-        ({"name": "nope"}, ["unknown task 'nope'", "digits-mlp, modular-addition, spurious-digits", "module:function"]),
+        (
+            {"name": "nope"},
+            [
+                "unknown task 'nope'",
+                "digits-mlp, modular-addition, spurious-digits",
+                "module:function",
+            ],
+        ),
         ({"name": "digits-mlp", "hiden": [3]}, ["task.hiden", "remove"]),
         ({"name": "digits-mlp", "hidden": ["big"]}, ["task.hidden.0", "integer"]),
         ({"name": "digits-mlp", "hidden": [0]}, ["task.hidden.0", "greater than or equal to 1"]),
         ({"name": "digits-mlp", "activation": "sigmoid"}, ["task.activation", "'relu'"]),
         ({"name": "modular-addition", "p": "many"}, ["task.p", "integer"]),
-        ({"name": "modular-addition", "train_fraction": 1.0}, ["task.train_fraction", "less than 1"]),
-        ({"name": "modular-addition", "model": "transformer", "heads": 5}, ["heads (5) must divide embed_dim (64)"]),
+        (
+            {"name": "modular-addition", "train_fraction": 1.0},
+            ["task.train_fraction", "less than 1"],
+        ),
+        (
+            {"name": "modular-addition", "model": "transformer", "heads": 5},
+            ["heads (5) must divide embed_dim (64)"],
+        ),
         ({"name": "spurious-digits", "shortcut_fraction": 1.5}, ["task.shortcut_fraction"]),
     ],
 )
@@ -306,7 +347,9 @@ def test_user_task_module_in_current_directory(tmp_path, monkeypatch) -> None:
         ("make_task", {"depth": 2}, ["task.depth", "depth"]),
     ],
 )
-def test_user_task_errors(user_module: str, function: str, options: dict, needles: list[str]) -> None:
+def test_user_task_errors(
+    user_module: str, function: str, options: dict, needles: list[str]
+) -> None:
     with pytest.raises(UserError) as info:
         build(f"{user_module}:{function}", **options)
     assert "\n" not in str(info.value)
