@@ -2,7 +2,7 @@
 quantization, each ``(params [K, ...], level, generator, hidden_inputs) -> params``.
 
 :data:`KINDS` is the registry :mod:`attractor.measure.structural` and
-:mod:`attractor.search.models` draw from; :func:`check_levels` validates a kind's levels.
+:mod:`attractor.search.perturb` draw from; :func:`check_levels` validates a kind's levels.
 
 References:
     Srivastava et al. (2014), "Dropout"; Wan et al. (2013), "Regularization of Neural

@@ -1,8 +1,7 @@
 """Search over continuous inputs: projected gradient ascent with restarts, and its baseline.
 
-Every region is a box per starting point, ``lower <= x <= upper`` (``[p, *shape]`` each):
-an L-infinity ball ``x0 +- eps`` (optionally intersected with the data range) is one box
-per centre ``x0``, a box over the input space is a single one. Projection is a clamp.
+Regions are boxes, one per starting point (:mod:`attractor.search.region`); projection
+onto a box is a clamp.
 
 PGD (Madry et al. 2018) ascends a score ``x [N, *shape] -> [N]`` with sign-gradient
 steps (steepest ascent for the L-infinity geometry of a box) whose size follows a cosine
@@ -27,152 +26,34 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from attractor.errors import UserError
+from attractor.search.region import Region, data_range
+from attractor.search.result import SearchResult, best_rows
 from attractor.seeds import torch_generator
+
+# Region, data_range and SearchResult moved to region.py and result.py; they stay importable
+# from here.
+__all__ = [
+    "GRADIENT_STEP_COST",
+    "Region",
+    "Score",
+    "SearchResult",
+    "data_range",
+    "pgd",
+    "pgd_evaluations",
+    "random_search",
+]
 
 #: ``x [N, *shape] -> score [N]`` (float), differentiable in ``x``.
 Score = Callable[[Tensor], Tensor]
 #: Evaluations charged per input for one gradient step (forward + backward to the inputs).
 GRADIENT_STEP_COST = 2
 _CHUNK = 8192  # inputs per scoring call of the random baseline (bounds memory)
-
-
-@dataclass(frozen=True, eq=False)
-class Region:
-    """Boxes to search, one per starting point.
-
-    Attributes:
-        lower: ``[p, *shape]`` lower corner of each box.
-        upper: ``[p, *shape]`` upper corner (``>= lower``).
-        center: ``[p, *shape]`` where restart 0 starts (a ball's data points), or ``None``.
-        ids: ``[p]`` keys of each point's random starts (default ``0..p-1``); kept by
-            :meth:`select`, so a sub-region searches its points exactly as the whole does.
-    """
-
-    lower: Tensor
-    upper: Tensor
-    center: Tensor | None = None
-    ids: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.long))
-
-    def __post_init__(self) -> None:
-        if self.lower.shape != self.upper.shape or self.lower.dim() < 2:
-            raise UserError(
-                "region corners must both be [points, *input_shape], got "
-                f"{tuple(self.lower.shape)} and {tuple(self.upper.shape)}"
-            )
-        if not bool(torch.isfinite(self.lower).all() and torch.isfinite(self.upper).all()):
-            raise UserError(
-                "region corners must be finite; give eps and data bounds as finite numbers"
-            )
-        if bool((self.lower > self.upper).any()):
-            raise UserError(
-                "region is empty: a lower corner exceeds its upper corner (is the ball outside the "
-                "clip range?)"
-            )
-        if self.ids.numel() == 0:
-            object.__setattr__(self, "ids", torch.arange(self.lower.shape[0]))
-
-    @classmethod
-    def ball(cls, x: Tensor, eps: float, clip: tuple[Tensor, Tensor] | None = None) -> Region:
-        """L-infinity balls of radius ``eps`` around ``x [p, *shape]``, intersected with
-        ``clip = (low, high)``.
-
-        With ``clip``, each centre is clamped into it first, so the box is never empty.
-        """
-        if not (math.isfinite(eps) and eps >= 0):
-            raise UserError(f"eps must be a finite number >= 0, got {eps}")
-        x = x.detach().float()
-        if clip is None:
-            return cls(x - eps, x + eps, center=x)
-        low, high = (c.detach().float().expand_as(x) for c in clip)
-        x = torch.minimum(torch.maximum(x, low), high)
-        return cls(torch.maximum(x - eps, low), torch.minimum(x + eps, high), center=x)
-
-    @classmethod
-    def box(cls, low: Tensor, high: Tensor) -> Region:
-        """One box ``low <= x <= high`` (``[*shape]`` each) over the input space."""
-        return cls(low.detach().float().unsqueeze(0), high.detach().float().unsqueeze(0))
-
-    @property
-    def points(self) -> int:
-        return int(self.lower.shape[0])
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.lower.shape[1:])
-
-    def select(self, index: Tensor | list[int] | slice) -> Region:
-        """The sub-region of the chosen points (same ids, hence the same random starts)."""
-        idx = torch.arange(self.points)[index].reshape(-1)
-        center = None if self.center is None else self.center[idx]
-        return Region(self.lower[idx], self.upper[idx], center, self.ids[idx])
-
-    def contains(self, x: Tensor, point: Tensor, atol: float = 0.0) -> bool:
-        """Whether every ``x [k, *shape]`` lies in the box of its ``point [k]``."""
-        return bool(((x >= self.lower[point] - atol) & (x <= self.upper[point] + atol)).all())
-
-
-def data_range(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-feature ``(min, max)`` of a data set ``x [n, *shape]``: ``([*shape], [*shape])``."""
-    return x.amin(0), x.amax(0)
-
-
-@dataclass(frozen=True, eq=False)
-class SearchResult:
-    """The most disagreeing inputs a search found.
-
-    Attributes:
-        method: ``"pgd"`` or ``"random"``.
-        objective: name of the maximized score.
-        inputs: ``[k, *shape]`` the top-k inputs, best first.
-        scores: ``[k]`` float64 their scores (descending).
-        points: ``[k]`` the region point each came from.
-        best_per_point: ``[p]`` float64 the best score found in each point's box.
-        best_inputs: ``[p, *shape]`` where each point's best was found.
-        evaluations: inputs scored, as accounted in the module docstring.
-        settings: restarts, steps, step_size, seed (PGD) or samples per point (random).
-    """
-
-    method: str
-    objective: str
-    inputs: Tensor
-    scores: Tensor
-    points: Tensor
-    best_per_point: Tensor
-    best_inputs: Tensor
-    evaluations: int
-    settings: dict[str, Any]
-
-    @property
-    def best(self) -> float:
-        return float(self.scores[0])
-
-    def to_dict(self, with_inputs: bool = True) -> dict[str, Any]:
-        """JSON-able summary; ``with_inputs=False`` leaves the top inputs' values out."""
-        top = [
-            {"score": float(s), "point": int(p)}
-            for s, p in zip(self.scores, self.points, strict=True)
-        ]
-        if with_inputs:
-            for row, x in zip(top, self.inputs, strict=True):
-                row["input"] = x.tolist()
-        per_point = self.best_per_point
-        return {
-            "method": self.method,
-            "objective": self.objective,
-            "evaluations": self.evaluations,
-            "settings": dict(self.settings),
-            "best": self.best,
-            "top": top,
-            "best_per_point": per_point.tolist(),
-            "best_per_point_mean": float(per_point.mean()),
-        }
 
 
 def _starts(region: Region, restarts: int, seed: int) -> Tensor:
@@ -188,12 +69,6 @@ def _starts(region: Region, restarts: int, seed: int) -> Tensor:
             x[0] = region.center[i]
         rows.append(x)
     return torch.cat(rows)
-
-
-def _top_k(scores: Tensor, inputs: Tensor, points: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The ``k`` best rows (descending; NaN scores last)."""
-    order = torch.argsort(torch.nan_to_num(scores, nan=-math.inf), descending=True, stable=True)[:k]
-    return scores[order], inputs[order], points[order]
 
 
 def pgd(
@@ -229,12 +104,21 @@ def pgd(
             f"need restarts >= 1, steps >= 0, top_k >= 1 and step_size > 0 (got {restarts}, "
             f"{steps}, {top_k}, {step_size})"
         )
-    p, shape = region.points, region.shape
+    best_s, best_x = _ascend(score, region, restarts, steps, step_size, seed)
+    settings = {"restarts": restarts, "steps": steps, "step_size": step_size, "seed": seed}
+    evaluations = pgd_evaluations(region.points, restarts, steps)
+    return _pgd_result(region, restarts, best_s, best_x, objective, top_k, evaluations, settings)
+
+
+def _ascend(
+    score: Score, region: Region, restarts: int, steps: int, step_size: float, seed: int
+) -> tuple[Tensor, Tensor]:
+    """Every iterate's best score ``[p * restarts]`` (float64) and where it was found."""
     lower = region.lower.repeat_interleave(restarts, 0)  # [p*r, *shape], row = point * r + restart
     upper = region.upper.repeat_interleave(restarts, 0)
     width = upper - lower
     x = _starts(region, restarts, seed)
-    best_s = torch.full((p * restarts,), -math.inf, dtype=torch.float64)
+    best_s = torch.full((region.points * restarts,), -math.inf, dtype=torch.float64)
     best_x = x.clone()
 
     def keep(s: Tensor, x: Tensor) -> None:
@@ -253,13 +137,26 @@ def pgd(
         x = torch.minimum(torch.maximum(x, lower), upper)
     with torch.no_grad():
         keep(score(x).to(torch.float64), x)
+    return best_s, best_x
 
+
+def _pgd_result(
+    region: Region,
+    restarts: int,
+    best_s: Tensor,
+    best_x: Tensor,
+    objective: str,
+    top_k: int,
+    evaluations: int,
+    settings: dict[str, Any],
+) -> SearchResult:
+    """The result of the iterates' bests: each point's best, and the top ``top_k`` overall."""
+    p = region.points
     per_point = best_s.view(p, restarts)
     winner = per_point.argmax(1)
-    best_inputs = best_x.view(p, restarts, *shape)[torch.arange(p), winner]
+    best_inputs = best_x.view(p, restarts, *region.shape)[torch.arange(p), winner]
     point_of_row = torch.arange(p).repeat_interleave(restarts)
-    scores, inputs, points = _top_k(best_s, best_x, point_of_row, top_k)
-    settings = {"restarts": restarts, "steps": steps, "step_size": step_size, "seed": seed}
+    scores, inputs, points = best_rows(best_s, best_x, point_of_row, top_k)
     return SearchResult(
         "pgd",
         objective,
@@ -268,7 +165,7 @@ def pgd(
         points,
         per_point.amax(1),
         best_inputs,
-        p * restarts * (GRADIENT_STEP_COST * steps + 1),
+        evaluations,
         settings,
     )
 
@@ -346,7 +243,7 @@ def random_search(
             row = int(torch.nonzero((points == i) & (ranked == chunk_best[i]))[0])
             best_x[i] = x[row]
         best_s = torch.where(better, chunk_best, best_s)
-        top_s, top_x, top_p = _top_k(
+        top_s, top_x, top_p = best_rows(
             torch.cat([top_s, s]), torch.cat([top_x, x]), torch.cat([top_p, points]), top_k
         )
     settings = {"samples_per_point": per_point, "seed": seed}
