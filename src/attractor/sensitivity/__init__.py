@@ -20,8 +20,6 @@ from attractor.errors import UserError
 from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity.influence import (
     GroupInfluence,
-    example_effects,
-    example_influence,
     group_effects,
     group_influence,
     write_influence,
@@ -35,6 +33,7 @@ from attractor.sensitivity.suggest import (
     suggest,
     write_suggestions,
 )
+from attractor.sensitivity.training_examples import example_effects, example_influence
 from attractor.sensitivity.variance import (
     VarianceComponents,
     crossed_factors,

@@ -1,4 +1,4 @@
-"""Leave-group-out influence: how much each group of training data moves the outcome and the spread.
+"""Leave-group-out influence: how much each group of training data moves the outcome and spread.
 
 A plan that varies ``holdout_group`` trains each member without one group of training
 examples (``None``: with all data). For group ``g`` let ``M_g`` be the members trained
@@ -24,13 +24,7 @@ Definitions, per group and on the evaluation split:
   fewer than 2 members. ``spread_change = spread_without - spread_with`` is a point value:
   the two intervals are separate, not an interval of the difference.
 
-Single training examples (:func:`example_influence`, plans whose members train on
-different pools: ``bootstrap`` and / or ``holdout_group``): for example ``i``, the
-members whose pool holds it and those whose pool does not are compared on their
-distance to the ensemble mean, ``KL(p_m || mean p)`` on the evaluation split: ``effect
-= mean(without) - mean(with)`` and Welch's ``t``. With a bootstrap each example is out
-of about 37 % of the pools, so this needs many members; with few, the top of a ranking
-over thousands of examples is mostly noise (read ``t`` and the member counts).
+Single training examples: :mod:`attractor.sensitivity.training_examples`.
 
 Diverged members take their step-0 predictions (see ``_outcomes``).
 
@@ -131,27 +125,13 @@ def group_effects(
     held = labels.notna().to_numpy()
     codes = np.array([int(g) if h else -1 for g, h in zip(labels, held, strict=True)])
     ids = sorted({int(c) for c in codes[held]})
-    if not ids:
-        raise UserError(
-            "no member held out a group: the plan must vary holdout_group (vary = "
-            '["holdout_group", ...])'
-        )
-    if reference_scores is not None:
-        reference = "reference ensemble"
-    elif (~held).any():
-        reference = "all-data members"
-    elif len(ids) >= 2:
-        reference = "other groups"
-    else:
-        raise UserError(
-            "one held-out group and no all-data member: nothing to compare with; give a reference "
-            "ensemble"
-        )
+    reference = _reference_kind(held, ids, reference_scores is not None)
     js = pairwise_js(probs, per_example=True) if probs is not None else None
     ref_js = pairwise_js(reference_probs, per_example=True) if reference_probs is not None else None
     rows = []
     for g in ids:
         without = held & (codes == g)
+        # None: the other side is the separate reference ensemble.
         ref = (
             None
             if reference_scores is not None
@@ -171,33 +151,63 @@ def group_effects(
                 if ref is None
                 else np.asarray(values, dtype=np.float64)[ref]
             )
-            est = paired_multibootstrap(a, b, draws=draws, seed=seed, level=level)
-            row.update(
-                {
-                    f"{name}_without": est.a,
-                    f"{name}_with": est.b,
-                    f"{name}_effect": est.difference,
-                    f"{name}_low": est.low,
-                    f"{name}_high": est.high,
-                    f"{name}_p": est.p,
-                }
-            )
+            row.update(_effect_columns(name, a, b, draws, seed, level))
         if js is not None:
-            inner = _spread(js[np.ix_(without, without)], draws, seed, level)
-            outer = _spread(ref_js if ref is None else js[np.ix_(ref, ref)], draws, seed, level)
-            row.update(
-                {
-                    "spread_without": inner[0],
-                    "spread_without_low": inner[1],
-                    "spread_without_high": inner[2],
-                    "spread_with": outer[0],
-                    "spread_with_low": outer[1],
-                    "spread_with_high": outer[2],
-                    "spread_change": inner[0] - outer[0],
-                }
-            )
+            outer_js = ref_js if ref is None else js[np.ix_(ref, ref)]
+            row.update(_spread_columns(js[np.ix_(without, without)], outer_js, draws, seed, level))
         rows.append(row)
     return pd.DataFrame(rows), reference
+
+
+def _reference_kind(held: np.ndarray, ids: list[int], given: bool) -> str:
+    """What each group is compared with (see the module docstring); refuses a plan with none."""
+    if not ids:
+        raise UserError(
+            "no member held out a group: the plan must vary holdout_group (vary = "
+            '["holdout_group", ...])'
+        )
+    if given:
+        return "reference ensemble"
+    if (~held).any():
+        return "all-data members"
+    if len(ids) >= 2:
+        return "other groups"
+    raise UserError(
+        "one held-out group and no all-data member: nothing to compare with; give a reference "
+        "ensemble"
+    )
+
+
+def _effect_columns(
+    name: str, a: np.ndarray, b: np.ndarray, draws: int, seed: int, level: float
+) -> dict[str, float]:
+    """``name_without, _with, _effect, _low, _high, _p`` of scores ``a`` (without) vs ``b``."""
+    est = paired_multibootstrap(a, b, draws=draws, seed=seed, level=level)
+    return {
+        f"{name}_without": est.a,
+        f"{name}_with": est.b,
+        f"{name}_effect": est.difference,
+        f"{name}_low": est.low,
+        f"{name}_high": est.high,
+        f"{name}_p": est.p,
+    }
+
+
+def _spread_columns(
+    inner_js: torch.Tensor, outer_js: torch.Tensor | None, draws: int, seed: int, level: float
+) -> dict[str, float]:
+    """``spread_without`` / ``spread_with`` with their intervals, and ``spread_change``."""
+    inner = _spread(inner_js, draws, seed, level)
+    outer = _spread(outer_js, draws, seed, level)
+    return {
+        "spread_without": inner[0],
+        "spread_without_low": inner[1],
+        "spread_without_high": inner[2],
+        "spread_with": outer[0],
+        "spread_with_low": outer[1],
+        "spread_with_high": outer[2],
+        "spread_change": inner[0] - outer[0],
+    }
 
 
 def group_influence(
@@ -226,69 +236,6 @@ def group_influence(
         plan["holdout_group"], scores, probs, ref_scores, ref_probs, draws, seed, level
     )
     return GroupInfluence(table, kind, len(plan), diverged_count(ens), split, draws, level, seed)
-
-
-def example_effects(counts: np.ndarray, distance: np.ndarray) -> pd.DataFrame:
-    """Per training example, how the members that trained on it differ in distance to the ensemble
-    mean.
-
-    Args:
-        counts: ``[members, n_train]`` copies of each training example in each member's pool
-            (bootstrap multiplicity; 0 = held out or not drawn).
-        distance: ``[members]`` each member's ``KL(p_i || mean p)`` on the evaluation split.
-
-    Returns:
-        One row per training example with at least 2 members on each side: ``example,
-        members_with, members_without, distance_with, distance_without, effect`` (=
-        without - with: positive when training on it pulls a member towards the consensus)
-        and Welch's ``t`` of that difference (NaN when both sides are constant).
-    """
-    seen = np.asarray(counts) > 0
-    d = np.asarray(distance, dtype=np.float64)[:, None]
-    n_with, n_without = seen.sum(0), (~seen).sum(0)
-    ok = (n_with >= 2) & (n_without >= 2)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_with = (seen * d).sum(0) / n_with
-        mean_without = (~seen * d).sum(0) / n_without
-        var_with = (seen * (d - mean_with) ** 2).sum(0) / (n_with - 1)
-        var_without = (~seen * (d - mean_without) ** 2).sum(0) / (n_without - 1)
-        effect = mean_without - mean_with
-        t = effect / np.sqrt(var_with / n_with + var_without / n_without)
-    index = np.flatnonzero(ok)
-    return pd.DataFrame(
-        {
-            "example": index,
-            "members_with": n_with[index],
-            "members_without": n_without[index],
-            "distance_with": mean_with[index],
-            "distance_without": mean_without[index],
-            "effect": effect[index],
-            "t": np.where(np.isfinite(t[index]), t[index], np.nan),
-        }
-    )
-
-
-def example_influence(ens: Ensemble, split: str = "test") -> pd.DataFrame:
-    """:func:`example_effects` of a trained run whose members train on different pools (bootstrap /
-    holdout).
-
-    Each member's pool is rebuilt from its plan row (:func:`attractor.training.data.member_pool`);
-    the distance is its KL to the ensemble mean on ``split`` (diverged members at init).
-    """
-    from attractor.measure.function import kl_to_mean
-    from attractor.plan import Plan
-    from attractor.training.data import member_pool
-
-    plan = check_finished(ens)
-    task = ens.task
-    counts = np.stack(
-        [
-            np.bincount(member_pool(task, row).numpy(), minlength=task.n_train)
-            for row in Plan(plan).rows()
-        ]
-    )
-    distance = kl_to_mean(probabilities(member_logits(ens, ens.eval_set(split)[0]))).numpy()
-    return example_effects(counts, distance)
 
 
 def write_influence(ens: Ensemble, result: GroupInfluence) -> dict[str, str]:

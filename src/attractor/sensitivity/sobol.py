@@ -113,35 +113,11 @@ def sobol_indices(
     Returns:
         The rows of :attr:`SobolIndices.table`.
     """
-    from SALib.analyze import sobol
-
-    d = int(problem["num_vars"])
     rows = []
     for name, values in outcomes.items():
         y = np.asarray(values, dtype=np.float64).reshape(-1)
-        if len(y) % (d + 2):
-            raise UserError(
-                f"outcome {name!r} has {len(y)} values, not a multiple of D + 2 = {d + 2} (a "
-                "Saltelli sample)"
-            )
-        if not np.isfinite(y).all():
-            raise UserError(
-                f"outcome {name!r} has non-finite values; a diverged member should be taken at init"
-            )
+        result = _analyze(problem, name, y, resamples, level, seed)
         variance = float(y.var())
-        if variance == 0.0:  # constant outcome: no variance to share out
-            result = {k: np.full(d, np.nan) for k in ("S1", "S1_conf", "ST", "ST_conf")}
-        else:
-            with warnings.catch_warnings():  # SALib warns on small N; the intervals already say so
-                warnings.simplefilter("ignore")
-                result = sobol.analyze(
-                    dict(problem),
-                    y,
-                    calc_second_order=False,
-                    num_resamples=resamples,
-                    conf_level=level,
-                    seed=seed + 1,
-                )  # SALib reads seed 0 as "unseeded"
         for j, factor in enumerate(problem["names"]):
             s1, s1c, st, stc = (float(result[k][j]) for k in ("S1", "S1_conf", "ST", "ST_conf"))
             rows.append(
@@ -161,6 +137,40 @@ def sobol_indices(
                 }
             )
     return pd.DataFrame(rows)
+
+
+def _analyze(
+    problem: Mapping[str, Any], name: str, y: np.ndarray, resamples: int, level: float, seed: int
+) -> Mapping[str, Any]:
+    """SALib's ``S1, S1_conf, ST, ST_conf`` of one outcome vector (NaN for a constant one).
+
+    Raises:
+        UserError: ``y`` is not a Saltelli sample's length, or has non-finite values.
+    """
+    from SALib.analyze import sobol
+
+    d = int(problem["num_vars"])
+    if len(y) % (d + 2):
+        raise UserError(
+            f"outcome {name!r} has {len(y)} values, not a multiple of D + 2 = {d + 2} (a "
+            "Saltelli sample)"
+        )
+    if not np.isfinite(y).all():
+        raise UserError(
+            f"outcome {name!r} has non-finite values; a diverged member should be taken at init"
+        )
+    if float(y.var()) == 0.0:  # constant outcome: no variance to share out
+        return {k: np.full(d, np.nan) for k in ("S1", "S1_conf", "ST", "ST_conf")}
+    with warnings.catch_warnings():  # SALib warns on small N; the intervals already say so
+        warnings.simplefilter("ignore")
+        return sobol.analyze(
+            dict(problem),
+            y,
+            calc_second_order=False,
+            num_resamples=resamples,
+            conf_level=level,
+            seed=seed + 1,
+        )  # SALib reads seed 0 as "unseeded"
 
 
 def plan_sample(table: pd.DataFrame, problem: Mapping[str, Any]) -> np.ndarray:

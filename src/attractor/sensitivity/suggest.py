@@ -12,8 +12,9 @@ Two rankings, each row with a score and a one-line reason:
   gives the move of test accuracy with its multi-bootstrap interval.
 * **training examples** (plans that vary ``bootstrap``) ranked by ``|t|`` of the
   difference in distance to the ensemble mean between members that trained on the
-  example and members that did not (:func:`~attractor.sensitivity.influence.example_effects`),
-  only those with ``|t| >= 2``: noisy with few members, as its docstring says.
+  example and members that did not
+  (:func:`~attractor.sensitivity.training_examples.example_effects`), only those with
+  ``|t| >= 2``: noisy with few members, as its docstring says.
 
 References:
     Houlsby, Huszár, Ghahramani & Lengyel (2011), "Bayesian Active Learning for
@@ -142,8 +143,8 @@ def rank_groups(influence: pd.DataFrame, k: int, split: str = "test") -> pd.Data
 
 
 def rank_training_examples(effects: pd.DataFrame, k: int, min_t: float = 2.0) -> pd.DataFrame:
-    """Top ``k`` training examples of an :func:`~attractor.sensitivity.influence.example_effects`
-    table by |t|.
+    """Top ``k`` training examples of an
+    :func:`~attractor.sensitivity.training_examples.example_effects` table by |t|.
 
     Only examples with ``|t| >= min_t`` are listed: with few members most differences are
     noise, and an empty list says so better than a ranking of ties.
@@ -205,7 +206,7 @@ def suggest(
 
         parts.append(rank_groups(group_influence(ens, draws=draws, seed=seed).table, k))
     if plan["bootstrap"].nunique() > 1:  # members saw different training examples
-        from attractor.sensitivity.influence import example_influence
+        from attractor.sensitivity.training_examples import example_influence
 
         parts.append(rank_training_examples(example_influence(ens), k))
     parts.append(rank_examples(probabilities(member_logits(ens, inputs)), k))

@@ -49,7 +49,6 @@ References:
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -58,9 +57,9 @@ import numpy as np
 import pandas as pd
 
 from attractor.config import FACTORS
-from attractor.errors import UserError
 from attractor.runs.ensemble import Ensemble
 from attractor.sensitivity._outcomes import OUTCOMES, check_finished, diverged_count, outcome_values
+from attractor.sensitivity.anova import anova, normalised, pigeonhole, ratio, subsets, to_cube
 
 RESIDUAL = "residual"
 
@@ -157,26 +156,15 @@ def decompose(
     Raises:
         UserError: no factor, or an unbalanced / incomplete crossing (the message says which cell).
     """
-    cube = _cube(design, list(factors), np.asarray(values, dtype=np.float64))  # [B, L1..Lk, r]
-    k = len(factors)
-    effects = _subsets(k)
-    ss, df, comp = _anova(cube, effects)
-    total = ss.sum(0)  # [B]
-    ss_share = _ratio(ss.sum(1), total.sum())
-    share = _normalised(comp.mean(1))
+    cube = to_cube(design, list(factors), np.asarray(values, dtype=np.float64))  # [B, L1..Lk, r]
+    effects = subsets(len(factors))
+    ss, df, comp = anova(cube, effects)
+    names = [":".join(factors[i] for i in s) for s in effects] + [RESIDUAL]
+    (slows, shighs), (lows, highs) = _intervals(cube, effects, draws, seed, level)
+    ss_share = ratio(ss.sum(1), ss.sum(0).sum())
+    share = normalised(comp.mean(1))
     with_residual = cube.shape[-1] == 1
     rows = []
-    names = [":".join(factors[i] for i in s) for s in effects] + [RESIDUAL]
-    lows = highs = slows = shighs = [np.nan] * len(names)
-    if draws > 0:
-        stats = _bootstrap(cube, effects, draws, seed)  # [draws, 2, E + 1]
-        q = [(1 - level) / 2, (1 + level) / 2]
-        (slows, shighs), (lows, highs) = (
-            np.nanquantile(stats[:, j], q, axis=0)
-            if np.isfinite(stats[:, j]).any()
-            else np.full((2, len(names)), np.nan)
-            for j in (0, 1)
-        )
     for e, name in enumerate(names):
         order = len(effects[e]) if e < len(effects) else 0
         rows.append(
@@ -194,10 +182,32 @@ def decompose(
                 "share": float(share[e]),
                 "share_low": float(lows[e]),
                 "share_high": float(highs[e]),
-                "with_residual": bool(with_residual and order == k),
+                "with_residual": bool(with_residual and order == len(factors)),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _intervals(
+    cube: np.ndarray, effects: list[tuple[int, ...]], draws: int, seed: int, level: float
+) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    """``((ss_share lows, highs), (share lows, highs))`` per effect and the residual (NaN: none).
+
+    Percentile intervals of the pigeonhole bootstrap; NaN without draws or where no draw
+    has a finite share.
+    """
+    if draws <= 0:
+        none = [np.nan] * (len(effects) + 1)
+        return (none, none), (none, none)
+    stats = pigeonhole(cube, effects, draws, seed)  # [draws, 2, E + 1]
+    q = [(1 - level) / 2, (1 + level) / 2]
+    ss_bounds, share_bounds = (
+        np.nanquantile(stats[:, j], q, axis=0)
+        if np.isfinite(stats[:, j]).any()
+        else np.full((2, len(effects) + 1), np.nan)
+        for j in (0, 1)
+    )
+    return (ss_bounds[0], ss_bounds[1]), (share_bounds[0], share_bounds[1])
 
 
 def variance_components(
@@ -235,115 +245,3 @@ def variance_components(
 def write_variance(ens: Ensemble, result: VarianceComponents) -> dict[str, str]:
     """``RUN/sensitivity-variance.parquet`` (the table) and ``.json`` (everything)."""
     return ens.store.write(result)
-
-
-# ---- the decomposition ------------------------------------------------------------------
-
-
-def _subsets(k: int) -> list[tuple[int, ...]]:
-    return [s for size in range(1, k + 1) for s in itertools.combinations(range(k), size)]
-
-
-def _cube(design: pd.DataFrame, factors: list[str], values: np.ndarray) -> np.ndarray:
-    """Rows arranged as ``[B, L_1, ..., L_k, r]`` (B = examples, 1 for a scalar outcome)."""
-    if not factors:
-        raise UserError(
-            "no crossed factor to decompose over: the plan needs factors with repeated levels "
-            '(design = "factorial" with [plan.levels], e.g. init_seed = [0, 1, 2])'
-        )
-    missing = [f for f in factors if f not in design]
-    if missing:
-        raise UserError(f"factor {missing[0]!r} is not a column of the plan")
-    if values.shape[0] != len(design):
-        raise ValueError(f"values have {values.shape[0]} rows, the design {len(design)}")
-    values = values.reshape(len(design), -1)
-    codes = [
-        pd.factorize(design[f].astype(object), sort=False, use_na_sentinel=False) for f in factors
-    ]
-    shape = [len(uniques) for _, uniques in codes]
-    cell = np.ravel_multi_index([c for c, _ in codes], shape)
-    counts = np.bincount(cell, minlength=int(np.prod(shape)))
-    if counts.min() != counts.max():
-        bad = np.unravel_index(int(np.argmin(counts)), shape)
-        where = ", ".join(f"{f}={codes[i][1][bad[i]]}" for i, f in enumerate(factors))
-        raise UserError(
-            f"the plan is not a balanced crossing of {', '.join(factors)}: cell ({where}) has "
-            f"{counts.min()} members, others up to {counts.max()}; use a factorial plan with "
-            "[plan.levels]"
-        )
-    order = np.argsort(cell, kind="stable")  # replicates keep plan order within a cell
-    cube = values[order].reshape(*shape, int(counts[0]), values.shape[1])
-    return np.moveaxis(cube, -1, 0)
-
-
-def _anova(
-    cube: np.ndarray, effects: list[tuple[int, ...]]
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``cube [B, L1..Lk, r]`` -> per-example ``ss [E+1, B]``, ``df [E+1]``, unclipped components
-    ``[E+1, B]``.
-
-    The last entry of each is the residual (within-cell) term.
-    """
-    k = cube.ndim - 2
-    levels, r = cube.shape[1:-1], cube.shape[-1]
-    n = r * int(np.prod(levels))
-    means = {}
-    for size in range(k + 1):
-        for t in itertools.combinations(range(k), size):
-            axes = tuple(1 + i for i in range(k) if i not in t) + (k + 1,)
-            means[t] = cube.mean(axis=axes, keepdims=True)
-    ss, df = [], []
-    for s in effects:
-        effect = sum(
-            (-1) ** (len(s) - len(t)) * means[t]
-            for size in range(len(s) + 1)
-            for t in itertools.combinations(s, size)
-        )
-        ss.append((effect**2).reshape(len(cube), -1).sum(1) * n / np.prod([levels[i] for i in s]))
-        df.append(int(np.prod([levels[i] - 1 for i in s])))
-    residual = cube - means[tuple(range(k))]
-    ss.append((residual**2).reshape(len(cube), -1).sum(1))
-    df.append(int(np.prod(levels)) * (r - 1))
-    ss_a, df_a = np.array(ss), np.array(df)
-    sigma_e = ss_a[-1] / df_a[-1] if df_a[-1] else np.zeros(len(cube))
-    comp = np.zeros_like(ss_a)
-    comp[-1] = sigma_e
-    coef = [n / np.prod([levels[i] for i in s]) for s in effects]
-    # Back-substitution from the highest interaction down (unclipped: the ANOVA estimator).
-    for e in sorted(range(len(effects)), key=lambda e: -len(effects[e])):
-        s = set(effects[e])
-        above = sum(
-            (coef[u] * comp[u] for u in range(len(effects)) if set(effects[u]) > s),
-            np.zeros(len(cube)),
-        )
-        comp[e] = (ss_a[e] / df_a[e] - sigma_e - above) / coef[e]
-    return ss_a, df_a, comp
-
-
-def _ratio(part: np.ndarray, whole: float) -> np.ndarray:
-    return part / whole if whole > 0 else np.full(len(part), np.nan)
-
-
-def _normalised(components: np.ndarray) -> np.ndarray:
-    clipped = np.clip(components, 0.0, None)
-    return _ratio(clipped, float(clipped.sum()))
-
-
-def _bootstrap(
-    cube: np.ndarray, effects: list[tuple[int, ...]], draws: int, seed: int
-) -> np.ndarray:
-    """``[draws, 2, E + 1]``: ss shares and component shares under the pigeonhole bootstrap."""
-    rng = np.random.default_rng(seed)
-    out = np.empty((draws, 2, len(effects) + 1))
-    b, *levels, r = cube.shape
-    for d in range(draws):
-        picked = cube[np.ix_(*(rng.integers(0, size, size) for size in cube.shape[:-1]))]
-        # Replicates are nested in cells (a seed in one cell is unrelated to one in another):
-        # resampled within each cell independently.
-        within = rng.integers(0, r, size=(1, *levels, r))
-        ss, _, comp = _anova(
-            np.take_along_axis(picked, np.broadcast_to(within, picked.shape), -1), effects
-        )
-        out[d, 0] = _ratio(ss.sum(1), float(ss.sum()))
-        out[d, 1] = _normalised(comp.mean(1))
-    return out
