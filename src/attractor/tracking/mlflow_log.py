@@ -21,10 +21,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attractor.config import TrackConfig
 from attractor.errors import require
+
+if TYPE_CHECKING:  # mlflow is an optional extra, imported only when logging
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from attractor.runs.ensemble import Ensemble
 
 #: MLflow's own defaults, set unless the user set them: no telemetry, and a tracking
 #: server that does not answer costs seconds (not MLflow's minutes of retries).
@@ -51,9 +57,8 @@ def tracking_uri(track: TrackConfig, run_dir: str | Path) -> str:
 
 
 def log_run(run_dir: str | Path, track: TrackConfig | None = None) -> str | None:
-    """Log ``run_dir`` to MLflow; returns the MLflow run id, or None (with one warning line) if
-    logging
-    failed.
+    """Log ``run_dir`` to MLflow; returns the MLflow run id, or None (with one warning line)
+    if logging failed.
     """
     require("mlflow", "mlflow")
     for key, value in MLFLOW_ENV.items():
@@ -98,31 +103,49 @@ def _batches(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def _log(run_dir: Path, uri: str, experiment: str) -> str:
-    from mlflow.entities import Metric, Param
+    """Replace ``run_dir``'s MLflow run by a fresh one (members nested); returns its id."""
     from mlflow.tracking import MlflowClient
 
-    from attractor.measure import summarize
     from attractor.runs.ensemble import Ensemble
 
     client = MlflowClient(tracking_uri=uri)
-    found = client.get_experiment_by_name(experiment)
-    # A sqlite store would put artifacts in ./mlruns of whatever the cwd is: keep them beside the
-    # db.
-    artifacts = (run_dir.parent / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
-    experiment_id = (
-        found.experiment_id
-        if found
-        else client.create_experiment(experiment, artifact_location=artifacts)
-    )
+    experiment_id = _experiment(client, experiment, run_dir, uri)
     for old in client.search_runs(
         [experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'"
     ):
         client.delete_run(old.info.run_id)  # one MLflow run per attractor run: a re-log replaces it
 
     ens = Ensemble.load(run_dir)
+    now = int(time.time() * 1000)
+    parent = _log_parent(client, experiment_id, run_dir, ens, now)
+    values = [c for c in ens.metrics.columns if c not in ("member", "step")]
+    for row in ens.plan.to_dict("records"):
+        _log_member(client, experiment_id, parent, row, ens.metrics, values, now)
+    client.set_terminated(parent)
+    return parent
+
+
+def _experiment(client: MlflowClient, experiment: str, run_dir: Path, uri: str) -> str:
+    """The id of MLflow experiment ``experiment``, created if it does not exist yet."""
+    found = client.get_experiment_by_name(experiment)
+    if found:
+        return found.experiment_id
+    # A sqlite store would put artifacts in ./mlruns of whatever the cwd is: keep them beside the
+    # db.
+    artifacts = (run_dir.parent / "mlartifacts").as_uri() if uri.startswith("sqlite:") else None
+    return client.create_experiment(experiment, artifact_location=artifacts)
+
+
+def _log_parent(
+    client: MlflowClient, experiment_id: str, run_dir: Path, ens: Ensemble, now: int
+) -> str:
+    """The run's own MLflow run: config as params, summary as metrics, files as artifacts."""
+    from mlflow.entities import Metric, Param
+
+    from attractor.measure import summarize
+
     manifest = json.loads((run_dir / "manifest.json").read_text())
     summary = summarize(ens)
-    now = int(time.time() * 1000)
     parent = client.create_run(
         experiment_id,
         run_name=run_dir.name,
@@ -146,31 +169,40 @@ def _log(run_dir: Path, uri: str, experiment: str) -> str:
     for name in ARTIFACTS:
         if (run_dir / name).is_file():
             client.log_artifact(parent, str(run_dir / name))
-
-    metrics = ens.metrics
-    values = [c for c in metrics.columns if c not in ("member", "step")]
-    for row in ens.plan.to_dict("records"):
-        member = int(row["member"])
-        child = client.create_run(
-            experiment_id,
-            run_name=f"member {member}",
-            tags={
-                "mlflow.parentRunId": parent,
-                "attractor.member": str(member),
-                "attractor.status": str(row["status"]),
-            },
-        ).info.run_id
-        client.log_batch(
-            child, params=[Param(k, str(v)) for k, v in row.items() if k != "status"][:MAX_PARAMS]
-        )
-        points = [
-            Metric(name, float(r[name]), now, int(r["step"]))
-            for r in metrics[metrics["member"] == member].to_dict("records")
-            for name in values
-            if isinstance(r[name], int | float) and math.isfinite(float(r[name]))
-        ]
-        for batch in _batches(points, MAX_METRICS):
-            client.log_batch(child, metrics=batch)
-        client.set_terminated(child, "FINISHED" if row["status"] != "pending" else "KILLED")
-    client.set_terminated(parent)
     return parent
+
+
+def _log_member(
+    client: MlflowClient,
+    experiment_id: str,
+    parent: str,
+    row: dict[str, Any],
+    metrics: pd.DataFrame,
+    values: list[str],
+    now: int,
+) -> None:
+    """One member's nested run: its plan row as params, its metrics at every snapshot step."""
+    from mlflow.entities import Metric, Param
+
+    member = int(row["member"])
+    child = client.create_run(
+        experiment_id,
+        run_name=f"member {member}",
+        tags={
+            "mlflow.parentRunId": parent,
+            "attractor.member": str(member),
+            "attractor.status": str(row["status"]),
+        },
+    ).info.run_id
+    client.log_batch(
+        child, params=[Param(k, str(v)) for k, v in row.items() if k != "status"][:MAX_PARAMS]
+    )
+    points = [
+        Metric(name, float(r[name]), now, int(r["step"]))
+        for r in metrics[metrics["member"] == member].to_dict("records")
+        for name in values
+        if isinstance(r[name], int | float) and math.isfinite(float(r[name]))
+    ]
+    for batch in _batches(points, MAX_METRICS):
+        client.log_batch(child, metrics=batch)
+    client.set_terminated(child, "FINISHED" if row["status"] != "pending" else "KILLED")
