@@ -14,23 +14,15 @@ from torch import nn
 from torch.func import functional_call
 
 from attractor.errors import UserError
-from attractor.measure.representation import (
-    collect_activations,
-    default_layers,
-    linear_cka,
-    member_cka,
-    pairwise_cka,
-    resolve_layers,
-)
+from attractor.measure.activations import collect_activations, default_layers, resolve_layers
+from attractor.measure.alignment import align, linear_chain, permute
+from attractor.measure.representation import linear_cka, member_cka, pairwise_cka
 from attractor.measure.weights import (
-    align,
     distance_to_init,
     flatten,
-    linear_chain,
     member_vectors,
     pairwise_aligned_distance,
     pairwise_distance,
-    permute,
 )
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
@@ -74,7 +66,11 @@ def song_hsic(k: torch.Tensor, g: torch.Tensor) -> float:
     k.fill_diagonal_(0)
     g.fill_diagonal_(0)
     one = torch.ones(n, dtype=torch.float64)
-    value = torch.trace(k @ g) + (one @ k @ one) * (one @ g @ one) / ((n - 1) * (n - 2)) - 2 / (n - 2) * (one @ k @ g @ one)
+    value = (
+        torch.trace(k @ g)
+        + (one @ k @ one) * (one @ g @ one) / ((n - 1) * (n - 2))
+        - 2 / (n - 2) * (one @ k @ g @ one)
+    )
     return float(value) / (n * (n - 3))
 
 
@@ -91,7 +87,9 @@ def test_cka_of_one_feature_is_squared_correlation() -> None:
 
 
 @FAST
-@given(seed=st.integers(0, 10_000), n=st.integers(5, 25), d1=st.integers(1, 30), d2=st.integers(1, 30))
+@given(
+    seed=st.integers(0, 10_000), n=st.integers(5, 25), d1=st.integers(1, 30), d2=st.integers(1, 30)
+)
 def test_cka_equals_the_literal_estimators(seed: int, n: int, d1: int, d2: int) -> None:
     x = gaussian(seed, n, d1) + 3.0  # uncentered: the estimators must not care
     y = x[:, :1] * gaussian(seed + 1, 1, d2) + gaussian(seed + 2, n, d2)
@@ -100,9 +98,16 @@ def test_cka_equals_the_literal_estimators(seed: int, n: int, d1: int, d2: int) 
 
 
 @FAST
-@given(seed=st.integers(0, 10_000), n=st.integers(6, 30), d=st.integers(1, 12),
-       scale=st.floats(1e-3, 1e3), debiased=st.booleans())
-def test_cka_invariant_to_rotation_and_isotropic_scaling(seed: int, n: int, d: int, scale: float, debiased: bool) -> None:
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(6, 30),
+    d=st.integers(1, 12),
+    scale=st.floats(1e-3, 1e3),
+    debiased=st.booleans(),
+)
+def test_cka_invariant_to_rotation_and_isotropic_scaling(
+    seed: int, n: int, d: int, scale: float, debiased: bool
+) -> None:
     x = gaussian(seed, n, d)
     y = torch.tanh(x @ gaussian(seed + 1, d, d)) + 0.5 * gaussian(seed + 2, n, d)
     base = linear_cka(x, y, debiased)
@@ -132,7 +137,9 @@ def test_debiased_near_biased_for_large_n_and_near_zero_for_independent() -> Non
 @pytest.mark.parametrize("debiased", [False, True])
 def test_pairwise_cka_equals_each_pair(n: int, d: int, debiased: bool) -> None:
     base = gaussian(0, n, d)
-    acts = torch.stack([base, base @ orthogonal(1, d), base + 0.3 * gaussian(2, n, d), gaussian(3, n, d)])
+    acts = torch.stack(
+        [base, base @ orthogonal(1, d), base + 0.3 * gaussian(2, n, d), gaussian(3, n, d)]
+    )
     matrix = pairwise_cka(acts, debiased)
     for i in range(4):
         for j in range(4):
@@ -170,7 +177,9 @@ def test_collect_activations_are_the_hidden_units(ens: Ensemble) -> None:
     assert acts["1"].shape == (len(ens.members), 50, 24)
     for i, member in enumerate(ens.members):
         p = ens.params(member)
-        assert torch.allclose(acts["1"][i], torch.relu(x @ p["0.weight"].T + p["0.bias"]), atol=1e-6)
+        assert torch.allclose(
+            acts["1"][i], torch.relu(x @ p["0.weight"].T + p["0.bias"]), atol=1e-6
+        )
     module = ens.module(ens.members[0])
     collect_activations(ens, x, "2", members=ens.members[:1])
     assert not any(m._forward_hooks for m in module.modules())  # hooks removed
@@ -190,7 +199,9 @@ def test_flatten_and_pairwise_distance_by_hand() -> None:
     state = {"b": torch.tensor([1.0, 2.0]), "a": torch.tensor([[3.0]]), "n": torch.tensor(7)}
     assert flatten(state).tolist() == [3.0, 1.0, 2.0]  # sorted keys, integer counter skipped
     flat = torch.tensor([[0.0, 0.0], [3.0, 4.0], [3.0, 0.0]])
-    expected = torch.tensor([[0.0, 5.0, 3.0], [5.0, 0.0, 4.0], [3.0, 4.0, 0.0]], dtype=torch.float64)
+    expected = torch.tensor(
+        [[0.0, 5.0, 3.0], [5.0, 0.0, 4.0], [3.0, 4.0, 0.0]], dtype=torch.float64
+    )
     assert torch.equal(pairwise_distance(flat), expected)
 
 
@@ -199,7 +210,9 @@ def test_distance_to_init_by_hand(ens: Ensemble) -> None:
     got = distance_to_init(ens, members)
     for i, member in enumerate(members):
         final, init = ens.params(member), ens.params(member, 0)
-        by_hand = math.sqrt(sum(float(((final[k].double() - init[k].double()) ** 2).sum()) for k in final))
+        by_hand = math.sqrt(
+            sum(float(((final[k].double() - init[k].double()) ** 2).sum()) for k in final)
+        )
         assert got[i] == pytest.approx(by_hand, rel=1e-12)
 
 
@@ -207,7 +220,10 @@ def test_distance_to_init_by_hand(ens: Ensemble) -> None:
 def random_perms(model: nn.Sequential, seed: int) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     layers = linear_chain(model)
-    return {name: torch.randperm(getattr(model, name).out_features, generator=gen) for name in layers[:-1]}
+    return {
+        name: torch.randperm(getattr(model, name).out_features, generator=gen)
+        for name in layers[:-1]
+    }
 
 
 def mlp(seed: int, hidden: list[int]) -> nn.Sequential:
@@ -254,7 +270,11 @@ def test_align_real_members(ens: Ensemble) -> None:
     aligned, perms = align(state_a, state_b, template)
     assert list(perms) == ["0", "2"]
     x = ens.task.x_test[:40]
-    assert torch.allclose(functional_call(template, aligned, (x,)), functional_call(template, state_b, (x,)), atol=1e-5)
+    assert torch.allclose(
+        functional_call(template, aligned, (x,)),
+        functional_call(template, state_b, (x,)),
+        atol=1e-5,
+    )
     _, same = align(state_a, state_a, template)
     assert all(torch.equal(p, torch.arange(len(p))) for p in same.values())
     states = [ens.params(m) for m in ens.members]
@@ -278,3 +298,12 @@ def test_alignment_refuses_models_that_are_not_mlps(ens: Ensemble) -> None:
     wrong = mlp(0, [24, 16]).float().state_dict()  # 10 inputs instead of 64
     with pytest.raises(UserError, match="weights of model B do not match the model"):
         align(state, wrong, template)
+
+
+def test_weights_keeps_the_alignment_importable() -> None:
+    """``measure.weights`` re-exports the alignment that moved to ``measure.alignment``."""
+    from attractor.measure import alignment, weights
+
+    for name in ("align", "linear_chain", "permute", "State", "Perms"):
+        assert getattr(weights, name) is getattr(alignment, name)
+        assert name in weights.__all__
