@@ -248,12 +248,7 @@ def paired_multibootstrap(
         raise ValueError(
             f"runs must be scored on the same examples: {scores_a.shape[1]} vs {scores_b.shape[1]}"
         )
-    rng = np.random.default_rng(seed)
-    counts = _example_counts(rng, scores_a.shape[1], draws)
-    members_a = rng.integers(0, len(scores_a), size=(draws, len(scores_a)))
-    members_b = rng.integers(0, len(scores_b), size=(draws, len(scores_b)))
-    stats_a = _draw_statistic(scores_a, counts, members_a, statistic)
-    stats_b = _draw_statistic(scores_b, counts, members_b, statistic)
+    stats_a, stats_b = _paired_draws(scores_a, scores_b, statistic, draws, seed)
     value_a = float(statistic(scores_a.mean(-1), axis=-1))
     value_b = float(statistic(scores_b.mean(-1), axis=-1))
     difference = stats_a - stats_b
@@ -274,3 +269,16 @@ def paired_multibootstrap(
         b_low=b_low,
         b_high=b_high,
     )
+
+
+def _paired_draws(
+    scores_a: np.ndarray, scores_b: np.ndarray, statistic: Statistic, draws: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[draws]`` statistic of each run: examples drawn once for both, members per run."""
+    rng = np.random.default_rng(seed)
+    counts = _example_counts(rng, scores_a.shape[1], draws)
+    members_a = rng.integers(0, len(scores_a), size=(draws, len(scores_a)))
+    members_b = rng.integers(0, len(scores_b), size=(draws, len(scores_b)))
+    stats_a = _draw_statistic(scores_a, counts, members_a, statistic)
+    stats_b = _draw_statistic(scores_b, counts, members_b, statistic)
+    return stats_a, stats_b
