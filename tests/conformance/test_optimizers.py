@@ -2,7 +2,8 @@
 
 A new optimizer is covered by adding it to the registry (and, if torch has the same
 algorithm, one line to ``REFERENCES`` for the oracle test). Same seed -> same result; zero
-lr -> identity; shapes, dtypes and storage kept; chunking and ensemble size change no bit.
+lr -> identity; shapes, dtypes and storage kept; chunking and ensemble size change no bit;
+the pure ``update`` is the in-place ``step``.
 """
 
 from __future__ import annotations
@@ -220,6 +221,20 @@ class TestOptimizer:
         alone = _flat(_train(opt, [3], nesterov))
         _assert_equal({k: v[3:4] for k, v in whole.items()}, {k: v[:1] for k, v in padded.items()})
         _assert_equal({k: v[3:4] for k, v in whole.items()}, alone)
+
+    @pytest.mark.parametrize("nesterov", [False, True])
+    def test_pure_update_is_the_in_place_step(self, opt: Optimizer, nesterov: bool) -> None:
+        """``update`` returns bit for bit what ``step`` writes in place, inputs left alone."""
+        pool, noise, hyper = _pool(nesterov)
+        params = {k: v[:7].clone() for k, v in pool.items()}
+        hyper, state = hyper.take(slice(0, 7)), opt.init(params)
+        for t in range(1, STEPS + 1):
+            grads = {k: torch.sin(p) + noise[t - 1][k][:7] for k, p in params.items()}
+            inputs = _flat((params, state)) | {f"grad/{k}": g for k, g in grads.items()}
+            before = {k: v.clone() for k, v in inputs.items()}
+            params, state = opt.update(params, grads, state, hyper, t)
+            _assert_equal(inputs, before)
+        _assert_equal(_flat((params, state)), _flat(_train(opt, range(7), nesterov)))
 
     def test_ensemble_size_is_bitwise_invariant(self, opt: Optimizer) -> None:
         four = _flat(_train(opt, range(4)))
