@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from attractor.errors import UserError
+from attractor.runs.results import strict_json
 
 app = typer.Typer(
     add_completion=False,
@@ -48,8 +49,9 @@ DrawsOption = Annotated[
 
 
 def emit_json(data: Any) -> None:
-    """Print ``data`` as indented JSON (values JSON does not know, such as paths, as strings)."""
-    typer.echo(json.dumps(data, indent=2, default=str))
+    """Print ``data`` as strict, indented JSON: NaN and infinities as null (the one rule of
+    :func:`attractor.runs.results.strict_json`), values JSON does not know as strings."""
+    typer.echo(json.dumps(strict_json(data), indent=2, default=str, allow_nan=False))
 
 
 def check_split(split: str, option: str = "--split") -> None:

@@ -46,6 +46,7 @@ from attractor.errors import UserError
 from attractor.measure.bootstrap import paired_multibootstrap, pairwise_multibootstrap
 from attractor.measure.function import pairwise_js, per_example_loss_accuracy, probabilities
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.results import strict_json
 from attractor.sensitivity._outcomes import check_finished, diverged_count, member_logits
 
 
@@ -86,7 +87,7 @@ class GroupInfluence:
         return {"": self.table}
 
     def to_dict(self) -> dict[str, Any]:
-        rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
+        rows = strict_json(self.table)
         return {
             "reference": self.reference,
             "members": self.members,

@@ -39,6 +39,7 @@ import pandas as pd
 from attractor.errors import UserError
 from attractor.plan import sobol_problem
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.results import strict_json
 from attractor.sensitivity._outcomes import (
     SCALAR_OUTCOMES,
     check_finished,
@@ -83,7 +84,7 @@ class SobolIndices:
         return {"": self.table}
 
     def to_dict(self) -> dict[str, Any]:
-        rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
+        rows = strict_json(self.table)
         return {
             "problem": self.problem,
             "base_samples": self.base_samples,

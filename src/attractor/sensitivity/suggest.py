@@ -36,6 +36,7 @@ from torch import Tensor
 from attractor.errors import UserError
 from attractor.measure.function import mutual_information, probabilities
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.results import strict_json
 from attractor.sensitivity._outcomes import check_finished, member_logits
 
 COLUMNS = ["rank", "kind", "id", "score", "unit", "reason"]
@@ -72,7 +73,7 @@ class Suggestions:
         return {"": self.rows}
 
     def to_dict(self) -> dict[str, Any]:
-        rows = self.rows.astype(object).where(self.rows.notna(), None).to_dict("records")
+        rows = strict_json(self.rows)
         return {"pool": self.pool, "k": self.k, "members": self.members, "rows": rows}
 
 

@@ -58,6 +58,7 @@ import pandas as pd
 
 from attractor.config import FACTORS
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.results import strict_json
 from attractor.sensitivity._outcomes import OUTCOMES, check_finished, diverged_count, outcome_values
 from attractor.sensitivity.anova import anova, normalised, pigeonhole, ratio, subsets, to_cube
 
@@ -103,7 +104,7 @@ class VarianceComponents:
         return {"": self.table}
 
     def to_dict(self) -> dict[str, Any]:
-        rows = self.table.astype(object).where(self.table.notna(), None).to_dict("records")
+        rows = strict_json(self.table)
         return {
             "factors": self.factors,
             "levels": self.levels,
