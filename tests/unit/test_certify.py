@@ -11,10 +11,8 @@ from torch import nn
 from attractor.certify import ball, bound_difference, box, to_network
 from attractor.certify.intervals import interval_bounds, interval_difference, interval_layers
 from attractor.certify.linear import backward, concretize, crown_bounds, stack
+from attractor.certify.methods import METHODS
 from attractor.certify.network import Network
-
-METHODS = ("interval", "linear", "optimized", "differential")
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

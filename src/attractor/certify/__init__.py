@@ -23,7 +23,14 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from attractor.certify.bab import Attack, BoundFn, Objective, branch_and_bound
+from attractor.certify.bab import (
+    Attack,
+    BoundFn,
+    Objective,
+    Outcome,
+    branch_and_bound,
+    sample_attack,
+)
 from attractor.certify.methods import METHODS, CertifyMethod, resolve_method
 from attractor.certify.network import Network, ball, box, to_network
 from attractor.errors import UserError
@@ -147,13 +154,8 @@ def certify_difference(
             constraints in the final maximization, neuron splits only sharpen relaxations: on
             the digits benchmark input splits tighten faster.
     """
-    from attractor.certify.bab import sample_attack
-
     a, b = to_network(net_a), to_network(net_b)
-    if objective != "max_abs" and not (isinstance(objective, int) and 0 <= objective < a.out_dim):
-        raise UserError(
-            f"objective must be 'max_abs' or an output index in [0, {a.out_dim}), got {objective!r}"
-        )
+    _check_objective(objective, a.out_dim)
     resolved = resolve_method(method, a, b)
     root = bound_difference(a, b, lower, upper, resolved)
     lower, upper = lower.to(torch.float64), upper.to(torch.float64)
@@ -173,14 +175,31 @@ def certify_difference(
         rtol=rtol,
         hidden=hidden,
     )
-    up = torch.tensor([o.upper for o in outcomes], dtype=torch.float64)
-    low = torch.tensor([o.lower for o in outcomes], dtype=torch.float64)
+    return _result(outcomes, str(objective), resolved, delta, root)
+
+
+def _check_objective(objective: Objective, out_dim: int) -> None:
+    """Refuse an objective that is neither ``"max_abs"`` nor an output index."""
+    if objective != "max_abs" and not (isinstance(objective, int) and 0 <= objective < out_dim):
+        raise UserError(
+            f"objective must be 'max_abs' or an output index in [0, {out_dim}), got {objective!r}"
+        )
+
+
+def _result(
+    outcomes: list[Outcome],
+    objective: str,
+    method: str,
+    delta: float | None,
+    root: tuple[Tensor, Tensor],
+) -> CertifyResult:
+    """The points' outcomes gathered into one :class:`CertifyResult`."""
     return CertifyResult(
-        objective=str(objective),
-        method=resolved,
+        objective=objective,
+        method=method,
         delta=delta,
-        upper=up,
-        lower=low,
+        upper=torch.tensor([o.upper for o in outcomes], dtype=torch.float64),
+        lower=torch.tensor([o.lower for o in outcomes], dtype=torch.float64),
         inputs=torch.stack([o.input for o in outcomes]),
         verdicts=tuple(_verdict(o.upper, o.lower, delta) for o in outcomes),
         boxes=torch.tensor([o.boxes for o in outcomes]),

@@ -136,6 +136,54 @@ def branch_and_bound(
     ]
 
 
+@dataclass
+class _Domains:
+    """The open domains of one point: boxes ``lo, hi [k, d]``, ReLU fixes ``[k, 2, hidden]``,
+    upper bounds ``ub [k]`` and the bound's split scores (``None`` when it gives none)."""
+
+    lo: Tensor
+    hi: Tensor
+    fix: Tensor
+    ub: Tensor
+    scores: Tensor | None
+    spread: Tensor | None
+
+    def select(self, rows: Tensor) -> _Domains:
+        """The domains of ``rows`` (a boolean mask or indices)."""
+        return _Domains(
+            self.lo[rows],
+            self.hi[rows],
+            self.fix[rows],
+            self.ub[rows],
+            None if self.scores is None else self.scores[rows],
+            None if self.spread is None else self.spread[rows],
+        )
+
+    def extend(self, other: _Domains) -> _Domains:
+        """These domains, then ``other``'s (split scores kept only where both have them)."""
+        return _Domains(
+            torch.cat([self.lo, other.lo]),
+            torch.cat([self.hi, other.hi]),
+            torch.cat([self.fix, other.fix]),
+            torch.cat([self.ub, other.ub]),
+            _cat(self.scores, other.scores),
+            _cat(self.spread, other.spread),
+        )
+
+
+def _cat(a: Tensor | None, b: Tensor | None) -> Tensor | None:
+    return None if a is None or b is None else torch.cat([a, b])
+
+
+def _bounded(
+    bound: BoundFn, lo: Tensor, hi: Tensor, fix: Tensor, objective: Objective, cap: Tensor | None
+) -> _Domains:
+    """Domains bounded by ``bound``; their upper bounds capped by ``cap`` (their parents')."""
+    low, high, scores, spread = bound(lo, hi, fix)
+    ub = objective_upper(low, high, objective)
+    return _Domains(lo, hi, fix, ub if cap is None else torch.minimum(ub, cap), scores, spread)
+
+
 def _one_point(
     lo: Tensor,
     hi: Tensor,
@@ -150,70 +198,48 @@ def _one_point(
     rtol: float,
     hidden: int,
 ) -> Outcome:
+    """Branch and bound on one point's box ``lo, hi [1, d]`` (see the module docstring)."""
     start = time.perf_counter()
     fix = torch.zeros(1, 2, hidden, dtype=torch.float64)
-    low, high, scores, spread = bound(lo, hi, fix)
-    ub = objective_upper(low, high, objective)
+    open_ = _bounded(bound, lo, hi, fix, objective, None)
     best_lb, best_x = _search(lo, hi, value, attack)
-    pruned, boxes, best_ub = -float("inf"), 1, float(ub.max())
+    pruned, boxes, best_ub = -float("inf"), 1, float(open_.ub.max())
     while True:
+        ub = open_.ub
         best_ub = max(
             min(best_ub, max(float(ub.max()) if ub.numel() else -float("inf"), pruned)), best_lb
         )
         done = best_ub - best_lb <= rtol * abs(best_lb) or (
             delta is not None and (best_ub <= delta or best_lb > delta)
         )
-        if (
-            done
-            or boxes + 2 > max_boxes
-            or time.perf_counter() - start >= budget_s
-            or ub.numel() == 0
-        ):
+        out_of_budget = boxes + 2 > max_boxes or time.perf_counter() - start >= budget_s
+        if done or out_of_budget or ub.numel() == 0:
             break
-        threshold = best_lb if delta is None else max(best_lb, delta)
-        keep = ub > threshold
+        keep = ub > (best_lb if delta is None else max(best_lb, delta))
         if not bool(keep.all()):
             pruned = max(pruned, float(ub[~keep].max()))
-            lo, hi, fix, ub = lo[keep], hi[keep], fix[keep], ub[keep]
-            scores = scores[keep] if scores is not None else None
-            spread = spread[keep] if spread is not None else None
-            if ub.numel() == 0:
+            open_ = open_.select(keep)
+            if open_.ub.numel() == 0:
                 continue
-        take = torch.topk(ub, min(batch, ub.numel(), max(1, (max_boxes - boxes) // 2))).indices
-        rest = torch.ones_like(ub, dtype=torch.bool)
-        rest[take] = False
-        child_lo, child_hi, child_fix = _split(
-            lo[take],
-            hi[take],
-            fix[take],
-            None if scores is None else scores[take],
-            None if spread is None else spread[take],
-            value,
-        )
-        low, high, child_scores, child_spread = bound(child_lo, child_hi, child_fix)
-        child_ub = torch.minimum(objective_upper(low, high, objective), ub[take].repeat(2))
-        # Empty domains (contradictory splits) are +-inf and drop out through the pruning.
-        lb, x = _search(child_lo, child_hi, value, attack)
+        take = torch.topk(open_.ub, min(batch, open_.ub.numel(), max(1, (max_boxes - boxes) // 2)))
+        rest = torch.ones_like(open_.ub, dtype=torch.bool)
+        rest[take.indices] = False
+        children = _children(open_.select(take.indices), bound, value, objective)
+        lb, x = _search(children.lo, children.hi, value, attack)
         if lb > best_lb:
             best_lb, best_x = lb, x
-        lo, hi, fix = (
-            torch.cat([lo[rest], child_lo]),
-            torch.cat([hi[rest], child_hi]),
-            torch.cat([fix[rest], child_fix]),
-        )
-        ub = torch.cat([ub[rest], child_ub])
-        scores = (
-            None
-            if scores is None or child_scores is None
-            else torch.cat([scores[rest], child_scores])
-        )
-        spread = (
-            None
-            if spread is None or child_spread is None
-            else torch.cat([spread[rest], child_spread])
-        )
-        boxes += child_lo.shape[0]
+        open_ = open_.select(rest).extend(children)
+        boxes += children.lo.shape[0]
     return Outcome(best_ub, best_lb, best_x, boxes, time.perf_counter() - start)
+
+
+def _children(
+    parents: _Domains, bound: BoundFn, value: ObjectiveFn, objective: Objective
+) -> _Domains:
+    """The two halves of every parent, bounded, each capped by its parent's upper bound."""
+    lo, hi, fix = _split(parents.lo, parents.hi, parents.fix, parents.scores, parents.spread, value)
+    # Empty domains (contradictory splits) are +-inf and drop out through the pruning.
+    return _bounded(bound, lo, hi, fix, objective, parents.ub.repeat(2))
 
 
 def _search(lo: Tensor, hi: Tensor, value: ObjectiveFn, attack: Attack) -> tuple[float, Tensor]:
