@@ -11,7 +11,8 @@ Any score found is a lower bound on the maximum disagreement over the region; th
 ``certify`` package bounds it from above. Models are any callables mapping
 ``[n, *input_shape] -> [n, C]`` logits (``nn.Module`` s in eval mode); objectives are in
 :mod:`attractor.search.objectives`, the search and its equal-budget random baseline in
-:mod:`attractor.search.continuous`, model specs in :mod:`attractor.search.models`.
+:mod:`attractor.search.continuous` (over the boxes of :mod:`attractor.search.region`), model
+specs in :mod:`attractor.search.spec` and :mod:`attractor.search.models` (loading).
 
 References:
     Madry et al. (2018), "Towards Deep Learning Models Resistant to Adversarial Attacks".
