@@ -42,9 +42,11 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/ensemble_speed.py
 
-# ruff, and the layers of DESIGN.md (import-linter; tests/unit/test_layers.py runs it in `make test` too).
+# ruff (lint, and format at 100 columns) and the layers of DESIGN.md (import-linter;
+# tests/unit/test_layers.py runs it in `make test` too).
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
 	$(VENV)/bin/lint-imports
 
 clean:

@@ -31,8 +31,9 @@ def random_mlp(seed: int, widths: list[int], slope: float = 0.0) -> nn.Sequentia
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         linear = nn.Linear(fan_in, fan_out).double()
         with torch.no_grad():
-            linear.weight.copy_(torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64)
-                                / fan_in**0.5)
+            linear.weight.copy_(
+                torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / fan_in**0.5
+            )
             linear.bias.copy_(0.5 * torch.randn(fan_out, generator=gen, dtype=torch.float64))
         layers.append(linear)
         if i < len(widths) - 2:
@@ -56,8 +57,9 @@ def attained(a: Network, b: Network, lower: Tensor, upper: Tensor, seed: int) ->
     n, d = lower.shape
     gen = torch.Generator().manual_seed(seed)
     corners = torch.cartesian_prod(*[torch.tensor([0.0, 1.0], dtype=torch.float64)] * d)
-    fractions = torch.cat([torch.rand(400, d, generator=gen, dtype=torch.float64),
-                           corners.reshape(-1, d)])
+    fractions = torch.cat(
+        [torch.rand(400, d, generator=gen, dtype=torch.float64), corners.reshape(-1, d)]
+    )
     x = lower + fractions[:, None, :] * (upper - lower)
     with torch.no_grad():
         return (b(x.reshape(-1, d)) - a(x.reshape(-1, d))).reshape(x.shape[0], n, -1)
@@ -68,10 +70,13 @@ def pairs(draw: st.DrawFn) -> dict[str, object]:
     """Two networks of one architecture (a noised copy, or the same) and input boxes."""
     hidden = [draw(st.integers(2, 6)) for _ in range(draw(st.integers(1, 2)))]
     widths = [draw(st.integers(1, 3)), *hidden, draw(st.integers(1, 3))]
-    return {"seed": draw(st.integers(0, 2**31 - 1)), "widths": widths,
-            "slope": draw(st.sampled_from([0.0, 0.0, 0.1])),
-            "scale": draw(st.sampled_from([0.0, 1e-3, 0.1, 0.5])),
-            "eps": draw(st.sampled_from([1e-3, 0.1, 1.0]))}
+    return {
+        "seed": draw(st.integers(0, 2**31 - 1)),
+        "widths": widths,
+        "slope": draw(st.sampled_from([0.0, 0.0, 0.1])),
+        "scale": draw(st.sampled_from([0.0, 1e-3, 0.1, 0.5])),
+        "eps": draw(st.sampled_from([1e-3, 0.1, 1.0])),
+    }
 
 
 def _networks(case: dict) -> tuple[Network, Network, Tensor, Tensor]:
@@ -141,8 +146,15 @@ class TestCertifyMethod:
         model = random_mlp(4, [2, 5, 2])
         a, b = to_network(model), to_network(noised(model, 5, 0.2))
         lower, upper = ball(torch.zeros(2, 2, dtype=torch.float64), 0.5)
-        result = certify_difference(a, b, lower, upper, method=method,  # type: ignore[arg-type]
-                                    budget_s=2.0, max_boxes=40)
+        result = certify_difference(
+            a,
+            b,
+            lower,
+            upper,
+            method=method,  # type: ignore[arg-type]
+            budget_s=2.0,
+            max_boxes=40,
+        )
         assert result.method == method
         assert (result.lower <= result.upper + 1e-12).all()
         worst = attained(a, b, lower, upper, 0).abs().amax(dim=(0, 2))

@@ -187,8 +187,9 @@ class TestOptimizer:
 
     @settings(max_examples=6, deadline=None)
     @given(hyper=hypers(), seed=st.integers(0, 2**16))
-    def test_matches_torch_optim_per_member(self, name: str, opt: Optimizer, hyper: Hyper,
-                                            seed: int) -> None:
+    def test_matches_torch_optim_per_member(
+        self, name: str, opt: Optimizer, hyper: Hyper, seed: int
+    ) -> None:
         if name not in REFERENCES:
             pytest.skip(f"no torch.optim reference for {name!r}")
         members, steps = hyper.members, 20

@@ -10,19 +10,30 @@ import torch
 from attractor.config import parse_config
 from attractor.errors import UserError
 
-pytest.importorskip("transformers", reason="language models need transformers (pip install 'attractor[lm]')")
+pytest.importorskip(
+    "transformers", reason="language models need transformers (pip install 'attractor[lm]')"
+)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-TASK = {"name": "tiny-lm", "layers": 1, "width": 32, "heads": 4, "context": 32, "windows_per_document": 2}
+TASK = {
+    "name": "tiny-lm",
+    "layers": 1,
+    "width": 32,
+    "heads": 4,
+    "context": 32,
+    "windows_per_document": 2,
+}
 
 
 def _config(strategy: str, vary: list[str], members: int = 2):
-    return parse_config({
-        "task": TASK,
-        "trainer": {"steps": 6, "batch_size": 8, "optimizer": "adam", "lr": 3e-3},
-        "plan": {"members": members, "vary": vary},
-        "run": {"snapshots": 2, "strategy": strategy},
-    })
+    return parse_config(
+        {
+            "task": TASK,
+            "trainer": {"steps": 6, "batch_size": 8, "optimizer": "adam", "lr": 3e-3},
+            "plan": {"members": members, "vary": vary},
+            "run": {"snapshots": 2, "strategy": strategy},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +108,17 @@ def test_compare_and_search_members(run: Path, tmp_path: Path) -> None:
 
 
 def test_gcg_finds_a_planted_divergence_better_than_random_contexts(run: Path) -> None:
+    from attractor.runs.lm_models import load_model
     from attractor.search.tokens import search_divergent
     from attractor.tasks.corpus import Document
-    from attractor.runs.lm_models import load_model
 
     a, b = load_model(f"{run}:0"), load_model(f"{run}:0")
-    with torch.no_grad():  # byte 200 never occurs in the corpus: only a search can put it in a context
-        b.hf.transformer.wte.weight[200] += 3 * torch.randn(32, generator=torch.Generator().manual_seed(0))
+    with (
+        torch.no_grad()
+    ):  # byte 200 never occurs in the corpus: only a search can put it in a context
+        b.hf.transformer.wte.weight[200] += 3 * torch.randn(
+            32, generator=torch.Generator().manual_seed(0)
+        )
     docs = [Document("d", "plain ascii text about basins of attraction. " * 20)]
     result = search_divergent(a, b, docs, budget=300, length=8, methods=("baseline", "gcg"))
     base, found = result.methods["baseline"], result.methods["gcg"]
@@ -120,7 +135,11 @@ def test_measure_lm_run(run: Path) -> None:
     final = Ensemble.load(run).final_metrics()
     assert data["loss"]["per_member"] == pytest.approx(final["test_loss"].tolist(), rel=1e-5)
     js = data["pairwise_js"]
-    assert 0 < js["value"] <= 0.7 and js["matrix"][0][0] == 0 and js["matrix"][0][1] == pytest.approx(js["matrix"][1][0])
+    assert (
+        0 < js["value"] <= 0.7
+        and js["matrix"][0][0] == 0
+        and js["matrix"][0][1] == pytest.approx(js["matrix"][1][0])
+    )
     assert data["kl_to_mean"]["value"] > 0 and data["documents"] >= 2
     from attractor.cli.lm import format_lm_measure
 
@@ -141,7 +160,9 @@ def test_hf_directory_with_its_own_tokenizer(run: Path, tmp_path: Path) -> None:
     config = json.loads((path / "config.json").read_text())
     del config[TOKENIZER_KEY]
     (path / "config.json").write_text(json.dumps(config))
-    words = Tokenizer(models.WordLevel({f"w{i}": i for i in range(255)} | {"[UNK]": 255}, unk_token="[UNK]"))
+    words = Tokenizer(
+        models.WordLevel({f"w{i}": i for i in range(255)} | {"[UNK]": 255}, unk_token="[UNK]")
+    )
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]").save_pretrained(str(path))
     model = load_model(str(path))

@@ -19,7 +19,9 @@ from attractor.measure.bootstrap import (
 )
 
 
-def scores(seed: int, members: int, examples: int, mean: float = 0.8, sd: float = 0.1) -> np.ndarray:
+def scores(
+    seed: int, members: int, examples: int, mean: float = 0.8, sd: float = 0.1
+) -> np.ndarray:
     """Per-member offsets (seed effects) plus per-example noise: ``[members, examples]``."""
     rng = np.random.default_rng(seed)
     return mean + 0.05 * rng.normal(size=(members, 1)) + sd * rng.normal(size=(members, examples))
@@ -70,9 +72,16 @@ def test_vectorized_draws_equal_the_literal_procedure(seed: int, m: int, n: int)
     for values, pairwise in ((data, False), (pairs, True)):
         stats = literal_multibootstrap(values, 60, seed, pairwise)
         low, high = np.quantile(stats, [0.025, 0.975])
-        est = pairwise_multibootstrap(values, 60, seed) if pairwise else multibootstrap(values, draws=60, seed=seed)
+        est = (
+            pairwise_multibootstrap(values, 60, seed)
+            if pairwise
+            else multibootstrap(values, draws=60, seed=seed)
+        )
         assert est.draws == len(stats)
-        assert (est.low, est.high) == (pytest.approx(low, abs=1e-12), pytest.approx(high, abs=1e-12))
+        assert (est.low, est.high) == (
+            pytest.approx(low, abs=1e-12),
+            pytest.approx(high, abs=1e-12),
+        )
 
 
 def test_interval_contains_value_and_shrinks_with_data() -> None:
@@ -165,7 +174,9 @@ def test_paired_needs_the_same_examples() -> None:
 # ---- basins -------------------------------------------------------------------------------------
 
 
-def block_distance(labels: list[int], within: float = 0.1, between: float = 1.0, seed: int = 0) -> np.ndarray:
+def block_distance(
+    labels: list[int], within: float = 0.1, between: float = 1.0, seed: int = 0
+) -> np.ndarray:
     lab = np.array(labels)
     rng = np.random.default_rng(seed)
     noise = 0.05 * rng.random((len(lab), len(lab)))
@@ -185,7 +196,11 @@ def test_two_blocks_are_recovered(kwargs: dict[str, float]) -> None:
     assert basins.n_basins == 2 and same_partition(basins.labels, truth)
     assert basins.sizes == [4, 3] and basins.labels[1] == 0  # the larger basin is basin 0
     assert basins.silhouette is not None and basins.silhouette > 0.8
-    assert basins.representatives[0] in (11, 13, 14, 16) and basins.representatives[1] in (10, 12, 15)
+    assert basins.representatives[0] in (11, 13, 14, 16) and basins.representatives[1] in (
+        10,
+        12,
+        15,
+    )
     ordered = [basins.labels[i] for i in basins.order]
     assert ordered == sorted(ordered) and sorted(basins.order) == list(range(7))
     assert json.loads(json.dumps(basins.to_dict()))["n_basins"] == 2

@@ -21,7 +21,12 @@ def pair(seed: int, widths: list[int], scale: float) -> tuple[nn.Sequential, nn.
     for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
         layers += [nn.Linear(fan_in, fan_out)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
     a = nn.Sequential(*layers).double()
-    b = nn.Sequential(*[type(m)(m.in_features, m.out_features) if isinstance(m, nn.Linear) else nn.ReLU() for m in a]).double()
+    b = nn.Sequential(
+        *[
+            type(m)(m.in_features, m.out_features) if isinstance(m, nn.Linear) else nn.ReLU()
+            for m in a
+        ]
+    ).double()
     b.load_state_dict(a.state_dict())
     with torch.no_grad():
         for p in b.parameters():
@@ -29,13 +34,17 @@ def pair(seed: int, widths: list[int], scale: float) -> tuple[nn.Sequential, nn.
     return a, b
 
 
-@pytest.mark.parametrize("method, split", [("differential", "input"), ("differential", "relu"), ("linear", "input")])
+@pytest.mark.parametrize(
+    "method, split", [("differential", "input"), ("differential", "relu"), ("linear", "input")]
+)
 def test_never_looser_as_the_budget_grows(method: str, split: str) -> None:
     a, b = pair(0, [3, 8, 8, 2], 0.05)
     lower, upper = box(-torch.ones(2, 3), torch.ones(2, 3))
     uppers, lowers = [], []
     for boxes in (1, 9, 41, 201):
-        result = certify_difference(a, b, lower, upper, method=method, max_boxes=boxes, budget_s=60, split=split)
+        result = certify_difference(
+            a, b, lower, upper, method=method, max_boxes=boxes, budget_s=60, split=split
+        )
         uppers.append(result.upper)
         lowers.append(result.lower)
         assert (result.lower <= result.upper).all()
@@ -49,16 +58,23 @@ def test_never_looser_as_the_budget_grows(method: str, split: str) -> None:
 def test_two_inputs_against_a_dense_grid(objective: str | int) -> None:
     a, b = pair(1, [2, 8, 8, 2], 0.1)
     lower, upper = box(torch.tensor([[-1.0, -0.5]]), torch.tensor([[0.5, 1.0]]))
-    axis = [torch.linspace(float(lower[0, i]), float(upper[0, i]), 401, dtype=torch.float64) for i in range(2)]
+    axis = [
+        torch.linspace(float(lower[0, i]), float(upper[0, i]), 401, dtype=torch.float64)
+        for i in range(2)
+    ]
     grid = torch.cartesian_prod(*axis)
     diff = to_network(b)(grid) - to_network(a)(grid)
-    grid_max = float(diff.abs().amax(-1).max() if objective == "max_abs" else diff[:, objective].max())
-    result = certify_difference(a, b, lower, upper, objective=objective, max_boxes=3000, budget_s=20, seed=0)
+    grid_max = float(
+        diff.abs().amax(-1).max() if objective == "max_abs" else diff[:, objective].max()
+    )
+    result = certify_difference(
+        a, b, lower, upper, objective=objective, max_boxes=3000, budget_s=20, seed=0
+    )
     assert grid_max <= float(result.upper[0]) + 1e-12
     assert float(result.upper[0]) - grid_max <= 0.01 * abs(grid_max) + 1e-9
     assert grid_max - 0.01 * abs(grid_max) <= float(result.lower[0]) <= float(result.upper[0])
     x = result.inputs[0:1]
-    attained = (to_network(b)(x) - to_network(a)(x))
+    attained = to_network(b)(x) - to_network(a)(x)
     value = attained.abs().amax() if objective == "max_abs" else attained[0, objective]
     assert float(value) == pytest.approx(float(result.lower[0]))
 
@@ -84,15 +100,23 @@ def test_deterministic_given_a_seed_and_box_count() -> None:
 
 
 @settings(max_examples=12, deadline=None)
-@given(st.integers(0, 10_000), st.sampled_from(["input", "relu"]), st.sampled_from(["max_abs", 0, 1]),
-       st.sampled_from([None, 0.01, 0.1]), st.sampled_from([0.01, 0.3]))
-def test_branch_and_bound_upper_is_never_beaten_by_samples(seed: int, split: str, objective: str | int,
-                                                            delta: float | None, scale: float) -> None:
+@given(
+    st.integers(0, 10_000),
+    st.sampled_from(["input", "relu"]),
+    st.sampled_from(["max_abs", 0, 1]),
+    st.sampled_from([None, 0.01, 0.1]),
+    st.sampled_from([0.01, 0.3]),
+)
+def test_branch_and_bound_upper_is_never_beaten_by_samples(
+    seed: int, split: str, objective: str | int, delta: float | None, scale: float
+) -> None:
     a, b = pair(seed, [4, 6, 6, 2], scale)
     gen = torch.Generator().manual_seed(seed)
     centre = torch.randn(2, 4, generator=gen, dtype=torch.float64)
     lower, upper = box(centre - 0.5, centre + 0.5)
-    result = certify_difference(a, b, lower, upper, max_boxes=60, budget_s=60, split=split, objective=objective, delta=delta)
+    result = certify_difference(
+        a, b, lower, upper, max_boxes=60, budget_s=60, split=split, objective=objective, delta=delta
+    )
     x = lower + torch.rand(4000, 2, 4, generator=gen, dtype=torch.float64) * (upper - lower)
     diff = to_network(b)(x.reshape(-1, 4)) - to_network(a)(x.reshape(-1, 4))
     value = (diff.abs().amax(-1) if objective == "max_abs" else diff[:, objective]).reshape(4000, 2)

@@ -13,11 +13,18 @@ from attractor.errors import UserError
 def test_folds_batchnorm_dropout_flatten_and_nested_sequentials_exactly() -> None:
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Flatten(), nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Dropout(0.3), nn.ReLU(),
-        nn.Sequential(nn.Linear(5, 4), nn.Identity(), nn.LeakyReLU(0.2), nn.BatchNorm1d(4)), nn.Linear(4, 2),
+        nn.Flatten(),
+        nn.Linear(6, 5),
+        nn.BatchNorm1d(5),
+        nn.Dropout(0.3),
+        nn.ReLU(),
+        nn.Sequential(nn.Linear(5, 4), nn.Identity(), nn.LeakyReLU(0.2), nn.BatchNorm1d(4)),
+        nn.Linear(4, 2),
     ).double()
     model.train()
-    model(torch.randn(64, 6, dtype=torch.float64))  # running statistics that differ from the defaults
+    model(
+        torch.randn(64, 6, dtype=torch.float64)
+    )  # running statistics that differ from the defaults
     model.eval()
     net = to_network(model)
     assert [tuple(layer.weight.shape) for layer in net.layers] == [(5, 6), (4, 5), (2, 4)]
@@ -32,13 +39,16 @@ def test_activation_at_the_end_and_back_to_back_activations() -> None:
     assert to_network(nn.Linear(3, 2)).out_dim == 2
 
 
-@pytest.mark.parametrize("module, words", [
-    (nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), "Tanh"),
-    (nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(2.0), nn.Linear(4, 2)), "slope"),
-    (nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), "start with a Linear"),
-    (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), "eval mode"),
-    (nn.Sequential(nn.Flatten()), "no Linear"),
-])
+@pytest.mark.parametrize(
+    "module, words",
+    [
+        (nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)), "Tanh"),
+        (nn.Sequential(nn.Linear(3, 4), nn.LeakyReLU(2.0), nn.Linear(4, 2)), "slope"),
+        (nn.Sequential(nn.ReLU(), nn.Linear(4, 2)), "start with a Linear"),
+        (nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4)), "eval mode"),
+        (nn.Sequential(nn.Flatten()), "no Linear"),
+    ],
+)
 def test_unsupported_modules_get_one_clear_line(module: nn.Module, words: str) -> None:
     with pytest.raises(UserError, match=words) as info:
         to_network(module)

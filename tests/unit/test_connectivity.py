@@ -42,9 +42,16 @@ def _own_loss(task: Task, model: nn.Module, x: torch.Tensor, y: torch.Tensor) ->
 
 
 def test_hand_made_curve() -> None:
-    curve = pd.DataFrame({"alpha": [0, 0.25, 0.5, 0.75, 1], "loss": [1.0, 2.0, 1.5, 1.2, 1.0], "error": [0.1, 0.5, 0.3, 0.2, 0.3]})
+    curve = pd.DataFrame(
+        {
+            "alpha": [0, 0.25, 0.5, 0.75, 1],
+            "loss": [1.0, 2.0, 1.5, 1.2, 1.0],
+            "error": [0.1, 0.5, 0.3, 0.2, 0.3],
+        }
+    )
     found = barriers(curve)
-    # error: max 0.5 - mean(0.1, 0.3) = 0.3; chord 0.1 + 0.2 alpha -> deviations 0, .35, .1, -.05, 0.
+    # error: max 0.5 - mean(0.1, 0.3) = 0.3; chord 0.1 + 0.2 alpha -> deviations 0, .35, .1, -.05,
+    # 0.
     assert found["barrier_error"] == pytest.approx(0.3)
     assert found["barrier_error_linear"] == pytest.approx(0.35)
     # loss: equal ends, so both forms read max - end = 1.0.
@@ -64,9 +71,12 @@ def test_straight_line_is_a_barrier_only_in_frankle_form() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     values=st.lists(st.floats(-5, 5, allow_nan=False), min_size=2, max_size=12),
-    shift=st.floats(-3, 3), slope=st.floats(-3, 3),
+    shift=st.floats(-3, 3),
+    slope=st.floats(-3, 3),
 )
-def test_barrier_forms_are_non_negative_and_invariant(values: list[float], shift: float, slope: float) -> None:
+def test_barrier_forms_are_non_negative_and_invariant(
+    values: list[float], shift: float, slope: float
+) -> None:
     alpha = np.linspace(0, 1, len(values))
     curve = np.array(values)
     frankle, entezari = barrier(alpha, curve, "frankle"), barrier(alpha, curve, "entezari")
@@ -74,7 +84,9 @@ def test_barrier_forms_are_non_negative_and_invariant(values: list[float], shift
     assert frankle >= -1e-12 and entezari >= -1e-12
     assert barrier(alpha, curve + shift, "frankle") == pytest.approx(frankle, abs=1e-9)
     # Adding a straight line changes the ends but not the rise above the chord.
-    assert barrier(alpha, curve + shift + slope * alpha, "entezari") == pytest.approx(entezari, abs=1e-9)
+    assert barrier(alpha, curve + shift + slope * alpha, "entezari") == pytest.approx(
+        entezari, abs=1e-9
+    )
 
 
 def test_interpolate_hits_both_ends_exactly() -> None:
@@ -99,10 +111,16 @@ def test_path_from_a_network_to_itself_is_flat(digits: Task) -> None:
 
 def test_path_ends_are_each_networks_own_loss(digits: Task) -> None:
     a, b = _mlp(0), _mlp(1)
-    curve = path_curve(digits, _mlp(2), a.state_dict(), b.state_dict(), digits.x_test, digits.y_test)
+    curve = path_curve(
+        digits, _mlp(2), a.state_dict(), b.state_dict(), digits.x_test, digits.y_test
+    )
     assert curve["alpha"].iloc[0] == 0 and curve["alpha"].iloc[-1] == 1 and len(curve) == 30
-    assert curve["loss"].iloc[0] == pytest.approx(_own_loss(digits, a, digits.x_test, digits.y_test), abs=1e-5)
-    assert curve["loss"].iloc[-1] == pytest.approx(_own_loss(digits, b, digits.x_test, digits.y_test), abs=1e-5)
+    assert curve["loss"].iloc[0] == pytest.approx(
+        _own_loss(digits, a, digits.x_test, digits.y_test), abs=1e-5
+    )
+    assert curve["loss"].iloc[-1] == pytest.approx(
+        _own_loss(digits, b, digits.x_test, digits.y_test), abs=1e-5
+    )
 
 
 def test_buffers_are_interpolated_too(digits: Task) -> None:
@@ -115,22 +133,42 @@ def test_buffers_are_interpolated_too(digits: Task) -> None:
         return model.eval()
 
     a, b = net(0), net(1)
-    curve = path_curve(digits, net(2), a.state_dict(), b.state_dict(), digits.x_test, digits.y_test, points=5)
-    assert curve["loss"].iloc[0] == pytest.approx(_own_loss(digits, a, digits.x_test, digits.y_test), abs=1e-5)
-    assert curve["loss"].iloc[-1] == pytest.approx(_own_loss(digits, b, digits.x_test, digits.y_test), abs=1e-5)
+    curve = path_curve(
+        digits, net(2), a.state_dict(), b.state_dict(), digits.x_test, digits.y_test, points=5
+    )
+    assert curve["loss"].iloc[0] == pytest.approx(
+        _own_loss(digits, a, digits.x_test, digits.y_test), abs=1e-5
+    )
+    assert curve["loss"].iloc[-1] == pytest.approx(
+        _own_loss(digits, b, digits.x_test, digits.y_test), abs=1e-5
+    )
 
 
 def test_undoing_a_known_permutation_removes_the_barrier(digits: Task, ens: Ensemble) -> None:
     """b is a trained member with its hidden units shuffled: the same function, other weights."""
     a = ens.params(ens.members[0])
     perm = torch.randperm(32, generator=torch.Generator().manual_seed(3))
-    b = {"0.weight": a["0.weight"][perm], "0.bias": a["0.bias"][perm], "2.weight": a["2.weight"][:, perm], "2.bias": a["2.bias"]}
+    b = {
+        "0.weight": a["0.weight"][perm],
+        "0.bias": a["0.bias"][perm],
+        "2.weight": a["2.weight"][:, perm],
+        "2.bias": a["2.bias"],
+    }
     template = ens.task.make_model()
     raw = path_curve(digits, template, a, b, digits.x_test, digits.y_test, points=9)
-    assert raw["loss"].iloc[0] == pytest.approx(raw["loss"].iloc[-1], abs=1e-6)  # same function at both ends
-    assert barriers(raw)["barrier_loss"] > 0.1  # but the straight path between them leaves the basin
+    assert raw["loss"].iloc[0] == pytest.approx(
+        raw["loss"].iloc[-1], abs=1e-6
+    )  # same function at both ends
+    assert (
+        barriers(raw)["barrier_loss"] > 0.1
+    )  # but the straight path between them leaves the basin
     inverse = torch.argsort(perm)
-    undone = {"0.weight": b["0.weight"][inverse], "0.bias": b["0.bias"][inverse], "2.weight": b["2.weight"][:, inverse], "2.bias": b["2.bias"]}
+    undone = {
+        "0.weight": b["0.weight"][inverse],
+        "0.bias": b["0.bias"][inverse],
+        "2.weight": b["2.weight"][:, inverse],
+        "2.bias": b["2.bias"],
+    }
     aligned = path_curve(digits, template, a, undone, digits.x_test, digits.y_test, points=9)
     assert all(value == 0 for value in barriers(aligned).values())
 
@@ -138,12 +176,23 @@ def test_undoing_a_known_permutation_removes_the_barrier(digits: Task, ens: Ense
 def test_lmc_between_members(ens: Ensemble, tmp_path: Path) -> None:
     a, b = ens.members[:2]
     result = lmc(ens, a, b, points=11)
-    assert result.members == (a, b) and result.step == ens.steps(a)[-1] and result.aligned_curve is None
+    assert (
+        result.members == (a, b)
+        and result.step == ens.steps(a)[-1]
+        and result.aligned_curve is None
+    )
     final = ens.metrics[ens.metrics["step"] == result.step].set_index("member")
     assert result.curve["loss"].iloc[0] == pytest.approx(final.loc[a, "test_loss"], abs=1e-5)
     assert result.curve["loss"].iloc[-1] == pytest.approx(final.loc[b, "test_loss"], abs=1e-5)
-    assert result.curve["error"].iloc[0] == pytest.approx(1 - final.loc[a, "test_accuracy"], abs=1e-6)
-    assert set(result.barriers) == {"barrier_loss", "barrier_loss_linear", "barrier_error", "barrier_error_linear"}
+    assert result.curve["error"].iloc[0] == pytest.approx(
+        1 - final.loc[a, "test_accuracy"], abs=1e-6
+    )
+    assert set(result.barriers) == {
+        "barrier_loss",
+        "barrier_loss_linear",
+        "barrier_error",
+        "barrier_error_linear",
+    }
 
     calls = []
 

@@ -15,8 +15,13 @@ from attractor.tasks.corpus import Document
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize(("length", "window", "stride"), [(0, 4, 2), (3, 4, 2), (4, 4, 4), (17, 4, 1), (17, 5, 3), (100, 32, 16), (33, 32, 32)])
-def test_sliding_windows_score_every_position_exactly_once(length: int, window: int, stride: int) -> None:
+@pytest.mark.parametrize(
+    ("length", "window", "stride"),
+    [(0, 4, 2), (3, 4, 2), (4, 4, 4), (17, 4, 1), (17, 5, 3), (100, 32, 16), (33, 32, 32)],
+)
+def test_sliding_windows_score_every_position_exactly_once(
+    length: int, window: int, stride: int
+) -> None:
     scored = []
     for start, end, first in sliding_windows(length, window, stride):
         assert 0 <= start <= first < end <= length and end - start <= window
@@ -28,7 +33,10 @@ def test_sliding_windows_score_every_position_exactly_once(length: int, window: 
 
 def test_divergence_bounds_on_random_and_extreme_logits() -> None:
     gen = torch.Generator().manual_seed(0)
-    a = torch.randn(200, 50, generator=gen) * torch.tensor([0.1, 1.0, 30.0, 1000.0]).repeat(50)[:200, None]
+    a = (
+        torch.randn(200, 50, generator=gen)
+        * torch.tensor([0.1, 1.0, 30.0, 1000.0]).repeat(50)[:200, None]
+    )
     b = torch.randn(200, 50, generator=gen) * 30
     stats = position_stats(a, b)
     assert all(torch.isfinite(v).all() for v in stats.values())
@@ -37,9 +45,15 @@ def test_divergence_bounds_on_random_and_extreme_logits() -> None:
     assert (stats["kl_ab"] >= 0).all() and (stats["kl_ba"] >= 0).all()
     # Disjoint point masses reach the bounds.
     point = position_stats(torch.tensor([[1e4, 0.0]]), torch.tensor([[0.0, 1e4]]))
-    assert point["js"].item() == pytest.approx(math.log(2)) and point["tv"].item() == pytest.approx(1.0)
+    assert point["js"].item() == pytest.approx(math.log(2)) and point["tv"].item() == pytest.approx(
+        1.0
+    )
     same = position_stats(b, b)
-    assert (same["kl_ab"] == 0).all() and (same["kl_ba"] == 0).all() and (same["top1_agree"] == 1).all()
+    assert (
+        (same["kl_ab"] == 0).all()
+        and (same["kl_ba"] == 0).all()
+        and (same["top1_agree"] == 1).all()
+    )
     assert same["js"].abs().max() < 1e-12 and same["tv"].max() == 0
 
 
@@ -84,18 +98,30 @@ def test_streaming_equals_all_at_once() -> None:
     per_position = []
     for doc in docs:
         ids = torch.tensor([list(doc.text.encode())])
-        per_position.append(torch.stack([position_stats(a.module(ids)[0], b.module(ids)[0])[s] for s in STATS], 1))
+        per_position.append(
+            torch.stack([position_stats(a.module(ids)[0], b.module(ids)[0])[s] for s in STATS], 1)
+        )
     table = torch.cat(per_position)
     assert streamed.tokens == batched.tokens == len(table)
     for k, name in enumerate(STATS):
-        assert streamed.means[name].value == pytest.approx(float(table[:, k].mean()), rel=1e-10, abs=1e-12)
-        assert batched.means[name].value == pytest.approx(streamed.means[name].value, rel=1e-10, abs=1e-12)
-        assert (streamed.means[name].low, streamed.means[name].high) == pytest.approx((batched.means[name].low, batched.means[name].high), rel=1e-9)
+        assert streamed.means[name].value == pytest.approx(
+            float(table[:, k].mean()), rel=1e-10, abs=1e-12
+        )
+        assert batched.means[name].value == pytest.approx(
+            streamed.means[name].value, rel=1e-10, abs=1e-12
+        )
+        assert (streamed.means[name].low, streamed.means[name].high) == pytest.approx(
+            (batched.means[name].low, batched.means[name].high), rel=1e-9
+        )
         exact = torch.quantile(table[:, k], torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64))
-        assert list(streamed.quantiles[name].values()) == pytest.approx(exact.tolist(), rel=1e-10, abs=1e-12)
+        assert list(streamed.quantiles[name].values()) == pytest.approx(
+            exact.tolist(), rel=1e-10, abs=1e-12
+        )
     assert [t.position for t in streamed.top] == [t.position for t in batched.top]
     top_js = [t.stats["js"] for t in streamed.top]
-    assert top_js == sorted(top_js, reverse=True) and top_js[0] == pytest.approx(float(table[:, STATS.index("js")].max()))
+    assert top_js == sorted(top_js, reverse=True) and top_js[0] == pytest.approx(
+        float(table[:, STATS.index("js")].max())
+    )
 
 
 def test_sliding_windows_cover_long_documents() -> None:
@@ -143,7 +169,12 @@ def test_memory_stays_flat_over_a_corpus_20x_a_batch() -> None:
     pytest.importorskip("transformers", reason="needs transformers (pip install 'attractor[lm]')")
     growth = {}
     for documents in (4, 80):
-        done = subprocess.run([sys.executable, "-c", _PEAK_SCRIPT, str(documents)], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", _PEAK_SCRIPT, str(documents)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr
         growth[documents] = int(done.stdout.split()[-1])
     # 80 documents of ~570 bytes: the windows, logits and per-position statistics of the whole

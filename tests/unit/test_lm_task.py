@@ -26,7 +26,9 @@ def test_builtin_corpus_ships_with_python() -> None:
     docs = list(iter_corpus(BUILTIN_PYDOC))
     assert len(docs) > 20 and all(d.text for d in docs)
     train, test = split_documents(docs, 0.2, 0)
-    assert {d.name for d in train}.isdisjoint(d.name for d in test) and len(train) + len(test) == len(docs)
+    assert {d.name for d in train}.isdisjoint(d.name for d in test) and len(train) + len(
+        test
+    ) == len(docs)
 
 
 def test_windows_are_next_byte_pairs() -> None:
@@ -55,8 +57,12 @@ def test_task_shapes_groups_and_units() -> None:
     per_doc = torch.bincount(task.units, minlength=len(task.documents))
     drawn = torch.bincount(task.units[boot], minlength=len(task.documents))
     assert bool(((drawn % per_doc.clamp_min(1)) == 0).all()) and drawn.sum() > 0
-    assert len(set(task.units[boot].tolist())) < len(task.documents)  # with replacement: some left out
-    pytest.importorskip("transformers", reason="tiny-lm's model needs transformers (pip install 'attractor[lm]')")
+    assert len(set(task.units[boot].tolist())) < len(
+        task.documents
+    )  # with replacement: some left out
+    pytest.importorskip(
+        "transformers", reason="tiny-lm's model needs transformers (pip install 'attractor[lm]')"
+    )
     model = task.make_model()
     assert model(task.x_train[:3]).shape == (3, 32, 256)
 

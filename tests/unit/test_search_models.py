@@ -34,7 +34,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def ens(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
-    return train(tiny_config(trainer={"steps": 20}, plan={"members": 3}), tmp_path_factory.mktemp("search") / "run")
+    return train(
+        tiny_config(trainer={"steps": 20}, plan={"members": 3}),
+        tmp_path_factory.mktemp("search") / "run",
+    )
 
 
 def _x(ens: Ensemble) -> torch.Tensor:
@@ -43,7 +46,13 @@ def _x(ens: Ensemble) -> torch.Tensor:
 
 def test_parse_good_specs() -> None:
     spec = parse_spec("runs/a:3")
-    assert (spec.source, spec.member, spec.step, spec.perturbations, spec.seed) == ("runs/a", 3, None, (), 0)
+    assert (spec.source, spec.member, spec.step, spec.perturbations, spec.seed) == (
+        "runs/a",
+        3,
+        None,
+        (),
+        0,
+    )
     assert (parse_spec("runs/a:3:120").member, parse_spec("runs/a:3:120").step) == (3, 120)
     assert (parse_spec("runs/a:mean").member, parse_spec("runs/a:mean:8").step) == ("mean", 8)
     assert parse_spec("C:/odd:dir:2").source == "C:/odd:dir"  # read from the right
@@ -52,19 +61,22 @@ def test_parse_good_specs() -> None:
     assert spec.perturbations == (("fp16", 0.0), ("dropout", 0.1), ("int8", 0.0))
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("", "names no model"),
-    ("runs/a", "names no member"),
-    ("runs/a:x", "names no member"),
-    (":3", "no run directory"),
-    ("runs/a:3@dropout", "needs a level"),
-    ("runs/a:3@dropout=1.5", r"out of range; it must be a probability in \[0, 1\)"),
-    ("runs/a:3@noise=nan", "out of range"),
-    ("runs/a:3@bits=2.5", "whole number of bits"),
-    ("runs/a:3@fp16=1", "takes no level"),
-    ("runs/a:3@blur=2", "unknown perturbation '@blur=2'; choose one of: @dropout"),
-    ("runs/a:3@seed=-1", "whole number"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", "names no model"),
+        ("runs/a", "names no member"),
+        ("runs/a:x", "names no member"),
+        (":3", "no run directory"),
+        ("runs/a:3@dropout", "needs a level"),
+        ("runs/a:3@dropout=1.5", r"out of range; it must be a probability in \[0, 1\)"),
+        ("runs/a:3@noise=nan", "out of range"),
+        ("runs/a:3@bits=2.5", "whole number of bits"),
+        ("runs/a:3@fp16=1", "takes no level"),
+        ("runs/a:3@blur=2", "unknown perturbation '@blur=2'; choose one of: @dropout"),
+        ("runs/a:3@seed=-1", "whole number"),
+    ],
+)
 def test_bad_specs_get_one_helpful_line(text: str, message: str) -> None:
     with pytest.raises(UserError, match=message) as exc:
         parse_spec(text)
@@ -103,7 +115,12 @@ def test_missing_members_steps_and_runs(ens: Ensemble, tmp_path: Path) -> None:
 def test_perturbed_copies(ens: Ensemble) -> None:
     x, root = _x(ens), ens.store.root
     plain, _ = load_model(f"{root}:0")
-    for zero in ("dropout=0", "dropconnect=0", "noise=0", "prune=0"):  # zero perturbation -> identity
+    for zero in (
+        "dropout=0",
+        "dropconnect=0",
+        "noise=0",
+        "prune=0",
+    ):  # zero perturbation -> identity
         assert torch.equal(load_model(f"{root}:0@{zero}")[0](x), plain(x)), zero
     half, _ = load_model(f"{root}:0@fp16")
     for p in half.parameters():
@@ -116,7 +133,9 @@ def test_perturbed_copies(ens: Ensemble) -> None:
     for name, p in pruned.named_parameters():
         share = float((p == 0).double().mean())
         assert share == pytest.approx(0.5, abs=0.01) if name.endswith("weight") else share < 0.5
-    noisy, again, other = (load_model(f"{root}:0@noise=0.01{s}")[0] for s in ("", "@seed=0", "@seed=1"))
+    noisy, again, other = (
+        load_model(f"{root}:0@noise=0.01{s}")[0] for s in ("", "@seed=0", "@seed=1")
+    )
     assert torch.equal(noisy(x), again(x)) and not torch.equal(noisy(x), other(x))
     assert torch.allclose(noisy(x), plain(x), atol=0.5)
     dropped, _ = load_model(f"{root}:0@dropout=0.5")
@@ -169,6 +188,9 @@ def test_search_between_two_members_beats_sampling(ens: Ensemble) -> None:
     assert box.points == 1 and torch.equal(box.lower[0], task.x_train.amin(0))
     members, _ = load_members(ens.store.root)
     assert len(members) == 3
-    spread = [search_ensemble_spread(m, region, "mi", restarts=2, steps=5) for m in (members, ens, ens.store.root)]
+    spread = [
+        search_ensemble_spread(m, region, "mi", restarts=2, steps=5)
+        for m in (members, ens, ens.store.root)
+    ]
     assert spread[0].best == spread[1].best == spread[2].best
     assert sample_ensemble_spread(ens, region, spread[0].evaluations, "mi").best <= spread[0].best

@@ -32,7 +32,9 @@ D = torch.float64
 
 def _pair(n: int = 7, c: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return 2 * torch.randn(n, c, generator=gen, dtype=D), 2 * torch.randn(n, c, generator=gen, dtype=D)
+    return 2 * torch.randn(n, c, generator=gen, dtype=D), 2 * torch.randn(
+        n, c, generator=gen, dtype=D
+    )
 
 
 def test_kl_by_hand() -> None:
@@ -51,23 +53,39 @@ def test_kl_by_hand() -> None:
 def test_identical_models_score_zero_and_shift_does_not_matter() -> None:
     a, _ = _pair()
     for name in ("kl", "symmetric_kl", "js", "logit"):
-        assert torch.allclose(OBJECTIVES[name](a, a), torch.zeros(len(a), dtype=D), atol=1e-12), name
+        assert torch.allclose(OBJECTIVES[name](a, a), torch.zeros(len(a), dtype=D), atol=1e-12), (
+            name
+        )
     # Divergences and margins see probabilities / within-model gaps: a constant shift is invisible.
     for name in ("kl", "js", "margin", "margin_ab"):
-        assert torch.allclose(OBJECTIVES[name](a, a + 3.0), OBJECTIVES[name](a, a), atol=1e-12), name
+        assert torch.allclose(OBJECTIVES[name](a, a + 3.0), OBJECTIVES[name](a, a), atol=1e-12), (
+            name
+        )
 
 
 def test_values_match_the_function_space_metrics() -> None:
     a, b = _pair()
     probs = function.probabilities(torch.stack([a, b]))
     assert torch.allclose(js(a, b), function.pairwise_js(probs, per_example=True)[0, 1], atol=1e-12)
-    assert torch.allclose(symmetric_kl(a, b), function.pairwise_symmetric_kl(probs, per_example=True)[0, 1], atol=1e-12)
+    assert torch.allclose(
+        symmetric_kl(a, b),
+        function.pairwise_symmetric_kl(probs, per_example=True)[0, 1],
+        atol=1e-12,
+    )
     logits = torch.randn(4, 6, 3, generator=torch.Generator().manual_seed(1), dtype=D)
     many = function.probabilities(logits)
-    assert torch.allclose(mutual_information(logits), function.mutual_information(many, per_example=True), atol=1e-12)
-    assert torch.allclose(mutual_information(logits), function.kl_to_mean(many, per_example=True).mean(0), atol=1e-12)
+    assert torch.allclose(
+        mutual_information(logits), function.mutual_information(many, per_example=True), atol=1e-12
+    )
+    assert torch.allclose(
+        mutual_information(logits), function.kl_to_mean(many, per_example=True).mean(0), atol=1e-12
+    )
     pairs = function.pairwise_js(many, per_example=True)  # [m, m, n]
-    assert torch.allclose(mean_pairwise_js(logits), pairs[torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)].mean(0), atol=1e-12)
+    assert torch.allclose(
+        mean_pairwise_js(logits),
+        pairs[torch.triu(torch.ones(4, 4, dtype=torch.bool), 1)].mean(0),
+        atol=1e-12,
+    )
 
 
 def test_js_is_at_most_ln2_and_saturated_inputs_keep_finite_gradients() -> None:
