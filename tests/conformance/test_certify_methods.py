@@ -20,25 +20,15 @@ from torch import Tensor, nn
 from attractor.certify import METHODS, CertifyMethod, bound_difference, certify_difference
 from attractor.certify.network import Network, ball, to_network
 from attractor.errors import UserError
+from tests.unit.test_certify import random_mlp as unit_random_mlp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_mlp(seed: int, widths: list[int], slope: float = 0.0) -> nn.Sequential:
-    """``Linear, act, ..., Linear`` in float64 with seeded weights (scale 1/sqrt(fan_in))."""
-    gen = torch.Generator().manual_seed(seed)
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
-        linear = nn.Linear(fan_in, fan_out).double()
-        with torch.no_grad():
-            linear.weight.copy_(
-                torch.randn(fan_out, fan_in, generator=gen, dtype=torch.float64) / fan_in**0.5
-            )
-            linear.bias.copy_(0.5 * torch.randn(fan_out, generator=gen, dtype=torch.float64))
-        layers.append(linear)
-        if i < len(widths) - 2:
-            layers.append(nn.ReLU() if slope == 0 else nn.LeakyReLU(slope))
-    return nn.Sequential(*layers)
+    """``Linear, act, ..., Linear`` in float64 with seeded weights (the unit suite's builder)."""
+    slopes = [slope] * (len(widths) - 2)
+    return unit_random_mlp(torch.Generator().manual_seed(seed), widths, slopes)
 
 
 def noised(model: nn.Sequential, seed: int, scale: float) -> nn.Sequential:
