@@ -35,6 +35,10 @@ class Directory:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
+    def write_manifest(self, data: dict[str, Any]) -> None:
+        """Replace the manifest (atomically): the one place any manifest is written."""
+        write_json(self.root / MANIFEST, data)
+
     def manifest(self) -> dict[str, Any]:
         path = self.root / MANIFEST
         if not path.exists():
@@ -171,8 +175,7 @@ class Directory:
                 )
             shutil.rmtree(root)
         root.mkdir(parents=True, exist_ok=True)
-        write_json(
-            manifest,
+        store.write_manifest(
             {
                 "schema_version": SCHEMA_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -36,7 +36,7 @@ from attractor.config import SCHEMA_VERSION, Config
 from attractor.errors import UserError
 from attractor.plan import Plan
 from attractor.runs.directory import MANIFEST, Directory
-from attractor.runs.files import atomic_path, versions, write_json
+from attractor.runs.files import atomic_path, versions
 
 FINISHED = ("done", "diverged")
 #: Settings that say where and how a run executes or is recorded, never what it computes
@@ -98,8 +98,7 @@ class RunStore(Directory):
         root.mkdir(parents=True, exist_ok=True)
         with atomic_path(root / "plan.parquet") as tmp:
             plan.to_parquet(tmp)
-        write_json(
-            root / MANIFEST,
+        store.write_manifest(
             {
                 "schema_version": SCHEMA_VERSION,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -240,7 +239,7 @@ class RunStore(Directory):
         """Record run-level facts (e.g. the resolved strategy) in the manifest."""
         data = self.manifest()
         data.update(fields)
-        write_json(self.root / MANIFEST, data)
+        self.write_manifest(data)
 
     def mark(self, outcomes: list[dict[str, Any]]) -> None:
         """Record finished members (each dict has ``member``, ``status``, ...)."""
@@ -249,7 +248,7 @@ class RunStore(Directory):
             data["members"][str(outcome["member"])] = {
                 k: v for k, v in outcome.items() if k != "member"
             }
-        write_json(self.root / MANIFEST, data)
+        self.write_manifest(data)
 
     def collect_metrics(self) -> pd.DataFrame:
         """Gather every finished member's metrics into ``metrics.parquet``."""
