@@ -13,6 +13,15 @@ import pytest
 from attractor.config import Config, parse_config
 
 
+@pytest.fixture(scope="session", autouse=True)
+def signing_key_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Every manifest is signed: keep the tests' signing key out of the user's ~/.config."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATTRACTOR_CONFIG_DIR", str(tmp_path_factory.mktemp("attractor-config")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny tensors: on a loaded machine, waking torch's thread pool costs up to ~100x the math.

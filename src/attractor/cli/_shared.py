@@ -11,6 +11,7 @@ from rich.console import Console
 
 from attractor.errors import UserError
 from attractor.runs.results import strict_json
+from attractor.runs.trust import set_default_trust
 
 app = typer.Typer(
     add_completion=False,
@@ -18,6 +19,23 @@ app = typer.Typer(
     rich_markup_mode="markdown",
     help="Measure and improve the stability of training runs.",
 )
+
+
+@app.callback()
+def _global_options(
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            help="Run the user code (a `module:function` task) of run directories this user did "
+            "not make: only for directories whose code you trust (README: 'Sharing run "
+            "directories').",
+        ),
+    ] = False,
+) -> None:
+    # Set on every invocation, so an in-process caller running several commands never
+    # inherits an earlier command's --trust.
+    set_default_trust(trust)
 
 
 console = Console()

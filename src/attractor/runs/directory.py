@@ -36,8 +36,11 @@ class Directory:
         self.root = Path(root)
 
     def write_manifest(self, data: dict[str, Any]) -> None:
-        """Replace the manifest (atomically): the one place any manifest is written."""
-        write_json(self.root / MANIFEST, data)
+        """Replace the manifest (atomically): the one place any manifest is written, signed
+        with this user's key (:mod:`attractor.runs.trust`)."""
+        from attractor.runs.trust import sign
+
+        write_json(self.root / MANIFEST, sign(self.root / MANIFEST, data))
 
     def manifest(self) -> dict[str, Any]:
         path = self.root / MANIFEST

@@ -1,6 +1,6 @@
 """An ensemble: a finished run directory, loaded lazily.
 
-ens = Ensemble.load("runs/digits")
+ens = Ensemble.load("runs/digits")   # trust=True to run a user task this user did not sign
 ens.plan                      # one row per member, with status and diverged_step
 ens.predict(x)                # [members, batch, classes] at the final snapshot
 ens.params(member=3, step=0)  # that member's initial parameters
@@ -20,17 +20,28 @@ from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import Plan, PlanRow
 from attractor.runs.store import RunStore
-from attractor.tasks import build_task
+from attractor.runs.trust import check_task_trust
+from attractor.tasks import build_task, is_user_task
 from attractor.tasks.base import Task
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
 
 
 class Ensemble:
-    """Members of one run; weights are read from disk only when asked for."""
+    """Members of one run; weights are read from disk only when asked for.
 
-    def __init__(self, store: RunStore) -> None:
+    A user task (``module:function``) is imported only if this user signed the manifest or
+    ``trust`` is true (``None``: the process default, set by ``attractor --trust``); see
+    :mod:`attractor.runs.trust`.
+    """
+
+    def __init__(
+        self, store: RunStore, trust: bool | None = None, task: Task | None = None
+    ) -> None:
         self.store = store
+        self.trust = trust
+        if task is not None:  # built by the caller from the config the user gave
+            self.__dict__["task"] = task
         manifest = store.manifest()
         self.manifest = manifest
         rebuild = "re-run the config with --force to rebuild the run"
@@ -57,13 +68,27 @@ class Ensemble:
         self._snapshot_steps = {int(bs): steps for bs, steps in manifest["snapshot_steps"].items()}
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> Ensemble:
-        return cls(RunStore(run_dir))
+    def load(
+        cls, run_dir: str | Path, trust: bool | None = None, task: Task | None = None
+    ) -> Ensemble:
+        """The run in ``run_dir``.
+
+        Args:
+            run_dir: a run directory written by :func:`attractor.runs.launch.train`.
+            trust: let its user task run though this user did not sign it (``None``: the
+                process default, see :mod:`attractor.runs.trust`).
+            task: its task, already built by the caller from the user's own config (what
+                ``train`` returns), used instead of building it from the manifest.
+        """
+        return cls(RunStore(run_dir), trust, task)
 
     # ---- what is there ---------------------------------------------------------------
     @functools.cached_property
     def task(self) -> Task:
-        return build_task(self.config.task)
+        """The run's task, built from its manifest (user code only if trusted, see the class)."""
+        name = self.config.task.name
+        check_task_trust(self.store.root, self.manifest, name, is_user_task(name), self.trust)
+        return build_task(self.config.task, search_cwd=False)
 
     def eval_set(self, split: str = "test") -> tuple[Tensor, Tensor]:
         """Inputs and targets of the task's ``"test"`` or ``"train"`` split."""

@@ -172,4 +172,4 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
             ]
             backend.map(run_chunk, jobs, functools.partial(record_chunk, store), bar.advance)
     store.collect_metrics()
-    return Ensemble.load(store.root)
+    return Ensemble.load(store.root, task=task)  # the task built from the user's own config

@@ -3,7 +3,9 @@
 :func:`load_model` takes every model spec: ``RUN_DIR:MEMBER`` (member ``MEMBER`` of a
 finished ``tiny-lm`` run, last snapshot, tokenizer bytes) here, and Hugging Face
 directories and ``module:function`` through :func:`attractor.tasks.lm_models.load_local_model`.
-:func:`save_member` writes a member as a standard Hugging Face model directory.
+:func:`save_member` writes a member as a standard Hugging Face model directory. A run's task
+is imported only when trusted (:mod:`attractor.runs.trust`; ``trust=None`` takes the process
+default that ``attractor --trust`` sets).
 """
 
 from __future__ import annotations
@@ -27,16 +29,16 @@ from attractor.tasks.tiny_lm import CausalLM
 __all__ = ["load_model", "save_member"]
 
 
-def load_model(spec: str) -> LanguageModel:
+def load_model(spec: str, trust: bool | None = None) -> LanguageModel:
     """Load ``spec`` (see the module docstring); bad specs raise a one-line :class:`UserError`."""
     run, _, member = spec.rpartition(":")
     if run and member.isdigit() and (Path(run) / "manifest.json").is_file():
-        return _load_member(run, int(member), spec)
+        return _load_member(run, int(member), spec, trust)
     return load_local_model(spec)
 
 
-def _load_member(run: str, member: int, spec: str) -> LanguageModel:
-    ensemble = Ensemble.load(run)
+def _load_member(run: str, member: int, spec: str, trust: bool | None) -> LanguageModel:
+    ensemble = Ensemble.load(run, trust)
     if member not in [int(m) for m in ensemble.plan["member"]]:
         raise UserError(f"run '{run}' has no member {member} (members 0..{len(ensemble) - 1})")
     if member not in ensemble.members:

@@ -7,6 +7,10 @@ called with the ``[task]`` options as keyword arguments::
     [task]
     name = "mytasks:make_task"     # mytasks.py on sys.path or in the current directory
     width = 32                     # -> make_task(width=32)
+
+A run directory's task is built with ``search_cwd=False``: the module must be on
+``sys.path`` (e.g. ``PYTHONPATH``), never found in the current directory implicitly, and
+only after :mod:`attractor.runs.trust` allowed it.
 """
 
 from __future__ import annotations
@@ -27,7 +31,16 @@ from attractor.errors import UserError
 from attractor.tasks import digits_mlp, modular_addition, spurious_digits, tiny_lm
 from attractor.tasks.base import Task, accuracy, cross_entropy
 
-__all__ = ["TASKS", "Task", "TaskSpec", "accuracy", "build_task", "cross_entropy", "list_tasks"]
+__all__ = [
+    "TASKS",
+    "Task",
+    "TaskSpec",
+    "accuracy",
+    "build_task",
+    "cross_entropy",
+    "is_user_task",
+    "list_tasks",
+]
 
 OptionsT = TypeVar("OptionsT", bound=BaseModel)
 
@@ -53,18 +66,28 @@ TASKS: dict[str, TaskSpec[Any]] = {
 }
 
 
-def build_task(config: TaskConfig) -> Task:
+def build_task(config: TaskConfig, search_cwd: bool = True) -> Task:
     """Build the task ``config.name`` with ``config.options``; bad input raises a one-line
     :class:`UserError`.
+
+    Args:
+        config: the ``[task]`` table.
+        search_cwd: let a user task's module be found in the current directory (a config the
+            user gave); ``False`` for a task read from a run directory.
     """
     name, options = config.name, config.options
     if name in TASKS:
         spec = TASKS[name]
         return spec.make(_validate_options(name, spec.options, options))
-    if ":" in name:
-        return _build_user_task(name, options)
+    if is_user_task(name):
+        return _build_user_task(name, options, search_cwd)
     known = ", ".join(sorted(TASKS))
     raise UserError(f"unknown task {name!r}; known tasks: {known} (or give 'module:function')")
+
+
+def is_user_task(name: str) -> bool:
+    """Whether task ``name`` is user code (``module:function``), which importing would run."""
+    return name not in TASKS and ":" in name
 
 
 def list_tasks() -> list[tuple[str, str, dict[str, Any]]]:
@@ -113,14 +136,15 @@ def _describe(task: str, model: type[BaseModel], exc: ValidationError) -> str:
 
 
 @contextmanager
-def _cwd_on_path() -> Iterator[None]:
-    """Let ``module:function`` find a module file in the current directory, as ``python -m`` would.
+def _cwd_on_path(search_cwd: bool) -> Iterator[None]:
+    """Let ``module:function`` find a module file in the current directory, as ``python -m`` would
+    (only with ``search_cwd``: a config the user gave, never a run directory's task).
 
     Appended (not prepended) so a file in the cwd never shadows an installed module, and
     kept while the function runs so its own lazy imports of sibling files work too.
     """
     cwd = os.getcwd()
-    added = cwd not in sys.path and "" not in sys.path
+    added = search_cwd and cwd not in sys.path and "" not in sys.path
     if added:
         sys.path.append(cwd)
     try:
@@ -130,21 +154,26 @@ def _cwd_on_path() -> Iterator[None]:
             sys.path.remove(cwd)
 
 
-def _build_user_task(name: str, options: dict[str, Any]) -> Task:
+def _build_user_task(name: str, options: dict[str, Any], search_cwd: bool) -> Task:
     module_name, _, function_name = name.partition(":")
     if not module_name or not function_name or ":" in function_name:
         raise UserError(
             f"task {name!r} is not of the form 'module:function' (e.g. 'mytasks:make_task')"
         )
-    with _cwd_on_path():
+    with _cwd_on_path(search_cwd):
         importlib.invalidate_caches()  # the module file may have been written after startup
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name == module_name or module_name.startswith(f"{exc.name}."):
-                raise UserError(
-                    f"cannot import module {module_name!r} for task {name!r}; put it on PYTHONPATH "
+                where = (
                     "or in the current directory"
+                    if search_cwd
+                    else "(a run's task is never imported from the current directory)"
+                )
+                raise UserError(
+                    f"cannot import module {module_name!r} for task {name!r}; put it on "
+                    f"PYTHONPATH {where}"
                 ) from None
             raise UserError(
                 f"importing module {module_name!r} for task {name!r} failed: {exc}"
