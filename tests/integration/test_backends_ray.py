@@ -5,6 +5,7 @@ One cluster per module (Ray's start-up is the slow part); every test connects to
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import signal
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from attractor.config import RunConfig
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
 from tests.conftest import tiny_config, write_toml
@@ -30,6 +32,43 @@ RUN = {"chunk_size": 2, "snapshots": 3, "backend": "ray"}
 
 def _config(steps: int = 60, **run):
     return tiny_config(trainer={"steps": steps}, plan={"members": 8}, run={**RUN, **run})
+
+
+def _pid() -> int:
+    return os.getpid()
+
+
+def _loopback(host: str) -> bool:
+    address = ipaddress.ip_address(host.split("%")[0])
+    mapped = getattr(address, "ipv4_mapped", None)  # '::ffff:127.0.0.1' is loopback too
+    return address.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+def test_local_instance_listens_on_loopback_only_and_keeps_its_files_private(
+    tmp_path: Path,
+) -> None:
+    # First in the module on purpose: the cluster fixture below would be reused instead.
+    assert not ray.is_initialized(), "a Ray instance is already up: this test needs its own"
+    psutil = pytest.importorskip("psutil")
+    from attractor.backends.ray_backend import connected, temp_dir
+
+    out = tmp_path / "run"
+    with connected(RunConfig(backend="ray", workers=1), out) as backend:
+        # One task, so a worker process exists and is checked too.
+        assert backend.ray.get(backend.ray.remote(_pid).remote()) != os.getpid()
+        listening = [
+            (proc.name(), conn.laddr)
+            for proc in psutil.Process().children(recursive=True)
+            for conn in proc.net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN
+        ]
+        assert backend.ray.util.get_node_ip_address() == "127.0.0.1"
+    assert listening, "no listening socket seen: the check would pass vacuously"
+    exposed = [(name, addr) for name, addr in listening if not _loopback(addr.ip)]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+    private = temp_dir(out)
+    assert private.stat().st_mode & 0o777 == 0o700
+    assert any((private / "r").iterdir()), "Ray's session files are not inside the private dir"
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ diverged member is not an exception: it is recorded as data).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import socket
@@ -24,25 +25,73 @@ from attractor.errors import UserError, require
 
 #: Ray's own settings for a locked-down machine, set unless the user already set them:
 #: no usage statistics sent home, no import-time nags. (The dashboard is off and a local
-#: instance listens on 127.0.0.1 only: see ``connected``.)
+#: instance listens on 127.0.0.1 only: see ``loopback_only``.)
 RAY_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "RAY_USAGE_STATS_PROMPT_ENABLED": "0",
     "RAY_DEDUP_LOGS": "0",
 }
-#: Ray puts unix sockets under its temp dir (``session_<date>_<pid>/sockets/plasma_store``)
+#: Ray's single-machine mode: with it off, Ray takes the loopback address for the node (and so
+#: binds GCS, raylet and workers to it). ``_node_ip_address="127.0.0.1"`` alone is not enough:
+#: Ray replaces a loopback node address with the machine's external one.
+SINGLE_MACHINE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+#: Ray puts unix sockets under its temp dir (``<dir>/r/session_<date>_<pid>/sockets/plasma_store``)
 #: and AF_UNIX paths stop at 107 bytes: a longer temp dir fails at start-up.
-MAX_TEMP_DIR = 40
+MAX_TEMP_DIR = 36
 
 
 def temp_dir(out: Path) -> Path:
     """Ray's temp dir for a local instance: beside the run directory, so users never collide in
-    /tmp/ray.
+    /tmp/ray (or per user in the system temp dir when that path is too long for Ray's sockets).
     """
     beside = out.resolve().parent / ".ray"
     if len(str(beside)) <= MAX_TEMP_DIR:
         return beside
     return Path(tempfile.gettempdir()) / f"attractor-ray-{os.getuid()}"
+
+
+def private_dir(directory: Path) -> Path:
+    """Make ``directory`` owner-only (0700) and return the folder inside it that Ray may use.
+
+    Ray makes its own temp dir world-writable (0777), so it gets a folder inside one only this
+    user can enter; a directory someone else owns (a planted ``/tmp/attractor-ray-<uid>``) is
+    refused rather than trusted.
+    """
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if directory.is_symlink() or directory.stat().st_uid != os.getuid():
+        raise UserError(
+            f"Ray's temp dir {directory} is not yours (another user or a link made it); remove it "
+            "or run from another directory"
+        )
+    directory.chmod(0o700)
+    return directory / "r"
+
+
+@contextmanager
+def loopback_only(ray: Any) -> Iterator[None]:
+    """While a local instance starts: Ray's single-machine mode, in which its node is 127.0.0.1.
+
+    Ray reads the switch when it is first imported (from the environment), so an already
+    imported Ray gets the module constant set too; both are put back after start-up (workers
+    get the node address on their command line, not from the switch).
+    """
+    constants = getattr(getattr(ray, "_private", None), "ray_constants", None)
+    if not hasattr(constants, "ENABLE_RAY_CLUSTER"):
+        constants = None  # a Ray without the constant reads the environment alone
+    saved_env = os.environ.get(SINGLE_MACHINE)
+    saved = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    os.environ[SINGLE_MACHINE] = "0"
+    if constants is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop(SINGLE_MACHINE, None)
+        else:
+            os.environ[SINGLE_MACHINE] = saved_env
+        if constants is not None:
+            constants.ENABLE_RAY_CLUSTER = saved
 
 
 def attractor_chunk(fn: Callable[..., dict[str, Any]], threads: int, *job: Any) -> dict[str, Any]:
@@ -85,15 +134,22 @@ def _init(ray: Any, run: RunConfig, out: Path) -> None:
                 f"({line})"
             ) from None
         return
-    directory = temp_dir(out)
-    directory.mkdir(parents=True, exist_ok=True)
-    ray.init(
-        num_cpus=run.workers or os.cpu_count(),
-        include_dashboard=False,
-        _temp_dir=str(directory),
-        _node_ip_address="127.0.0.1",
-        **quiet,
-    )
+    with loopback_only(ray):
+        ray.init(
+            num_cpus=run.workers or os.cpu_count(),
+            include_dashboard=False,
+            _temp_dir=str(private_dir(temp_dir(out))),
+            _node_ip_address="127.0.0.1",
+            **quiet,
+        )
+    node = ray.util.get_node_ip_address()
+    if not ipaddress.ip_address(node).is_loopback:
+        # Never run an unauthenticated Ray reachable from the network, even if Ray changes.
+        ray.shutdown()
+        raise UserError(
+            f"the local Ray instance started on {node}, not on 127.0.0.1; start one yourself "
+            "(`ray start --head --node-ip-address 127.0.0.1`) and pass --ray-address"
+        )
 
 
 @contextmanager
