@@ -13,6 +13,7 @@ the fully resolved config, and the run directory stores it with its hash.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from attractor.config.sections import (
     DATA_FACTORS,
     FACTORS,
     INIT_FACTORS,
+    MAX_MEMBERS,
     OPTIONAL_SEED_FACTORS,
     SCHEMA_VERSION,
     SEED_FACTORS,
@@ -45,6 +47,7 @@ __all__ = [
     "DATA_FACTORS",
     "FACTORS",
     "INIT_FACTORS",
+    "MAX_MEMBERS",
     "OPTIONAL_SEED_FACTORS",
     "SCHEMA_VERSION",
     "SEED_FACTORS",
@@ -63,8 +66,34 @@ __all__ = [
 ]
 
 
+def _first_non_finite(value: Any, path: str = "") -> tuple[str, float] | None:
+    """The key path and value of the first inf or nan anywhere in ``value``, else None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, dict):
+        items = [(f"{path}.{key}" if path else str(key), item) for key, item in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(f"{path}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return None
+    for where, item in items:
+        if found := _first_non_finite(item, where):
+            return found
+    return None
+
+
 def parse_config(data: dict[str, Any], source: str = "config") -> Config:
-    """Validate a config mapping; a bad key or value raises :class:`UserError` with one line."""
+    """Validate a config mapping; a bad key or value raises :class:`UserError` with one line.
+
+    inf and nan are refused in every float (task options and plan levels included, which no
+    typed field checks), since TOML writes them as plain ``inf`` / ``nan``.
+    """
+    if found := _first_non_finite(data):
+        where, value = found
+        raise UserError(
+            f"{source}: invalid value at '{where}': {value} is not a finite number; give a finite "
+            "value"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as exc:

@@ -24,10 +24,14 @@ INIT_FACTORS = ("init_scale", "init_noise")
 TRAINER_FACTORS = ("lr", "momentum", "weight_decay", "batch_size", "optimizer")
 FACTORS = SEED_FACTORS + OPTIONAL_SEED_FACTORS + DATA_FACTORS + INIT_FACTORS + TRAINER_FACTORS
 CONTINUOUS_FACTORS = ("lr", "momentum", "weight_decay", "label_noise", "init_scale", "init_noise")
+#: Most members one plan may have: refused when the config is read, long before a plan of ten
+#: million rows takes a minute to build and gigabytes to train (split a bigger study in runs).
+MAX_MEMBERS = 100_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf / nan pass a float field's bounds (``lr = inf`` is > 0): refuse them outright.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskConfig(BaseModel):
@@ -106,7 +110,9 @@ class TrainerConfig(_Strict):
 class PlanConfig(_Strict):
     """``[plan]``: how many members and what each one is perturbed by."""
 
-    members: int = Field(8, ge=1, description="Ensemble members (rows of the plan).")
+    members: int = Field(
+        8, ge=1, description=f"Ensemble members (rows of the plan), at most {MAX_MEMBERS:,}."
+    )
     design: Literal["random", "factorial", "grid", "sobol"] = Field(
         "random", description="random | factorial | grid | sobol."
     )
@@ -126,6 +132,16 @@ class PlanConfig(_Strict):
     grid_points: int = Field(
         4, ge=2, description="Evenly spaced levels per ranged factor in a grid design."
     )
+
+    @field_validator("members")
+    @classmethod
+    def _at_most_max(cls, members: int) -> int:
+        if members > MAX_MEMBERS:
+            raise ValueError(
+                f"{members} is over the maximum of {MAX_MEMBERS} members per run; split the "
+                "study into several runs"
+            )
+        return members
 
     @field_validator("vary")
     @classmethod
