@@ -27,6 +27,7 @@ from attractor.cli import (  # noqa: F401
 )
 from attractor.cli._shared import app
 from attractor.errors import UserError
+from attractor.runs.interrupt import Interrupted, exit_on_sigterm
 
 try:  # typer >= 0.20 vendors click; older typer re-raises click's own exceptions
     from typer import TyperException as _CliError
@@ -44,19 +45,24 @@ def _usage_line(exc: Any) -> str:
 
 
 def main() -> None:
-    """Console entry point: one line and exit code 2 for anything the user must fix."""
+    """Console entry point: one line and exit code 2 for anything the user must fix.
+
+    Ctrl-C and SIGTERM end every command with one line and exit 130 / 143 (training first
+    finishes its current step and keeps what is done: ``runs/interrupt.py``).
+    """
+    exit_on_sigterm()
     try:
-        app(prog_name="attractor", standalone_mode=False)
+        code = app(prog_name="attractor", standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
+    except Interrupted as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        typer.echo(
-            "interrupted (an interrupted `attractor run` resumes when started again)", err=True
-        )
-        sys.exit(130)
+        _interrupted()
     except _CliError as exc:  # usage errors: missing or unknown options, bad option values
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare `attractor`: show the help
             exc.show()
@@ -73,3 +79,14 @@ def main() -> None:
             err=True,
         )
         sys.exit(2)
+    # Without standalone mode typer returns, not raises, the exit code of a typer.Exit raised
+    # in a command, and of a KeyboardInterrupt (130), which it catches itself.
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)
+
+
+def _interrupted() -> None:
+    typer.echo("interrupted (an interrupted `attractor run` resumes when started again)", err=True)
+    sys.exit(130)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import multiprocessing
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from attractor.backends import open_backend
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
+from attractor.runs import interrupt
 from attractor.runs.store import FINISHED, RunStore, snapshot_bytes
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
@@ -91,6 +93,8 @@ def run_chunk(
     coordinator to write: tensors cross machines as safetensors, never as pickles.
     """
     keep_freed_memory()
+    if multiprocessing.parent_process() is not None:  # a process-backend worker
+        interrupt.record_in_worker()
     config = Config.model_validate_json(config_json)
     task = _task_for(config_json)
     store = RunStore(run_dir) if run_dir is not None else None
@@ -105,7 +109,15 @@ def run_chunk(
             snapshots.append((row.member, step, snapshot_bytes(row.member, step, tensors)))
         metrics[row.member].append({"member": row.member, "step": step, **values})
 
-    outcomes = train_chunk(task, config, plan_rows, strategy == "vectorized", sink, on_step)
+    outcomes = train_chunk(
+        task,
+        config,
+        plan_rows,
+        strategy == "vectorized",
+        sink,
+        on_step,
+        should_stop=interrupt.requested,  # Ctrl-C / SIGTERM: stop between two steps
+    )
     if store is not None:
         for member, rows_ in metrics.items():
             store.save_member_metrics(member, rows_)
@@ -166,10 +178,20 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
             "chunks "
             f"on {backend.name})"
         )
+        jobs = [(config_json, run_dir, [asdict(r) for r in chunk], strategy) for chunk in chunks]
+
+        def on_result(result: dict[str, Any]) -> None:
+            record_chunk(store, result)
+            interrupt.check()  # backends whose workers did not see the signal stop here
+
+        def members_done() -> tuple[int, int]:
+            states = store.status().values()
+            return sum(s["status"] in FINISHED for s in states), len(plan)
+
+        # A signal finishes the current step, keeps every finished chunk, and ends here
+        # with Interrupted (the CLI's one line, exit 130 / 143).
         with Progress(total=work, enabled=progress, label=label) as bar:
-            jobs = [
-                (config_json, run_dir, [asdict(r) for r in chunk], strategy) for chunk in chunks
-            ]
-            backend.map(run_chunk, jobs, functools.partial(record_chunk, store), bar.advance)
+            with interrupt.stopping(members_done):
+                backend.map(run_chunk, jobs, on_result, bar.advance)
     store.collect_metrics()
     return Ensemble.load(store.root, task=task)  # the task built from the user's own config

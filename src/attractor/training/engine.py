@@ -38,6 +38,14 @@ class Outcome:
     diverged_step: int | None = None
 
 
+class StopRequested(Exception):
+    """Training was asked to stop (``should_stop``) and ended between two steps.
+
+    Nothing of the chunk is reported finished; snapshots already passed to ``on_snapshot``
+    stay the caller's.
+    """
+
+
 def total_steps(config: Config, task: Task, batch_size: int) -> int:
     """Optimizer steps of a member: ``trainer.steps``, or ``epochs`` passes of ``n_train //
     batch_size``.
@@ -57,6 +65,7 @@ def train_chunk(
     *,
     start: list[Start] | None = None,
     on_state: StateSink | None = None,
+    should_stop: Callable[[], object] | None = None,
 ) -> list[Outcome]:
     """Train ``rows`` together (they must share ``batch_size`` and ``optimizer``).
 
@@ -70,6 +79,9 @@ def train_chunk(
             starts at step 0 from its row's initial weights.
         on_state: receives every healthy member's full state at every snapshot step,
             the states a later ``start`` can spawn children from.
+        should_stop: asked before every step (after the previous step's snapshot); a true
+            answer ends training there with :class:`StopRequested` (a Ctrl-C waits for the
+            current step, never tears one in half).
 
     With ``run.track_path`` every snapshot's metrics also hold ``path_length`` (the sum of
     the members' step lengths ``|x_t - x_{t-1}|`` over all parameters, from the first step
@@ -98,6 +110,8 @@ def train_chunk(
             derive_seed("forward", *(seed for r in rows for seed in (r.noise_seed, r.data_seed)))
         )
         for step in range(chunk.first + 1, steps + 1):
+            if should_stop is not None and should_stop():
+                raise StopRequested(f"training stopped after step {step - 1} of {steps}")
             x, y = chunk.next_batch()
             loss, grads = chunk.gradients(x, y)
             # Divergence is data, not a crash: a member whose loss is no longer finite is
@@ -137,6 +151,7 @@ __all__ = [
     "SnapshotSink",
     "Start",
     "StateSink",
+    "StopRequested",
     "evaluate",
     "total_steps",
     "train_chunk",
