@@ -21,6 +21,7 @@ from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.engine import total_steps, train_chunk
 from attractor.training.forward import can_vectorize
+from attractor.training.memory import check_memory
 from attractor.training.runtime import keep_freed_memory
 from attractor.training.snapshots import snapshot_steps
 
@@ -152,6 +153,7 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     }
     # Every refusal comes before RunStore.prepare, which may create or (--force) delete OUT;
     # opening the backend (connecting to a Ray cluster) is one of them.
+    check_memory(config, task)  # before the model is first built for real
     strategy = resolve_strategy(config, task)
     check_rows(task, plan.rows())
     with open_backend(config.run, Path(out)) as backend:
