@@ -202,3 +202,40 @@ def test_corpus_reader_handles_empty_files_bad_bytes_and_long_documents(tmp_path
     total = sum(len(d.text.encode()) for d in documents)
     assert result["tokens"] == total and result["documents"] == 2
     assert result["means"]["kl_ab"]["value"] == 0  # a model against itself
+
+
+def test_one_document_gives_null_intervals_with_a_note() -> None:
+    import json
+
+    from attractor.cli.lm_format import format_comparison
+
+    a, b = _model(0), _model(1)
+    one = compare_models(a, b, [Document("only", "attractor basins " * 8)], draws=50)
+    assert one.documents == 1 and one.note and "at least 2 documents" in one.note
+    for name in STATS:
+        estimate = one.means[name]
+        assert math.isfinite(estimate.value)
+        assert estimate.low is None and estimate.high is None  # never low = high = value
+    data = json.loads(json.dumps(one.to_dict()))  # valid JSON: null, not NaN
+    assert data["means"]["js"]["low"] is None and data["note"] == one.note
+    text = format_comparison({**data, "corpus": "one.txt"})
+    assert "n/a" in text and "note: 1 document" in text
+    two = compare_models(a, b, _docs()[:2], draws=50)
+    assert two.note is None and two.means["js"].low is not None
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ("runs/nope:0", "'runs/nope' is not a run directory (it does not exist)"),
+        ("{dir}:3", "is not a run directory (no manifest.json in it)"),
+        ("runs/x:best", "is not module:function"),
+    ],
+)
+def test_a_path_spec_that_is_not_a_run_says_so(spec: str, says: str, tmp_path: Path) -> None:
+    from attractor.runs.lm_models import load_model
+
+    with pytest.raises(UserError) as info:
+        load_model(spec.format(dir=tmp_path))
+    message = str(info.value)
+    assert says in message and "No module named" not in message and "\n" not in message

@@ -24,9 +24,11 @@ def format_comparison(data: dict[str, Any]) -> str:
     )
     for name in STATS:
         m = data["means"][name]
-        ci = f"[{m['low']:.4f}, {m['high']:.4f}]"
+        ci = "n/a" if m["low"] is None else f"[{m['low']:.4f}, {m['high']:.4f}]"
         quantiles = " ".join(f"{data['quantiles'][name][q]:>9.4f}" for q in levels)
         lines.append(f"{name:<12} {m['value']:>9.4f} {ci:>22} " + quantiles)
+    if data.get("note"):
+        lines.append(f"note: {data['note']}")
     if data["top"]:
         lines += ["", f"most divergent positions (by {data['rank_by']}):"]
         for t in data["top"]:

@@ -29,7 +29,7 @@ from torch import Tensor
 from attractor.measure import divergence
 from attractor.measure.bootstrap import Estimate
 from attractor.measure.divergence import LN2
-from attractor.measure.lm_stream import RunningStats, document_bootstrap
+from attractor.measure.lm_stream import MIN_DOCUMENTS, RunningStats, document_bootstrap
 from attractor.tasks.corpus import Document
 from attractor.tasks.lm_models import LanguageModel, check_compatible
 
@@ -100,6 +100,7 @@ class Comparison:
     quantiles: dict[str, dict[str, float]]
     top: list[TopPosition] = field(default_factory=list)
     rank_by: str = "js"
+    note: str | None = None  # why intervals are missing (null), when they are
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,6 +112,7 @@ class Comparison:
             "quantiles": self.quantiles,
             "rank_by": self.rank_by,
             "top": [vars(t) for t in self.top],
+            "note": self.note,
         }
 
 
@@ -233,6 +235,12 @@ def compare_models(
         },
         running.top_items(),
         rank_by,
+        None
+        if len(counts) >= MIN_DOCUMENTS
+        else (
+            f"{len(counts)} document: intervals need at least {MIN_DOCUMENTS} documents "
+            "(positions of one document are not independent), so low and high are null"
+        ),
     )
 
 

@@ -78,17 +78,29 @@ class RunningStats:
         return torch.quantile(self._kept, at, dim=0)
 
 
+#: Documents a bootstrap over documents needs before its interval means anything.
+MIN_DOCUMENTS = 2
+
+
 def document_bootstrap(
     sums: np.ndarray, counts: np.ndarray, names: Sequence[str], draws: int, level: float, seed: int
 ) -> dict[str, Estimate]:
     """Ratio means (all positions weigh equally) with percentile intervals over resampled
     documents: ``sums [documents, stats]``, ``counts [documents]`` -> ``{name: Estimate}``.
 
+    With fewer than :data:`MIN_DOCUMENTS` documents no interval can be estimated: ``low`` and
+    ``high`` are None and ``draws`` 0.
+
     References:
         Sellam et al. (2021), "The MultiBERTs" (bootstrap over evaluation units).
     """
-    rng = np.random.default_rng(seed)
+    value = sums.sum(0) / counts.sum()
     d = len(counts)
+    if d < MIN_DOCUMENTS:
+        # Resampling one document only redraws it: an interval of zero width would claim
+        # certainty the data cannot give, so the interval is unknown (None, JSON null).
+        return {s: Estimate(float(value[k]), None, None, 0, level) for k, s in enumerate(names)}
+    rng = np.random.default_rng(seed)
     picks = rng.integers(0, d, size=(draws, d))
     # How often each document is drawn in each resample: [draws, documents].
     weights = (
@@ -97,7 +109,6 @@ def document_bootstrap(
         .astype(np.float64)
     )
     boot = (weights @ sums) / (weights @ counts)[:, None]  # [draws, stats]
-    value = sums.sum(0) / counts.sum()
     low, high = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=0)
     return {
         s: Estimate(float(value[k]), float(low[k]), float(high[k]), draws, level)

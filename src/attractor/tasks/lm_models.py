@@ -122,6 +122,13 @@ def load_local_model(spec: str) -> LanguageModel:
                 "directory nor a run directory member (RUN_DIR:MEMBER)"
             )
         return load_hf_dir(path, spec)
+    run, _, member = spec.rpartition(":")
+    if run and member.isdigit():  # RUN_DIR:MEMBER (a function's name never is a number)
+        why = "no manifest.json in it" if Path(run).is_dir() else "it does not exist"
+        raise UserError(
+            f"'{run}' is not a run directory ({why}); pass RUN_DIR:MEMBER of a finished tiny-lm "
+            "run, a Hugging Face model directory or module:function"
+        )
     if ":" in spec and not path.exists():
         return load_function(spec)
     raise UserError(f"model {spec!r} is not a model directory, RUN_DIR:MEMBER or module:function")
@@ -196,6 +203,13 @@ def load_hf_dir(path: Path, spec: str) -> LanguageModel:
 def load_function(spec: str) -> LanguageModel:
     """Call ``module:function`` (user code named on the command line) for ``(model, tokenizer)``."""
     module_name, _, function_name = spec.partition(":")
+    if not all(part.isidentifier() for part in [*module_name.split("."), function_name]):
+        # 'runs/x:best' or 'model.py:make': a path, not an importable module:function.
+        raise UserError(
+            f"model {spec!r} is not module:function (dotted Python names) and '{module_name}' is "
+            "not a model directory; pass RUN_DIR:MEMBER, a Hugging Face model directory or "
+            "module:function"
+        )
     try:
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as exc:
