@@ -170,3 +170,17 @@ def test_hf_directory_with_its_own_tokenizer(run: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="different tokenizers") as info:
         lm_compare(str(path), f"{run}:1", "builtin:pydoc")
     assert "\n" not in str(info.value)
+
+
+def test_diff_of_a_classifier_and_a_language_model_is_one_line(
+    run: Path, tmp_path: Path, cli
+) -> None:
+    from attractor.runs.launch import train
+    from tests.conftest import tiny_config
+
+    digits = tmp_path / "digits"
+    train(tiny_config(trainer={"steps": 3}, plan={"members": 2}), digits)
+    for a, b in [(f"{digits}:0", f"{run}:0"), (f"{run}:0", f"{digits}:0")]:
+        result = cli("diff", a, b, "--points", "2", "--steps", "3")
+        assert result.code == 2 and len(result.err.strip().splitlines()) == 1, result.err
+        assert "Traceback" not in result.err
