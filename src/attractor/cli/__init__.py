@@ -24,6 +24,7 @@ from attractor.cli import (  # noqa: F401
     trainer_shortcuts,
     trainer_stack,
     trainer_tangent,
+    verify,
 )
 from attractor.cli._shared import app
 from attractor.errors import UserError

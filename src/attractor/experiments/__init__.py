@@ -16,7 +16,6 @@ A new experiment is one file exposing ``EXPERIMENT = Experiment(...)`` plus one 
 from __future__ import annotations
 
 import importlib
-import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from attractor.errors import UserError
+from attractor.runs.lock import hold
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 
@@ -87,16 +87,20 @@ def run_experiment(
         raise TypeError(
             f"{name} takes {experiment.settings.__name__}, not {type(settings).__name__}"
         )
-    store = RunStore.prepare_experiment(out, name, settings.model_dump(mode="json"), force=force)
-    try:
-        results = list(experiment.run(settings, store))
-    except UserError:
-        # Refused input found only while running (a spawn step past the end, a model spec):
-        # a directory holding nothing but its manifest is removed, so fixing the input and
-        # running again is not refused as "another config". Anything trained there stays.
-        if [p.name for p in store.root.iterdir()] == ["manifest.json"]:
-            shutil.rmtree(store.root)
-        raise
-    for result in results:
-        store.write(result)
+    RunStore(out).check_target(force, "experiment")  # refusals before the lock creates OUT
+    with hold(out):  # one writer: a second experiment on OUT is refused, naming this pid
+        store = RunStore.prepare_experiment(
+            out, name, settings.model_dump(mode="json"), force=force
+        )
+        try:
+            results = list(experiment.run(settings, store))
+        except UserError:
+            # Refused input found only while running (a spawn step past the end, a model
+            # spec): a directory holding nothing but its manifest is removed, so fixing the
+            # input and running again is not refused as "another config". Anything trained
+            # there stays.
+            store.discard_if_unused()
+            raise
+        for result in results:
+            store.write(result)
     return store, results

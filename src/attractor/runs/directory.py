@@ -9,14 +9,16 @@ the runs it trained inside it.
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any, Self
 
 from attractor.config import SCHEMA_VERSION
 from attractor.errors import UserError
+from attractor.runs.checksums import sha256_file
 from attractor.runs.files import atomic_path, config_digest, versions, write_json
+from attractor.runs.lock import LOCK, PID, hold
+from attractor.runs.owned import is_attractor_manifest, refuse_protected, remove_owned
 from attractor.runs.results import (
     HEADER_SCHEMA,
     Result,
@@ -91,10 +93,11 @@ class Directory:
                     f"'{target}' holds {held}; move it away or choose another output directory"
                 )
         tables = result.to_tables()
-        paths = {}
+        paths, sums = {}, {}
         for key, path in table_paths(self.root, result.name, list(tables)).items():
             with atomic_path(path) as tmp:
                 tables[key].to_parquet(tmp, index=False)
+                sums[key] = sha256_file(tmp)
             paths["parquet" if key == "" else f"parquet:{key}"] = str(path)
         header = {
             "header": HEADER_SCHEMA,
@@ -102,6 +105,7 @@ class Directory:
             "schema": result.schema,
             "name": result.name,
             "tables": list(tables),
+            "sha256": sums,  # checked when a table is read (StoredResult.table, verify)
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         write_json(target, {"result": header, **payload})
@@ -149,46 +153,74 @@ class Directory:
         """Open ``root`` for experiment ``experiment`` with resolved ``config`` (JSON-able).
 
         The same experiment and config reopen it (finished parts are reused); another one is
-        refused unless ``force``, which deletes the directory first, like a run's.
+        refused unless ``force``, which deletes what attractor wrote there first, like a
+        run's (:func:`~attractor.runs.owned.remove_owned`); the directory's lock is held
+        meanwhile (:mod:`attractor.runs.lock`).
         """
         store = cls(root)
         root = store.root
-        if root.exists() and not root.is_dir():
-            raise UserError(f"--out '{root}' is a file; give a directory path for the experiment")
+        store.check_target(force, "experiment")
         digest = config_digest(config)
-        manifest = root / MANIFEST
-        if root.is_dir() and any(root.iterdir()):
-            if not manifest.exists():
-                raise UserError(
-                    f"'{root}' exists and is not an attractor directory; choose a new --out or "
-                    "empty it"
-                )
-            try:
-                old = json.loads(manifest.read_text())
-            except (OSError, json.JSONDecodeError):
-                old = {}
-            if old.get("experiment") == experiment and old.get("config_hash") == digest:
-                store._remove_stale_temporaries()
-                return store
-            if not force:
-                what = f"a {old['experiment']} experiment" if old.get("experiment") else "a run"
-                raise UserError(
-                    f"'{root}' holds {what} made from another config; use another --out, "
-                    "or --force to delete it and start over"
-                )
-            shutil.rmtree(root)
-        root.mkdir(parents=True, exist_ok=True)
-        store.write_manifest(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "experiment": experiment,
-                "config": config,
-                "config_hash": digest,
-                "versions": versions(),
-            },
-        )
+        with hold(root):  # re-entrant: run_experiment holds it for the whole experiment
+            if store.contents():
+                try:
+                    old = json.loads((root / MANIFEST).read_text())
+                except (OSError, json.JSONDecodeError):
+                    old = {}
+                if old.get("experiment") == experiment and old.get("config_hash") == digest:
+                    store._remove_stale_temporaries()
+                    return store
+                if not force:
+                    what = f"a {old['experiment']} experiment" if old.get("experiment") else "a run"
+                    raise UserError(
+                        f"'{root}' holds {what} made from another config; use another --out, "
+                        "or --force to delete it and start over"
+                    )
+                remove_owned(root)
+            store.write_manifest(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "experiment": experiment,
+                    "config": config,
+                    "config_hash": digest,
+                    "versions": versions(),
+                },
+            )
         return store
+
+    def check_target(self, force: bool, what: str) -> None:
+        """Refuse, before anything is created or locked, an ``--out`` that can never hold a
+        ``what`` ("run" or "experiment"): a file, a folder that is not attractor's, or (with
+        ``force``) '.', home, '/' or a parent of the working directory.
+        """
+        root = self.root
+        if root.exists() and not root.is_dir():
+            raise UserError(f"--out '{root}' is a file; give a directory path for the {what}")
+        if force:
+            refuse_protected(root)
+        if self.contents() and not is_attractor_manifest(root / MANIFEST):
+            kind = "run directory" if what == "run" else "directory"
+            raise UserError(
+                f"'{root}' exists and is not an attractor {kind}; choose a new --out or empty it"
+            )
+
+    def contents(self) -> list[Path]:
+        """What the directory holds besides its lock (empty if it does not exist)."""
+        if not self.root.is_dir():
+            return []
+        return [p for p in self.root.iterdir() if p.name not in (LOCK, PID)]
+
+    def discard_if_unused(self) -> None:
+        """Remove the directory if it holds nothing but its manifest (and lock): an experiment
+        refused before it wrote anything, so that running it again is not "another config".
+        """
+        if [p.name for p in self.contents()] != [MANIFEST]:
+            return
+        (self.root / MANIFEST).unlink()
+        for name in (PID, LOCK):  # the lock goes with it; its holder is about to let go
+            (self.root / name).unlink(missing_ok=True)
+        self.root.rmdir()
 
     def experiment(self) -> str | None:
         """The experiment this directory holds, or None for an ensemble run."""

@@ -15,6 +15,7 @@ from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
 from attractor.runs import interrupt
+from attractor.runs.lock import hold
 from attractor.runs.store import FINISHED, RunStore, snapshot_bytes
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
@@ -102,10 +103,12 @@ def run_chunk(
     plan_rows = [PlanRow(**r) for r in rows]
     metrics: dict[int, list[dict[str, Any]]] = {r.member: [] for r in plan_rows}
     snapshots: list[tuple[int, int, bytes]] = []
+    sums: dict[int, dict[str, str]] = {r.member: {} for r in plan_rows}  # file name -> sha256
 
     def sink(row: PlanRow, step: int, tensors: dict, values: dict[str, float]) -> None:
         if store is not None:
-            store.save_snapshot(row.member, step, tensors)
+            path = store.snapshot_path(row.member, step)
+            sums[row.member][path.name] = store.save_snapshot(row.member, step, tensors)
         else:
             snapshots.append((row.member, step, snapshot_bytes(row.member, step, tensors)))
         metrics[row.member].append({"member": row.member, "step": step, **values})
@@ -121,20 +124,30 @@ def run_chunk(
     )
     if store is not None:
         for member, rows_ in metrics.items():
-            store.save_member_metrics(member, rows_)
+            sums[member]["metrics.parquet"] = store.save_member_metrics(member, rows_)
         metrics, snapshots = {}, []
-    return {"outcomes": [asdict(o) for o in outcomes], "snapshots": snapshots, "metrics": metrics}
+    # The sums travel with the outcomes, so the manifest records them with the status.
+    done = [{**asdict(o), "sha256": sums[o.member]} for o in outcomes]
+    return {"outcomes": done, "snapshots": snapshots, "metrics": metrics}
 
 
 def record_chunk(store: RunStore, result: dict[str, Any]) -> None:
     """Write what a chunk returned (files first, each atomically), then mark its members
     finished.
     """
+    sums: dict[int, dict[str, str]] = {}
     for member, step, data in result["snapshots"]:
-        store.save_snapshot_bytes(member, step, data)
+        name = store.snapshot_path(member, step).name
+        sums.setdefault(member, {})[name] = store.save_snapshot_bytes(member, step, data)
     for member, rows in result["metrics"].items():
-        store.save_member_metrics(int(member), rows)
-    store.mark(result["outcomes"])
+        sums.setdefault(int(member), {})["metrics.parquet"] = store.save_member_metrics(
+            int(member), rows
+        )
+    outcomes = [
+        {**o, "sha256": {**o.get("sha256", {}), **sums.get(o["member"], {})}}
+        for o in result["outcomes"]
+    ]
+    store.mark(outcomes)
 
 
 def train(config: Config, out: str | Path, force: bool = False, progress: bool = False):
@@ -156,7 +169,9 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     check_memory(config, task)  # before the model is first built for real
     strategy = resolve_strategy(config, task)
     check_rows(task, plan.rows())
-    with open_backend(config.run, Path(out)) as backend:
+    RunStore(out).check_target(force, "run")
+    # OUT's lock is held from before --force may delete anything until the last file is written.
+    with open_backend(config.run, Path(out)) as backend, hold(out):
         store = RunStore.prepare(out, config, plan, steps, force=force)
         status = store.status()
 
@@ -195,5 +210,5 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
         with Progress(total=work, enabled=progress, label=label) as bar:
             with interrupt.stopping(members_done):
                 backend.map(run_chunk, jobs, on_result, bar.advance)
-    store.collect_metrics()
+        store.collect_metrics()
     return Ensemble.load(store.root, task=task)  # the task built from the user's own config

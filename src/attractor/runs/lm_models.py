@@ -10,12 +10,14 @@ default that ``attractor --trust`` sets).
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from attractor.errors import UserError
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.owned import refuse_protected
 from attractor.tasks.lm_models import (
     TOKENIZER_KEY,
     ByteTokenizer,
@@ -27,6 +29,10 @@ from attractor.tasks.lm_models import (
 from attractor.tasks.tiny_lm import CausalLM
 
 __all__ = ["load_model", "save_member"]
+
+#: The file that marks a directory as an lm-export (and lists its files): only such a
+#: directory may be replaced with ``--force``.
+EXPORT_MARKER = "attractor-export.json"
 
 
 def load_model(spec: str, trust: bool | None = None) -> LanguageModel:
@@ -63,15 +69,20 @@ def save_member(
     loads with ``transformers.AutoModelForCausalLM.from_pretrained(out)`` and with
     :func:`load_model`; its config records ``"attractor_tokenizer": "bytes"``. Written to a
     temporary directory and renamed, so ``out`` is never half-written; an existing
-    non-empty ``out`` is refused unless ``force``.
+    non-empty ``out`` is refused unless ``force``, and even then replaced only if it is an
+    export this function wrote (its marker :data:`EXPORT_MARKER` lists its files) holding
+    nothing else. '.', home, '/' and parents of the working directory are always refused.
 
     Returns:
         The path of the directory.
     """
     quiet_transformers()
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
-        raise UserError(f"'{out}' exists and is not empty; pick another path or pass --force")
+    refuse_protected(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not force:
+            raise UserError(f"'{out}' exists and is not empty; pick another path or pass --force")
+        _check_replaceable(out)
     ensemble = Ensemble.load(run_dir)
     if member not in ensemble.members:
         raise UserError(
@@ -88,10 +99,33 @@ def save_member(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         model.save_pretrained(str(staging), safe_serialization=True)
+        files = sorted(p.name for p in staging.iterdir())
+        marker = {"attractor_export": 1, "run": str(run_dir), "member": member, "files": files}
+        (staging / EXPORT_MARKER).write_text(json.dumps(marker, indent=2))
         if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
+            shutil.rmtree(out)  # an empty folder or an export of ours: _check_replaceable
         staging.rename(out)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Refuse ``--force`` on anything but a directory holding only an attractor export."""
+    try:
+        marker = json.loads((out / EXPORT_MARKER).read_text()) if out.is_dir() else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        marker = {}
+    if not isinstance(marker, dict) or marker.get("attractor_export") != 1:
+        raise UserError(
+            f"'{out}' is not an attractor export (no {EXPORT_MARKER}); --force replaces only a "
+            "directory lm-export wrote: pick another path"
+        )
+    ours = {EXPORT_MARKER, *marker.get("files", [])}
+    others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if others:
+        raise UserError(
+            f"'{out}' holds files lm-export did not write ({', '.join(others[:5])}); move them "
+            "away or pick another path"
+        )

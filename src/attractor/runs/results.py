@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from attractor.errors import UserError
+from attractor.runs.checksums import check
 
 #: Every kind of result a run directory may hold, with what it is. Reading skips files
 #: of other kinds (a newer attractor's results, a user's own JSON) instead of failing.
@@ -128,6 +129,7 @@ class StoredResult:
     path: Path
     data: dict[str, Any]
     table_keys: tuple[str, ...]
+    sha256: Mapping[str, str] | None = None  # table key -> sum recorded when written
 
     def table(self, key: str = "") -> pd.DataFrame:
         """Table ``key`` ("" is the main table); a missing or corrupt file is a user error."""
@@ -136,7 +138,9 @@ class StoredResult:
                 f"result {self.name!r} has no table {key!r} (it has {list(self.table_keys)})"
             )
         path = table_paths(self.path.parent, self.name, [key])[key]
+        rerun = f"re-run the analysis that wrote {self.name}"
         try:
+            check(path, (self.sha256 or {}).get(key), rerun)
             return pd.read_parquet(path)
         except (OSError, ValueError) as exc:
             raise UserError(
@@ -163,6 +167,13 @@ def read_stored(path: Path) -> StoredResult | None:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return None
     body = {k: v for k, v in data.items() if k != "result"}
+    sums = header.get("sha256")
     return StoredResult(
-        kind=kind, schema=schema, name=name, path=path, data=body, table_keys=tuple(keys)
+        kind=kind,
+        schema=schema,
+        name=name,
+        path=path,
+        data=body,
+        table_keys=tuple(keys),
+        sha256=sums if isinstance(sums, dict) else None,
     )

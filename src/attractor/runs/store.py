@@ -17,11 +17,15 @@ results and the runs it trained.
 A member is *finished* once the manifest says so, and the manifest is updated only after
 all of that member's files are in place: a run killed at any moment loses at most the
 members in flight, which are retrained from scratch (they depend only on their row).
+
+Every snapshot and table is recorded with its sha256 (:mod:`attractor.runs.checksums`) and
+checked when read; a finished member whose files changed is retrained on resume. One
+process writes a directory at a time (``RUN/.lock``, :mod:`attractor.runs.lock`), and
+``--force`` deletes only what attractor wrote there (:mod:`attractor.runs.owned`).
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -30,13 +34,22 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from attractor.config import SCHEMA_VERSION, Config
 from attractor.errors import UserError
 from attractor.plan import Plan
+from attractor.runs.checksums import (
+    check_recorded,
+    damaged,
+    recorded_sum,
+    sha256_bytes,
+    sha256_file,
+)
 from attractor.runs.directory import MANIFEST, Directory
 from attractor.runs.files import atomic_path, versions
+from attractor.runs.lock import hold
+from attractor.runs.owned import remove_owned
 
 FINISHED = ("done", "diverged")
 #: Settings that say where and how a run executes or is recorded, never what it computes
@@ -89,40 +102,38 @@ class RunStore(Directory):
         """Open ``root`` for training ``config``: create it, or resume it if it holds this very run.
 
         A directory made from another config (or plan) is refused unless ``force``, which
-        deletes its previous contents first. Anything that is not a run directory is refused.
+        deletes what attractor wrote there first (:func:`~attractor.runs.owned.remove_owned`).
+        Anything that is not a run directory is refused; so is a directory another process
+        holds (:mod:`attractor.runs.lock`; the caller may hold it already, as ``train`` does).
         """
         store = cls(root)
         root = store.root
-        if store._reopen(config, plan, force):
-            return store
-        root.mkdir(parents=True, exist_ok=True)
-        with atomic_path(root / "plan.parquet") as tmp:
-            plan.to_parquet(tmp)
-        store.write_manifest(
-            {
-                "schema_version": SCHEMA_VERSION,
-                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "config": config.resolved(),
-                "config_hash": config.hash(),
-                "plan_hash": plan.hash(),
-                "versions": versions(),
-                "snapshot_steps": {str(bs): steps for bs, steps in snapshot_steps.items()},
-                "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
-            },
-        )
+        store.check_target(force, "run")
+        with hold(root):
+            if store._reopen(config, plan, force):
+                return store
+            with atomic_path(root / "plan.parquet") as tmp:
+                plan.to_parquet(tmp)
+                plan_sum = sha256_file(tmp)
+            store.write_manifest(
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "config": config.resolved(),
+                    "config_hash": config.hash(),
+                    "plan_hash": plan.hash(),
+                    "versions": versions(),
+                    "snapshot_steps": {str(bs): steps for bs, steps in snapshot_steps.items()},
+                    "sha256": {"plan.parquet": plan_sum},
+                    "members": {str(m): {"status": "pending"} for m in plan.table["member"]},
+                },
+            )
         return store
 
     def _reopen(self, config: Config, plan: Plan, force: bool) -> bool:
         """True if the directory holds this very run (resume it); else make room or refuse."""
         root = self.root
-        if root.exists() and not root.is_dir():
-            raise UserError(f"--out '{root}' is a file; give a directory path for the run")
         manifest = root / MANIFEST
-        if root.is_dir() and any(root.iterdir()) and not manifest.exists():
-            raise UserError(
-                f"'{root}' exists and is not an attractor run directory; choose a new --out or "
-                "empty it"
-            )
         if not manifest.exists():
             return False
         try:
@@ -141,13 +152,24 @@ class RunStore(Directory):
             self._remove_stale_temporaries()
             return True
         if not force:
-            raise UserError(
-                f"'{root}' holds a run made from another config (hash "
-                f"{old.get('config_hash')}, this one {config.hash()}); "
-                "use another --out, or --force to delete it and start over"
-            )
-        shutil.rmtree(root)
+            raise UserError(f"'{root}' holds a run {self._difference(old, config, plan)}")
+        remove_owned(root)
         return False
+
+    @staticmethod
+    def _difference(old: dict[str, Any], config: Config, plan: Plan) -> str:
+        """What differs between the run on disk and this one, with both hashes."""
+        advice = "use another --out, or --force to delete it and start over"
+        if identity(old.get("config", {})) != identity(config.resolved()):
+            return (
+                f"made from another config (hash {old.get('config_hash')}, this one "
+                f"{config.hash()}); {advice}"
+            )
+        return (
+            f"made from this config (hash {config.hash()}) but with another plan (plan hash "
+            f"{old.get('plan_hash')}, this one {plan.hash()}; another attractor version or "
+            f"task data may have made it); {advice}"
+        )
 
     # ---- reading ---------------------------------------------------------------------
     def status(self) -> dict[int, dict[str, Any]]:
@@ -160,14 +182,18 @@ class RunStore(Directory):
         return self.member_dir(member) / f"step-{step}.safetensors"
 
     def load_snapshot(self, member: int, step: int) -> dict[str, torch.Tensor]:
+        """Member ``member``'s tensors at ``step``, checked against the sum recorded with it."""
         path = self.snapshot_path(member, step)
         if not path.exists():
             raise UserError(
                 f"weights file '{path}' is missing; re-run the config on this directory to retrain "
                 f"member {member}"
             )
+        retrain = f"re-run the config on this directory to retrain member {member}"
         try:
-            return load_file(path)
+            data = path.read_bytes()
+            check_recorded(self.root, path, retrain, data)
+            return load(data)
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); "
@@ -175,20 +201,25 @@ class RunStore(Directory):
             ) from None
 
     def intact(self, member: int, steps: list[int]) -> bool:
-        """Whether a finished member's files are all there and readable; if not, resume retrains
-        it.
+        """Whether a finished member's files are all there, readable and (where a sum was
+        recorded) unchanged since they were written; if not, resume retrains it.
         """
+        paths = [self.member_dir(member) / "metrics.parquet"]
+        paths += [self.snapshot_path(member, step) for step in steps]
         try:
-            pq.read_metadata(self.member_dir(member) / "metrics.parquet")
-            for step in steps:
-                with safe_open(self.snapshot_path(member, step), framework="pt"):
+            pq.read_metadata(paths[0])
+            for path in paths[1:]:
+                with safe_open(path, framework="pt"):
                     pass
+            return not any(damaged(p, recorded_sum(self.root, p)) for p in paths)
         except (SafetensorError, OSError, ValueError, RuntimeError):
             return False
-        return True
 
     def read_table(self, path: Path) -> pd.DataFrame:
+        """A Parquet table of the run, checked against its recorded sum (if any)."""
+        rebuild = "re-run the config on this directory to rebuild it"
         try:
+            check_recorded(self.root, path, rebuild)
             return pd.read_parquet(path)
         except (OSError, ValueError) as exc:
             raise UserError(
@@ -213,27 +244,32 @@ class RunStore(Directory):
         )
 
     # ---- writing (workers write member files; only the coordinator writes the manifest)
-    def save_snapshot(self, member: int, step: int, tensors: dict[str, torch.Tensor]) -> None:
+    # Each returns the written file's sha256, recorded in the manifest with the member's
+    # status (:meth:`mark`, ``outcome["sha256"]``).
+    def save_snapshot(self, member: int, step: int, tensors: dict[str, torch.Tensor]) -> str:
+        """Write member ``member``'s snapshot at ``step``; its sha256."""
         with atomic_path(self.snapshot_path(member, step)) as tmp:
             save_file(
                 {k: v.contiguous() for k, v in tensors.items()},
                 str(tmp),
                 metadata={"member": str(member), "step": str(step)},
             )
+            return sha256_file(tmp)
 
-    def save_snapshot_bytes(self, member: int, step: int, data: bytes) -> None:
+    def save_snapshot_bytes(self, member: int, step: int, data: bytes) -> str:
         """Write a snapshot serialized elsewhere (a Ray worker): checked, then written
-        atomically.
+        atomically; its sha256.
         """
-        from safetensors.torch import load
-
         load(data)  # refuse bytes that are not a readable safetensors file before they land
         with atomic_path(self.snapshot_path(member, step)) as tmp:
             tmp.write_bytes(data)
+        return sha256_bytes(data)
 
-    def save_member_metrics(self, member: int, rows: list[dict[str, Any]]) -> None:
+    def save_member_metrics(self, member: int, rows: list[dict[str, Any]]) -> str:
+        """Write member ``member``'s metrics table; its sha256."""
         with atomic_path(self.member_dir(member) / "metrics.parquet") as tmp:
             pd.DataFrame(rows).to_parquet(tmp, index=False)
+            return sha256_file(tmp)
 
     def annotate(self, **fields: Any) -> None:
         """Record run-level facts (e.g. the resolved strategy) in the manifest."""
@@ -255,4 +291,8 @@ class RunStore(Directory):
         table = self._gather_metrics()
         with atomic_path(self.root / "metrics.parquet") as tmp:
             table.to_parquet(tmp, index=False)
+            digest = sha256_file(tmp)
+        data = self.manifest()
+        data["sha256"] = {**data.get("sha256", {}), "metrics.parquet": digest}
+        self.write_manifest(data)
         return table
