@@ -129,8 +129,10 @@ def test_bad_ray_address_is_refused_before_anything_is_written(
     tmp_path: Path, cli, address: str, says: str
 ) -> None:
     config = write_toml(tmp_path / "config.toml", tiny_config())
-    (tmp_path / "run").mkdir()
+    # A finished run that --force would replace: a bad address must be refused first.
+    assert cli("run", config, "--out", tmp_path / "run").code == 0
     (tmp_path / "run" / "keep.txt").write_text("mine")
+    manifest = (tmp_path / "run" / "manifest.json").read_text()
     result = cli(
         "run",
         config,
@@ -144,6 +146,7 @@ def test_bad_ray_address_is_refused_before_anything_is_written(
     )
     assert result.code == 2 and says in result.err and len(result.err.strip().splitlines()) == 1
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+    assert (tmp_path / "run" / "manifest.json").read_text() == manifest
 
 
 def test_ray_temp_dir_is_beside_the_run_or_per_user(tmp_path: Path) -> None:

@@ -94,9 +94,12 @@ def test_compare_and_search_members(run: Path, tmp_path: Path) -> None:
     from attractor.cli.lm import format_comparison, format_search, lm_compare, lm_search
 
     corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join(f"def f{i}(x):\n    return x + {i}\n" * 3 for i in range(8)))
+    # Three documents of >= 2000 characters (the corpus reader's minimum): intervals over
+    # documents need at least two.
+    corpus.write_text("\n\n".join(f"def f{i}(x):\n    return x + {i}\n" * 80 for i in range(3)))
     data = lm_compare(f"{run}:0", f"{run}:1", str(corpus), batch_size=4, draws=50, top_k=3)
     js = data["means"]["js"]
+    assert data["documents"] == 3
     assert 0 < js["value"] < 0.7 and js["low"] <= js["value"] <= js["high"] and data["tokens"] > 0
     assert "most divergent" in format_comparison(data)
     same = lm_compare(f"{run}:0", f"{run}:0", str(corpus), draws=10)
