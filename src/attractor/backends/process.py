@@ -16,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from attractor.config import RunConfig
+from attractor.training import interrupt
 
 
 def _init_worker(threads: int) -> None:
     import torch
 
+    # A Ctrl-C reaching a worker that is still starting must not kill it (a dead worker
+    # breaks the pool): record stop signals from the start, as run_chunk does.
+    interrupt.record_in_worker()
     # Workers share the cores: a few BLAS threads each avoids oversubscription.
     torch.set_num_threads(threads)
 

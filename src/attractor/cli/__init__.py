@@ -28,7 +28,7 @@ from attractor.cli import (  # noqa: F401
 )
 from attractor.cli._shared import app
 from attractor.errors import UserError
-from attractor.runs.interrupt import Interrupted, exit_on_sigterm
+from attractor.training.interrupt import Interrupted, exit_on_sigterm
 
 try:  # typer >= 0.20 vendors click; older typer re-raises click's own exceptions
     from typer import TyperException as _CliError
@@ -49,7 +49,7 @@ def main() -> None:
     """Console entry point: one line and exit code 2 for anything the user must fix.
 
     Ctrl-C and SIGTERM end every command with one line and exit 130 / 143 (training first
-    finishes its current step and keeps what is done: ``runs/interrupt.py``).
+    finishes its current step and keeps what is done: ``training/interrupt.py``).
     """
     exit_on_sigterm()
     try:

@@ -14,11 +14,11 @@ from attractor.backends import open_backend
 from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
-from attractor.runs import interrupt
 from attractor.runs.lock import hold
 from attractor.runs.store import FINISHED, RunStore, snapshot_bytes
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
+from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.engine import total_steps, train_chunk
 from attractor.training.forward import can_vectorize
