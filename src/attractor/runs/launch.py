@@ -22,15 +22,9 @@ from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.engine import total_steps, train_chunk
 from attractor.training.forward import can_vectorize
-from attractor.training.memory import check_memory
+from attractor.training.memory import check_memory, default_chunk_size
 from attractor.training.runtime import keep_freed_memory
 from attractor.training.snapshots import snapshot_steps
-
-# Members per chunk when the config leaves it open: large enough that batched matmuls
-# are efficient, small enough that a killed run loses little work.
-DEFAULT_CHUNK = 64
-# Rough memory a chunk may take (parameters, gradients, optimizer state, activations).
-CHUNK_MEMORY_BYTES = 4 << 30
 
 
 @functools.lru_cache(maxsize=4)
@@ -72,7 +66,7 @@ def plan_chunks(
     size = config.run.chunk_size
     if size is None:
         n_params = sum(p.numel() for p in task.make_model().parameters())
-        size = max(2, min(DEFAULT_CHUNK, CHUNK_MEMORY_BYTES // max(1, 16 * n_params)))
+        size = default_chunk_size(n_params)
     groups: dict[tuple[int, str], list[PlanRow]] = {}
     for row in rows:
         groups.setdefault((row.batch_size, row.optimizer), []).append(row)
