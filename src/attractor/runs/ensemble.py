@@ -59,13 +59,20 @@ class Ensemble:
                 f"'{store.root / 'plan.parquet'}' is missing or corrupt "
                 f"({str(exc).splitlines()[0]}); {rebuild}"
             ) from None
-        status = manifest["members"]
-        plan["status"] = [status[str(m)]["status"] for m in plan["member"]]
-        plan["diverged_step"] = pd.array(
-            [status[str(m)].get("diverged_step") for m in plan["member"]], dtype="Int64"
-        )
+        try:
+            status = manifest["members"]
+            plan["status"] = [status[str(m)]["status"] for m in plan["member"]]
+            plan["diverged_step"] = pd.array(
+                [status[str(m)].get("diverged_step") for m in plan["member"]], dtype="Int64"
+            )
+            steps = manifest["snapshot_steps"].items()
+            self._snapshot_steps = {int(bs): [int(s) for s in each] for bs, each in steps}
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise UserError(
+                f"'{store.root / 'manifest.json'}' is damaged (its member status or snapshot "
+                f"steps are missing or malformed: {type(exc).__name__} {exc}); {rebuild}"
+            ) from None
         self.plan: pd.DataFrame = plan
-        self._snapshot_steps = {int(bs): steps for bs, steps in manifest["snapshot_steps"].items()}
 
     @classmethod
     def load(
@@ -139,7 +146,28 @@ class Ensemble:
     def params(self, member: int, step: int | None = None) -> dict[str, Tensor]:
         """Parameters and buffers of ``member`` at snapshot ``step`` (default: its last)."""
         step = self.steps(member)[-1] if step is None else step
-        return self.store.load_snapshot(member, step)
+        tensors = self.store.load_snapshot(member, step)
+        self._check_shapes(member, step, tensors)
+        return tensors
+
+    def _check_shapes(self, member: int, step: int, tensors: dict[str, Tensor]) -> None:
+        """Refuse weights that do not fit the task's model (an edited [task], another run's
+        files) with one line, before any forward pass fails on them."""
+        expected = {k: tuple(v.shape) for k, v in self._template.state_dict().items()}
+        found = {k: tuple(v.shape) for k, v in tensors.items()}
+        if found == expected:
+            return
+        wrong = sorted(set(found) ^ set(expected)) or sorted(
+            k for k in expected if found[k] != expected[k]
+        )
+        name = wrong[0]
+        have, want = found.get(name, "missing"), expected.get(name, "none")
+        detail = f"'{name}' is {have}, the model wants {want}"
+        raise UserError(
+            f"weights of member {member} at step {step} do not fit the run's task ({detail}): "
+            "its manifest's [task] was edited or the files are another run's; re-run the config "
+            "with --force to rebuild the run"
+        )
 
     def module(self, member: int, step: int | None = None) -> nn.Module:
         """A ready ``nn.Module`` of ``member`` at ``step`` (eval mode)."""
