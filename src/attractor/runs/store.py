@@ -193,7 +193,11 @@ class RunStore(Directory):
         try:
             data = path.read_bytes()
             check_recorded(self.root, path, retrain, data)
-            return load(data)
+            tensors = load(data)
+            # Sorted by name, as load_file returns them: load(bytes) gives a hash map's order,
+            # which changes from call to call, and consumers that draw random numbers per
+            # tensor (structural perturbations) must see one order.
+            return {name: tensors[name] for name in sorted(tensors)}
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
             raise UserError(
                 f"weights file '{path}' is truncated or corrupt ({str(exc).splitlines()[0]}); "
