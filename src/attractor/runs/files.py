@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
 import json
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 
+from attractor.errors import UserError
 from attractor.runs.results import strict_json
 
 
@@ -42,18 +44,47 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
     The file gets the mode any new file gets (``0o666`` less the umask), not mkstemp's 0600.
     """
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    os.close(fd)
+    tmp = ""
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
         yield Path(tmp)
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except Exception as exc:
+        reason = _out_of_space(exc)
+        if reason is None:
+            raise
+        raise UserError(
+            f"cannot write '{target}': {reason}; free space (or raise the file size limit) "
+            "and run the same command again (nothing was half-written)"
+        ) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+
+
+#: What a full disk, a quota or a file size limit look like, as errno or in the message of
+#: the libraries that wrap them (safetensors, pyarrow).
+_NO_SPACE = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EFBIG: "file too large for this process's file size limit",
+}
+
+
+def _out_of_space(exc: BaseException) -> str | None:
+    """The reason ``exc`` is a full disk, a quota or a size limit, else None."""
+    if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+        return _NO_SPACE[exc.errno]
+    text = str(exc)
+    for code, reason in _NO_SPACE.items():
+        if os.strerror(code) in text:
+            return reason
+    return None
 
 
 def write_json(target: Path, data: Any) -> None:
