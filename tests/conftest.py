@@ -96,3 +96,16 @@ def cli(
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+def assert_user_error(result: CliResult, *fragments: str) -> str:
+    """Exit 2, exactly one stderr line ``error: ...`` containing every fragment, no traceback."""
+    assert "Traceback" not in result.err + result.out, result.err
+    assert result.code == 2, (result.code, result.err)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    line = lines[0]
+    assert line.startswith("error:"), line
+    for fragment in fragments:
+        assert fragment in line, f"{fragment!r} not in {line!r}"
+    return line

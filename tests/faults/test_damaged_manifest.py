@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tiny_config
-from tests.faults.test_store_faults import assert_user_error
+from tests.conftest import assert_user_error, tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

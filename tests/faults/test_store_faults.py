@@ -20,20 +20,9 @@ from attractor.config import Config
 from attractor.errors import UserError
 from attractor.runs.launch import train
 from attractor.runs.store import RunStore
-from tests.conftest import CliResult, tiny_config, write_toml
+from tests.conftest import assert_user_error, tiny_config, write_toml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def assert_user_error(result: CliResult, *fragments: str) -> str:
-    """Exit 2, one stderr line ``error: ...`` with every fragment, no traceback."""
-    assert "Traceback" not in result.err + result.out, result.err
-    assert result.code == 2, (result.code, result.err)
-    lines = [line for line in result.err.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.err
-    for fragment in fragments:
-        assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

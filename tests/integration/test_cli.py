@@ -24,26 +24,13 @@ from safetensors.torch import load_file
 
 from attractor.config import Config
 from attractor.runs.launch import train
-from tests.conftest import CliResult, tiny_config, tiny_mapping, write_toml
+from tests.conftest import CliResult, assert_user_error, tiny_config, tiny_mapping, write_toml
 
 Cli = Callable[..., CliResult]
 KNOWN_TASKS = ("digits-mlp", "spurious-digits", "modular-addition")
 
 
 # ---- helpers --------------------------------------------------------------------------------
-
-
-def assert_user_error(result: CliResult, *fragments: str) -> str:
-    """Exit 2, exactly one stderr line ``error: ...`` containing every fragment, no traceback."""
-    assert "Traceback" not in result.err + result.out, result.err
-    assert result.code == 2, (result.code, result.err)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    line = lines[0]
-    assert line.startswith("error:"), line
-    for fragment in fragments:
-        assert fragment in line, f"{fragment!r} not in {line!r}"
-    return line
 
 
 def fingerprint(root: Path) -> dict[str, tuple[bytes, int]]:
