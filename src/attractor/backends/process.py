@@ -66,7 +66,7 @@ class ProcessBackend:
                     for future in done:
                         result = future.result()
                         on_result(result)
-                        on_step(sum(o["steps"] for o in result["outcomes"]))
+                        on_step(result["trained"])
             except BaseException:
                 for future in pending:  # don't start chunks nobody will record
                     future.cancel()

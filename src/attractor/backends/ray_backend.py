@@ -216,7 +216,7 @@ class RayBackend:
                         "workers ran out of memory"
                     ) from None
                 on_result(result)
-                on_step(sum(o["steps"] for o in result["outcomes"]))
+                on_step(result["trained"])
         finally:
             for (
                 ref

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import multiprocessing
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -15,16 +16,21 @@ from attractor.config import Config
 from attractor.errors import UserError
 from attractor.plan import PlanRow, build_plan
 from attractor.runs.lock import hold
+from attractor.runs.resume import Checkpoint, drop_checkpoint, load_checkpoint, save_checkpoint
 from attractor.runs.store import FINISHED, RunStore, snapshot_bytes
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
-from attractor.training.engine import total_steps, train_chunk
+from attractor.training.engine import Checkpoints, total_steps, train_chunk
 from attractor.training.forward import can_vectorize
 from attractor.training.memory import check_memory, default_chunk_size
 from attractor.training.runtime import keep_freed_memory
 from attractor.training.snapshots import snapshot_steps
+
+#: A member's full state is checkpointed at every snapshot step and at least this often
+#: (seconds of training), so SIGKILL loses at most this much of a chunk's work.
+CHECKPOINT_SECONDS = 60.0
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,18 +64,26 @@ def check_rows(task: Task, rows: list[PlanRow]) -> None:
 
 
 def plan_chunks(
-    config: Config, task: Task, rows: list[PlanRow], strategy: str
+    config: Config,
+    task: Task,
+    rows: list[PlanRow],
+    strategy: str,
+    resume_at: dict[int, int] | None = None,
 ) -> list[list[PlanRow]]:
-    """Split rows into chunks that train together: same batch size and optimizer, bounded size."""
+    """Split rows into chunks that train together: same batch size, optimizer and (for
+    members resuming from a checkpoint, ``resume_at``: member -> step) start step; bounded
+    size.
+    """
     if strategy == "loop":
         return [[row] for row in rows]
     size = config.run.chunk_size
     if size is None:
         n_params = sum(p.numel() for p in task.make_model().parameters())
         size = default_chunk_size(n_params)
-    groups: dict[tuple[int, str], list[PlanRow]] = {}
+    at = resume_at or {}
+    groups: dict[tuple[int, str, int], list[PlanRow]] = {}
     for row in rows:
-        groups.setdefault((row.batch_size, row.optimizer), []).append(row)
+        groups.setdefault((row.batch_size, row.optimizer, at.get(row.member, 0)), []).append(row)
     return [group[i : i + size] for group in groups.values() for i in range(0, len(group), size)]
 
 
@@ -80,13 +94,16 @@ def run_chunk(
     strategy: str,
     on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Train one chunk; returns ``{"outcomes": [...], "snapshots": [...], "metrics": {...}}``.
+    """Train one chunk; returns ``{"outcomes": [...], "snapshots": [...], "metrics": {...},
+    "trained": member-steps}``.
 
     A plain function of plain data so any backend (process pool, Ray) can ship it. With a
     ``run_dir`` (workers on the coordinator's filesystem) it writes its members' files
-    there and returns only outcomes; with ``None`` (Ray workers on other machines) it
-    returns snapshots as ``(member, step, safetensors bytes)`` and metrics rows for the
-    coordinator to write: tensors cross machines as safetensors, never as pickles.
+    there (checkpointing its members and resuming them from their checkpoints: see
+    :mod:`attractor.runs.resume`) and returns only outcomes; with ``None`` (Ray workers on
+    other machines) it returns snapshots as ``(member, step, safetensors bytes)`` and
+    metrics rows for the coordinator to write: tensors cross machines as safetensors,
+    never as pickles.
     """
     keep_freed_memory()
     if multiprocessing.parent_process() is not None:  # a process-backend worker
@@ -98,6 +115,9 @@ def run_chunk(
     metrics: dict[int, list[dict[str, Any]]] = {r.member: [] for r in plan_rows}
     snapshots: list[tuple[int, int, bytes]] = []
     sums: dict[int, dict[str, str]] = {r.member: {} for r in plan_rows}  # file name -> sha256
+    kept = _resumable(store, plan_rows)
+    for member, checkpoint in (kept or {}).items():
+        metrics[member], sums[member] = list(checkpoint.metrics), dict(checkpoint.sums)
 
     def sink(row: PlanRow, step: int, tensors: dict, values: dict[str, float]) -> None:
         if store is not None:
@@ -107,6 +127,13 @@ def run_chunk(
             snapshots.append((row.member, step, snapshot_bytes(row.member, step, tensors)))
         metrics[row.member].append({"member": row.member, "step": step, **values})
 
+    def keep(step: int, states: list) -> None:
+        assert store is not None
+        for row, state in states:
+            member_dir = store.member_dir(row.member)
+            checkpoint = Checkpoint(state, metrics[row.member], sums[row.member])
+            save_checkpoint(member_dir, row.member, checkpoint)
+
     outcomes = train_chunk(
         task,
         config,
@@ -114,6 +141,10 @@ def run_chunk(
         strategy == "vectorized",
         sink,
         on_step,
+        start=None if kept is None else [kept[r.member].state for r in plan_rows],
+        resume=kept is not None,
+        # Workers that cannot write the run directory (Ray) keep no checkpoints.
+        checkpoints=None if store is None else Checkpoints(keep, _every(CHECKPOINT_SECONDS)),
         should_stop=interrupt.requested,  # Ctrl-C / SIGTERM: stop between two steps
     )
     if store is not None:
@@ -122,7 +153,49 @@ def run_chunk(
         metrics, snapshots = {}, []
     # The sums travel with the outcomes, so the manifest records them with the status.
     done = [{**asdict(o), "sha256": sums[o.member]} for o in outcomes]
-    return {"outcomes": done, "snapshots": snapshots, "metrics": metrics}
+    first = 0 if kept is None else next(iter(kept.values())).state.step
+    trained = sum(o.steps - first for o in outcomes)  # member-steps taken here, for progress
+    return {"outcomes": done, "snapshots": snapshots, "metrics": metrics, "trained": trained}
+
+
+def _resumable(store: RunStore | None, rows: list[PlanRow]) -> dict[int, Checkpoint] | None:
+    """The chunk's members' checkpoints if every one has a sound one at one step, else None.
+
+    The coordinator groups members by their checkpoints' steps (:func:`resume_points`), so
+    a chunk either resumes whole or (a checkpoint damaged since) starts over whole.
+    """
+    if store is None:
+        return None
+    kept = {r.member: load_checkpoint(store.member_dir(r.member), r.member) for r in rows}
+    found = [c for c in kept.values() if c is not None]
+    if len(found) != len(rows) or len({c.state.step for c in found}) != 1:
+        return None
+    return {member: c for member, c in kept.items() if c is not None}
+
+
+def resume_points(store: RunStore, rows: list[PlanRow]) -> dict[int, int]:
+    """member -> the step its sound checkpoint is at, for the members that have one."""
+    points = {}
+    for row in rows:
+        checkpoint = load_checkpoint(store.member_dir(row.member), row.member)
+        if checkpoint is not None:
+            points[row.member] = checkpoint.state.step
+    return points
+
+
+def _every(seconds: float) -> Callable[[], bool]:
+    """True at most once per ``seconds`` of wall time (a checkpoint is due)."""
+    last = time.monotonic()
+
+    def due() -> bool:
+        nonlocal last
+        now = time.monotonic()
+        if now - last < seconds:
+            return False
+        last = now
+        return True
+
+    return due
 
 
 def record_chunk(store: RunStore, result: dict[str, Any]) -> None:
@@ -142,6 +215,8 @@ def record_chunk(store: RunStore, result: dict[str, Any]) -> None:
         for o in result["outcomes"]
     ]
     store.mark(outcomes)
+    for outcome in outcomes:  # finished: its checkpoint has served
+        drop_checkpoint(store.member_dir(int(outcome["member"])))
 
 
 def train(config: Config, out: str | Path, force: bool = False, progress: bool = False):
@@ -180,9 +255,14 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
             store.annotate(strategy=strategy)
         else:
             strategy = store.manifest().get("strategy", strategy)
-        chunks = plan_chunks(config, task, pending, strategy)
+        # Members killed mid-chunk go on from their checkpoints where workers can read them.
+        at = resume_points(store, pending) if backend.shares_filesystem else {}
+        chunks = plan_chunks(config, task, pending, strategy, at)
         config_json = json.dumps(config.resolved())
-        work = sum(total_steps(config, task, c[0].batch_size) * len(c) for c in chunks)
+        work = sum(
+            (total_steps(config, task, c[0].batch_size) - at.get(c[0].member, 0)) * len(c)
+            for c in chunks
+        )
         run_dir = str(store.root) if backend.shares_filesystem else None
         label = (
             f"training {len(pending)} of {len(plan)} members ({strategy}, {len(chunks)} "

@@ -3,7 +3,7 @@
 A directory is attractor's only if it has an attractor manifest (the ``schema_version``
 marker the store writes first; a truncated one still starts with it). Inside it, the files
 the store writes are recognised by their place and name: the manifest, the plan, members'
-snapshots and metrics, the run's metrics, results (JSON with a result header, plus the
+snapshots, checkpoints and metrics, the run's metrics, results (JSON with a result header, plus the
 tables and PNG the header's name gives them), ``report.html``, the lock, temporaries of
 interrupted writes, and every run an experiment trained inside it (a sub-directory with
 its own attractor manifest). Anything else is the user's and is kept.
@@ -20,7 +20,7 @@ from attractor.errors import UserError
 
 MANIFEST = "manifest.json"
 _FIXED = {MANIFEST, "plan.parquet", "metrics.parquet", "report.html", ".lock", ".lock.pid"}
-_MEMBER_FILE = re.compile(r"^(step-\d+\.safetensors|metrics\.parquet)$")
+_MEMBER_FILE = re.compile(r"^(step-\d+\.safetensors|metrics\.parquet|resume\.safetensors)$")
 #: How every manifest the store writes begins (``write_json``: indent 2, schema first).
 MARKER = '{\n  "schema_version":'
 

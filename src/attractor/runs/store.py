@@ -7,6 +7,7 @@ Layout::
     RUN/plan.parquet                    the plan table
     RUN/members/<id>/step-<k>.safetensors   weights (and buffers) at snapshot k
     RUN/members/<id>/metrics.parquet    that member's metrics at its snapshots
+    RUN/members/<id>/resume.safetensors a member in flight: its checkpoint
     RUN/metrics.parquet                 all members' metrics, one row per (member, step)
     RUN/<name>.json, RUN/<name>*.parquet   results of analyses (:mod:`attractor.runs.results`)
 
@@ -15,8 +16,9 @@ manifest too, naming the experiment and its resolved config, and holds that expe
 results and the runs it trained.
 
 A member is *finished* once the manifest says so, and the manifest is updated only after
-all of that member's files are in place: a run killed at any moment loses at most the
-members in flight, which are retrained from scratch (they depend only on their row).
+all of that member's files are in place. A member in flight keeps a checkpoint of its
+whole training state (``members/<id>/resume.safetensors``, :mod:`attractor.runs.resume`):
+a run killed at any moment goes on from there, bitwise as if never stopped.
 
 Every snapshot and table is recorded with its sha256 (:mod:`attractor.runs.checksums`) and
 checked when read; a finished member whose files changed is retrained on resume. One

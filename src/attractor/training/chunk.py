@@ -45,6 +45,10 @@ class Start:
         buffers: buffer name -> tensor (BatchNorm running statistics, ...).
         optimizer_state: parameter name -> slot name -> tensor (SGD ``momentum_buffer``,
             Adam ``exp_avg`` / ``exp_avg_sq``).
+        rng: the forward pass's random-number state there (dropout; the loop strategy),
+            which a *resumed* member continues; ``None`` where it was not kept.
+        path_length: with ``run.track_path``, the weight-space path walked up to ``step``,
+            which a resumed member goes on adding to (a spawned child starts at 0).
 
     References:
         Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
@@ -54,6 +58,8 @@ class Start:
     params: Params
     buffers: Params
     optimizer_state: dict[str, dict[str, Tensor]]
+    rng: Tensor | None = None
+    path_length: float = 0.0
 
 
 #: Called at every snapshot for every still-healthy member with its full :class:`Start`
@@ -67,6 +73,11 @@ class Chunk:
     A chunk of one member is padded with a copy of itself (``vectorized`` only): a batch
     of one takes another matmul kernel than a batch of many, and a member must not depend
     on its chunk. ``rows`` are the real members; the tensors have ``n`` (padded) rows.
+
+    With ``resume``, the ``start`` states are the same members' own earlier states (a run
+    killed after ``start[0].step`` steps): their data streams skip the batches already
+    taken and their path lengths go on. Without it, a start state is a parent's and each
+    member's stream begins afresh from its row's ``data_seed`` (a spawned child).
     """
 
     def __init__(
@@ -76,6 +87,7 @@ class Chunk:
         rows: list[PlanRow],
         vectorized: bool,
         start: list[Start] | None,
+        resume: bool = False,
     ) -> None:
         pad = vectorized and len(rows) == 1
         members = list(rows) + ([rows[0]] if pad else [])
@@ -90,6 +102,9 @@ class Chunk:
         self.params, self.buffers = _weights(self.template, modules, start)
         batch_size = rows[0].batch_size
         self.streams = [BatchStream(member_pool(task, r), batch_size, r.data_seed) for r in members]
+        if resume and start is not None:
+            for stream in self.streams:
+                stream.skip(self.first)
         noisy_targets = [member_targets(task, r) for r in members]
         shared = all(t is task.y_train for t in noisy_targets)
         self.target_table = None if shared else torch.stack(noisy_targets)
@@ -115,6 +130,8 @@ class Chunk:
             if track
             else None
         )
+        if self.path is not None and resume and start is not None:
+            self.path.length = torch.tensor([s.path_length for s in start], dtype=torch.float64)
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
@@ -156,14 +173,24 @@ class Chunk:
         if self.path is not None:
             self.path.after_step(self.params)
 
-    def member_start(self, i: int, step: int) -> Start:
+    def member_start(self, i: int, step: int, rng: Tensor | None = None) -> Start:
         """Member ``i``'s full state after ``step`` steps (copies, no member dimension)."""
         slots = {
             name: {slot: v[i].detach().clone() for slot, v in held.items()}
             for name, held in self.state.items()
         }
         params = {k: v[i].detach().clone() for k, v in self.params.items()}
-        return Start(step, params, {k: v[i].clone() for k, v in self.buffers.items()}, slots)
+        buffers = {k: v[i].clone() for k, v in self.buffers.items()}
+        path = 0.0 if self.path is None else float(self.path.length[i])
+        return Start(step, params, buffers, slots, rng=rng, path_length=path)
+
+    def healthy_states(self, step: int, rng: Tensor | None) -> list[tuple[PlanRow, Start]]:
+        """Every still-healthy real member's full state after ``step`` steps."""
+        return [
+            (row, self.member_start(i, step, rng))
+            for i, row in enumerate(self.rows)
+            if self.active[i]
+        ]
 
     def snapshot(self, step: int, on_snapshot: SnapshotSink, on_state: StateSink | None) -> None:
         """Evaluate every member and hand each healthy one's weights and metrics to the sinks."""

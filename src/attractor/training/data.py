@@ -92,6 +92,20 @@ class BatchStream:
         self._cursor += self.batch_size
         return batch
 
+    def skip(self, batches: int) -> None:
+        """Go on as if :meth:`next` had been called ``batches`` times (a resumed member's
+        stream continues where the killed one stopped; only the permutations are redrawn).
+        """
+        per_pass = len(self.pool) // self.batch_size
+        if batches <= 0:
+            return
+        passes, within = divmod(batches, per_pass)
+        if within == 0:  # the last batch ends a pass; the next call draws the next one
+            passes, within = passes - 1, per_pass
+        for _ in range(passes + 1):
+            self._order = self.pool[torch.randperm(len(self.pool), generator=self.generator)]
+        self._cursor = within * self.batch_size
+
 
 def steps_per_epoch(task: Task, batch_size: int) -> int:
     return max(1, task.n_train // batch_size)

@@ -38,6 +38,23 @@ class Outcome:
     diverged_step: int | None = None
 
 
+#: Receives every healthy member's full state at a checkpoint: (step, [(row, state)]).
+CheckpointSink = Callable[[int, list[tuple[PlanRow, Start]]], None]
+
+
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where and when members' full states are kept so a killed run can go on exactly.
+
+    A checkpoint is taken after every snapshot step, whenever ``due()`` says so (wall
+    time), and when training is asked to stop; never at the last step (the member is
+    finished then). ``save`` receives the states, the forward pass's random state included.
+    """
+
+    save: CheckpointSink
+    due: Callable[[], bool] = lambda: False
+
+
 class StopRequested(Exception):
     """Training was asked to stop (``should_stop``) and ended between two steps.
 
@@ -66,6 +83,8 @@ def train_chunk(
     start: list[Start] | None = None,
     on_state: StateSink | None = None,
     should_stop: Callable[[], object] | None = None,
+    resume: bool = False,
+    checkpoints: Checkpoints | None = None,
 ) -> list[Outcome]:
     """Train ``rows`` together (they must share ``batch_size`` and ``optimizer``).
 
@@ -81,7 +100,13 @@ def train_chunk(
             the states a later ``start`` can spawn children from.
         should_stop: asked before every step (after the previous step's snapshot); a true
             answer ends training there with :class:`StopRequested` (a Ctrl-C waits for the
-            current step, never tears one in half).
+            current step, never tears one in half), after a checkpoint.
+        resume: ``start`` holds these very members' own states from a killed run (kept by
+            ``checkpoints``): their data streams, forward random state and path lengths go
+            on from there, so the result is bitwise that of an uninterrupted run; the
+            snapshot at the start step is not taken again.
+        checkpoints: receives every healthy member's full state now and then (see
+            :class:`Checkpoints`).
 
     With ``run.track_path`` every snapshot's metrics also hold ``path_length`` (the sum of
     the members' step lengths ``|x_t - x_{t-1}|`` over all parameters, from the first step
@@ -96,8 +121,14 @@ def train_chunk(
     steps = total_steps(config, task, rows[0].batch_size)
     if start is not None:
         _check_start(start, len(rows), steps)
-    chunk = Chunk(task, config, rows, vectorized, start)
+    chunk = Chunk(task, config, rows, vectorized, start, resume)
     snaps = {s for s in snapshot_steps(config.run.snapshots, steps) if s >= chunk.first}
+    if resume:
+        snaps.discard(chunk.first)  # taken before the run was killed
+
+    def checkpoint(step: int) -> None:
+        if checkpoints is not None and step < steps:
+            checkpoints.save(step, chunk.healthy_states(step, torch.get_rng_state()))
 
     if chunk.first in snaps:
         chunk.snapshot(chunk.first, on_snapshot, on_state)
@@ -109,8 +140,11 @@ def train_chunk(
         torch.manual_seed(
             derive_seed("forward", *(seed for r in rows for seed in (r.noise_seed, r.data_seed)))
         )
+        if resume and start is not None:
+            _restore_forward_rng(start, vectorized)
         for step in range(chunk.first + 1, steps + 1):
             if should_stop is not None and should_stop():
+                checkpoint(step - 1)
                 raise StopRequested(f"training stopped after step {step - 1} of {steps}")
             x, y = chunk.next_batch()
             loss, grads = chunk.gradients(x, y)
@@ -124,6 +158,8 @@ def train_chunk(
                 on_step(len(rows))
             if step in snaps:
                 chunk.snapshot(step, on_snapshot, on_state)
+            if checkpoints is not None and (step in snaps or checkpoints.due()):
+                checkpoint(step)
 
     return [
         Outcome(
@@ -134,6 +170,22 @@ def train_chunk(
         )
         for i, row in enumerate(rows)
     ]
+
+
+def _restore_forward_rng(start: list[Start], vectorized: bool) -> None:
+    """Continue the forward pass's random stream of a resumed chunk where it stopped.
+
+    The loop strategy draws dropout from one stream per chunk, so a chunk resumes exactly
+    only with the same members (launch keeps loop chunks to one member); the vectorized
+    strategy never draws (vmap refuses random operations), so its members' states may
+    come from different chunks.
+    """
+    states = [s.rng for s in start]
+    if states[0] is None or vectorized:
+        return
+    if any(s is None or not torch.equal(s, states[0]) for s in states):
+        raise ValueError("resumed loop-strategy members must come from one chunk")
+    torch.set_rng_state(states[0])
 
 
 def _check_start(start: list[Start], rows: int, steps: int) -> None:
@@ -147,6 +199,8 @@ def _check_start(start: list[Start], rows: int, steps: int) -> None:
 
 
 __all__ = [
+    "CheckpointSink",
+    "Checkpoints",
     "Outcome",
     "SnapshotSink",
     "Start",
