@@ -3,7 +3,8 @@
 An experiment command is thin: it parses its options into the experiment's settings model,
 runs it with :func:`attractor.experiments.run_experiment` in a directory of its own (the
 same settings reopen it, others are refused unless ``--force``), prints what it found and
-renders ``OUT/report.html`` from the results the directory holds.
+renders ``OUT/report.html`` from the results the directory holds. Unless ``--json``, the
+experiment and the page tell on stderr how far they are (:mod:`attractor.runs.progress`).
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def settings_of(model: type[M], **values: Any) -> M:
         raise UserError(f"{where}: {error['msg']} (got {error.get('input')!r})") from None
 
 
-def render_page(root: Path) -> Path:
-    """``ROOT/report.html``: the sections of every result the experiment directory holds."""
+def render_page(root: Path, progress: bool = False) -> Path:
+    """``ROOT/report.html``: the sections of every result the experiment directory holds
+    (``progress``: counted on stderr as they are rendered).
+    """
     from attractor.report import render_directory
 
-    return render_directory(Path(root))
+    return render_directory(Path(root), progress=progress)
 
 
 def emit_result(result: Any, files: dict[str, str]) -> None:
@@ -165,8 +168,9 @@ def diff(
         centers=None if centers is None else str(centers),
         clip=clip,
     )
-    store, result = run_diff(settings, out, force=force)
-    files = {"json": str(store.root / "diff.json"), "html": str(render_page(store.root))}
+    store, result = run_diff(settings, out, force=force, progress=not as_json)
+    page = render_page(store.root, progress=not as_json)
+    files = {"json": str(store.root / "diff.json"), "html": str(page)}
     if as_json:
         emit_result(result, files)
         return

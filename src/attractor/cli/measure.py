@@ -58,7 +58,7 @@ def measure(
     )
     ens = Ensemble.load(run_dir)
     options = MeasureOptions(split=split, layers=chosen, draws=draws)  # type: ignore[arg-type]
-    measures = measure_run(ens, options)
+    measures = measure_run(ens, options, progress=not as_json)
     paths = ens.store.write(measures)
     title = f"{ens.config.task.name}: {len(ens.members)} members, {split} split"
     _PRINTERS[measures.kind](measures, paths, title, as_json)

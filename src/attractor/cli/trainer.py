@@ -79,8 +79,8 @@ def instability(
         spawn_steps=number_list(spawn_steps, "--spawn-steps", int),
     )
     out = default_out("instability", settings) if out is None else out
-    result = run_instability(settings, out, force=force)
-    page = render_page(out)
+    result = run_instability(settings, out, force=force, progress=not as_json)
+    page = render_page(out, progress=not as_json)
     if as_json:
         emit_result(result, {"json": str(out / "instability.json"), "html": str(page)})
         return
@@ -182,12 +182,21 @@ def hparam_map_command(
         split=split,
     )
     result = hparam_map(
-        settings.config, settings.lrs, settings.momenta, seeds, out, tolerance, draws, split, force
+        settings.config,
+        settings.lrs,
+        settings.momenta,
+        seeds,
+        out,
+        tolerance,
+        draws,
+        split,
+        force,
+        progress=not as_json,
     )
     files = {
         "json": str(out / "hparam-map.json"),
         "png": str(_write_heatmap(out)),
-        "html": str(render_page(out)),
+        "html": str(render_page(out, progress=not as_json)),
     }
     if as_json:
         emit_result(result, files)

@@ -68,8 +68,10 @@ def shortcuts(
         seeds=seeds,
         draws=draws,
     )
-    result = shortcut_probe(settings.config, settings.variants, seeds, out, draws, force=force)
-    page = render_page(out)
+    result = shortcut_probe(
+        settings.config, settings.variants, seeds, out, draws, force=force, progress=not as_json
+    )
+    page = render_page(out, progress=not as_json)
     if as_json:
         emit_result(result, {"json": str(out / "shortcuts.json"), "html": str(page)})
         return

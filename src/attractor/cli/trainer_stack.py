@@ -6,7 +6,6 @@ own and renders its page there.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,17 +106,11 @@ def trainer2(
         threads,
     )
     settings = settings.updated(**{k: v for k, v in overrides.items() if v is not None})
-    with (
-        console.status(
-            f"trainer2: {settings.n_studies} studies x {settings.trials} trials", spinner="dots"
-        )
-        if not as_json
-        else nullcontext()
-    ):
-        result = run_trainer2(base, settings, out, force=force)
+    # Progress on stderr (stages, the search's rounds); stdout keeps the results.
+    result = run_trainer2(base, settings, out, force=force, progress=not as_json)
     files = {"json": str(out / "trainer2.json"), "parquet": str(out / "trainer2.parquet")}
     if not no_report:
-        files["html"] = str(render_page(out))
+        files["html"] = str(render_page(out, progress=not as_json))
     if as_json:
         emit_result(result, files)
         return

@@ -109,8 +109,8 @@ def tangent(
         dtype="float64" if float64 else "float32",
         seed=seed,
     )
-    result = _run_with_threads(settings, out, force, threads)
-    page = render_page(out)
+    result = _run_with_threads(settings, out, force, threads, progress=not as_json)
+    page = render_page(out, progress=not as_json)
     if as_json:
         emit_result(result, {"json": str(out / "tangent.json"), "html": str(page)})
         return
@@ -123,7 +123,9 @@ def tangent(
     )
 
 
-def _run_with_threads(settings: Any, out: Path, force: bool, threads: int | None) -> Any:
+def _run_with_threads(
+    settings: Any, out: Path, force: bool, threads: int | None, progress: bool
+) -> Any:
     """Run the experiment with ``threads`` torch threads (where it runs, not what it computes:
     not part of the settings), restoring the previous number afterwards.
     """
@@ -135,6 +137,6 @@ def _run_with_threads(settings: Any, out: Path, force: bool, threads: int | None
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return run_tangent(settings, out, force=force)
+        return run_tangent(settings, out, force=force, progress=progress)
     finally:
         torch.set_num_threads(previous)

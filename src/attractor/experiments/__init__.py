@@ -3,10 +3,10 @@
 Every level of the stack is studied with the same shape (DESIGN.md, "One experiment shape
 at every level"), and every workflow that plans, trains and measures is one
 :class:`Experiment`: typed settings (a pydantic model, ``extra="forbid"``) and a
-``run(settings, store) -> results`` function. :func:`run_experiment` gives it a directory
-of its own (``RunStore.prepare_experiment``: a manifest with the experiment's name and
-resolved settings, refused if it holds something else unless ``force``), runs it, and
-writes every result it returns through the run store, so nothing here writes files by
+``run(settings, store, progress) -> results`` function. :func:`run_experiment` gives it a
+directory of its own (``RunStore.prepare_experiment``: a manifest with the experiment's
+name and resolved settings, refused if it holds something else unless ``force``), runs it,
+and writes every result it returns through the run store, so nothing here writes files by
 itself and nothing overwrites another experiment's results.
 
 A new experiment is one file exposing ``EXPERIMENT = Experiment(...)`` plus one line in
@@ -44,19 +44,23 @@ EXPERIMENTS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Experiment(Generic[S]):
-    """One workflow: ``run(settings, store)`` plans, trains (inside ``store.root``) and measures.
+    """One workflow: ``run(settings, store, progress)`` plans, trains (inside ``store.root``)
+    and measures.
 
     Attributes:
         name: the registry key, the CLI command and the manifest's ``experiment``.
         settings: the typed settings model; its JSON dump is the directory's identity.
         run: does the work; may place trained runs under ``store.root``; returns the results
-            (it never writes them: :func:`run_experiment` does, through the store).
+            (it never writes them: :func:`run_experiment` does, through the store). With
+            ``progress`` it tells on stderr how far it is (a line per stage:
+            :class:`~attractor.runs.progress.Stages`; the runs it trains draw their own bars),
+            beginning only once its input is checked, so that a refusal is the only line.
         summary: one line for ``--help`` texts and the docs.
     """
 
     name: str
     settings: type[S]
-    run: Callable[[S, RunStore], Sequence[Result]]
+    run: Callable[[S, RunStore, bool], Sequence[Result]]
     summary: str
 
 
@@ -75,12 +79,13 @@ def default_out(name: str, settings: BaseModel) -> Path:
 
 
 def run_experiment(
-    name: str, settings: BaseModel, out: str | Path, force: bool = False
+    name: str, settings: BaseModel, out: str | Path, force: bool = False, progress: bool = False
 ) -> tuple[RunStore, list[Result]]:
     """Run experiment ``name`` with ``settings`` in directory ``out``; its store and results.
 
     The same settings on the same directory reopen it (an experiment may reuse the runs it
-    finished there); other settings are refused unless ``force``.
+    finished there); other settings are refused unless ``force``. ``progress``: the
+    experiment's stages (and its runs' training) on stderr; off by default.
     """
     experiment = get_experiment(name)
     if not isinstance(settings, experiment.settings):
@@ -93,7 +98,7 @@ def run_experiment(
             out, name, settings.model_dump(mode="json"), force=force
         )
         try:
-            results = list(experiment.run(settings, store))
+            results = list(experiment.run(settings, store, progress))
         except UserError:
             # Refused input found only while running (a spawn step past the end, a model
             # spec): a directory holding nothing but its manifest is removed, so fixing the

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from attractor.errors import UserError
 from attractor.experiments.disagreement import CERTIFIED_OBJECTIVE, Disagreement
+from attractor.runs.progress import Stages
 from attractor.search import (
     Region,
     SearchResult,
@@ -145,16 +146,21 @@ def ensemble_spread(
     restarts: int = 8,
     steps: int = 50,
     seed: int = 0,
+    progress: bool = False,
 ) -> Disagreement:
     """The inputs on which a run's members spread most (``mi``: mutual information, or
     ``pairwise_js``).
 
     Search and its equal-budget random baseline only: certificates compare two models.
+    ``progress``: a line on stderr as each begins (once the models and options are checked).
     """
     models, the_task = load_members(run_dir)
     region = _region(the_task, eps, points, centers, clip)
-    found = search_ensemble_spread(models, region, objective, restarts, steps, seed=seed)
-    baseline = sample_ensemble_spread(models, region, found.evaluations, objective, seed=seed)
+    with Stages("diff", 2, progress) as stages:
+        stages.begin(_search_stage(region.points, restarts, steps, f"{len(models)} members"))
+        found = search_ensemble_spread(models, region, objective, restarts, steps, seed=seed)
+        stages.begin(f"random baseline: {found.evaluations} evaluations")
+        baseline = sample_ensemble_spread(models, region, found.evaluations, objective, seed=seed)
     settings = {
         "points": region.points,
         "restarts": restarts,
@@ -178,6 +184,18 @@ def ensemble_spread(
         no_table,
         settings,
     )
+
+
+def _search_stage(points: int, restarts: int, steps: int, models: str) -> str:
+    """What the search stage does, for its progress line."""
+    return f"search: {points} points x {restarts} restarts x {steps} PGD steps on {models}"
+
+
+def _certify_stage(points: int, budget_s: float) -> str:
+    """What the certificate stage does and how long it may take, for its progress line."""
+    if budget_s == 0:
+        return f"certificate: one-shot bounds on {points} points"
+    return f"certificate: branch and bound on {points} points, up to {budget_s:g} s each"
 
 
 def _certificate(
@@ -235,6 +253,7 @@ def compare_models(
     seed: int = 0,
     centers: str | Path | None = None,
     clip: bool = True,
+    progress: bool = False,
 ) -> Disagreement:
     """Search for and bound the disagreement of two models (specs as in ``search.load_model``).
 
@@ -247,17 +266,23 @@ def compare_models(
         method: certificate method: auto, differential, linear, optimized or interval.
         centers: a ``.npy`` file of ball centres instead of the test inputs.
         clip: intersect the balls with the training data's range.
+        progress: a line on stderr as search, baseline and certificate begin (once the
+            models and options are checked, so a refusal is the only line).
     """
     # Over 60 lines only by its signature and docstring; the body is short.
     if budget_s < 0:
         raise UserError(f"--budget must be >= 0 seconds, got {budget_s}")
     model_a, model_b, the_task = load_pair(spec_a, spec_b, task)
     region = _region(the_task, eps, points, centers, clip)
-    found = search_disagreement(model_a, model_b, region, objective, restarts, steps, seed=seed)
-    baseline = sample_disagreement(
-        model_a, model_b, region, found.evaluations, objective, seed=seed
-    )
-    certificate, note = _certificate(model_a, model_b, region, method, budget_s, delta, seed)
+    with Stages("diff", 3, progress) as stages:
+        stages.begin(_search_stage(region.points, restarts, steps, "2 models"))
+        found = search_disagreement(model_a, model_b, region, objective, restarts, steps, seed=seed)
+        stages.begin(f"random baseline: {found.evaluations} evaluations")
+        baseline = sample_disagreement(
+            model_a, model_b, region, found.evaluations, objective, seed=seed
+        )
+        stages.begin(_certify_stage(region.points, budget_s))
+        certificate, note = _certificate(model_a, model_b, region, method, budget_s, delta, seed)
     per_output = _per_output(model_a, model_b, found, region, certificate)
     settings = {
         "points": region.points,

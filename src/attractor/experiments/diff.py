@@ -90,8 +90,11 @@ class DiffSettings(BaseModel):
         return self
 
 
-def run(settings: DiffSettings, store: RunStore) -> list[Result]:
-    """Search (and, for two models, certify) their disagreement; nothing is trained."""
+def run(settings: DiffSettings, store: RunStore, progress: bool = False) -> list[Result]:
+    """Search (and, for two models, certify) their disagreement; nothing is trained.
+
+    ``progress``: a line on stderr as search, baseline (and certificate) begin.
+    """
     del store  # the models are read from their own specs; only the result goes into the directory
     s = settings
     if s.b is None:
@@ -107,6 +110,7 @@ def run(settings: DiffSettings, store: RunStore) -> list[Result]:
                 restarts=s.restarts,
                 steps=s.steps,
                 seed=s.seed,
+                progress=progress,
             )
         ]
     return [
@@ -125,20 +129,24 @@ def run(settings: DiffSettings, store: RunStore) -> list[Result]:
             seed=s.seed,
             centers=s.centers,
             clip=s.clip,
+            progress=progress,
         )
     ]
 
 
 def run_diff(
-    settings: DiffSettings, out: str | Path | None = None, force: bool = False
+    settings: DiffSettings,
+    out: str | Path | None = None,
+    force: bool = False,
+    progress: bool = False,
 ) -> tuple[RunStore, Disagreement]:
     """Run the ``diff`` experiment in ``out``; its store and result.
 
     The default directory is ``runs/diff-<hash of the settings>``, one per comparison.
+    ``progress``: its stages on stderr.
     """
-    store, results = run_experiment(
-        "diff", settings, default_out("diff", settings) if out is None else out, force=force
-    )
+    out = default_out("diff", settings) if out is None else out
+    store, results = run_experiment("diff", settings, out, force=force, progress=progress)
     result = results[0]
     assert isinstance(result, Disagreement)
     return store, result

@@ -36,6 +36,7 @@ from attractor.errors import UserError
 from attractor.experiments import Experiment, run_experiment
 from attractor.measure.hparams import cell_spreads, range_table, summarize_cells
 from attractor.measure.outcomes import member_outcomes
+from attractor.runs.progress import Stages
 from attractor.runs.results import Result, strict_json
 from attractor.runs.store import RunStore
 
@@ -135,8 +136,10 @@ class HparamMapSettings(BaseModel):
         return self
 
 
-def run(settings: HparamMapSettings, store: RunStore) -> list[Result]:
+def run(settings: HparamMapSettings, store: RunStore, progress: bool = False) -> list[Result]:
     """Train the grid as one ensemble in ``store.root/runs/grid`` and map it.
+
+    ``progress``: a line as training and measuring begin, the training's own bar between.
 
     References:
         Wortsman et al. 2023 (LR sensitivity).
@@ -144,18 +147,26 @@ def run(settings: HparamMapSettings, store: RunStore) -> list[Result]:
     from attractor.runs.launch import train
 
     config, seed = settings.config, settings.config.plan.seed
+    n_cells = len(settings.lrs) * len(settings.momenta)
     plan = PlanConfig(
         design="factorial",
-        members=len(settings.lrs) * len(settings.momenta) * settings.seeds,
+        members=n_cells * settings.seeds,
         levels={"lr": list(settings.lrs), "momentum": list(settings.momenta)},
         vary=["init_seed", "data_seed"],
         seed=seed,
     )
-    ens = train(config.model_copy(update={"plan": plan}), store.root / GRID_RUN)
-    members = member_outcomes(ens, settings.split)
-    cells = summarize_cells(members)
-    cells["spread_js"] = cell_spreads(ens, members, cells)
-    ranges = range_table(cells, members, settings.tolerance, settings.draws, seed)
+    with Stages("hparam-map", 2, progress) as stages:
+        stages.begin(
+            f"training the grid: {n_cells} cells x {settings.seeds} seeds = {plan.members} members"
+        )
+        ens = train(
+            config.model_copy(update={"plan": plan}), store.root / GRID_RUN, progress=progress
+        )
+        stages.begin(f"measuring {n_cells} cells: accuracy, seed spread, good-lr ranges")
+        members = member_outcomes(ens, settings.split)
+        cells = summarize_cells(members)
+        cells["spread_js"] = cell_spreads(ens, members, cells)
+        ranges = range_table(cells, members, settings.tolerance, settings.draws, seed)
     return [HparamMap(cells, ranges, settings.tolerance, store.root, settings.split)]
 
 
@@ -169,6 +180,7 @@ def hparam_map(
     draws: int = 500,
     split: str = "test",
     force: bool = False,
+    progress: bool = False,
 ) -> HparamMap:
     """Run the ``hparam-map`` experiment in directory ``out`` (see :func:`run`); its map.
 
@@ -182,6 +194,7 @@ def hparam_map(
         split: whose loss and accuracy define "trains well": "test" (generalizes) or
             "train" (fits; e.g. where no cell generalizes yet, as in modular addition
             before grokking). The seed spread is always measured on the test split.
+        progress: show training and measuring on stderr (off: the library is quiet).
 
     Returns:
         :class:`HparamMap` with ``L · M`` cells and ``M`` ranges.
@@ -195,7 +208,7 @@ def hparam_map(
         draws=draws,
         split=split,
     )  # type: ignore[arg-type]
-    _, results = run_experiment("hparam-map", settings, out, force=force)
+    _, results = run_experiment("hparam-map", settings, out, force=force, progress=progress)
     result = results[0]
     assert isinstance(result, HparamMap)
     return result

@@ -53,6 +53,7 @@ from attractor.experiments.spawn import (
 )
 from attractor.measure.connectivity import barriers, path_curve
 from attractor.runs.launch import resolve_strategy
+from attractor.runs.progress import Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 from attractor.seeds import derive_seed
@@ -93,6 +94,7 @@ def instability_analysis(
     x: Tensor | None = None,
     y: Tensor | None = None,
     points: int = 30,
+    progress: bool = False,
 ) -> InstabilityResult:
     """Run the instability analysis of Frankle et al. (2020) for ``config``'s task and trainer.
 
@@ -103,6 +105,7 @@ def instability_analysis(
         threshold: error barrier below which copies count as stable (0.02 = 2 % error).
         x, y: evaluation set, ``[batch, ...]``; default the task's test split.
         points: points along each linear path, ends included.
+        progress: a line on stderr as the parent and each spawn step's copies begin training.
 
     Raises:
         UserError: bad spawn steps, fewer than 2 pairs, a threshold outside ``(0, 1)``, a
@@ -120,10 +123,13 @@ def instability_analysis(
     x = task.x_test if x is None else x
     y = task.y_test if y is None else y
     vectorized = resolve_strategy(config, task) == "vectorized"
-    parent, starts = train_parent(task, config, spawn, vectorized)
-
-    spawned = {k: starts[k] for k in spawn}
-    table, curves = _spawned_pairs(task, config, spawned, pairs, vectorized, steps, (x, y), points)
+    with Stages("instability", 1 + len(spawn), progress) as stages:
+        stages.begin(f"training the parent: {steps} steps")
+        parent, starts = train_parent(task, config, spawn, vectorized)
+        spawned = {k: starts[k] for k in spawn}
+        table, curves = _spawned_pairs(
+            task, config, spawned, pairs, vectorized, steps, (x, y), points, stages
+        )
     summary = summarize(table)
     return InstabilityResult(
         spawn_steps=spawn,
@@ -148,9 +154,10 @@ def _spawned_pairs(
     steps: int,
     data: tuple[Tensor, Tensor],
     points: int,
+    stages: Stages,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Children spawned from each state of ``starts`` (spawn step -> the parent's state, in
-    order), their pairs' table and paths.
+    order), their pairs' table and paths; a stage per spawn step.
     """
     seed = config.plan.seed
     children = [
@@ -162,6 +169,9 @@ def _spawned_pairs(
         template = task.make_model()
     records, curves = [], []
     for k, start in starts.items():
+        stages.begin(
+            f"spawn step {k}: training {2 * pairs} copies for {steps - k} steps, {pairs} paths"
+        )
         final = train_children(task, child_config, children, vectorized, start, steps)
         for i in range(pairs):
             record, curve = _pair(task, template, final, k, i, *data, points)
@@ -229,7 +239,7 @@ class InstabilitySettings(BaseModel):
         return self
 
 
-def run(settings: InstabilitySettings, store: RunStore) -> list[Result]:
+def run(settings: InstabilitySettings, store: RunStore, progress: bool = False) -> list[Result]:
     """The analysis on the task's test split (the children train in memory, not in ``store``)."""
     del store  # nothing is trained into the directory: only the result is written there
     result = instability_analysis(
@@ -238,15 +248,18 @@ def run(settings: InstabilitySettings, store: RunStore) -> list[Result]:
         settings.pairs,
         settings.threshold,
         points=settings.points,
+        progress=progress,
     )
     return [result]
 
 
 def run_instability(
-    settings: InstabilitySettings, out: str | Path, force: bool = False
+    settings: InstabilitySettings, out: str | Path, force: bool = False, progress: bool = False
 ) -> InstabilityResult:
-    """Run the ``instability`` experiment in directory ``out``; its result."""
-    _, results = run_experiment("instability", settings, out, force=force)
+    """Run the ``instability`` experiment in directory ``out``; its result (``progress``: its
+    stages on stderr).
+    """
+    _, results = run_experiment("instability", settings, out, force=force, progress=progress)
     result = results[0]
     assert isinstance(result, InstabilityResult)
     return result

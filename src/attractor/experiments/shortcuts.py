@@ -43,6 +43,7 @@ from attractor.config import Config, parse_config
 from attractor.errors import UserError
 from attractor.experiments import Experiment, run_experiment
 from attractor.measure.shortcuts import variant_tables
+from attractor.runs.progress import Stages
 from attractor.runs.results import Result, strict_json
 from attractor.runs.store import RunStore
 
@@ -183,8 +184,11 @@ class ShortcutsSettings(BaseModel):
         return self
 
 
-def run(settings: ShortcutsSettings, store: RunStore) -> list[Result]:
-    """Train every variant in ``store.root/runs/<label>`` with the same seeds and compare them."""
+def run(settings: ShortcutsSettings, store: RunStore, progress: bool = False) -> list[Result]:
+    """Train every variant in ``store.root/runs/<label>`` with the same seeds and compare them.
+
+    ``progress``: a line as each variant begins, its training's own bar after it.
+    """
     from attractor.runs.launch import train
     from attractor.tasks import build_task
 
@@ -192,16 +196,17 @@ def run(settings: ShortcutsSettings, store: RunStore) -> list[Result]:
     parsed = dict(parse_variant(v) for v in settings.variants)
     has_shortcut = {"shortcut_agree", "shortcut_random"} <= set(build_task(config.task).probes)
     rows, summaries, curves = [], [], []
-    for label, overrides in parsed.items():
-        ens = train(
-            variant_config(config, overrides, settings.seeds, label), store.root / "runs" / label
-        )
-        members, summary, curve = variant_tables(
-            label, ens, has_shortcut, settings.draws, config.plan.seed
-        )
-        rows.append(members)
-        summaries.append(summary)
-        curves.append(curve)
+    with Stages("shortcuts", len(parsed), progress) as stages:
+        for label, overrides in parsed.items():
+            stages.begin(f"variant {label!r}: training and measuring {settings.seeds} members")
+            variant = variant_config(config, overrides, settings.seeds, label)
+            ens = train(variant, store.root / "runs" / label, progress=progress)
+            members, summary, curve = variant_tables(
+                label, ens, has_shortcut, settings.draws, config.plan.seed
+            )
+            rows.append(members)
+            summaries.append(summary)
+            curves.append(curve)
     return [
         ShortcutProbe(
             parsed,
@@ -221,6 +226,7 @@ def shortcut_probe(
     out: str | Path = "runs/shortcuts",
     draws: int = 500,
     force: bool = False,
+    progress: bool = False,
 ) -> ShortcutProbe:
     """Run the ``shortcuts`` experiment in directory ``out``; its result.
 
@@ -233,11 +239,12 @@ def shortcut_probe(
         out: the experiment directory (one run directory per variant under ``out/runs``).
         draws: bootstrap draws of the intervals.
         force: replace a directory that holds another experiment or settings.
+        progress: each variant's stage and training on stderr (off: the library is quiet).
     """
     settings = ShortcutsSettings(
         config=config, variants=list(variants or DEFAULT_VARIANTS), seeds=seeds, draws=draws
     )
-    _, results = run_experiment("shortcuts", settings, out, force=force)
+    _, results = run_experiment("shortcuts", settings, out, force=force, progress=progress)
     result = results[0]
     assert isinstance(result, ShortcutProbe)
     return result

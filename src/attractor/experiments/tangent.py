@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from attractor.config import Config
 from attractor.experiments import Experiment, run_experiment
 from attractor.experiments.tangent_replay import tangent_analysis
+from attractor.runs.progress import Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 from attractor.tangent.basin import DEFAULT_EPS
@@ -70,35 +71,48 @@ class TangentSettings(BaseModel):
         return self
 
 
-def run(settings: TangentSettings, store: RunStore) -> list[Result]:
-    """Train the config's run in ``store.root/run`` (resumed) and replay it with tangents."""
+def run(settings: TangentSettings, store: RunStore, progress: bool = False) -> list[Result]:
+    """Train the config's run in ``store.root/run`` (resumed) and replay it with tangents.
+
+    ``progress``: a line as training and the replay begin, the training's own bar between.
+    """
     from attractor.runs.launch import train
 
     s = settings
     run_dir = store.root / RUN
-    train(s.config, run_dir)
-    return [
-        tangent_analysis(
-            s.config,
-            run_dir,
-            s.directions,
-            s.hypers,
-            members=s.members,
-            reorth_every=s.reorth_every,
-            power_iterations=s.power_iterations,
-            finite_scale=s.finite_scale,
-            dtype=getattr(torch, s.dtype),
-            seed=s.seed,
-            method=s.method,
-            basin_eps=s.basin_eps,
-            basin_tolerance=s.basin_tolerance,
-        )
-    ]
+    with Stages("tangent", 2, progress) as stages:
+        stages.begin(f"training the run: {s.config.plan.members} members")
+        train(s.config, run_dir, progress=progress)
+        stages.begin(f"replaying it with {s.directions} tangent directions")
+        return [_analysis(s, run_dir)]
 
 
-def run_tangent(settings: TangentSettings, out: str | Path, force: bool = False) -> TangentResult:
-    """Run the ``tangent`` experiment in directory ``out``; its result."""
-    _, results = run_experiment("tangent", settings, out, force=force)
+def _analysis(s: TangentSettings, run_dir: Path) -> TangentResult:
+    """:func:`tangent_analysis` of the trained run with the settings' options."""
+    return tangent_analysis(
+        s.config,
+        run_dir,
+        s.directions,
+        s.hypers,
+        members=s.members,
+        reorth_every=s.reorth_every,
+        power_iterations=s.power_iterations,
+        finite_scale=s.finite_scale,
+        dtype=getattr(torch, s.dtype),
+        seed=s.seed,
+        method=s.method,
+        basin_eps=s.basin_eps,
+        basin_tolerance=s.basin_tolerance,
+    )
+
+
+def run_tangent(
+    settings: TangentSettings, out: str | Path, force: bool = False, progress: bool = False
+) -> TangentResult:
+    """Run the ``tangent`` experiment in directory ``out``; its result (``progress``: its
+    stages on stderr).
+    """
+    _, results = run_experiment("tangent", settings, out, force=force, progress=progress)
     result = results[0]
     assert isinstance(result, TangentResult)
     return result

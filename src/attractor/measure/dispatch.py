@@ -12,15 +12,22 @@ from __future__ import annotations
 from attractor.measure.lm import LMMeasures, measure_lm
 from attractor.measure.spread import MeasureOptions, Measures, measure_ensemble
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.progress import Stages
 
 
-def measure_run(ens: Ensemble, options: MeasureOptions | None = None) -> Measures | LMMeasures:
+def measure_run(
+    ens: Ensemble, options: MeasureOptions | None = None, progress: bool = False
+) -> Measures | LMMeasures:
     """The spread measures of ``ens`` (write them with ``ens.store.write``).
 
     Language-model runs use ``options.split``, ``draws`` and ``seed``; CKA layers, LMC and
-    basin options apply to classification runs only.
+    basin options apply to classification runs only. ``progress``: a line on stderr as
+    each stage of the measuring begins.
     """
     options = options or MeasureOptions()
     if ens.task.test_units is not None:
-        return measure_lm(ens, split=options.split, draws=options.draws, seed=options.seed)
-    return measure_ensemble(ens, options)
+        # One stage: the next-token measures go through the members' windows in one pass.
+        with Stages("measure", 1, progress) as stages:
+            stages.begin(f"next-token measures of {len(ens.members)} members, {options.split}")
+            return measure_lm(ens, split=options.split, draws=options.draws, seed=options.seed)
+    return measure_ensemble(ens, options, progress=progress)

@@ -38,6 +38,7 @@ from attractor.measure.weights import (
     pairwise_distance,
 )
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.progress import Stages
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,14 @@ def _lmc_pairs(members: list[int], basins: Basins, count: int) -> list[tuple[int
     return list(dict.fromkeys(pairs))[:count]
 
 
-def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Measures:
-    """Measure the spread of ``ens`` (finished, non-diverged members) on one split."""
+def measure_ensemble(
+    ens: Ensemble, options: MeasureOptions | None = None, progress: bool = False
+) -> Measures:
+    """Measure the spread of ``ens`` (finished, non-diverged members) on one split.
+
+    With ``progress``, one line on stderr as each of its five stages begins
+    (:class:`~attractor.runs.progress.Stages`).
+    """
     options = options or MeasureOptions()
     members = ens.members
     if len(members) < 2:
@@ -153,11 +160,28 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
             "spread measures need a classification task (Task.num_classes); this task has none"
         )
     x, y = ens.eval_set(options.split)
+    # Before the first progress line: reading every member's weights is where a damaged or
+    # mismatched file is refused, and a refusal is then the only line on stderr.
     logits = ens.predict(x, members)
+    with Stages("measure", 5, progress) as stages:
+        return _measure(ens, members, (x, y, logits), options, stages)
+
+
+def _measure(
+    ens: Ensemble,
+    members: list[int],
+    data: tuple[Tensor, Tensor, Tensor],
+    options: MeasureOptions,
+    stages: Stages,
+) -> Measures:
+    """The five stages of :func:`measure_ensemble` on ``data``: inputs, targets, logits."""
+    x, y, logits = data
+    stages.begin(f"function space: {len(members)} members on {len(x)} {options.split} examples")
     loss, correct = per_example_loss_accuracy(logits, y)  # [m, b] each
     pairwise = pairwise_metrics(logits, per_example=True)  # name -> [m, m, b]
     kl = kl_to_mean(probabilities(logits), per_example=True)  # [m, b]
     summary = _function_summary(logits, y, loss, correct, pairwise, kl, options)
+    stages.begin("representations: CKA between members")
     cka = {
         k: v.numpy()
         for k, v in member_cka(
@@ -168,6 +192,7 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
         summary[f"cka_{layer}"] = pairwise_multibootstrap(
             matrix, draws=options.draws, seed=options.seed
         ).to_dict()
+    stages.begin("weight space and basins")
     mlp = _is_mlp(ens)
     matrices = _matrices(ens, members, pairwise, mlp, options)
     basins = find_basins(
@@ -183,10 +208,13 @@ def measure_ensemble(ens: Ensemble, options: MeasureOptions | None = None) -> Me
             "basin": basins.labels,
         }
     )
+    stages.begin("spread over training, at every snapshot")
     trajectory = spread_over_training(ens, x, y, members)
+    pairs = _lmc_pairs(members, basins, options.lmc_pairs)
+    stages.begin(f"linear mode connectivity: {len(pairs)} pairs")
     paths = [
         lmc(ens, a, b, x, y, align_fn=align if mlp else None, points=options.lmc_points)
-        for a, b in _lmc_pairs(members, basins, options.lmc_pairs)
+        for a, b in pairs
     ]
     return Measures(summary, per_member, matrices, cka, basins, trajectory, paths)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from attractor.report.cloud import (
@@ -27,10 +28,11 @@ from attractor.report.cloud import (
     probe_set,
 )
 from attractor.report.page import collapsible, facts, header, write_page
-from attractor.report.run_page import run_parts
+from attractor.report.run_page import run_part_makers
 from attractor.report.sections import Context, Section, sections_for
 from attractor.report.sections.measures import basin_colours
 from attractor.runs.ensemble import Ensemble
+from attractor.runs.progress import Progress
 from attractor.runs.results import StoredResult
 from attractor.runs.store import RunStore
 
@@ -47,6 +49,9 @@ __all__ = [
 #: Where the page of a directory is written.
 PAGE = "report.html"
 
+#: What renders one part of a page (called when its turn comes, so progress can count it).
+Maker = Callable[[], str]
+
 
 def result_parts(results: list[StoredResult], context: Context) -> list[tuple[int, str]]:
     """Every registered section that has results among ``results``, with its place on the page.
@@ -54,14 +59,20 @@ def result_parts(results: list[StoredResult], context: Context) -> list[tuple[in
     A section that shows several kinds (``Section.also``) is rendered once, with all of
     them; results of kinds without a section are left off the page (they stay on disk).
     """
+    return [(place, render()) for place, render in _result_makers(results, context)]
+
+
+def _result_makers(results: list[StoredResult], context: Context) -> list[tuple[int, Maker]]:
+    """:func:`result_parts`, each part as its place and what renders it."""
     sections: list[Section] = []
     for kind in dict.fromkeys(r.kind for r in results):
         sections += [s for s in sections_for(kind) if s not in sections]
-    parts = []
-    for section in sections:
-        mine = [r for r in results if r.kind in section.kinds]
-        parts.append((section.order, section.render(mine, context)))
-    return parts
+    return [(section.order, _maker(section, results, context)) for section in sections]
+
+
+def _maker(section: Section, results: list[StoredResult], context: Context) -> Maker:
+    mine = [r for r in results if r.kind in section.kinds]
+    return lambda: section.render(mine, context)
 
 
 def _experiment_header(store: RunStore, experiment: str) -> str:
@@ -81,8 +92,11 @@ def _experiment_header(store: RunStore, experiment: str) -> str:
     )
 
 
-def render_directory(root: str | Path) -> Path:
+def render_directory(root: str | Path, progress: bool = False) -> Path:
     """Write ``ROOT/report.html`` for a run or an experiment directory; its path.
+
+    ``progress``: count the page's sections on stderr as they are rendered
+    (:class:`~attractor.runs.progress.Progress`).
 
     Raises:
         UserError: ``root`` is not an attractor directory, or a result's files are damaged.
@@ -90,17 +104,30 @@ def render_directory(root: str | Path) -> Path:
     store = RunStore(root)
     experiment = store.experiment()  # reads the manifest: a clear error if there is none
     results = store.results()
+    makers: list[tuple[int, Maker]]
     if experiment is not None:
         context = Context(store, None)
-        parts = [(0, _experiment_header(store, experiment))]
+        makers = [(0, lambda: _experiment_header(store, experiment))]
         title = f"attractor {experiment} · {store.root.name}"
     else:
         ens = Ensemble.load(store.root)
         context = Context(store, ens)
         measures = next((r for r in results if r.kind == "measures"), None)
-        parts = run_parts(ens, basin_colours(measures))
+        makers = run_part_makers(ens, basin_colours(measures))
         title = f"attractor report · {ens.config.task.name} · {store.root.name}"
-    parts += result_parts(results, context)
+    makers += _result_makers(results, context)
+    parts = _render(makers, store.root / PAGE, progress)
     # A stable sort: parts of one place keep their order (the run's own before results').
     ordered = [text for _, text in sorted(parts, key=lambda part: part[0])]
     return write_page(store.root / PAGE, title, ordered)
+
+
+def _render(makers: list[tuple[int, Maker]], page: Path, progress: bool) -> list[tuple[int, str]]:
+    """Every part rendered, one by one, counted on stderr with ``progress``."""
+    parts = []
+    label = f"rendering {page}"
+    with Progress(len(makers), progress, label, name="report", unit="sections") as bar:
+        for place, render in makers:
+            parts.append((place, render()))
+            bar.advance(1)
+    return parts

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 
 import pandas as pd
 
@@ -133,9 +134,18 @@ def cloud_section(ens: Ensemble, basins: dict[int, int] | None) -> str:
 
 def run_parts(ens: Ensemble, basins: dict[int, int] | None) -> list[tuple[int, str]]:
     """The run's own parts with their places on the page."""
+    return [(place, render()) for place, render in run_part_makers(ens, basins)]
+
+
+def run_part_makers(
+    ens: Ensemble, basins: dict[int, int] | None
+) -> list[tuple[int, Callable[[], str]]]:
+    """The run's own parts, each as its place and what renders it (called one by one, so
+    progress can be counted between them: the cloud predicts at every snapshot).
+    """
     return [
-        (RUN, run_header(ens)),
-        (PLAN, plan_section(ens)),
-        (FINAL_METRICS, final_metrics_section(ens)),
-        (CLOUD, cloud_section(ens, basins)),
+        (RUN, lambda: run_header(ens)),
+        (PLAN, lambda: plan_section(ens)),
+        (FINAL_METRICS, lambda: final_metrics_section(ens)),
+        (CLOUD, lambda: cloud_section(ens, basins)),
     ]

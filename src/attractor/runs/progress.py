@@ -1,5 +1,10 @@
-"""Progress over member-steps on stderr: a rich bar on a terminal, plain periodic lines in a
+"""Progress of long commands on stderr: a rich bar on a terminal, plain periodic lines in a
 log, nothing when progress is off.
+
+:class:`Progress` counts units of work (training counts member-steps, the report its
+sections); :class:`Stages` names the few long stages of a command, one line as each begins.
+Both are off unless asked for: the library is quiet, the CLI switches them on (not with
+``--json``), and they write to stderr, so results on stdout stay clean.
 """
 
 from __future__ import annotations
@@ -78,12 +83,12 @@ class PlainLines:
         self.stream.flush()
 
 
-def _rich_bar(stream: TextIO) -> RichProgress:
+def _rich_bar(stream: TextIO, unit: str) -> RichProgress:
     return RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("member-steps"),
+        TextColumn(unit, markup=False),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
@@ -92,13 +97,23 @@ def _rich_bar(stream: TextIO) -> RichProgress:
 
 
 class Progress:
-    """Context manager; ``advance(k)`` counts ``k`` member-steps done.
+    """Context manager; ``advance(k)`` counts ``k`` units done (by default member-steps).
 
     Writes to ``stream`` (default ``sys.stderr``, so results on stdout stay clean): a rich
-    bar when it is a terminal, :class:`PlainLines` otherwise.
+    bar when it is a terminal, :class:`PlainLines` otherwise, whose lines read
+    ``{name}: {done}/{total} {unit} ({percent} %), {seconds} s``.
     """
 
-    def __init__(self, total: int, enabled: bool, label: str, stream: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        total: int,
+        enabled: bool,
+        label: str,
+        stream: TextIO | None = None,
+        *,
+        name: str = "training",
+        unit: str = "member-steps",
+    ) -> None:
         self.enabled = enabled and total > 0
         out = stream if stream is not None else sys.stderr
         self._bar: RichProgress | None = None
@@ -107,10 +122,10 @@ class Progress:
         if not self.enabled:
             return
         if out.isatty():
-            self._bar = _rich_bar(out)
+            self._bar = _rich_bar(out, unit)
             self._task = self._bar.add_task(label, total=total)
         else:
-            self._plain = PlainLines(total, label, out)
+            self._plain = PlainLines(total, label, out, name=name, unit=unit)
 
     def __enter__(self) -> Progress:
         if self._bar is not None:
@@ -119,8 +134,8 @@ class Progress:
             self._plain.start()
         return self
 
-    def advance(self, k: int) -> None:
-        """Count ``k`` member-steps done."""
+    def advance(self, k: int = 1) -> None:
+        """Count ``k`` units done."""
         if self._bar is not None and self._task is not None:
             self._bar.advance(self._task, k)
         if self._plain is not None:
@@ -133,3 +148,49 @@ class Progress:
             self._bar.stop()
         if self._plain is not None:
             self._plain.stop()
+
+
+class Stages:
+    """The few long stages of a command, one line on ``stream`` as each begins, and one at the end.
+
+    ``hparam-map [2/2] at 9 s: measuring 13 cells``, then ``hparam-map: done in 10 s``
+    (nothing at the end when a stage raised: the error says what happened). Lines on a
+    terminal too, never a live display: a stage may draw its own bar (``train`` does), and
+    two live displays on one terminal overwrite each other. A stage that did not begin
+    (``total`` too high) is harmless; one begun past ``total`` shows as ``[4/3]``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        total: int,
+        enabled: bool,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.name, self.total, self.enabled, self.clock = name, total, enabled, clock
+        # Read when made, not at import: a test (or a caller) may have replaced sys.stderr.
+        self.stream = stream if stream is not None else sys.stderr
+        self.begun = 0
+        self._start = clock()
+
+    def begin(self, what: str) -> None:
+        """Say that the next stage, ``what``, starts now."""
+        self.begun += 1
+        self._write(
+            f"{self.name} [{self.begun}/{self.total}] at {self.clock() - self._start:.0f} s: {what}"
+        )
+
+    def __enter__(self) -> Stages:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self._write(f"{self.name}: done in {self.clock() - self._start:.0f} s")
+
+    def _write(self, line: str) -> None:
+        if self.enabled:
+            self.stream.write(line + "\n")
+            self.stream.flush()

@@ -29,6 +29,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -36,6 +37,7 @@ from attractor.config import Config
 from attractor.errors import UserError, require
 from attractor.experiments import Experiment, run_experiment
 from attractor.runs.launch import resolve_strategy
+from attractor.runs.progress import Progress, Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 from attractor.stack.compare import compare
@@ -60,6 +62,7 @@ def trainer2_study(
     out: str | Path | None = None,
     *,
     on_round: Callable[[int, int], None] | None = None,
+    progress: bool = False,
 ) -> Trainer2Result:
     """Run the trainer2 from every initial condition and compare the trainers it returns.
 
@@ -70,6 +73,8 @@ def trainer2_study(
         out: the experiment directory the result will be written to (recorded in it; this
             function writes nothing: :func:`run` is the experiment that does).
         on_round: progress callback ``(rounds done, rounds in all)`` of the search.
+        progress: on stderr, a line as each stage (search, final ensembles, spread)
+            begins, and the search's rounds counted (off: the library is quiet).
 
     Returns:
         :class:`Trainer2Result`.
@@ -86,28 +91,58 @@ def trainer2_study(
         # (measured: one round of examples/trainer2.toml took 35 s on 2 threads, 0.5 s on 1).
         torch.set_num_threads(settings.threads)
     try:
-        return _study(config, settings, out, on_round)
+        with Stages("trainer2", 3, progress) as stages:
+            return _study(config, settings, out, stages, on_round)
     finally:
         torch.set_num_threads(threads)
+
+
+def _search(
+    task: Task,
+    config: Config,
+    settings: Trainer2Settings,
+    strategy: str,
+    stages: Stages,
+    on_round: Callable[[int, int], None] | None,
+) -> pd.DataFrame:
+    """:func:`run_studies`' trials: the search's stage begun, its rounds counted on stderr
+    (with the stages' progress) and passed on to ``on_round``.
+    """
+    s = settings
+    order = "in lockstep" if s.lockstep else "one study after another"
+    stages.begin(f"search: {s.n_studies} studies x {s.trials} trials ({order})")
+    label = f"searching: {s.rounds} rounds of training"
+    with Progress(s.rounds, stages.enabled, label, name="search", unit="rounds") as bar:
+
+        def counted(done: int, rounds: int) -> None:
+            bar.advance(1)
+            if on_round is not None:
+                on_round(done, rounds)
+
+        trials, _ = run_studies(task, config, s, strategy, on_round=counted)
+    return trials
 
 
 def _study(
     config: Config,
     settings: Trainer2Settings,
     out: str | Path | None,
+    stages: Stages,
     on_round: Callable[[int, int], None] | None,
 ) -> Trainer2Result:
     start = time.perf_counter()
     task = _classification_task(config, settings)
     strategy = resolve_strategy(config, task)
     fit, val = validation_split(task.n_train, settings.validation_fraction, settings.split_seed)
-    trials, _ = run_studies(
-        trial_task(task, fit, val), config, settings, strategy, on_round=on_round
-    )
+    trials = _search(trial_task(task, fit, val), config, settings, strategy, stages, on_round)
     searched_at = time.perf_counter()
 
     best = trials[trials["best"]].rename(columns={"value": "best_value"})
     best = best[["study", *FACTORS, *HPARAMS, "best_value"]].reset_index(drop=True)
+    stages.begin(
+        f"final ensembles: the trainers of {len(best)} studies, "
+        f"{settings.final_members} members each, compared on the test split"
+    )
     comparison = compare(
         task,
         config,
@@ -119,6 +154,7 @@ def _study(
     )
     trained_at = time.perf_counter()
 
+    stages.begin("spread of the outcomes and what moves it")
     studies = outcome_columns(best.merge(comparison.studies, on="study"), settings.search)
     spread = spread_table(studies, [*searched(settings.search), *SUMMARY], settings.draws)
     variance, dominant = factor_variance(studies, comparison.p_true, settings.draws)
@@ -176,20 +212,25 @@ class Trainer2Run(BaseModel):
     trainer2: Trainer2Settings = Field(description="Search space, trials and initial conditions.")
 
 
-def run(settings: Trainer2Run, store: RunStore) -> list[Result]:
+def run(settings: Trainer2Run, store: RunStore, progress: bool = False) -> list[Result]:
     """The studies from every initial condition, their trainers compared (nothing trained to
-    disk).
+    disk); ``progress``: its stages and the search's rounds on stderr.
     """
-    return [trainer2_study(settings.config, settings.trainer2, store.root)]
+    return [trainer2_study(settings.config, settings.trainer2, store.root, progress=progress)]
 
 
 def run_trainer2(
-    config: Config, settings: Trainer2Settings, out: str | Path, force: bool = False
+    config: Config,
+    settings: Trainer2Settings,
+    out: str | Path,
+    force: bool = False,
+    progress: bool = False,
 ) -> Trainer2Result:
-    """Run the ``trainer2`` experiment in directory ``out``; its result."""
-    _, results = run_experiment(
-        "trainer2", Trainer2Run(config=config, trainer2=settings), out, force=force
-    )
+    """Run the ``trainer2`` experiment in directory ``out``; its result (``progress``: its
+    stages and the search's rounds on stderr).
+    """
+    both = Trainer2Run(config=config, trainer2=settings)
+    _, results = run_experiment("trainer2", both, out, force=force, progress=progress)
     result = results[0]
     assert isinstance(result, Trainer2Result)
     return result
