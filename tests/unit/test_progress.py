@@ -203,6 +203,21 @@ def test_report_counts_its_sections(run_dir: Path, capsys: pytest.CaptureFixture
     assert capsys.readouterr().err == ""
 
 
+def test_report_command_measures_and_renders_with_progress_on_stderr(
+    cli: Callable[..., CliResult], run_dir: Path
+) -> None:
+    shown = cli("report", run_dir)
+    _assert_progress(
+        shown,
+        r"measure \[1/5\] at \d+ s: function space: 3 members on \d+ test examples",
+        r"report: (\d+)/\1 sections \(100 %\), \d+ s",
+    )
+    assert shown.out.strip() == f"report: {run_dir / 'report.html'}"
+    assert _assert_json_only(cli("report", run_dir, "--json")) == {
+        "report": str(run_dir / "report.html")
+    }
+
+
 def test_diff_shows_its_stages_and_its_page(
     cli: Callable[..., CliResult], run_dir: Path, tmp_path: Path
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -274,9 +273,9 @@ def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
     from attractor.runs.ensemble import Ensemble
 
     ens = Ensemble.load(run_dir)
-    with console.status("measuring the ensemble", spinner="dots") if not quiet else nullcontext():
-        ens.store.write(measure_run(ens))
-        return render_directory(ens.store.root)
+    # Progress on stderr (stages, then sections), never a spinner on stdout's console.
+    ens.store.write(measure_run(ens, progress=not quiet))
+    return render_directory(ens.store.root, progress=not quiet)
 
 
 @app.command()
@@ -293,7 +292,7 @@ def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
     if RunStore(run_dir).experiment() is None:
         path = _measure_and_report(run_dir, as_json)
     else:
-        path = render_directory(run_dir)
+        path = render_directory(run_dir, progress=not as_json)
     emit_json({"report": str(path)}) if as_json else console.print(
         f"report: {path}", markup=False, soft_wrap=True
     )
