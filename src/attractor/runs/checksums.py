@@ -6,7 +6,10 @@ Where a sum is recorded:
   written with the member's status (the coordinator marks a member only after its files);
 * run-level files (``plan.parquet``, ``metrics.parquet``): ``manifest["sha256"][path]``;
 * a result's tables: the result JSON's header, ``"sha256": {table key: sum}`` (results are
-  written by analyses while a run may still be training, so they never touch the manifest).
+  written by analyses while a run may still be training, so they never touch the manifest);
+  the result's own content: the header's ``"body_sha256"`` (:func:`content_sha256`);
+* the manifest's own content: its ``"content_sha256"`` (checked by ``attractor verify``;
+  who wrote it is the signature's business, :mod:`attractor.runs.trust`).
 
 A file without a recorded sum (a run directory from before sums) is read as it is.
 """
@@ -30,6 +33,18 @@ _MANIFESTS: dict[Path, tuple[tuple[int, int], dict[str, Any]]] = {}
 def sha256_bytes(data: bytes) -> str:
     """Hex SHA-256 of ``data``."""
     return hashlib.sha256(data).hexdigest()
+
+
+def content_sha256(data: dict[str, Any], *without: str) -> str:
+    """Hex SHA-256 of ``data``'s canonical JSON (sorted keys, no spaces), less keys ``without``.
+
+    For JSON files whose text may be re-indented but whose content must not change (a
+    manifest, a result): the sum is written inside the file it covers. ``data`` must be
+    strict JSON already (:func:`attractor.runs.results.strict_json`), as read back.
+    """
+    body = {k: v for k, v in data.items() if k not in without}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return sha256_bytes(canonical.encode())
 
 
 def sha256_file(path: Path) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from attractor.config import SCHEMA_VERSION
 from attractor.errors import UserError
-from attractor.runs.checksums import sha256_file
+from attractor.runs.checksums import content_sha256, sha256_file
 from attractor.runs.files import atomic_path, config_digest, versions, write_json
 from attractor.runs.lock import LOCK, PID, hold
 from attractor.runs.owned import is_attractor_manifest, refuse_protected, remove_owned
@@ -25,10 +25,13 @@ from attractor.runs.results import (
     StoredResult,
     check_result,
     read_stored,
+    strict_json,
     table_paths,
 )
 
 MANIFEST = "manifest.json"
+#: The manifest's own content sum (what ``attractor verify`` checks it against).
+CONTENT_SUM = "content_sha256"
 
 
 class Directory:
@@ -40,9 +43,11 @@ class Directory:
     def write_manifest(self, data: dict[str, Any]) -> None:
         """Replace the manifest (atomically): the one place any manifest is written, signed
         with this user's key (:mod:`attractor.runs.trust`)."""
-        from attractor.runs.trust import sign
+        from attractor.runs.trust import SIGNATURE, sign
 
-        write_json(self.root / MANIFEST, sign(self.root / MANIFEST, data))
+        body = strict_json(data)
+        body[CONTENT_SUM] = content_sha256(body, CONTENT_SUM, SIGNATURE)
+        write_json(self.root / MANIFEST, sign(self.root / MANIFEST, body))
 
     def manifest(self) -> dict[str, Any]:
         path = self.root / MANIFEST
@@ -53,11 +58,13 @@ class Directory:
             )
         try:
             data = json.loads(path.read_text())
-        except json.JSONDecodeError:
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = None
+        if not isinstance(data, dict):
             raise UserError(
-                f"'{path}' is corrupt (not valid JSON); re-run the config with --force to rebuild "
-                "the run"
-            ) from None
+                f"'{path}' is corrupt (not a JSON object); re-run the config with --force to "
+                "rebuild the run"
+            )
         if data.get("schema_version") != SCHEMA_VERSION:
             raise UserError(
                 f"'{path}' has schema version {data.get('schema_version')}, this attractor reads "
@@ -82,7 +89,7 @@ class Directory:
         target = self.root / f"{result.name}.json"
         payload = result.to_json()
         if target.exists() and not self._legacy_result(target, payload):
-            old = read_stored(target)
+            old = read_stored(target, verify_body=False)  # a damaged result may be replaced
             if old is None or old.kind != result.kind:
                 held = (
                     "something that is not an attractor result"
@@ -99,6 +106,7 @@ class Directory:
                 tables[key].to_parquet(tmp, index=False)
                 sums[key] = sha256_file(tmp)
             paths["parquet" if key == "" else f"parquet:{key}"] = str(path)
+        body = strict_json(payload)
         header = {
             "header": HEADER_SCHEMA,
             "kind": result.kind,
@@ -106,9 +114,10 @@ class Directory:
             "name": result.name,
             "tables": list(tables),
             "sha256": sums,  # checked when a table is read (StoredResult.table, verify)
+            "body_sha256": content_sha256(body),  # checked when the result is read
             "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        write_json(target, {"result": header, **payload})
+        write_json(target, {"result": header, **body})
         paths["json"] = str(target)
         return paths
 
@@ -165,8 +174,9 @@ class Directory:
             if store.contents():
                 try:
                     old = json.loads((root / MANIFEST).read_text())
-                except (OSError, json.JSONDecodeError):
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                     old = {}
+                old = old if isinstance(old, dict) else {}
                 if old.get("experiment") == experiment and old.get("config_hash") == digest:
                     store._remove_stale_temporaries()
                     return store

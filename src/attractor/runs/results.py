@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from attractor.errors import UserError
-from attractor.runs.checksums import check
+from attractor.runs.checksums import check, content_sha256
 
 #: Every kind of result a run directory may hold, with what it is. Reading skips files
 #: of other kinds (a newer attractor's results, a user's own JSON) instead of failing.
@@ -149,9 +149,24 @@ class StoredResult:
             ) from None
 
 
-def read_stored(path: Path) -> StoredResult | None:
+def body_intact(header: Mapping[str, Any], body: dict[str, Any]) -> bool:
+    """Whether a result's content matches the sum in its header (true when none was recorded,
+    as in results written before sums).
+    """
+    recorded = header.get("body_sha256")
+    try:
+        return not isinstance(recorded, str) or content_sha256(body) == recorded
+    except ValueError:  # NaN or infinity in a file that should hold strict JSON
+        return False
+
+
+def read_stored(path: Path, verify_body: bool = True) -> StoredResult | None:
     """The result in JSON file ``path``, or None if the file is not a result this attractor
     reads.
+
+    Raises:
+        UserError: (with ``verify_body``) the result's content differs from the sum recorded in its
+            header when it was written: damaged or edited since.
     """
     try:
         data = json.loads(path.read_text())
@@ -167,6 +182,11 @@ def read_stored(path: Path) -> StoredResult | None:
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return None
     body = {k: v for k, v in data.items() if k != "result"}
+    if verify_body and not body_intact(header, body):
+        raise UserError(
+            f"'{path}' is corrupt or was edited (its content differs from the sha256 recorded "
+            f"when it was written); re-run the analysis that wrote {name}"
+        )
     sums = header.get("sha256")
     return StoredResult(
         kind=kind,

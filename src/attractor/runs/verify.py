@@ -2,7 +2,8 @@
 
 Every file with a recorded sha256 (:mod:`attractor.runs.checksums`) is read and hashed: the
 run's plan and metrics, each finished member's snapshots and metrics, every result's
-tables, and the same again for each run an experiment trained inside its directory.
+tables, the manifest's and every result's own content (their sums are inside them), and
+the same again for each run an experiment trained inside its directory.
 """
 
 from __future__ import annotations
@@ -10,9 +11,62 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from attractor.runs.checksums import sha256_file
-from attractor.runs.directory import MANIFEST, Directory
+from attractor.runs.checksums import content_sha256, sha256_file
+from attractor.runs.directory import CONTENT_SUM, MANIFEST, Directory
 from attractor.runs.owned import is_attractor_manifest
+from attractor.runs.results import body_intact, read_stored
+from attractor.runs.trust import SIGNATURE
+
+
+def damaged_json(root: Path) -> tuple[list[dict[str, str]], int]:
+    """The manifests and results of ``root`` (and runs inside it) whose content differs from
+    the sum written inside them; and how many were checked.
+    """
+    found, checked = [], 0
+    for manifest_path in sorted(root.rglob(MANIFEST)):
+        if not is_attractor_manifest(manifest_path):
+            continue
+        directory = Directory(manifest_path.parent)
+        manifest = directory.manifest()
+        recorded = manifest.get(CONTENT_SUM)
+        checked += isinstance(recorded, str)
+        if isinstance(recorded, str) and recorded != _manifest_sum(manifest):
+            found.append({"path": str(manifest_path), "problem": EDITED})
+        for path in sorted(directory.root.glob("*.json")):
+            stored = None if path.name == MANIFEST else read_stored(path, verify_body=False)
+            if stored is None:
+                if path.name != MANIFEST and _begins_as_result(path):
+                    found.append({"path": str(path), "problem": UNREADABLE})
+                continue
+            header = _header(path)
+            checked += isinstance(header.get("body_sha256"), str)
+            if not body_intact(header, stored.data):
+                found.append({"path": str(path), "problem": EDITED})
+    return found, checked
+
+
+EDITED = "content differs from the sha256 recorded in it"
+UNREADABLE = "begins as an attractor result but cannot be read as one (cut short or damaged)"
+#: How every result file attractor writes begins (``write_json``: indent 2, header first).
+RESULT_MARKER = '{\n  "result": {\n    "header":'
+
+
+def _begins_as_result(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        return handle.read(len(RESULT_MARKER)) == RESULT_MARKER.encode()
+
+
+def _manifest_sum(manifest: dict[str, Any]) -> str | None:
+    try:
+        return content_sha256(manifest, CONTENT_SUM, SIGNATURE)
+    except ValueError:  # NaN in a file that should be strict JSON
+        return None
+
+
+def _header(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(path.read_text())["result"]
 
 
 def recorded_files(root: Path) -> tuple[dict[Path, str], list[str]]:
@@ -33,7 +87,8 @@ def recorded_files(root: Path) -> tuple[dict[Path, str], list[str]]:
             unrecorded.append(f"{root}/members/{member}")
             continue
         sums |= {root / "members" / member / name: s for name, s in files.items()}
-    for stored in directory.results():
+    stored_results = (read_stored(p, verify_body=False) for p in sorted(root.glob("*.json")))
+    for stored in (r for r in stored_results if r is not None):
         if stored.sha256 is None:
             unrecorded.append(str(stored.path))
             continue
@@ -54,7 +109,7 @@ def verify_directory(root: str | Path) -> dict[str, Any]:
     """
     root = Path(root)
     sums, unrecorded = recorded_files(root)
-    damaged = []
+    damaged, json_checked = damaged_json(root)
     for path, expected in sorted(sums.items()):
         if not path.is_file():
             damaged.append({"path": str(path), "problem": "missing"})
@@ -63,7 +118,7 @@ def verify_directory(root: str | Path) -> dict[str, Any]:
     return {
         "dir": str(root),
         "ok": not damaged,
-        "checked": len(sums),
+        "checked": len(sums) + json_checked,
         "damaged": damaged,
         "unrecorded": unrecorded,
     }
