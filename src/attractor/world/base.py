@@ -1,0 +1,96 @@
+"""The world level: a dynamical system that a trained model acts in.
+
+A :class:`World` is the contract every world satisfies (one file per world, one line in
+:data:`attractor.world.WORLDS`). Everything is batched over ``m`` members (the ensemble's
+models, or perturbed copies of one) times ``s`` initial states: a state tensor is
+``[m, s, *state]``. A rollout (:func:`attractor.world.rollout.rollout`) is the loop
+
+    x_0 = initial states (the same for every member)   [s, *state] -> [m, s, *state]
+    x_{t+1} = world.step(x_t, policy, t, constants)
+    outcome = world.features(x_T, constants), goal = world.goal(x_T, constants)
+
+where ``policy(inputs [m, s, ...]) -> outputs [m, s, ...]`` applies member ``i``'s model to
+row ``i`` (:class:`~attractor.world.rollout.EnsemblePolicy`). A *stable* model is one for
+which the initial state hardly matters: the outcomes of perturbed initial states fall
+into one basin (the goal, or one majority value of ``basin_feature``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+#: ``policy(inputs [m, s, ...]) -> outputs [m, s, ...]``: member ``i``'s model on row ``i``.
+Policy = Callable[[Tensor], Tensor]
+#: A world's own constants (pole length, gravity, noise schedule, ...), by name.
+Constants = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class World:
+    """A dynamical system driven by a model, batched over members x initial states.
+
+    Attributes:
+        name: the registry key.
+        description: one line for ``attractor worlds`` and the report.
+        factors: initial-state perturbation factors, name -> default half-width (the
+            "default range" at perturbation scale 1).
+        constants: the world's own constants and their defaults; structural stability of
+            the world level perturbs these.
+        steps: default rollout length.
+        task: the ``[task]`` section (name and options) of the task whose ensemble the
+            engine trains as this world's model; ``None`` for a world without a model.
+        initial: ``(n, scale, generator) -> [n, *state]``: ``n`` initial states at
+            perturbation ``scale`` (1 = the default range of every factor).
+        at: ``(values) -> [n, *state]``: states with the named factors set to the given
+            ``[n]`` values and every other factor at its nominal value (basin maps over two
+            factors); ``None`` if the world's factors cannot be set one by one.
+        step: ``(x [m, s, *state], policy, t, constants) -> x'`` one step of the closed loop.
+        features: ``(x_T, constants) -> name -> [m, s]`` outcome features of final states;
+            integer tensors are categorical (a class, a basin label).
+        goal: ``(x_T, constants) -> bool [m, s]``: whether a final state reached the goal;
+            ``None`` if the world has none (its basins are then the values of
+            ``basin_feature``).
+        basin_feature: the categorical feature that names a final state's basin.
+        project: ``x [..., *state] -> [..., 2]``: coordinates for phase portraits.
+        describe: optional renderer of final states for the report (e.g. ``[k, 8, 8]``
+            images), ``x_T [k, *state] -> Tensor``.
+        differentiable: whether ``step`` is differentiable in the state (Lyapunov
+            exponents by forward mode); a world of discrete states (tokens) is not.
+    """
+
+    name: str
+    description: str
+    factors: dict[str, float]
+    constants: dict[str, float]
+    steps: int
+    task: dict[str, Any] | None
+    initial: Callable[[int, float, torch.Generator], Tensor]
+    step: Callable[[Tensor, Policy | None, int, Constants], Tensor]
+    features: Callable[[Tensor, Constants], dict[str, Tensor]]
+    basin_feature: str
+    project: Callable[[Tensor], Tensor]
+    goal: Callable[[Tensor, Constants], Tensor] | None = None
+    at: Callable[[Mapping[str, Tensor]], Tensor] | None = None
+    describe: Callable[[Tensor], Tensor] | None = None
+    differentiable: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def with_constants(self, **changes: float) -> dict[str, float]:
+        """The world's constants with ``changes`` applied (unknown names refused)."""
+        unknown = sorted(set(changes) - set(self.constants))
+        if unknown:
+            from attractor.errors import UserError
+
+            raise UserError(
+                f"world '{self.name}' has no constant {unknown[0]!r}; its constants: "
+                f"{', '.join(sorted(self.constants))}"
+            )
+        return {**self.constants, **changes}
+
+
+__all__ = ["Constants", "Policy", "World"]
