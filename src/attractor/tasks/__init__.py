@@ -28,7 +28,14 @@ from pydantic import BaseModel, ValidationError
 
 from attractor.config import TaskConfig
 from attractor.errors import UserError
-from attractor.tasks import digits_mlp, modular_addition, spurious_digits, tiny_lm
+from attractor.tasks import (
+    cartpole,
+    denoise_digits,
+    digits_mlp,
+    modular_addition,
+    spurious_digits,
+    tiny_lm,
+)
 from attractor.tasks.base import Task, accuracy, cross_entropy
 
 __all__ = [
@@ -63,6 +70,10 @@ TASKS: dict[str, TaskSpec[Any]] = {
         spurious_digits.SpuriousDigitsOptions, spurious_digits.make, spurious_digits.SUMMARY
     ),
     "tiny-lm": TaskSpec(tiny_lm.TinyLMOptions, tiny_lm.make, tiny_lm.SUMMARY),
+    "denoise-digits": TaskSpec(
+        denoise_digits.DenoiseDigitsOptions, denoise_digits.make, denoise_digits.SUMMARY
+    ),
+    "cartpole-lqr": TaskSpec(cartpole.CartPoleOptions, cartpole.make, cartpole.SUMMARY),
 }
 
 
