@@ -25,6 +25,7 @@ from attractor.cli import (  # noqa: F401
     trainer_stack,
     trainer_tangent,
     verify,
+    world,
 )
 from attractor.cli._shared import app
 from attractor.errors import UserError

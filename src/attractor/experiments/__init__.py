@@ -39,6 +39,7 @@ EXPERIMENTS: dict[str, str] = {
     "trainer2": "attractor.stack.trainer2",
     "tangent": "attractor.experiments.tangent",
     "diff": "attractor.experiments.diff",
+    "world": "attractor.experiments.world",
 }
 
 

@@ -54,6 +54,7 @@ RESULT_KINDS: dict[str, str] = {
     "trainer2": "hyperparameter searches run from many initial conditions",
     "tangent": "Lyapunov exponents and hypergradients through training",
     "diff": "inputs where two models disagree, found by search and bounded by proof",
+    "world": "basins of attraction, outcome sources and closed-loop growth of a model in a world",
 }
 
 #: Bumped whenever the header layout changes; results of another header schema are skipped.

@@ -1,0 +1,451 @@
+"""The world experiment: does a trained model bring a world to one basin from any start?
+
+``attractor world CONFIG --out DIR``. The model is an ensemble: the members of an existing
+run (``[world] model = "RUN"`` or ``"RUN:MEMBER"``), or one the experiment trains first in
+``DIR/run`` from the world's own task (``[task]``, ``[trainer]``, ``[plan]`` of the config
+override its defaults). Then, with every member rolled out from the same initial states
+(:mod:`attractor.world.rollout`):
+
+1. basin share vs the size of the initial-state perturbation (scales of the default range),
+   with a two-way bootstrap interval over members and initial states;
+2. the spread of each outcome feature split into its sources, member vs initial state;
+3. the basin map over two initial-state factors (``[world.map]``);
+4. closed-loop finite-time Lyapunov exponents (differentiable worlds);
+5. structural stability of the world level: the basin share when the model is perturbed
+   (dropout, DropConnect, weight noise, ...) and when the world's constants are, and the
+   perturbation size at which the basin breaks;
+6. trajectories in the world's 2-D projection and the final states per basin (images where
+   the world renders them) for the report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from attractor.errors import UserError
+from attractor.experiments import Experiment
+from attractor.runs.progress import Stages
+from attractor.runs.results import Result
+from attractor.runs.store import RunStore
+from attractor.world import EnsemblePolicy, World, get_world, rollout
+from attractor.world.result import WorldResult
+from attractor.world.rollout import initial_batch
+
+
+class MapSettings(BaseModel):
+    """A basin map over two initial-state factors (the others at their nominal values)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    factors: list[str] = Field(min_length=1, max_length=2, description="One or two factors.")
+    points: int = Field(21, ge=3, le=101, description="Grid points per factor.")
+    scale: float = Field(5.0, gt=0, description="The map spans +- scale x each factor's range.")
+
+
+class StructuralSettings(BaseModel):
+    """Perturbations of the system itself: the model's weights and the world's constants."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("model")
+    @classmethod
+    def _kind_names(cls, model: dict[str, list[float]]) -> dict[str, list[float]]:
+        # The CLI's spelling (weight-noise) and the library's (weight_noise) both work.
+        return {kind.replace("-", "_"): levels for kind, levels in model.items()}
+
+    model: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="Model perturbation (dropout, dropconnect, weight-noise, quantize) -> "
+        "levels, e.g. {weight-noise = [0.01, 0.05, 0.1]}.",
+    )
+    constants: dict[str, list[float]] = Field(
+        default_factory=dict,
+        description="World constant -> multipliers of its default, e.g. {length = [1.5, 2]}.",
+    )
+    threshold: float = Field(
+        0.5, gt=0, lt=1, description="The basin breaks below this share of the unperturbed one."
+    )
+
+
+class WorldSettings(BaseModel):
+    """Everything a world experiment depends on (its directory's identity)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="A built-in world (attractor worlds) or module:function.")
+    options: dict[str, Any] = Field(default_factory=dict, description="The world's options.")
+    model: str | None = Field(None, description="RUN or RUN:MEMBER; None trains one in OUT/run.")
+    train: dict[str, Any] = Field(
+        default_factory=dict,
+        description="[task]/[trainer]/[plan]/[run] overriding the world's training defaults.",
+    )
+    states: int = Field(256, ge=2, le=1_000_000, description="Initial states per scale.")
+    steps: int | None = Field(None, ge=1, description="Rollout length; None: the world's.")
+    scales: list[float] = Field(
+        default_factory=lambda: [1.0, 2.0, 5.0, 10.0],
+        description="Initial-state perturbation sizes, in units of the default range.",
+    )
+    seed: int = 0
+    draws: int = Field(1000, ge=50, description="Bootstrap draws for every interval.")
+    map: MapSettings | None = None
+    growth_states: int = Field(16, ge=0, description="Initial states for Lyapunov exponents.")
+    trajectories: int = Field(12, ge=0, description="Initial states drawn in the phase portrait.")
+    structural: StructuralSettings = Field(default_factory=StructuralSettings)
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, scales: list[float]) -> list[float]:
+        if not scales or any(not s > 0 for s in scales):
+            raise ValueError("scales must be a non-empty list of positive numbers")
+        return sorted(set(scales))
+
+
+def _model_members(spec: str) -> tuple[Path, list[int] | None]:
+    """``RUN`` or ``RUN:MEMBER`` -> the run directory and the members (None: all)."""
+    run, _, member = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if member and not member.isdigit():
+        raise UserError(f"model {spec!r} is not RUN or RUN:MEMBER (a member is a number)")
+    return Path(run or spec), ([int(member)] if member else None)
+
+
+def _trained(world: World, settings: WorldSettings, store: RunStore, progress: bool) -> Any:
+    """The world's model ensemble, trained in ``OUT/run`` (resumed if it is there)."""
+    from attractor.config import parse_config
+    from attractor.runs.launch import train
+
+    sections: dict[str, dict[str, Any]] = {
+        "task": dict(world.task or {}),
+        "trainer": dict(world.trainer),
+        "plan": {"members": 8, "vary": ["init_seed", "data_seed"]},
+    }
+    for section, values in settings.train.items():
+        if not isinstance(values, dict):
+            raise UserError(
+                f"[world.train] {section} must be a table, e.g. [world.train.{section}]"
+            )
+        sections.setdefault(section, {}).update(values)
+    config = parse_config(sections, source="[world.train]")
+    return train(config, store.root / "run", progress=progress)
+
+
+def _policy(
+    world: World, settings: WorldSettings, store: RunStore, progress: bool
+) -> tuple[EnsemblePolicy | None, dict[str, Any], int]:
+    """The policy of every member (None for a world without a model), where it came from, m."""
+    from attractor.runs.ensemble import Ensemble
+
+    if world.task is None:
+        return None, {}, 1
+    if settings.model is not None:
+        run, chosen = _model_members(settings.model)
+        ensemble = Ensemble.load(run)
+    else:
+        chosen, ensemble = None, _trained(world, settings, store, progress)
+    finished = ensemble.members
+    members = finished if chosen is None else chosen
+    missing = sorted(set(members) - set(finished))
+    if missing:
+        raise UserError(f"run '{ensemble.store.root}' has no finished member {missing[0]}")
+    params, buffers = ensemble.stacked(members)
+    policy = EnsemblePolicy(ensemble.task.make_model(), params, buffers)
+    return policy, {"run": str(ensemble.store.root), "members": members}, len(members)
+
+
+def _generator(seed: int, *stream: int) -> torch.Generator:
+    from attractor.seeds import derive_seed
+
+    return torch.Generator().manual_seed(derive_seed("world", seed, *stream))
+
+
+def _trajectories(
+    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Projected trajectories of a few initial states (phase portrait) and their spread
+    over time: the mean distance of the states from their mean, in the projection.
+    """
+    n = settings.trajectories
+    if n == 0:
+        return pd.DataFrame(), pd.DataFrame()
+    x0 = world.initial(n, 1.0, _generator(settings.seed, 7))
+    run = rollout(world, policy, initial_batch(x0, m), settings.steps, record=50)
+    if run.trajectory is None:
+        return pd.DataFrame(), pd.DataFrame()
+    xy = world.project(run.trajectory).detach().double()  # [k, m, n, 2]
+    k = xy.shape[0]
+    index = pd.MultiIndex.from_product(
+        [run.times, range(m), range(n)], names=["t", "member", "state"]
+    )
+    frame = pd.DataFrame(xy.reshape(k * m * n, 2).numpy(), index=index, columns=["px", "py"])
+    centre = xy.mean(dim=2, keepdim=True)
+    spread = (xy - centre).norm(dim=-1).mean(dim=(1, 2))
+    return frame.reset_index(), pd.DataFrame({"t": run.times, "spread": spread.numpy()})
+
+
+def _samples(
+    world: World, final: torch.Tensor, labels: torch.Tensor, per_basin: int = 8
+) -> pd.DataFrame:
+    """Up to ``per_basin`` final states of each basin, rendered by the world (images)."""
+    if world.describe is None:
+        return pd.DataFrame()
+    rows = []
+    m, s = labels.shape
+    flat_labels = labels.reshape(-1)
+    for label in torch.unique(flat_labels).tolist():
+        picks = torch.nonzero(flat_labels == label).flatten()[:per_basin].tolist()
+        states = torch.stack([final[i // s, i % s] for i in picks])
+        images = world.describe(states).detach().double()
+        for pick, image in zip(picks, images, strict=True):
+            rows.append(
+                {
+                    "basin": int(label),
+                    "member": pick // s,
+                    "state": pick % s,
+                    "shape": list(image.shape),
+                    "pixels": image.reshape(-1).tolist(),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def run_world(settings: WorldSettings, store: RunStore, progress: bool = False) -> list[Result]:
+    """Run the world experiment (see the module docstring) in ``store``'s directory."""
+    world = get_world(settings.name, settings.options)
+    _check_settings(world, settings)
+    stages_total = 4 + (settings.map is not None) + bool(_structural_levels(settings))
+    with Stages("world", stages_total, progress) as stages:
+        stages.begin("the model: " + ("none" if world.task is None else "loading or training"))
+        policy, model, m = _policy(world, settings, store, progress)
+        measured = _measure(world, policy, m, settings, stages)
+    summary = _summary(measured, world.goal is not None)
+    return [
+        WorldResult(
+            world=world.name,
+            description=world.description,
+            constants=dict(world.constants),
+            model=model,
+            settings=settings.model_dump(mode="json"),
+            summary=summary,
+            tables=measured["tables"],
+        )
+    ]
+
+
+def _measure(
+    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings, stages: Stages
+) -> dict[str, Any]:
+    """Every measure of the module docstring; their tables and headline numbers."""
+    from attractor.world.basins import basin_labels, basin_vs_scale
+
+    tables: dict[str, pd.DataFrame] = {}
+    found: dict[str, Any] = {}
+    stages.begin(f"basin share at {len(settings.scales)} scales x {settings.states} states")
+    tables["scales"] = basin_vs_scale(
+        world,
+        policy,
+        m,
+        settings.scales,
+        settings.states,
+        settings.steps,
+        settings.seed,
+        draws=settings.draws,
+    )
+    stages.begin("outcomes at the default range: sources, agreement")
+    x0 = world.initial(settings.states, 1.0, _generator(settings.seed, 1))
+    final = rollout(world, policy, initial_batch(x0, m), settings.steps).final
+    labels = basin_labels(world, final)
+    if m >= 2:
+        tables["sources"], found["agreement"] = _sources(world, final, labels, settings)
+    tables["samples"] = _samples(world, final, labels)
+    if settings.map is not None:
+        stages.begin(f"basin map over {' x '.join(settings.map.factors)}")
+        tables["map"] = _map(world, policy, m, settings)
+    stages.begin("closed-loop Lyapunov exponents and trajectories")
+    if world.differentiable and settings.growth_states > 0:
+        tables["growth"], found["lyapunov_top"] = _growth(world, policy, m, settings)
+    tables["trajectories"], tables["spread"] = _trajectories(world, policy, m, settings)
+    if _structural_levels(settings):
+        stages.begin(f"structural stability: {_structural_levels(settings)} perturbation levels")
+        tables["structural"], found["breaks"] = _structural(world, policy, m, settings)
+    found["tables"] = {k: v for k, v in tables.items() if not v.empty}
+    return found
+
+
+def _sources(
+    world: World, final: torch.Tensor, labels: torch.Tensor, settings: WorldSettings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The spread of every outcome feature by source, and whether members agree on a basin."""
+    from attractor.world.basins import basin_agreement
+    from attractor.world.sources import outcome_sources
+
+    values = {name: v for name, v in world.features(final, world.constants).items()}
+    majority = int(torch.mode(labels.reshape(-1)).values)
+    values["in the majority basin"] = (labels == majority).long()
+    frames = []
+    for name, value in values.items():
+        if not value.is_floating_point() and int(value.max()) > 1:
+            continue  # a many-class label: its 0/1 basin indicator stands for it
+        if float(value.double().var()) == 0:
+            continue  # no spread to split
+        frame = outcome_sources(value.double(), draws=settings.draws, seed=settings.seed)
+        frames.append(frame.assign(feature=name))
+    agreement = basin_agreement(labels, draws=settings.draws, seed=settings.seed)
+    rates = {
+        str(row["between"]): {k: float(row[k]) for k in ("rate", "low", "high", "chance")}
+        for row in agreement.to_dict("records")
+    }
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not table.empty:
+        table = table[["feature", *[c for c in table.columns if c != "feature"]]]
+    return table, rates
+
+
+def _map(
+    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+) -> pd.DataFrame:
+    """Basin share over a grid of one or two factors, +- scale x their default ranges."""
+    from attractor.world.basins import basin_map
+
+    assert settings.map is not None
+    factors, points, scale = settings.map.factors, settings.map.points, settings.map.scale
+    grid = [
+        torch.linspace(-scale * world.factors[f], scale * world.factors[f], points) for f in factors
+    ]
+    a, b = factors[0], factors[1] if len(factors) > 1 else None
+    frame = basin_map(
+        world, policy, a, grid[0], b, grid[1] if b else None, members=m, steps=settings.steps
+    )
+    return frame.assign(factor_a=a, factor_b=b or "")
+
+
+def _growth(
+    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+) -> tuple[pd.DataFrame, dict[str, float]]:
+    from attractor.world.growth import lyapunov
+
+    x0 = world.initial(settings.growth_states, 1.0, _generator(settings.seed, 3))
+    found = lyapunov(world, policy, initial_batch(x0, m), settings.steps, seed=settings.seed)
+    values = found.exponents.double()
+    mm, ss, k = values.shape
+    index = pd.MultiIndex.from_product(
+        [range(mm), range(ss), range(1, k + 1)], names=["member", "state", "exponent"]
+    )
+    table = pd.DataFrame({"value": values.reshape(-1).numpy()}, index=index).reset_index()
+    top = found.top(draws=settings.draws, seed=settings.seed)
+    return table, {"mean": top.value, "low": top.low, "high": top.high}
+
+
+def _structural(
+    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Basin share under each perturbation of the model and of the world's constants, and
+    where each breaks (:func:`attractor.world.structural.break_point`).
+    """
+    from attractor.world.structural import break_point, constants_curve, model_curve
+
+    common = {"steps": settings.steps, "seed": settings.seed, "draws": settings.draws}
+    frames, breaks = [], {}
+    for kind, levels in settings.structural.model.items():
+        assert policy is not None
+        curve = model_curve(
+            world,
+            policy.template,
+            policy.params,
+            policy.buffers,
+            kind,
+            levels,
+            settings.states,
+            **common,
+        )
+        frames.append(curve.assign(perturbation=f"model {kind}"))
+    for name, factors in settings.structural.constants.items():
+        curve = constants_curve(world, policy, m, [name], factors, settings.states, **common)
+        frames.append(curve.rename(columns={"factor": "level"}).assign(perturbation=f"{name} x"))
+    for frame in frames:
+        where = break_point(frame, fraction=settings.structural.threshold, x="level")
+        name = str(frame["perturbation"].iloc[0])
+        breaks[name] = (
+            {"at": None}
+            if where is None
+            else {
+                "at": where.at,
+                "early": where.early,
+                "late": where.late,
+                "threshold": where.threshold,
+            }
+        )
+    keep = ["perturbation", "level", "share", "low", "high", "n"]
+    table = pd.concat([f[[c for c in keep if c in f]] for f in frames], ignore_index=True)
+    return table, breaks
+
+
+def _summary(measured: dict[str, Any], has_goal: bool) -> dict[str, Any]:
+    """The headline numbers the report answers with (see :class:`WorldResult`)."""
+    scales = measured["tables"]["scales"]
+    at_one = scales[scales["scale"] == 1.0]
+    row = (at_one if not at_one.empty else scales).iloc[0]
+    widest = scales.iloc[-1]
+    summary: dict[str, Any] = {
+        "has_goal": has_goal,
+        "basin_share": float(row["share"]),
+        "low": float(row["low"]),
+        "high": float(row["high"]),
+        "scale": float(row["scale"]),
+        "basin": None if has_goal else int(row["basin"]),
+        "widest": {k: float(widest[k]) for k in ("scale", "share", "low", "high")},
+    }
+    sources = measured["tables"].get("sources")
+    if sources is not None and not sources.empty:
+        split = sources[sources["source"].isin(["member", "state"])]
+        top = split.loc[split["share"].idxmax()]
+        summary["dominant_source"] = {
+            "feature": top["feature"],
+            "source": top["source"],
+            "share": float(top["share"]),
+        }
+    for key in ("lyapunov_top", "agreement", "breaks"):
+        if key in measured:
+            summary[key] = measured[key]
+    return summary
+
+
+def _structural_levels(settings: WorldSettings) -> int:
+    s = settings.structural
+    return sum(len(v) for v in s.model.values()) + sum(len(v) for v in s.constants.values())
+
+
+def _check_settings(world: World, settings: WorldSettings) -> None:
+    """One line for a setting the world cannot take, before anything is trained."""
+    if settings.map is not None:
+        if world.at is None:
+            raise UserError(
+                f"world '{world.name}' cannot set its factors one by one; drop [world.map]"
+            )
+        if len(set(settings.map.factors)) != len(settings.map.factors):
+            raise UserError("[world.map] factors: give two different factors, or one")
+        unknown = [f for f in settings.map.factors if f not in world.factors]
+        if unknown:
+            raise UserError(
+                f"world '{world.name}' has no factor {unknown[0]!r}; its factors: "
+                f"{', '.join(world.factors)}"
+            )
+    world.with_constants(**{name: 1.0 for name in settings.structural.constants})
+    if settings.structural.model and world.task is None:
+        raise UserError(
+            f"world '{world.name}' has no model to perturb; drop [world.structural].model"
+        )
+
+
+EXPERIMENT = Experiment(
+    name="world",
+    settings=WorldSettings,
+    run=run_world,
+    summary="a model acting on a world: basins of attraction, their sources, closed-loop growth",
+)
+
+
+__all__ = ["EXPERIMENT", "MapSettings", "StructuralSettings", "WorldSettings", "run_world"]
