@@ -93,6 +93,14 @@ def _diff(run: Path) -> BaseModel:
     return DiffSettings(a=f"{run}:0", b=f"{run}:1", points=2, budget_s=0, restarts=1, steps=2)
 
 
+def _world(_: Path) -> BaseModel:
+    from attractor.experiments.world import WorldSettings
+
+    return WorldSettings(
+        name="double-well", states=16, scales=[1.0, 2.0], draws=50, growth_states=2, trajectories=2
+    )
+
+
 #: name -> (tiny settings given a trained two-member run, a change that makes other settings).
 TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "hparam-map": (_hparam_map, {"draws": 11}),
@@ -101,6 +109,7 @@ TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "trainer2": (_trainer2, {"config": _config(lr=0.07)}),
     "tangent": (_tangent, {"seed": 1}),
     "diff": (_diff, {"seed": 1}),
+    "world": (_world, {"seed": 1}),
 }
 
 

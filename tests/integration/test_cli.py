@@ -157,7 +157,15 @@ def test_demo_json(cli: Cli, tmp_path: Path) -> None:
 
 
 #: The experiment commands (each runs one entry of attractor.experiments.EXPERIMENTS).
-EXPERIMENT_COMMANDS = ["instability", "hparam-map", "shortcuts", "trainer2", "tangent", "diff"]
+EXPERIMENT_COMMANDS = [
+    "instability",
+    "hparam-map",
+    "shortcuts",
+    "trainer2",
+    "tangent",
+    "diff",
+    "world",
+]
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,7 @@ ForceFlag = Annotated[
 ]
 
 
-def settings_of(model: type[M], **values: Any) -> M:
+def settings_of(model: type[M], /, **values: Any) -> M:
     """``model(**values)``, or one line naming the first bad value (exit 2, nothing written)."""
     try:
         return model(**values)

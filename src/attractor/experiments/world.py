@@ -438,6 +438,25 @@ def _check_settings(world: World, settings: WorldSettings) -> None:
         raise UserError(
             f"world '{world.name}' has no model to perturb; drop [world.structural].model"
         )
+    from attractor.measure.perturbations import check_levels
+
+    for kind, levels in settings.structural.model.items():
+        check_levels(kind, levels)
+    if settings.model is not None:
+        _model_members(settings.model)
+    _dry_step(world)
+
+
+def _dry_step(world: World) -> None:
+    """One step of two initial states without a model, so that a world of the wrong shape
+    is refused before anything is trained (a model-driven step is checked as it runs).
+    """
+    if world.task is not None:
+        return
+    from attractor.world.basins import rollout_labels
+
+    x0 = world.initial(2, 1.0, _generator(0, 9))
+    rollout_labels(world, None, initial_batch(x0, 1), steps=1)
 
 
 EXPERIMENT = Experiment(

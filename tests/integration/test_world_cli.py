@@ -1,0 +1,183 @@
+"""`attractor world` end to end: the double well's known answer, a trained cartpole ensemble
+from an existing run, and bad input as one line with exit 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_user_error
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _toml(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_double_well_basin_share_is_the_share_of_starts_on_the_right(cli, tmp_path: Path) -> None:
+
+    from attractor.seeds import torch_generator
+    from attractor.world import get_world
+
+    config = _toml(
+        tmp_path / "w.toml",
+        """
+        [world]
+        name = "double-well"
+        states = 200
+        scales = [1, 3]
+        draws = 100
+        growth_states = 4
+        trajectories = 4
+        [world.map]
+        factors = ["x"]
+        points = 11
+        """,
+    )
+    shown = cli("world", config, "--out", tmp_path / "out", "--json")
+    assert shown.code == 0, shown.err
+    data = json.loads(shown.out)
+    scales = {row["scale"]: row for row in data["scales"]}
+    world = get_world("double-well")
+    for k, scale in enumerate(sorted(scales)):  # the states basin_vs_scale draws at each scale
+        x0 = world.initial(200, scale, torch_generator("world-basin-scale", 0, k))
+        assert scales[scale]["share"] == pytest.approx(float((x0 > 0).double().mean()))
+    top = data["summary"]["lyapunov_top"]  # every start converges: log(1 - 2h) < 0
+    assert top["high"] < 0
+    assert (tmp_path / "out" / "report.html").read_text().count("World: double-well") == 1
+    again = cli("world", config, "--out", tmp_path / "out", "--json")  # reopens the directory
+    assert again.code == 0 and json.loads(again.out)["summary"] == data["summary"]
+
+
+def test_cartpole_world_on_a_trained_run(cli, tmp_path: Path) -> None:
+    from attractor.config import parse_config
+    from attractor.runs.launch import train
+
+    run = tmp_path / "policy"
+    train(
+        parse_config(
+            {
+                "task": {"name": "cartpole-lqr", "hidden": [16], "samples": 512},
+                "trainer": {"optimizer": "adam", "lr": 0.01, "steps": 150, "batch_size": 64},
+                "plan": {"members": 3, "vary": ["init_seed", "data_seed"]},
+            }
+        ),
+        run,
+    )
+    config = _toml(
+        tmp_path / "c.toml",
+        f"""
+        [world]
+        name = "cartpole"
+        model = "{run}"
+        states = 24
+        steps = 150
+        scales = [1, 4]
+        draws = 100
+        growth_states = 2
+        trajectories = 3
+        [world.structural]
+        constants = {{ length = [2.0] }}
+        model = {{ weight-noise = [0.5] }}
+        """,
+    )
+    shown = cli("world", config, "--out", tmp_path / "out", "--json")
+    assert shown.code == 0, shown.err
+    data = json.loads(shown.out)
+    assert data["model"]["members"] == [0, 1, 2]
+    assert 0 <= data["summary"]["low"] <= data["summary"]["basin_share"] <= data["summary"]["high"]
+    assert {row["perturbation"] for row in data["structural"]} == {
+        "model weight_noise",
+        "length x",
+    }
+    assert set(data["summary"]["breaks"]) == {"model weight_noise", "length x"}
+    assert {row["source"] for row in data["sources"]} >= {"member", "state"}
+
+
+BAD = [
+    ("[world]\nname = 'nowhere'\n", "unknown world 'nowhere'"),
+    ("[world]\nname = 'cartpole'\noptions = {colour = 1}\n", "no option 'colour'"),
+    ("[world]\nname = 'double-well'\n[world.map]\nfactors = ['y']\n", "no factor 'y'"),
+    ("[world]\nname = 'double-well'\nstates = 1\n", "states"),
+    ("[world]\nname = 'double-well'\nscales = [0]\n", "scales"),
+    ("[world]\nname = 'double-well'\nstructural = {constants = {g = [2.0]}}\n", "no constant 'g'"),
+    (
+        "[world]\nname = 'double-well'\nstructural = {model = {dropout = [0.1]}}\n",
+        "no model to perturb",
+    ),
+    (
+        "[world]\nname = 'cartpole'\nstructural = {model = {melt = [0.1]}}\n",
+        "unknown perturbation kind 'melt'",
+    ),
+    ("[world]\nname = 'double-well'\nwhat = 1\n", "what"),
+    ("[task]\nname = 'digits-mlp'\n", "no [world] table"),
+    ("[world]\nname = 'double-well'\n[gpu]\nx = 1\n", "unknown table [gpu]"),
+    ("[world]\nname = 'cartpole'\nmodel = 'runs/none:x'\n", "RUN:MEMBER"),
+    ("[world\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), BAD)
+def test_bad_config_is_one_line_and_writes_nothing(
+    cli, tmp_path: Path, text: str, fragment: str
+) -> None:
+    config = _toml(tmp_path / "bad.toml", text)
+    out = tmp_path / "out"
+    assert_user_error(cli("world", config, "--out", out), fragment)
+    assert not out.exists()
+
+
+USER_WORLDS = """
+import torch
+from attractor.world.base import World
+
+def _world(step, name):
+    return World(
+        name=name, description="broken on purpose", factors={"x": 0.1}, constants={"h": 0.1},
+        steps=5, task=None, initial=lambda n, scale, g: torch.rand(n, 1, generator=g),
+        step=step, features=lambda x, c: {"basin": (x[..., 0] > 0).long()},
+        basin_feature="basin", project=lambda x: torch.cat([x, x], -1),
+    )
+
+def wrong_shape():
+    return _world(lambda x, policy, t, c: x[:, :1], "wrong-shape")
+
+def blows_up():
+    return _world(lambda x, policy, t, c: x / 0.0 if t == 2 else x, "blows-up")
+
+def not_a_world():
+    return 42
+"""
+
+
+@pytest.mark.parametrize(
+    ("function", "fragment"),
+    [
+        ("wrong_shape", "wrong-shape"),
+        ("blows_up", "step 2"),
+        ("not_a_world", "not a World"),
+        ("missing", "cannot load world"),
+    ],
+)
+def test_a_broken_user_world_is_one_line(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, function: str, fragment: str
+) -> None:
+    (tmp_path / "myworlds.py").write_text(USER_WORLDS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = _toml(tmp_path / "u.toml", f"[world]\nname = 'myworlds:{function}'\nstates = 8\n")
+    # --json: a world found broken only while it runs may follow a progress line otherwise.
+    assert_user_error(cli("world", config, "--out", tmp_path / "out", "--json"), fragment)
+
+
+def test_worlds_lists_the_built_in_worlds(cli) -> None:
+    shown = cli("worlds", "--json")
+    assert shown.code == 0, shown.err
+    assert {"double-well", "cartpole", "denoise-digits", "lm-continuation"} <= set(
+        json.loads(shown.out)
+    )
