@@ -36,6 +36,8 @@ TINY: dict[str, dict[str, Any]] = {
         "shortcut": True,
     },
     "tiny-lm": {"layers": 1, "heads": 1, "width": 8, "context": 8, "windows_per_document": 1},
+    "cartpole-lqr": {"hidden": [8], "samples": 64},
+    "denoise-digits": {"hidden": [8], "draws": 1, "timesteps": 10},
 }
 #: Tasks whose model needs an optional extra: name -> module.
 NEEDS = {"tiny-lm": "transformers"}

@@ -120,6 +120,7 @@ BAD = [
     ("[world]\nname = 'double-well'\n[gpu]\nx = 1\n", "unknown table [gpu]"),
     ("[world]\nname = 'cartpole'\nmodel = 'runs/none:x'\n", "RUN:MEMBER"),
     ("[world\n", "not valid TOML"),
+    ("[world]\nname = 'cartpole'\n[task]\nhidden = [4]\n", "[world.options] task"),
 ]
 
 

@@ -249,7 +249,14 @@ def test_every_option_is_described_and_list_tasks_gives_defaults() -> None:
     assert (
         set(listed)
         == set(TASKS)
-        == {"digits-mlp", "modular-addition", "spurious-digits", "tiny-lm"}
+        == {
+            "digits-mlp",
+            "modular-addition",
+            "spurious-digits",
+            "tiny-lm",
+            "cartpole-lqr",
+            "denoise-digits",
+        }
     )
     for name, spec in TASKS.items():
         assert spec.options.model_config.get("extra") == "forbid"

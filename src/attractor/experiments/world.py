@@ -444,6 +444,12 @@ def _check_settings(world: World, settings: WorldSettings) -> None:
         check_levels(kind, levels)
     if settings.model is not None:
         _model_members(settings.model)
+    task = settings.train.get("task", {})
+    if any(world.task is None or world.task.get(k) != v for k, v in task.items()):
+        raise UserError(
+            "the world's task options go in [world.options] task = {...}, not [task]: the "
+            "world samples with the same options its model is trained on"
+        )
     _dry_step(world)
 
 
