@@ -272,6 +272,7 @@ def _measure(
         stages.begin(f"structural stability: {_structural_levels(settings)} perturbation levels")
         tables["structural"], found["breaks"] = _structural(world, policy, m, settings)
     found["tables"] = {k: v for k, v in tables.items() if not v.empty}
+    found["axes"] = world.axes
     return found
 
 
@@ -293,7 +294,9 @@ def _sources(
             continue  # no spread to split
         frame = outcome_sources(value.double(), draws=settings.draws, seed=settings.seed)
         frames.append(frame.assign(feature=name))
-    agreement = basin_agreement(labels, draws=settings.draws, seed=settings.seed)
+    # Agreement on *which* basin: the basin feature (a digit's class), not the goal flag.
+    basins = values.get(world.basin_feature, labels)
+    agreement = basin_agreement(basins, draws=settings.draws, seed=settings.seed)
     rates = {
         str(row["between"]): {k: float(row[k]) for k in ("rate", "low", "high", "chance")}
         for row in agreement.to_dict("records")
@@ -397,6 +400,7 @@ def _summary(measured: dict[str, Any], has_goal: bool) -> dict[str, Any]:
         "scale": float(row["scale"]),
         "basin": None if has_goal else int(row["basin"]),
         "widest": {k: float(widest[k]) for k in ("scale", "share", "low", "high")},
+        "axes": list(measured["axes"]),
     }
     sources = measured["tables"].get("sources")
     if sources is not None and not sources.empty:

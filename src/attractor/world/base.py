@@ -61,6 +61,7 @@ class World:
             images), ``x_T [k, *state] -> Tensor``.
         differentiable: whether ``step`` is differentiable in the state (Lyapunov
             exponents by forward mode); a world of discrete states (tokens) is not.
+        axes: the names of ``project``'s two coordinates (phase-portrait axis labels).
         trainer: the ``[trainer]`` defaults for training the world's model (``task``) when
             a world experiment trains it itself.
         options: the options the world was made with (recorded with its results).
@@ -81,6 +82,7 @@ class World:
     at: Callable[[Mapping[str, Tensor]], Tensor] | None = None
     describe: Callable[[Tensor], Tensor] | None = None
     differentiable: bool = True
+    axes: tuple[str, str] = ("projection 1", "projection 2")
     trainer: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 

@@ -145,6 +145,7 @@ def make(dtype: str = "float32", steps: int = 500, task: Mapping[str, Any] | Non
         goal=_goal,
         at=partial(_at, dtype=torch_dtype),
         # What trains a good clone in seconds (8 members reach the goal from 8x the range).
+        axes=("theta (rad)", "theta_dot (rad/s)"),
         trainer={"optimizer": "adam", "lr": 0.01, "steps": 600, "batch_size": 64},
         options={"dtype": dtype, "steps": steps, "task": dict(task or {})},
     )

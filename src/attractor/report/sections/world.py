@@ -99,7 +99,9 @@ def world_section(stored: StoredResult) -> str:
     paths = _frame(stored, "trajectories")
     if not paths.empty:
         body += figure(
-            world_plots.phase_portrait(paths, "trajectories from perturbed starts", "", ""),
+            world_plots.phase_portrait(
+                paths, "trajectories from perturbed starts", *summary.get("axes", ("", ""))
+            ),
             "phase portrait",
         )
     spread = _frame(stored, "spread")
@@ -110,16 +112,16 @@ def world_section(stored: StoredResult) -> str:
         body += figure(world_plots.sample_grid(samples, "final states per basin"), "samples")
     structural = pd.DataFrame(data.get("structural") or [])
     if not structural.empty:
-        body += figure(
-            world_plots.share_curves(
-                structural,
-                "level",
-                "perturbation",
-                "basin share when the system is perturbed",
-                "perturbation level (constants: × default)",
-            ),
-            "structural stability",
-        )
+        of_model = structural["perturbation"].str.startswith("model")
+        for part, title, xlabel in (
+            (structural[of_model], "basin share when the model is perturbed", "level"),
+            (structural[~of_model], "basin share when the world's constants change", "x default"),
+        ):
+            if not part.empty:
+                body += figure(
+                    world_plots.share_curves(part, "level", "perturbation", title, xlabel),
+                    "structural stability",
+                )
     sources = pd.DataFrame(data.get("sources") or [])
     if not sources.empty:
         body += table(sources)
