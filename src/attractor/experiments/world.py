@@ -196,7 +196,14 @@ def _samples(
     m, s = labels.shape
     flat_labels = labels.reshape(-1)
     for label in torch.unique(flat_labels).tolist():
-        picks = torch.nonzero(flat_labels == label).flatten()[:per_basin].tolist()
+        # Round-robin over members, so a row shows what different members make of it.
+        by_member: dict[int, list[int]] = {}
+        for i in torch.nonzero(flat_labels == label).flatten().tolist():
+            by_member.setdefault(i // s, []).append(i)
+        picks: list[int] = []
+        for rank in range(per_basin):
+            picks += [items[rank] for items in by_member.values() if rank < len(items)]
+        picks = picks[:per_basin]
         states = torch.stack([final[i // s, i % s] for i in picks])
         images = world.describe(states).detach().double()
         for pick, image in zip(picks, images, strict=True):
@@ -260,7 +267,8 @@ def _measure(
     labels = basin_labels(world, final)
     if m >= 2:
         tables["sources"], found["agreement"] = _sources(world, final, labels, settings)
-    tables["samples"] = _samples(world, final, labels)
+    basins = world.features(final, world.constants).get(world.basin_feature, labels)
+    tables["samples"] = _samples(world, final, basins)
     if settings.map is not None:
         stages.begin(f"basin map over {' x '.join(settings.map.factors)}")
         tables["map"] = _map(world, policy, m, settings)
