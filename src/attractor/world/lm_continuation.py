@@ -1,0 +1,464 @@
+"""``lm-continuation``: a causal LM continues a prompt and its perturbations.
+
+Do continuations from nearby prompts converge or diverge with length? Every member
+continues the unperturbed prompt (the *reference*) and each perturbed prompt for
+``steps`` tokens, greedily by default; the outcome is how far the perturbed continuation's
+next-token distributions are from the reference's, position by position.
+
+Tokens. The tokenizer is the ``tiny-lm`` task's own: UTF-8 bytes (``vocab`` 256). A prompt
+is read after a *lead-in* (default eight newlines, a paragraph break of the built-in
+corpus): ``tokens = lead_in + prompt``, ``L0`` tokens in all.
+
+State. One float64 tensor ``[m, s, L, 5]`` whose length ``L`` grows by one per step
+(token ids are exact in float64), channels (:data:`CHANNELS`):
+
+* ``TOKEN``: the sequence (perturbed prompt, then its continuation);
+* ``REFERENCE``: the unperturbed prompt and *the same member's* continuation of it;
+* ``JS``: at a generated position ``p``, the Jensen-Shannon divergence (nats) between the
+  member's next-token distributions (``softmax`` of the logits, temperature 1) that
+  produced ``TOKEN[p]`` and ``REFERENCE[p]``; 0 in the prompt;
+* ``SEED``: the sequence's sampling seed (the same at every position);
+* ``GENERATED``: 1 at generated positions, 0 in the prompt.
+
+Why the reference and the divergences ride in the state: ``features(x_T, constants)`` gets
+no policy, so it cannot run the model again; the step, which has the policy, runs the
+reference alongside (once per member when every state carries the same reference) and
+records the divergence of the very distributions it decoded from. Carrying the reference
+in every state (rather than making initial state 0 the unperturbed prompt) keeps states
+independent: any subset or chunking of them is still measurable, and no state is a
+trivially "same" outcome in the basin counts. :func:`recompute_divergence` re-derives the
+same numbers from the final token ids with one forward pass (a check of the carried ones).
+
+Decoding. Greedy (``argmax``) at ``temperature`` 0, the default; otherwise sampling from
+``softmax(logits / temperature)`` by the Gumbel-max trick with noise drawn from a
+generator seeded by ``(seed, position)``. The noise depends on the state's seed, not on the
+member, so members face the same random numbers, and a state whose seed is the nominal one
+samples with the reference's noise: sampling alone changes nothing, "seed" is a factor.
+``temperature`` is a world constant (structural stability may perturb it).
+
+Perturbations (``initial(n, scale, generator)``), the factors named in ``perturb``; each
+count is ``scale * width`` rounded stochastically (floor, plus one with probability the
+fractional part) so that its mean is proportional to the scale:
+
+* ``substitution`` (width 1): that many tokens among the prompt's last ``window`` tokens
+  (distinct positions) replaced by a different printable ASCII byte (a typo);
+* ``prefix`` (width 4): that many random printable ASCII bytes right before the prompt,
+  overwriting the lead-in's last tokens, so every state keeps length ``L0`` (a causal LM with
+  absolute positions would otherwise see every token shifted); at most ``len(lead_in)``;
+* ``seed`` (only when sampling; on at any scale > 0): a fresh sampling seed.
+
+The model's context: the policy sees at most the last ``context`` tokens (the tiny-lm
+task's context length), so continuations longer than the context slide. There is no
+key-value cache: each step runs the model over the whole (windowed) sequence, the states
+and one reference row per member in one policy call (``EnsemblePolicy`` vmaps the tiny-lm
+members); 4 default-size tiny-lm members x 65 rows x 32 steps took ~30 s on 2 CPU cores.
+
+Features (``[m, s]`` each, over the ``steps`` generated positions): ``js_first`` /
+``js_last`` the mean JS over the first / last quarter of positions, ``js_mean`` over all;
+``converges`` (categorical) 1 if ``js_last < js_first`` or ``js_last`` is 0 (the ends
+agree), else 0; ``same_text`` (categorical, the basin) 1 if the continuation is the
+reference's token for token. There is no goal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from attractor.errors import UserError
+from attractor.measure.divergence import js, log_probs
+from attractor.world.base import Constants, Policy, World
+
+SUMMARY = (
+    "a causal LM continues a prompt and its perturbations (substitutions, prefix noise, "
+    "sampling seeds): do continuations converge or diverge with length?"
+)
+
+#: A fixed sentence of the built-in corpus (``pydoc_data.topics["assignment"]``).
+DEFAULT_PROMPT = "Assignment statements are used to (re)bind names to values and to"
+#: Channels of the state's last dimension.
+TOKEN, REFERENCE, JS, SEED, GENERATED = range(5)
+CHANNELS = ("token", "reference", "js", "seed", "generated")
+#: Factor -> count at perturbation scale 1 (``seed`` is on/off).
+WIDTHS = {"substitution": 1.0, "prefix": 4.0, "seed": 1.0}
+# Printable ASCII: substitutes and prefix noise look like typos, not invalid UTF-8.
+_PRINTABLE = range(32, 127)
+# Divergences within this many nats of each other (or of 0) are equal (round-off).
+_TOL = 1e-9
+# (seed, position) -> one generator seed; injective for positions below this.
+_POSITIONS = 1_000_003
+
+
+# ---- options -------------------------------------------------------------------------
+
+
+def _fail(message: str) -> UserError:
+    return UserError(f"world 'lm-continuation': {message}")
+
+
+def encode(text: str, vocab: int, what: str) -> list[int]:
+    """UTF-8 byte ids of ``text``, each below ``vocab``; one-line :class:`UserError` otherwise."""
+    try:
+        ids = list(text.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise _fail(f"{what} has a character UTF-8 cannot encode ({exc.reason})") from None
+    outside = sorted({chr(i) if i < 128 else f"byte {i}" for i in ids if i >= vocab})
+    if outside:
+        raise _fail(
+            f"{what} has characters outside the vocabulary of {vocab} byte tokens: "
+            f"{', '.join(repr(c) for c in outside[:5])}"
+        )
+    return ids
+
+
+def _perturbed(perturb: Sequence[str] | None, temperature: float, lead_in: int) -> list[str]:
+    """The factors ``initial`` perturbs, checked: default all that apply."""
+    if perturb is None:
+        return [
+            f for f in WIDTHS if (f != "seed" or temperature > 0) and (f != "prefix" or lead_in > 0)
+        ]
+    names = list(perturb)
+    unknown = sorted(set(names) - set(WIDTHS))
+    if unknown:
+        raise _fail(f"unknown factor {unknown[0]!r} in perturb; factors: {', '.join(WIDTHS)}")
+    if "seed" in names and temperature <= 0:
+        raise _fail("factor 'seed' needs sampling: set temperature > 0 (greedy ignores seeds)")
+    if "prefix" in names and lead_in == 0:
+        raise _fail("factor 'prefix' needs a non-empty lead_in to overwrite")
+    return sorted(set(names), key=list(WIDTHS).index)
+
+
+# ---- initial states ------------------------------------------------------------------
+
+
+def _alphabet(vocab: int) -> Tensor:
+    """Token ids substitutes are drawn from: printable ASCII below ``vocab`` (else all)."""
+    ids = [i for i in _PRINTABLE if i < vocab]
+    return torch.tensor(ids if len(ids) >= 2 else list(range(vocab)), dtype=torch.int64)
+
+
+def _counts(n: int, mean: float, cap: int, generator: torch.Generator) -> Tensor:
+    """``[n]`` counts with mean ``mean`` (stochastic rounding), at most ``cap``."""
+    low = math.floor(mean)
+    extra = torch.rand(n, generator=generator, dtype=torch.float64) < mean - low
+    return (low + extra.long()).clamp(max=cap)
+
+
+def _chosen(counts: Tensor, k: int, generator: torch.Generator) -> Tensor:
+    """``bool [n, k]``: ``counts[i]`` distinct random positions of row ``i``."""
+    keys = torch.rand(len(counts), k, generator=generator, dtype=torch.float64)
+    ranks = keys.argsort(dim=1).argsort(dim=1)
+    return ranks < counts[:, None]
+
+
+def _substitutes(original: Tensor, alphabet: Tensor, generator: torch.Generator) -> Tensor:
+    """A token of ``alphabet`` other than ``original`` (elementwise), uniformly."""
+    size = len(alphabet)
+    j = torch.randint(0, size - 1, original.shape, generator=generator)
+    # Index of the original in the alphabet (size if absent): skipping it keeps draws uniform.
+    match = original[..., None] == alphabet
+    where = torch.where(match.any(-1), match.long().argmax(-1), torch.full_like(original, size))
+    return alphabet[j + (j >= where).long()]
+
+
+def _state(tokens: Tensor, reference: Tensor, seeds: Tensor) -> Tensor:
+    """Initial states ``[n, L0, 5]``: prompts ``[n, L0]``, the reference ``[L0]``, seeds ``[n]``."""
+    n, length = tokens.shape
+    x = torch.zeros(n, length, len(CHANNELS), dtype=torch.float64)
+    x[..., TOKEN] = tokens.double()
+    x[..., REFERENCE] = reference.double()
+    x[..., SEED] = seeds.double()[:, None]
+    return x
+
+
+# ---- one step ------------------------------------------------------------------------
+
+
+def _next_logits(policy: Policy, tokens: Tensor, context: int, vocab: int) -> Tensor:
+    """Next-token logits ``[m, r, V]`` of token ids ``[m, r, L]`` (last ``context`` tokens)."""
+    out = policy(tokens[..., -context:])
+    if out.dim() == tokens.dim() + 1:
+        out = out[..., -1, :]  # the policy gave logits at every position
+    if out.shape[:2] != tokens.shape[:2] or out.shape[-1] != vocab:
+        raise ValueError(
+            f"the policy mapped token ids {tuple(tokens.shape)} to {tuple(out.shape)}; "
+            f"lm-continuation wants logits [m, s, L, {vocab}] or [m, s, {vocab}]"
+        )
+    return out
+
+
+def _gumbel(seeds: Tensor, position: int, vocab: int) -> Tensor:
+    """Gumbel noise ``[..., V]`` for seeds ``[...]`` (one generator per distinct seed)."""
+    noise = torch.empty(*seeds.shape, vocab, dtype=torch.float64)
+    for seed in seeds.unique().tolist():
+        gen = torch.Generator().manual_seed(int(seed) * _POSITIONS + position)
+        u = torch.rand(vocab, generator=gen, dtype=torch.float64).clamp(1e-300, 1 - 1e-16)
+        noise[seeds == seed] = -torch.log(-torch.log(u))
+    return noise
+
+
+def _decode(logp: Tensor, seeds: Tensor, position: int, temperature: float) -> Tensor:
+    """Next token ids ``[m, r]`` from log-probabilities ``[m, r, V]`` and seeds ``[m, r]``."""
+    if temperature <= 0:
+        return logp.argmax(-1)
+    # Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T).
+    return (logp / temperature + _gumbel(seeds, position, logp.shape[-1])).argmax(-1)
+
+
+# ---- the closed loop ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What ``initial`` and ``step`` need of the options, resolved once by :func:`make`."""
+
+    nominal: Tensor  # int64 [L0]: lead-in + prompt
+    lead: int  # lead-in tokens (prefix noise overwrites their end)
+    window: int  # substitutions fall among the prompt's last `window` tokens
+    factors: tuple[str, ...]  # perturbed by `initial`
+    seed: int  # the reference's sampling seed
+    vocab: int
+    context: int  # the most tokens the policy sees
+    alphabet: Tensor  # int64 [A]: substitutes and prefix noise
+
+
+def _initial(setup: _Setup, n: int, scale: float, generator: torch.Generator) -> Tensor:
+    """``[n, L0, 5]``: the prompt with the ``setup.factors`` perturbed at ``scale``."""
+    tokens = setup.nominal.repeat(n, 1)
+    seeds = torch.full((n,), setup.seed, dtype=torch.int64)
+    k, lead = setup.window, setup.lead
+    if "substitution" in setup.factors:
+        counts = _counts(n, scale * WIDTHS["substitution"], k, generator)
+        tail = tokens[:, -k:]
+        new = _substitutes(tail, setup.alphabet, generator)
+        tokens[:, -k:] = torch.where(_chosen(counts, k, generator), new, tail)
+    if "prefix" in setup.factors:
+        counts = _counts(n, scale * WIDTHS["prefix"], lead, generator)
+        draws = torch.randint(0, len(setup.alphabet), (n, lead), generator=generator)
+        # The last `count` lead-in tokens, the ones right before the prompt.
+        near = torch.arange(lead) >= lead - counts[:, None]
+        tokens[:, :lead] = torch.where(near, setup.alphabet[draws], tokens[:, :lead])
+    if "seed" in setup.factors and scale > 0:
+        fresh = torch.randint(1, 2**31 - 1, (n,), generator=generator)
+        seeds = torch.where(fresh == setup.seed, fresh + 1, fresh)
+    return _state(tokens, setup.nominal, seeds)
+
+
+@torch.no_grad()
+def _step(setup: _Setup, x: Tensor, policy: Policy | None, t: int, constants: Constants) -> Tensor:
+    """``[m, s, L, 5] -> [m, s, L + 1, 5]``: every sequence and its reference, one token."""
+    if policy is None:
+        raise ValueError("world 'lm-continuation' needs a policy (a causal LM)")
+    m, s, length = x.shape[:3]
+    tokens, reference = x[..., TOKEN].long(), x[..., REFERENCE].long()
+    # One reference row per member when all states share it (they do, from `initial`).
+    refs = reference[:, :1] if bool((reference == reference[:, :1]).all()) else reference
+    r = refs.shape[1]
+    logits = _next_logits(policy, torch.cat([refs, tokens], 1), setup.context, setup.vocab)
+    logp = log_probs(logits)
+    ref_logp, seq_logp = logp[:, :r], logp[:, r:]
+    temperature = float(constants["temperature"])
+    nominal_seeds = torch.full((m, r), setup.seed, dtype=torch.int64)
+    column = torch.empty(m, s, 1, len(CHANNELS), dtype=torch.float64)
+    column[..., 0, TOKEN] = _decode(seq_logp, x[..., 0, SEED].long(), length, temperature)
+    column[..., 0, REFERENCE] = _decode(ref_logp, nominal_seeds, length, temperature)
+    column[..., 0, JS] = js(seq_logp, ref_logp.expand_as(seq_logp))
+    column[..., 0, SEED] = x[..., -1, SEED]
+    column[..., 0, GENERATED] = 1.0
+    return torch.cat([x, column], dim=2)
+
+
+# ---- features ------------------------------------------------------------------------
+
+
+def _generated(x: Tensor) -> Tensor:
+    """Indices of the generated positions (the same for every state) ``[G]``."""
+    flags = x.reshape(-1, *x.shape[-2:])[0, :, GENERATED] > 0.5
+    return flags.nonzero().flatten()
+
+
+def divergence_by_position(x: Tensor) -> Tensor:
+    """JS (nats) between each continuation's and its reference's next-token distributions at
+    every generated position: states ``[..., L, 5]`` -> ``float64 [..., steps]`` (``[m, s,
+    steps]`` for a rollout's final states; clamped at 0 against round-off).
+    """
+    return x[..., _generated(x), JS].clamp_min(0.0)
+
+
+def _features(x: Tensor, constants: Constants) -> dict[str, Tensor]:
+    positions = _generated(x)
+    d = divergence_by_position(x)
+    if len(positions) == 0:  # nothing generated yet: every continuation is the reference's
+        zero = torch.zeros(x.shape[:-2], dtype=torch.float64)
+        one = torch.ones(x.shape[:-2], dtype=torch.int64)
+        return {"js_first": zero, "js_last": zero, "js_mean": zero} | {
+            "converges": one,
+            "same_text": one,
+        }
+    quarter = max(1, math.ceil(len(positions) / 4))
+    first, last = d[..., :quarter].mean(-1), d[..., -quarter:].mean(-1)
+    same = (x[..., positions, TOKEN] == x[..., positions, REFERENCE]).all(-1)
+    return {
+        "js_first": first,
+        "js_last": last,
+        "js_mean": d.mean(-1),
+        "converges": ((last < first - _TOL) | (last <= _TOL)).long(),
+        "same_text": same.long(),
+    }
+
+
+def _project(x: Tensor) -> Tensor:
+    """``[..., L, 5] -> [..., 2]``: mean JS and share of tokens unlike the reference's."""
+    positions = _generated(x)
+    if len(positions) == 0:
+        return torch.zeros(*x.shape[:-2], 2, dtype=torch.float64)
+    differ = (x[..., positions, TOKEN] != x[..., positions, REFERENCE]).double().mean(-1)
+    return torch.stack([divergence_by_position(x).mean(-1), differ], dim=-1)
+
+
+def continuations(x: Tensor, reference: bool = False) -> list[str]:
+    """The generated text of states ``[k, L, 5]`` (or their references), decoded as UTF-8."""
+    positions = _generated(x)
+    channel = REFERENCE if reference else TOKEN
+    rows = x[..., positions, channel].long().reshape(-1, len(positions)).tolist()
+    return [bytes(r).decode("utf-8", errors="replace") for r in rows]
+
+
+def recompute_divergence(policy: Policy, x: Tensor, context: int) -> Tensor:
+    """:func:`divergence_by_position` re-derived from the final token ids alone: ``[m, s,
+    steps]``.
+
+    The next-token distribution at generated position ``p`` is the policy's output on the
+    ``context`` tokens before ``p``; a causal LM gives them all in one forward pass while the
+    sequence fits its context, and in one pass per position beyond that. The policy must
+    return logits at every position (``[m, s, L, V]``).
+    """
+    positions = _generated(x).tolist()
+    tokens, reference = x[..., TOKEN].long(), x[..., REFERENCE].long()
+    s = tokens.shape[1]
+    both = torch.cat([tokens, reference], dim=1)  # [m, 2s, L]
+    out: list[Tensor] = []
+    with torch.no_grad():
+        inside = [p for p in positions if p <= context]
+        if inside:
+            logits = policy(both[..., : min(both.shape[-1], context)])
+            out.append(logits[..., [p - 1 for p in inside], :])
+        for p in (p for p in positions if p > context):
+            out.append(policy(both[..., p - context : p])[..., -1:, :])
+    logp = log_probs(torch.cat(out, dim=-2))
+    return js(logp[:, :s], logp[:, s:]).clamp_min(0.0)
+
+
+# ---- the world -----------------------------------------------------------------------
+
+
+def make(
+    prompt: str = DEFAULT_PROMPT,
+    steps: int = 32,
+    temperature: float = 0.0,
+    seed: int = 0,
+    window: int = 8,
+    lead_in: str = "\n" * 8,
+    perturb: Sequence[str] | None = None,
+    vocab: int = 256,
+    context: int = 128,
+    task_options: dict[str, Any] | None = None,
+) -> World:
+    """The ``lm-continuation`` world (see the module docstring for every option's meaning).
+
+    Args:
+        prompt: the text to continue (default: a sentence of the built-in corpus).
+        steps: tokens generated (the continuation's length).
+        temperature: 0 decodes greedily; above 0 samples (a world constant).
+        seed: the reference's sampling seed.
+        window: substitutions fall among the prompt's last ``window`` tokens.
+        lead_in: nominal text before the prompt; prefix noise overwrites its end.
+        perturb: factors ``initial`` perturbs (default: substitution, prefix, and seed when
+            sampling).
+        vocab: byte tokens below this (256: all; 128: ASCII); the policy's output width.
+        context: the most tokens the policy sees (the tiny-lm model's context length).
+        task_options: further ``tiny-lm`` options of the model the engine trains.
+    """
+    if steps < 1:
+        raise _fail(f"steps must be at least 1, got {steps}")
+    if not 2 <= vocab <= 256:
+        raise _fail(f"vocab must be in 2..256 (byte tokens), got {vocab}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise _fail(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if window < 1:
+        raise _fail(f"window must be at least 1, got {window}")
+    if not 0 <= seed < 2**31:
+        raise _fail(f"seed must be in 0..2**31 - 1, got {seed}")
+    if not prompt:
+        raise _fail("prompt is empty; give the text to continue")
+    prompt_ids = encode(prompt, vocab, "prompt")
+    lead_ids = encode(lead_in, vocab, "lead_in")
+    if len(lead_ids) + len(prompt_ids) >= context:
+        raise _fail(
+            f"lead_in and prompt are {len(lead_ids) + len(prompt_ids)} tokens, the context "
+            f"{context}; shorten them or raise context"
+        )
+    setup = _Setup(
+        nominal=torch.tensor(lead_ids + prompt_ids, dtype=torch.int64),
+        lead=len(lead_ids),
+        window=min(window, len(prompt_ids)),
+        factors=tuple(_perturbed(perturb, temperature, len(lead_ids))),
+        seed=seed,
+        vocab=vocab,
+        context=context,
+        alphabet=_alphabet(vocab),
+    )
+    if "context" in (task_options or {}):
+        raise _fail("set the model's context with the world's option context, not task_options")
+    task = {**(task_options or {}), "name": "tiny-lm", "context": context}
+    options = {
+        "prompt": prompt,
+        "steps": steps,
+        "temperature": temperature,
+        "seed": seed,
+        "window": window,
+        "lead_in": lead_in,
+        "perturb": list(setup.factors),
+        "vocab": vocab,
+        "context": context,
+        "task_options": dict(task_options or {}),
+    }
+    return World(
+        name="lm-continuation",
+        description=SUMMARY,
+        factors={f: WIDTHS[f] for f in setup.factors},
+        constants={"temperature": float(temperature)},
+        steps=steps,
+        task=task,
+        initial=partial(_initial, setup),
+        step=partial(_step, setup),
+        features=_features,
+        basin_feature="same_text",
+        project=_project,
+        goal=None,
+        differentiable=False,
+        options=options,
+    )
+
+
+__all__ = [
+    "CHANNELS",
+    "DEFAULT_PROMPT",
+    "GENERATED",
+    "JS",
+    "REFERENCE",
+    "SEED",
+    "SUMMARY",
+    "TOKEN",
+    "continuations",
+    "divergence_by_position",
+    "encode",
+    "make",
+    "recompute_divergence",
+]
