@@ -23,7 +23,7 @@ References:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache, partial
 from typing import Annotated, Literal
 
@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from attractor.tasks.base import Task
-from attractor.tasks.digits_mlp import SPLIT_SEED, TEST_SIZE
+from attractor.tasks.digits_mlp import SPLIT_SEED, TEST_SIZE, build_mlp
 
 NAME = "denoise-digits"
 SUMMARY = "DDPM noise predictor (MLP) on the 8x8 digits in [-1, 1]: (x_t, t features) -> noise, MSE"
@@ -46,12 +46,6 @@ _MAX_BETA = 0.999
 
 Schedule = Literal["linear", "cosine"]
 Activation = Literal["relu", "tanh", "gelu", "silu"]
-_ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU,
-    "tanh": nn.Tanh,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
 
 
 class DenoiseDigitsOptions(BaseModel):
@@ -190,16 +184,10 @@ def squared_error(prediction: Tensor, target: Tensor) -> Tensor:
 
 
 def build_model(in_features: int, hidden: Sequence[int], activation: str) -> nn.Sequential:
-    """``nn.Sequential(Linear, act, ..., Linear)``: ``[batch, 64 + 2F]`` -> ``[batch, 64]``
-    (a flat sequence, the shape the vectorized engine trains with batched matmuls).
+    """The noise predictor: ``[batch, 64 + 2F]`` -> ``[batch, 64]``, a flat MLP (the shape the
+    vectorized engine trains with batched matmuls).
     """
-    layers: list[nn.Module] = []
-    width = in_features
-    for size in hidden:
-        layers += [nn.Linear(width, size), _ACTIVATIONS[activation]()]
-        width = size
-    layers.append(nn.Linear(width, PIXELS))
-    return nn.Sequential(*layers)
+    return build_mlp(in_features, hidden, PIXELS, activation)
 
 
 def make(options: DenoiseDigitsOptions) -> Task:

@@ -32,10 +32,12 @@ SPLIT_SEED = 0
 MIN_STD = 1.0
 
 Activation = Literal["relu", "tanh", "gelu"]
+#: Every nonlinearity :func:`build_mlp` takes (tasks offer the ones their options list).
 _ACTIVATIONS: dict[str, Callable[[], nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
     "gelu": nn.GELU,
+    "silu": nn.SiLU,
 }
 
 
