@@ -98,6 +98,12 @@ def test_cartpole_world_on_a_trained_run(cli, tmp_path: Path) -> None:
     }
     assert set(data["summary"]["breaks"]) == {"model weight_noise", "length x"}
     assert {row["source"] for row in data["sources"]} >= {"member", "state"}
+    assert {row["source"] for row in data["perturbed_sources"]} == {
+        "model perturbation",
+        "member",
+        "state",
+        "interactions+residual",
+    }
 
 
 BAD = [

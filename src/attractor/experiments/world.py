@@ -267,6 +267,8 @@ def _measure(
     labels = basin_labels(world, final)
     if m >= 2:
         tables["sources"], found["agreement"] = _sources(world, final, labels, settings)
+    if m >= 2 and policy is not None and settings.structural.model:
+        tables["perturbed_sources"] = _perturbed_sources(world, policy, x0, settings)
     basins = world.features(final, world.constants).get(world.basin_feature, labels)
     tables["samples"] = _samples(world, final, basins)
     if settings.map is not None:
@@ -313,6 +315,41 @@ def _sources(
     if not table.empty:
         table = table[["feature", *[c for c in table.columns if c != "feature"]]]
     return table, rates
+
+
+#: Perturbed copies of every member drawn for the three-way split of the spread.
+PERTURBED_COPIES = 4
+
+
+def _perturbed_sources(
+    world: World, policy: EnsemblePolicy, x0: torch.Tensor, settings: WorldSettings
+) -> pd.DataFrame:
+    """Each numeric outcome's spread split into model perturbation (independent draws of the
+    first structural perturbation at its smallest level), member and initial state.
+    """
+    from attractor.measure.perturbations import KINDS, hidden_inputs
+    from attractor.seeds import torch_generator
+    from attractor.world.sources import perturbed_sources
+
+    kind, levels = next(iter(settings.structural.model.items()))
+    size = min(levels) if kind != "quantize" else max(levels)
+    hidden = hidden_inputs(policy.template)
+    outcomes: dict[str, list[torch.Tensor]] = {}
+    for copy in range(PERTURBED_COPIES):
+        gen = torch_generator(f"world-sources:{kind}:{size!r}", settings.seed, copy)
+        weights = KINDS[kind][0](policy.params, size, gen, hidden)
+        perturbed = EnsemblePolicy(policy.template, weights, policy.buffers)
+        final = rollout(world, perturbed, initial_batch(x0, policy.members), settings.steps).final
+        for name, value in world.features(final, world.constants).items():
+            if value.is_floating_point():
+                outcomes.setdefault(name, []).append(value.double())
+    frames = []
+    for name, values in outcomes.items():
+        stacked = torch.stack(values)  # [copies, m, s]
+        if float(stacked.var()) > 0 and bool(torch.isfinite(stacked).all()):
+            frame = perturbed_sources(stacked, draws=settings.draws, seed=settings.seed)
+            frames.append(frame.assign(feature=name, perturbation=f"{kind} {size:g}"))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def _map(

@@ -19,6 +19,8 @@ from attractor.runs.results import strict_json
 TABLES: dict[str, str] = {
     "scales": "scale, share, low, high, n, basin: basin share vs initial-state perturbation",
     "sources": "feature, source, variance, share, low, high: spread by source",
+    "perturbed_sources": "feature, perturbation, source, variance, share, low, high: the "
+    "spread split into model perturbation, member and initial state",
     "map": "factor_a, a, factor_b, b, share, label: basin share over two initial factors",
     "growth": "member, state, exponent, value: closed-loop finite-time Lyapunov exponents",
     "structural": "perturbation, target, level, share, low, high: basin share when perturbed",
@@ -59,7 +61,8 @@ class WorldResult:
 
     def to_json(self) -> dict[str, Any]:
         """Everything but the big tables (trajectories, samples, growth), NaN as null."""
-        small = {k: v for k, v in self.tables.items() if k in ("scales", "sources", "structural")}
+        keep = ("scales", "sources", "perturbed_sources", "structural")
+        small = {k: v for k, v in self.tables.items() if k in keep}
         return strict_json(
             {
                 "world": self.world,

@@ -33,20 +33,23 @@ from torch import Tensor
 from attractor.errors import UserError
 from attractor.sensitivity import decompose
 
-__all__ = ["SOURCES", "outcome_sources"]
+__all__ = ["PERTURBED_SOURCES", "SOURCES", "outcome_sources", "perturbed_sources"]
 
 #: The sources, in the order of the returned rows.
 SOURCES = ("member", "state", "interaction+residual")
 _EFFECTS = {"member": "member", "state": "state", "member:state": "interaction+residual"}
 
 
-def _values(values: Tensor | np.ndarray) -> np.ndarray:
-    """``Float[ndarray, "m s"]``, categorical outcomes only as 0/1 indicators."""
+def _values(values: Tensor | np.ndarray, axes: int = 2) -> np.ndarray:
+    """``Float[ndarray, "m s"]`` (or ``"k m s"`` with ``axes=3``), categorical outcomes only
+    as 0/1 indicators.
+    """
     raw = values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
-    if raw.ndim != 2 or raw.shape[0] < 2 or raw.shape[1] < 2:
+    if raw.ndim != axes or min(raw.shape) < 2:
+        what = "[members, initial states]" if axes == 2 else "[draws, members, initial states]"
         raise UserError(
-            "an outcome to split into sources must be [members, initial states] with at least "
-            f"2 of each, got shape {tuple(raw.shape)}"
+            f"an outcome to split into sources must be {what} with at least 2 of each, got "
+            f"shape {tuple(raw.shape)}"
         )
     if (np.issubdtype(raw.dtype, np.integer) or raw.dtype == np.bool_) and len(np.unique(raw)) > 2:
         # The variance of class indices depends on how the classes are numbered.
@@ -91,3 +94,58 @@ def outcome_sources(
             "high": table["share_high"].to_numpy(),
         }
     )
+
+
+#: The sources of :func:`perturbed_sources`, in the order of the returned rows.
+PERTURBED_SOURCES = ("model perturbation", "member", "state", "interactions+residual")
+
+
+def perturbed_sources(
+    values: Tensor | np.ndarray, draws: int = 500, seed: int = 0, level: float = 0.95
+) -> pd.DataFrame:
+    """Split ``values [k, m, s]`` into model perturbation, member, state and the rest.
+
+    ``k`` perturbed copies of every member (independent draws of one structural
+    perturbation at one level: dropout masks, weight noise) crossed with the ``m`` members
+    and the ``s`` initial states: the three-way random-effects model of
+    :func:`attractor.sensitivity.decompose` (the same estimator and pigeonhole bootstrap as
+    :func:`outcome_sources`, now over three factors). The three two-way interactions and
+    the three-way one (confounded with the residual, one observation per cell) are summed
+    into ``interactions+residual``; its interval is that of the summed share's parts
+    added, a conservative reading.
+    """
+    array = _values(values, axes=3)
+    k, m, s = array.shape
+    design = pd.DataFrame(
+        {
+            "perturbation": np.repeat(np.arange(k), m * s),
+            "member": np.tile(np.repeat(np.arange(m), s), k),
+            "state": np.tile(np.arange(s), k * m),
+        }
+    )
+    factors = ["perturbation", "member", "state"]
+    table = decompose(design, factors, array.reshape(-1), "y", draws, seed, level)
+    main = {"perturbation": "model perturbation", "member": "member", "state": "state"}
+    rows = []
+    for effect, name in main.items():
+        row = table[table["effect"] == effect].iloc[0]
+        rows.append(
+            {
+                "source": name,
+                "variance": float(row["component"]),
+                "share": float(row["share"]),
+                "low": float(row["share_low"]),
+                "high": float(row["share_high"]),
+            }
+        )
+    rest = table[~table["effect"].isin(list(main))]
+    rows.append(
+        {
+            "source": "interactions+residual",
+            "variance": float(rest["component"].sum()),
+            "share": float(rest["share"].sum()),
+            "low": float(min(1.0, rest["share_low"].sum())),
+            "high": float(min(1.0, rest["share_high"].sum())),
+        }
+    )
+    return pd.DataFrame(rows)

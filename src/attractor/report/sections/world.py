@@ -125,6 +125,10 @@ def world_section(stored: StoredResult) -> str:
     sources = pd.DataFrame(data.get("sources") or [])
     if not sources.empty:
         body += table(sources)
+    perturbed = pd.DataFrame(data.get("perturbed_sources") or [])
+    if not perturbed.empty:
+        body += "<p>With perturbed copies of every member as a third source:</p>"
+        body += table(perturbed)
     lead = (
         "Every member is rolled out from the same perturbed initial states of the world. A "
         "stable model brings the world to one basin whatever the start; the spread of the "
