@@ -20,9 +20,27 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "examples").glob("*.toml"))
 
 
+def _check_world_example(path: Path) -> None:
+    """A world config: valid settings, a world that builds, and its model's task too."""
+    from attractor.cli.world import _read
+    from attractor.experiments.world import WorldSettings, _check_settings
+    from attractor.world import get_world
+
+    settings = WorldSettings(**_read(path))
+    world = get_world(settings.name, settings.options)
+    _check_settings(world, settings)
+    if world.task is not None and settings.model is None:
+        from attractor.config import TaskConfig
+
+        assert build_task(TaskConfig(**world.task)).n_train > 0
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # user-task example imports examples/my_task.py from the repo root
+    if "world" in tomllib.loads(path.read_text()):
+        _check_world_example(path)
+        return
     # A trainer2 config carries a [trainer2] table beside the usual ones.
     config = (
         load_trainer2(path)[0]
