@@ -169,7 +169,7 @@ def not_a_world():
         ("wrong_shape", "wrong-shape"),
         ("blows_up", "step 2"),
         ("not_a_world", "not a World"),
-        ("missing", "cannot load world"),
+        ("missing", "has no function 'missing'"),
     ],
 )
 def test_a_broken_user_world_is_one_line(
@@ -188,3 +188,16 @@ def test_worlds_lists_the_built_in_worlds(cli) -> None:
     assert {"double-well", "cartpole", "denoise-digits", "lm-continuation"} <= set(
         json.loads(shown.out)
     )
+
+
+def test_a_user_world_is_found_in_the_current_directory_like_a_user_task(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "cwdworlds.py").write_text(
+        USER_WORLDS + "\ndef fine():\n    return _world(lambda x, policy, t, c: x, 'fine')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    config = _toml(tmp_path / "u.toml", "[world]\nname = 'cwdworlds:fine'\nstates = 8\n")
+    shown = cli("world", config, "--out", tmp_path / "out", "--json")
+    assert shown.code == 0, shown.err
+    assert json.loads(shown.out)["world"] == "fine"

@@ -15,12 +15,7 @@ only after :mod:`attractor.runs.trust` allowed it.
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import os
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -37,6 +32,7 @@ from attractor.tasks import (
     tiny_lm,
 )
 from attractor.tasks.base import Task, accuracy, cross_entropy
+from attractor.tasks.user_code import check_arguments, cwd_on_path, import_function
 
 __all__ = [
     "TASKS",
@@ -146,59 +142,10 @@ def _describe(task: str, model: type[BaseModel], exc: ValidationError) -> str:
     return f"invalid value for '{path}': {message}, got {error.get('input')!r}{hint}"
 
 
-@contextmanager
-def _cwd_on_path(search_cwd: bool) -> Iterator[None]:
-    """Let ``module:function`` find a module file in the current directory, as ``python -m`` would
-    (only with ``search_cwd``: a config the user gave, never a run directory's task).
-
-    Appended (not prepended) so a file in the cwd never shadows an installed module, and
-    kept while the function runs so its own lazy imports of sibling files work too.
-    """
-    cwd = os.getcwd()
-    added = search_cwd and cwd not in sys.path and "" not in sys.path
-    if added:
-        sys.path.append(cwd)
-    try:
-        yield
-    finally:
-        if added and cwd in sys.path:
-            sys.path.remove(cwd)
-
-
 def _build_user_task(name: str, options: dict[str, Any], search_cwd: bool) -> Task:
-    module_name, _, function_name = name.partition(":")
-    if not module_name or not function_name or ":" in function_name:
-        raise UserError(
-            f"task {name!r} is not of the form 'module:function' (e.g. 'mytasks:make_task')"
-        )
-    with _cwd_on_path(search_cwd):
-        importlib.invalidate_caches()  # the module file may have been written after startup
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name or module_name.startswith(f"{exc.name}."):
-                where = (
-                    "or in the current directory"
-                    if search_cwd
-                    else "(a run's task is never imported from the current directory)"
-                )
-                raise UserError(
-                    f"cannot import module {module_name!r} for task {name!r}; put it on "
-                    f"PYTHONPATH {where}"
-                ) from None
-            raise UserError(
-                f"importing module {module_name!r} for task {name!r} failed: {exc}"
-            ) from None
-        except ImportError as exc:
-            raise UserError(
-                f"importing module {module_name!r} for task {name!r} failed: {exc}"
-            ) from None
-        function = getattr(module, function_name, None)
-        if function is None or not callable(function):
-            raise UserError(
-                f"module {module_name!r} has no function {function_name!r} (task {name!r})"
-            )
-        _check_arguments(name, function, options)
+    with cwd_on_path(search_cwd):
+        function = import_function(name, "task", search_cwd)
+        check_arguments(name, "task", function, options)
         task = function(**options)
     if not isinstance(task, Task):
         raise UserError(
@@ -206,23 +153,3 @@ def _build_user_task(name: str, options: dict[str, Any], search_cwd: bool) -> Ta
             "return a Task(...)"
         )
     return task
-
-
-def _check_arguments(name: str, function: Callable[..., Any], options: dict[str, Any]) -> None:
-    """Refuse options the function does not take, before calling it.
-
-    Binding first (rather than catching ``TypeError`` from the call) keeps a ``TypeError``
-    raised *inside* the user's function a real traceback instead of a misleading one-liner.
-    """
-    try:
-        signature = inspect.signature(function)
-    except (TypeError, ValueError):  # builtins without a signature: let the call decide
-        return
-    try:
-        signature.bind(**options)
-    except TypeError as exc:
-        given = ", ".join(f"task.{key}" for key in options) or "no options"
-        raise UserError(
-            f"task function {name!r} does not accept the given options ({given}): {exc}; its "
-            f"signature is {signature}"
-        ) from None
