@@ -131,6 +131,17 @@ class StoredResult:
     data: dict[str, Any]
     table_keys: tuple[str, ...]
     sha256: Mapping[str, str] | None = None  # table key -> sum recorded when written
+    body_sha256: str | None = None  # the content's sum recorded when written
+
+    @property
+    def intact(self) -> bool:
+        """Whether the content matches the sum recorded with it (true when none was, as in
+        results written before sums).
+        """
+        try:
+            return self.body_sha256 is None or content_sha256(self.data) == self.body_sha256
+        except ValueError:  # NaN or infinity in a file that should hold strict JSON
+            return False
 
     def table(self, key: str = "") -> pd.DataFrame:
         """Table ``key`` ("" is the main table); a missing or corrupt file is a user error."""
@@ -148,17 +159,6 @@ class StoredResult:
                 f"table '{path}' is missing or corrupt ({str(exc).splitlines()[0]}); "
                 f"re-run the analysis that wrote {self.name}"
             ) from None
-
-
-def body_intact(header: Mapping[str, Any], body: dict[str, Any]) -> bool:
-    """Whether a result's content matches the sum in its header (true when none was recorded,
-    as in results written before sums).
-    """
-    recorded = header.get("body_sha256")
-    try:
-        return not isinstance(recorded, str) or content_sha256(body) == recorded
-    except ValueError:  # NaN or infinity in a file that should hold strict JSON
-        return False
 
 
 def read_stored(path: Path, verify_body: bool = True) -> StoredResult | None:
@@ -182,19 +182,20 @@ def read_stored(path: Path, verify_body: bool = True) -> StoredResult | None:
     keys = header.get("tables", [])
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         return None
-    body = {k: v for k, v in data.items() if k != "result"}
-    if verify_body and not body_intact(header, body):
-        raise UserError(
-            f"'{path}' is corrupt or was edited (its content differs from the sha256 recorded "
-            f"when it was written); re-run the analysis that wrote {name}"
-        )
-    sums = header.get("sha256")
-    return StoredResult(
+    sums, recorded = header.get("sha256"), header.get("body_sha256")
+    stored = StoredResult(
         kind=kind,
         schema=schema,
         name=name,
         path=path,
-        data=body,
+        data={k: v for k, v in data.items() if k != "result"},
         table_keys=tuple(keys),
         sha256=sums if isinstance(sums, dict) else None,
+        body_sha256=recorded if isinstance(recorded, str) else None,
     )
+    if verify_body and not stored.intact:
+        raise UserError(
+            f"'{path}' is corrupt or was edited (its content differs from the sha256 recorded "
+            f"when it was written); re-run the analysis that wrote {name}"
+        )
+    return stored

@@ -14,7 +14,7 @@ from typing import Any
 from attractor.runs.checksums import content_sha256, sha256_file
 from attractor.runs.directory import CONTENT_SUM, MANIFEST, Directory
 from attractor.runs.owned import is_attractor_manifest
-from attractor.runs.results import body_intact, read_stored
+from attractor.runs.results import read_stored
 from attractor.runs.trust import SIGNATURE
 
 
@@ -38,9 +38,8 @@ def damaged_json(root: Path) -> tuple[list[dict[str, str]], int]:
                 if path.name != MANIFEST and _begins_as_result(path):
                     found.append({"path": str(path), "problem": UNREADABLE})
                 continue
-            header = _header(path)
-            checked += isinstance(header.get("body_sha256"), str)
-            if not body_intact(header, stored.data):
+            checked += stored.body_sha256 is not None
+            if not stored.intact:
                 found.append({"path": str(path), "problem": EDITED})
     return found, checked
 
@@ -61,12 +60,6 @@ def _manifest_sum(manifest: dict[str, Any]) -> str | None:
         return content_sha256(manifest, CONTENT_SUM, SIGNATURE)
     except ValueError:  # NaN in a file that should be strict JSON
         return None
-
-
-def _header(path: Path) -> dict[str, Any]:
-    import json
-
-    return json.loads(path.read_text())["result"]
 
 
 def recorded_files(root: Path) -> tuple[dict[Path, str], list[str]]:
