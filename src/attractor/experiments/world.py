@@ -32,6 +32,7 @@ from attractor.experiments import Experiment
 from attractor.runs.progress import Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
+from attractor.seeds import torch_generator
 from attractor.world import EnsemblePolicy, World, get_world, rollout
 from attractor.world.result import WorldResult
 from attractor.world.rollout import initial_batch
@@ -156,12 +157,6 @@ def _policy(
     return policy, {"run": str(ensemble.store.root), "members": members}, len(members)
 
 
-def _generator(seed: int, *stream: int) -> torch.Generator:
-    from attractor.seeds import derive_seed
-
-    return torch.Generator().manual_seed(derive_seed("world", seed, *stream))
-
-
 def _trajectories(
     world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -171,7 +166,7 @@ def _trajectories(
     n = settings.trajectories
     if n == 0:
         return pd.DataFrame(), pd.DataFrame()
-    x0 = world.initial(n, 1.0, _generator(settings.seed, 7))
+    x0 = world.initial(n, 1.0, torch_generator("world", settings.seed, 7))
     run = rollout(world, policy, initial_batch(x0, m), settings.steps, record=50)
     if run.trajectory is None:
         return pd.DataFrame(), pd.DataFrame()
@@ -262,15 +257,15 @@ def _measure(
         draws=settings.draws,
     )
     stages.begin("outcomes at the default range: sources, agreement")
-    x0 = world.initial(settings.states, 1.0, _generator(settings.seed, 1))
+    x0 = world.initial(settings.states, 1.0, torch_generator("world", settings.seed, 1))
     final = rollout(world, policy, initial_batch(x0, m), settings.steps).final
     labels = basin_labels(world, final)
+    features = world.features(final, world.constants)
     if m >= 2:
-        tables["sources"], found["agreement"] = _sources(world, final, labels, settings)
+        tables["sources"], found["agreement"] = _sources(world, features, labels, settings)
     if m >= 2 and policy is not None and settings.structural.model:
         tables["perturbed_sources"] = _perturbed_sources(world, policy, x0, settings)
-    basins = world.features(final, world.constants).get(world.basin_feature, labels)
-    tables["samples"] = _samples(world, final, basins)
+    tables["samples"] = _samples(world, final, features.get(world.basin_feature, labels))
     if settings.map is not None:
         stages.begin(f"basin map over {' x '.join(settings.map.factors)}")
         tables["map"] = _map(world, policy, m, settings)
@@ -287,13 +282,18 @@ def _measure(
 
 
 def _sources(
-    world: World, final: torch.Tensor, labels: torch.Tensor, settings: WorldSettings
+    world: World,
+    features: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    settings: WorldSettings,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The spread of every outcome feature by source, and whether members agree on a basin."""
+    """The spread of every outcome feature ``[m, s]`` by source, and whether members agree
+    on a basin.
+    """
     from attractor.world.basins import basin_agreement
     from attractor.world.sources import outcome_sources
 
-    values = {name: v for name, v in world.features(final, world.constants).items()}
+    values = dict(features)
     majority = int(torch.mode(labels.reshape(-1)).values)
     values["in the majority basin"] = (labels == majority).long()
     frames = []
@@ -327,18 +327,17 @@ def _perturbed_sources(
     """Each numeric outcome's spread split into model perturbation (independent draws of the
     first structural perturbation at its smallest level), member and initial state.
     """
-    from attractor.measure.perturbations import KINDS, hidden_inputs
-    from attractor.seeds import torch_generator
     from attractor.world.sources import perturbed_sources
+    from attractor.world.structural import perturbed_policy
 
     kind, levels = next(iter(settings.structural.model.items()))
     size = min(levels) if kind != "quantize" else max(levels)
-    hidden = hidden_inputs(policy.template)
     outcomes: dict[str, list[torch.Tensor]] = {}
     for copy in range(PERTURBED_COPIES):
         gen = torch_generator(f"world-sources:{kind}:{size!r}", settings.seed, copy)
-        weights = KINDS[kind][0](policy.params, size, gen, hidden)
-        perturbed = EnsemblePolicy(policy.template, weights, policy.buffers)
+        perturbed = perturbed_policy(
+            policy.template, policy.params, policy.buffers, kind, size, gen
+        )
         final = rollout(world, perturbed, initial_batch(x0, policy.members), settings.steps).final
         for name, value in world.features(final, world.constants).items():
             if value.is_floating_point():
@@ -375,7 +374,7 @@ def _growth(
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     from attractor.world.growth import lyapunov
 
-    x0 = world.initial(settings.growth_states, 1.0, _generator(settings.seed, 3))
+    x0 = world.initial(settings.growth_states, 1.0, torch_generator("world", settings.seed, 3))
     found = lyapunov(world, policy, initial_batch(x0, m), settings.steps, seed=settings.seed)
     values = found.exponents.double()
     mm, ss, k = values.shape
@@ -510,7 +509,7 @@ def _dry_step(world: World) -> None:
         return
     from attractor.world.basins import rollout_labels
 
-    x0 = world.initial(2, 1.0, _generator(0, 9))
+    x0 = world.initial(2, 1.0, torch_generator("world", 0, 9))
     rollout_labels(world, None, initial_batch(x0, 1), steps=1)
 
 

@@ -37,7 +37,6 @@ __all__ = ["PERTURBED_SOURCES", "SOURCES", "outcome_sources", "perturbed_sources
 
 #: The sources, in the order of the returned rows.
 SOURCES = ("member", "state", "interaction+residual")
-_EFFECTS = {"member": "member", "state": "state", "member:state": "interaction+residual"}
 
 
 def _values(values: Tensor | np.ndarray, axes: int = 2) -> np.ndarray:
@@ -80,20 +79,8 @@ def outcome_sources(
         ``share`` (of the summed components; NaN when all are 0), ``low, high`` (interval
         of the share).
     """
-    array = _values(values)
-    m, s = array.shape
-    design = pd.DataFrame({"member": np.repeat(np.arange(m), s), "state": np.tile(np.arange(s), m)})
-    table = decompose(design, ["member", "state"], array.reshape(-1), "y", draws, seed, level)
-    table = table[table["effect"].isin(list(_EFFECTS))]
-    return pd.DataFrame(
-        {
-            "source": table["effect"].map(_EFFECTS).to_numpy(),
-            "variance": table["component"].to_numpy(),
-            "share": table["share"].to_numpy(),
-            "low": table["share_low"].to_numpy(),
-            "high": table["share_high"].to_numpy(),
-        }
-    )
+    names = {"member": "member", "state": "state"}
+    return _split(_values(values), names, "interaction+residual", draws, seed, level)
 
 
 #: The sources of :func:`perturbed_sources`, in the order of the returned rows.
@@ -111,41 +98,34 @@ def perturbed_sources(
     :func:`attractor.sensitivity.decompose` (the same estimator and pigeonhole bootstrap as
     :func:`outcome_sources`, now over three factors). The three two-way interactions and
     the three-way one (confounded with the residual, one observation per cell) are summed
-    into ``interactions+residual``; its interval is that of the summed share's parts
-    added, a conservative reading.
+    into ``interactions+residual``; its interval ends are the parts' ends added (a
+    conservative reading), capped at 1.
     """
-    array = _values(values, axes=3)
-    k, m, s = array.shape
+    names = {"perturbation": "model perturbation", "member": "member", "state": "state"}
+    return _split(_values(values, axes=3), names, "interactions+residual", draws, seed, level)
+
+
+def _split(
+    array: np.ndarray, names: dict[str, str], rest: str, draws: int, seed: int, level: float
+) -> pd.DataFrame:
+    """The crossed ANOVA of ``array`` (one axis per factor of ``names``, in order): a row per
+    main effect (renamed by ``names``), then every interaction and the residual summed as
+    ``rest`` (with one observation per cell the highest interaction *is* the residual).
+    """
+    factors = list(names)
     design = pd.DataFrame(
-        {
-            "perturbation": np.repeat(np.arange(k), m * s),
-            "member": np.tile(np.repeat(np.arange(m), s), k),
-            "state": np.tile(np.arange(s), k * m),
-        }
+        dict(zip(factors, np.indices(array.shape).reshape(array.ndim, -1), strict=True))
     )
-    factors = ["perturbation", "member", "state"]
     table = decompose(design, factors, array.reshape(-1), "y", draws, seed, level)
-    main = {"perturbation": "model perturbation", "member": "member", "state": "state"}
-    rows = []
-    for effect, name in main.items():
-        row = table[table["effect"] == effect].iloc[0]
-        rows.append(
-            {
-                "source": name,
-                "variance": float(row["component"]),
-                "share": float(row["share"]),
-                "low": float(row["share_low"]),
-                "high": float(row["share_high"]),
-            }
-        )
-    rest = table[~table["effect"].isin(list(main))]
-    rows.append(
-        {
-            "source": "interactions+residual",
-            "variance": float(rest["component"].sum()),
-            "share": float(rest["share"].sum()),
-            "low": float(min(1.0, rest["share_low"].sum())),
-            "high": float(min(1.0, rest["share_high"].sum())),
-        }
-    )
+    columns = {"component": "variance", "share": "share", "share_low": "low", "share_high": "high"}
+    main = table[table["effect"].isin(factors)]
+    rows = [
+        {"source": names[row["effect"]], **{new: float(row[old]) for old, new in columns.items()}}
+        for row in main.to_dict("records")
+    ]
+    others = table[~table["effect"].isin(factors)]
+    summed = {new: float(others[old].sum(min_count=1)) for old, new in columns.items()}
+    # Shares of parts add; their interval ends are added too (conservative), capped at 1.
+    summed["low"], summed["high"] = (float(np.minimum(1.0, summed[k])) for k in ("low", "high"))
+    rows.append({"source": rest, **summed})
     return pd.DataFrame(rows)

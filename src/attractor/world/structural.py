@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from attractor.errors import UserError
@@ -38,7 +39,7 @@ from attractor.world.base import Constants, Policy, World
 from attractor.world.basins import basin_share, rollout_labels
 from attractor.world.rollout import EnsemblePolicy, initial_batch
 
-__all__ = ["BreakPoint", "break_point", "constants_curve", "model_curve"]
+__all__ = ["BreakPoint", "break_point", "constants_curve", "model_curve", "perturbed_policy"]
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,19 @@ def _model_levels(kind: str, levels: Sequence[float]) -> list[float]:
     return [0.0, *(v for v in checked if v != 0.0)]
 
 
+def perturbed_policy(
+    template: nn.Module,
+    params: Params,
+    buffers: Params,
+    kind: str,
+    size: float,
+    generator: torch.Generator,
+) -> EnsemblePolicy:
+    """The members with their weights perturbed by ``kind`` at ``size``, one draw each."""
+    weights = KINDS[kind][0](params, size, generator, hidden_inputs(template))
+    return EnsemblePolicy(template, weights, buffers)
+
+
 def model_curve(
     world: World,
     template: nn.Module,
@@ -194,18 +208,24 @@ def model_curve(
         bootstrap over members therefore covers the draw of the masks too.
     """
     sizes = _model_levels(kind, levels)
-    hidden = hidden_inputs(template)
-    if kind == "dropout" and not hidden:
+    if kind == "dropout" and not hidden_inputs(template):
         raise UserError("dropout needs a model with a hidden nn.Linear layer; this one has none")
     members = next(iter(params.values())).shape[0]
     x0 = _states(world, n_states, scale, seed, members)
     labels = []
     for k, size in enumerate(sizes):
-        weights = params
-        if k > 0:  # the reference is the model itself, not a level-0 draw
-            gen = torch_generator(f"world-structural:{kind}:{size!r}", seed)
-            weights = KINDS[kind][0](params, size, gen, hidden)
-        policy = EnsemblePolicy(template, weights, buffers)
+        policy = (  # the reference is the model itself, not a level-0 draw
+            EnsemblePolicy(template, params, buffers)
+            if k == 0
+            else perturbed_policy(
+                template,
+                params,
+                buffers,
+                kind,
+                size,
+                torch_generator(f"world-structural:{kind}:{size!r}", seed),
+            )
+        )
         labels.append(rollout_labels(world, policy, x0, steps, constants))
     return _curve(labels, sizes, "level", world.goal is not None, draws, seed, level)
 
