@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,6 +9,7 @@ import typer
 
 from attractor.cli._shared import JsonFlag, app, console, emit_json
 from attractor.cli.experiments import ForceFlag, emit_result, render_page, settings_of
+from attractor.config import read_toml
 from attractor.errors import UserError
 
 _ConfigArg = Annotated[
@@ -27,12 +27,7 @@ _OutOption = Annotated[
 
 def _read(config: Path) -> dict[str, Any]:
     """The ``[world]`` table of ``config``, its ``[task]``/``[trainer]``/... folded into train."""
-    if not config.is_file():
-        raise UserError(f"config file '{config}' does not exist; pass a TOML file with [world]")
-    try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{config}: not valid TOML ({exc}); fix the syntax") from None
+    data = read_toml(config, "examples/world-cartpole.toml")
     world = data.pop("world", None)
     if not isinstance(world, dict):
         raise UserError(f"{config}: no [world] table; name a world there (attractor worlds)")

@@ -43,6 +43,7 @@ from attractor.config.sections import (
 from attractor.errors import UserError
 
 __all__ = [
+    "read_toml",
     "CONTINUOUS_FACTORS",
     "DATA_FACTORS",
     "FACTORS",
@@ -100,23 +101,32 @@ def parse_config(data: dict[str, Any], source: str = "config") -> Config:
         raise UserError(format_validation_error(exc, source)) from None
 
 
-def load_config(path: str | Path) -> Config:
-    """Read and validate a TOML config file."""
+def read_toml(path: str | Path, example: str = "examples/") -> dict[str, Any]:
+    """The TOML file at ``path`` as a dict; one line naming what is wrong otherwise.
+
+    Args:
+        example: where a user finds a file of the right kind (named in the messages).
+    """
     path = Path(path)
     if path.is_dir():
         raise UserError(
-            f"config '{path}' is a directory; pass the path of a TOML file (see examples/)"
+            f"config '{path}' is a directory; pass the path of a TOML file (see {example})"
         )
     if not path.is_file():
         raise UserError(
-            f"config file '{path}' does not exist; pass the path of a TOML file (see examples/)"
+            f"config file '{path}' does not exist; pass the path of a TOML file (see {example})"
         )
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text file (not UTF-8); pass a TOML config") from None
     except OSError as exc:
         raise UserError(f"cannot read config file '{path}': {exc.strerror or exc}") from None
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate a TOML config file."""
+    data = read_toml(path)
     return parse_config(data, source=str(path))

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import difflib
 import math
-import tomllib
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from attractor.config import Config, OptimizerName, TrainerConfig, parse_config
+from attractor.config import Config, OptimizerName, TrainerConfig, parse_config, read_toml
 from attractor.errors import UserError
 
 OPTIMIZERS: tuple[str, ...] = get_args(OptimizerName)
@@ -283,14 +282,5 @@ def parse_trainer2(data: dict[str, Any], source: str = "config") -> tuple[Config
 
 def load_trainer2(path: str | Path) -> tuple[Config, Trainer2Settings]:
     """Read a TOML file with a ``[trainer2]`` table (see the module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(
-            f"config file '{path}' does not exist; pass the path of a TOML file (see "
-            "examples/trainer2.toml)"
-        )
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid TOML ({exc}); fix the syntax") from None
+    data = read_toml(path, "examples/trainer2.toml")
     return parse_trainer2(data, source=str(path))
