@@ -76,13 +76,14 @@ def save_member(
     Returns:
         The path of the directory.
     """
-    quiet_transformers()
     out = Path(out)
+    # Where it may write is checked first: those refusals need no optional dependency.
     refuse_protected(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         if not force:
             raise UserError(f"'{out}' exists and is not empty; pick another path or pass --force")
         _check_replaceable(out)
+    quiet_transformers()
     ensemble = Ensemble.load(run_dir)
     if member not in ensemble.members:
         raise UserError(
