@@ -125,6 +125,9 @@ BAD = [
     ("[task]\nname = 'digits-mlp'\n", "no [world] table"),
     ("[world]\nname = 'double-well'\n[gpu]\nx = 1\n", "unknown table [gpu]"),
     ("[world]\nname = 'cartpole'\nmodel = 'runs/none:x'\n", "RUN:MEMBER"),
+    ("[world]\nname = 'cartpole'\nmodel = ['a', 'b']\n", "takes its model from a run"),
+    ("[world]\nname = 'lm-continuation'\nmodel = []\n", "empty list"),
+    ("[world]\nname = 'lm-continuation'\nmodel = ['runs/none:x']\n", "RUN:MEMBER"),
     ("[world\n", "not valid TOML"),
     ("[world]\nname = 'cartpole'\n[task]\nhidden = [4]\n", "[world.options] task"),
 ]
@@ -201,3 +204,72 @@ def test_a_user_world_is_found_in_the_current_directory_like_a_user_task(
     shown = cli("world", config, "--out", tmp_path / "out", "--json")
     assert shown.code == 0, shown.err
     assert json.loads(shown.out)["world"] == "fine"
+
+
+def test_lm_world_on_exported_directories_matches_the_run_they_came_from(
+    cli, tmp_path: Path
+) -> None:
+    """A seed family of Hugging Face directories (here: a tiny-lm run's members, exported)
+    gives the numbers the run itself gives; model perturbations are refused for them.
+    """
+    pytest.importorskip("transformers", reason="tiny-lm needs transformers (attractor[lm])")
+    from attractor.config import parse_config
+    from attractor.runs.launch import train
+    from attractor.runs.lm_models import save_member
+
+    small = {"layers": 1, "width": 32, "heads": 4, "windows_per_document": 2}
+    run = tmp_path / "lm"
+    train(
+        parse_config(
+            {
+                "task": {"name": "tiny-lm", "context": 32, **small},
+                "trainer": {"steps": 6, "batch_size": 8, "optimizer": "adam", "lr": 3e-3},
+                "plan": {"members": 2, "vary": ["init_seed", "data_seed"]},
+            }
+        ),
+        run,
+    )
+    dirs = [save_member(run, i, tmp_path / f"hf{i}") for i in range(2)]
+    common = """
+        name = "lm-continuation"
+        states = 8
+        scales = [1, 3]
+        draws = 50
+        trajectories = 0
+        [world.options]
+        prompt = "Assignment statements"
+        lead_in = "\\n\\n"
+        steps = 6
+        context = 32
+        [world.map]
+        factors = ["substitution", "prefix"]
+        points = 3
+        scale = 1
+        """
+    shown = {}
+    for name, model in (("run", f'"{run}"'), ("dirs", f'["{dirs[0]}", "{dirs[1]}"]')):
+        config = _toml(tmp_path / f"{name}.toml", f"[world]\nmodel = {model}" + common)
+        result = cli("world", config, "--out", tmp_path / f"out-{name}", "--json")
+        assert result.code == 0, result.err
+        shown[name] = json.loads(result.out)
+    from attractor.runs.store import RunStore
+
+    a, b = shown["run"], shown["dirs"]
+    assert b["model"]["models"] == [str(d) for d in dirs] and b["model"]["members"] == [0, 1]
+    assert [r["share"] for r in a["scales"]] == pytest.approx([r["share"] for r in b["scales"]])
+    assert [r["feature"] for r in a["sources"]] == [r["feature"] for r in b["sources"]]
+    stored = {k: RunStore(tmp_path / f"out-{k}").results()[0] for k in shown}
+    maps = [stored[k].table("map") for k in shown]
+    assert len(maps[0]) == 9 and maps[0]["share"].tolist() == maps[1]["share"].tolist()
+    texts = [stored[k].table("samples")["text"].tolist() for k in shown]
+    assert texts[0] and texts[0] == texts[1] and all(" ⟶ " in t for t in texts[0])
+    report = (tmp_path / "out-dirs" / "report.html").read_text()
+    assert "hf0" in report and "⟶" in report
+    refused = _toml(
+        tmp_path / "bad.toml",
+        f'[world]\nname = "lm-continuation"\nmodel = "{dirs[0]}"\n'
+        "[world.structural]\nmodel = {dropout = [0.1]}\n",
+    )
+    assert_user_error(cli("world", refused, "--out", tmp_path / "bad"), "stacked members")
+    cart = _toml(tmp_path / "cart.toml", f'[world]\nname = "cartpole"\nmodel = "{dirs[0]}"\n')
+    assert_user_error(cli("world", cart, "--out", tmp_path / "cart"), "not the model directory")

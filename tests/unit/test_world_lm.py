@@ -205,3 +205,92 @@ def test_tiny_lm_ensemble_rolls_out(tmp_path: Path) -> None:
     assert torch.allclose(lc.recompute_divergence(policy, final, context=32), d, atol=1e-6)
     # Members continue their own reference: the reference channel may differ between them.
     assert (final[:, :, :23, lc.REFERENCE] == final[0, 0, :23, lc.REFERENCE]).all()
+
+
+def test_at_sets_counts_and_is_the_same_on_every_call() -> None:
+    world = _world(prompt="Assignment statements", window=8, steps=4)
+    values = {
+        "substitution": torch.tensor([0.0, 1.0, -3.0, 2.4]),
+        "prefix": torch.tensor([0.0, 2.0, 0.0, 9.0]),
+    }
+    assert world.at is not None
+    x = world.at(values)
+    ref = x[0, :, lc.REFERENCE]
+    assert torch.equal(x[0, :, lc.TOKEN], ref)  # both counts 0: the nominal prompt
+    changed = x[..., lc.TOKEN] != ref
+    assert changed[:, 4:].sum(1).tolist() == [0, 1, 3, 2]  # round(|v|) substitutions
+    assert changed[:, :4].sum(1).tolist() == [0, 2, 0, 4]  # prefix capped at the lead-in
+    assert torch.equal(x, world.at(values))
+    with pytest.raises(UserError, match="factor 'seed' is not perturbed"):
+        world.at({"seed": torch.tensor([1.0])})
+
+
+def test_a_basin_map_over_substitutions_of_the_last_token() -> None:
+    from attractor.world.basins import basin_map
+
+    world = _world(steps=4, perturb=["substitution"], window=1)
+    frame = basin_map(world, shift_lm, "substitution", [-1.0, 0.0, 0.4, 1.0], members=2)
+    # No substitution (|v| < 0.5): the reference's text; one: every token shifted.
+    assert frame["label"].tolist() == [0, 1, 1, 0] and (frame["share"] == 1).all()
+
+
+def test_describe_shows_the_prompt_tail_and_the_continuation() -> None:
+    world = _world(steps=6, window=3)
+    x0 = world.initial(2, 0.0, torch.Generator().manual_seed(0))
+    final, _ = _run(world, shift_lm, x0)
+    assert world.describe is not None
+    assert world.describe(final[0]) == ["…bc0 ⟶ 123456"] * 2
+
+
+class _Module(torch.nn.Module):
+    """``shift_lm`` as a module over ``[b, T]`` (what a loaded causal LM is), counting calls."""
+
+    def __init__(self, offset: int = 1) -> None:
+        super().__init__()
+        self.offset, self.calls = offset, 0
+
+    def forward(self, ids: Tensor) -> Tensor:
+        self.calls += 1
+        return 30.0 * torch.nn.functional.one_hot((ids + self.offset) % V, V).double()
+
+
+def test_language_policy_is_each_module_on_its_row_in_chunks() -> None:
+    modules = [_Module(1), _Module(2)]
+    inputs = torch.randint(0, V, (2, 5, 7))
+    policy = lc.LanguagePolicy(modules, vocab=V, budget=2 * 7 * V)  # two rows per call
+    out = policy(inputs)
+    assert out.shape == (2, 5, V) and [m.calls for m in modules] == [3, 3]
+    for i, module in enumerate(modules):
+        assert torch.equal(out[i], module(inputs[i])[:, -1, :])
+    with pytest.raises(ValueError, match="member rows"):
+        policy(inputs[:1])
+
+
+def test_a_model_with_its_own_tokenizer_gets_its_own_world() -> None:
+    pytest.importorskip("transformers", reason="Hugging Face tokenizers need attractor[lm]")
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from attractor.tasks.lm_models import HFTokenizer, LanguageModel
+
+    words = Tokenizer(
+        models.WordLevel({f"w{i}": i for i in range(255)} | {"[UNK]": 255}, unk_token="[UNK]")
+    )
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = HFTokenizer(PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]"))
+    lms = [LanguageModel(_Module(1), tokenizer, V, 64, f"m{i}") for i in range(2)]
+    world = get_world(
+        "lm-continuation", {"prompt": "w1 w2 w3", "lead_in": "w0 w0", "steps": 4, "window": 2}
+    )
+    assert world.for_model is not None
+    made, policy = world.for_model(lms)
+    assert made.options["tokenizer"] == tokenizer.fingerprint and made.options["context"] == 64
+    x0 = made.initial(1, 0.0, torch.Generator().manual_seed(0))
+    assert x0[0, :, lc.TOKEN].long().tolist() == [0, 0, 1, 2, 3]  # lead-in + prompt, by words
+    final = rollout(made, policy, initial_batch(x0, 2)).final
+    assert made.describe is not None
+    assert made.describe(final[0]) == ["…w2 w3 ⟶ w4 w5 w6 w7"]
+    perturbed = made.initial(50, 1.0, torch.Generator().manual_seed(1))[..., lc.TOKEN].long()
+    assert (perturbed < 255).all()  # substitutes and prefix noise: words, never [UNK]
+    with pytest.raises(UserError, match="vocab is 128"):
+        get_world("lm-continuation", {"prompt": "w1", "vocab": 128}).for_model(lms)  # type: ignore[misc]

@@ -51,7 +51,9 @@ def world(
     basin share vs perturbation size (with intervals), the spread of outcomes split into
     member vs initial state, a basin map over two factors, closed-loop Lyapunov exponents,
     and the basin under perturbations of the model and of the world's constants. Writes
-    OUT/world.json, its tables and OUT/report.html.
+    OUT/world.json, its tables and OUT/report.html. The model is a run (model = "RUN" or
+    "RUN:MEMBER"), trained in OUT/run when none is named, or for lm-continuation local
+    Hugging Face directories (one, or a list: one member each).
     """
     from attractor.experiments import default_out, run_experiment
     from attractor.experiments.world import WorldSettings

@@ -3,7 +3,10 @@
 ``attractor world CONFIG --out DIR``. The model is an ensemble: the members of an existing
 run (``[world] model = "RUN"`` or ``"RUN:MEMBER"``), or one the experiment trains first in
 ``DIR/run`` from the world's own task (``[task]``, ``[trainer]``, ``[plan]`` of the config
-override its defaults). Then, with every member rolled out from the same initial states
+override its defaults). A world that can take models attractor did not train
+(``World.for_model``: lm-continuation) also takes local Hugging Face model directories,
+one or a list (a seed family; ``RUN:MEMBER`` entries may join them), one member each.
+Then, with every member rolled out from the same initial states
 (:mod:`attractor.world.rollout`):
 
 1. basin share vs the size of the initial-state perturbation (scales of the default range),
@@ -33,7 +36,7 @@ from attractor.runs.progress import Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 from attractor.seeds import torch_generator
-from attractor.world import EnsemblePolicy, World, get_world, rollout
+from attractor.world import EnsemblePolicy, Policy, World, get_world, rollout
 from attractor.world.result import WorldResult
 from attractor.world.rollout import initial_batch
 
@@ -46,6 +49,11 @@ class MapSettings(BaseModel):
     factors: list[str] = Field(min_length=1, max_length=2, description="One or two factors.")
     points: int = Field(21, ge=3, le=101, description="Grid points per factor.")
     scale: float = Field(5.0, gt=0, description="The map spans +- scale x each factor's range.")
+    symmetric: bool = Field(
+        True,
+        description="False: 0 .. scale x range (factors that are sizes or counts, such as "
+        "lm-continuation's substitutions).",
+    )
 
 
 class StructuralSettings(BaseModel):
@@ -80,7 +88,11 @@ class WorldSettings(BaseModel):
 
     name: str = Field(description="A built-in world (attractor worlds) or module:function.")
     options: dict[str, Any] = Field(default_factory=dict, description="The world's options.")
-    model: str | None = Field(None, description="RUN or RUN:MEMBER; None trains one in OUT/run.")
+    model: str | list[str] | None = Field(
+        None,
+        description="RUN or RUN:MEMBER; for lm-continuation also a Hugging Face model directory "
+        "or a list of them (one member each); None trains one in OUT/run.",
+    )
     train: dict[str, Any] = Field(
         default_factory=dict,
         description="[task]/[trainer]/[plan]/[run] overriding the world's training defaults.",
@@ -98,6 +110,13 @@ class WorldSettings(BaseModel):
     trajectories: int = Field(12, ge=0, description="Initial states drawn in the phase portrait.")
     structural: StructuralSettings = Field(default_factory=StructuralSettings)
 
+    @field_validator("model")
+    @classmethod
+    def _some_model(cls, model: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(model, list) and not model:
+            raise ValueError("model is an empty list; name at least one model directory")
+        return model
+
     @field_validator("scales")
     @classmethod
     def _positive_scales(cls, scales: list[float]) -> list[float]:
@@ -112,6 +131,62 @@ def _model_members(spec: str) -> tuple[Path, list[int] | None]:
     if member and not member.isdigit():
         raise UserError(f"model {spec!r} is not RUN or RUN:MEMBER (a member is a number)")
     return Path(run or spec), ([int(member)] if member else None)
+
+
+def _entries(model: str | list[str]) -> list[str]:
+    return [model] if isinstance(model, str) else list(model)
+
+
+def _is_model_directory(entry: str) -> bool:
+    """A Hugging Face model directory (``config.json``), not a run directory."""
+    path = Path(entry)
+    return (path / "config.json").is_file() and not (path / "manifest.json").is_file()
+
+
+def _from_outside(world: World, model: str | list[str]) -> bool:
+    """Whether ``model`` names models attractor did not train (or a list of members), loaded
+    one by one through ``world.for_model``; one line if the world cannot take them.
+    """
+    entries = _entries(model)
+    outside = isinstance(model, list) or any(_is_model_directory(e) for e in entries)
+    if outside and world.for_model is None:
+        what = next((e for e in entries if _is_model_directory(e)), None)
+        raise UserError(
+            f"world '{world.name}' takes its model from a run: give one RUN or RUN:MEMBER"
+            + (f", not the model directory '{what}'" if what else ", not a list")
+        )
+    for entry in entries:
+        if not _is_model_directory(entry):
+            run, _ = _model_members(entry)
+            if outside and not (run / "manifest.json").is_file():
+                raise UserError(
+                    f"model '{entry}' is neither a Hugging Face model directory (config.json) "
+                    "nor a run directory (manifest.json)"
+                )
+    return outside
+
+
+def _outside_policy(
+    world: World, model: str | list[str]
+) -> tuple[World, Policy, dict[str, Any], int]:
+    """The world made for the models ``model`` names and their policy (see :func:`_policy`)."""
+    from attractor.runs.ensemble import Ensemble
+    from attractor.runs.lm_models import load_model
+    from attractor.tasks.lm_models import check_compatible
+
+    specs: list[str] = []
+    for entry in _entries(model):
+        if _is_model_directory(entry):
+            specs.append(entry)
+            continue
+        run, members = _model_members(entry)
+        specs += [f"{run}:{i}" for i in (members or Ensemble.load(run).members)]
+    models = [load_model(spec) for spec in specs]
+    for other in models[1:]:
+        check_compatible(models[0], other)
+    assert world.for_model is not None
+    made, policy = world.for_model(models)
+    return made, policy, {"models": specs, "members": list(range(len(models)))}, len(models)
 
 
 def _trained(world: World, settings: WorldSettings, store: RunStore, progress: bool) -> Any:
@@ -136,14 +211,18 @@ def _trained(world: World, settings: WorldSettings, store: RunStore, progress: b
 
 def _policy(
     world: World, settings: WorldSettings, store: RunStore, progress: bool
-) -> tuple[EnsemblePolicy | None, dict[str, Any], int]:
-    """The policy of every member (None for a world without a model), where it came from, m."""
+) -> tuple[World, Policy | None, dict[str, Any], int]:
+    """The world (re-made for models from outside attractor), the policy of every member (None
+    for a world without a model), where the models came from, and m.
+    """
     from attractor.runs.ensemble import Ensemble
 
     if world.task is None:
-        return None, {}, 1
+        return world, None, {}, 1
+    if settings.model is not None and _from_outside(world, settings.model):
+        return _outside_policy(world, settings.model)
     if settings.model is not None:
-        run, chosen = _model_members(settings.model)
+        run, chosen = _model_members(_entries(settings.model)[0])
         ensemble = Ensemble.load(run)
     else:
         chosen, ensemble = None, _trained(world, settings, store, progress)
@@ -154,11 +233,16 @@ def _policy(
         raise UserError(f"run '{ensemble.store.root}' has no finished member {missing[0]}")
     params, buffers = ensemble.stacked(members)
     policy = EnsemblePolicy(ensemble.task.make_model(), params, buffers)
-    return policy, {"run": str(ensemble.store.root), "members": members}, len(members)
+    root = str(ensemble.store.root)
+    if world.for_model is not None:
+        # The world as the run's models see it (an LM's context and vocabulary); the stacked
+        # members stay the policy (one vectorized call instead of one per member).
+        world = _outside_policy(world, f"{root}:{members[0]}")[0]
+    return world, policy, {"run": root, "members": members}, len(members)
 
 
 def _trajectories(
-    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+    world: World, policy: Policy | None, m: int, settings: WorldSettings
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Projected trajectories of a few initial states (phase portrait) and their spread
     over time: the mean distance of the states from their mean, in the projection.
@@ -184,7 +268,9 @@ def _trajectories(
 def _samples(
     world: World, final: torch.Tensor, labels: torch.Tensor, per_basin: int = 8
 ) -> pd.DataFrame:
-    """Up to ``per_basin`` final states of each basin, rendered by the world (images)."""
+    """Up to ``per_basin`` final states of each basin, rendered by the world (images or
+    texts).
+    """
     if world.describe is None:
         return pd.DataFrame()
     rows = []
@@ -200,17 +286,15 @@ def _samples(
             picks += [items[rank] for items in by_member.values() if rank < len(items)]
         picks = picks[:per_basin]
         states = torch.stack([final[i // s, i % s] for i in picks])
-        images = world.describe(states).detach().double()
-        for pick, image in zip(picks, images, strict=True):
-            rows.append(
-                {
-                    "basin": int(label),
-                    "member": pick // s,
-                    "state": pick % s,
-                    "shape": list(image.shape),
-                    "pixels": image.reshape(-1).tolist(),
-                }
-            )
+        rendered = world.describe(states)
+        for pick, item in zip(picks, rendered, strict=True):
+            row: dict[str, Any] = {"basin": int(label), "member": pick // s, "state": pick % s}
+            if isinstance(item, str):
+                row["text"] = item
+            else:
+                image = item.detach().double()
+                row |= {"shape": list(image.shape), "pixels": image.reshape(-1).tolist()}
+            rows.append(row)
     return pd.DataFrame(rows)
 
 
@@ -221,7 +305,7 @@ def run_world(settings: WorldSettings, store: RunStore, progress: bool = False) 
     stages_total = 4 + (settings.map is not None) + bool(_structural_levels(settings))
     with Stages("world", stages_total, progress) as stages:
         stages.begin("the model: " + ("none" if world.task is None else "loading or training"))
-        policy, model, m = _policy(world, settings, store, progress)
+        world, policy, model, m = _policy(world, settings, store, progress)
         measured = _measure(world, policy, m, settings, stages)
     summary = _summary(measured, world.goal is not None)
     return [
@@ -238,7 +322,7 @@ def run_world(settings: WorldSettings, store: RunStore, progress: bool = False) 
 
 
 def _measure(
-    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings, stages: Stages
+    world: World, policy: Policy | None, m: int, settings: WorldSettings, stages: Stages
 ) -> dict[str, Any]:
     """Every measure of the module docstring; their tables and headline numbers."""
     from attractor.world.basins import basin_labels, basin_vs_scale
@@ -263,7 +347,7 @@ def _measure(
     features = world.features(final, world.constants)
     if m >= 2:
         tables["sources"], found["agreement"] = _sources(world, features, labels, settings)
-    if m >= 2 and policy is not None and settings.structural.model:
+    if m >= 2 and isinstance(policy, EnsemblePolicy) and settings.structural.model:
         tables["perturbed_sources"] = _perturbed_sources(world, policy, x0, settings)
     tables["samples"] = _samples(world, final, features.get(world.basin_feature, labels))
     if settings.map is not None:
@@ -351,16 +435,15 @@ def _perturbed_sources(
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def _map(
-    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
-) -> pd.DataFrame:
+def _map(world: World, policy: Policy | None, m: int, settings: WorldSettings) -> pd.DataFrame:
     """Basin share over a grid of one or two factors, +- scale x their default ranges."""
     from attractor.world.basins import basin_map
 
     assert settings.map is not None
     factors, points, scale = settings.map.factors, settings.map.points, settings.map.scale
+    low = -scale if settings.map.symmetric else 0.0
     grid = [
-        torch.linspace(-scale * world.factors[f], scale * world.factors[f], points) for f in factors
+        torch.linspace(low * world.factors[f], scale * world.factors[f], points) for f in factors
     ]
     a, b = factors[0], factors[1] if len(factors) > 1 else None
     frame = basin_map(
@@ -370,7 +453,7 @@ def _map(
 
 
 def _growth(
-    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+    world: World, policy: Policy | None, m: int, settings: WorldSettings
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     from attractor.world.growth import lyapunov
 
@@ -387,7 +470,7 @@ def _growth(
 
 
 def _structural(
-    world: World, policy: EnsemblePolicy | None, m: int, settings: WorldSettings
+    world: World, policy: Policy | None, m: int, settings: WorldSettings
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Basin share under each perturbation of the model and of the world's constants, and
     where each breaks (:func:`attractor.world.structural.break_point`).
@@ -397,7 +480,7 @@ def _structural(
     common = {"steps": settings.steps, "seed": settings.seed, "draws": settings.draws}
     frames, breaks = [], {}
     for kind, levels in settings.structural.model.items():
-        assert policy is not None
+        assert isinstance(policy, EnsemblePolicy)  # _check_settings refused the others
         curve = model_curve(
             world,
             policy.template,
@@ -490,8 +573,14 @@ def _check_settings(world: World, settings: WorldSettings) -> None:
 
     for kind, levels in settings.structural.model.items():
         check_levels(kind, levels)
-    if settings.model is not None:
-        _model_members(settings.model)
+    if settings.model is not None and _from_outside(world, settings.model):
+        if settings.structural.model:
+            raise UserError(
+                "[world.structural] model perturbations need a run's stacked members; drop "
+                "them for models loaded from directories"
+            )
+        if settings.train:
+            raise UserError("[world.train] is for a model the world trains; drop it with model")
     task = settings.train.get("task", {})
     if any(world.task is None or world.task.get(k) != v for k, v in task.items()):
         raise UserError(

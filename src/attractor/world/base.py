@@ -17,7 +17,7 @@ into one basin (the goal, or one majority value of ``basin_feature``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,14 +57,20 @@ class World:
             ``basin_feature``).
         basin_feature: the categorical feature that names a final state's basin.
         project: ``x [..., *state] -> [..., 2]``: coordinates for phase portraits.
-        describe: optional renderer of final states for the report (e.g. ``[k, 8, 8]``
-            images), ``x_T [k, *state] -> Tensor``.
+        describe: optional renderer of final states for the report, ``x_T [k, *state] ->``
+            images ``Tensor [k, h, w]`` (generated digits) or ``list[str]`` of ``k`` texts
+            (continuations).
         differentiable: whether ``step`` is differentiable in the state (Lyapunov
             exponents by forward mode); a world of discrete states (tokens) is not.
         axes: the names of ``project``'s two coordinates (phase-portrait axis labels).
         trainer: the ``[trainer]`` defaults for training the world's model (``task``) when
             a world experiment trains it itself.
         options: the options the world was made with (recorded with its results).
+        for_model: ``(models) -> (World, Policy)``: the world re-made for models attractor
+            did not train, one per member (causal LMs from local Hugging Face directories,
+            :class:`~attractor.tasks.lm_models.LanguageModel`: their tokenizer, vocabulary
+            and context), and their policy; ``None`` if the world's model must come from a
+            run.
     """
 
     name: str
@@ -80,11 +86,12 @@ class World:
     project: Callable[[Tensor], Tensor]
     goal: Callable[[Tensor, Constants], Tensor] | None = None
     at: Callable[[Mapping[str, Tensor]], Tensor] | None = None
-    describe: Callable[[Tensor], Tensor] | None = None
+    describe: Callable[[Tensor], Tensor | list[str]] | None = None
     differentiable: bool = True
     axes: tuple[str, str] = ("projection 1", "projection 2")
     trainer: dict[str, Any] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
+    for_model: Callable[[Sequence[Any]], tuple[World, Policy]] | None = None
 
     def with_constants(self, **changes: float) -> dict[str, float]:
         """The world's constants with ``changes`` applied (unknown names refused)."""
@@ -99,4 +106,15 @@ class World:
         return {**self.constants, **changes}
 
 
-__all__ = ["Constants", "Policy", "World"]
+def check_factors(world: str, known: Iterable[str], values: Mapping[str, Any]) -> None:
+    """One line (:class:`UserError`) for a factor in ``values`` a world's ``at`` cannot set."""
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        from attractor.errors import UserError
+
+        raise UserError(
+            f"world '{world}' has no factor {unknown[0]!r}; its factors: {', '.join(known)}"
+        )
+
+
+__all__ = ["Constants", "Policy", "World", "check_factors"]

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from attractor.errors import UserError
 from attractor.tasks import cartpole as dynamics
-from attractor.world.base import Constants, Policy, World
+from attractor.world.base import Constants, Policy, World, check_factors
 
 SUMMARY = (
     "gymnasium CartPole-v1 (continuous force, no termination) closed by an MLP cloning LQR; "
@@ -54,12 +54,7 @@ def _initial(n: int, scale: float, generator: torch.Generator, dtype: torch.dtyp
 
 def _at(values: Mapping[str, Tensor], dtype: torch.dtype) -> Tensor:
     """``[n, 4]`` with the named variables set to ``values [n]`` and the others 0 (upright)."""
-    unknown = sorted(set(values) - set(dynamics.STATE_NAMES))
-    if unknown:
-        raise UserError(
-            f"world 'cartpole' has no factor {unknown[0]!r}; its factors: "
-            f"{', '.join(dynamics.STATE_NAMES)}"
-        )
+    check_factors("cartpole", dynamics.STATE_NAMES, values)
     n = {int(torch.as_tensor(v).numel()) for v in values.values()}
     if len(n) != 1:
         raise UserError(f"cartpole factor values differ in length: {sorted(n)}")

@@ -76,7 +76,7 @@ from attractor.tasks.denoise_digits import (
     load_images,
     timestep_features,
 )
-from attractor.world.base import Constants, Policy, World
+from attractor.world.base import Constants, Policy, World, check_factors
 
 SUMMARY = (
     "DDIM sampler (eta = 0) of a denoise-digits model: initial noise -> 8x8 digit; basins = "
@@ -279,6 +279,7 @@ class NoiseStarts:
 
     def at(self, values: Mapping[str, Tensor]) -> Tensor:
         """``[n, 64]``: ``sqrt(1 - a^2) ref + a dir`` for ``a = values["noise"]`` in [-1, 1]."""
+        check_factors("denoise-digits", ["noise"], values)
         a = values["noise"].to(torch.float32).clamp(-1, 1).reshape(-1, 1)
         return (1 - a * a).sqrt() * self.reference + a * self.direction
 

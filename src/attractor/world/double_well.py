@@ -11,7 +11,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from attractor.world.base import Constants, Policy, World
+from attractor.world.base import Constants, Policy, World, check_factors
 
 SUMMARY = (
     "x' = x - h(x^3 - x): attractors at -1 and +1, basins split at 0 (no model; a test oracle)"
@@ -33,6 +33,7 @@ def _features(x: Tensor, constants: Constants) -> dict[str, Tensor]:
 
 
 def _at(values: Mapping[str, Tensor]) -> Tensor:
+    check_factors("double-well", ["x"], values)
     return values["x"].to(torch.float64).reshape(-1, 1)
 
 

@@ -9,6 +9,15 @@ Tokens. The tokenizer is the ``tiny-lm`` task's own: UTF-8 bytes (``vocab`` 256)
 is read after a *lead-in* (default eight newlines, a paragraph break of the built-in
 corpus): ``tokens = lead_in + prompt``, ``L0`` tokens in all.
 
+A model attractor did not train. ``World.for_model(model)`` re-makes the world for a causal
+LM loaded from a local Hugging Face directory (:class:`~attractor.tasks.lm_models.
+LanguageModel`): prompt and lead-in are encoded by *its* tokenizer, substitutes and prefix
+noise are its tokens that decode to printable ASCII (no special tokens), the vocabulary is
+its logits' width and the context its position count (or the ``context`` option, if
+smaller). :class:`LanguagePolicy` makes such models (one per member: a seed family) a
+policy. A directory written by ``attractor lm-export`` (byte tokenizer) gives the same
+world, and the same numbers, as the run member it was exported from.
+
 State. One float64 tensor ``[m, s, L, 5]`` whose length ``L`` grows by one per step
 (token ids are exact in float64), channels (:data:`CHANNELS`):
 
@@ -53,6 +62,11 @@ key-value cache: each step runs the model over the whole (windowed) sequence, th
 and one reference row per member in one policy call (``EnsemblePolicy`` vmaps the tiny-lm
 members); 4 default-size tiny-lm members x 65 rows x 32 steps took ~30 s on 2 CPU cores.
 
+Basin maps (``at``): a factor's value ``v`` sets ``round(|v|)`` substitutions or prefix
+tokens (at most ``window`` / the lead-in's length) at positions and with tokens drawn from a
+generator seeded by the cell, so a map is the same on every run. ``describe`` renders a
+final state as text: the perturbed prompt's last tokens, then the continuation.
+
 Features (``[m, s]`` each, over the ``steps`` generated positions): ``js_first`` /
 ``js_last`` the mean JS over the first / last quarter of positions, ``js_mean`` over all;
 ``converges`` (categorical) 1 if ``js_last < js_first`` or ``js_last`` is 0 (the ends
@@ -63,17 +77,21 @@ reference's token for token. There is no goal.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attractor.errors import UserError
 from attractor.measure.divergence import js, log_probs
+from attractor.tasks.lm_models import ByteTokenizer
 from attractor.world.base import Constants, Policy, World
+
+if TYPE_CHECKING:
+    from attractor.tasks.lm_models import LanguageModel, Tokenizer
 
 SUMMARY = (
     "a causal LM continues a prompt and its perturbations (substitutions, prefix noise, "
@@ -141,6 +159,62 @@ def _alphabet(vocab: int) -> Tensor:
     """Token ids substitutes are drawn from: printable ASCII below ``vocab`` (else all)."""
     ids = [i for i in _PRINTABLE if i < vocab]
     return torch.tensor(ids if len(ids) >= 2 else list(range(vocab)), dtype=torch.int64)
+
+
+def _printable_tokens(tokenizer: Tokenizer, vocab: int) -> Tensor:
+    """A tokenizer's ids below ``vocab`` that decode to printable ASCII text, special tokens
+    excluded: the substitutes and prefix noise of a model directory's world.
+    """
+    inner = getattr(tokenizer, "tokenizer", None)  # the Hugging Face one behind HFTokenizer
+    special = set(getattr(inner, "all_special_ids", None) or [])
+    size = min(vocab, len(inner)) if inner is not None else vocab
+    ids = [i for i in range(size) if i not in special]
+    texts = (
+        inner.batch_decode([[i] for i in ids])
+        if inner is not None
+        else [tokenizer.decode([i]) for i in ids]
+    )
+    keep = [i for i, t in zip(ids, texts, strict=True) if t and t.isascii() and t.isprintable()]
+    if len(keep) < 2:
+        raise _fail(
+            "the model's tokenizer has fewer than 2 tokens that decode to printable text, so "
+            'prompts cannot be perturbed; use perturb = ["seed"] with temperature > 0'
+        )
+    return torch.tensor(keep, dtype=torch.int64)
+
+
+@dataclass(frozen=True)
+class _Text:
+    """How text becomes the model's tokens and back: UTF-8 bytes (tiny-lm) or a tokenizer."""
+
+    encode: Callable[[str, str], list[int]]  # (text, what) -> ids, one line if outside vocab
+    decode: Callable[[list[int]], str]
+    alphabet: Callable[[], Tensor]  # substitutes and prefix noise (built only if needed)
+    name: str
+
+
+def _byte_text(vocab: int) -> _Text:
+    return _Text(
+        encode=lambda text, what: encode(text, vocab, what),
+        decode=lambda ids: bytes(ids).decode("utf-8", errors="replace"),
+        alphabet=lambda: _alphabet(vocab),
+        name="bytes",
+    )
+
+
+def _tokenizer_text(tokenizer: Tokenizer, vocab: int) -> _Text:
+    def encode_text(text: str, what: str) -> list[int]:
+        ids = [int(i) for i in tokenizer.encode(text)]
+        if any(not 0 <= i < vocab for i in ids):
+            raise _fail(f"{what} has token ids outside the model's {vocab} logits")
+        return ids
+
+    return _Text(
+        encode=encode_text,
+        decode=lambda ids: str(tokenizer.decode(ids)),
+        alphabet=lambda: _printable_tokens(tokenizer, vocab),
+        name=tokenizer.fingerprint,
+    )
 
 
 def _counts(n: int, mean: float, cap: int, generator: torch.Generator) -> Tensor:
@@ -216,7 +290,7 @@ def _decode(logp: Tensor, seeds: Tensor, position: int, temperature: float) -> T
 
 @dataclass(frozen=True)
 class _Setup:
-    """What ``initial`` and ``step`` need of the options, resolved once by :func:`make`."""
+    """What ``initial`` and ``step`` need of the options, resolved once by :func:`_build`."""
 
     nominal: Tensor  # int64 [L0]: lead-in + prompt
     lead: int  # lead-in tokens (prefix noise overwrites their end)
@@ -226,27 +300,70 @@ class _Setup:
     vocab: int
     context: int  # the most tokens the policy sees
     alphabet: Tensor  # int64 [A]: substitutes and prefix noise
+    decode: Callable[[list[int]], str]
+
+
+def _substitute(setup: _Setup, tokens: Tensor, counts: Tensor, generator: torch.Generator) -> None:
+    """``counts[i]`` of row ``i``'s last ``window`` tokens replaced, in place."""
+    k = setup.window
+    tail = tokens[:, -k:]
+    new = _substitutes(tail, setup.alphabet, generator)
+    tokens[:, -k:] = torch.where(_chosen(counts, k, generator), new, tail)
+
+
+def _prefix(setup: _Setup, tokens: Tensor, counts: Tensor, generator: torch.Generator) -> None:
+    """The last ``counts[i]`` lead-in tokens of row ``i`` (those right before the prompt)
+    overwritten with random tokens, in place.
+    """
+    lead = setup.lead
+    draws = torch.randint(0, len(setup.alphabet), (len(tokens), lead), generator=generator)
+    near = torch.arange(lead) >= lead - counts[:, None]
+    tokens[:, :lead] = torch.where(near, setup.alphabet[draws], tokens[:, :lead])
+
+
+def _fresh_seeds(setup: _Setup, n: int, generator: torch.Generator) -> Tensor:
+    fresh = torch.randint(1, 2**31 - 1, (n,), generator=generator)
+    return torch.where(fresh == setup.seed, fresh + 1, fresh)
 
 
 def _initial(setup: _Setup, n: int, scale: float, generator: torch.Generator) -> Tensor:
     """``[n, L0, 5]``: the prompt with the ``setup.factors`` perturbed at ``scale``."""
     tokens = setup.nominal.repeat(n, 1)
     seeds = torch.full((n,), setup.seed, dtype=torch.int64)
-    k, lead = setup.window, setup.lead
     if "substitution" in setup.factors:
-        counts = _counts(n, scale * WIDTHS["substitution"], k, generator)
-        tail = tokens[:, -k:]
-        new = _substitutes(tail, setup.alphabet, generator)
-        tokens[:, -k:] = torch.where(_chosen(counts, k, generator), new, tail)
+        counts = _counts(n, scale * WIDTHS["substitution"], setup.window, generator)
+        _substitute(setup, tokens, counts, generator)
     if "prefix" in setup.factors:
-        counts = _counts(n, scale * WIDTHS["prefix"], lead, generator)
-        draws = torch.randint(0, len(setup.alphabet), (n, lead), generator=generator)
-        # The last `count` lead-in tokens, the ones right before the prompt.
-        near = torch.arange(lead) >= lead - counts[:, None]
-        tokens[:, :lead] = torch.where(near, setup.alphabet[draws], tokens[:, :lead])
+        counts = _counts(n, scale * WIDTHS["prefix"], setup.lead, generator)
+        _prefix(setup, tokens, counts, generator)
     if "seed" in setup.factors and scale > 0:
-        fresh = torch.randint(1, 2**31 - 1, (n,), generator=generator)
-        seeds = torch.where(fresh == setup.seed, fresh + 1, fresh)
+        seeds = _fresh_seeds(setup, n, generator)
+    return _state(tokens, setup.nominal, seeds)
+
+
+def _at(setup: _Setup, values: Mapping[str, Tensor]) -> Tensor:
+    """``[n, L0, 5]``: ``round(|v|)`` substitutions / prefix tokens, a fresh seed where
+    ``|v| >= 0.5``; positions and tokens from a generator seeded by ``setup.seed``, so the same
+    values give the same states on every run.
+    """
+    unknown = sorted(set(values) - set(setup.factors))
+    if unknown:
+        perturbed = ", ".join(setup.factors)
+        raise _fail(f"factor {unknown[0]!r} is not perturbed; perturbed: {perturbed}")
+    n = len(next(iter(values.values())))
+    generator = torch.Generator().manual_seed(setup.seed)
+    tokens = setup.nominal.repeat(n, 1)
+    seeds = torch.full((n,), setup.seed, dtype=torch.int64)
+
+    def count(factor: str, cap: int) -> Tensor:
+        return values[factor].double().abs().round().long().clamp(max=cap)
+
+    if "substitution" in values:
+        _substitute(setup, tokens, count("substitution", setup.window), generator)
+    if "prefix" in values:
+        _prefix(setup, tokens, count("prefix", setup.lead), generator)
+    if "seed" in values:
+        seeds = torch.where(count("seed", 1) > 0, _fresh_seeds(setup, n, generator), seeds)
     return _state(tokens, setup.nominal, seeds)
 
 
@@ -355,6 +472,59 @@ def recompute_divergence(policy: Policy, x: Tensor, context: int) -> Tensor:
     return js(logp[:, :s], logp[:, s:]).clamp_min(0.0)
 
 
+def _describe(setup: _Setup, x: Tensor) -> list[str]:
+    """Final states ``[k, L, 5]`` as text: "…" + the prompt's last ``window`` tokens (as
+    perturbed) + " ⟶ " + the continuation.
+    """
+    positions = _generated(x).tolist()
+    start = len(setup.nominal) - setup.window
+    rows = x[..., TOKEN].long().reshape(-1, x.shape[-2]).tolist()
+    return [
+        "…"
+        + setup.decode(row[start : len(setup.nominal)])
+        + " ⟶ "
+        + setup.decode([row[p] for p in positions])
+        for row in rows
+    ]
+
+
+class LanguagePolicy:
+    """Causal LMs loaded from outside attractor as a policy: member ``i`` is ``modules[i]``
+    (``input_ids int64 [b, T] -> logits [b, T, V]``, eval mode) applied to row ``i`` of
+    ``inputs [m, r, T]``; gives the last position's logits ``[m, r, V]``.
+
+    Rows go through in chunks of at most ``budget`` logits (``b * T * V``), so a model with a
+    large vocabulary does not hold every position's logits of every state at once.
+    """
+
+    def __init__(self, modules: Sequence[nn.Module], vocab: int, budget: int = 2**24) -> None:
+        self.modules = [module.eval() for module in modules]
+        self.vocab = vocab
+        self.budget = budget
+        self.members = len(self.modules)
+
+    @torch.no_grad()
+    def __call__(self, inputs: Tensor) -> Tensor:
+        if inputs.shape[0] != self.members:
+            raise ValueError(
+                f"inputs have {inputs.shape[0]} member rows, the policy {self.members}"
+            )
+        rows = max(1, self.budget // (inputs.shape[-1] * self.vocab))
+        out = [
+            torch.cat([module(chunk)[:, -1, :] for chunk in ids.split(rows)])
+            for module, ids in zip(self.modules, inputs, strict=True)
+        ]
+        return torch.stack(out)
+
+
+def _for_models(given: dict[str, Any], models: Sequence[LanguageModel]) -> tuple[World, Policy]:
+    """The world made for ``models`` (loaded from outside attractor, one per member; the
+    caller has checked that they share a tokenizer) and the policy of all of them.
+    """
+    world = _build(given, models[0])
+    return world, LanguagePolicy([lm.module for lm in models], models[0].vocab_size)
+
+
 # ---- the world -----------------------------------------------------------------------
 
 
@@ -366,8 +536,8 @@ def make(
     window: int = 8,
     lead_in: str = "\n" * 8,
     perturb: Sequence[str] | None = None,
-    vocab: int = 256,
-    context: int = 128,
+    vocab: int | None = None,
+    context: int | None = None,
     task_options: dict[str, Any] | None = None,
 ) -> World:
     """The ``lm-continuation`` world (see the module docstring for every option's meaning).
@@ -381,42 +551,13 @@ def make(
         lead_in: nominal text before the prompt; prefix noise overwrites its end.
         perturb: factors ``initial`` perturbs (default: substitution, prefix, and seed when
             sampling).
-        vocab: byte tokens below this (256: all; 128: ASCII); the policy's output width.
-        context: the most tokens the policy sees (the tiny-lm model's context length).
+        vocab: byte tokens below this (default 256: all; 128: ASCII); the policy's output
+            width. A model directory's own vocabulary replaces it (a different value is
+            refused).
+        context: the most tokens the policy sees (default 128, the tiny-lm model's context
+            length; for a model directory, its own context, capped by this if given).
         task_options: further ``tiny-lm`` options of the model the engine trains.
     """
-    if steps < 1:
-        raise _fail(f"steps must be at least 1, got {steps}")
-    if not 2 <= vocab <= 256:
-        raise _fail(f"vocab must be in 2..256 (byte tokens), got {vocab}")
-    if temperature < 0 or not math.isfinite(temperature):
-        raise _fail(f"temperature must be 0 (greedy) or positive, got {temperature}")
-    if window < 1:
-        raise _fail(f"window must be at least 1, got {window}")
-    if not 0 <= seed < 2**31:
-        raise _fail(f"seed must be in 0..2**31 - 1, got {seed}")
-    if not prompt:
-        raise _fail("prompt is empty; give the text to continue")
-    prompt_ids = encode(prompt, vocab, "prompt")
-    lead_ids = encode(lead_in, vocab, "lead_in")
-    if len(lead_ids) + len(prompt_ids) >= context:
-        raise _fail(
-            f"lead_in and prompt are {len(lead_ids) + len(prompt_ids)} tokens, the context "
-            f"{context}; shorten them or raise context"
-        )
-    setup = _Setup(
-        nominal=torch.tensor(lead_ids + prompt_ids, dtype=torch.int64),
-        lead=len(lead_ids),
-        window=min(window, len(prompt_ids)),
-        factors=tuple(_perturbed(perturb, temperature, len(lead_ids))),
-        seed=seed,
-        vocab=vocab,
-        context=context,
-        alphabet=_alphabet(vocab),
-    )
-    if "context" in (task_options or {}):
-        raise _fail("set the model's context with the world's option context, not task_options")
-    task = {**(task_options or {}), "name": "tiny-lm", "context": context}
     options = {
         "prompt": prompt,
         "steps": steps,
@@ -424,15 +565,80 @@ def make(
         "seed": seed,
         "window": window,
         "lead_in": lead_in,
-        "perturb": list(setup.factors),
+        "perturb": None if perturb is None else list(perturb),
         "vocab": vocab,
         "context": context,
         "task_options": dict(task_options or {}),
     }
+    return _build(options, None)
+
+
+def _build(given: dict[str, Any], model: LanguageModel | None) -> World:
+    """The world for the options ``given`` to :func:`make`, for the tiny-lm the engine trains
+    (``model`` None) or for ``model``, loaded from a Hugging Face directory.
+    """
+    o = dict(given)
+    steps, temperature, seed, window = o["steps"], o["temperature"], o["seed"], o["window"]
+    if steps < 1:
+        raise _fail(f"steps must be at least 1, got {steps}")
+    if temperature < 0 or not math.isfinite(temperature):
+        raise _fail(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if window < 1:
+        raise _fail(f"window must be at least 1, got {window}")
+    if not 0 <= seed < 2**31:
+        raise _fail(f"seed must be in 0..2**31 - 1, got {seed}")
+    if not o["prompt"]:
+        raise _fail("prompt is empty; give the text to continue")
+    if "context" in o["task_options"]:
+        raise _fail("set the model's context with the world's option context, not task_options")
+    if model is None:
+        vocab = 256 if o["vocab"] is None else o["vocab"]
+        if not 2 <= vocab <= 256:
+            raise _fail(f"vocab must be in 2..256 (byte tokens), got {vocab}")
+        context = 128 if o["context"] is None else o["context"]
+        text = _byte_text(vocab)
+    else:
+        vocab = model.vocab_size
+        if o["vocab"] is not None and o["vocab"] != vocab:
+            raise _fail(
+                f"vocab is {o['vocab']} but the model '{model.name}' has {vocab} logits; drop "
+                "the vocab option (a model directory brings its own)"
+            )
+        context = model.context if o["context"] is None else min(o["context"], model.context)
+        bytes_model = model.tokenizer.fingerprint == ByteTokenizer.fingerprint
+        text = _byte_text(vocab) if bytes_model else _tokenizer_text(model.tokenizer, vocab)
+    if context < 2:
+        raise _fail(f"context must be at least 2 tokens, got {context}")
+    prompt_ids = text.encode(o["prompt"], "prompt")
+    lead_ids = text.encode(o["lead_in"], "lead_in") if o["lead_in"] else []
+    if not prompt_ids:
+        raise _fail("the prompt encodes to no tokens; give the text to continue")
+    if len(lead_ids) + len(prompt_ids) >= context:
+        raise _fail(
+            f"lead_in and prompt are {len(lead_ids) + len(prompt_ids)} tokens, the context "
+            f"{context}; shorten them or raise context"
+        )
+    factors = tuple(_perturbed(o["perturb"], temperature, len(lead_ids)))
+    perturbs_tokens = bool({"substitution", "prefix"} & set(factors))
+    setup = _Setup(
+        nominal=torch.tensor(lead_ids + prompt_ids, dtype=torch.int64),
+        lead=len(lead_ids),
+        window=min(window, len(prompt_ids)),
+        factors=factors,
+        seed=seed,
+        vocab=vocab,
+        context=context,
+        alphabet=text.alphabet() if perturbs_tokens else _alphabet(min(vocab, 256)),
+        decode=text.decode,
+    )
+    task = {**o["task_options"], "name": "tiny-lm", "context": context}
+    recorded = {**o, "perturb": list(factors), "vocab": vocab, "context": context}
+    if model is not None:
+        recorded["tokenizer"] = text.name
     return World(
         name="lm-continuation",
         description=SUMMARY,
-        factors={f: WIDTHS[f] for f in setup.factors},
+        factors={f: WIDTHS[f] for f in factors},
         constants={"temperature": float(temperature)},
         steps=steps,
         task=task,
@@ -442,8 +648,12 @@ def make(
         basin_feature="same_text",
         project=_project,
         goal=None,
+        at=partial(_at, setup),
+        describe=partial(_describe, setup),
         differentiable=False,
-        options=options,
+        axes=("mean JS to the reference (nats)", "share of tokens unlike the reference's"),
+        options=recorded,
+        for_model=partial(_for_models, given),
     )
 
 
@@ -456,6 +666,7 @@ __all__ = [
     "SEED",
     "SUMMARY",
     "TOKEN",
+    "LanguagePolicy",
     "continuations",
     "divergence_by_position",
     "encode",

@@ -26,7 +26,8 @@ TABLES: dict[str, str] = {
     "structural": "perturbation, target, level, share, low, high: basin share when perturbed",
     "trajectories": "member, state, t, px, py: projected trajectories (phase portrait)",
     "spread": "t, spread: mean distance between trajectories over time (projection)",
-    "samples": "basin, member, state, pixels: final states as images, per basin",
+    "samples": "basin, member, state, and shape + pixels (images) or text: final states "
+    "as the world renders them, per basin",
 }
 
 
@@ -36,7 +37,9 @@ class WorldResult:
 
     Attributes:
         world: the world's name; description: its one line; constants: its constants.
-        model: where the model came from (``{"run": path, "members": [...]}``, or none).
+        model: where the model came from (``{"run": path, "members": [...]}``, or
+            ``{"models": [directory or RUN:MEMBER, ...], "members": [0, ...]}`` for models
+            loaded one by one, or none).
         summary: headline numbers (``basin_share`` with ``low``/``high`` at scale 1,
             ``basin`` named when the world has no goal, ``dominant_source``,
             ``lyapunov_top`` with interval, ``agreement``, ``breaks``).

@@ -67,6 +67,14 @@ def _frame(stored: StoredResult, key: str) -> pd.DataFrame:
     return stored.table(key) if key in stored.table_keys else pd.DataFrame()
 
 
+def _model_source(model: dict[str, Any]) -> str:
+    """Where the members came from: a run, or the model directories named one by one."""
+    if "models" in model:
+        names = [str(m) for m in model["models"]]
+        return ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return str(model.get("run", "none"))
+
+
 def world_section(stored: StoredResult) -> str:
     data = stored.data
     summary = data.get("summary", {})
@@ -75,7 +83,7 @@ def world_section(stored: StoredResult) -> str:
     body += facts(
         {
             "world": data.get("world"),
-            "model": (data.get("model") or {}).get("run", "none"),
+            "model": _model_source(data.get("model") or {}),
             "members": len((data.get("model") or {}).get("members", [])) or 1,
             "constants": ", ".join(f"{k} = {v:g}" for k, v in data.get("constants", {}).items()),
         }
@@ -108,7 +116,12 @@ def world_section(stored: StoredResult) -> str:
     if not spread.empty:
         body += figure(world_plots.spread_over_time(spread, "spread over time"), "spread")
     samples = _frame(stored, "samples")
-    if not samples.empty:
+    if not samples.empty and "text" in samples:
+        shown = samples[["basin", "member", "state", "text"]].head(32).copy()
+        # HTML collapses runs of spaces and newlines; a continuation's spacing is its content.
+        shown["text"] = shown["text"].str.replace("\n", "↵").str.replace(" ", "\u00a0")
+        body += "<p>Final states per basin (prompt's end ⟶ continuation):</p>" + table(shown)
+    elif not samples.empty:
         body += figure(world_plots.sample_grid(samples, "final states per basin"), "samples")
     structural = pd.DataFrame(data.get("structural") or [])
     if not structural.empty:
