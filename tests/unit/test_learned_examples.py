@@ -282,6 +282,24 @@ def test_a_row_does_not_depend_on_the_others(examples: HumanExamples) -> None:
             assert torch.equal(getattr(alone, name)[0], getattr(together, name)[i])
 
 
+def test_the_evaluator_seed_leaves_the_humans_side_alone(examples: HumanExamples) -> None:
+    """Bootstrap, subsample, flips and augmentation follow the resample; the evaluator's
+    seed changes none of them (the two factors cross cleanly), while another resample does.
+    """
+    human = {"subsample": 0.7, "label_noise": 0.2, "augment": 0.5}
+    sets = perturbed_sets(
+        examples,
+        [
+            ExampleRow(resample=3, seed=0, **human),
+            ExampleRow(resample=3, seed=9, **human),
+            ExampleRow(resample=4, seed=0, **human),
+        ],
+    )
+    for values in (sets.items, sets.labels, sets.weights):
+        assert torch.equal(values[0], values[1])
+    assert not torch.equal(sets.items[0], sets.items[2])
+
+
 @pytest.mark.parametrize(
     ("fields", "fragment"),
     [

@@ -259,7 +259,12 @@ class ExampleRow:
         subsample: share of examples kept, ``0 < s <= 1``.
         label_noise: share of the kept labels flipped (annotator noise), ``0 <= . < 0.5``.
         augment: image augmentation strength in ``[0, 1]``.
-        seed: the evaluator's own seed; also seeds this row's subsample, flips, augmentation.
+        seed: the evaluator's own seed (its initialisation).
+
+    The subsample, the flipped labels and the augmentation are the human's side of the
+    randomness, like the bootstrap: they are seeded by ``resample`` (by ``seed`` only when
+    ``resample`` is None), so members that share a resample see the same example set and
+    differ in the evaluator alone -- the two factors cross cleanly in a factorial design.
     """
 
     resample: int | None = None
@@ -327,7 +332,9 @@ def _kept(labels: Tensor, counts: Tensor, row: ExampleRow) -> Tensor:
     k = max(_round(row.subsample * n), 1)
     if k >= n:
         return torch.ones(n, dtype=torch.bool)
-    order = torch.randperm(n, generator=torch_generator("learned.subsample", row.seed)).tolist()
+    order = torch.randperm(
+        n, generator=torch_generator("learned.subsample", _human_seed(row))
+    ).tolist()
     label_of, count_of = labels.tolist(), counts.tolist()
     first: list[int] = []
     for label in (1, 0):
@@ -339,6 +346,11 @@ def _kept(labels: Tensor, counts: Tensor, row: ExampleRow) -> Tensor:
     kept = torch.zeros(n, dtype=torch.bool)
     kept[(first + rest)[: max(k, len(first))]] = True
     return kept
+
+
+def _human_seed(row: ExampleRow) -> int:
+    """The seed of the row's subsample, flips and augmentation (see :class:`ExampleRow`)."""
+    return row.seed if row.resample is None else row.resample
 
 
 def _shift(items: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
@@ -364,7 +376,7 @@ def _augment(items: Tensor, row: ExampleRow) -> Tensor:
     if row.augment == 0.0:
         return items
     n = items.shape[0]
-    generator = torch_generator("learned.augment", row.seed)
+    generator = torch_generator("learned.augment", _human_seed(row))
     moved = torch.rand(n, generator=generator) < row.augment
     dy = torch.randint(-1, 2, (n,), generator=generator)
     dx = torch.randint(-1, 2, (n,), generator=generator)
@@ -382,7 +394,7 @@ def _one_set(examples: HumanExamples, row: ExampleRow) -> tuple[Tensor, Tensor, 
     if flips:
         kept_index = kept.nonzero().squeeze(1)
         choice = torch.randperm(
-            kept_index.numel(), generator=torch_generator("learned.flip", row.seed)
+            kept_index.numel(), generator=torch_generator("learned.flip", _human_seed(row))
         )
         labels = labels.clone()
         labels[kept_index[choice[:flips]]] = 1.0 - labels[kept_index[choice[:flips]]]
@@ -393,7 +405,8 @@ def perturbed_sets(examples: HumanExamples, rows: Sequence[ExampleRow]) -> Examp
     """Every member's version of the human's examples, one per row.
 
     Each row's bootstrap draws come from a generator seeded by its ``resample``; its
-    subsample, flips and augmentation from separate generators seeded by its ``seed``
+    subsample, flips and augmentation from separate generators seeded by its ``resample``
+    too (by its ``seed`` when ``resample`` is None)
     (separate streams: changing the subsample share does not change the augmentation).
     The subsample keeps ``round(subsample n)`` examples (half up, at least one of each label
     the set has); ``round(label_noise kept)`` kept labels are flipped, chosen among the
