@@ -101,6 +101,23 @@ def _world(_: Path) -> BaseModel:
     )
 
 
+def _evaluator(_: Path) -> BaseModel:
+    from attractor.stack.learned.settings import EvaluatorSettings
+
+    return EvaluatorSettings(
+        examples=12,
+        base_steps=50,
+        resamples=2,
+        evaluator_seeds=1,
+        trainer_seeds=1,
+        eval_noises=8,
+        draws=50,
+        suggest=2,
+        reward_model={"steps": 10},
+        trainer={"rounds": 1, "samples": 8, "keep": 2, "steps": 2, "sampler_steps": 4},
+    )
+
+
 #: name -> (tiny settings given a trained two-member run, a change that makes other settings).
 TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "hparam-map": (_hparam_map, {"draws": 11}),
@@ -110,6 +127,7 @@ TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "tangent": (_tangent, {"seed": 1}),
     "diff": (_diff, {"seed": 1}),
     "world": (_world, {"seed": 1}),
+    "evaluator": (_evaluator, {"seed": 1}),
 }
 
 

@@ -116,8 +116,9 @@ def test_the_base_samples_digits_the_classifier_reads(base: Base) -> None:
 def test_best_of_n_with_a_perfect_evaluator_raises_the_true_preference(perfect) -> None:
     result, calls = perfect
     mean = result.true.mean(0)
-    # Measured means per round: 0.089 0.211 0.306 0.311 0.365 (seeds [0, 1, 2]); other seed
-    # sets end at 0.338 and 0.373, no member below 0.28.
+    # Measured means per round with clipped samples: 0.089 0.166 0.258 0.328 0.315 (seeds
+    # [0, 1, 2]; unclipped: 0.089 0.211 0.306 0.311 0.365, other seed sets ending at 0.338
+    # and 0.373, no member below 0.28).
     assert result.true.shape == result.proxy.shape == (3, DESIGN.rounds + 1)
     assert result.true.dtype == torch.float64 and result.images.shape == (3, 256, 64)
     assert torch.allclose(result.true[:, 0], result.true[0, 0])  # all start from the base
@@ -135,9 +136,10 @@ def test_best_of_n_with_a_perfect_evaluator_raises_the_true_preference(perfect) 
 def test_a_random_evaluator_does_not_raise_the_true_preference(base: Base) -> None:
     result = base.run(DESIGN, SEEDS, reward=_random_reward(0))
     mean = result.true.mean(0)
-    # Measured means per round: 0.089 0.076 0.087 0.090 0.084 (random seeds 1 and 2: at
-    # most 0.095): never above the base + 0.006, so the band is base + 0.02 (the perfect
-    # evaluator gains 0.28). Without the KL penalty one seed set drifted to base + 0.025.
+    # Measured means per round with clipped samples: 0.089 0.074 0.090 0.095 0.083 (unclipped
+    # 0.089 0.076 0.087 0.090 0.084; random seeds 1 and 2: at most 0.095): never above the
+    # base + 0.006, so the band is base + 0.02 (the perfect evaluator gains 0.23). Without
+    # the KL penalty one seed set drifted to base + 0.025.
     assert (mean[1:] < mean[0] + 0.02).all(), mean
 
 
@@ -145,9 +147,9 @@ def test_reward_weighted_with_a_perfect_evaluator_raises_it(base: Base) -> None:
     design = dataclasses.replace(DESIGN, method="reward-weighted", temperature=0.1)
     result = base.run(design, SEEDS)
     mean = result.true.mean(0)
-    # Measured: 0.089 -> 0.313 after four rounds (seed sets [3, 4, 5], [10, 11, 12]: 0.319,
-    # 0.306); it peaks after round 1 (0.325) as the sharp weights fit few images.
-    assert mean[-1] > mean[0] + 0.15, mean
+    # Measured with clipped samples: 0.089 -> 0.236 after four rounds; it peaks after round 1
+    # (0.262) as the sharp weights fit few images (unclipped: 0.313, peak 0.325).
+    assert mean[-1] > mean[0] + 0.1, mean
 
 
 def test_a_member_alone_equals_the_same_member_in_a_batch(base: Base, perfect) -> None:
@@ -168,8 +170,9 @@ def test_the_kl_penalty_keeps_the_model_closer_to_the_base(base: Base, perfect) 
         squares = [(v[member] - base.params[k][0]).pow(2).sum() for k, v in result.params.items()]
         return float(torch.stack(squares).sum().sqrt())
 
-    # Measured: 1.85 with kl = 1 against 4.48 without (same seeds, same batches).
-    assert distance(anchored, 0) < 0.6 * distance(free, 0)
+    # Measured with clipped samples: 1.44 with kl = 1 against 2.17 without (same seeds, same
+    # batches; unclipped 1.85 against 4.48).
+    assert distance(anchored, 0) < 0.8 * distance(free, 0)
 
 
 def test_sample_images_is_the_worlds_own_sampler(base: Base) -> None:
@@ -197,7 +200,7 @@ def test_sample_images_is_the_worlds_own_sampler(base: Base) -> None:
     ("change", "message"),
     [
         ({"rounds": 0}, "rounds"),
-        ({"keep": 65}, "keep"),
+        ({"keep": FinetuneDesign().samples + 1}, "keep"),
         ({"temperature": 0.0}, "temperature"),
         ({"method": "ppo"}, "unknown method"),
         ({"lr": -1.0}, "lr"),

@@ -21,6 +21,7 @@ from attractor.cli import (  # noqa: F401
     lm,
     measure,
     trainer,
+    trainer_evaluator,
     trainer_shortcuts,
     trainer_stack,
     trainer_tangent,

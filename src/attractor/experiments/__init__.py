@@ -40,6 +40,7 @@ EXPERIMENTS: dict[str, str] = {
     "tangent": "attractor.experiments.tangent",
     "diff": "attractor.experiments.diff",
     "world": "attractor.experiments.world",
+    "evaluator": "attractor.stack.learned.experiment",
 }
 
 

@@ -55,6 +55,7 @@ RESULT_KINDS: dict[str, str] = {
     "tangent": "Lyapunov exponents and hypergradients through training",
     "diff": "inputs where two models disagree, found by search and bounded by proof",
     "world": "basins of attraction, outcome sources and closed-loop growth of a model in a world",
+    "evaluator": "human examples -> learned evaluators -> fine-tuned models: spread and sources",
 }
 
 #: Bumped whenever the header layout changes; results of another header schema are skipped.

@@ -93,13 +93,13 @@ class FinetuneDesign:
 
     method: Method = "best-of-n"
     rounds: int = 4
-    samples: int = 64
-    keep: int = 16
+    samples: int = 256
+    keep: int = 32
     temperature: float = 1.0
     steps: int = 50
-    lr: float = 1e-3
+    lr: float = 5e-4
     batch: int = 64
-    kl: float = 0.0
+    kl: float = 1.0
     sampler_steps: int = 20
 
 
@@ -188,6 +188,11 @@ def sample_images(
     x0 = initial_batch(noise, policy.members) if noise.dim() == 2 else noise
     with torch.no_grad():
         return rollout(world, policy, x0.to(torch.float32)).final
+
+
+def clipped(images: Tensor) -> Tensor:
+    """Images as shown, judged and learned from: pixels clipped to ``[-1, 1]``."""
+    return images.clamp(-1.0, 1.0)
 
 
 def _weights(scores: Tensor, design: FinetuneDesign) -> Tensor:
@@ -279,7 +284,9 @@ def finetune(
     state, step = optimizer.init(theta), 0
 
     def measure(current: Params) -> tuple[Tensor, Tensor, Tensor]:
-        images = sample_images(template, current, buffers, task, eval_noise, design.sampler_steps)
+        images = clipped(
+            sample_images(template, current, buffers, task, eval_noise, design.sampler_steps)
+        )
         with torch.no_grad():
             proxy = reward(images).to(torch.float64).mean(-1)
             true = true_preference(images).to(torch.float64).mean(-1)
@@ -290,7 +297,12 @@ def finetune(
     for r in range(1, design.rounds + 1):
         sampling = [torch_generator("finetune-samples", s, r) for s in seeds]
         noise = torch.stack([torch.randn(design.samples, PIXELS, generator=g) for g in sampling])
-        samples = sample_images(template, theta, buffers, task, noise, design.sampler_steps)
+        # Clipped to the pixel range the base was trained on: an unclipped DDIM sample has
+        # pixels far outside [-1, 1] (|x| up to ~30 for the default denoiser), and training
+        # on those as clean images wrecks the model within a round.
+        samples = clipped(
+            sample_images(template, theta, buffers, task, noise, design.sampler_steps)
+        )
         with torch.no_grad():
             weights = _weights(reward(samples), design)
         batching = [torch_generator("finetune-batches", s, r) for s in seeds]
@@ -337,6 +349,7 @@ __all__ = [
     "Method",
     "Reward",
     "check_design",
+    "clipped",
     "finetune",
     "sample_images",
     "true_preference_of",

@@ -1,0 +1,134 @@
+"""`attractor evaluator` end to end: a small factorial on a quickly trained generator,
+reopened with the same numbers, and bad input as one line with exit 2 and nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import assert_user_error
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _toml(path: Path, text: str) -> Path:
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def _csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    lines = [",".join(header)] + [",".join(str(v) for v in row) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+PIXELS = [f"p{i}" for i in range(64)]
+
+BAD = [
+    ("[trainer]\nlr = 1\n", "no [evaluator] table"),
+    ("[evaluator]\npreferred = [11]\n", "preferred"),
+    ("[evaluator]\npreferred = [3]\ncolour = 1\n", "colour"),
+    ("[evaluator]\n[evaluator.trainer]\nkeep = 80\nsamples = 8\n", "keep (80) is more than"),
+    ("[evaluator]\nresamples = 1\n", "resamples"),
+    ("[evaluator]\n[evaluator.structural]\nlabel_noise = [0.7]\n", "label_noise 0.7"),
+    ("[evaluator]\nexamples_file = 'nowhere.csv'\n", "nowhere.csv"),
+    ("[evaluator]\n[gpu]\nx = 1\n", "unknown table [gpu]"),
+    ("[evaluator\n", "not valid TOML"),
+]
+
+
+@pytest.mark.parametrize(("text", "fragment"), BAD)
+def test_bad_config_is_one_line_and_writes_nothing(
+    cli, tmp_path: Path, text: str, fragment: str
+) -> None:
+    config = _toml(tmp_path / "bad.toml", text)
+    out = tmp_path / "out"
+    assert_user_error(cli("evaluator", config, "--out", out), fragment)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("header", "rows", "fragment"),
+    [
+        (PIXELS, [[0] * 64], "label"),  # no label column
+        (["label", *PIXELS], [[0, *[0] * 64], [0, *[1] * 64]], "no preferred"),
+        (["label", *PIXELS[:10]], [[1, *[0] * 10]], "p10"),
+    ],
+)
+def test_a_bad_examples_file_is_one_line(
+    cli, tmp_path: Path, header: list[str], rows: list[list[object]], fragment: str
+) -> None:
+    examples = _csv(tmp_path / "human.csv", header, rows)
+    config = _toml(tmp_path / "c.toml", f"[evaluator]\nexamples_file = '{examples}'\n")
+    out = tmp_path / "out"
+    assert_user_error(cli("evaluator", config, "--out", out), fragment)
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A denoise-digits generator good enough to draw digits (~7 s on one thread)."""
+    from attractor.config import parse_config
+    from attractor.runs.launch import train
+
+    root = tmp_path_factory.mktemp("evaluator") / "base"
+    train(
+        parse_config(
+            {
+                "task": {"name": "denoise-digits"},
+                "trainer": {"optimizer": "adam", "lr": 5e-3, "steps": 600, "batch_size": 256},
+                "plan": {"members": 1, "vary": ["init_seed"]},
+            }
+        ),
+        root,
+    )
+    return root
+
+
+def test_a_small_factorial_end_to_end_and_reopened(cli, tmp_path: Path, base: Path) -> None:
+    config = _toml(
+        tmp_path / "e.toml",
+        f"""
+        [evaluator]
+        preferred = [0]
+        model = "{base}:0"
+        examples = 30
+        resamples = 3
+        evaluator_seeds = 2
+        trainer_seeds = 2
+        label_noise = 0.1
+        eval_noises = 32
+        draws = 100
+        suggest = 4
+        [evaluator.reward_model]
+        steps = 100
+        [evaluator.trainer]
+        rounds = 2
+        samples = 64
+        keep = 16
+        steps = 20
+        [evaluator.structural]
+        hidden = [0]
+        resamples = 2
+        """,
+    )
+    shown = cli("evaluator", config, "--out", tmp_path / "out", "--json")
+    assert shown.code == 0, shown.err
+    data = json.loads(shown.out)
+    members = data["members"]
+    assert len(members) == 12 and {m["resample"] for m in members} == {0, 1, 2}
+    assert {m["trainer_seed"] for m in members} == {0, 1}
+    summary = data["summary"]
+    assert set(summary["sources"]) == {"resample", "evaluator_seed", "trainer_seed"}
+    assert [r["round"] for r in data["rounds"]] == [0, 1, 2]
+    assert 0 <= summary["true_final"]["true_low"] <= summary["true_final"]["true_high"] <= 1
+    assert 0.5 < summary["evaluators"]["accuracy"] <= 1 and summary["evaluators"]["evaluators"] == 6
+    assert [row["level"] for row in data["structural"]] == [0.0]
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert page.count("Learned evaluator (trainer2)") == 1 and "examples to label next" in page
+    again = cli("evaluator", config, "--out", tmp_path / "out", "--json")
+    assert again.code == 0 and json.loads(again.out)["summary"] == summary
