@@ -1,7 +1,9 @@
 """Level 2 of the learned trainer2: evaluators (reward models) learned from the human's examples.
 
-Member ``i`` of an evaluator ensemble is a small classifier ``64 -> hidden -> 1`` (SiLU; a
-logistic regression when ``hidden = 0``) trained on member ``i``'s perturbed copy of the
+Member ``i`` of an evaluator ensemble is a small classifier ``inputs -> hidden -> 1`` (SiLU;
+a logistic regression when ``hidden = 0``) on a fixed feature map of an item (``inputs`` = 64
+pixels for images, a base language model's pooled hidden state for text; the shapes below
+say 64 for the pixels) trained on member ``i``'s perturbed copy of the
 examples (:func:`attractor.stack.learned.examples.perturbed_sets`) from its own seeded
 initialisation. Its output ``sigmoid(logit)`` is its probability that the human prefers an
 item: the reward a trainer at level 3 maximises.
@@ -58,8 +60,11 @@ class EvaluatorDesign:
     weight_decay: float = 1e-3
     steps: int = 300
     lr: float = 1e-2
+    inputs: int = PIXELS  # the feature width: 64 pixels, or a language model's hidden size
 
     def __post_init__(self) -> None:
+        if self.inputs < 1:
+            raise UserError(f"evaluator inputs = {self.inputs}: give the feature width (>= 1)")
         if self.hidden < 0 or self.steps < 0:
             raise UserError(
                 f"evaluator hidden = {self.hidden}, steps = {self.steps}: give numbers >= 0"
@@ -73,10 +78,10 @@ class EvaluatorDesign:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """One member's parameter shapes by name (``nn.Linear`` layout: weight ``[out, in]``)."""
         if self.hidden == 0:
-            return {"out.weight": (1, PIXELS), "out.bias": (1,)}
+            return {"out.weight": (1, self.inputs), "out.bias": (1,)}
         h = self.hidden
         return {
-            "hidden.weight": (h, PIXELS),
+            "hidden.weight": (h, self.inputs),
             "hidden.bias": (h,),
             "out.weight": (1, h),
             "out.bias": (1,),
@@ -93,7 +98,8 @@ def init_params(design: EvaluatorDesign, seed: int) -> dict[str, Tensor]:
     generator = torch.Generator().manual_seed(seed)
     params = {}
     for name, shape in design.shapes().items():
-        fan_in = PIXELS if name.startswith("hidden") or design.hidden == 0 else design.hidden
+        first = name.startswith("hidden") or design.hidden == 0
+        fan_in = design.inputs if first else design.hidden
         bound = 1.0 / math.sqrt(fan_in)
         params[name] = (torch.rand(shape, generator=generator) * 2 - 1) * bound
     return params
@@ -140,13 +146,11 @@ class Evaluators:
         """``x [b, 64]`` (every member scores the same items) or ``[m, b, 64]`` (member ``i``
         scores row ``i``) of any float dtype -> float32 logits ``[m, b]``, without grad.
         """
-        m = self.members
-        if x.dim() == 2 and x.shape[-1] == PIXELS:
+        m, d = self.members, self.design.inputs
+        if x.dim() == 2 and x.shape[-1] == d:
             x = x.unsqueeze(0).expand(m, -1, -1)
-        elif not (x.dim() == 3 and x.shape[0] == m and x.shape[-1] == PIXELS):
-            raise ValueError(
-                f"items of shape {tuple(x.shape)}: give [b, {PIXELS}] or [{m}, b, {PIXELS}]"
-            )
+        elif not (x.dim() == 3 and x.shape[0] == m and x.shape[-1] == d):
+            raise ValueError(f"items of shape {tuple(x.shape)}: give [b, {d}] or [{m}, b, {d}]")
         with torch.no_grad():
             return _logits(self.params, x.to(torch.float32))
 
@@ -199,8 +203,8 @@ class _Evaluator(nn.Module):
 
     def __init__(self, design: EvaluatorDesign) -> None:
         super().__init__()
-        width = design.hidden or PIXELS
-        self.hidden = nn.Linear(PIXELS, design.hidden) if design.hidden else None
+        width = design.hidden or design.inputs
+        self.hidden = nn.Linear(design.inputs, design.hidden) if design.hidden else None
         self.out = nn.Linear(width, 1)
 
     def forward(self, x: Tensor) -> Tensor:
