@@ -35,11 +35,27 @@ def _check_world_example(path: Path) -> None:
         assert build_task(TaskConfig(**world.task)).n_train > 0
 
 
+def _check_evaluator_example(path: Path) -> None:
+    """An evaluator config: valid settings that can run together, and the human's draw."""
+    from attractor.stack.learned.examples import digits_examples
+    from attractor.stack.learned.settings import EvaluatorSettings, read_evaluator
+
+    settings = EvaluatorSettings(**read_evaluator(path))
+    settings.check()
+    drawn = digits_examples(
+        settings.preferred, settings.examples, settings.seed, settings.positives
+    )
+    assert len(drawn) == settings.examples
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(ROOT)  # user-task example imports examples/my_task.py from the repo root
     if "world" in tomllib.loads(path.read_text()):
         _check_world_example(path)
+        return
+    if "evaluator" in tomllib.loads(path.read_text()):
+        _check_evaluator_example(path)
         return
     # A trainer2 config carries a [trainer2] table beside the usual ones.
     config = (
