@@ -401,7 +401,21 @@ def _measure(
     summary: dict[str, Any] = {
         "members": settings.members,
         "true_base": _first_last(by_round, 0),
-        "true_final": _first_last(by_round, -1),
+        # Over members and evaluation noises jointly (the spread table's interval), not the
+        # per-round table's members-only one: the noises are a sample too.
+        "true_final": {
+            **_first_last(by_round, -1),
+            **{
+                k: float(v)
+                for k, v in zip(
+                    ("true", "true_low", "true_high"),
+                    spread.set_index("measure").loc[
+                        "true preference (mean)", ["value", "low", "high"]
+                    ],
+                    strict=True,
+                )
+            },
+        },
         "spread": spread.set_index("measure")[["value", "low", "high"]].to_dict("index"),
         "sources": main.set_index("effect")[["share", "share_low", "share_high"]].to_dict("index"),
         "evaluators": judged,
