@@ -388,7 +388,9 @@ def _measure(
     settings: EvaluatorSettings, outcome: _Outcome
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     draws, seed = settings.draws, settings.seed
-    spread, basins = measures.outcome_spread(outcome.true_final, outcome.classes, draws, seed)
+    spread, basins = measures.outcome_spread(
+        outcome.true_final, outcome.classes, draws, seed, outcome.images
+    )
     design = measures.design_frame(
         settings.resamples, settings.evaluator_seeds, settings.trainer_seeds
     )

@@ -59,7 +59,11 @@ def _row(name: str, estimate: Estimate, note: str) -> dict[str, object]:
 
 
 def outcome_spread(
-    true: Tensor, classes: Tensor, draws: int = 1000, seed: int = 0
+    true: Tensor,
+    classes: Tensor,
+    draws: int = 1000,
+    seed: int = 0,
+    images: Tensor | None = None,
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """The spread of the final models.
 
@@ -67,6 +71,9 @@ def outcome_spread(
         true: ``[m, e]`` each member's true preference of its image from each evaluation
             noise (the same noises for every member).
         classes: ``int64 [m, e]`` the class the reference classifier reads off each image.
+        images: ``[m, e, 64]`` the images themselves (optional): adds the mean distance
+            between two members' images from the same noise (pixels in [-1, 1]), the
+            generators' distance in function space, with intervals over members and noises.
 
     Returns:
         Rows ``measure, value, low, high, note`` and the basins: ``basin`` (the class each
@@ -92,6 +99,16 @@ def outcome_spread(
                 "generated classes (mean pairwise JS)",
                 pairwise_multibootstrap(pairwise_js(dists).numpy(), draws, seed),
                 "nats, between members' generated-class distributions",
+            )
+        )
+    if images is not None and len(values) >= 2:
+        flat = images.double().permute(1, 0, 2)  # [e, m, 64]
+        pairs = torch.cdist(flat, flat).permute(1, 2, 0)  # [m, m, e]
+        rows.append(
+            _row(
+                "images from the same noise (mean pairwise distance)",
+                pairwise_multibootstrap(pairs.numpy(), draws, seed),
+                "Euclidean, pixels in [-1, 1] (64 pixels: at most 16)",
             )
         )
     basin = dists.argmax(-1)
