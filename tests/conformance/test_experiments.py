@@ -110,7 +110,7 @@ def _evaluator(_: Path) -> BaseModel:
         resamples=2,
         evaluator_seeds=1,
         trainer_seeds=1,
-        eval_noises=8,
+        eval_samples=8,
         draws=50,
         suggest=2,
         reward_model={"steps": 10},

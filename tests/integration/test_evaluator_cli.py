@@ -101,7 +101,7 @@ def test_a_small_factorial_end_to_end_and_reopened(cli, tmp_path: Path, base: Pa
         evaluator_seeds = 2
         trainer_seeds = 2
         label_noise = 0.1
-        eval_noises = 32
+        eval_samples = 32
         draws = 100
         suggest = 4
         [evaluator.reward_model]
@@ -129,6 +129,6 @@ def test_a_small_factorial_end_to_end_and_reopened(cli, tmp_path: Path, base: Pa
     assert 0.5 < summary["evaluators"]["accuracy"] <= 1 and summary["evaluators"]["evaluators"] == 6
     assert [row["level"] for row in data["structural"]] == [0.0]
     page = (tmp_path / "out" / "report.html").read_text()
-    assert page.count("Learned evaluator (trainer2)") == 1 and "examples to label next" in page
+    assert page.count("Learned evaluator (trainer2)") == 1 and "label these next" in page
     again = cli("evaluator", config, "--out", tmp_path / "out", "--json")
     assert again.code == 0 and json.loads(again.out)["summary"] == summary

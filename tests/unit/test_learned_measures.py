@@ -79,7 +79,9 @@ def test_pairwise_image_distance_by_hand() -> None:
     images[2, 1] -= 1.0  # member 2 equals member 0 on noise 0, is 8 away on noise 1
     true = torch.zeros(3, 2, dtype=torch.float64)
     classes = torch.zeros(3, 2, dtype=torch.int64)
-    table, _ = M.outcome_spread(true, classes, draws=100, images=images)
-    row = table.set_index("measure").loc["images from the same noise (mean pairwise distance)"]
+    flat = images.permute(1, 0, 2)
+    pairs = torch.cdist(flat, flat).permute(1, 2, 0)
+    table, _ = M.outcome_spread(true, classes, 100, 0, pairs, ("image distance", "pixels"))
+    row = table.set_index("measure").loc["image distance"]
     # pairs (0,1): 4, 4; (0,2): 0, 8; (1,2): 4, sqrt(64 * 1.5^2) = 12 -> mean of the 6 = 5.33
     assert row["value"] == pytest.approx((4 + 4 + 0 + 8 + 4 + 12) / 6)

@@ -29,6 +29,12 @@ def _frame(stored: StoredResult, key: str) -> pd.DataFrame:
     return stored.table(key) if key in stored.table_keys else pd.DataFrame()
 
 
+def _preference(preferred: Any) -> str:
+    if isinstance(preferred, list):
+        return "digit classes " + ", ".join(str(c) for c in preferred)
+    return f"texts by the rule {preferred!r}"
+
+
 def _verdict(s: dict[str, Any]) -> str:
     """The answer first: did training on the evaluators raise the true preference, how far
     apart the models land, what drives it, and whether proxy and truth part.
@@ -78,6 +84,18 @@ def _verdict(s: dict[str, Any]) -> str:
     return "<p>" + "".join(parts) + "</p>"
 
 
+def _items(frame: pd.DataFrame, by: str, title: str, per_row: int) -> str:
+    """Items as the setting shows them: image rows, or a table of texts."""
+    if frame.empty:
+        return ""
+    if "pixels" in frame:
+        return figure(evaluator_plots.image_rows(frame, by, title, per_row=per_row), title)
+    shown = frame.groupby(by, sort=True).head(per_row // 2)[[by, "text"]].copy()
+    # HTML collapses runs of spaces and newlines; in text they are content (indented code).
+    shown["text"] = shown["text"].str.replace("\n", "↵").str.replace(" ", "\u00a0")
+    return f"<p>{html.escape(title)}:</p>" + table(shown.reset_index(drop=True))
+
+
 def evaluator_section(stored: StoredResult) -> str:
     data = stored.data
     summary = data.get("summary", {})
@@ -86,7 +104,7 @@ def evaluator_section(stored: StoredResult) -> str:
     model = data.get("model") or {}
     body += facts(
         {
-            "preferred classes": ", ".join(str(c) for c in data.get("preferred", [])),
+            "the human prefers": _preference(data.get("preferred")),
             "the human's examples": data.get("examples"),
             "base generator": f"{model.get('run')}:{model.get('member')}",
             "members": f"{settings.get('resamples')} resamples × {settings.get('evaluator_seeds')} "
@@ -94,26 +112,16 @@ def evaluator_section(stored: StoredResult) -> str:
             "trainer": (settings.get("trainer") or {}).get("method"),
         }
     )
-    examples = _frame(stored, "examples")
-    if not examples.empty:
-        body += figure(
-            evaluator_plots.image_rows(
-                examples, "label", "1. the human's examples (1 = preferred)"
-            ),
-            "the human's examples",
-        )
+    body += _items(
+        _frame(stored, "examples"), "label", "1. the human's examples (1 = preferred)", 10
+    )
     rounds, trajectories = _frame(stored, "rounds"), _frame(stored, "trajectories")
     if not rounds.empty and not trajectories.empty:
         body += figure(
             evaluator_plots.proxy_vs_true(rounds, trajectories, "2.–3. proxy vs true preference"),
             "proxy vs true reward along the rounds",
         )
-    samples = _frame(stored, "samples")
-    if not samples.empty:
-        body += figure(
-            evaluator_plots.image_rows(samples, "member", "3. final models' images", per_row=8),
-            "final images per model",
-        )
+    body += _items(_frame(stored, "samples"), "member", "3. the final models' samples", 8)
     for key, lead in (
         ("spread", "The final models' spread:"),
         ("sources", "Variance of the true preference by factor of the design:"),
@@ -130,13 +138,10 @@ def evaluator_section(stored: StoredResult) -> str:
         body += table(structural)
     suggestions = _frame(stored, "suggestions")
     if not suggestions.empty:
-        body += figure(
-            evaluator_plots.image_rows(
-                suggestions.assign(row="next"), "row", "label these next (evaluators disagree)"
-            ),
-            "examples to label next",
+        body += _items(
+            suggestions.assign(row="next"), "row", "label these next (evaluators disagree)", 10
         )
-        body += table(suggestions.drop(columns=["pixels"]))
+        body += table(suggestions.drop(columns=["pixels", "text", "row"], errors="ignore"))
     lead = (
         "The human's examples are resampled; each resample trains an evaluator, each "
         "evaluator drives a trainer of the generator. A stable trainer2 gives models in one "

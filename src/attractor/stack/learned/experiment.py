@@ -1,18 +1,20 @@
 """The learned-evaluator experiment: ``attractor evaluator CONFIG --out DIR``.
 
-The loop (the specification; :mod:`attractor.stack.learned` has the three levels)::
+The loop (the specification; :mod:`attractor.stack.learned` has the three levels and the
+settings, :mod:`~attractor.stack.learned.digits` and
+:mod:`~attractor.stack.learned.text_setting`)::
 
-    base = the denoise-digits generator (a run's member, or trained in DIR/base)
-    examples = the human's labelled digits (a seeded draw, or the user's CSV)
+    base = the setting's generator (a run's member, or trained in DIR/base)
+    examples = the human's labelled items (a seeded draw by a known rule, or the user's file)
     for r in resamples, e in evaluator seeds:            # R x E evaluators, one batch
-        evaluator[r, e] = reward model on perturbed(examples, bootstrap r, seed e)
+        evaluator[r, e] = reward model on features of perturbed(examples, resample r, seed e)
     for r, e, t in the factorial:                          # R x E x T members, one batch
-        model[r, e, t] = finetune(base, reward = evaluator[r, e], trainer seed t)
+        model[r, e, t] = fine-tune(base, reward = evaluator[r, e], trainer seed t)
     measure: the models' true preference and its spread, which factor drives it,
              proxy vs true along the rounds, the evaluators' own disagreement;
     structural: the same for each level of the evaluator's design (width, weight decay,
              label noise, KL penalty), R' resamples each;
-    suggestions: the unlabelled digits the evaluators disagree on most.
+    suggestions: the unlabelled items the evaluators disagree on most.
 
 Reopening the directory with the same settings reuses the trained base (a run inside
 ``DIR/base``, resumable like every run); the evaluator and fine-tuning stages are
@@ -21,34 +23,20 @@ deterministic and run again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from torch import Tensor, nn
 
-from attractor.errors import UserError
 from attractor.experiments import Experiment
 from attractor.measure.bootstrap import multibootstrap
 from attractor.runs.progress import Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 from attractor.stack.learned import measures
-from attractor.stack.learned.examples import (
-    ExampleRow,
-    HumanExamples,
-    digits_examples,
-    held_out_digits,
-    perturbed_sets,
-    read_examples,
-)
-from attractor.stack.learned.finetune import (
-    FinetuneDesign,
-    finetune,
-    true_preference_of,
-)
+from attractor.stack.learned.examples import ExampleRow
 from attractor.stack.learned.result import EvaluatorResult
 from attractor.stack.learned.reward_model import (
     EvaluatorDesign,
@@ -57,75 +45,23 @@ from attractor.stack.learned.reward_model import (
     to_label_next,
     train_evaluators,
 )
+from attractor.stack.learned.setting import Setting, Trained
 from attractor.stack.learned.settings import EvaluatorSettings
 
-#: Images of each of the first members kept for the report.
-_SAMPLES_PER_MEMBER = 8
-_SAMPLED_MEMBERS = 8
+# Seeds of a factor's levels: level k of a factor is `seed * _STRIDE + k` (+ an offset per
+# factor), so the same settings give the same numbers and levels never collide.
+_STRIDE = 1_000_003
+_TRAINER_OFFSET = 7919
 
 
-@dataclass(frozen=True)
-class _Base:
-    """The generator every member starts from."""
+def _setting(settings: EvaluatorSettings, store: RunStore, progress: bool) -> Setting:
+    if settings.setting == "text":
+        from attractor.stack.learned.text_setting import TextSetting
 
-    template: nn.Module
-    params: dict[str, Tensor]  # [1, ...]
-    buffers: dict[str, Tensor]
-    task: dict[str, Any]  # the denoise-digits task options it was trained with
-    source: dict[str, Any]
+        return TextSetting(settings, store, progress)
+    from attractor.stack.learned.digits import DigitsSetting
 
-
-def _base(settings: EvaluatorSettings, store: RunStore, progress: bool) -> _Base:
-    from attractor.runs.ensemble import Ensemble
-
-    if settings.model is not None:
-        run, _, member = settings.model.rpartition(":")
-        if not run or not member.isdigit():
-            raise UserError(f"model {settings.model!r} is not RUN:MEMBER (a member is a number)")
-        ensemble = Ensemble.load(run)
-        index = int(member)
-    else:
-        ensemble, index = _train_base(settings.base_steps, store, progress), 0
-    if ensemble.config.task.name != "denoise-digits":
-        raise UserError(
-            f"run '{ensemble.store.root}' trained {ensemble.config.task.name!r}; the digits "
-            "setting fine-tunes a denoise-digits generator"
-        )
-    if index not in ensemble.members:
-        raise UserError(
-            f"run '{ensemble.store.root}' has no finished member {index} "
-            f"(finished: {ensemble.members})"
-        )
-    params, buffers = ensemble.stacked([index])
-    return _Base(
-        template=ensemble.module(index),
-        params=params,
-        buffers=buffers,
-        task={"name": "denoise-digits", **ensemble.config.task.options},
-        source={"run": str(ensemble.store.root), "member": index},
-    )
-
-
-def _train_base(steps: int, store: RunStore, progress: bool) -> Any:
-    from attractor.config import parse_config
-    from attractor.runs.launch import train
-    from attractor.world.denoise_digits import TRAINER
-
-    config = parse_config(
-        {
-            "task": {"name": "denoise-digits"},
-            "trainer": {**TRAINER, "steps": steps},
-            "plan": {"members": 1, "vary": ["init_seed"]},
-        },
-        source="the evaluator's base generator",
-    )
-    return train(config, store.root / "base", progress=progress)
-
-
-def _examples(settings: EvaluatorSettings) -> HumanExamples:
-    if settings.examples_file is not None:
-        return read_examples(settings.examples_file)
-    return digits_examples(settings.preferred, settings.examples, settings.seed, settings.positives)
+    return DigitsSetting(settings, store, progress)
 
 
 @dataclass(frozen=True)
@@ -133,22 +69,18 @@ class _Outcome:
     """What one factorial of members produced."""
 
     evaluators: Evaluators  # R x E
-    proxy: Tensor  # [m, rounds + 1]
-    true: Tensor  # [m, rounds + 1]
-    images: Tensor  # [m, e, 64]
-    true_final: Tensor  # [m, e]
-    classes: Tensor  # int64 [m, e]
+    trained: Trained  # R x E x T
 
 
 def _evaluator_rows(settings: EvaluatorSettings, label_noise: float) -> list[ExampleRow]:
     """One row per (resample, evaluator seed), resample slowest."""
     return [
         ExampleRow(
-            resample=settings.seed * 1_000_003 + r,
+            resample=settings.seed * _STRIDE + r,
             subsample=settings.subsample,
             label_noise=label_noise,
             augment=settings.augment,
-            seed=settings.seed * 1_000_003 + e,
+            seed=settings.seed * _STRIDE + e,
         )
         for r in range(settings.resamples)
         for e in range(settings.evaluator_seeds)
@@ -157,50 +89,33 @@ def _evaluator_rows(settings: EvaluatorSettings, label_noise: float) -> list[Exa
 
 def _factorial(
     settings: EvaluatorSettings,
-    base: _Base,
-    examples: HumanExamples,
-    eval_noise: Tensor,
+    setting: Setting,
+    examples: Any,
     design: EvaluatorDesign,
-    trainer: FinetuneDesign,
+    trainer: dict[str, Any],
     label_noise: float,
 ) -> _Outcome:
     """Train the R x E evaluators and the R x E x T fine-tuned models of ``settings``."""
-    from attractor.world.denoise_digits import reference_classifier
-
     rows = _evaluator_rows(settings, label_noise)
-    evaluators = train_evaluators(perturbed_sets(examples, rows), design, [r.seed for r in rows])
+    evaluators = train_evaluators(setting.sets(examples, rows), design, [r.seed for r in rows])
     t = settings.trainer_seeds
     # Member (r, e, t) is driven by evaluator (r, e): index r * E + e.
     which = torch.arange(len(rows)).repeat_interleave(t)
     per_member = Evaluators(
         params={k: v[which] for k, v in evaluators.params.items()}, design=evaluators.design
     )
-    m = len(which)
-    params = {k: v.expand(m, *v.shape[1:]).clone() for k, v in base.params.items()}
-    buffers = {k: v.expand(m, *v.shape[1:]).clone() for k, v in base.buffers.items()}
     # Trainer seed level t is shared across cells: the same level, the same random numbers.
-    seeds = [settings.seed * 1_000_003 + 7919 + (i % t) for i in range(m)]
-    done = finetune(
-        base.template,
-        params,
-        buffers,
-        base.task,
-        per_member.logits,  # finetune shows it the images clipped to [-1, 1]
-        true_preference_of(settings.preferred),
-        trainer,
-        seeds,
-        eval_noise,
-    )
-    true_final = true_preference_of(settings.preferred)(done.images).double()
-    classes = reference_classifier().probabilities(done.images).argmax(-1)
-    return _Outcome(evaluators, done.proxy, done.true, done.images, true_final, classes)
+    seeds = [settings.seed * _STRIDE + _TRAINER_OFFSET + (i % t) for i in range(len(which))]
+    return _Outcome(evaluators, setting.train(per_member, trainer, seeds))
 
 
-def _evaluator_table(evaluators: Evaluators, preferred: list[int], draws: int, seed: int) -> Any:
-    """The evaluators' own spread on the held-out digits (a yardstick): disagreement and
+def _evaluator_table(
+    evaluators: Evaluators, setting: Setting, draws: int, seed: int
+) -> dict[str, Any]:
+    """The evaluators' own spread on held-out items (a yardstick): disagreement and
     accuracy against the rule.
     """
-    items, truth = held_out_digits(preferred)
+    items, truth = setting.held_out()
     found = disagreement(evaluators, items)
     correct = (evaluators.probabilities(items) > 0.5).long() == truth[None, :]
     accuracy = multibootstrap(correct.double().numpy(), np.mean, draws, seed)
@@ -215,52 +130,24 @@ def _evaluator_table(evaluators: Evaluators, preferred: list[int], draws: int, s
         "sd": float(found["sd"].double().mean()),
         "mutual_information": float(found["mutual_information"].double().mean()),
         "evaluators": evaluators.members,
+        "held_out": len(truth),
     }
 
 
-def _members_table(settings: EvaluatorSettings, outcome: _Outcome, parting: Tensor) -> pd.DataFrame:
-    design = measures.design_frame(
-        settings.resamples, settings.evaluator_seeds, settings.trainer_seeds
-    )
-    dists = measures.class_distributions(outcome.classes)
-    return design.assign(
-        true=outcome.true_final.mean(1).numpy(),
-        true_base=outcome.true[:, 0].double().numpy(),
-        proxy=outcome.proxy[:, -1].double().numpy(),
-        basin=dists.argmax(-1).numpy(),
-        parting_round=parting.numpy(),
+def _design(settings: EvaluatorSettings, setting: Setting, **changes: Any) -> EvaluatorDesign:
+    return EvaluatorDesign(
+        **{**settings.reward_model.model_dump(), "inputs": setting.inputs, **changes}
     )
 
 
-def _rounds_long(outcome: _Outcome) -> pd.DataFrame:
-    m, k = outcome.proxy.shape
-    return pd.DataFrame(
-        {
-            "member": np.repeat(np.arange(m), k),
-            "round": np.tile(np.arange(k), m),
-            "proxy": outcome.proxy.double().reshape(-1).numpy(),
-            "true": outcome.true.double().reshape(-1).numpy(),
-        }
-    )
-
-
-def _image_rows(images: Tensor, labels: list[Any], column: str) -> pd.DataFrame:
-    """Images ``[k, 64]`` in [-1, 1] as rows (``column`` = label, ``pixels`` in [0, 1])."""
-    ink = ((images.clamp(-1, 1) + 1) / 2).double()
-    return pd.DataFrame(
-        {column: labels, "pixels": [row.tolist() for row in ink.reshape(len(images), -1)]}
-    )
+def _trainer(settings: EvaluatorSettings, **changes: Any) -> dict[str, Any]:
+    return {**settings.trainer.model_dump(), **changes}
 
 
 def _structural(
-    settings: EvaluatorSettings,
-    base: _Base,
-    examples: HumanExamples,
-    eval_noise: Tensor,
-    stages: Stages,
+    settings: EvaluatorSettings, setting: Setting, examples: Any, stages: Stages
 ) -> pd.DataFrame:
     """True preference (mean and sd over resamples) at each level of the evaluator design."""
-    frames = []
     small = settings.model_copy(
         update={
             "resamples": settings.structural.resamples,
@@ -268,25 +155,25 @@ def _structural(
             "trainer_seeds": 1,
         }
     )
+    rows = []
     for name, level in settings.structural.levels():
-        design = _design(settings)
-        trainer = _trainer(settings)
-        noise = settings.label_noise
+        stages.begin(f"structural: {name} = {level:g}")
+        design = _design(settings, setting)
+        trainer, noise = _trainer(settings), settings.label_noise
         if name == "hidden":
-            design = replace(design, hidden=int(level))
+            design = _design(settings, setting, hidden=int(level))
         elif name == "weight_decay":
-            design = replace(design, weight_decay=level)
+            design = _design(settings, setting, weight_decay=level)
         elif name == "label_noise":
             noise = level
         else:
-            trainer = replace(trainer, kl=level)
-        stages.begin(f"structural: {name} = {level:g}")
-        out = _factorial(small, base, examples, eval_noise, design, trainer, noise)
-        values = out.true_final.numpy()
+            trainer = _trainer(settings, kl=level)
+        out = _factorial(small, setting, examples, design, trainer, noise)
+        values = out.trained.true_final.numpy()
         mean = multibootstrap(values, np.mean, settings.draws, settings.seed)
         sd = multibootstrap(values, np.std, settings.draws, settings.seed)
-        judged = _evaluator_table(out.evaluators, settings.preferred, settings.draws, settings.seed)
-        frames.append(
+        judged = _evaluator_table(out.evaluators, setting, settings.draws, settings.seed)
+        rows.append(
             {
                 "parameter": name,
                 "level": level,
@@ -299,37 +186,24 @@ def _structural(
                 "evaluator_accuracy": judged["accuracy"],
             }
         )
-    return pd.DataFrame(frames)
+    return pd.DataFrame(rows)
 
 
-def _design(settings: EvaluatorSettings) -> EvaluatorDesign:
-    return EvaluatorDesign(**settings.reward_model.model_dump())
-
-
-def _trainer(settings: EvaluatorSettings) -> FinetuneDesign:
-    return FinetuneDesign(**settings.trainer.model_dump())
-
-
-def _suggestions(
-    evaluators: Evaluators, examples: HumanExamples, settings: EvaluatorSettings
-) -> pd.DataFrame:
-    """The unlabelled training digits the evaluators disagree on most (BALD), to label next."""
-    from attractor.tasks.denoise_digits import load_images
-
-    x_train, y_train, _, _ = (torch.tensor(a) for a in load_images())
-    labelled = (x_train[:, None, :] == examples.items[None, :, :]).all(-1).any(-1)
-    pool = torch.nonzero(~labelled).flatten()
-    if settings.suggest == 0 or len(pool) == 0:
+def _suggestions(evaluators: Evaluators, setting: Setting, examples: Any, k: int) -> pd.DataFrame:
+    """The unlabelled items the evaluators disagree on most (BALD), to label next."""
+    features, rows = setting.pool(examples)
+    if k == 0 or len(rows) == 0:
         return pd.DataFrame()
-    chosen = pool[to_label_next(evaluators, x_train[pool], min(settings.suggest, len(pool)))]
-    found = disagreement(evaluators, x_train[chosen])
-    probs = evaluators.probabilities(x_train[chosen]).double()
-    preferred = torch.tensor(settings.preferred)
-    frame = _image_rows(x_train[chosen], chosen.tolist(), "index")
-    return frame.assign(
-        mutual_information=found["mutual_information"].double().numpy(),
-        mean_probability=probs.mean(0).numpy(),
-        rule=torch.isin(y_train[chosen], preferred).long().numpy(),
+    chosen = to_label_next(evaluators, features, min(k, len(rows)))
+    found = disagreement(evaluators, features[chosen])
+    probs = evaluators.probabilities(features[chosen]).double()
+    return (
+        rows.iloc[chosen.numpy()]
+        .reset_index(drop=True)
+        .assign(
+            mutual_information=found["mutual_information"].double().numpy(),
+            mean_probability=probs.mean(0).numpy(),
+        )
     )
 
 
@@ -338,45 +212,39 @@ def run_evaluator(
 ) -> list[Result]:
     """Run the experiment (see the module docstring) in ``store``'s directory."""
     settings.check()
-    examples = _examples(settings)
     levels = len(settings.structural.levels())
     with Stages("evaluator", 4 + levels, progress) as stages:
         stages.begin("the base generator: " + ("loading" if settings.model else "training"))
-        base = _base(settings, store, progress)
-        generator = torch.Generator().manual_seed(settings.seed)
-        eval_noise = torch.randn(settings.eval_noises, 64, generator=generator)
+        setting = _setting(settings, store, progress)
+        examples = setting.examples()
         stages.begin(
             f"{settings.resamples * settings.evaluator_seeds} evaluators and "
-            f"{settings.members} fine-tuned generators ({settings.trainer.rounds} rounds)"
+            f"{settings.members} fine-tuned generators"
         )
         outcome = _factorial(
             settings,
-            base,
+            setting,
             examples,
-            eval_noise,
-            _design(settings),
+            _design(settings, setting),
             _trainer(settings),
             settings.label_noise,
         )
         stages.begin("spread, its sources, proxy vs true")
-        tables, summary = _measure(settings, outcome)
-        structural = (
-            _structural(settings, base, examples, eval_noise, stages) if levels else pd.DataFrame()
-        )
+        tables, summary = _measure(settings, setting, outcome)
+        if levels:
+            tables["structural"] = _structural(settings, setting, examples, stages)
         stages.begin("suggestions: the examples to label next")
-        tables["suggestions"] = _suggestions(outcome.evaluators, examples, settings)
-    if not structural.empty:
-        tables["structural"] = structural
-    tables["examples"] = _image_rows(examples.items, examples.labels.tolist(), "label")
-    shown = outcome.images[:_SAMPLED_MEMBERS, :_SAMPLES_PER_MEMBER]
-    members = torch.arange(len(shown)).repeat_interleave(shown.shape[1])
-    tables["samples"] = _image_rows(shown.reshape(-1, 64), members.tolist(), "member")
+        tables["suggestions"] = _suggestions(
+            outcome.evaluators, setting, examples, settings.suggest
+        )
+    tables["examples"] = setting.shown(examples)
+    tables["samples"] = outcome.trained.samples
     return [
         EvaluatorResult(
             setting=settings.setting,
-            preferred=settings.preferred,
+            preferred=settings.preference,
             examples=examples.source,
-            model=base.source,
+            model=setting.source,
             settings=settings.model_dump(mode="json"),
             summary=summary,
             tables={k: v for k, v in tables.items() if not v.empty},
@@ -385,59 +253,69 @@ def run_evaluator(
 
 
 def _measure(
-    settings: EvaluatorSettings, outcome: _Outcome
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    draws, seed = settings.draws, settings.seed
+    settings: EvaluatorSettings, setting: Setting, outcome: _Outcome
+) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    draws, seed, trained = settings.draws, settings.seed, outcome.trained
     spread, basins = measures.outcome_spread(
-        outcome.true_final, outcome.classes, draws, seed, outcome.images
+        trained.true_final, trained.classes, draws, seed, trained.distances, trained.distance
     )
     design = measures.design_frame(
         settings.resamples, settings.evaluator_seeds, settings.trainer_seeds
     )
-    sources = measures.sources(design, outcome.true_final.mean(1), draws, seed)
-    by_round = measures.rounds(outcome.proxy, outcome.true, draws, seed)
-    parting = measures.parting(outcome.proxy, outcome.true, settings.part_tolerance, draws, seed)
-    rounds_found = measures.parting_rounds(outcome.proxy, outcome.true, settings.part_tolerance)
-    judged = _evaluator_table(outcome.evaluators, settings.preferred, draws, seed)
+    sources = measures.sources(design, trained.true_final.mean(1), draws, seed)
+    by_round = measures.rounds(trained.proxy, trained.true, draws, seed)
+    parting = measures.parting(trained.proxy, trained.true, settings.part_tolerance, draws, seed)
+    rounds_found = measures.parting_rounds(trained.proxy, trained.true, settings.part_tolerance)
     main = sources[sources["effect"].isin(measures.FACTORS)]
+    # Over models and evaluation samples jointly (the spread table's interval), not the
+    # per-round table's members-only one: the evaluation samples are a sample too.
+    final = spread.set_index("measure").loc["true preference (mean)"]
     summary: dict[str, Any] = {
         "members": settings.members,
-        "true_base": _first_last(by_round, 0),
-        # Over members and evaluation noises jointly (the spread table's interval), not the
-        # per-round table's members-only one: the noises are a sample too.
+        "true_base": _round(by_round, 0),
         "true_final": {
-            **_first_last(by_round, -1),
-            **{
-                k: float(v)
-                for k, v in zip(
-                    ("true", "true_low", "true_high"),
-                    spread.set_index("measure").loc[
-                        "true preference (mean)", ["value", "low", "high"]
-                    ],
-                    strict=True,
-                )
-            },
+            **_round(by_round, -1),
+            "true": float(final["value"]),
+            "true_low": float(final["low"]),
+            "true_high": float(final["high"]),
         },
         "spread": spread.set_index("measure")[["value", "low", "high"]].to_dict("index"),
         "sources": main.set_index("effect")[["share", "share_low", "share_high"]].to_dict("index"),
-        "evaluators": judged,
+        "evaluators": _evaluator_table(outcome.evaluators, setting, draws, seed),
         "parting": parting,
         "basins": basins,
     }
     if main["share"].notna().any():  # all NaN when the models do not differ at all
         top = main.loc[main["share"].idxmax()]
         summary["dominant"] = {"factor": str(top["effect"]), "share": float(top["share"])}
+    members = design.assign(
+        true=trained.true_final.mean(1).numpy(),
+        true_base=trained.true[:, 0].double().numpy(),
+        proxy=trained.proxy[:, -1].double().numpy(),
+        parting_round=rounds_found.numpy(),
+    )
+    if basins.get("basin") is not None:
+        members = members.assign(basin=basins["basin"])
+    m, k = trained.proxy.shape
+    trajectories = pd.DataFrame(
+        {
+            "member": np.repeat(np.arange(m), k),
+            "round": np.tile(np.arange(k), m),
+            "proxy": trained.proxy.double().reshape(-1).numpy(),
+            "true": trained.true.double().reshape(-1).numpy(),
+        }
+    )
     tables = {
         "spread": spread,
         "sources": sources,
         "rounds": by_round,
-        "trajectories": _rounds_long(outcome),
-        "members": _members_table(settings, outcome, rounds_found),
+        "trajectories": trajectories,
+        "members": members,
     }
     return tables, summary
 
 
-def _first_last(by_round: pd.DataFrame, row: int) -> dict[str, float]:
+def _round(by_round: pd.DataFrame, row: int) -> dict[str, float]:
     picked = by_round.iloc[row]
     return {k: float(picked[k]) for k in ("true", "true_low", "true_high", "proxy")}
 

@@ -60,32 +60,34 @@ def _row(name: str, estimate: Estimate, note: str) -> dict[str, object]:
 
 def outcome_spread(
     true: Tensor,
-    classes: Tensor,
+    classes: Tensor | None,
     draws: int = 1000,
     seed: int = 0,
-    images: Tensor | None = None,
+    distances: Tensor | None = None,
+    distance: tuple[str, str] = ("function-space distance", ""),
 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """The spread of the final models.
 
     Args:
-        true: ``[m, e]`` each member's true preference of its image from each evaluation
-            noise (the same noises for every member).
-        classes: ``int64 [m, e]`` the class the reference classifier reads off each image.
-        images: ``[m, e, 64]`` the images themselves (optional): adds the mean distance
-            between two members' images from the same noise (pixels in [-1, 1]), the
-            generators' distance in function space, with intervals over members and noises.
+        true: ``[m, e]`` each member's true preference of its sample from each evaluation
+            noise or seed (the same for every member).
+        classes: ``int64 [m, e]`` the class read off each sample (images; None for text):
+            adds the mean pairwise JS between the members' class distributions, and basins.
+        distances: ``[m, m, k]`` the members' distance in function space on ``k`` shared
+            items (optional), named and explained by ``distance``: its mean over pairs with
+            a multi-bootstrap interval over members and items.
 
     Returns:
         Rows ``measure, value, low, high, note`` and the basins: ``basin`` (the class each
-        member generates most), ``majority`` and its ``share`` of the members.
+        member generates most), ``majority``, its ``share`` of the members and ``count``
+        (``basin`` None without classes).
     """
     values = true.double().numpy()
-    dists = class_distributions(classes)
     rows = [
         _row(
             "true preference (mean)",
             multibootstrap(values, np.mean, draws, seed),
-            "share of the preferred classes' probability, mean over members",
+            "the preferred share of the models' samples, mean over models",
         ),
         _row(
             "true preference (sd across members)",
@@ -93,32 +95,28 @@ def outcome_spread(
             "the spread of the outcome",
         ),
     ]
-    if len(values) >= 2:
-        rows.append(
-            _row(
-                "generated classes (mean pairwise JS)",
-                pairwise_multibootstrap(pairwise_js(dists).numpy(), draws, seed),
-                "nats, between members' generated-class distributions",
+    basins: dict[str, object] = {"basin": None}
+    if classes is not None:
+        dists = class_distributions(classes)
+        if len(values) >= 2:
+            rows.append(
+                _row(
+                    "generated classes (mean pairwise JS)",
+                    pairwise_multibootstrap(pairwise_js(dists).numpy(), draws, seed),
+                    "nats, between members' generated-class distributions",
+                )
             )
-        )
-    if images is not None and len(values) >= 2:
-        flat = images.double().permute(1, 0, 2)  # [e, m, 64]
-        pairs = torch.cdist(flat, flat).permute(1, 2, 0)  # [m, m, e]
-        rows.append(
-            _row(
-                "images from the same noise (mean pairwise distance)",
-                pairwise_multibootstrap(pairs.numpy(), draws, seed),
-                "Euclidean, pixels in [-1, 1] (64 pixels: at most 16)",
-            )
-        )
-    basin = dists.argmax(-1)
-    majority = int(torch.mode(basin).values)
-    basins = {
-        "basin": basin.tolist(),
-        "majority": majority,
-        "share": float((basin == majority).double().mean()),
-        "count": int(len(torch.unique(basin))),
-    }
+        basin = dists.argmax(-1)
+        majority = int(torch.mode(basin).values)
+        basins = {
+            "basin": basin.tolist(),
+            "majority": majority,
+            "share": float((basin == majority).double().mean()),
+            "count": int(len(torch.unique(basin))),
+        }
+    if distances is not None and len(values) >= 2:
+        name, note = distance
+        rows.append(_row(name, pairwise_multibootstrap(distances.numpy(), draws, seed), note))
     return pd.DataFrame(rows), basins
 
 

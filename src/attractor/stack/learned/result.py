@@ -25,9 +25,9 @@ TABLES: dict[str, str] = {
     "parting_round: one row per member",
     "structural": "parameter, level, true, true_low, true_high, sd, sd_low, sd_high, "
     "evaluator_accuracy: the evaluator's design perturbed",
-    "suggestions": "index, pixels, mutual_information, mean_probability, rule: label next",
-    "examples": "label, pixels: the human's examples",
-    "samples": "member, pixels: final images of the first members",
+    "suggestions": "index, pixels or text, rule, mutual_information, mean_probability: label next",
+    "examples": "label, pixels or text: the human's examples",
+    "samples": "member, pixels or text: final samples of the first members",
 }
 
 
@@ -36,7 +36,8 @@ class EvaluatorResult:
     """What a learned-evaluator experiment measured (see :data:`TABLES`).
 
     Attributes:
-        setting: ``digits``; preferred: the classes the human prefers (the known rule);
+        setting: ``digits`` or ``text``; preferred: the known rule (the classes the human
+        prefers, or the text rule's name);
         examples: where the human's examples came from; model: the base generator's run
         and member; summary: headline numbers; tables: name -> DataFrame.
     """
@@ -45,7 +46,7 @@ class EvaluatorResult:
     schema: ClassVar[int] = 1
 
     setting: str
-    preferred: list[int]
+    preferred: list[int] | str
     examples: str
     model: dict[str, Any]
     settings: dict[str, Any]

@@ -3,8 +3,10 @@
 One ``[evaluator]`` table; its sub-tables configure each level::
 
     [evaluator]
-    preferred = [3]        # the human prefers these digit classes (the known rule)
-    examples = 40          # the human's examples, drawn from the digits training split
+    setting = "digits"     # or "text"
+    preferred = [3]        # digits: the human prefers these classes (the known rule)
+    rule = "code"          # text: the human prefers pydoc windows with code in them
+    examples = 40          # the human's examples, drawn by the rule
     resamples = 6          # factor 1: bootstrap resamples of the human's examples
     evaluator_seeds = 2    # factor 2: the evaluator's own seed
     trainer_seeds = 2      # factor 3: the trainer's seed (its samples and batches)
@@ -15,6 +17,9 @@ One ``[evaluator]`` table; its sub-tables configure each level::
 
 Members form a full factorial of the three factors, so the spread of the final models
 splits into the share each factor adds (variance components, as ``attractor sensitivity``).
+A trainer option left out takes the setting's own default (they differ: an image and a
+text trainer are tuned apart, see :class:`~attractor.stack.learned.finetune.FinetuneDesign`
+and :class:`~attractor.stack.learned.text_finetune.TextFinetuneDesign`).
 """
 
 from __future__ import annotations
@@ -26,12 +31,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from attractor.config import read_toml
 from attractor.errors import UserError
-from attractor.stack.learned.finetune import FinetuneDesign
 from attractor.stack.learned.reward_model import EvaluatorDesign
 
-# The levels' own designs hold the defaults; the settings only validate and document them.
+# The level's own design holds the defaults; the settings only validate and document them.
 _EVALUATOR = EvaluatorDesign()
-_TRAINER = FinetuneDesign()
 
 
 class _Strict(BaseModel):
@@ -39,7 +42,7 @@ class _Strict(BaseModel):
 
 
 class RewardModelSettings(_Strict):
-    """``[evaluator.reward_model]``: the evaluator, an MLP on the 64 pixels."""
+    """``[evaluator.reward_model]``: the evaluator, an MLP on the items' features."""
 
     hidden: int = Field(
         _EVALUATOR.hidden, ge=0, le=4096, description="Hidden width (0: logistic regression)."
@@ -50,20 +53,22 @@ class RewardModelSettings(_Strict):
 
 
 class TrainerSettings(_Strict):
-    """``[evaluator.trainer]``: the trainer each evaluator drives (fine-tuning the generator)."""
+    """``[evaluator.trainer]``: the trainer each evaluator drives; None = the setting's
+    default (digits: :class:`FinetuneDesign`, text: :class:`TextFinetuneDesign`).
+    """
 
-    method: Literal["best-of-n", "reward-weighted"] = _TRAINER.method
-    rounds: int = Field(_TRAINER.rounds, ge=1, le=100)
-    samples: int = Field(_TRAINER.samples, ge=2, description="Images sampled per member per round.")
-    keep: int = Field(_TRAINER.keep, ge=1, description="Best-of-n: images kept per round.")
-    temperature: float = Field(
-        _TRAINER.temperature, gt=0, description="Reward-weighted: softmax temperature."
-    )
-    steps: int = Field(_TRAINER.steps, ge=1, description="Fine-tuning steps per round.")
-    lr: float = Field(_TRAINER.lr, gt=0)
-    batch: int = Field(_TRAINER.batch, ge=1, description="Noisy pairs per step per member.")
-    kl: float = Field(_TRAINER.kl, ge=0, description="Weight of the KL penalty to the base model.")
-    sampler_steps: int = Field(_TRAINER.sampler_steps, ge=1, description="DDIM updates per sample.")
+    method: Literal["best-of-n", "reward-weighted"] | None = None
+    rounds: int | None = Field(None, ge=1, le=100)
+    samples: int | None = Field(None, ge=2, description="Samples per model per round.")
+    keep: int | None = Field(None, ge=1, description="Best-of-n: samples kept per round.")
+    temperature: float | None = Field(None, gt=0, description="Reward-weighted temperature.")
+    steps: int | None = Field(None, ge=1, description="Fine-tuning steps per round.")
+    lr: float | None = Field(None, gt=0)
+    batch: int | None = Field(None, ge=1, description="Training items per step per model.")
+    kl: float | None = Field(None, ge=0, description="Weight of the KL penalty to the base.")
+    sampler_steps: int | None = Field(None, ge=1, description="Digits: DDIM updates.")
+    length: int | None = Field(None, ge=1, description="Text: bytes generated per sample.")
+    prompt: str | None = Field(None, min_length=1, description="Text: the lead-in sampled from.")
 
 
 class StructuralSettings(_Strict):
@@ -73,7 +78,7 @@ class StructuralSettings(_Strict):
     weight_decay: list[float] = Field(default_factory=list)
     label_noise: list[float] = Field(default_factory=list, description="Shares of flipped labels.")
     kl: list[float] = Field(default_factory=list, description="KL penalties of the trainer.")
-    resamples: int = Field(4, ge=2, le=64, description="Members (resamples) per level.")
+    resamples: int = Field(4, ge=2, le=64, description="Models (resamples) per level.")
 
     def levels(self) -> list[tuple[str, float]]:
         """Every (parameter, level) to run, in the order given."""
@@ -87,33 +92,41 @@ class StructuralSettings(_Strict):
 class EvaluatorSettings(_Strict):
     """Everything a learned-evaluator experiment depends on (its directory's identity)."""
 
-    setting: Literal["digits"] = Field(
-        "digits", description="digits: the denoise-digits generator and 8x8 digit examples."
+    setting: Literal["digits", "text"] = Field(
+        "digits",
+        description="digits: a denoise-digits generator, 8x8 digit examples; text: a tiny-lm "
+        "base model, pydoc windows.",
     )
     preferred: list[int] = Field(
-        default_factory=lambda: [3], min_length=1, description="Digit classes the human prefers."
+        default_factory=lambda: [3], min_length=1, description="Digits: classes preferred."
     )
-    examples: int = Field(40, ge=2, le=1437, description="Examples the human labels.")
+    rule: str = Field("code", description="Text: the human's preference (a known rule).")
+    length: int = Field(96, ge=8, le=4096, description="Text: characters per example window.")
+    examples: int = Field(40, ge=2, description="Examples the human labels.")
     positives: float | None = Field(
         0.5, gt=0, lt=1, description="Share of preferred examples in the draw (None: uniform)."
     )
     examples_file: str | None = Field(
-        None, description="CSV of the human's own examples (label, p0..p63) instead of a draw."
+        None, description="Digits: CSV of the human's own examples (label, p0..p63)."
     )
     seed: int = Field(0, ge=0, description="Seed of the human's draw and of the evaluation.")
     model: str | None = Field(
-        None, description="RUN:MEMBER of a denoise-digits run; None: trains a base in OUT/base."
+        None, description="RUN:MEMBER of the base generator; None: trains one in OUT/base."
     )
-    base_steps: int = Field(
-        1000, ge=1, description="Training steps of the base generator trained when no model."
+    base_steps: int | None = Field(
+        None, ge=1, description="Training steps of the base trained when no model is given."
     )
     resamples: int = Field(6, ge=2, le=256, description="Bootstrap resamples of the examples.")
     evaluator_seeds: int = Field(2, ge=1, le=64)
     trainer_seeds: int = Field(2, ge=1, le=64)
     subsample: float = Field(1.0, gt=0, le=1, description="Share of examples each member keeps.")
     label_noise: float = Field(0.0, ge=0, lt=0.5, description="Share of labels flipped.")
-    augment: float = Field(0.0, ge=0, le=1, description="Image augmentation strength.")
-    eval_noises: int = Field(128, ge=8, le=100_000, description="Noises every model is judged on.")
+    augment: float = Field(
+        0.0, ge=0, le=1, description="Augmentation strength (image shifts and noise; paraphrase)."
+    )
+    eval_samples: int = Field(
+        128, ge=8, le=100_000, description="Samples every model is judged on (fixed noises)."
+    )
     part_tolerance: float = Field(
         0.02, ge=0, description="A drop of the true preference that counts as parting."
     )
@@ -134,14 +147,26 @@ class EvaluatorSettings(_Strict):
     def members(self) -> int:
         return self.resamples * self.evaluator_seeds * self.trainer_seeds
 
+    @property
+    def preference(self) -> list[int] | str:
+        """The known rule, as recorded: the preferred classes or the text rule's name."""
+        return self.preferred if self.setting == "digits" else self.rule
+
     def check(self) -> None:
         """One line for settings that cannot run together (before anything is trained)."""
-        if self.trainer.method == "best-of-n" and self.trainer.keep > self.trainer.samples:
+        t = self.trainer
+        if t.keep is not None and t.samples is not None and t.keep > t.samples:
             raise UserError(
-                f"[evaluator.trainer] keep ({self.trainer.keep}) is more than samples "
-                f"({self.trainer.samples}); keep at most the images sampled"
+                f"[evaluator.trainer] keep ({t.keep}) is more than samples ({t.samples}); keep "
+                "at most the samples drawn"
             )
-        if self.examples_file is not None:
+        if self.setting == "text":
+            from attractor.stack.learned.text import rule_of
+
+            rule_of(self.rule)  # an unknown rule, named with the known ones
+            if self.examples_file is not None:
+                raise UserError("examples_file is for the digits setting; the text setting draws")
+        elif self.examples_file is not None:
             from attractor.stack.learned.examples import read_examples
 
             read_examples(self.examples_file)  # its one-line refusals, before anything runs
