@@ -333,7 +333,7 @@ def _kept(labels: Tensor, counts: Tensor, row: ExampleRow) -> Tensor:
     if k >= n:
         return torch.ones(n, dtype=torch.bool)
     order = torch.randperm(
-        n, generator=torch_generator("learned.subsample", _human_seed(row))
+        n, generator=torch_generator("learned.subsample", human_seed(row))
     ).tolist()
     label_of, count_of = labels.tolist(), counts.tolist()
     first: list[int] = []
@@ -348,7 +348,7 @@ def _kept(labels: Tensor, counts: Tensor, row: ExampleRow) -> Tensor:
     return kept
 
 
-def _human_seed(row: ExampleRow) -> int:
+def human_seed(row: ExampleRow) -> int:
     """The seed of the row's subsample, flips and augmentation (see :class:`ExampleRow`)."""
     return row.seed if row.resample is None else row.resample
 
@@ -376,7 +376,7 @@ def _augment(items: Tensor, row: ExampleRow) -> Tensor:
     if row.augment == 0.0:
         return items
     n = items.shape[0]
-    generator = torch_generator("learned.augment", _human_seed(row))
+    generator = torch_generator("learned.augment", human_seed(row))
     moved = torch.rand(n, generator=generator) < row.augment
     dy = torch.randint(-1, 2, (n,), generator=generator)
     dx = torch.randint(-1, 2, (n,), generator=generator)
@@ -386,19 +386,34 @@ def _augment(items: Tensor, row: ExampleRow) -> Tensor:
     return (shifted + noise).clamp(-1.0, 1.0)
 
 
-def _one_set(examples: HumanExamples, row: ExampleRow) -> tuple[Tensor, Tensor, Tensor]:
-    labels = examples.labels.to(torch.float32)
-    counts = _counts(len(examples), row)
-    kept = _kept(examples.labels, counts, row)
+def perturbed_labels(labels: Tensor, row: ExampleRow) -> tuple[Tensor, Tensor]:
+    """A row's view of the labels, whatever the items are (digits, texts): its bootstrap
+    counts, subsample and flips (see :func:`perturbed_sets`).
+
+    Args:
+        labels: ``[n]`` int64, the human's labels.
+
+    Returns:
+        ``labels [n]`` float32 after the flips, ``weights [n]`` float32 (count x kept).
+    """
+    n = int(labels.shape[0])
+    flipped = labels.to(torch.float32)
+    counts = _counts(n, row)
+    kept = _kept(labels, counts, row)
     flips = _round(row.label_noise * int(kept.sum()))
     if flips:
         kept_index = kept.nonzero().squeeze(1)
         choice = torch.randperm(
-            kept_index.numel(), generator=torch_generator("learned.flip", _human_seed(row))
+            kept_index.numel(), generator=torch_generator("learned.flip", human_seed(row))
         )
-        labels = labels.clone()
-        labels[kept_index[choice[:flips]]] = 1.0 - labels[kept_index[choice[:flips]]]
-    return _augment(examples.items.to(torch.float32), row), labels, counts * kept
+        flipped = flipped.clone()
+        flipped[kept_index[choice[:flips]]] = 1.0 - flipped[kept_index[choice[:flips]]]
+    return flipped, counts * kept
+
+
+def _one_set(examples: HumanExamples, row: ExampleRow) -> tuple[Tensor, Tensor, Tensor]:
+    labels, weights = perturbed_labels(examples.labels, row)
+    return _augment(examples.items.to(torch.float32), row), labels, weights
 
 
 def perturbed_sets(examples: HumanExamples, rows: Sequence[ExampleRow]) -> ExampleSets:
@@ -429,6 +444,8 @@ __all__ = [
     "PIXEL_COLUMNS",
     "digits_examples",
     "held_out_digits",
+    "human_seed",
+    "perturbed_labels",
     "perturbed_sets",
     "read_examples",
 ]
