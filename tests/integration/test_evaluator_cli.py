@@ -4,6 +4,7 @@ reopened with the same numbers, and bad input as one line with exit 2 and nothin
 
 from __future__ import annotations
 
+import html
 import json
 import textwrap
 from pathlib import Path
@@ -132,3 +133,68 @@ def test_a_small_factorial_end_to_end_and_reopened(cli, tmp_path: Path, base: Pa
     assert page.count("Learned evaluator (trainer2)") == 1 and "label these next" in page
     again = cli("evaluator", config, "--out", tmp_path / "out", "--json")
     assert again.code == 0 and json.loads(again.out)["summary"] == summary
+
+
+def test_the_text_setting_end_to_end(cli, tmp_path: Path) -> None:
+    """A tiny tiny-lm base, two resamples x two trainer seeds: the pipeline runs, the report
+    shows texts, and a digits-only option is refused for text in one line.
+    """
+    pytest.importorskip("transformers", reason="tiny-lm needs transformers (attractor[lm])")
+    from attractor.config import parse_config
+    from attractor.runs.launch import train
+
+    base = tmp_path / "lm"
+    train(
+        parse_config(
+            {
+                "task": {
+                    "name": "tiny-lm",
+                    "layers": 1,
+                    "width": 32,
+                    "heads": 4,
+                    "context": 64,
+                    "windows_per_document": 2,
+                },
+                "trainer": {"optimizer": "adam", "lr": 3e-3, "batch_size": 16, "steps": 40},
+                "plan": {"members": 1, "vary": ["init_seed"]},
+            }
+        ),
+        base,
+    )
+    common = f"""
+        [evaluator]
+        setting = "text"
+        rule = "code"
+        model = "{base}:0"
+        examples = 30
+        resamples = 2
+        evaluator_seeds = 1
+        trainer_seeds = 2
+        eval_samples = 16
+        draws = 100
+        suggest = 2
+        [evaluator.reward_model]
+        steps = 30
+        [evaluator.trainer]
+        rounds = 1
+        samples = 16
+        keep = 4
+        steps = 3
+        length = 24
+        """
+    config = _toml(tmp_path / "t.toml", common)
+    shown = cli("evaluator", config, "--out", tmp_path / "out", "--json")
+    assert shown.code == 0, shown.err
+    data = json.loads(shown.out)
+    assert data["setting"] == "text" and data["preferred"] == "code"
+    assert len(data["members"]) == 4 and [r["round"] for r in data["rounds"]] == [0, 1]
+    spread = {row["measure"]: row for row in data["spread"]}
+    js = spread["next-token JS on held-out text (mean pairwise)"]
+    assert 0 < js["value"] < 0.7 and js["low"] <= js["value"] <= js["high"]
+    assert data["summary"]["basins"] == {"basin": None}
+    page = html.unescape((tmp_path / "out" / "report.html").read_text())
+    assert "texts by the rule 'code'" in page and "the final models' samples" in page
+    wrong = _toml(tmp_path / "w.toml", common + "sampler_steps = 4\n")
+    assert_user_error(
+        cli("evaluator", wrong, "--out", tmp_path / "w"), "not an option of the text setting"
+    )

@@ -281,7 +281,15 @@ def test_bad_calls_are_one_line(base: Base) -> None:
             base.template, params, {}, true, true, DESIGN, [0, 1], EVAL, CONTEXT
         ),
         "exceeds the model's context (64)": lambda: text_finetune(
-            base.template, params, {}, true, true, TextFinetuneDesign(), [0], EVAL, CONTEXT
+            base.template,
+            params,
+            {},
+            true,
+            true,
+            TextFinetuneDesign(length=64),
+            [0],
+            EVAL,
+            CONTEXT,
         ),
         "eval_samples must be an integer >= 1": lambda: text_finetune(
             base.template, params, {}, true, true, DESIGN, [0], 0, CONTEXT

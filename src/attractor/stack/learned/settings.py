@@ -101,7 +101,9 @@ class EvaluatorSettings(_Strict):
         default_factory=lambda: [3], min_length=1, description="Digits: classes preferred."
     )
     rule: str = Field("code", description="Text: the human's preference (a known rule).")
-    length: int = Field(96, ge=8, le=4096, description="Text: characters per example window.")
+    length: int = Field(
+        64, ge=8, le=4096, description="Text: characters per example window (<= the context)."
+    )
     examples: int = Field(40, ge=2, description="Examples the human labels.")
     positives: float | None = Field(
         0.5, gt=0, lt=1, description="Share of preferred examples in the draw (None: uniform)."
@@ -160,6 +162,14 @@ class EvaluatorSettings(_Strict):
                 f"[evaluator.trainer] keep ({t.keep}) is more than samples ({t.samples}); keep "
                 "at most the samples drawn"
             )
+        only = {"digits": ("sampler_steps",), "text": ("length", "prompt")}
+        for setting, names in only.items():
+            given = [n for n in names if getattr(t, n) is not None]
+            if given and self.setting != setting:
+                raise UserError(
+                    f"[evaluator.trainer] {given[0]} is not an option of the {self.setting} "
+                    f"setting (it is the {setting} setting's)"
+                )
         if self.setting == "text":
             from attractor.stack.learned.text import rule_of
 

@@ -117,6 +117,13 @@ def _windows(split: str, length: int) -> list[str]:
     return [w for w in _cut(test, length) if w not in seen]
 
 
+def pydoc_windows(split: str, length: int) -> list[str]:
+    """Every window of ``length`` characters of the pydoc ``"train"`` or ``"test"`` documents
+    (the held-out ones without the windows quoted verbatim from training documents).
+    """
+    return _windows(split, length)
+
+
 def pydoc_examples(
     rule: str, n: int, seed: int, positives: float | None = 0.5, length: int = 96
 ) -> TextExamples:
@@ -374,6 +381,7 @@ __all__ = [
     "held_out_texts",
     "paraphrase",
     "pydoc_examples",
+    "pydoc_windows",
     "rule_of",
     "text_sets",
 ]

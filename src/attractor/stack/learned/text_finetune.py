@@ -106,7 +106,10 @@ class TextFinetuneDesign:
     lr: float = 1e-3
     batch: int = 8
     kl: float = 0.1
-    length: int = 64
+    # 48 bytes after the 2-byte prompt fit a context-64 model (the tiny-lm example's and the
+    # base the evaluator experiment trains), and a rule such as "code" is met by a
+    # reachable share of them (38 % of the test base's 48-byte samples).
+    length: int = 48
     prompt: str = "\n\n"
 
 
