@@ -146,3 +146,17 @@ def test_reloaded_config_keeps_the_factor_order_that_made_the_plan(tmp_path: Pat
     pd.testing.assert_frame_equal(
         rebuilt[["lr", "momentum"]], ens.plan[["lr", "momentum"]], check_dtype=False
     )
+
+
+def test_a_checkpoint_left_beside_a_finished_member_is_dropped_on_resume(tmp_path: Path) -> None:
+    """A kill between marking a member done and deleting its checkpoint leaves the file; the
+    next run of the directory removes it (nothing would ever read it) and trains nothing.
+    """
+    run = tmp_path / "run"
+    train(tiny_config(), run)
+    stale = run / "members" / "0" / "resume.safetensors"
+    stale.write_bytes(b"left by a kill")
+    before = {p: p.stat().st_mtime_ns for p in run.glob("members/*/*.safetensors")}
+    train(tiny_config(), run)
+    assert not stale.exists()
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items() if p != stale)

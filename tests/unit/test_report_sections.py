@@ -21,7 +21,15 @@ from tests.report_samples import SAMPLES
 MEMBERS, STEPS = [0, 1, 2, 3], [0, 5, 10]
 #: Kinds whose samples need a trained experiment: tests/conformance/test_experiments.py runs
 #: each experiment and renders its directory.
-RENDERED_BY_EXPERIMENTS = {"tangent", "diff", "hparam-map", "shortcuts", "trainer2", "world"}
+RENDERED_BY_EXPERIMENTS = {
+    "tangent",
+    "diff",
+    "hparam-map",
+    "shortcuts",
+    "trainer2",
+    "world",
+    "evaluator",
+}
 
 
 def stored(tmp_path: Path, kind: str) -> RunStore:

@@ -251,6 +251,12 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
             )
 
         pending = [row for row in plan.rows() if needs_training(row)]
+        training = {row.member for row in pending}
+        for row in plan.rows():
+            # A kill between marking a member done and dropping its checkpoint leaves one
+            # behind that nothing would read again.
+            if row.member not in training and status[row.member]["status"] in FINISHED:
+                drop_checkpoint(store.member_dir(row.member))
         if pending:
             store.annotate(strategy=strategy)
         else:
