@@ -42,9 +42,15 @@ def _check_evaluator_example(path: Path) -> None:
 
     settings = EvaluatorSettings(**read_evaluator(path))
     settings.check()
-    drawn = digits_examples(
-        settings.preferred, settings.examples, settings.seed, settings.positives
-    )
+    if settings.setting == "text":
+        from attractor.stack.learned.text import pydoc_examples
+
+        s = settings
+        drawn = pydoc_examples(s.rule, s.examples, s.seed, s.positives, s.length)
+    else:
+        drawn = digits_examples(
+            settings.preferred, settings.examples, settings.seed, settings.positives
+        )
     assert len(drawn) == settings.examples
 
 
