@@ -18,8 +18,9 @@ _ConfigArg = Annotated[
     Path,
     typer.Argument(
         metavar="CONFIG",
-        help="TOML with an [evaluator] table (preferred, examples, resamples, seeds, "
-        "reward_model, trainer, structural); see examples/evaluator-digits.toml.",
+        help="TOML with an [evaluator] table (setting digits or text, preferred or rule, "
+        "examples, resamples, seeds, reward_model, trainer, structural); see "
+        "examples/evaluator-digits.toml and examples/evaluator-text.toml.",
     ),
 ]
 _OutOption = Annotated[
@@ -34,7 +35,8 @@ def evaluator(
 ) -> None:
     """trainer2 as a learned evaluator: resample the human's examples, train evaluators on
     them, let each drive a trainer (best-of-n or reward-weighted fine-tuning) of a
-    generator, and measure whether the final models land in one basin.
+    generator (a denoise-digits sampler, or a tiny-lm language model with the lm extra),
+    and measure whether the final models land in one basin.
 
     Members are a factorial of example resamples x evaluator seeds x trainer seeds: the
     spread of the models' true preference (with intervals), the share each factor adds,
