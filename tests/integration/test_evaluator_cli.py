@@ -194,6 +194,7 @@ def test_the_text_setting_end_to_end(cli, tmp_path: Path) -> None:
     assert data["summary"]["basins"] == {"basin": None}
     page = html.unescape((tmp_path / "out" / "report.html").read_text())
     assert "texts by the rule 'code'" in page and "the final models' samples" in page
+    assert "basin(s)" not in page  # no classes, no basins
     wrong = _toml(tmp_path / "w.toml", common + "sampler_steps = 4\n")
     assert_user_error(
         cli("evaluator", wrong, "--out", tmp_path / "w"), "not an option of the text setting"

@@ -76,7 +76,7 @@ def _verdict(s: dict[str, Any]) -> str:
             f"{_pct(parting.get('share'))} of the models{when}."
         )
     basins = s.get("basins") or {}
-    if basins:
+    if basins.get("basin") is not None:  # images: the class each model generates most
         parts.append(
             f" {basins.get('count')} basin(s) by most-generated class; the majority "
             f"(class {basins.get('majority')}) holds {_pct(basins.get('share'))} of the models."
