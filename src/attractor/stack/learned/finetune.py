@@ -59,6 +59,7 @@ from attractor.errors import UserError
 from attractor.optim.adam import Adam
 from attractor.optim.base import Hyper
 from attractor.seeds import torch_generator
+from attractor.stack.learned.rounds import adam_step, selection_weights
 from attractor.tasks.denoise_digits import PIXELS, DenoiseDigitsOptions, alphas_bar, noisy_pairs
 from attractor.training.forward import Params, batched_forward
 from attractor.world import denoise_digits
@@ -197,11 +198,29 @@ def clipped(images: Tensor) -> Tensor:
 
 def _weights(scores: Tensor, design: FinetuneDesign) -> Tensor:
     """``scores [m, n]`` -> the round's sampling weights ``[m, n]`` (rows sum to 1)."""
-    if design.method == "best-of-n":
-        top = scores.topk(design.keep, dim=-1).indices
-        weights = torch.zeros_like(scores, dtype=torch.float64)
-        return weights.scatter(-1, top, 1.0 / design.keep)
-    return (scores.to(torch.float64) / design.temperature).softmax(-1)
+    return selection_weights(scores, design.method, design.keep, design.temperature)
+
+
+def _loss(
+    forward: Callable[[Params, Params, Tensor], Tensor],
+    live: Params,
+    base: Params,
+    buffers: Params,
+    x: Tensor,
+    eps: Tensor,
+    kl: float,
+) -> Tensor:
+    """Per member ``[m]``: the noise-prediction MSE of pairs ``x [m, b, 64 + 2F]`` against
+    their noise ``eps [m, b, 64]``, plus ``kl`` x the squared distance to the base's
+    prediction (the Gaussian reverse steps' KL, up to a per-timestep constant).
+    """
+    prediction = forward(live, buffers, x)
+    loss = (prediction - eps).pow(2).mean((1, 2))
+    if kl > 0:
+        with torch.no_grad():
+            anchor = forward(base, buffers, x)
+        loss = loss + kl * (prediction - anchor).pow(2).mean((1, 2))
+    return loss
 
 
 def _round_batches(
@@ -310,25 +329,15 @@ def finetune(
             samples, weights, abar, options.frequencies, design, batching
         )
         for x, eps in zip(inputs, targets, strict=True):
-            live = {k: v.requires_grad_(True) for k, v in theta.items()}
-            prediction = forward(live, buffers, x)
-            # Per member a mean, summed over members: members share no parameters, so each
-            # one's gradient is exactly that of its own loss.
-            loss = (prediction - eps).pow(2).mean((1, 2))
-            if design.kl > 0:
-                with torch.no_grad():
-                    anchor = forward(base, buffers, x)
-                loss = loss + design.kl * (prediction - anchor).pow(2).mean((1, 2))
-            grads = torch.autograd.grad(loss.sum(), list(live.values()))
             step += 1
-            with torch.no_grad():
-                theta, state = optimizer.update(
-                    {k: v.detach() for k, v in live.items()},
-                    dict(zip(live, grads, strict=True)),
-                    state,
-                    hyper,
-                    step,
-                )
+            theta, state = adam_step(
+                theta,
+                lambda live, x=x, eps=eps: _loss(forward, live, base, buffers, x, eps, design.kl),
+                optimizer,
+                state,
+                hyper,
+                step,
+            )
         proxy, true, images = measure(theta)
         proxies.append(proxy)
         trues.append(true)

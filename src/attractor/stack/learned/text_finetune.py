@@ -57,6 +57,7 @@ from attractor.errors import UserError
 from attractor.optim.adam import Adam
 from attractor.optim.base import Hyper
 from attractor.seeds import torch_generator
+from attractor.stack.learned.rounds import adam_step, selection_weights
 from attractor.stack.learned.text import rule_of
 from attractor.tasks.tiny_lm import VOCAB
 from attractor.training.forward import Params, batched_forward
@@ -284,11 +285,7 @@ def rule_preference(rule: str) -> TextReward:
 
 def _weights(scores: Tensor, design: TextFinetuneDesign) -> Tensor:
     """``scores [m, n]`` -> the round's sampling weights ``[m, n]`` (rows sum to 1)."""
-    if design.method == "best-of-n":
-        top = scores.topk(design.keep, dim=-1).indices
-        weights = torch.zeros_like(scores, dtype=torch.float64)
-        return weights.scatter(-1, top, 1.0 / design.keep)
-    return (scores.to(torch.float64) / design.temperature).softmax(-1)
+    return selection_weights(scores, design.method, design.keep, design.temperature)
 
 
 def _round_batches(
@@ -398,19 +395,17 @@ def text_finetune(
         sequences = torch.cat([prompt.expand(*generated.shape[:2], -1), generated], dim=-1)
         batching = [torch_generator("text-finetune-batches", s, r) for s in seeds]
         for batch in _round_batches(sequences, weights, design, batching):
-            live = {k: v.requires_grad_(True) for k, v in theta.items()}
-            # Summed over members: they share no parameters, so each gets its own gradient.
-            loss = _loss(forward, live, base, buffers, batch, prompt.numel(), design.kl)
-            grads = torch.autograd.grad(loss.sum(), list(live.values()))
             step += 1
-            with torch.no_grad():
-                theta, state = optimizer.update(
-                    {k: v.detach() for k, v in live.items()},
-                    dict(zip(live, grads, strict=True)),
-                    state,
-                    hyper,
-                    step,
-                )
+            theta, state = adam_step(
+                theta,
+                lambda live, batch=batch: _loss(
+                    forward, live, base, buffers, batch, prompt.numel(), design.kl
+                ),
+                optimizer,
+                state,
+                hyper,
+                step,
+            )
         proxy, true, texts = measure(theta)
         proxies.append(proxy)
         trues.append(true)
