@@ -66,6 +66,13 @@ CHUNK_TRAINERS = {
         "cone_per_tensor": True,
         "logit_penalty": 0.1,
     },
+    # Stability interventions: SAM's second pass and the clipping norm are per member too.
+    "sam-clip-smoothing": {
+        "optimizer": "sgd",
+        "sam_rho": 0.05,
+        "clip_norm": 0.5,
+        "label_smoothing": 0.1,
+    },
 }
 
 

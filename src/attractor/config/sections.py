@@ -88,6 +88,22 @@ class TrainerConfig(_Strict):
         description="Spectral decoupling: adds logit_penalty/2 * |logits|^2 per example to the "
         "training loss (Pezeshki et al. 2021).",
     )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Label smoothing: (1 - e) cross-entropy + e x the mean -log p over classes "
+        "(classification tasks).",
+    )
+    clip_norm: float | None = Field(
+        None, gt=0, description="Clip each member's gradient to this global L2 norm."
+    )
+    sam_rho: float = Field(
+        0.0,
+        ge=0,
+        description="Sharpness-aware minimization: the gradient is taken at w + rho g/|g| "
+        "(Foret et al. 2021); 0 = off.",
+    )
     batch_size: int = Field(64, ge=1, description="Examples per minibatch.")
     epochs: float | None = Field(
         10, gt=0, description="Passes over the training split (ignored if steps is set)."

@@ -24,6 +24,7 @@ from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.engine import Checkpoints, total_steps, train_chunk
 from attractor.training.forward import can_vectorize
+from attractor.training.loss import check_loss_options
 from attractor.training.memory import check_memory, default_chunk_size
 from attractor.training.runtime import keep_freed_memory
 from attractor.training.snapshots import snapshot_steps
@@ -238,6 +239,7 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     check_memory(config, task)  # before the model is first built for real
     strategy = resolve_strategy(config, task)
     check_rows(task, plan.rows())
+    check_loss_options(task, config.trainer)
     RunStore(out).check_target(force, "run")
     # OUT's lock is held from before --force may delete anything until the last file is written.
     with open_backend(config.run, Path(out)) as backend, hold(out):

@@ -185,7 +185,8 @@ def unroll(
     """The training of ``rows`` (one batch size, one optimizer) as the engine runs it.
 
     Raises:
-        UserError: cone descent, a model with buffers, or rows that cannot share a chunk.
+        UserError: cone descent, SAM or gradient clipping, a model with buffers, or rows that
+            cannot share a chunk.
     """
     if len({(r.batch_size, r.optimizer) for r in rows}) != 1:
         raise UserError("tangent rows must share batch_size and optimizer; split them into chunks")
@@ -193,6 +194,11 @@ def unroll(
         raise UserError(
             f"tangent supports optimizers {', '.join(DIFFERENTIABLE)}; got {rows[0].optimizer!r} "
             "(cone descent is not differentiable here)"
+        )
+    if config.trainer.sam_rho or config.trainer.clip_norm is not None:
+        raise UserError(
+            "tangent replays plain optimizer steps; set trainer.sam_rho = 0 and leave "
+            "trainer.clip_norm out (their steps are not differentiated here)"
         )
     modules = [initial_module(task, r) for r in rows]
     template = modules[0]

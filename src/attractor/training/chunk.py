@@ -23,7 +23,7 @@ from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
-from attractor.training.loss import member_losses
+from attractor.training.loss import check_loss_options, member_losses
 
 #: Called at every snapshot for every still-healthy member:
 #: (row, step, parameters and buffers of that member, metric name -> value).
@@ -89,6 +89,7 @@ class Chunk:
         start: list[Start] | None,
         resume: bool = False,
     ) -> None:
+        check_loss_options(task, config.trainer)
         pad = vectorized and len(rows) == 1
         members = list(rows) + ([rows[0]] if pad else [])
         if start is not None:
@@ -150,10 +151,35 @@ class Chunk:
         Autograd over the *sum* of member losses: members share no parameters, so each
         member's gradient is exactly its own.
         """
-        logits = self.forward(self.params, self.buffers, x)
+        trainer = self.config.trainer
+        loss, grads = self._loss_and_grads(self.params, x, y)
+        if trainer.sam_rho:
+            # SAM: the gradient at the worst point of a rho-ball along each member's own
+            # gradient, applied at the weights themselves (the loss reported is at w).
+            scale = trainer.sam_rho / (_member_norms(grads) + 1e-12)
+            shifted = {
+                k: v.detach() + _per_member(scale, v) * grads[k] for k, v in self.params.items()
+            }
+            _, grads = self._loss_and_grads(shifted, x, y)
+        if trainer.clip_norm is not None:
+            # As torch.nn.utils.clip_grad_norm_, per member: scale by max_norm / (norm + 1e-6)
+            # where that is below 1.
+            factor = (trainer.clip_norm / (_member_norms(grads) + 1e-6)).clamp(max=1.0)
+            grads = {k: _per_member(factor, g) * g for k, g in grads.items()}
+        return loss, grads
+
+    def _loss_and_grads(
+        self, params: dict[str, Tensor], x: Tensor, y: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        live = (
+            params
+            if params is self.params
+            else {k: v.requires_grad_(True) for k, v in params.items()}
+        )
+        logits = self.forward(live, self.buffers, x)
         loss = member_losses(self.task, self.config.trainer, logits, y)
-        grads = torch.autograd.grad(loss.sum(), list(self.params.values()))
-        return loss, dict(zip(self.params, grads, strict=True))
+        grads = torch.autograd.grad(loss.sum(), list(live.values()))
+        return loss, dict(zip(live, grads, strict=True))
 
     def freeze_diverged(self, loss: Tensor, step: int) -> None:
         """Record and freeze members whose loss is no longer finite at ``step``."""
@@ -214,6 +240,16 @@ class Chunk:
                 )
                 if on_state is not None:
                     on_state(row, step, self.member_start(i, step))
+
+
+def _member_norms(grads: dict[str, Tensor]) -> Tensor:
+    """``[n]`` each member's global L2 gradient norm (over all its parameters)."""
+    return torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
+
+
+def _per_member(values: Tensor, like: Tensor) -> Tensor:
+    """``values [n]`` shaped to multiply ``like [n, ...]`` member by member."""
+    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
 def _weights(

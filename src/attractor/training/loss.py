@@ -1,4 +1,5 @@
-"""The training loss of a member: the task's per-example loss plus the logit penalty.
+"""The training loss of a member: the task's per-example loss, label smoothing and the logit
+penalty.
 
 Defined once, for the engine (all members at once) and for the tangent replay (one member
 under ``vmap``, or all members through the batched forward).
@@ -9,7 +10,17 @@ from __future__ import annotations
 from torch import Tensor
 
 from attractor.config import TrainerConfig
-from attractor.tasks.base import Task
+from attractor.errors import UserError
+from attractor.tasks.base import Task, cross_entropy
+
+
+def check_loss_options(task: Task, trainer: TrainerConfig) -> None:
+    """One line for a loss option the task cannot take (before anything trains)."""
+    if trainer.label_smoothing and task.loss is not cross_entropy:
+        raise UserError(
+            f"trainer.label_smoothing needs a cross-entropy task; task {task.name!r} has another "
+            "loss (set label_smoothing = 0)"
+        )
 
 
 def per_example_loss(task: Task, trainer: TrainerConfig, logits: Tensor, y: Tensor) -> Tensor:
@@ -20,10 +31,17 @@ def per_example_loss(task: Task, trainer: TrainerConfig, logits: Tensor, y: Tens
         y: ``[..., batch]`` targets.
 
     References:
+        Szegedy et al., "Rethinking the Inception Architecture", CVPR 2016 (label smoothing).
         Pezeshki et al., "Gradient Starvation: A Learning Proclivity in Neural Networks",
         NeurIPS 2021 (spectral decoupling, the logit penalty).
     """
     per_example = task.loss(logits, y)
+    if trainer.label_smoothing:
+        # The cross-entropy against (1 - e) one-hot + e uniform: torch's label_smoothing.
+        uniform = -logits.log_softmax(-1).mean(-1)
+        per_example = (1 - trainer.label_smoothing) * per_example + (
+            trainer.label_smoothing * uniform
+        )
     if trainer.logit_penalty:
         # Spectral decoupling: penalize the logits themselves, not the weights, so no
         # feature can grow without bound and starve the others.

@@ -1,0 +1,132 @@
+"""Stability interventions of the trainer against their references: label smoothing against
+torch's, gradient clipping against ``clip_grad_norm_``, SAM's step against its two-pass
+definition, each for every member of a vectorized chunk (the member invariant itself is in
+tests/unit/test_engine.py).
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attractor.errors import UserError
+from attractor.plan import PlanRow
+from attractor.tasks import build_task
+from attractor.training.chunk import Chunk
+from attractor.training.loss import per_example_loss
+from tests.conftest import tiny_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    smoothing=st.floats(0.0, 0.9),
+    seed=st.integers(0, 1000),
+    classes=st.integers(2, 12),
+)
+def test_label_smoothing_is_torchs(smoothing: float, seed: int, classes: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    logits = torch.randn(3, 7, classes, generator=generator, dtype=torch.float64)
+    y = torch.randint(0, classes, (3, 7), generator=generator)
+    task = build_task(tiny_config().task)
+    trainer = tiny_config(trainer={"label_smoothing": smoothing}).trainer
+    ours = per_example_loss(task, trainer, logits, y)
+    reference = F.cross_entropy(
+        logits.reshape(-1, classes), y.reshape(-1), reduction="none", label_smoothing=smoothing
+    ).reshape(3, 7)
+    torch.testing.assert_close(ours, reference, rtol=1e-12, atol=1e-12)
+
+
+def _member_grads(chunk: Chunk, i: int, x: torch.Tensor, y: torch.Tensor, sam: float = 0.0):
+    """Member ``i``'s gradient the plain way: its module, autograd, and SAM's two passes."""
+    module = copy.deepcopy(chunk.template).double()
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            p.copy_(chunk.params[name][i].double())
+    trainer = chunk.config.trainer
+
+    def grad_at(shift: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
+        moved = copy.deepcopy(module)
+        if shift is not None:
+            with torch.no_grad():
+                for name, p in moved.named_parameters():
+                    p.add_(shift[name])
+        loss = per_example_loss(chunk.task, trainer, moved(x[i].double()), y[i]).mean()
+        loss.backward()
+        return {k: p.grad.detach().clone() for k, p in moved.named_parameters()}
+
+    g = grad_at(None)
+    if sam:
+        norm = torch.sqrt(sum(v.pow(2).sum() for v in g.values()))
+        g = grad_at({k: sam * v / (norm + 1e-12) for k, v in g.items()})
+    return module, g
+
+
+def _chunk(**trainer: object) -> tuple[Chunk, torch.Tensor, torch.Tensor]:
+    config = tiny_config(trainer=trainer)
+    task = build_task(config.task)
+    rows = [PlanRow(member=i, init_seed=i, data_seed=10 + i) for i in range(3)]
+    chunk = Chunk(task, config, rows, vectorized=True, start=None)
+    for name in chunk.params:  # float64, so the comparison is about the method, not rounding
+        chunk.params[name] = chunk.params[name].detach().double().requires_grad_(True)
+    x, y = chunk.next_batch()
+    return chunk, x.double(), y
+
+
+@pytest.mark.parametrize("clip", [0.05, 1e6])
+def test_clipping_is_clip_grad_norm_per_member(clip: float) -> None:
+    chunk, x, y = _chunk(clip_norm=clip)
+    _, grads = chunk.gradients(x, y)
+    for i in range(3):
+        module, g = _member_grads(chunk, i, x, y)
+        for name, p in module.named_parameters():
+            p.grad = g[name]
+        norm = torch.nn.utils.clip_grad_norm_(list(module.parameters()), clip)
+        assert (norm > clip) == (clip == 0.05)  # the small norm clips, the large one does not
+        for name, p in module.named_parameters():
+            torch.testing.assert_close(grads[name][i], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_sam_is_the_gradient_at_the_ascended_weights() -> None:
+    rho = 0.05
+    chunk, x, y = _chunk(sam_rho=rho)
+    loss, grads = chunk.gradients(x, y)
+    plain, _, _ = _chunk()
+    plain_loss, plain_grads = plain.gradients(x, y)
+    torch.testing.assert_close(loss, plain_loss)  # the loss reported is at w itself
+    for i in range(3):
+        _, g = _member_grads(chunk, i, x, y, sam=rho)
+        for name in g:
+            torch.testing.assert_close(grads[name][i], g[name], rtol=1e-10, atol=1e-12)
+    assert any(not torch.allclose(grads[k], plain_grads[k]) for k in grads)
+
+
+def test_label_smoothing_needs_a_cross_entropy_task(tmp_path) -> None:
+    from attractor.config import parse_config
+    from attractor.runs.launch import train
+
+    config = parse_config(
+        {
+            "task": {"name": "denoise-digits", "hidden": [8], "draws": 1},
+            "trainer": {"steps": 2, "label_smoothing": 0.1},
+            "plan": {"members": 1},
+        }
+    )
+    with pytest.raises(UserError, match="label_smoothing needs a cross-entropy task") as info:
+        train(config, tmp_path / "run")
+    assert "\n" not in str(info.value) and not (tmp_path / "run").exists()
+
+
+def test_tangent_refuses_steps_it_does_not_replay() -> None:
+    from attractor.tangent.unroll import unroll
+
+    config = tiny_config(trainer={"sam_rho": 0.05})
+    task = build_task(config.task)
+    with pytest.raises(UserError, match="sam_rho"):
+        unroll(task, config, [PlanRow(member=0)])
