@@ -69,6 +69,9 @@ ENGINE_CASES = {
     "adam-vectorized": ({"optimizer": "adam", "lr": 0.01}, True, False),
     "cone-vectorized": ({"optimizer": "cone", "cone_angle": 0.5, "cone_random": True}, True, False),
     "sgd-dropout-loop": ({"optimizer": "sgd", "momentum": 0.9}, False, True),
+    # Weight averages are state too: a resumed member goes on averaging where it was.
+    "ema-vectorized": ({"optimizer": "adam", "lr": 0.01, "ema_decay": 0.8}, True, False),
+    "swa-vectorized": ({"optimizer": "sgd", "swa_start": 0.4}, True, False),
 }
 
 

@@ -73,6 +73,8 @@ CHUNK_TRAINERS = {
         "clip_norm": 0.5,
         "label_smoothing": 0.1,
     },
+    "ema": {"optimizer": "adam", "lr": 0.01, "ema_decay": 0.9},
+    "swa": {"optimizer": "sgd", "swa_start": 0.5},
 }
 
 

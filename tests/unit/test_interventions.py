@@ -130,3 +130,66 @@ def test_tangent_refuses_steps_it_does_not_replay() -> None:
     task = build_task(config.task)
     with pytest.raises(UserError, match="sam_rho"):
         unroll(task, config, [PlanRow(member=0)])
+
+
+def _every_step(trainer: dict[str, object], steps: int = 8) -> dict[int, dict[str, torch.Tensor]]:
+    """Member 1's snapshot after every step of a 3-member vectorized chunk (float64)."""
+    from attractor.training.engine import train_chunk
+
+    config = tiny_config(
+        trainer={"steps": steps, **trainer}, run={"snapshots": list(range(steps + 1))}
+    )
+    task = build_task(config.task)
+    rows = [PlanRow(member=i, init_seed=i, data_seed=10 + i) for i in range(3)]
+    seen: dict[int, dict[str, torch.Tensor]] = {}
+
+    def sink(row: PlanRow, step: int, tensors: dict, metrics: dict) -> None:
+        if row.member == 1:
+            seen[step] = {k: v.double() for k, v in tensors.items()}
+
+    train_chunk(task, config, rows, True, sink)
+    return seen
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_ema_is_the_hand_computed_average_of_the_weights(optimizer: str) -> None:
+    decay = 0.7
+    raw = _every_step({"optimizer": optimizer, "lr": 0.02})
+    averaged = _every_step({"optimizer": optimizer, "lr": 0.02, "ema_decay": decay})
+    expected = dict(raw[0])
+    for step in range(1, 9):
+        expected = {k: decay * expected[k] + (1 - decay) * raw[step][k] for k in expected}
+        for name, value in expected.items():
+            torch.testing.assert_close(averaged[step][name], value, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(averaged[8]["0.weight"], raw[8]["0.weight"])
+
+
+def test_swa_is_the_mean_of_the_weights_from_its_start() -> None:
+    raw = _every_step({"optimizer": "sgd", "lr": 0.05})
+    averaged = _every_step({"optimizer": "sgd", "lr": 0.05, "swa_start": 0.5})
+    for step in range(0, 4):  # before ceil(0.5 * 8) = 4 the model is the weights themselves
+        for name, value in raw[step].items():
+            torch.testing.assert_close(averaged[step][name], value)
+    for step in range(4, 9):
+        for name in raw[step]:
+            mean = torch.stack([raw[t][name] for t in range(4, step + 1)]).mean(0)
+            torch.testing.assert_close(averaged[step][name], mean, rtol=1e-5, atol=1e-6)
+
+
+def test_a_checkpoint_keeps_the_average(tmp_path) -> None:
+    from attractor.runs.resume import Checkpoint, load_checkpoint, save_checkpoint
+    from attractor.training.chunk import Start
+
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    state = Start(3, weights, {}, {}, average={"w": weights["w"] / 2}, averaged=2)
+    save_checkpoint(tmp_path, 0, Checkpoint(state, [], {}))
+    loaded = load_checkpoint(tmp_path, 0)
+    assert loaded is not None and loaded.state.averaged == 2
+    assert loaded.state.average is not None
+    torch.testing.assert_close(loaded.state.average["w"], weights["w"] / 2)
+
+
+def test_one_weight_average_at_a_time() -> None:
+    with pytest.raises(UserError, match="ema_decay or swa_start, not both") as info:
+        tiny_config(trainer={"ema_decay": 0.9, "swa_start": 0.5})
+    assert "\n" not in str(info.value)

@@ -104,6 +104,20 @@ class TrainerConfig(_Strict):
         description="Sharpness-aware minimization: the gradient is taken at w + rho g/|g| "
         "(Foret et al. 2021); 0 = off.",
     )
+    ema_decay: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="EMA of weights: a member's model (snapshots, measures) is the average "
+        "a <- d a + (1 - d) w after every step; 0 = off.",
+    )
+    swa_start: float | None = Field(
+        None,
+        ge=0,
+        lt=1,
+        description="Stochastic weight averaging: from this share of the steps on, a member's "
+        "model is the running mean of its weights after every step.",
+    )
     batch_size: int = Field(64, ge=1, description="Examples per minibatch.")
     epochs: float | None = Field(
         10, gt=0, description="Passes over the training split (ignored if steps is set)."
@@ -120,6 +134,8 @@ class TrainerConfig(_Strict):
     def _length_given(self) -> TrainerConfig:
         if self.steps is None and self.epochs is None:
             raise ValueError("set trainer.epochs or trainer.steps")
+        if self.ema_decay and self.swa_start is not None:
+            raise ValueError("choose one weight average: ema_decay or swa_start, not both")
         return self
 
 

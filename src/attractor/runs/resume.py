@@ -66,6 +66,8 @@ def _tensors(state: Start) -> dict[str, torch.Tensor]:
         tensors |= {f"slot/{slot}/{name}": v for slot, v in slots.items()}
     if state.rng is not None:
         tensors["rng"] = state.rng
+    if state.average is not None:
+        tensors |= {f"average/{k}": v for k, v in state.average.items()}
     return {k: v.detach().contiguous() for k, v in tensors.items()}
 
 
@@ -78,6 +80,7 @@ def save_checkpoint(member_dir: Path, member: int, checkpoint: Checkpoint) -> No
         "member": str(member),
         "step": str(state.step),
         "path_length": repr(state.path_length),
+        "averaged": str(state.averaged),
         "metrics": json.dumps(checkpoint.metrics),
         "sha256": json.dumps(checkpoint.sums),
     }
@@ -101,7 +104,12 @@ def load_checkpoint(member_dir: Path, member: int) -> Checkpoint | None:
         sums = json.loads(metadata["sha256"])
         if any(sha256_file(member_dir / name) != digest for name, digest in sums.items()):
             return None  # a snapshot it wrote changed since: start the member over
-        state = _state(tensors, int(metadata["step"]), float(metadata["path_length"]))
+        state = _state(
+            tensors,
+            int(metadata["step"]),
+            float(metadata["path_length"]),
+            int(metadata.get("averaged", "0")),
+        )
         return Checkpoint(state, json.loads(metadata["metrics"]), sums)
     except (OSError, SafetensorError, KeyError, ValueError, TypeError, RuntimeError):
         return None
@@ -122,18 +130,29 @@ def _metadata(data: bytes) -> dict[str, str]:
     return {str(k): str(v) for k, v in metadata.items()}
 
 
-def _state(tensors: dict[str, torch.Tensor], step: int, path_length: float) -> Start:
-    params, buffers, slots = {}, {}, {}
+def _state(tensors: dict[str, torch.Tensor], step: int, path_length: float, averaged: int) -> Start:
+    params, buffers, slots, average = {}, {}, {}, {}
     for key, tensor in tensors.items():
         kind, _, name = key.partition("/")
         if kind == "param":
             params[name] = tensor
         elif kind == "buffer":
             buffers[name] = tensor
+        elif kind == "average":
+            average[name] = tensor
         elif kind == "slot":
             slot, _, parameter = name.partition("/")
             slots.setdefault(parameter, {})[slot] = tensor
-    return Start(step, params, buffers, slots, rng=tensors.get("rng"), path_length=path_length)
+    return Start(
+        step,
+        params,
+        buffers,
+        slots,
+        rng=tensors.get("rng"),
+        path_length=path_length,
+        average=average or None,
+        averaged=averaged,
+    )
 
 
 __all__ = ["RESUME", "Checkpoint", "drop_checkpoint", "load_checkpoint", "save_checkpoint"]

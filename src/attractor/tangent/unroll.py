@@ -185,8 +185,8 @@ def unroll(
     """The training of ``rows`` (one batch size, one optimizer) as the engine runs it.
 
     Raises:
-        UserError: cone descent, SAM or gradient clipping, a model with buffers, or rows that
-            cannot share a chunk.
+        UserError: cone descent, SAM, gradient clipping or weight averaging, a model with
+            buffers, or rows that cannot share a chunk.
     """
     if len({(r.batch_size, r.optimizer) for r in rows}) != 1:
         raise UserError("tangent rows must share batch_size and optimizer; split them into chunks")
@@ -195,10 +195,16 @@ def unroll(
             f"tangent supports optimizers {', '.join(DIFFERENTIABLE)}; got {rows[0].optimizer!r} "
             "(cone descent is not differentiable here)"
         )
-    if config.trainer.sam_rho or config.trainer.clip_norm is not None:
+    trainer = config.trainer
+    if trainer.sam_rho or trainer.clip_norm is not None:
         raise UserError(
             "tangent replays plain optimizer steps; set trainer.sam_rho = 0 and leave "
             "trainer.clip_norm out (their steps are not differentiated here)"
+        )
+    if trainer.ema_decay or trainer.swa_start is not None:
+        raise UserError(
+            "tangent follows the weights a member trains, not an average of them; set "
+            "trainer.ema_decay = 0 and leave trainer.swa_start out"
         )
     modules = [initial_module(task, r) for r in rows]
     template = modules[0]

@@ -7,6 +7,7 @@ states), the divergence bookkeeping, the snapshot, and the weight-space path tra
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -49,6 +50,9 @@ class Start:
             which a *resumed* member continues; ``None`` where it was not kept.
         path_length: with ``run.track_path``, the weight-space path walked up to ``step``,
             which a resumed member goes on adding to (a spawned child starts at 0).
+        average: with ``trainer.ema_decay`` or ``swa_start``, the member's averaged weights
+            (its model) at ``step``; ``None``: they start as the weights themselves.
+        averaged: SWA: how many steps' weights ``average`` is the mean of.
 
     References:
         Frankle et al., "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
@@ -60,6 +64,8 @@ class Start:
     optimizer_state: dict[str, dict[str, Tensor]]
     rng: Tensor | None = None
     path_length: float = 0.0
+    average: Params | None = None
+    averaged: int = 0
 
 
 #: Called at every snapshot for every still-healthy member with its full :class:`Start`
@@ -133,6 +139,7 @@ class Chunk:
         )
         if self.path is not None and resume and start is not None:
             self.path.length = torch.tensor([s.path_length for s in start], dtype=torch.float64)
+        self.average = _WeightAverage.of(config, self.params, start)
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
@@ -199,6 +206,15 @@ class Chunk:
         if self.path is not None:
             self.path.after_step(self.params)
 
+    def update_average(self, step: int, steps: int) -> None:
+        """Fold the weights after ``step`` (of ``steps``) into the members' averages."""
+        if self.average is not None:
+            self.average.update(self.params, step, steps)
+
+    def model_params(self) -> Params:
+        """The weights that are each member's model: the average where one is kept."""
+        return self.params if self.average is None else self.average.params
+
     def member_start(self, i: int, step: int, rng: Tensor | None = None) -> Start:
         """Member ``i``'s full state after ``step`` steps (copies, no member dimension)."""
         slots = {
@@ -208,7 +224,20 @@ class Chunk:
         params = {k: v[i].detach().clone() for k, v in self.params.items()}
         buffers = {k: v[i].clone() for k, v in self.buffers.items()}
         path = 0.0 if self.path is None else float(self.path.length[i])
-        return Start(step, params, buffers, slots, rng=rng, path_length=path)
+        average, averaged = None, 0
+        if self.average is not None:
+            average = {k: v[i].detach().clone() for k, v in self.average.params.items()}
+            averaged = self.average.count
+        return Start(
+            step,
+            params,
+            buffers,
+            slots,
+            rng=rng,
+            path_length=path,
+            average=average,
+            averaged=averaged,
+        )
 
     def healthy_states(self, step: int, rng: Tensor | None) -> list[tuple[PlanRow, Start]]:
         """Every still-healthy real member's full state after ``step`` steps."""
@@ -220,11 +249,12 @@ class Chunk:
 
     def snapshot(self, step: int, on_snapshot: SnapshotSink, on_state: StateSink | None) -> None:
         """Evaluate every member and hand each healthy one's weights and metrics to the sinks."""
+        model = self.model_params()
         metrics = evaluate(
             self.task,
             self.template,
             self.forward,
-            self.params,
+            model,
             self.buffers,
             self.config.run.eval_batch_size,
         )
@@ -233,13 +263,59 @@ class Chunk:
         for i, row in enumerate(self.rows):
             if self.active[i]:
                 member_state = {
-                    k: v[i].detach().clone() for k, v in {**self.params, **self.buffers}.items()
+                    k: v[i].detach().clone() for k, v in {**model, **self.buffers}.items()
                 }
                 on_snapshot(
                     row, step, member_state, {name: float(v[i]) for name, v in metrics.items()}
                 )
                 if on_state is not None:
                     on_state(row, step, self.member_start(i, step))
+
+
+class _WeightAverage:
+    """Each member's averaged weights, its model under ``ema_decay`` or ``swa_start``.
+
+    EMA (Polyak averaging): ``a <- d a + (1 - d) w`` after every step, from ``a = w`` at the
+    start. SWA (Izmailov et al. 2018): ``a = w`` until step ``ceil(swa_start steps)``, from
+    then on the running mean of the weights after every step. Elementwise and per member,
+    so a member's average does not depend on its chunk; training itself never sees it.
+
+    References:
+        Polyak and Juditsky, "Acceleration of Stochastic Approximation by Averaging", 1992;
+        Izmailov et al., "Averaging Weights Leads to Wider Optima", UAI 2018.
+    """
+
+    def __init__(self, decay: float, swa_start: float | None, params: Params, count: int) -> None:
+        self.decay, self.swa_start = decay, swa_start
+        self.params = params
+        self.count = count
+
+    @classmethod
+    def of(cls, config: Config, params: Params, start: list[Start] | None) -> _WeightAverage | None:
+        trainer = config.trainer
+        if not trainer.ema_decay and trainer.swa_start is None:
+            return None
+        kept = [s.average for s in start or []]
+        if kept and all(a is not None for a in kept):
+            average = {k: torch.stack([a[k] for a in kept if a is not None]) for k in params}
+            count = start[0].averaged if start else 0
+        else:
+            average = {k: v.detach().clone() for k, v in params.items()}
+            count = 0
+        return cls(trainer.ema_decay, trainer.swa_start, average, count)
+
+    @torch.no_grad()
+    def update(self, params: Params, step: int, steps: int) -> None:
+        if self.swa_start is None:
+            for k, a in self.params.items():
+                a.mul_(self.decay).add_(params[k].detach(), alpha=1 - self.decay)
+            return
+        if step < math.ceil(self.swa_start * steps):
+            self.params = {k: v.detach().clone() for k, v in params.items()}
+            return
+        self.count += 1
+        for k, a in self.params.items():
+            a.add_((params[k].detach() - a) / self.count)
 
 
 def _member_norms(grads: dict[str, Tensor]) -> Tensor:

@@ -154,6 +154,7 @@ def train_chunk(
             chunk.optimizer_step(
                 grads, step, lr_factor(trainer.schedule, step, steps, trainer.warmup_fraction)
             )
+            chunk.update_average(step, steps)
             if on_step is not None:
                 on_step(len(rows))
             if step in snaps:
