@@ -273,6 +273,25 @@ def suggestions() -> Suggestions:
     return Suggestions(rows, "test", 2, 4)
 
 
+def seed_advice(members: list[int], steps: list[int]) -> Any:
+    """Two basins, readable from the middle step on."""
+    from attractor.sensitivity.seed_advice import SeedAdvice
+
+    accuracy = np.linspace(0.5, 1.0, len(steps))
+    table = pd.DataFrame(
+        {
+            "step": steps,
+            "accuracy": accuracy,
+            "low": accuracy - 0.1,
+            "high": np.minimum(accuracy + 0.1, 1.0),
+            "chance": 0.75,
+        }
+    )
+    labels = [0] * (len(members) - 1) + [1]
+    share = (len(members) - 1) / len(members)
+    return SeedAdvice(labels, list(members), 0, share, steps[len(steps) // 2], table)
+
+
 #: kind -> a sample of it, given the run's members and snapshot steps.
 SAMPLES: dict[str, Callable[[list[int], list[int]], list[Any]]] = {
     "measures": lambda members, steps: [measures(members, steps)],
@@ -283,4 +302,5 @@ SAMPLES: dict[str, Callable[[list[int], list[int]], list[Any]]] = {
     "sensitivity-sobol": lambda members, steps: [sensitivity("sobol")],
     "sensitivity-influence": lambda members, steps: [sensitivity("influence")],
     "suggestions": lambda members, steps: [suggestions()],
+    "seed-advice": lambda members, steps: [seed_advice(members, steps)],
 }

@@ -180,6 +180,44 @@ def sensitivity(
     console.print("wrote " + ", ".join(sorted(set(paths.values()))), markup=False, soft_wrap=True)
 
 
+@app.command("seed-advice")
+def seed_advice_command(
+    run_dir: RunDirArg,
+    draws: DrawsOption = 500,
+    as_json: JsonFlag = False,
+) -> None:
+    """Which basin is the majority, and from which snapshot step a member's final basin can
+    be read off its predictions (so unpromising seeds can be stopped early).
+
+    Basins from the final pairwise JS; at each step, every member's nearest basin centroid
+    of the other members; accuracy with a bootstrap interval against chance. Writes
+    RUN_DIR/seed-advice.parquet / .json.
+    """
+    from attractor.runs.ensemble import Ensemble
+    from attractor.sensitivity.seed_advice import TARGET, seed_advice
+
+    ens = Ensemble.load(run_dir)
+    result = seed_advice(ens, draws=draws)
+    paths = ens.store.write(result)
+    if as_json:
+        emit_json({**result.to_json(), "files": paths})
+        return
+    console.print(
+        f"{result.basins} basin(s); the majority (basin {result.majority}) holds "
+        f"{100 * result.share:.0f} % of the members",
+        markup=False,
+        soft_wrap=True,
+    )
+    when = (
+        f"from step {result.readable} on the final basin is predicted right >= "
+        f"{100 * TARGET:.0f} % of the time"
+        if result.readable is not None
+        else "no snapshot step predicts the final basins that well"
+    )
+    console.print(when, markup=False, soft_wrap=True)
+    print_wrote(paths)
+
+
 @app.command()
 def suggest(
     run_dir: RunDirArg,

@@ -48,6 +48,7 @@ RESULT_KINDS: dict[str, str] = {
     "sensitivity-sobol": "Sobol indices of the plan's continuous factors",
     "sensitivity-influence": "leave-group-out influence of data groups",
     "suggestions": "the examples and groups a human should look at next",
+    "seed-advice": "the majority basin and from which step a member's final basin shows",
     "instability": "linear-mode-connectivity barriers of copies spawned along training",
     "hparam-map": "spread and accuracy over a learning-rate x momentum grid",
     "shortcuts": "shortcut reliance and path of trainer variants with the same seeds",
