@@ -12,7 +12,8 @@ whose results exist, in ``order``; nothing outside ``report/`` imports these.
 Orders in use, so that a run's page reads as it always has: run facts 0, plan 1, final
 metrics 2 (:mod:`attractor.report.run_page`), spread measures 10, ensemble cloud 20, spread
 over training and LMC 30, instability 40, structural 50, tangent 60, sensitivity 70,
-suggestions 75, seed advice 77, diff 80; experiments' own sections 100 and up (world 110, evaluator 120).
+suggestions 75, seed advice 77, diff 80; experiments' own sections 100 and up (world 110,
+evaluator 120).
 
 A new kind of result gets a page section by one file here plus one line in
 :data:`SECTIONS`.
