@@ -80,6 +80,8 @@ def test_killed_process_run_resumes_under_local_with_the_same_bits(tmp_path: Pat
         for m, s in manifest["members"].items()
         if s["status"] == "done"
         for p in (out / "members" / m).iterdir()
+        # A checkpoint left by a kill between "done" and its deletion is dropped on resume.
+        if p.name != "resume.safetensors"
     }
 
     result = cli("run", config, "--out", out, "--json")  # config says local: resumes all the same

@@ -73,6 +73,8 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
         for m, s in status.items()
         if s["status"] == "done"
         for p in (killed / "members" / m).iterdir()
+        # A checkpoint left by a kill between "done" and its deletion is dropped on resume.
+        if p.name != "resume.safetensors"
     }
 
     resumed = train(config, killed)
