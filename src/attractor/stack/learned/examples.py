@@ -84,6 +84,40 @@ def _digits(split: str) -> tuple[Tensor, Tensor]:
     return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.int64)
 
 
+def labelled_draw(
+    is_pos: Tensor,
+    n: int,
+    positives: float | None,
+    generator: torch.Generator,
+    items: str,
+    supply: str,
+) -> Tensor:
+    """``n`` distinct indices into a pool whose items the rule marks ``is_pos [pool]``:
+    uniform (``positives`` None), or ``round(positives n)`` (half up) preferred ones and the
+    rest from the others, shuffled together so that their order says nothing of the labels.
+    A one-line :class:`UserError` names ``items`` and what the pool's ``supply`` is when it
+    has too few of either.
+    """
+    if positives is None:
+        return torch.randperm(len(is_pos), generator=generator)[:n]
+    if not 0.0 <= positives <= 1.0:
+        raise UserError(f"positives = {positives}: give a share in [0, 1]")
+    n_pos = math.floor(positives * n + 0.5)  # round half up, not to even
+    pos, neg = is_pos.nonzero().squeeze(1), (~is_pos).nonzero().squeeze(1)
+    if n_pos > pos.numel() or n - n_pos > neg.numel():
+        raise UserError(
+            f"positives = {positives} of n = {n} needs {n_pos} preferred and {n - n_pos} "
+            f"other {items}; {supply} {pos.numel()} and {neg.numel()}"
+        )
+    index = torch.cat(
+        [
+            pos[torch.randperm(pos.numel(), generator=generator)[:n_pos]],
+            neg[torch.randperm(neg.numel(), generator=generator)[: n - n_pos]],
+        ]
+    )
+    return index[torch.randperm(n, generator=generator)]
+
+
 def digits_examples(
     preferred: Sequence[int], n: int, seed: int, positives: float | None = None
 ) -> HumanExamples:
@@ -107,26 +141,7 @@ def digits_examples(
         raise UserError(f"n = {n} examples: draw between 2 and {pool} (the digits training split)")
     is_pos = torch.isin(y, torch.tensor(classes))
     generator = torch_generator("learned.digits_examples", seed)
-    if positives is None:
-        index = torch.randperm(pool, generator=generator)[:n]
-    else:
-        if not 0.0 <= positives <= 1.0:
-            raise UserError(f"positives = {positives}: give a share in [0, 1]")
-        n_pos = math.floor(positives * n + 0.5)  # round half up, not to even
-        pos, neg = is_pos.nonzero().squeeze(1), (~is_pos).nonzero().squeeze(1)
-        if n_pos > pos.numel() or n - n_pos > neg.numel():
-            raise UserError(
-                f"positives = {positives} of n = {n} needs {n_pos} preferred and {n - n_pos} "
-                f"other digits; the training split has {pos.numel()} and {neg.numel()}"
-            )
-        index = torch.cat(
-            [
-                pos[torch.randperm(pos.numel(), generator=generator)[:n_pos]],
-                neg[torch.randperm(neg.numel(), generator=generator)[: n - n_pos]],
-            ]
-        )
-        # Shuffled so that the order of the examples says nothing about their labels.
-        index = index[torch.randperm(n, generator=generator)]
+    index = labelled_draw(is_pos, n, positives, generator, "digits", "the training split has")
     labels = is_pos[index].to(torch.int64)
     hint = "draw more examples, set positives, or prefer other classes"
     if labels.sum() == 0:
@@ -445,6 +460,7 @@ __all__ = [
     "digits_examples",
     "held_out_digits",
     "human_seed",
+    "labelled_draw",
     "perturbed_labels",
     "perturbed_sets",
     "read_examples",

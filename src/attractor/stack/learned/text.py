@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from attractor.stack.learned.examples import (
     ExampleRow,
     ExampleSets,
     human_seed,
+    labelled_draw,
     perturbed_labels,
 )
 from attractor.tasks.corpus import Document, pydoc_documents, split_documents
@@ -150,25 +150,7 @@ def pydoc_examples(
         )
     is_pos = torch.tensor([preferred(t) for t in pool])
     generator = torch_generator("learned.pydoc_examples", seed)
-    if positives is None:
-        index = torch.randperm(len(pool), generator=generator)[:n]
-    else:
-        if not 0.0 <= positives <= 1.0:
-            raise UserError(f"positives = {positives}: give a share in [0, 1]")
-        n_pos = math.floor(positives * n + 0.5)  # half up, as digits_examples
-        pos, neg = is_pos.nonzero().squeeze(1), (~is_pos).nonzero().squeeze(1)
-        if n_pos > pos.numel() or n - n_pos > neg.numel():
-            raise UserError(
-                f"positives = {positives} of n = {n} needs {n_pos} preferred and {n - n_pos} "
-                f"other windows; rule {rule!r} gives {pos.numel()} and {neg.numel()}"
-            )
-        index = torch.cat(
-            [
-                pos[torch.randperm(pos.numel(), generator=generator)[:n_pos]],
-                neg[torch.randperm(neg.numel(), generator=generator)[: n - n_pos]],
-            ]
-        )
-        index = index[torch.randperm(n, generator=generator)]  # order says nothing of labels
+    index = labelled_draw(is_pos, n, positives, generator, "windows", f"rule {rule!r} gives")
     labels = is_pos[index].to(torch.int64)
     hint = "draw more examples or set positives"
     if labels.sum() == 0:
