@@ -11,14 +11,16 @@ import torch
 from attractor.stack.learned import measures as M
 
 
-def test_pairwise_js_by_hand() -> None:
-    dists = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], dtype=torch.float64)
-    js = M.pairwise_js(dists)
-    assert js[0, 1] == pytest.approx(math.log(2))  # disjoint
+def test_generated_class_js_by_hand() -> None:
+    """The spread row of generated classes: mean pairwise JS of the class distributions."""
+    classes = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1], [0, 1, 0, 1]])  # [1, 0], [0, 1], [.5, .5]
+    true = torch.zeros(3, 4, dtype=torch.float64)
+    table, _ = M.outcome_spread(true, classes, draws=100)
+    js = table.set_index("measure").loc["generated classes (mean pairwise JS)", "value"]
+    disjoint = math.log(2)
     # JS([1, 0], [.5, .5]) = (KL(p||m) + KL(q||m)) / 2 with m = [.75, .25]
-    expected = (math.log(1 / 0.75) + 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)) / 2
-    assert js[0, 2] == pytest.approx(expected) and torch.allclose(js, js.T)
-    assert torch.allclose(js.diagonal(), torch.zeros(3, dtype=torch.float64))
+    half = (math.log(1 / 0.75) + 0.5 * math.log(0.5 / 0.75) + 0.5 * math.log(0.5 / 0.25)) / 2
+    assert js == pytest.approx((disjoint + 2 * half) / 3)
 
 
 def test_class_distributions_and_basins() -> None:

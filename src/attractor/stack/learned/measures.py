@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from attractor.measure.bootstrap import Estimate, multibootstrap, pairwise_multibootstrap
+from attractor.measure.function import pairwise_js
 from attractor.sensitivity.variance import decompose
 
 #: The design's factors, in the order of a member's index (resample slowest).
@@ -35,17 +36,6 @@ def class_distributions(classes: Tensor, classes_count: int = CLASSES) -> Tensor
     """``int64 [m, e]`` classes read off each member's images -> ``float64 [m, C]`` shares."""
     counts = torch.nn.functional.one_hot(classes, classes_count).double().sum(1)
     return counts / counts.sum(-1, keepdim=True)
-
-
-def pairwise_js(dists: Tensor) -> Tensor:
-    """Jensen-Shannon divergence (nats) between every two rows of ``dists [m, C]``: ``[m, m]``."""
-    p, q = dists[:, None, :], dists[None, :, :]
-    mid = (p + q) / 2
-
-    def kl(a: Tensor, b: Tensor) -> Tensor:
-        return torch.where(a > 0, a * (a.clamp_min(1e-300).log() - b.clamp_min(1e-300).log()), 0)
-
-    return (kl(p, mid).sum(-1) + kl(q, mid).sum(-1)) / 2
 
 
 def _row(name: str, estimate: Estimate, note: str) -> dict[str, object]:
@@ -102,7 +92,7 @@ def outcome_spread(
             rows.append(
                 _row(
                     "generated classes (mean pairwise JS)",
-                    pairwise_multibootstrap(pairwise_js(dists).numpy(), draws, seed),
+                    pairwise_multibootstrap(pairwise_js(dists.unsqueeze(1)).numpy(), draws, seed),
                     "nats, between members' generated-class distributions",
                 )
             )
@@ -200,7 +190,6 @@ __all__ = [
     "class_distributions",
     "design_frame",
     "outcome_spread",
-    "pairwise_js",
     "parting",
     "parting_rounds",
     "rounds",
