@@ -91,6 +91,11 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def percent(value: Any) -> str:
+    """A share as "12.3 %" ("n/a" for None)."""
+    return "n/a" if value is None else f"{100 * float(value):.1f} %"
+
+
 def _numeric(column: pd.Series) -> bool:
     """Right-align numbers; booleans read as yes/no, so they align like text."""
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)

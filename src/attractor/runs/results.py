@@ -145,6 +145,14 @@ class StoredResult:
         except ValueError:  # NaN or infinity in a file that should hold strict JSON
             return False
 
+    def frame(self, key: str) -> pd.DataFrame:
+        """``key`` as a table wherever the result keeps it: a list in its JSON (small tables)
+        or a table file (large ones); empty if it has neither.
+        """
+        if isinstance(self.data.get(key), list):
+            return pd.DataFrame(self.data[key])
+        return self.table(key) if key in self.table_keys else pd.DataFrame()
+
     def table(self, key: str = "") -> pd.DataFrame:
         """Table ``key`` ("" is the main table); a missing or corrupt file is a user error."""
         if key not in self.table_keys:

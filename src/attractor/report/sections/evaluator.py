@@ -14,19 +14,9 @@ from typing import Any
 import pandas as pd
 
 from attractor.report import evaluator_plots
-from attractor.report.page import facts, figure, section, table
+from attractor.report.page import facts, figure, percent, section, table
 from attractor.report.sections import Context, Section
 from attractor.runs.results import StoredResult
-
-
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * float(value):.1f} %"
-
-
-def _frame(stored: StoredResult, key: str) -> pd.DataFrame:
-    if key in stored.data and isinstance(stored.data[key], list):
-        return pd.DataFrame(stored.data[key])
-    return stored.table(key) if key in stored.table_keys else pd.DataFrame()
 
 
 def _preference(preferred: Any) -> str:
@@ -41,28 +31,28 @@ def _verdict(s: dict[str, Any]) -> str:
     """
     base, final = s.get("true_base", {}), s.get("true_final", {})
     parts = [
-        f"Fine-tuning on the evaluators moved the true preference from {_pct(base.get('true'))} "
-        f"to {_pct(final.get('true'))} (95 % CI {_pct(final.get('true_low'))} – "
-        f"{_pct(final.get('true_high'))}) over {s.get('members')} models."
+        f"Fine-tuning on the evaluators moved the true preference from {percent(base.get('true'))} "
+        f"to {percent(final.get('true'))} (95 % CI {percent(final.get('true_low'))} – "
+        f"{percent(final.get('true_high'))}) over {s.get('members')} models."
     ]
     sd = (s.get("spread") or {}).get("true preference (sd across members)")
     if sd:
         parts.append(
-            f" Across models it varies by {_pct(sd['value'])} (sd; {_pct(sd['low'])} – "
-            f"{_pct(sd['high'])})."
+            f" Across models it varies by {percent(sd['value'])} (sd; {percent(sd['low'])} – "
+            f"{percent(sd['high'])})."
         )
     top = s.get("dominant")
     if top:
         parts.append(
             f" The factor that adds most of that variance: <em>{html.escape(top['factor'])}</em> "
-            f"({_pct(top['share'])})."
+            f"({percent(top['share'])})."
         )
     judged = s.get("evaluators") or {}
     if judged:
         parts.append(
             f" The {judged.get('evaluators')} evaluators agree with the rule on "
-            f"{_pct(judged.get('accuracy'))} of held-out digits and split on "
-            f"{_pct(judged.get('split'))} of them."
+            f"{percent(judged.get('accuracy'))} of held-out digits and split on "
+            f"{percent(judged.get('split'))} of them."
         )
     parting = s.get("parting") or {}
     if parting:
@@ -73,13 +63,13 @@ def _verdict(s: dict[str, Any]) -> str:
         )
         parts.append(
             f" Proxy and truth part (the reward rises while the preference falls) for "
-            f"{_pct(parting.get('share'))} of the models{when}."
+            f"{percent(parting.get('share'))} of the models{when}."
         )
     basins = s.get("basins") or {}
     if basins.get("basin") is not None:  # images: the class each model generates most
         parts.append(
             f" {basins.get('count')} basin(s) by most-generated class; the majority "
-            f"(class {basins.get('majority')}) holds {_pct(basins.get('share'))} of the models."
+            f"(class {basins.get('majority')}) holds {percent(basins.get('share'))} of the models."
         )
     return "<p>" + "".join(parts) + "</p>"
 
@@ -112,16 +102,14 @@ def evaluator_section(stored: StoredResult) -> str:
             "trainer": (settings.get("trainer") or {}).get("method"),
         }
     )
-    body += _items(
-        _frame(stored, "examples"), "label", "1. the human's examples (1 = preferred)", 10
-    )
-    rounds, trajectories = _frame(stored, "rounds"), _frame(stored, "trajectories")
+    body += _items(stored.frame("examples"), "label", "1. the human's examples (1 = preferred)", 10)
+    rounds, trajectories = stored.frame("rounds"), stored.frame("trajectories")
     if not rounds.empty and not trajectories.empty:
         body += figure(
             evaluator_plots.proxy_vs_true(rounds, trajectories, "2.–3. proxy vs true preference"),
             "proxy vs true reward along the rounds",
         )
-    body += _items(_frame(stored, "samples"), "member", "3. the final models' samples", 8)
+    body += _items(stored.frame("samples"), "member", "3. the final models' samples", 8)
     for key, lead in (
         ("spread", "The final models' spread:"),
         ("sources", "Variance of the true preference by factor of the design:"),
@@ -136,7 +124,7 @@ def evaluator_section(stored: StoredResult) -> str:
             "structural stability of the evaluator design",
         )
         body += table(structural)
-    suggestions = _frame(stored, "suggestions")
+    suggestions = stored.frame("suggestions")
     if not suggestions.empty:
         body += _items(
             suggestions.assign(row="next"), "row", "label these next (evaluators disagree)", 10

@@ -15,13 +15,9 @@ from typing import Any
 import pandas as pd
 
 from attractor.report import world_plots
-from attractor.report.page import facts, figure, section, table
+from attractor.report.page import facts, figure, percent, section, table
 from attractor.report.sections import Context, Section
 from attractor.runs.results import StoredResult
-
-
-def _pct(value: Any) -> str:
-    return "n/a" if value is None else f"{100 * float(value):.1f} %"
 
 
 def _verdict(summary: dict[str, Any], has_goal: bool) -> str:
@@ -29,20 +25,21 @@ def _verdict(summary: dict[str, Any], has_goal: bool) -> str:
     share = summary.get("basin_share")
     target = "reach the goal" if has_goal else f"land in basin {summary.get('basin')!s}"
     parts = [
-        f"From initial states in the default range, {_pct(share)} of member × state pairs "
-        f"{html.escape(target)} (95 % CI {_pct(summary.get('low'))} – {_pct(summary.get('high'))})."
+        f"From initial states in the default range, {percent(share)} of member × state pairs "
+        f"{html.escape(target)} (95 % CI {percent(summary.get('low'))} – "
+        f"{percent(summary.get('high'))})."
     ]
     widest = summary.get("widest")
     if widest:
         parts.append(
-            f" At {widest['scale']:g}× the range: {_pct(widest['share'])} "
-            f"({_pct(widest['low'])} – {_pct(widest['high'])})."
+            f" At {widest['scale']:g}× the range: {percent(widest['share'])} "
+            f"({percent(widest['low'])} – {percent(widest['high'])})."
         )
     source = summary.get("dominant_source")
     if source:
         parts.append(
             f" The spread of <em>{html.escape(str(source['feature']))}</em> comes mostly from the "
-            f"{html.escape(str(source['source']))} ({_pct(source['share'])} of its variance)."
+            f"{html.escape(str(source['source']))} ({percent(source['share'])} of its variance)."
         )
     top = summary.get("lyapunov_top")
     if top and top.get("mean") is not None:
@@ -59,12 +56,6 @@ def _verdict(summary: dict[str, Any], has_goal: bool) -> str:
         )
         parts.append(f" Under {html.escape(name)} the basin {at}.")
     return "<p>" + "".join(parts) + "</p>"
-
-
-def _frame(stored: StoredResult, key: str) -> pd.DataFrame:
-    if key in stored.data and isinstance(stored.data[key], list):
-        return pd.DataFrame(stored.data[key])
-    return stored.table(key) if key in stored.table_keys else pd.DataFrame()
 
 
 def _model_source(model: dict[str, Any]) -> str:
@@ -101,10 +92,10 @@ def world_section(stored: StoredResult) -> str:
             ),
             "basin share vs perturbation size",
         )
-    grid = _frame(stored, "map")
+    grid = stored.frame("map")
     if not grid.empty:
         body += figure(world_plots.basin_map(grid, "basin map"), "basin map over two factors")
-    paths = _frame(stored, "trajectories")
+    paths = stored.frame("trajectories")
     if not paths.empty:
         body += figure(
             world_plots.phase_portrait(
@@ -112,10 +103,10 @@ def world_section(stored: StoredResult) -> str:
             ),
             "phase portrait",
         )
-    spread = _frame(stored, "spread")
+    spread = stored.frame("spread")
     if not spread.empty:
         body += figure(world_plots.spread_over_time(spread, "spread over time"), "spread")
-    samples = _frame(stored, "samples")
+    samples = stored.frame("samples")
     if not samples.empty and "text" in samples:
         shown = samples[["basin", "member", "state", "text"]].head(32).copy()
         # HTML collapses runs of spaces and newlines; a continuation's spacing is its content.
