@@ -1,4 +1,5 @@
-"""Plots of the learned-evaluator experiment: image grids, proxy vs true, design curves.
+"""Plots of the learned-evaluator experiment: proxy vs true, design curves (image grids:
+:func:`attractor.report.plots.image_grid`).
 
 Plain functions of the evaluator result's tables (columns:
 :data:`attractor.stack.learned.result.TABLES`) that return PNG data URIs.
@@ -6,28 +7,9 @@ Plain functions of the evaluator result's tables (columns:
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from attractor.report.style import color, figure_uri, styled
-
-
-def image_rows(frame: pd.DataFrame, by: str, title: str, per_row: int = 10) -> str:
-    """8x8 images (``pixels`` in [0, 1]), one row per value of ``by``, labelled with it."""
-    groups = list(frame.groupby(by, sort=True))
-    with styled(0.8 * per_row + 1.2, 0.9 * len(groups) + 0.6) as fig:
-        axes = fig.subplots(len(groups), per_row, squeeze=False)
-        for row, (key, rows) in enumerate(groups):
-            picks = rows.head(per_row)
-            for col in range(per_row):
-                ax = axes[row, col]
-                ax.axis("off")
-                if col < len(picks):
-                    image = np.asarray(picks.iloc[col]["pixels"], dtype=float).reshape(8, 8)
-                    ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-            axes[row, 0].set_title(f"{by} {key}", fontsize=8, loc="left")
-        fig.suptitle(title)
-        return figure_uri(fig)
 
 
 def proxy_vs_true(rounds: pd.DataFrame, members: pd.DataFrame, title: str) -> str:
@@ -75,4 +57,4 @@ def design_curves(structural: pd.DataFrame, title: str) -> str:
         return figure_uri(fig)
 
 
-__all__ = ["design_curves", "image_rows", "proxy_vs_true"]
+__all__ = ["design_curves", "proxy_vs_true"]

@@ -268,3 +268,25 @@ def interval_dots(table: pd.DataFrame, columns: Sequence[str], label: str, title
             ax.set_visible(False)
         fig.suptitle(title)
         return figure_uri(fig)
+
+
+def image_grid(frame: pd.DataFrame, by: str, title: str, per_row: int = 8) -> str:
+    """Images (``pixels`` in [0, 1], ``shape`` per row or 8x8), one row of the grid per value
+    of ``by``, labelled with it.
+    """
+    groups = list(frame.groupby(by, sort=True))
+    with styled(0.9 * per_row + 1.1, 1.0 * len(groups) + 0.5) as fig:
+        axes = fig.subplots(len(groups), per_row, squeeze=False)
+        for row, (key, rows) in enumerate(groups):
+            picks = rows.head(per_row)
+            for col in range(per_row):
+                ax = axes[row, col]
+                ax.axis("off")
+                if col < len(picks):
+                    item = picks.iloc[col]
+                    shape = list(item["shape"]) if "shape" in item else [8, 8]
+                    image = np.asarray(item["pixels"], dtype=float).reshape(shape)
+                    ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
+            axes[row, 0].set_title(f"{by} {key}", fontsize=8, loc="left")
+        fig.suptitle(title)
+        return figure_uri(fig)

@@ -1,4 +1,5 @@
-"""Plots of the world level: basin map, phase portrait, final states per basin, curves.
+"""Plots of the world level: basin map, phase portrait, curves (final states per
+basin: :func:`attractor.report.plots.image_grid`).
 
 Plain functions of the world result's tables (columns: :data:`attractor.world.result.TABLES`)
 that return PNG data URIs, in the report's shared style.
@@ -6,7 +7,6 @@ that return PNG data URIs, in the report's shared style.
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from attractor.report.style import color, figure_uri, styled
@@ -73,25 +73,6 @@ def spread_over_time(spread: pd.DataFrame, title: str) -> str:
         ax.set_xlabel("world step")
         ax.set_ylabel("spread")
         ax.set_title(title)
-        return figure_uri(fig)
-
-
-def sample_grid(samples: pd.DataFrame, title: str, per_basin: int = 8) -> str:
-    """Final states rendered as images, one row per basin."""
-    basins = sorted(samples["basin"].unique())
-    with styled(1.0 * per_basin + 1.0, 1.05 * len(basins) + 0.5) as fig:
-        axes = fig.subplots(len(basins), per_basin, squeeze=False)
-        for row, basin in enumerate(basins):
-            picks = samples[samples["basin"] == basin].head(per_basin)
-            for col in range(per_basin):
-                ax = axes[row, col]
-                ax.axis("off")
-                if col < len(picks):
-                    item = picks.iloc[col]
-                    image = np.asarray(item["pixels"], dtype=float).reshape(list(item["shape"]))
-                    ax.imshow(image, cmap="gray_r", vmin=0.0, vmax=1.0, interpolation="nearest")
-            axes[row, 0].set_title(f"basin {basin}", fontsize=8, loc="left")
-        fig.suptitle(title)
         return figure_uri(fig)
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from attractor.report import evaluator_plots
 from attractor.report.page import facts, figure, percent, section, table
+from attractor.report.plots import image_grid
 from attractor.report.sections import Context, Section
 from attractor.runs.results import StoredResult
 
@@ -79,7 +80,7 @@ def _items(frame: pd.DataFrame, by: str, title: str, per_row: int) -> str:
     if frame.empty:
         return ""
     if "pixels" in frame:
-        return figure(evaluator_plots.image_rows(frame, by, title, per_row=per_row), title)
+        return figure(image_grid(frame, by, title, per_row=per_row), title)
     shown = frame.groupby(by, sort=True).head(per_row // 2)[[by, "text"]].copy()
     # HTML collapses runs of spaces and newlines; in text they are content (indented code).
     shown["text"] = shown["text"].str.replace("\n", "↵").str.replace(" ", "\u00a0")

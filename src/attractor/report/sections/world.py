@@ -16,6 +16,7 @@ import pandas as pd
 
 from attractor.report import world_plots
 from attractor.report.page import facts, figure, percent, section, table
+from attractor.report.plots import image_grid
 from attractor.report.sections import Context, Section
 from attractor.runs.results import StoredResult
 
@@ -113,7 +114,7 @@ def world_section(stored: StoredResult) -> str:
         shown["text"] = shown["text"].str.replace("\n", "↵").str.replace(" ", "\u00a0")
         body += "<p>Final states per basin (prompt's end ⟶ continuation):</p>" + table(shown)
     elif not samples.empty:
-        body += figure(world_plots.sample_grid(samples, "final states per basin"), "samples")
+        body += figure(image_grid(samples, "basin", "final states per basin"), "samples")
     structural = pd.DataFrame(data.get("structural") or [])
     if not structural.empty:
         of_model = structural["perturbation"].str.startswith("model")
