@@ -49,16 +49,14 @@ class DigitsSetting:
 
     def __init__(self, settings: Any, store: RunStore, progress: bool) -> None:
         self.settings = settings
-        run, index = base_run(
+        self.base = base_run(
             settings.model,
             "denoise-digits",
             lambda root: _train_base(settings.base_steps or BASE_STEPS, root, progress),
             store,
         )
-        params, buffers = run.stacked([index])
-        self.template, self.params, self.buffers = run.module(index), params, buffers
-        self.task = {"name": "denoise-digits", **run.config.task.options}
-        self.source = {"run": str(run.store.root), "member": index}
+        self.task = {"name": "denoise-digits", **self.base.run.config.task.options}
+        self.source = self.base.source
         generator = torch.Generator().manual_seed(settings.seed)
         self.eval_noise = torch.randn(settings.eval_samples, PIXELS, generator=generator)
 
@@ -80,12 +78,10 @@ class DigitsSetting:
         from attractor.world.denoise_digits import reference_classifier
 
         design = FinetuneDesign(**design_options(trainer, FinetuneDesign, "digits"))
-        m = evaluators.members
-        params = {k: v.expand(m, *v.shape[1:]).clone() for k, v in self.params.items()}
-        buffers = {k: v.expand(m, *v.shape[1:]).clone() for k, v in self.buffers.items()}
+        params, buffers = self.base.copies(evaluators.members)
         true_preference = true_preference_of(self.settings.preferred)
         done = finetune(
-            self.template,
+            self.base.template,
             params,
             buffers,
             self.task,

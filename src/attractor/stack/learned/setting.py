@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pandas as pd
-from torch import Tensor
+from torch import Tensor, nn
 
 from attractor.errors import UserError
 from attractor.runs.store import RunStore
 from attractor.stack.learned.examples import ExampleRow, ExampleSets
 from attractor.stack.learned.reward_model import Evaluators
+from attractor.training.forward import Params
 
 
 @dataclass(frozen=True)
@@ -89,8 +90,37 @@ class Setting(Protocol):
         ...
 
 
-def base_run(model: str | None, task: str, train: Any, store: RunStore) -> tuple[Any, int]:
-    """The run and member holding the base generator: ``model`` (``RUN:MEMBER``), or a run
+@dataclass(frozen=True)
+class Base:
+    """The generator every member starts from: one finished member of a run.
+
+    Attributes:
+        run: its :class:`~attractor.runs.ensemble.Ensemble`; member: its id.
+        template: its module; params, buffers: its weights, stacked ``[1, ...]``.
+    """
+
+    run: Any
+    member: int
+    template: nn.Module
+    params: Params
+    buffers: Params
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Where it came from, as a result records it."""
+        return {"run": str(self.run.store.root), "member": self.member}
+
+    def copies(self, m: int) -> tuple[Params, Params]:
+        """``m`` independent copies of its parameters and buffers, stacked ``[m, ...]``."""
+
+        def stack(tensors: Params) -> Params:
+            return {k: v.expand(m, *v.shape[1:]).clone() for k, v in tensors.items()}
+
+        return stack(self.params), stack(self.buffers)
+
+
+def base_run(model: str | None, task: str, train: Any, store: RunStore) -> Base:
+    """The base generator: member ``model`` (``RUN:MEMBER``), or member 0 of a run
     ``train(root)`` trains in ``OUT/base``; one line if it is not a finished ``task`` member.
     """
     from attractor.runs.ensemble import Ensemble
@@ -112,7 +142,8 @@ def base_run(model: str | None, task: str, train: Any, store: RunStore) -> tuple
             f"run '{ensemble.store.root}' has no finished member {index} "
             f"(finished: {ensemble.members})"
         )
-    return ensemble, index
+    params, buffers = ensemble.stacked([index])
+    return Base(ensemble, index, ensemble.module(index), params, buffers)
 
 
 def design_options(options: dict[str, Any], design: type, setting: str) -> dict[str, Any]:
@@ -129,4 +160,4 @@ def design_options(options: dict[str, Any], design: type, setting: str) -> dict[
     return {k: v for k, v in options.items() if v is not None}
 
 
-__all__ = ["Setting", "Trained", "base_run", "design_options"]
+__all__ = ["Base", "Setting", "Trained", "base_run", "design_options"]

@@ -64,18 +64,23 @@ class TextSetting:
     def __init__(self, settings: Any, store: RunStore, progress: bool) -> None:
         self.settings = settings
         self.rule = rule_of(settings.rule)
-        run, index = base_run(
+        self.base = base_run(
             settings.model,
             "tiny-lm",
             lambda root: _train_base(settings.base_steps or BASE_STEPS, root, progress),
             store,
         )
-        params, buffers = run.stacked([index])
-        self.template, self.params, self.buffers = run.module(index), params, buffers
-        self.context = int(self.template.model.config.n_positions)
-        self.features = BaseFeatures(self.template, self.context)
+        self.context = int(self.base.template.model.config.n_positions)
+        self.features = BaseFeatures(self.base.template, self.context)
         self.inputs = self.features.width
-        self.source = {"run": str(run.store.root), "member": index}
+        self.source = self.base.source
+        # The held-out windows (their pool takes a pass over the corpus) and their features
+        # (a pass of the base model) are fixed: found once, not per factorial.
+        available = len(pydoc_windows("test", settings.length))
+        self.held_texts, self.held_truth = held_out_texts(
+            settings.rule, min(_HELD_OUT, available), settings.length
+        )
+        self.held_features = self.features(self.held_texts)
 
     def examples(self) -> TextExamples:
         s = self.settings
@@ -84,21 +89,14 @@ class TextSetting:
     def sets(self, examples: TextExamples, rows: Sequence[ExampleRow]) -> ExampleSets:
         return text_sets(examples, rows, self.features)
 
-    def _held_out(self, n: int) -> tuple[list[str], Tensor]:
-        available = len(pydoc_windows("test", self.settings.length))
-        return held_out_texts(self.settings.rule, min(n, available), self.settings.length)
-
     def held_out(self) -> tuple[Tensor, Tensor]:
-        texts, truth = self._held_out(_HELD_OUT)
-        return self.features(texts), truth
+        return self.held_features, self.held_truth
 
     def train(
         self, evaluators: Evaluators, trainer: dict[str, Any], seeds: Sequence[int]
     ) -> Trained:
         design = TextFinetuneDesign(**design_options(trainer, TextFinetuneDesign, "text"))
-        m = evaluators.members
-        params = {k: v.expand(m, *v.shape[1:]).clone() for k, v in self.params.items()}
-        buffers = {k: v.expand(m, *v.shape[1:]).clone() for k, v in self.buffers.items()}
+        params, buffers = self.base.copies(evaluators.members)
 
         def reward(texts: list[list[str]]) -> Tensor:
             # The evaluator reads the base model's features of each sampled text.
@@ -106,7 +104,7 @@ class TextSetting:
 
         true_preference = rule_preference(self.settings.rule)
         done = text_finetune(
-            self.template,
+            self.base.template,
             params,
             buffers,
             reward,
@@ -116,7 +114,8 @@ class TextSetting:
             self.settings.eval_samples,
             self.context,
         )
-        compared, _ = self._held_out(_COMPARED)
+        # held_out_texts gives the pool's first windows: the compared ones are the first few.
+        compared = self.held_texts[:_COMPARED]
         shown = [texts[:_SAMPLES_PER_MEMBER] for texts in done.texts[:_SAMPLED_MEMBERS]]
         members = [i for i, texts in enumerate(shown) for _ in texts]
         return Trained(
@@ -142,7 +141,7 @@ class TextSetting:
         width = min(len(row) for row in ids)
         tokens = torch.tensor([row[:width] for row in ids], dtype=torch.int64)
         m = next(iter(params.values())).shape[0]
-        forward = batched_forward(self.template)
+        forward = batched_forward(self.base.template)
         with torch.no_grad():
             logp = forward(params, buffers, tokens.expand(m, *tokens.shape)).log_softmax(-1)
         out = torch.zeros(m, m, len(texts), dtype=torch.float64)
