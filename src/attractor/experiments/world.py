@@ -235,9 +235,11 @@ def _policy(
     policy = EnsemblePolicy(ensemble.task.make_model(), params, buffers)
     root = str(ensemble.store.root)
     if world.for_model is not None:
+        from attractor.runs.lm_models import member_model
+
         # The world as the run's models see it (an LM's context and vocabulary); the stacked
         # members stay the policy (one vectorized call instead of one per member).
-        world = _outside_policy(world, f"{root}:{members[0]}")[0]
+        world = world.for_model([member_model(ensemble, members[0], f"{root}:{members[0]}")])[0]
     return world, policy, {"run": root, "members": members}, len(members)
 
 

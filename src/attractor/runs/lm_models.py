@@ -28,7 +28,7 @@ from attractor.tasks.lm_models import (
 )
 from attractor.tasks.tiny_lm import CausalLM
 
-__all__ = ["load_model", "save_member"]
+__all__ = ["load_model", "member_model", "save_member"]
 
 #: The file that marks a directory as an lm-export (and lists its files): only such a
 #: directory may be replaced with ``--force``.
@@ -44,7 +44,14 @@ def load_model(spec: str, trust: bool | None = None) -> LanguageModel:
 
 
 def _load_member(run: str, member: int, spec: str, trust: bool | None) -> LanguageModel:
-    ensemble = Ensemble.load(run, trust)
+    return member_model(Ensemble.load(run, trust), member, spec)
+
+
+def member_model(ensemble: Ensemble, member: int, spec: str) -> LanguageModel:
+    """Member ``member`` of a loaded ``tiny-lm`` run as a :class:`LanguageModel` named
+    ``spec``; one line if it is not a finished member of a language-model run.
+    """
+    run = ensemble.store.root
     if member not in [int(m) for m in ensemble.plan["member"]]:
         raise UserError(f"run '{run}' has no member {member} (members 0..{len(ensemble) - 1})")
     if member not in ensemble.members:
