@@ -199,3 +199,13 @@ def test_the_text_setting_end_to_end(cli, tmp_path: Path) -> None:
     assert_user_error(
         cli("evaluator", wrong, "--out", tmp_path / "w"), "not an option of the text setting"
     )
+
+
+def test_settings_that_cannot_run_together_leave_the_out_directory_alone(
+    cli, tmp_path: Path
+) -> None:
+    out = tmp_path / "mine"
+    out.mkdir()
+    config = _toml(tmp_path / "k.toml", "[evaluator]\n[evaluator.trainer]\nkeep = 9\nsamples = 4\n")
+    assert_user_error(cli("evaluator", config, "--out", out), "keep (9) is more than")
+    assert out.is_dir() and not any(out.iterdir())  # checked before OUT is touched

@@ -48,7 +48,6 @@ def evaluator(
     from attractor.stack.learned.settings import EvaluatorSettings, read_evaluator
 
     settings = settings_of(EvaluatorSettings, **read_evaluator(config))
-    settings.check()
     out = out if out is not None else default_out("evaluator", settings)
     store, results = run_experiment("evaluator", settings, out, force=force, progress=not as_json)
     page = render_page(store.root, progress=not as_json)

@@ -58,12 +58,16 @@ class Experiment(Generic[S]):
             :class:`~attractor.runs.progress.Stages`; the runs it trains draw their own bars),
             beginning only once its input is checked, so that a refusal is the only line.
         summary: one line for ``--help`` texts and the docs.
+        check: refuses settings that cannot run together (one :class:`UserError` line),
+            called by :func:`run_experiment` before the directory is touched; None: the
+            settings model's own validation is all.
     """
 
     name: str
     settings: type[S]
     run: Callable[[S, RunStore, bool], Sequence[Result]]
     summary: str
+    check: Callable[[S], None] | None = None
 
 
 def get_experiment(name: str) -> Experiment[Any]:
@@ -94,6 +98,8 @@ def run_experiment(
         raise TypeError(
             f"{name} takes {experiment.settings.__name__}, not {type(settings).__name__}"
         )
+    if experiment.check is not None:
+        experiment.check(settings)
     RunStore(out).check_target(force, "experiment")  # refusals before the lock creates OUT
     with hold(out):  # one writer: a second experiment on OUT is refused, naming this pid
         store = RunStore.prepare_experiment(

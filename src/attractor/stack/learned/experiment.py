@@ -210,8 +210,9 @@ def _suggestions(evaluators: Evaluators, setting: Setting, examples: Any, k: int
 def run_evaluator(
     settings: EvaluatorSettings, store: RunStore, progress: bool = False
 ) -> list[Result]:
-    """Run the experiment (see the module docstring) in ``store``'s directory."""
-    settings.check()
+    """Run the experiment (see the module docstring) in ``store``'s directory; its settings
+    were checked (:meth:`EvaluatorSettings.check`) before the directory was made.
+    """
     levels = len(settings.structural.levels())
     with Stages("evaluator", 4 + levels, progress) as stages:
         stages.begin("the base generator: " + ("loading" if settings.model else "training"))
@@ -325,6 +326,7 @@ EXPERIMENT = Experiment(
     settings=EvaluatorSettings,
     run=run_evaluator,
     summary="trainer2 as a learned evaluator: the human's examples -> evaluators -> models",
+    check=EvaluatorSettings.check,
 )
 
 __all__ = ["EXPERIMENT", "run_evaluator"]
