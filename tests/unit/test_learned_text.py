@@ -31,6 +31,7 @@ from attractor.stack.learned.text import (
     pydoc_examples,
     text_sets,
 )
+from tests.text_base import train_text_base
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,39 +44,9 @@ SENTENCES = (
 )
 
 
-def train_base(steps: int = 400) -> torch.nn.Module:
-    """A small tiny-lm member trained with a plain Adam loop on the task's own windows."""
-    pytest.importorskip("transformers", reason="tiny-lm needs transformers (attractor[lm])")
-    from attractor.tasks.tiny_lm import TinyLMOptions, make
-
-    task = make(
-        TinyLMOptions(layers=2, width=64, heads=4, context=CONTEXT, windows_per_document=None)
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the module fixture runs outside the one_thread fixture
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = task.make_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(steps):
-            index = torch.randint(len(task.x_train), (32,), generator=generator)
-            logits = model(task.x_train[index])
-            loss = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1), task.y_train[index].flatten()
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def features() -> BaseFeatures:
-    return BaseFeatures(train_base(), CONTEXT)
+    return BaseFeatures(train_text_base(CONTEXT), CONTEXT)
 
 
 # --- rules ------------------------------------------------------------------------------------

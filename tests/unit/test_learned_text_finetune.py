@@ -29,6 +29,7 @@ from attractor.stack.learned.text_finetune import (
     sample_tokens,
     text_finetune,
 )
+from tests.text_base import train_text_base
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -67,34 +68,10 @@ class Base:
 
 @pytest.fixture(scope="module")
 def base() -> Base:
-    """A small tiny-lm member trained with a plain Adam loop on the task's own windows."""
-    pytest.importorskip("transformers", reason="tiny-lm needs transformers (attractor[lm])")
-    from attractor.tasks.tiny_lm import TinyLMOptions, make
-
-    task = make(
-        TinyLMOptions(layers=2, width=64, heads=4, context=CONTEXT, windows_per_document=None)
-    )
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the module fixture runs outside the one_thread fixture
-    try:
-        with torch.random.fork_rng():
-            torch.manual_seed(0)
-            model = task.make_model()
-        optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-        generator = torch.Generator().manual_seed(0)
-        for _ in range(400):
-            index = torch.randint(len(task.x_train), (32,), generator=generator)
-            logits = model(task.x_train[index])
-            loss = torch.nn.functional.cross_entropy(
-                logits.flatten(0, 1), task.y_train[index].flatten()
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
+    """A small tiny-lm member (tests/text_base.py)."""
+    model = train_text_base(CONTEXT)
     params = {k: v.detach().unsqueeze(0).clone() for k, v in model.named_parameters()}
-    return Base(model.eval(), params)
+    return Base(model, params)
 
 
 @pytest.fixture(scope="module")
