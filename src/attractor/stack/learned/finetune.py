@@ -47,7 +47,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -56,10 +56,8 @@ from pydantic import ValidationError
 from torch import Tensor, nn
 
 from attractor.errors import UserError
-from attractor.optim.adam import Adam
-from attractor.optim.base import Hyper
 from attractor.seeds import torch_generator
-from attractor.stack.learned.rounds import adam_step, selection_weights
+from attractor.stack.learned.rounds import Loss, climb, selection_weights
 from attractor.tasks.denoise_digits import PIXELS, DenoiseDigitsOptions, alphas_bar, noisy_pairs
 from attractor.training.forward import Params, batched_forward
 from attractor.world import denoise_digits
@@ -69,9 +67,6 @@ Reward = Callable[[Tensor], Tensor]
 """Images ``[m, b, 64]`` -> ``[m, b]``: member ``i``'s evaluator scores row ``i`` (higher is
 better)."""
 Method = Literal["best-of-n", "reward-weighted"]
-
-#: Adam's beta1, as ``torch.optim.Adam``'s default.
-_BETA1 = 0.9
 
 
 @dataclass(frozen=True)
@@ -298,9 +293,6 @@ def finetune(
     abar = alphas_bar(options.timesteps, options.schedule, options.constants())
     forward = batched_forward(template)
     base = {k: v.detach().clone() for k, v in params.items()}
-    theta = {k: v.detach().clone() for k, v in params.items()}
-    optimizer, hyper = Adam(), Hyper.uniform(members, design.lr, momentum=_BETA1)
-    state, step = optimizer.init(theta), 0
 
     def measure(current: Params) -> tuple[Tensor, Tensor, Tensor]:
         images = clipped(
@@ -311,9 +303,7 @@ def finetune(
             true = true_preference(images).to(torch.float64).mean(-1)
         return proxy, true, images
 
-    proxy, true, images = measure(theta)
-    proxies, trues = [proxy], [true]
-    for r in range(1, design.rounds + 1):
+    def round_losses(theta: Params, r: int) -> Iterator[Loss]:
         sampling = [torch_generator("finetune-samples", s, r) for s in seeds]
         noise = torch.stack([torch.randn(design.samples, PIXELS, generator=g) for g in sampling])
         # Clipped to the pixel range the base was trained on: an unclipped DDIM sample has
@@ -329,26 +319,15 @@ def finetune(
             samples, weights, abar, options.frequencies, design, batching
         )
         for x, eps in zip(inputs, targets, strict=True):
-            step += 1
-            theta, state = adam_step(
-                theta,
-                lambda live, x=x, eps=eps: _loss(forward, live, base, buffers, x, eps, design.kl),
-                optimizer,
-                state,
-                hyper,
-                step,
-            )
-        proxy, true, images = measure(theta)
-        proxies.append(proxy)
-        trues.append(true)
-        if progress is not None:
-            progress(r, design.rounds)
+            yield lambda live, x=x, eps=eps: _loss(forward, live, base, buffers, x, eps, design.kl)
+
+    done = climb(params, design.rounds, design.lr, measure, round_losses, progress)
     return Finetuned(
-        params=theta,
+        params=done.params,
         buffers=dict(buffers),
-        proxy=torch.stack(proxies, dim=1),
-        true=torch.stack(trues, dim=1),
-        images=images.to(torch.float32),
+        proxy=done.proxy,
+        true=done.true,
+        images=done.samples.to(torch.float32),
     )
 
 

@@ -1,16 +1,27 @@
-"""What both trainers of level 3 (images and text) do the same way each round: turn a
-round's rewards into sampling weights, and take one Adam step of every member at once.
+"""What both trainers of level 3 (images and text) do the same way: the rounds themselves
+(measure, sample and learn, measure again), turning a round's rewards into sampling weights,
+and one Adam step of every member at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 import torch
 from torch import Tensor
 
+from attractor.optim.adam import Adam
+from attractor.optim.base import Hyper
 from attractor.training.forward import Params
+
+#: What a trainer keeps of its final evaluation samples (images, texts).
+S = TypeVar("S")
+#: One step's loss: live stacked parameters -> ``[m]``.
+Loss = Callable[[Params], Tensor]
+#: Adam's beta1, as ``torch.optim.Adam``'s default.
+BETA1 = 0.9
 
 
 def selection_weights(scores: Tensor, method: str, keep: int, temperature: float) -> Tensor:
@@ -48,4 +59,52 @@ def adam_step(
         )
 
 
-__all__ = ["adam_step", "selection_weights"]
+@dataclass(frozen=True)
+class Climbed(Generic[S]):
+    """What :func:`climb` produced: the final parameters, ``proxy`` and ``true`` float64
+    ``[m, rounds + 1]`` (column 0: the start), and the last measurement's samples.
+    """
+
+    params: Params
+    proxy: Tensor
+    true: Tensor
+    samples: S
+
+
+def climb(
+    params: Params,
+    rounds: int,
+    lr: float,
+    measure: Callable[[Params], tuple[Tensor, Tensor, S]],
+    round_losses: Callable[[Params, int], Iterable[Loss]],
+    progress: Callable[[int, int], None] | None = None,
+) -> Climbed[S]:
+    """The loop of level 3, the specification both trainers share::
+
+        measure the start (proxy, true, samples)
+        for r in 1..rounds:
+            for loss in round_losses(theta, r): one stacked Adam step on loss
+            measure again
+
+    ``round_losses`` samples with the current parameters, weights the samples by reward and
+    yields each step's loss (drawing its batch as it goes, or up front).
+    """
+    members = next(iter(params.values())).shape[0]
+    theta = {k: v.detach().clone() for k, v in params.items()}
+    optimizer, hyper = Adam(), Hyper.uniform(members, lr, momentum=BETA1)
+    state, step = optimizer.init(theta), 0
+    proxy, true, samples = measure(theta)
+    proxies, trues = [proxy], [true]
+    for r in range(1, rounds + 1):
+        for loss in round_losses(theta, r):
+            step += 1
+            theta, state = adam_step(theta, loss, optimizer, state, hyper, step)
+        proxy, true, samples = measure(theta)
+        proxies.append(proxy)
+        trues.append(true)
+        if progress is not None:
+            progress(r, rounds)
+    return Climbed(theta, torch.stack(proxies, dim=1), torch.stack(trues, dim=1), samples)
+
+
+__all__ = ["BETA1", "Climbed", "Loss", "adam_step", "climb", "selection_weights"]

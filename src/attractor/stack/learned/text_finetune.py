@@ -46,7 +46,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -54,10 +54,8 @@ import torch
 from torch import Tensor, nn
 
 from attractor.errors import UserError
-from attractor.optim.adam import Adam
-from attractor.optim.base import Hyper
 from attractor.seeds import torch_generator
-from attractor.stack.learned.rounds import adam_step, selection_weights
+from attractor.stack.learned.rounds import Loss, climb, selection_weights
 from attractor.stack.learned.text import rule_of
 from attractor.tasks.tiny_lm import VOCAB
 from attractor.training.forward import Params, batched_forward
@@ -68,8 +66,6 @@ TextReward = Callable[[list[list[str]]], Tensor]
 scores list ``i`` (higher is better)."""
 Method = Literal["best-of-n", "reward-weighted"]
 
-#: Adam's beta1, as ``torch.optim.Adam``'s default.
-_BETA1 = 0.9
 #: The seed of the evaluation noise every member and round shares.
 _EVAL_SEED = 0
 
@@ -372,9 +368,6 @@ def text_finetune(
     fixed = eval_noise(eval_samples, design.length)
     forward = batched_forward(template)
     base = {k: v.detach().clone() for k, v in params.items()}
-    theta = {k: v.detach().clone() for k, v in params.items()}
-    optimizer, hyper = Adam(), Hyper.uniform(members, design.lr, momentum=_BETA1)
-    state, step = optimizer.init(theta), 0
 
     def measure(current: Params) -> tuple[Tensor, Tensor, list[list[str]]]:
         texts = decode(sample_tokens(template, current, buffers, prompt, fixed))
@@ -383,9 +376,7 @@ def text_finetune(
             true = true_preference(texts).to(torch.float64).mean(-1)
         return proxy, true, texts
 
-    proxy, true, texts = measure(theta)
-    proxies, trues = [proxy], [true]
-    for r in range(1, design.rounds + 1):
+    def round_losses(theta: Params, r: int) -> Iterator[Loss]:
         noise = member_noise(seeds, r, design.samples, design.length)
         generated = sample_tokens(template, theta, buffers, prompt, noise)  # [m, n, length]
         with torch.no_grad():
@@ -395,28 +386,17 @@ def text_finetune(
         sequences = torch.cat([prompt.expand(*generated.shape[:2], -1), generated], dim=-1)
         batching = [torch_generator("text-finetune-batches", s, r) for s in seeds]
         for batch in _round_batches(sequences, weights, design, batching):
-            step += 1
-            theta, state = adam_step(
-                theta,
-                lambda live, batch=batch: _loss(
-                    forward, live, base, buffers, batch, prompt.numel(), design.kl
-                ),
-                optimizer,
-                state,
-                hyper,
-                step,
+            yield lambda live, batch=batch: _loss(
+                forward, live, base, buffers, batch, prompt.numel(), design.kl
             )
-        proxy, true, texts = measure(theta)
-        proxies.append(proxy)
-        trues.append(true)
-        if progress is not None:
-            progress(r, design.rounds)
+
+    done = climb(params, design.rounds, design.lr, measure, round_losses, progress)
     return TextFinetuned(
-        params=theta,
+        params=done.params,
         buffers=dict(buffers),
-        proxy=torch.stack(proxies, dim=1),
-        true=torch.stack(trues, dim=1),
-        texts=texts,
+        proxy=done.proxy,
+        true=done.true,
+        texts=done.samples,
     )
 
 
