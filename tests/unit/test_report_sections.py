@@ -29,6 +29,7 @@ RENDERED_BY_EXPERIMENTS = {
     "trainer2",
     "world",
     "evaluator",
+    "stabilize",
 }
 
 
