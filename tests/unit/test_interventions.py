@@ -1,7 +1,8 @@
 """Stability interventions of the trainer against their references: label smoothing against
 torch's, gradient clipping against ``clip_grad_norm_``, SAM's step against its two-pass
 definition, each for every member of a vectorized chunk (the member invariant itself is in
-tests/unit/test_engine.py).
+tests/unit/test_engine.py); and members with different interventions in one chunk, each
+bitwise the member it is alone.
 """
 
 from __future__ import annotations
@@ -193,3 +194,97 @@ def test_one_weight_average_at_a_time() -> None:
     with pytest.raises(UserError, match="ema_decay or swa_start, not both") as info:
         tiny_config(trainer={"ema_decay": 0.9, "swa_start": 0.5})
     assert "\n" not in str(info.value)
+
+
+# Member by member: trials with their own interventions share one chunk (attractor stabilize).
+MIXED = [
+    {},  # every option off: the same numbers as a chunk that skips every option's path
+    {"label_smoothing": 0.1, "clip_norm": 1.0, "sam_rho": 0.05, "ema_decay": 0.9},
+    {"label_smoothing": 0.1, "swa_start": 0.5},
+    {"clip_norm": 1.0, "sam_rho": 0.05},
+]
+
+
+def _trained(config, rows, trainers=None):
+    """Every snapshot's tensors and full state of each member of one vectorized chunk."""
+    from attractor.training.engine import train_chunk
+
+    seen: dict[tuple[int, int], tuple[dict, object]] = {}
+
+    def sink(row: PlanRow, step: int, tensors: dict, metrics: dict) -> None:
+        seen[row.member, step] = (tensors, None)
+
+    def on_state(row: PlanRow, step: int, state) -> None:
+        seen[row.member, step] = (seen[row.member, step][0], state)
+
+    task = build_task(config.task)
+    train_chunk(task, config, rows, True, sink, on_state=on_state, trainers=trainers)
+    return seen
+
+
+def test_a_member_is_bitwise_the_same_in_a_chunk_of_other_interventions() -> None:
+    configs = [tiny_config(trainer=t, run={"snapshots": list(range(13))}) for t in MIXED]
+    rows = [PlanRow(member=i, init_seed=i, data_seed=10 + i) for i in range(len(MIXED))]
+    together = _trained(configs[0], rows, [c.trainer for c in configs])
+    for row, config in zip(rows, configs, strict=True):
+        alone = _trained(config, [row])  # a chunk of one, padded, its trainer the config's
+        steps = sorted(step for member, step in alone if member == row.member)
+        assert len(steps) == 13  # after every step
+        for step in steps:
+            (tensors, state), (own, own_state) = together[row.member, step], alone[row.member, step]
+            for name, value in own.items():
+                assert torch.equal(tensors[name], value), (row.member, step, name)
+            assert state.averaged == own_state.averaged
+            assert (state.average is None) == (own_state.average is None), (row.member, step)
+            for name, value in (own_state.average or {}).items():
+                assert torch.equal(state.average[name], value)
+    # The options did act: member 1's model is not what it is with every option off.
+    plain = _trained(configs[0], rows[1:2])
+    last = max(step for _, step in plain)
+    assert not torch.equal(plain[1, last][0]["0.weight"], together[1, last][0]["0.weight"])
+    assert together[2, last][1].averaged == 7  # SWA: steps ceil(0.5 * 12) = 6 .. 12
+
+
+def test_a_chunk_refuses_trainers_that_differ_outside_the_memberwise_options() -> None:
+    config = tiny_config()
+    task = build_task(config.task)
+    rows = [PlanRow(member=i, init_seed=i) for i in range(2)]
+    other = tiny_config(trainer={"lr": 0.01, "sam_rho": 0.05}).trainer
+    with pytest.raises(ValueError, match=r"only in .*differs in \['lr'\]"):
+        Chunk(task, config, rows, True, None, trainers=[config.trainer, other])
+    with pytest.raises(ValueError, match="one trainer per row"):
+        Chunk(task, config, rows, True, None, trainers=[config.trainer])
+
+
+def test_label_smoothing_of_any_member_needs_a_cross_entropy_task() -> None:
+    from attractor.config import parse_config
+
+    config = parse_config(
+        {
+            "task": {"name": "denoise-digits", "hidden": [8], "draws": 1},
+            "trainer": {"steps": 2},
+            "plan": {"members": 1},
+        }
+    )
+    smoothing = config.trainer.model_copy(update={"label_smoothing": 0.1})
+    rows = [PlanRow(member=i, init_seed=i) for i in range(2)]
+    with pytest.raises(UserError, match="label_smoothing needs a cross-entropy task"):
+        Chunk(
+            build_task(config.task), config, rows, True, None, trainers=[config.trainer, smoothing]
+        )
+
+
+def test_train_predict_trains_each_row_and_trainer_once() -> None:
+    from attractor.stack.fit import train_predict
+
+    config = tiny_config()
+    task = build_task(config.task)
+    off, on = (tiny_config(trainer=t).trainer for t in MIXED[:2])
+    row, other = PlanRow(member=0, init_seed=1), PlanRow(member=5, init_seed=2)
+    rows, trainers = [row, row, other, row], [off, on, on, on]
+    outputs, diverged = train_predict(task, config, rows, "vectorized", task.x_test, trainers)
+    assert outputs.shape[0] == 4 and not diverged.any()
+    assert not torch.equal(outputs[0], outputs[1])  # same row, other trainer: another member
+    assert torch.equal(outputs[1], outputs[3])  # same row and trainer: the same member
+    alone, _ = train_predict(task, config, [row], "vectorized", task.x_test, [on])
+    assert torch.equal(alone[0], outputs[1])

@@ -18,11 +18,12 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from attractor.config import Config
+from attractor.config import Config, TrainerConfig
 from attractor.plan import PlanRow
 from attractor.runs.launch import check_rows, plan_chunks
 from attractor.seeds import torch_generator
 from attractor.tasks.base import Task
+from attractor.training.chunk import MEMBERWISE
 from attractor.training.engine import train_chunk
 from attractor.training.forward import Params, batched_forward, single_forward
 
@@ -58,7 +59,12 @@ def trial_task(task: Task, fit: Tensor, validation: Tensor) -> Task:
 
 
 def train_predict(
-    task: Task, config: Config, rows: list[PlanRow], strategy: str, x_eval: Tensor
+    task: Task,
+    config: Config,
+    rows: list[PlanRow],
+    strategy: str,
+    x_eval: Tensor,
+    trainers: list[TrainerConfig] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Train ``rows`` on ``task`` and return their outputs on ``x_eval``.
 
@@ -73,16 +79,28 @@ def train_predict(
         rows: one :class:`PlanRow` per member (``member`` ids are ignored).
         strategy: ``vectorized`` or ``loop`` (see :func:`attractor.runs.launch.resolve_strategy`).
         x_eval: ``[n, ...]`` evaluation inputs.
+        trainers: one trainer per row, which the caller keeps equal to ``config.trainer``
+            outside :data:`~attractor.training.chunk.MEMBERWISE` (a member's stability
+            interventions); ``None``: ``config.trainer`` for every row.
 
     Returns:
         ``(outputs [rows, n, ...], diverged [rows] bool)`` in the order of ``rows``.
     """
-    # Identical rows give identical members (a member depends only on its row), so each
-    # distinct row is trained once: studies that share a sampler seed ask the same random
-    # start-up trials, and studies that return the same trainer share its ensemble.
-    distinct: dict[PlanRow, int] = {}
-    index = [distinct.setdefault(dataclasses.replace(r, member=0), len(distinct)) for r in rows]
-    rows = [dataclasses.replace(r, member=i) for r, i in distinct.items()]
+    given = [config.trainer] * len(rows) if trainers is None else trainers
+    if len(given) != len(rows):
+        raise ValueError(f"train_predict needs one trainer per row ({len(rows)}); got {len(given)}")
+    # Identical rows with identical trainers give identical members (a member depends only
+    # on its row and trainer), so each distinct pair is trained once: studies that share a
+    # sampler seed ask the same random start-up trials, and studies that return the same
+    # trainer share its ensemble.
+    distinct: dict[tuple[PlanRow, tuple[object, ...]], int] = {}
+    trainer_of: dict[int, TrainerConfig] = {}
+    index: list[int] = []
+    for row, trainer in zip(rows, given, strict=True):
+        own = tuple(getattr(trainer, k) for k in MEMBERWISE)  # the rest is config.trainer's
+        index.append(distinct.setdefault((dataclasses.replace(row, member=0), own), len(distinct)))
+        trainer_of.setdefault(index[-1], trainer)
+    rows = [dataclasses.replace(r, member=i) for (r, _), i in distinct.items()]
     check_rows(task, rows)
     # Only the final weights matter (step 0 is kept for members that diverge).
     config = config.model_copy(
@@ -95,7 +113,9 @@ def train_predict(
         last[row.member] = tensors  # snapshots arrive in step order: the last one wins
 
     for chunk in plan_chunks(config, task, rows, strategy):
-        for outcome in train_chunk(task, config, chunk, strategy == "vectorized", sink):
+        chunk_trainers = [trainer_of[r.member] for r in chunk]
+        vectorized = strategy == "vectorized"
+        for outcome in train_chunk(task, config, chunk, vectorized, sink, trainers=chunk_trainers):
             diverged[outcome.member] = outcome.status == "diverged"
     outputs = _outputs(
         task, rows, last, strategy == "vectorized", x_eval, config.run.eval_batch_size

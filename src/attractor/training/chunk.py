@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from attractor.config import Config
+from attractor.config import Config, TrainerConfig
 from attractor.optim import get_optimizer
 from attractor.optim.base import Hyper, member_sum
 from attractor.plan import PlanRow
@@ -29,6 +29,10 @@ from attractor.training.loss import check_loss_options, member_losses
 #: Called at every snapshot for every still-healthy member:
 #: (row, step, parameters and buffers of that member, metric name -> value).
 SnapshotSink = Callable[[PlanRow, int, Params, dict[str, float]], None]
+
+#: The trainer options that may differ between the members of one chunk (one trainer per
+#: member); every other trainer field is the chunk's.
+MEMBERWISE = ("label_smoothing", "clip_norm", "sam_rho", "ema_decay", "swa_start")
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,8 +54,8 @@ class Start:
             which a *resumed* member continues; ``None`` where it was not kept.
         path_length: with ``run.track_path``, the weight-space path walked up to ``step``,
             which a resumed member goes on adding to (a spawned child starts at 0).
-        average: with ``trainer.ema_decay`` or ``swa_start``, the member's averaged weights
-            (its model) at ``step``; ``None``: they start as the weights themselves.
+        average: with the member's ``ema_decay`` or ``swa_start``, its averaged weights (its
+            model) at ``step``; ``None``: they start as the weights themselves.
         averaged: SWA: how many steps' weights ``average`` is the mean of.
 
     References:
@@ -84,6 +88,11 @@ class Chunk:
     killed after ``start[0].step`` steps): their data streams skip the batches already
     taken and their path lengths go on. Without it, a start state is a parent's and each
     member's stream begins afresh from its row's ``data_seed`` (a spawned child).
+
+    ``trainers`` (one per row; ``None``: ``config.trainer`` for all) may differ in the
+    :data:`MEMBERWISE` options only. An option's per-member tensor path runs for the whole
+    chunk once any member uses it, and a member at the option's off value gets there
+    exactly the numbers of the skipped path, so a member still does not depend on its chunk.
     """
 
     def __init__(
@@ -94,9 +103,11 @@ class Chunk:
         vectorized: bool,
         start: list[Start] | None,
         resume: bool = False,
+        trainers: list[TrainerConfig] | None = None,
     ) -> None:
-        check_loss_options(task, config.trainer)
         pad = vectorized and len(rows) == 1
+        self.trainers = _member_trainers(config, rows, trainers, pad)
+        check_loss_options(task, *self.trainers)
         members = list(rows) + ([rows[0]] if pad else [])
         if start is not None:
             start = list(start) + ([start[0]] if pad else [])
@@ -139,7 +150,13 @@ class Chunk:
         )
         if self.path is not None and resume and start is not None:
             self.path.length = torch.tensor([s.path_length for s in start], dtype=torch.float64)
-        self.average = _WeightAverage.of(config, self.params, start)
+        smoothing = [t.label_smoothing for t in self.trainers]
+        clip = [math.inf if t.clip_norm is None else t.clip_norm for t in self.trainers]
+        rho = [t.sam_rho for t in self.trainers]
+        self.smoothing = _column(smoothing) if any(smoothing) else None
+        self.clip = _column(clip) if any(c < math.inf for c in clip) else None
+        self.rho = _column(rho) if any(rho) else None
+        self.average = _WeightAverage.of(self.trainers, self.params, start)
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
@@ -158,20 +175,30 @@ class Chunk:
         Autograd over the *sum* of member losses: members share no parameters, so each
         member's gradient is exactly its own.
         """
-        trainer = self.config.trainer
         loss, grads = self._loss_and_grads(self.params, x, y)
-        if trainer.sam_rho:
+        if self.rho is not None:
             # SAM: the gradient at the worst point of a rho-ball along each member's own
-            # gradient, applied at the weights themselves (the loss reported is at w).
-            scale = trainer.sam_rho / (_member_norms(grads) + 1e-12)
+            # gradient, applied at the weights themselves (the loss reported is at w). A
+            # member with rho 0 stays exactly at w: its second gradient is its first.
+            # (reciprocal times rho is what ``rho / norms`` computes for a Python float.)
+            norms = _member_norms(grads)
+            scale = (norms + 1e-12).reciprocal() * _per_member(self.rho, norms)
+            moved = self.rho > 0
             shifted = {
-                k: v.detach() + _per_member(scale, v) * grads[k] for k, v in self.params.items()
+                k: torch.where(
+                    _member_mask(moved, v),
+                    v.detach() + _per_member(scale, v) * grads[k],
+                    v.detach(),
+                )
+                for k, v in self.params.items()
             }
             _, grads = self._loss_and_grads(shifted, x, y)
-        if trainer.clip_norm is not None:
+        if self.clip is not None:
             # As torch.nn.utils.clip_grad_norm_, per member: scale by max_norm / (norm + 1e-6)
-            # where that is below 1.
-            factor = (trainer.clip_norm / (_member_norms(grads) + 1e-6)).clamp(max=1.0)
+            # where that is below 1; exactly 1 for a member without a max norm (inf).
+            norms = _member_norms(grads)
+            factor = ((norms + 1e-6).reciprocal() * _per_member(self.clip, norms)).clamp(max=1.0)
+            factor = torch.where(_member_mask(self.clip.isinf(), norms), 1.0, factor)
             grads = {k: _per_member(factor, g) * g for k, g in grads.items()}
         return loss, grads
 
@@ -184,7 +211,8 @@ class Chunk:
             else {k: v.requires_grad_(True) for k, v in params.items()}
         )
         logits = self.forward(live, self.buffers, x)
-        loss = member_losses(self.task, self.config.trainer, logits, y)
+        # Without per-member smoothing no member smooths: trainers[0] has the shared fields.
+        loss = member_losses(self.task, self.trainers[0], logits, y, self.smoothing)
         grads = torch.autograd.grad(loss.sum(), list(live.values()))
         return loss, dict(zip(live, grads, strict=True))
 
@@ -225,9 +253,9 @@ class Chunk:
         buffers = {k: v[i].clone() for k, v in self.buffers.items()}
         path = 0.0 if self.path is None else float(self.path.length[i])
         average, averaged = None, 0
-        if self.average is not None:
+        if self.average is not None and self.average.kept[i]:
             average = {k: v[i].detach().clone() for k, v in self.average.params.items()}
-            averaged = self.average.count
+            averaged = int(self.average.count[i])
         return Start(
             step,
             params,
@@ -273,49 +301,64 @@ class Chunk:
 
 
 class _WeightAverage:
-    """Each member's averaged weights, its model under ``ema_decay`` or ``swa_start``.
+    """Each member's averaged weights, its model under its ``ema_decay`` or ``swa_start``.
 
     EMA (Polyak averaging): ``a <- d a + (1 - d) w`` after every step, from ``a = w`` at the
     start. SWA (Izmailov et al. 2018): ``a = w`` until step ``ceil(swa_start steps)``, from
-    then on the running mean of the weights after every step. Elementwise and per member,
-    so a member's average does not depend on its chunk; training itself never sees it.
+    then on the running mean of the weights after every step (the ``c``-th:
+    ``a <- (1 - 1/c) a + w / c``). A member with neither keeps ``a = w`` exactly. One
+    update, ``a <- keep a + take w`` with per-member ``keep`` and ``take``, elementwise, so a
+    member's average does not depend on its chunk; training itself never sees it.
 
     References:
         Polyak and Juditsky, "Acceleration of Stochastic Approximation by Averaging", 1992;
         Izmailov et al., "Averaging Weights Leads to Wider Optima", UAI 2018.
     """
 
-    def __init__(self, decay: float, swa_start: float | None, params: Params, count: int) -> None:
-        self.decay, self.swa_start = decay, swa_start
+    def __init__(self, trainers: list[TrainerConfig], params: Params, count: list[int]) -> None:
+        self.decay = _column([t.ema_decay for t in trainers])
+        self.swa_start = [t.swa_start for t in trainers]
+        #: ``[n]`` bool: the members that average (the others' model is their weights).
+        self.kept = (self.decay > 0) | torch.tensor([s is not None for s in self.swa_start])
         self.params = params
-        self.count = count
+        #: ``[n]`` SWA: how many steps' weights each member's average is the mean of.
+        self.count = torch.tensor(count, dtype=torch.int64)
 
     @classmethod
-    def of(cls, config: Config, params: Params, start: list[Start] | None) -> _WeightAverage | None:
-        trainer = config.trainer
-        if not trainer.ema_decay and trainer.swa_start is None:
+    def of(
+        cls, trainers: list[TrainerConfig], params: Params, start: list[Start] | None
+    ) -> _WeightAverage | None:
+        if not any(t.ema_decay or t.swa_start is not None for t in trainers):
             return None
-        kept = [s.average for s in start or []]
-        if kept and all(a is not None for a in kept):
-            average = {k: torch.stack([a[k] for a in kept if a is not None]) for k in params}
-            count = start[0].averaged if start else 0
-        else:
-            average = {k: v.detach().clone() for k, v in params.items()}
-            count = 0
-        return cls(trainer.ema_decay, trainer.swa_start, average, count)
+        # A member that averages goes on from its start state's average where it kept one;
+        # any other starts from its weights (count 0).
+        goes_on: list[tuple[Params, int] | None] = [
+            (s.average, s.averaged)
+            if s is not None and s.average is not None and (t.ema_decay or t.swa_start is not None)
+            else None
+            for t, s in zip(trainers, start or [None] * len(trainers), strict=True)
+        ]
+        average = {
+            k: torch.stack([v[i].detach() if g is None else g[0][k] for i, g in enumerate(goes_on)])
+            for k, v in params.items()
+        }
+        count = [0 if g is None else g[1] for g in goes_on]
+        return cls(trainers, average, count)
 
     @torch.no_grad()
     def update(self, params: Params, step: int, steps: int) -> None:
-        if self.swa_start is None:
-            for k, a in self.params.items():
-                a.mul_(self.decay).add_(params[k].detach(), alpha=1 - self.decay)
-            return
-        if step < math.ceil(self.swa_start * steps):
-            self.params = {k: v.detach().clone() for k, v in params.items()}
-            return
-        self.count += 1
+        begin = [math.inf if s is None else math.ceil(s * steps) for s in self.swa_start]
+        counting = torch.tensor(begin, dtype=torch.float64) <= step
+        self.count += counting
+        c = self.count.double()
+        # float64, then rounded to the weights' dtype (as a Python float is).
+        keep = torch.where(counting, (c - 1) / c, self.decay)
+        take = torch.where(counting, 1 / c, 1 - self.decay)
+        copy = ~counting & (self.decay == 0)  # no average yet (SWA before its start) or none
         for k, a in self.params.items():
-            a.add_((params[k].detach() - a) / self.count)
+            w = params[k].detach()
+            mixed = a * _per_member(keep, a) + w * _per_member(take, a)
+            self.params[k] = torch.where(_member_mask(copy, a), w, mixed)
 
 
 def _member_norms(grads: dict[str, Tensor]) -> Tensor:
@@ -325,7 +368,41 @@ def _member_norms(grads: dict[str, Tensor]) -> Tensor:
 
 def _per_member(values: Tensor, like: Tensor) -> Tensor:
     """``values [n]`` shaped to multiply ``like [n, ...]`` member by member."""
-    return values.to(like.dtype).view(-1, *([1] * (like.dim() - 1)))
+    return values.to(device=like.device, dtype=like.dtype).view(_shape(like))
+
+
+def _member_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """``mask [n]`` (bool) shaped to select members of ``like [n, ...]`` in ``torch.where``."""
+    return mask.to(like.device).view(_shape(like))
+
+
+def _shape(like: Tensor) -> tuple[int, ...]:
+    """The view that lines an ``[n]`` tensor up with ``like [n, ...]``."""
+    return (-1,) + (1,) * (like.dim() - 1)
+
+
+def _column(values: list[float]) -> Tensor:
+    """``[n]`` per-member values in float64 (as Python floats; each use rounds them once)."""
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _member_trainers(
+    config: Config, rows: list[PlanRow], trainers: list[TrainerConfig] | None, pad: bool
+) -> list[TrainerConfig]:
+    """One trainer per member (the padded one copies row 0's); they differ in MEMBERWISE only."""
+    given = [config.trainer] * len(rows) if trainers is None else list(trainers)
+    if len(given) != len(rows):
+        raise ValueError(f"a chunk needs one trainer per row ({len(rows)}); got {len(given)}")
+    shared = config.trainer.model_dump(exclude=set(MEMBERWISE))
+    for trainer in given:
+        own = trainer.model_dump(exclude=set(MEMBERWISE))
+        if own != shared:
+            differ = sorted(k for k in shared if own[k] != shared[k])
+            raise ValueError(
+                f"a chunk's trainers may differ from config.trainer only in {MEMBERWISE}; "
+                f"this one differs in {differ}"
+            )
+    return given + given[:1] if pad else given
 
 
 def _weights(

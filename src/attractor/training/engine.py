@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from attractor.config import Config
+from attractor.config import Config, TrainerConfig
 from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
 from attractor.seeds import derive_seed
@@ -85,6 +85,7 @@ def train_chunk(
     should_stop: Callable[[], object] | None = None,
     resume: bool = False,
     checkpoints: Checkpoints | None = None,
+    trainers: list[TrainerConfig] | None = None,
 ) -> list[Outcome]:
     """Train ``rows`` together (they must share ``batch_size`` and ``optimizer``).
 
@@ -107,6 +108,9 @@ def train_chunk(
             snapshot at the start step is not taken again.
         checkpoints: receives every healthy member's full state now and then (see
             :class:`Checkpoints`).
+        trainers: one trainer per row, differing from ``config.trainer`` only in the
+            :data:`~attractor.training.chunk.MEMBERWISE` options (length and schedule are
+            ``config.trainer``'s); ``None``: ``config.trainer`` for every row.
 
     With ``run.track_path`` every snapshot's metrics also hold ``path_length`` (the sum of
     the members' step lengths ``|x_t - x_{t-1}|`` over all parameters, from the first step
@@ -121,7 +125,7 @@ def train_chunk(
     steps = total_steps(config, task, rows[0].batch_size)
     if start is not None:
         _check_start(start, len(rows), steps)
-    chunk = Chunk(task, config, rows, vectorized, start, resume)
+    chunk = Chunk(task, config, rows, vectorized, start, resume, trainers)
     snaps = {s for s in snapshot_steps(config.run.snapshots, steps) if s >= chunk.first}
     if resume:
         snaps.discard(chunk.first)  # taken before the run was killed
