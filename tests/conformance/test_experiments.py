@@ -118,6 +118,31 @@ def _evaluator(_: Path) -> BaseModel:
     )
 
 
+def _stabilize_config(lr: float = 0.05) -> Any:
+    return tiny_config(
+        task={"hidden": [8]},
+        trainer={"steps": 6, "batch_size": 16, "lr": lr},
+        plan={"members": 4, "vary": ["init_seed", "data_seed"]},
+    )
+
+
+def _stabilize(_: Path) -> BaseModel:
+    from attractor.stack.stabilize import StabilizeRun, StabilizeSettings
+
+    config = _stabilize_config()
+    settings = StabilizeSettings.model_validate(
+        {
+            "trials": 2,
+            "parallel": 2,
+            "members": 2,
+            "confirm_members": 2,
+            "draws": 10,
+            "search": {"label_smoothing": [0.0, 0.2]},
+        }
+    )
+    return StabilizeRun(config=config, stabilize=settings)
+
+
 #: name -> (tiny settings given a trained two-member run, a change that makes other settings).
 TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "hparam-map": (_hparam_map, {"draws": 11}),
@@ -128,6 +153,7 @@ TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "diff": (_diff, {"seed": 1}),
     "world": (_world, {"seed": 1}),
     "evaluator": (_evaluator, {"seed": 1}),
+    "stabilize": (_stabilize, {"config": _stabilize_config(lr=0.07)}),
 }
 
 

@@ -63,6 +63,13 @@ def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.Monke
     if "evaluator" in tomllib.loads(path.read_text()):
         _check_evaluator_example(path)
         return
+    if "stabilize" in tomllib.loads(path.read_text()):
+        from attractor.stack.stabilize import StabilizeRun, load_stabilize
+        from attractor.stack.stabilize.experiment import check
+
+        base, settings = load_stabilize(path)
+        check(StabilizeRun(config=base, stabilize=settings))
+        return
     # A trainer2 config carries a [trainer2] table beside the usual ones.
     config = (
         load_trainer2(path)[0]

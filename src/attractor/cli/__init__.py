@@ -2,9 +2,9 @@
 
 Bad input never ends in a traceback: a :class:`UserError` prints one line and exits 2.
 Commands live by theme in ``core``, ``experiments`` (diff), ``lm``, ``measure``,
-``trainer`` (instability, hparam-map), ``trainer_shortcuts``, ``trainer_stack`` (trainer2)
-and ``trainer_tangent``; importing them registers them on the one Typer ``app`` (in that
-order, which is the order of ``attractor --help``).
+``trainer`` (instability, hparam-map), ``trainer_shortcuts``, ``trainer_stabilize``,
+``trainer_stack`` (trainer2) and ``trainer_tangent``; importing them registers them on
+the one Typer ``app`` (in that order, which is the order of ``attractor --help``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from attractor.cli import (  # noqa: F401
     trainer,
     trainer_evaluator,
     trainer_shortcuts,
+    trainer_stabilize,
     trainer_stack,
     trainer_tangent,
     verify,

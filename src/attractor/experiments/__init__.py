@@ -41,6 +41,7 @@ EXPERIMENTS: dict[str, str] = {
     "diff": "attractor.experiments.diff",
     "world": "attractor.experiments.world",
     "evaluator": "attractor.stack.learned.experiment",
+    "stabilize": "attractor.stack.stabilize.experiment",
 }
 
 

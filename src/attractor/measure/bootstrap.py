@@ -194,23 +194,88 @@ def pairwise_multibootstrap(
         )
     rng = np.random.default_rng(seed)
     example_counts = _example_counts(rng, n, draws)
-    counts = _counts(rng.integers(0, m, size=(draws, m)), m)  # [D, m]: copies of each member
+    stats = _pair_draws(values, example_counts, rng.integers(0, m, size=(draws, m)))
+    stats = stats[np.isfinite(stats)]
+    off_diagonal = ~np.eye(m, dtype=bool)
+    value = float(values.mean(-1)[off_diagonal].mean())
+    return Estimate(value, *_interval(stats, level), draws=len(stats), level=level)
+
+
+def _pair_draws(values: np.ndarray, example_counts: np.ndarray, drawn: np.ndarray) -> np.ndarray:
+    """``[draws]`` mean over pairs of distinct members of ``values [m, m, n]`` in each draw.
+
+    ``example_counts [D, n]`` weigh the examples, ``drawn [D, m]`` are the members drawn. A
+    member drawn ``c_i`` times enters with all its copies (pair weight ``c_i c_j``), pairs of
+    a member with its own copy are dropped; a draw with no pair left is NaN.
+    """
+    m, _, n = values.shape
+    draws = len(drawn)
+    counts = _counts(drawn, m)  # [D, m]: copies of each member
     flat = values.reshape(m * m, n)
     stats = np.empty(draws)
-    pair_weight_sum = np.empty(draws)
     chunk = max(1, _PAIR_CHUNK_BYTES // (8 * m * m))
     for start in range(0, draws, chunk):
         part = slice(start, start + chunk)
         pair_means = (flat @ example_counts[part].T / n).reshape(m, m, -1)  # [m, m, d]
         pair_weights = counts[part, :, None] * counts[part, None, :]  # [d, m, m]
         pair_weights[:, np.arange(m), np.arange(m)] = 0.0
-        pair_weight_sum[part] = pair_weights.sum((1, 2))
+        total = pair_weights.sum((1, 2))
         with np.errstate(invalid="ignore", divide="ignore"):
-            stats[part] = np.einsum("dij,ijd->d", pair_weights, pair_means) / pair_weight_sum[part]
-    stats = stats[pair_weight_sum > 0]
-    off_diagonal = ~np.eye(m, dtype=bool)
-    value = float(values.mean(-1)[off_diagonal].mean())
-    return Estimate(value, *_interval(stats, level), draws=len(stats), level=level)
+            stats[part] = np.einsum("dij,ijd->d", pair_weights, pair_means) / total
+    return stats
+
+
+def paired_pairwise_multibootstrap(
+    a: Any, b: Any, draws: int = 500, seed: int = 0, level: float = 0.95
+) -> PairedEstimate:
+    """Compare two runs' mean pair metric on the same examples: ``mean_pairs(a) - mean_pairs(b)``.
+
+    As :func:`pairwise_multibootstrap` for each run, paired as :func:`paired_multibootstrap`:
+    each draw resamples the examples once for both runs and the members of each run
+    independently. Draws in which either run kept no pair are skipped.
+
+    Args:
+        a: ``[members_a, members_a, examples]`` per-example pair values of run a.
+        b: ``[members_b, members_b, examples]`` the same for run b, same examples in order.
+        draws, seed, level: as :func:`paired_multibootstrap`.
+
+    References:
+        Sellam et al. (2021), "The MultiBERTs: BERT Reproductions for Robustness Analysis".
+    """
+    _check(draws, level)
+    values_a, values_b = _matrix(a, 3), _matrix(b, 3)
+    if values_a.shape[2] != values_b.shape[2] or min(len(values_a), len(values_b)) < 2:
+        raise ValueError(
+            "expected [members, members, examples] pair values with at least 2 members on the "
+            f"same examples, got {values_a.shape} and {values_b.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    counts = _example_counts(rng, values_a.shape[2], draws)
+    stats_a = _pair_draws(values_a, counts, rng.integers(0, len(values_a), (draws, len(values_a))))
+    stats_b = _pair_draws(values_b, counts, rng.integers(0, len(values_b), (draws, len(values_b))))
+    kept = np.isfinite(stats_a) & np.isfinite(stats_b)
+    stats_a, stats_b = stats_a[kept], stats_b[kept]
+    off_a, off_b = ~np.eye(len(values_a), dtype=bool), ~np.eye(len(values_b), dtype=bool)
+    value_a = float(values_a.mean(-1)[off_a].mean())
+    value_b = float(values_b.mean(-1)[off_b].mean())
+    difference = stats_a - stats_b
+    (low, high), (a_low, a_high), (b_low, b_high) = (
+        _interval(s, level) for s in (difference, stats_a, stats_b)
+    )
+    return PairedEstimate(
+        a=value_a,
+        b=value_b,
+        difference=value_a - value_b,
+        low=low,
+        high=high,
+        p=float((difference <= 0).mean()),
+        draws=len(difference),
+        level=level,
+        a_low=a_low,
+        a_high=a_high,
+        b_low=b_low,
+        b_high=b_high,
+    )
 
 
 def paired_multibootstrap(

@@ -19,7 +19,17 @@ from pathlib import Path
 from attractor.errors import UserError
 
 MANIFEST = "manifest.json"
-_FIXED = {MANIFEST, "plan.parquet", "metrics.parquet", "report.html", ".lock", ".lock.pid"}
+#: stabilize.db: the stabilize experiment's Optuna study (SQLite; journal while writing).
+_FIXED = {
+    MANIFEST,
+    "plan.parquet",
+    "metrics.parquet",
+    "report.html",
+    ".lock",
+    ".lock.pid",
+    "stabilize.db",
+    "stabilize.db-journal",
+}
 _MEMBER_FILE = re.compile(r"^(step-\d+\.safetensors|metrics\.parquet|resume\.safetensors)$")
 #: How every manifest the store writes begins (``write_json``: indent 2, schema first).
 MARKER = '{\n  "schema_version":'

@@ -57,6 +57,7 @@ RESULT_KINDS: dict[str, str] = {
     "diff": "inputs where two models disagree, found by search and bounded by proof",
     "world": "basins of attraction, outcome sources and closed-loop growth of a model in a world",
     "evaluator": "human examples -> learned evaluators -> fine-tuned models: spread and sources",
+    "stabilize": "the trainer whose runs spread least, searched and confirmed on fresh seeds",
 }
 
 #: Bumped whenever the header layout changes; results of another header schema are skipped.
