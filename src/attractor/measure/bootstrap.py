@@ -258,24 +258,7 @@ def paired_pairwise_multibootstrap(
     off_a, off_b = ~np.eye(len(values_a), dtype=bool), ~np.eye(len(values_b), dtype=bool)
     value_a = float(values_a.mean(-1)[off_a].mean())
     value_b = float(values_b.mean(-1)[off_b].mean())
-    difference = stats_a - stats_b
-    (low, high), (a_low, a_high), (b_low, b_high) = (
-        _interval(s, level) for s in (difference, stats_a, stats_b)
-    )
-    return PairedEstimate(
-        a=value_a,
-        b=value_b,
-        difference=value_a - value_b,
-        low=low,
-        high=high,
-        p=float((difference <= 0).mean()),
-        draws=len(difference),
-        level=level,
-        a_low=a_low,
-        a_high=a_high,
-        b_low=b_low,
-        b_high=b_high,
-    )
+    return paired_estimate(value_a, value_b, stats_a, stats_b, level)
 
 
 def paired_multibootstrap(
@@ -316,6 +299,13 @@ def paired_multibootstrap(
     stats_a, stats_b = _paired_draws(scores_a, scores_b, statistic, draws, seed)
     value_a = float(statistic(scores_a.mean(-1), axis=-1))
     value_b = float(statistic(scores_b.mean(-1), axis=-1))
+    return paired_estimate(value_a, value_b, stats_a, stats_b, level)
+
+
+def paired_estimate(
+    value_a: float, value_b: float, stats_a: np.ndarray, stats_b: np.ndarray, level: float
+) -> PairedEstimate:
+    """Two runs' values and their paired bootstrap draws ``[draws]``, as an estimate."""
     difference = stats_a - stats_b
     (low, high), (a_low, a_high), (b_low, b_high) = (
         _interval(s, level) for s in (difference, stats_a, stats_b)
@@ -327,7 +317,7 @@ def paired_multibootstrap(
         low=low,
         high=high,
         p=float((difference <= 0).mean()),
-        draws=draws,
+        draws=len(difference),
         level=level,
         a_low=a_low,
         a_high=a_high,

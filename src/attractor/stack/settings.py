@@ -251,14 +251,22 @@ def fixed_trainer(trainer: TrainerConfig) -> dict[str, Any]:
     }
 
 
-def _format(exc: ValidationError, source: str) -> str:
-    """One line: the first bad key under ``[trainer2]``, what is wrong and what is expected."""
+def table_error(
+    exc: ValidationError,
+    source: str,
+    table: str,
+    model: type[BaseModel],
+    nested: dict[str, type[BaseModel]],
+) -> str:
+    """One line: the first bad key under ``[table]`` (of ``model``, or of ``nested[sub]`` under
+    ``[table.sub]``), what is wrong and what is expected.
+    """
     error = exc.errors()[0]
     loc = [str(p) for p in error["loc"]]
-    path = ".".join(["trainer2", *loc])
+    path = ".".join([table, *loc])
     if error["type"] == "extra_forbidden":
-        model: type[BaseModel] = SearchSpace if loc[:1] == ["search"] else Trainer2Settings
-        keys = list(model.model_fields)
+        owner = nested.get(loc[0], model) if len(loc) > 1 else model
+        keys = list(owner.model_fields)
         close = difflib.get_close_matches(loc[-1], keys, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         return f"{source}: unknown key '{path}'; {hint}keys: {', '.join(keys)}"
@@ -266,13 +274,22 @@ def _format(exc: ValidationError, source: str) -> str:
     return f"{source}: invalid value at '{path}': {message}"
 
 
+def split_table(data: dict[str, Any], table: str, source: str) -> tuple[Config, dict[str, Any]]:
+    """A config mapping as the ordinary :class:`Config` and its raw ``[table]``."""
+    data = dict(data)
+    raw = data.pop(table, {})
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: '{table}' must be a table ([{table}] followed by its keys)")
+    return parse_config(data, source), raw
+
+
+def _format(exc: ValidationError, source: str) -> str:
+    return table_error(exc, source, "trainer2", Trainer2Settings, {"search": SearchSpace})
+
+
 def parse_trainer2(data: dict[str, Any], source: str = "config") -> tuple[Config, Trainer2Settings]:
     """Split a config mapping into the ordinary :class:`Config` and its ``[trainer2]`` settings."""
-    data = dict(data)
-    raw = data.pop("trainer2", {})
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: 'trainer2' must be a table ([trainer2] followed by its keys)")
-    config = parse_config(data, source)
+    config, raw = split_table(data, "trainer2", source)
     try:
         settings = Trainer2Settings.model_validate(raw)
     except ValidationError as exc:

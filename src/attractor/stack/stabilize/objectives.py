@@ -30,6 +30,7 @@ from attractor.measure.bootstrap import (
     Estimate,
     PairedEstimate,
     multibootstrap,
+    paired_estimate,
     paired_multibootstrap,
     paired_pairwise_multibootstrap,
     pairwise_multibootstrap,
@@ -134,26 +135,9 @@ def paired(
 
 
 def _paired_minority(a: Scores, b: Scores, draws: int, seed: int, level: float) -> PairedEstimate:
+    """Members of each trainer resampled independently, the basins kept as found."""
     assert a.basins is not None and b.basins is not None
     rng = np.random.default_rng(seed)
     stats = [_minority(x[rng.integers(0, len(x), (draws, len(x)))]) for x in (a.basins, b.basins)]
     value_a, value_b = (float(_minority(x[None, :])[0]) for x in (a.basins, b.basins))
-    q = [(1 - level) / 2, (1 + level) / 2]
-    difference = stats[0] - stats[1]
-    (low, high), (a_low, a_high), (b_low, b_high) = (
-        tuple(float(v) for v in np.quantile(s, q)) for s in (difference, *stats)
-    )
-    return PairedEstimate(
-        a=value_a,
-        b=value_b,
-        difference=value_a - value_b,
-        low=low,
-        high=high,
-        p=float((difference <= 0).mean()),
-        draws=draws,
-        level=level,
-        a_low=a_low,
-        a_high=a_high,
-        b_low=b_low,
-        b_high=b_high,
-    )
+    return paired_estimate(value_a, value_b, stats[0], stats[1], level)

@@ -22,16 +22,15 @@ a trial differ in (``vary``: init seed, data order, bootstrap, ...)::
 
 from __future__ import annotations
 
-import difflib
 import math
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from attractor.config import Config, parse_config, read_toml
+from attractor.config import Config, read_toml
 from attractor.errors import UserError
-from attractor.stack.settings import OPTIMIZERS
+from attractor.stack.settings import OPTIMIZERS, split_table, table_error
 
 Spread = Literal["js", "disagreement", "accuracy_sd", "minority"]
 Sampler = Literal["nsga2", "tpe", "random"]
@@ -240,29 +239,14 @@ class StabilizeSettings(_Strict):
 
 
 def _format(exc: ValidationError, source: str) -> str:
-    """One line: the first bad key under ``[stabilize]``, what is wrong and what is expected."""
-    error = exc.errors()[0]
-    loc = [str(p) for p in error["loc"]]
-    path = ".".join(["stabilize", *loc])
-    if error["type"] == "extra_forbidden":
-        model: type[BaseModel] = StabilizeSpace if loc[:1] == ["search"] else StabilizeSettings
-        keys = list(model.model_fields)
-        close = difflib.get_close_matches(loc[-1], keys, n=1)
-        hint = f"did you mean '{close[0]}'? " if close else ""
-        return f"{source}: unknown key '{path}'; {hint}keys: {', '.join(keys)}"
-    message = error["msg"].removeprefix("Value error, ")
-    return f"{source}: invalid value at '{path}': {message}"
+    return table_error(exc, source, "stabilize", StabilizeSettings, {"search": StabilizeSpace})
 
 
 def parse_stabilize(
     data: dict[str, Any], source: str = "config"
 ) -> tuple[Config, StabilizeSettings]:
     """Split a config mapping into the ordinary :class:`Config` and its ``[stabilize]``."""
-    data = dict(data)
-    raw = data.pop("stabilize", {})
-    if not isinstance(raw, dict):
-        raise UserError(f"{source}: 'stabilize' must be a table ([stabilize] and its keys)")
-    config = parse_config(data, source)
+    config, raw = split_table(data, "stabilize", source)
     try:
         settings = StabilizeSettings.model_validate(raw)
     except ValidationError as exc:
