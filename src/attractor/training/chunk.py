@@ -2,7 +2,10 @@
 
 :func:`attractor.training.engine.train_chunk` is the loop, read top to bottom; this module
 holds what the loop steps: :class:`Chunk` (set up from the rows or from :class:`Start`
-states), the divergence bookkeeping, the snapshot, and the weight-space path tracker.
+states), the divergence bookkeeping, the snapshot, and the weight-space path tracker. The
+stability interventions it applies live beside it: SAM and clipping in
+:mod:`~attractor.training.interventions`, the weight averages in
+:mod:`~attractor.training.averaging`, label smoothing in :mod:`~attractor.training.loss`.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from attractor.optim.base import Hyper, member_sum
 from attractor.plan import PlanRow
 from attractor.seeds import derive_seed
 from attractor.tasks.base import Task
+from attractor.training.averaging import WeightAverage
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
+from attractor.training.interventions import clip_per_member, column, sam_point
 from attractor.training.loss import check_loss_options, member_losses
 
 #: Called at every snapshot for every still-healthy member:
@@ -153,10 +158,10 @@ class Chunk:
         smoothing = [t.label_smoothing for t in self.trainers]
         clip = [math.inf if t.clip_norm is None else t.clip_norm for t in self.trainers]
         rho = [t.sam_rho for t in self.trainers]
-        self.smoothing = _column(smoothing) if any(smoothing) else None
-        self.clip = _column(clip) if any(c < math.inf for c in clip) else None
-        self.rho = _column(rho) if any(rho) else None
-        self.average = _WeightAverage.of(self.trainers, self.params, start)
+        self.smoothing = column(smoothing) if any(smoothing) else None
+        self.clip = column(clip) if any(c < math.inf for c in clip) else None
+        self.rho = column(rho) if any(rho) else None
+        self.average = WeightAverage.of(self.trainers, self.params, start)
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
@@ -177,29 +182,10 @@ class Chunk:
         """
         loss, grads = self._loss_and_grads(self.params, x, y)
         if self.rho is not None:
-            # SAM: the gradient at the worst point of a rho-ball along each member's own
-            # gradient, applied at the weights themselves (the loss reported is at w). A
-            # member with rho 0 stays exactly at w: its second gradient is its first.
-            # (reciprocal times rho is what ``rho / norms`` computes for a Python float.)
-            norms = _member_norms(grads)
-            scale = (norms + 1e-12).reciprocal() * _per_member(self.rho, norms)
-            moved = self.rho > 0
-            shifted = {
-                k: torch.where(
-                    _member_mask(moved, v),
-                    v.detach() + _per_member(scale, v) * grads[k],
-                    v.detach(),
-                )
-                for k, v in self.params.items()
-            }
+            shifted = sam_point(self.params, grads, self.rho)
             _, grads = self._loss_and_grads(shifted, x, y)
         if self.clip is not None:
-            # As torch.nn.utils.clip_grad_norm_, per member: scale by max_norm / (norm + 1e-6)
-            # where that is below 1; exactly 1 for a member without a max norm (inf).
-            norms = _member_norms(grads)
-            factor = ((norms + 1e-6).reciprocal() * _per_member(self.clip, norms)).clamp(max=1.0)
-            factor = torch.where(_member_mask(self.clip.isinf(), norms), 1.0, factor)
-            grads = {k: _per_member(factor, g) * g for k, g in grads.items()}
+            grads = clip_per_member(grads, self.clip)
         return loss, grads
 
     def _loss_and_grads(
@@ -298,92 +284,6 @@ class Chunk:
                 )
                 if on_state is not None:
                     on_state(row, step, self.member_start(i, step))
-
-
-class _WeightAverage:
-    """Each member's averaged weights, its model under its ``ema_decay`` or ``swa_start``.
-
-    EMA (Polyak averaging): ``a <- d a + (1 - d) w`` after every step, from ``a = w`` at the
-    start. SWA (Izmailov et al. 2018): ``a = w`` until step ``ceil(swa_start steps)``, from
-    then on the running mean of the weights after every step (the ``c``-th:
-    ``a <- (1 - 1/c) a + w / c``). A member with neither keeps ``a = w`` exactly. One
-    update, ``a <- keep a + take w`` with per-member ``keep`` and ``take``, elementwise, so a
-    member's average does not depend on its chunk; training itself never sees it.
-
-    References:
-        Polyak and Juditsky, "Acceleration of Stochastic Approximation by Averaging", 1992;
-        Izmailov et al., "Averaging Weights Leads to Wider Optima", UAI 2018.
-    """
-
-    def __init__(self, trainers: list[TrainerConfig], params: Params, count: list[int]) -> None:
-        self.decay = _column([t.ema_decay for t in trainers])
-        self.swa_start = [t.swa_start for t in trainers]
-        #: ``[n]`` bool: the members that average (the others' model is their weights).
-        self.kept = (self.decay > 0) | torch.tensor([s is not None for s in self.swa_start])
-        self.params = params
-        #: ``[n]`` SWA: how many steps' weights each member's average is the mean of.
-        self.count = torch.tensor(count, dtype=torch.int64)
-
-    @classmethod
-    def of(
-        cls, trainers: list[TrainerConfig], params: Params, start: list[Start] | None
-    ) -> _WeightAverage | None:
-        if not any(t.ema_decay or t.swa_start is not None for t in trainers):
-            return None
-        # A member that averages goes on from its start state's average where it kept one;
-        # any other starts from its weights (count 0).
-        goes_on: list[tuple[Params, int] | None] = [
-            (s.average, s.averaged)
-            if s is not None and s.average is not None and (t.ema_decay or t.swa_start is not None)
-            else None
-            for t, s in zip(trainers, start or [None] * len(trainers), strict=True)
-        ]
-        average = {
-            k: torch.stack([v[i].detach() if g is None else g[0][k] for i, g in enumerate(goes_on)])
-            for k, v in params.items()
-        }
-        count = [0 if g is None else g[1] for g in goes_on]
-        return cls(trainers, average, count)
-
-    @torch.no_grad()
-    def update(self, params: Params, step: int, steps: int) -> None:
-        begin = [math.inf if s is None else math.ceil(s * steps) for s in self.swa_start]
-        counting = torch.tensor(begin, dtype=torch.float64) <= step
-        self.count += counting
-        c = self.count.double()
-        # float64, then rounded to the weights' dtype (as a Python float is).
-        keep = torch.where(counting, (c - 1) / c, self.decay)
-        take = torch.where(counting, 1 / c, 1 - self.decay)
-        copy = ~counting & (self.decay == 0)  # no average yet (SWA before its start) or none
-        for k, a in self.params.items():
-            w = params[k].detach()
-            mixed = a * _per_member(keep, a) + w * _per_member(take, a)
-            self.params[k] = torch.where(_member_mask(copy, a), w, mixed)
-
-
-def _member_norms(grads: dict[str, Tensor]) -> Tensor:
-    """``[n]`` each member's global L2 gradient norm (over all its parameters)."""
-    return torch.stack([g.flatten(1).pow(2).sum(1) for g in grads.values()]).sum(0).sqrt()
-
-
-def _per_member(values: Tensor, like: Tensor) -> Tensor:
-    """``values [n]`` shaped to multiply ``like [n, ...]`` member by member."""
-    return values.to(device=like.device, dtype=like.dtype).view(_shape(like))
-
-
-def _member_mask(mask: Tensor, like: Tensor) -> Tensor:
-    """``mask [n]`` (bool) shaped to select members of ``like [n, ...]`` in ``torch.where``."""
-    return mask.to(like.device).view(_shape(like))
-
-
-def _shape(like: Tensor) -> tuple[int, ...]:
-    """The view that lines an ``[n]`` tensor up with ``like [n, ...]``."""
-    return (-1,) + (1,) * (like.dim() - 1)
-
-
-def _column(values: list[float]) -> Tensor:
-    """``[n]`` per-member values in float64 (as Python floats; each use rounds them once)."""
-    return torch.tensor(values, dtype=torch.float64)
 
 
 def _member_trainers(
