@@ -66,6 +66,16 @@ DrawsOption = Annotated[
 ]
 
 
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where the members' outputs are computed: cpu, cuda, cuda:N or auto (CUDA when "
+        "available). Other measures stay on the CPU; results are the same files.",
+    ),
+]
+
+
 def emit_json(data: Any) -> None:
     """Print ``data`` as strict, indented JSON: NaN and infinities as null (the one rule of
     :func:`attractor.runs.results.strict_json`), values JSON does not know as strings."""

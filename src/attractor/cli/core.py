@@ -156,6 +156,14 @@ def run(
     ray_address: RayAddressOption = None,
     track: TrackOption = None,
     track_uri: TrackUriOption = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="Where members train: auto, cpu, cuda or cuda:N (overrides run.device; a run "
+            "may resume on another device).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train every member of CONFIG's plan into the run directory --out
@@ -163,7 +171,9 @@ def run(
     """
     from attractor.errors import require
 
-    cfg = _with_options(load_config(config), backend, workers, ray_address, track, track_uri)
+    cfg = _with_options(
+        load_config(config), backend, workers, ray_address, track, track_uri, device
+    )
     if cfg.track.mlflow:
         require("mlflow", "mlflow")  # refuse before anything is trained or written
     summary = _train_and_summarize(cfg, out, force, as_json)
@@ -181,6 +191,7 @@ def _with_options(
     ray_address: str | None,
     track: str | None,
     track_uri: str | None,
+    device: str | None = None,
 ) -> Config:
     """``cfg`` with the options that were given over its [run] / [track] keys."""
     from attractor.config import parse_config
@@ -192,7 +203,12 @@ def _with_options(
     data["run"].update(
         {
             k: v
-            for k, v in {"backend": backend, "workers": workers, "ray_address": ray_address}.items()
+            for k, v in {
+                "backend": backend,
+                "workers": workers,
+                "ray_address": ray_address,
+                "device": device,
+            }.items()
             if v is not None
         }
     )

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from attractor.cli._shared import (
+    DeviceOption,
     DrawsOption,
     JsonFlag,
     RunDirArg,
@@ -41,6 +42,7 @@ def measure(
         ),
     ] = None,
     draws: DrawsOption = 500,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Measure the spread of a run (function, representation, weight space, basins, LMC).
@@ -56,7 +58,7 @@ def measure(
     chosen = (
         None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     )
-    ens = Ensemble.load(run_dir)
+    ens = Ensemble.load(run_dir, device=device)
     options = MeasureOptions(split=split, layers=chosen, draws=draws)  # type: ignore[arg-type]
     measures = measure_run(ens, options, progress=not as_json)
     paths = ens.store.write(measures)
@@ -80,6 +82,7 @@ def compare(
     metric: Annotated[str, typer.Option(help="accuracy or loss.")] = "accuracy",
     split: Annotated[str, typer.Option(help="Evaluation split: test or train.")] = "test",
     draws: DrawsOption = 500,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Compare two runs of the same task with a paired multi-bootstrap (A minus B)."""
@@ -89,7 +92,7 @@ def compare(
     if metric not in ("accuracy", "loss"):
         raise UserError(f"--metric must be 'accuracy' or 'loss', not '{metric}'")
     check_split(split)
-    runs = Ensemble.load(run_a), Ensemble.load(run_b)
+    runs = Ensemble.load(run_a, device=device), Ensemble.load(run_b, device=device)
     result = compare_runs(*runs, metric, split, draws)  # type: ignore[arg-type]
     emit_json(result) if as_json else print_comparison(result)
 
@@ -117,6 +120,7 @@ def structural(
     split: Annotated[str, typer.Option(help="Evaluation split: test or train.")] = "test",
     seed: Annotated[int, typer.Option(help="Seed of the masks and noises.")] = 0,
     draws: DrawsOption = 500,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Structural stability: accuracy drop and KL to the unperturbed member vs perturbation level.
@@ -129,7 +133,7 @@ def structural(
     from attractor.runs.ensemble import Ensemble
 
     check_split(split)
-    ens = Ensemble.load(run_dir)
+    ens = Ensemble.load(run_dir, device=device)
     x, y = ens.eval_set(split)
     result = perturbation_curves(
         ens,
@@ -158,6 +162,7 @@ def sensitivity(
     run_dir: RunDirArg,
     draws: DrawsOption = 500,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap draws.")] = 0,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Which factor of the plan drives the spread:
@@ -170,7 +175,7 @@ def sensitivity(
     from attractor.runs.ensemble import Ensemble
     from attractor.sensitivity import analyze, write_sensitivity
 
-    ens = Ensemble.load(run_dir)
+    ens = Ensemble.load(run_dir, device=device)
     result = analyze(ens, draws=draws, seed=seed)
     paths = write_sensitivity(ens, result)
     if as_json:
@@ -184,6 +189,7 @@ def sensitivity(
 def seed_advice_command(
     run_dir: RunDirArg,
     draws: DrawsOption = 500,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Which basin is the majority, and from which snapshot step a member's final basin can
@@ -196,7 +202,7 @@ def seed_advice_command(
     from attractor.runs.ensemble import Ensemble
     from attractor.sensitivity.seed_advice import TARGET, seed_advice
 
-    ens = Ensemble.load(run_dir)
+    ens = Ensemble.load(run_dir, device=device)
     result = seed_advice(ens, draws=draws)
     paths = ens.store.write(result)
     if as_json:
@@ -228,6 +234,7 @@ def suggest(
         str, typer.Option(help="Examples to rank: the task's test or train split.")
     ] = "test",
     draws: DrawsOption = 500,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """What a human should label, check or rewrite next: the examples the members disagree on most
@@ -239,7 +246,7 @@ def suggest(
     from attractor.sensitivity import suggest as suggest_rows
 
     check_split(pool, "--pool")
-    ens = Ensemble.load(run_dir)
+    ens = Ensemble.load(run_dir, device=device)
     result = suggest_rows(ens, k=k, pool=pool, draws=draws)
     paths = ens.store.write(result)
     if as_json:

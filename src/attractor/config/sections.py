@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -241,6 +242,11 @@ class RunConfig(_Strict):
         description="ray: times a chunk is retried when its worker process or node dies (an error "
         "in training is not retried).",
     )
+    device: str = Field(
+        "auto",
+        description="Where members train: auto (CUDA when available, else the CPU) | cpu | cuda "
+        "| cuda:N. Random draws stay on the CPU; files are the same on every device.",
+    )
     snapshots: int | list[int] = Field(
         16, description="Number of log-spaced snapshot steps, or an explicit list of steps."
     )
@@ -255,6 +261,13 @@ class RunConfig(_Strict):
         description="Record each member's path length and distance from init in weight space at "
         "every snapshot.",
     )
+
+    @field_validator("device")
+    @classmethod
+    def _device_known(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        return device
 
     @field_validator("snapshots")
     @classmethod

@@ -23,6 +23,7 @@ from attractor.runs.store import RunStore
 from attractor.runs.trust import check_task_trust
 from attractor.tasks import build_task, is_user_task
 from attractor.tasks.base import Task
+from attractor.training.device import resolve_device
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
 
@@ -73,10 +74,16 @@ class Ensemble:
                 f"steps are missing or malformed: {type(exc).__name__} {exc}); {rebuild}"
             ) from None
         self.plan: pd.DataFrame = plan
+        #: Where :meth:`predict` runs the members (outputs come back to the CPU).
+        self.device = torch.device("cpu")
 
     @classmethod
     def load(
-        cls, run_dir: str | Path, trust: bool | None = None, task: Task | None = None
+        cls,
+        run_dir: str | Path,
+        trust: bool | None = None,
+        task: Task | None = None,
+        device: str = "cpu",
     ) -> Ensemble:
         """The run in ``run_dir``.
 
@@ -86,8 +93,11 @@ class Ensemble:
                 process default, see :mod:`attractor.runs.trust`).
             task: its task, already built by the caller from the user's own config (what
                 ``train`` returns), used instead of building it from the manifest.
+            device: where :meth:`predict` runs the members (``auto``, ``cpu``, ``cuda[:N]``).
         """
-        return cls(RunStore(run_dir), trust, task)
+        ens = cls(RunStore(run_dir), trust, task)
+        ens.device = resolve_device(device)
+        return ens
 
     # ---- what is there ---------------------------------------------------------------
     @functools.cached_property
@@ -197,6 +207,9 @@ class Ensemble:
         """Outputs of every member on ``x [batch, ...]``: ``[members, batch, ...]`` (logits)."""
         members = self.members if members is None else members
         params, buffers = self.stacked(members, step)
+        if self.device.type != "cpu":
+            params = {k: v.to(self.device) for k, v in params.items()}
+            buffers = {k: v.to(self.device) for k, v in buffers.items()}
         template = self._template
         vectorized = self.manifest.get("strategy", "vectorized") != "loop"
         forward = (
@@ -207,7 +220,9 @@ class Ensemble:
         outs = []
         for start in range(0, len(x), batch_size):
             xb = x[start : start + batch_size]
-            outs.append(forward(params, buffers, xb.unsqueeze(0).expand(len(members), *xb.shape)))
+            xb = xb.to(self.device)
+            out = forward(params, buffers, xb.unsqueeze(0).expand(len(members), *xb.shape))
+            outs.append(out.cpu())
         return torch.cat(outs, dim=1)
 
     def __len__(self) -> int:

@@ -22,10 +22,16 @@ from attractor.tasks import build_task
 from attractor.tasks.base import Task
 from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.device import free_bytes, resolve_device
 from attractor.training.engine import Checkpoints, total_steps, train_chunk
 from attractor.training.forward import can_vectorize
 from attractor.training.loss import check_loss_options
-from attractor.training.memory import check_memory, default_chunk_size
+from attractor.training.memory import (
+    check_memory,
+    default_chunk_size,
+    device_chunk_size,
+    estimate_chunk,
+)
 from attractor.training.runtime import keep_freed_memory
 from attractor.training.snapshots import snapshot_steps
 
@@ -78,7 +84,12 @@ def plan_chunks(
     if strategy == "loop":
         return [[row] for row in rows]
     size = config.run.chunk_size
-    if size is None:
+    free = None if size is not None else free_bytes(resolve_device(config.run.device))
+    estimate = None if free is None else estimate_chunk(config, task)
+    if estimate is not None and free is not None:
+        # On a GPU the chunk is sized by the card's free memory, not the CPU's budget.
+        size = device_chunk_size(estimate.bytes_per_member, free)
+    elif size is None:
         n_params = sum(p.numel() for p in task.make_model().parameters())
         size = default_chunk_size(n_params)
     at = resume_at or {}
@@ -236,7 +247,9 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     }
     # Every refusal comes before RunStore.prepare, which may create or (--force) delete OUT;
     # opening the backend (connecting to a Ray cluster) is one of them.
-    check_memory(config, task)  # before the model is first built for real
+    device = resolve_device(config.run.device)  # a CUDA device this machine lacks
+    # Before the model is first built for real; on a GPU against the card's free memory.
+    check_memory(config, task, free_bytes(device))
     strategy = resolve_strategy(config, task)
     check_rows(task, plan.rows())
     check_loss_options(task, config.trainer)
@@ -260,7 +273,7 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
             if row.member not in training and status[row.member]["status"] in FINISHED:
                 drop_checkpoint(store.member_dir(row.member))
         if pending:
-            store.annotate(strategy=strategy)
+            store.annotate(strategy=strategy, device=str(device))
         else:
             strategy = store.manifest().get("strategy", strategy)
         # Members killed mid-chunk go on from their checkpoints where workers can read them.

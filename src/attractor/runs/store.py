@@ -57,7 +57,8 @@ FINISHED = ("done", "diverged")
 #: Settings that say where and how a run executes or is recorded, never what it computes
 #: (a member depends only on its plan row): a run may resume with other values of these.
 PLACEMENT: dict[str, tuple[str, ...] | None] = {
-    "run": ("backend", "workers", "num_cpus", "ray_address", "max_retries"),
+    # device: results agree across devices to float tolerance, not bitwise (README).
+    "run": ("backend", "workers", "num_cpus", "ray_address", "max_retries", "device"),
     "track": None,  # the whole section
 }
 

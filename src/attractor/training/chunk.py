@@ -25,6 +25,7 @@ from attractor.seeds import derive_seed
 from attractor.tasks.base import Task
 from attractor.training.averaging import WeightAverage
 from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.device import host, resolve_device, task_on
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
@@ -162,10 +163,32 @@ class Chunk:
         self.clip = column(clip) if any(c < math.inf for c in clip) else None
         self.rho = column(rho) if any(rho) else None
         self.average = WeightAverage.of(self.trainers, self.params, start)
+        self.device = resolve_device(config.run.device)
+        if self.device.type != "cpu":
+            self._move(self.device)
+
+    def _move(self, device: torch.device) -> None:
+        """Every tensor the steps touch onto ``device`` (built on the CPU, seeded there)."""
+        self.task = task_on(self.task, device)
+        self.params = {
+            k: v.detach().to(device).requires_grad_(True) for k, v in self.params.items()
+        }
+        self.buffers = {k: v.to(device) for k, v in self.buffers.items()}
+        self.state = {
+            name: {slot: v.to(device) for slot, v in held.items()}
+            for name, held in self.state.items()
+        }
+        if self.target_table is not None:
+            self.target_table = self.target_table.to(device)
+        if self.path is not None:
+            self.path.x0 = {k: v.to(device) for k, v in self.path.x0.items()}
+            self.path.length = self.path.length.to(device)
+        if self.average is not None:
+            self.average.params = {k: v.to(device) for k, v in self.average.params.items()}
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
         """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
-        index = torch.stack([s.next() for s in self.streams])  # [n, batch]
+        index = torch.stack([s.next() for s in self.streams]).to(self.task.x_train.device)
         x = self.task.x_train[index]
         y = (
             self.task.y_train[index]
@@ -232,15 +255,15 @@ class Chunk:
     def member_start(self, i: int, step: int, rng: Tensor | None = None) -> Start:
         """Member ``i``'s full state after ``step`` steps (copies, no member dimension)."""
         slots = {
-            name: {slot: v[i].detach().clone() for slot, v in held.items()}
+            name: {slot: host(v[i]) for slot, v in held.items()}
             for name, held in self.state.items()
         }
-        params = {k: v[i].detach().clone() for k, v in self.params.items()}
-        buffers = {k: v[i].clone() for k, v in self.buffers.items()}
+        params = {k: host(v[i]) for k, v in self.params.items()}
+        buffers = {k: host(v[i]) for k, v in self.buffers.items()}
         path = 0.0 if self.path is None else float(self.path.length[i])
         average, averaged = None, 0
         if self.average is not None and self.average.kept[i]:
-            average = {k: v[i].detach().clone() for k, v in self.average.params.items()}
+            average = {k: host(v[i]) for k, v in self.average.params.items()}
             averaged = int(self.average.count[i])
         return Start(
             step,
@@ -276,9 +299,7 @@ class Chunk:
             metrics.update(self.path.metrics(self.params))
         for i, row in enumerate(self.rows):
             if self.active[i]:
-                member_state = {
-                    k: v[i].detach().clone() for k, v in {**model, **self.buffers}.items()
-                }
+                member_state = {k: host(v[i]) for k, v in {**model, **self.buffers}.items()}
                 on_snapshot(
                     row, step, member_state, {name: float(v[i]) for name, v in metrics.items()}
                 )

@@ -53,6 +53,19 @@ def default_chunk_size(n_params: int) -> int:
     return max(2, min(DEFAULT_CHUNK, CHUNK_MEMORY_BYTES // max(1, 16 * n_params)))
 
 
+#: Share of a GPU's free memory a chunk picked automatically may take (the rest: the
+#: allocator's fragmentation, evaluation batches, cuBLAS workspaces).
+GPU_MEMORY_SHARE = 0.7
+#: Members per chunk on a GPU at most: beyond this a bigger batched matmul gains little.
+MAX_GPU_CHUNK = 4096
+
+
+def device_chunk_size(per_member_bytes: int, free_bytes: int) -> int:
+    """Members per chunk on a GPU with ``free_bytes`` free: as many as fit in its share."""
+    fitting = int(GPU_MEMORY_SHARE * free_bytes) // max(1, per_member_bytes)
+    return max(2, min(MAX_GPU_CHUNK, fitting))
+
+
 def _activations(model: nn.Module, example: torch.Tensor) -> int | None:
     """Elements every leaf module outputs for one example; None if the forward pass fails."""
     outputs: list[int] = []
