@@ -99,3 +99,18 @@ def test_the_member_invariant_holds_on_a_gpu(tmp_path) -> None:
         w = {name: e.params(member) for name, e in ens.items()}
         assert all(torch.equal(w["chunk"][k], w["pairs"][k]) for k in w["chunk"])
         assert all(torch.allclose(w["chunk"][k], w["cpu"][k], atol=1e-4) for k in w["chunk"])
+
+
+def test_bf16_keeps_the_member_invariant_and_stays_near_fp32(tmp_path) -> None:
+    def final(run: dict, name: str) -> dict[int, dict[str, torch.Tensor]]:
+        ens = train(tiny_config(run=run), tmp_path / name)
+        return {m: ens.params(m) for m in ens.members}
+
+    chunk = final({"precision": "bf16", "chunk_size": 4}, "chunk")
+    pairs = final({"precision": "bf16", "chunk_size": 2}, "pairs")
+    fp32 = final({}, "fp32")
+    for m, w in chunk.items():
+        assert all(torch.equal(w[k], pairs[m][k]) for k in w)
+        assert all(w[k].dtype == torch.float32 for k in w)
+        assert any(not torch.equal(w[k], fp32[m][k]) for k in w)
+        assert all(torch.allclose(w[k], fp32[m][k], atol=0.05) for k in w)

@@ -247,6 +247,11 @@ class RunConfig(_Strict):
         description="Where members train: auto (CUDA when available, else the CPU) | cpu | cuda "
         "| cuda:N. Random draws stay on the CPU; files are the same on every device.",
     )
+    precision: Literal["fp32", "tf32", "bf16"] = Field(
+        "fp32",
+        description="Training forward passes: fp32 | tf32 (CUDA matmuls in TensorFloat-32) | bf16 "
+        "(autocast); snapshots and measures stay float32.",
+    )
     snapshots: int | list[int] = Field(
         16, description="Number of log-spaced snapshot steps, or an explicit list of steps."
     )

@@ -25,7 +25,7 @@ from attractor.seeds import derive_seed
 from attractor.tasks.base import Task
 from attractor.training.averaging import WeightAverage
 from attractor.training.data import BatchStream, member_pool, member_targets
-from attractor.training.device import host, resolve_device, task_on
+from attractor.training.device import host, precision_context, resolve_device, task_on
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
@@ -219,7 +219,10 @@ class Chunk:
             if params is self.params
             else {k: v.requires_grad_(True) for k, v in params.items()}
         )
-        logits = self.forward(live, self.buffers, x)
+        with precision_context(self.config.run.precision, self.device):
+            logits = self.forward(live, self.buffers, x)
+        if logits.dtype in (torch.bfloat16, torch.float16):
+            logits = logits.float()  # the loss and its gradient's first step in float32
         # Without per-member smoothing no member smooths: trainers[0] has the shared fields.
         loss = member_losses(self.task, self.trainers[0], logits, y, self.smoothing)
         grads = torch.autograd.grad(loss.sum(), list(live.values()))

@@ -9,6 +9,7 @@ tensors: snapshots and checkpoints are the same files wherever a run trained.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 
@@ -50,6 +51,21 @@ def deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=False)
     torch.backends.cudnn.benchmark = False
+
+
+def precision_context(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """The training forward pass's precision: ``fp32`` (as written), ``tf32`` (CUDA matmuls
+    and convolutions in TensorFloat-32; no effect on the CPU) or ``bf16`` (autocast to
+    bfloat16 where PyTorch allows it, on the CPU and on CUDA).
+
+    Snapshots, evaluation and measures stay in float32; only training steps change.
+    """
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def task_on(task: Task, device: torch.device) -> Task:

@@ -64,7 +64,17 @@ def batched_linear(params: Params, name: str, h: Tensor) -> Tensor:
     Differentiable to any order (its backward is made of differentiable ops), so the
     tangent step can take Hessian-vector products through it.
     """
-    return _BatchedLinear.apply(h, params[f"{name}.weight"], params.get(f"{name}.bias"))
+    weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
+    device = h.device.type
+    if torch.is_autocast_enabled(device):
+        # A custom Function is not autocast by itself: cast as autocast would for a matmul
+        # (the casts' own backward brings the gradients back to the weights' dtype).
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return _BatchedLinear.apply(
+                h.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype)
+            )
+    return _BatchedLinear.apply(h, weight, bias)
 
 
 class _StackedMLP:
