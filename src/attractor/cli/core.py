@@ -11,6 +11,7 @@ from rich.table import Table
 
 from attractor.cli._shared import (
     ConfigArg,
+    DeviceOption,
     JsonFlag,
     RunDirArg,
     app,
@@ -282,20 +283,20 @@ def demo(
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
 
 
-def _measure_and_report(run_dir: Path, quiet: bool) -> Path:
+def _measure_and_report(run_dir: Path, quiet: bool, device: str = "cpu") -> Path:
     """Measure a run (``RUN/measures.*``, whatever its task) and render every result it holds."""
     from attractor.measure.dispatch import measure_run
     from attractor.report import render_directory
     from attractor.runs.ensemble import Ensemble
 
-    ens = Ensemble.load(run_dir)
+    ens = Ensemble.load(run_dir, device=device)
     # Progress on stderr (stages, then sections), never a spinner on stdout's console.
     ens.store.write(measure_run(ens, progress=not quiet))
     return render_directory(ens.store.root, progress=not quiet)
 
 
 @app.command()
-def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
+def report(run_dir: RunDirArg, device: DeviceOption = "cpu", as_json: JsonFlag = False) -> None:
     """Measure a run and write RUN_DIR/report.html, one self-contained page.
 
     The page shows every result the directory holds (structural curves, sensitivity,
@@ -306,7 +307,7 @@ def report(run_dir: RunDirArg, as_json: JsonFlag = False) -> None:
     from attractor.runs.store import RunStore
 
     if RunStore(run_dir).experiment() is None:
-        path = _measure_and_report(run_dir, as_json)
+        path = _measure_and_report(run_dir, as_json, device)
     else:
         path = render_directory(run_dir, progress=not as_json)
     emit_json({"report": str(path)}) if as_json else console.print(
