@@ -93,11 +93,15 @@ def train_trials(
     diverged [members])`` per trial (a diverged member is scored at its initial weights).
 
     Trials whose trainers agree on everything but the member-wise settings (the rows' and
-    :data:`~attractor.training.chunk.MEMBERWISE`) train together, as one ensemble.
+    :data:`~attractor.training.chunk.MEMBERWISE`) train together, as one ensemble; those with
+    SAM apart from those without.
     """
     groups: dict[str, list[int]] = {}
     for i, (trial, _) in enumerate(trials):
         shared = trial.trainer.model_dump(exclude=set(MEMBERWISE) | set(ROW_FIELDS))
+        # Once one member of a chunk uses SAM every member takes its second pass: trainers
+        # without SAM train apart rather than pay for it.
+        shared["uses_sam"] = trial.trainer.sam_rho > 0
         groups.setdefault(repr(sorted(shared.items())), []).append(i)
     outputs: list[tuple[Tensor, Tensor] | None] = [None] * len(trials)
     for members in groups.values():
