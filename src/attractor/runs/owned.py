@@ -59,14 +59,36 @@ def protected(path: Path) -> str | None:
     return None
 
 
-def refuse_protected(path: Path) -> None:
-    """One line and no deletion if ``path`` is '.', home, '/' or a parent of the cwd."""
+def refuse_protected(path: Path, imported_ok: bool = False) -> None:
+    """One line and no deletion if ``path`` is '.', home, '/' or a parent of the cwd, or (unless
+    ``imported_ok``: only ``attractor import --force`` replaces one) a run of imported models.
+    """
     why = protected(path)
     if why is not None:
         raise UserError(
             f"refusing to replace '{path}': it is {why}, which attractor never deletes; give "
             "the run's own directory (e.g. runs/NAME)"
         )
+    source = None if imported_ok else imported_from(path)
+    if source is not None:
+        raise UserError(
+            f"refusing to replace '{path}': it holds models imported from {source} (nothing to "
+            "train or resume); give another --out, or replace it with `attractor import ... "
+            "--force`"
+        )
+
+
+def imported_from(root: Path) -> str | None:
+    """What ``attractor import`` made run ``root`` from, if its manifest records an import."""
+    try:
+        data = json.loads((root / MANIFEST).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    record = data.get("imported") if isinstance(data, dict) else None
+    if not isinstance(record, dict):
+        return None
+    spec = record.get("spec")
+    return ", ".join(f"'{s}'" for s in spec) if isinstance(spec, list) and spec else "elsewhere"
 
 
 def _result_files(path: Path) -> list[Path]:
@@ -122,13 +144,17 @@ def _nested_runs(folder: Path) -> set[Path]:
     return found
 
 
-def remove_owned(root: Path, keep: tuple[str, ...] = (".lock", ".lock.pid")) -> list[Path]:
+def remove_owned(
+    root: Path, keep: tuple[str, ...] = (".lock", ".lock.pid"), imported_ok: bool = False
+) -> list[Path]:
     """Delete what attractor wrote in ``root`` (but ``keep``); the files left, named on stderr.
 
     Folders emptied by the deletion go too; ``root`` stays. Refuses a directory without an
-    attractor manifest and the paths :func:`protected` names.
+    attractor manifest, the paths :func:`protected` names, and an imported run unless
+    ``imported_ok`` (its files are links or copies of the sources; unlinking them never
+    touches a source).
     """
-    refuse_protected(root)
+    refuse_protected(root, imported_ok)
     if not is_attractor_manifest(root / MANIFEST):
         raise UserError(
             f"'{root}' is not an attractor directory (no attractor {MANIFEST}); attractor "
