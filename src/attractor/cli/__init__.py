@@ -18,6 +18,7 @@ import typer
 from attractor.cli import (  # noqa: F401
     core,
     experiments,
+    import_cmd,
     lm,
     measure,
     trainer,
