@@ -30,6 +30,7 @@ from torch import nn
 
 from attractor.config import Config, RunConfig, TaskConfig, TrainerConfig, load_config, read_toml
 from attractor.errors import UserError
+from attractor.plan import Plan
 from attractor.runs.imports import factors, hf
 from attractor.runs.imports.fit import fit
 from attractor.runs.imports.manifests import is_manifest, read_manifest
@@ -82,14 +83,14 @@ def import_run(
     config = factors.run_config(task_config, trainer, plan, all_steps, strategy)
     _check_target(out, force, config, plan, members)
     files = sum(len(m.files) for m in members)
-    with Stages("import", 2, progress) as stages:
-        stages.begin(f"checking {files} snapshots of {len(members)} members against the model")
-        # Every file is read and checked before the directory is touched.
-        checked = [
-            {step: fit(src, template, task_config.name).sums for step, src in m.files.items()}
-            for m in members
-        ]
-        stages.begin(f"writing {files} snapshots and their metrics into '{out}'")
+    # Every file is read and checked before the directory is touched, and before the first
+    # progress line: a refusal is then the only line on stderr.
+    checked = [
+        {step: fit(src, template, task_config.name).sums for step, src in m.files.items()}
+        for m in members
+    ]
+    with Stages("import", 1, progress) as stages:
+        stages.begin(f"writing {files} snapshots of {len(members)} members and their metrics")
         record = {
             "spec": [str(s) for s in spec],
             "how": "link" if link else "copy",
@@ -144,7 +145,7 @@ def _template(task: Any) -> nn.Module:
 
 
 def _check_target(
-    out: Path, force: bool, config: Config, plan: Any, members: list[SourceMember]
+    out: Path, force: bool, config: Config, plan: Plan, members: list[SourceMember]
 ) -> None:
     """Refuse, before anything is read in full or written, an --out that cannot take the run."""
     store = RunStore(out)
