@@ -17,7 +17,7 @@ def import_command(
     spec: Annotated[
         list[str],
         typer.Argument(
-            metavar="SPEC...",
+            metavar="SPEC",
             help="A members.csv / members.toml manifest, or paths and globs of safetensors state "
             "dicts and Hugging Face model directories (README: 'Measure models you already have').",
         ),
