@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import torch
 
 from attractor.config import TrainerConfig
 from attractor.training.forward import Params
 from attractor.training.interventions import column, member_mask, per_member
-
-if TYPE_CHECKING:
-    from attractor.training.chunk import Start
+from attractor.training.start import Start
 
 
 class WeightAverage:
