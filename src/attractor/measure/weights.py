@@ -74,13 +74,15 @@ def distance_to_init(
     ens: Ensemble, members: list[int] | None = None, step: int | None = None
 ) -> Tensor:
     """L2 distance of each member's parameters at ``step`` (default last) from its step-0
-    parameters: ``[members]``.
+    parameters: ``[members]``; NaN for all when a member has no step 0 (imported models).
 
     References:
         Frankle et al. (2020), "Linear Mode Connectivity and the Lottery Ticket Hypothesis"
         (the distance travelled from init as a measure of how far training moved a member).
     """
     members = ens.members if members is None else members
+    if any(0 not in ens.steps(m) for m in members):  # imported final models: no init kept
+        return torch.full((len(members),), float("nan"), dtype=torch.float64)
     return (member_vectors(ens, members, step) - member_vectors(ens, members, 0)).norm(dim=1)
 
 

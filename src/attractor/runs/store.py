@@ -51,7 +51,7 @@ from attractor.runs.checksums import (
 from attractor.runs.directory import MANIFEST, Directory
 from attractor.runs.files import atomic_path, versions
 from attractor.runs.lock import hold
-from attractor.runs.owned import remove_owned
+from attractor.runs.owned import refuse_protected, remove_owned
 
 FINISHED = ("done", "diverged")
 #: Settings that say where and how a run executes or is recorded, never what it computes
@@ -145,6 +145,8 @@ class RunStore(Directory):
             if not force:
                 raise
             old = {}
+        if old.get("imported"):
+            refuse_protected(root)  # one line naming the import: nothing to train or resume
         # Compared without placement settings, so a run killed under one backend may be
         # finished under another (or with tracking switched on).
         same = (
