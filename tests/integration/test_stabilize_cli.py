@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.conftest import assert_user_error
 
@@ -73,3 +74,12 @@ def test_a_tiny_search_writes_its_result_and_reopens_the_same(cli, tmp_path: Pat
     assert "NOT confirmed" in (out / "report.html").read_text() or data["confirmed"]
     other = cli("stabilize", config, "--out", out, "--sampler", "random")
     assert_user_error(other, "another config")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_missing_gpu_is_refused_before_the_directory_exists(cli, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    config = _toml(tmp_path / "s.toml", GOOD)
+    assert_user_error(cli("stabilize", config, "--out", out, "--device", "cuda"), "no CUDA")
+    assert_user_error(cli("stabilize", config, "--out", out, "--device", "gpu"), "run.device")
+    assert not out.exists()

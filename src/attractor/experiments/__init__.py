@@ -23,10 +23,12 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
+from attractor.config import Config
 from attractor.errors import UserError
 from attractor.runs.lock import hold
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
+from attractor.training.device import resolve_device
 
 S = TypeVar("S", bound=BaseModel)
 
@@ -101,6 +103,9 @@ def run_experiment(
         )
     if experiment.check is not None:
         experiment.check(settings)
+    config = getattr(settings, "config", None)
+    if isinstance(config, Config):
+        resolve_device(config.run.device)  # a GPU this machine lacks: refused before OUT exists
     RunStore(out).check_target(force, "experiment")  # refusals before the lock creates OUT
     with hold(out):  # one writer: a second experiment on OUT is refused, naming this pid
         store = RunStore.prepare_experiment(
