@@ -25,9 +25,9 @@ from attractor.optim.base import (
     Params,
     State,
     check_members,
+    inactive_kept,
     per_member,
     safe_sqrt,
-    write_back,
 )
 
 
@@ -77,6 +77,42 @@ def adam_update(
     return new_params, new_state
 
 
+def adam_in_place(
+    params: Mapping[str, Tensor],
+    grads: Mapping[str, Tensor],
+    state: State,
+    hyper: Hyper,
+    step: int,
+    *,
+    decoupled: bool,
+) -> None:
+    """:func:`adam_update` written straight into ``params`` and ``state``.
+
+    The same kernels in the same order, each writing into the tensor it replaces, so the
+    bits are :func:`adam_update`'s; no write-back copies. ``sqrt`` stands for
+    :func:`~attractor.optim.base.safe_sqrt`, whose extra passes only give ``v == 0`` a
+    finite derivative (nothing differentiates this step): it is ``sqrt`` bit for bit for
+    every ``v >= 0``, and ``v`` never gets below 0.
+    """
+    lr, beta1, wd = hyper.lr.double(), hyper.momentum.double(), hyper.weight_decay.double()
+    beta2, eps = hyper.beta2, hyper.eps
+    decay = 1 - lr * wd
+    one_minus_beta1 = 1 - beta1
+    neg_step_size = -lr / (1 - beta1**step)
+    bias_correction2_sqrt = (1 - beta2**step) ** 0.5
+    for name, p in params.items():
+        g = grads[name]
+        if decoupled:
+            p.mul_(per_member(decay, p))
+        else:
+            g = torch.addcmul(g, p, per_member(wd, p))
+        slots = state[name]
+        m = slots["exp_avg"].lerp_(g, per_member(one_minus_beta1, p))
+        v = slots["exp_avg_sq"].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        denom = v.sqrt().div_(bias_correction2_sqrt).add_(eps)
+        p.addcdiv_(m * per_member(neg_step_size, p), denom)
+
+
 class Adam:
     """Functional ``torch.optim.Adam`` (``decoupled=False``) or ``AdamW`` (``decoupled=True``)."""
 
@@ -112,8 +148,10 @@ class Adam:
         step: int,
         active: Tensor | None = None,
     ) -> None:
-        """One Adam(W) step for every member, in place: :func:`adam_update` written back."""
+        """One Adam(W) step for every member, in place: :func:`adam_in_place`, the bits of
+        :func:`adam_update`.
+        """
         check_members(params, hyper, active)
-        with torch.no_grad():
-            new = adam_update(params, grads, state, hyper, step, decoupled=self.decoupled)
-        write_back(params, state, *new, active)
+        updated = [*params.values(), *(t for slots in state.values() for t in slots.values())]
+        with torch.no_grad(), inactive_kept(updated, active):
+            adam_in_place(params, grads, state, hyper, step, decoupled=self.decoupled)

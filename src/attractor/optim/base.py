@@ -13,7 +13,8 @@ parameter dtype, exactly as ``torch.optim`` rounds its Python-float hyperparamet
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -203,6 +204,27 @@ def write_back(
                     mask = active.to(old.device).view(-1, *([1] * (old.dim() - 1)))
                     new = torch.where(mask, new, old)
                 old.copy_(new)
+
+
+@contextmanager
+def inactive_kept(tensors: Sequence[Tensor], active: Tensor | None) -> Iterator[None]:
+    """Around an in-place update of every member: members where ``active`` is False get
+    their values in ``tensors`` back afterwards, bit for bit.
+
+    The in-place optimizer steps update all members (an update is elementwise per member,
+    so an active member's numbers do not depend on the others) and then put the frozen
+    members' slices back, instead of merging a whole out-of-place result with
+    ``torch.where`` as :func:`write_back` does: the cost is a copy of the frozen members only.
+    """
+    if active is None:
+        yield
+        return
+    with torch.no_grad():
+        frozen = torch.nonzero(~active).flatten()
+        saved = [t.index_select(0, frozen.to(t.device)) for t in tensors]
+        yield
+        for t, old in zip(tensors, saved, strict=True):
+            t.index_copy_(0, frozen.to(t.device), old)
 
 
 def member_sum(x: Tensor) -> Tensor:
