@@ -5,45 +5,20 @@ benchmarks/README.md).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_ensemble_speed_quick_on_cpu(tmp_path: Path) -> None:
-    out = tmp_path / "ensemble_speed.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "ensemble_speed.py"),
-            "--quick",
-            "--device",
-            "cpu",
-            "--members",
-            "1,8",
-            "--steps",
-            "3",
-            "--repeats",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
+def test_ensemble_speed_quick_on_cpu(benchmark: Callable[..., tuple[str, dict[str, Any]]]) -> None:
+    stdout, report = benchmark(
+        "ensemble_speed",
+        *("--quick", "--device", "cpu", "--members", "1,8", "--steps", "3"),
+        *("--repeats", "1", "--threads", "1"),
     )
-    assert done.returncode == 0, done.stderr
-    assert "recipe" in done.stdout and "goals (from the issues" in done.stdout
-    report = json.loads(out.read_text())
+    assert "recipe" in stdout and "goals (from the issues" in stdout
     assert report["device"] == "cpu"
     assert [r["members"] for r in report["results"]] == [1, 8]
     for row in report["results"]:

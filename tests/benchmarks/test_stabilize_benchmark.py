@@ -4,38 +4,17 @@ figures live in benchmarks/README.md).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.slow
-def test_stabilize_benchmark_quick(tmp_path: Path) -> None:
+def test_stabilize_benchmark_quick(benchmark: Callable[..., tuple[str, dict[str, Any]]]) -> None:
     pytest.importorskip("optuna")
-    out = tmp_path / "stabilize.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "benchmarks" / "stabilize.py"),
-            "--quick",
-            "--threads",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "end to end" in done.stdout and "goal (from the issue" in done.stdout
-    report = json.loads(out.read_text())
+    stdout, report = benchmark("stabilize", "--quick", "--threads", "1")
+    assert "end to end" in stdout and "goal (from the issue" in stdout
     assert 0 < report["trials_finished"] <= 4
     for side in ("search", "end to end"):
         figures = report["figures"][side]
