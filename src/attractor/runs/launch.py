@@ -24,7 +24,7 @@ from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
 from attractor.training.device import free_bytes, resolve_device
 from attractor.training.engine import Checkpoints, total_steps, train_chunk
-from attractor.training.forward import can_vectorize
+from attractor.training.forward import can_vectorize, vectorizing_pays
 from attractor.training.loss import check_loss_options
 from attractor.training.memory import (
     check_memory,
@@ -46,10 +46,21 @@ def _task_for(config_json: str) -> Task:
 
 
 def resolve_strategy(config: Config, task: Task) -> str:
-    """``vectorized`` or ``loop``: what ``run.strategy`` means for this task's model."""
+    """``vectorized`` or ``loop``: what ``run.strategy`` means for this task's model.
+
+    ``auto`` vectorizes where the engine can batch the model and batching is expected to
+    beat the loop (:func:`~attractor.training.forward.vectorizing_pays`: everywhere but a
+    Hugging Face model that only vmap batches, on the CPU). A rule of the model's kind, not a
+    timed probe, so the choice, and with it a member's numbers, never depends on the
+    machine's load.
+    """
     if config.run.strategy == "loop":
         return "loop"
     model = task.make_model()
+    if config.run.strategy == "auto" and not vectorizing_pays(
+        model, resolve_device(config.run.device)
+    ):
+        return "loop"
     reason = can_vectorize(model, task.x_train[:2], task.loss, task.y_train[:2])
     if reason is None:
         return "vectorized"

@@ -1,15 +1,18 @@
 """Forward passes of many members at once: ``params [N, ...]``, ``x [N, B, ...]`` -> ``[N, B,
 ...]``.
 
-Two implementations of one contract:
+Three implementations of one contract:
 
 * ``_StackedMLP``: a flat ``nn.Sequential`` of ``nn.Linear`` and elementwise activations
   runs as batched matmuls with a hand-written backward that picks, per layer, the matmul
   orientation CPU BLAS is fastest at (a 10-wide output layer is ~4x faster computed as
   ``W @ x^T`` than as ``x @ W^T``: measured in ``benchmarks/ensemble_speed.py``).
+* :class:`~attractor.training.forward_lm.StackedGPT2`: a Hugging Face GPT-2 (``tiny-lm``'s
+  model) as batched matmuls and one fused causal attention over the members (vmap of the
+  module trains no faster than the loop on the CPU: ``benchmarks/lm_speed.py``).
 * ``_VmappedModule``: any module ``torch.func`` can batch, via ``vmap(functional_call)``.
 
-Both leave backward to autograd over the *sum* of member losses: members share no
+All leave backward to autograd over the *sum* of member losses: members share no
 parameters, so each member's gradient is exactly its own.
 """
 
@@ -20,6 +23,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+
+from attractor.training.forward_lm import is_hugging_face, stacked_gpt2
 
 Params = dict[str, Tensor]
 BatchedForward = Callable[[Params, Params, Tensor], Tensor]
@@ -122,7 +127,25 @@ def batched_forward(model: nn.Module) -> BatchedForward:
     """The fastest batched forward for ``model``'s architecture (the module itself is a
     template).
     """
-    return _StackedMLP(model) if is_stacked_mlp(model) else _VmappedModule(model)
+    if is_stacked_mlp(model):
+        return _StackedMLP(model)
+    gpt2 = stacked_gpt2(model)
+    return _VmappedModule(model) if gpt2 is None else gpt2
+
+
+def vectorizing_pays(model: nn.Module, device: torch.device) -> bool:
+    """Whether :func:`batched_forward` is expected to train ``model`` faster than the loop.
+
+    False for a Hugging Face model that only ``vmap`` of the module batches (not one
+    :func:`~attractor.training.forward_lm.stacked_gpt2` computes) on the CPU: there vmap pays
+    Hugging Face's Python and the eager ops per call, and on ``tiny-lm`` at 4-16 members
+    measured 1.0-1.5x the loop per training step but 0.6-0.9x end to end, its evaluations
+    slower than the loop's (``benchmarks/lm_speed.py``). True for everything else (MLPs,
+    the stacked GPT-2, any model on a GPU).
+    """
+    if device.type != "cpu" or not is_hugging_face(model):
+        return True
+    return not isinstance(batched_forward(model), _VmappedModule)
 
 
 def single_forward(model: nn.Module) -> BatchedForward:
