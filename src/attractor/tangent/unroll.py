@@ -40,7 +40,7 @@ from attractor.optim.schedules import lr_factor
 from attractor.plan import PlanRow
 from attractor.tangent.types import DIFFERENTIABLE, HYPERS, Hypers, Params, State, StepFn
 from attractor.tasks.base import Task
-from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.data import BatchStream, augmented, member_pool, member_targets
 from attractor.training.engine import total_steps
 from attractor.training.forward import BatchedForward, batched_forward
 from attractor.training.init import initial_module
@@ -159,22 +159,22 @@ class Batches:
         step.
         """
         index = torch.stack([s.next() for s in self.streams])
-        x = self.run.task.x_train[index]
+        x = augmented(self.run.task, self.run.task.x_train[index], self.streams)
         return (x.to(self.run.dtype) if x.is_floating_point() else x), torch.gather(
             self.run.targets, 1, index
         )
 
-    def save(self) -> list[tuple[Tensor, Tensor, int]]:
-        return [(s.generator.get_state(), s._order, s._cursor) for s in self.streams]
+    def save(self) -> list[tuple[Tensor, Tensor, int, int]]:
+        return [(s.generator.get_state(), s._order, s._cursor, s.taken) for s in self.streams]
 
-    def restore(self, saved: list[tuple[Tensor, Tensor, int]]) -> Batches:
+    def restore(self, saved: list[tuple[Tensor, Tensor, int, int]]) -> Batches:
         """A copy of these streams positioned where ``saved`` was taken."""
         other = copy.copy(self)
         other.streams = []
-        for stream, (gen, order, cursor) in zip(self.streams, saved, strict=True):
+        for stream, (gen, order, cursor, taken) in zip(self.streams, saved, strict=True):
             clone = copy.copy(stream)
             clone.generator = torch.Generator().set_state(gen)
-            clone._order, clone._cursor = order, cursor
+            clone._order, clone._cursor, clone.taken = order, cursor, taken
             other.streams.append(clone)
         return other
 

@@ -60,8 +60,14 @@ class Task:
         test_documents: names of the held-out units, indexed by ``test_units``.
         model_config: keyword arguments that rebuild the model's Hugging Face config, so a
             member can be saved as a Hugging Face model directory.
+        augment: a random transform of a training minibatch, ``(x [B, ...], generator) ->
+            [B, ...]`` (e.g. random crop and flip of images), drawing only from
+            ``generator`` (a CPU ``torch.Generator``; ``x`` may be on another device). The
+            engine seeds it per member and per step from the member's ``data_seed``, so it
+            is part of the data-order perturbation and a member's draws do not depend on its
+            chunk or on a resume. Evaluation never augments.
 
-    The last five are optional extras: ``None`` where a task has no such structure (code
+    The last six are optional extras: ``None`` where a task has no such structure (code
     tests ``is None``; ``test_units`` marks a language-model run).
     """
 
@@ -82,6 +88,7 @@ class Task:
     documents: tuple[str, ...] | None = None
     test_documents: tuple[str, ...] | None = None
     model_config: dict[str, Any] | None = None
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None
 
     @property
     def n_train(self) -> int:

@@ -24,7 +24,7 @@ from attractor.plan import PlanRow
 from attractor.seeds import derive_seed
 from attractor.tasks.base import Task
 from attractor.training.averaging import WeightAverage
-from attractor.training.data import BatchStream, member_pool, member_targets
+from attractor.training.data import BatchStream, augmented, member_pool, member_targets
 from attractor.training.device import host, precision_context, resolve_device, task_on
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import Params, batched_forward, single_forward
@@ -154,6 +154,7 @@ class Chunk:
         """Every member's next minibatch from its own stream: ``x [n, B, ...]``, ``y [n, B]``."""
         index = torch.stack([s.next() for s in self.streams]).to(self.task.x_train.device)
         x = self.task.x_train[index]
+        x = augmented(self.task, x, self.streams)
         y = (
             self.task.y_train[index]
             if self.target_table is None

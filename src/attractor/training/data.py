@@ -79,7 +79,10 @@ class BatchStream:
             )
         self.pool = pool
         self.batch_size = batch_size
+        self.data_seed = data_seed
         self.generator = torch_generator("data-order", data_seed)
+        #: Minibatches handed out so far (a resumed stream counts the skipped ones too).
+        self.taken = 0
         self._order = torch.empty(0, dtype=torch.long)
         self._cursor = 0
 
@@ -90,7 +93,14 @@ class BatchStream:
             self._cursor = 0
         batch = self._order[self._cursor : self._cursor + self.batch_size]
         self._cursor += self.batch_size
+        self.taken += 1
         return batch
+
+    def augmenter(self) -> torch.Generator:
+        """The generator for the augmentation of the batch :meth:`next` just gave: seeded
+        from the member's ``data_seed`` and the batch's number, so it needs no state to resume.
+        """
+        return torch_generator("augment", self.data_seed, self.taken)
 
     def skip(self, batches: int) -> None:
         """Go on as if :meth:`next` had been called ``batches`` times (a resumed member's
@@ -99,12 +109,22 @@ class BatchStream:
         per_pass = len(self.pool) // self.batch_size
         if batches <= 0:
             return
+        self.taken += batches
         passes, within = divmod(batches, per_pass)
         if within == 0:  # the last batch ends a pass; the next call draws the next one
             passes, within = passes - 1, per_pass
         for _ in range(passes + 1):
             self._order = self.pool[torch.randperm(len(self.pool), generator=self.generator)]
         self._cursor = within * self.batch_size
+
+
+def augmented(task: Task, x: Tensor, streams: list[BatchStream]) -> Tensor:
+    """``x [n, B, ...]`` (member i's batch just drawn from ``streams[i]``) through the task's
+    augmentation, member by member with each one's own generator; ``x`` itself without one.
+    """
+    if task.augment is None:
+        return x
+    return torch.stack([task.augment(x[i], s.augmenter()) for i, s in enumerate(streams)])
 
 
 def steps_per_epoch(task: Task, batch_size: int) -> int:
