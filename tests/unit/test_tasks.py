@@ -256,6 +256,11 @@ def test_every_option_is_described_and_list_tasks_gives_defaults() -> None:
             "tiny-lm",
             "cartpole-lqr",
             "denoise-digits",
+            "digits-cnn",
+            "mnist-lenet",
+            "cifar10-resnet20",
+            "cifar10-vgg",
+            "image-folder",
         }
     )
     for name, spec in TASKS.items():

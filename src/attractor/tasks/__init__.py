@@ -25,8 +25,13 @@ from attractor.config import TaskConfig
 from attractor.errors import UserError
 from attractor.tasks import (
     cartpole,
+    cifar10_resnet,
+    cifar10_vgg,
     denoise_digits,
+    digits_cnn,
     digits_mlp,
+    image_folder,
+    mnist_lenet,
     modular_addition,
     spurious_digits,
     tiny_lm,
@@ -70,6 +75,15 @@ TASKS: dict[str, TaskSpec[Any]] = {
         denoise_digits.DenoiseDigitsOptions, denoise_digits.make, denoise_digits.SUMMARY
     ),
     "cartpole-lqr": TaskSpec(cartpole.CartPoleOptions, cartpole.make, cartpole.SUMMARY),
+    "digits-cnn": TaskSpec(digits_cnn.DigitsCNNOptions, digits_cnn.make, digits_cnn.SUMMARY),
+    "mnist-lenet": TaskSpec(mnist_lenet.MnistLeNetOptions, mnist_lenet.make, mnist_lenet.SUMMARY),
+    "cifar10-resnet20": TaskSpec(
+        cifar10_resnet.CifarResNetOptions, cifar10_resnet.make, cifar10_resnet.SUMMARY
+    ),
+    "cifar10-vgg": TaskSpec(cifar10_vgg.CifarVGGOptions, cifar10_vgg.make, cifar10_vgg.SUMMARY),
+    "image-folder": TaskSpec(
+        image_folder.ImageFolderOptions, image_folder.make, image_folder.SUMMARY
+    ),
 }
 
 
