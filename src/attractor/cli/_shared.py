@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
+from attractor.config import Config
 from attractor.errors import UserError
 from attractor.runs.results import strict_json
 from attractor.runs.trust import set_default_trust
@@ -74,6 +75,29 @@ DeviceOption = Annotated[
         "available). Other measures stay on the CPU; results are the same files.",
     ),
 ]
+
+
+TrainDeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where members train: auto, cpu, cuda or cuda:N (overrides [run] device; the "
+        "directory stays the same, results agree across devices to float tolerance).",
+    ),
+]
+
+
+def on_device(config: Config, device: str | None) -> Config:
+    """``config`` with ``[run] device`` set to ``device`` (``None``: unchanged); a bad name is
+    one line, exit 2.
+    """
+    if device is None:
+        return config
+    from attractor.config import parse_config
+
+    data = config.resolved()
+    data["run"]["device"] = device
+    return parse_config(data, source="--device")
 
 
 def emit_json(data: Any) -> None:

@@ -109,6 +109,14 @@ _ClipOption = Annotated[
 _RestartsOption = Annotated[int, typer.Option(min=1, help="PGD restarts per point.")]
 _StepsOption = Annotated[int, typer.Option(min=0, help="PGD steps per restart.")]
 _SeedOption = Annotated[int, typer.Option(help="Seed of the random starts and samples.")]
+_DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where the search runs the models: cpu, cuda, cuda:N or auto (CUDA when "
+        "available); the certificate is computed in float64 on the CPU.",
+    ),
+]
 _OutOption = Annotated[
     Path | None,
     typer.Option(
@@ -137,6 +145,7 @@ def diff(
     steps: _StepsOption = 50,
     seed: _SeedOption = 0,
     out: _OutOption = None,
+    device: _DeviceOption = "cpu",
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -167,6 +176,7 @@ def diff(
         seed=seed,
         centers=None if centers is None else str(centers),
         clip=clip,
+        device=device,
     )
     store, result = run_diff(settings, out, force=force, progress=not as_json)
     page = render_page(store.root, progress=not as_json)

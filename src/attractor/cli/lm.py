@@ -59,6 +59,14 @@ ModelA = Annotated[
 ModelB = Annotated[
     str, typer.Argument(metavar="B", help="The second model (same vocabulary and tokenizer).")
 ]
+DeviceOption = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        help="Where the models' forward passes run: cpu, cuda, cuda:N or auto (CUDA when "
+        "available); divergences are computed in float64 on the CPU.",
+    ),
+]
 CorpusOption = Annotated[
     str, typer.Option(help="A text file, a directory of text files, or builtin:pydoc.")
 ]
@@ -85,6 +93,7 @@ def lm_compare_command(
     seed: Annotated[
         int, typer.Option(help="Seed of the bootstrap and the quantile reservoir.")
     ] = 0,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Compare two causal LMs' next-token distributions over a corpus, token by token.
@@ -103,6 +112,7 @@ def lm_compare_command(
         top_k=top_k,
         draws=draws,
         seed=seed,
+        device=device,
         progress=not as_json,
     )
     _emit(data, as_json, format_comparison)
@@ -131,6 +141,7 @@ def lm_search_command(
     ] = SEARCH_METHODS,
     top: Annotated[int, typer.Option(min=1, help="Best contexts kept per method.")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Search for the contexts where two causal LMs' next-token distributions diverge most.
@@ -149,6 +160,7 @@ def lm_search_command(
         methods=chosen,
         top=top,
         seed=seed,
+        device=device,
     )
     _emit(data, as_json, format_search)
 

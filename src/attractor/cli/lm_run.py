@@ -26,16 +26,21 @@ def lm_compare(
     top_k: int = 10,
     draws: int = 1000,
     seed: int = 0,
+    device: str = "cpu",
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Load both models and compare them over ``corpus``; the :class:`Comparison` as a dict."""
+    """Load both models and compare them over ``corpus``; the :class:`Comparison` as a dict.
+
+    ``device``: where the forward passes run (the divergences are float64 on the CPU).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from attractor.measure.lm_compare import compare_models
     from attractor.runs.lm_models import load_model
     from attractor.tasks.corpus import iter_corpus
 
-    model_a, model_b = load_model(a), load_model(b)
+    where = _device(device)  # a GPU this machine lacks: refused before the models load
+    model_a, model_b = _placed(load_model(a), where), _placed(load_model(b), where)
     options = {
         "batch_size": batch_size,
         "window": window,
@@ -66,6 +71,18 @@ def lm_compare(
     return {"corpus": corpus, **result.to_dict()}
 
 
+def _device(device: str) -> Any:
+    """``device`` resolved (``torch.device``); a bad name or a missing GPU is one line."""
+    from attractor.training.device import resolve_device
+
+    return resolve_device(device)
+
+
+def _placed(model: Any, where: Any) -> Any:
+    """``model`` (a :class:`~attractor.tasks.lm_models.LanguageModel`) moved to ``where``."""
+    return model if where.type == "cpu" else model.to(where)
+
+
 def _rate_column() -> Any:
     """A progress column with tokens per second (rich imported only when a bar is shown)."""
     from rich.progress import ProgressColumn, Task
@@ -90,14 +107,20 @@ def lm_search(
     methods: tuple[str, ...] = tuple(SEARCH_METHODS.split(",")),
     top: int = 5,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """Load both models and search for divergent contexts; the :class:`SearchResult` as a dict."""
+    """Load both models and search for divergent contexts; the :class:`SearchResult` as a dict.
+
+    ``device``: where the forward and backward passes run (the search's own draws and scores
+    stay on the CPU).
+    """
     from attractor.errors import UserError
     from attractor.runs.lm_models import load_model
     from attractor.search.tokens import search_divergent
     from attractor.tasks.corpus import iter_corpus
 
-    model_a, model_b = load_model(a), load_model(b)
+    where = _device(device)  # a GPU this machine lacks: refused before the models load
+    model_a, model_b = _placed(load_model(a), where), _placed(load_model(b), where)
     try:
         result = search_divergent(
             model_a,

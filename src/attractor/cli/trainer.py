@@ -18,10 +18,12 @@ from attractor.cli._shared import (
     ConfigArg,
     DrawsOption,
     JsonFlag,
+    TrainDeviceOption,
     app,
     check_split,
     console,
     number_list,
+    on_device,
 )
 from attractor.cli.experiments import ForceFlag, emit_result, render_page, settings_of
 from attractor.config import load_config
@@ -59,6 +61,7 @@ def instability(
     pairs: _PairsOption = 4,
     threshold: _ThresholdOption = 0.02,
     out: _InstabilityOutOption = None,
+    device: TrainDeviceOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -73,7 +76,7 @@ def instability(
 
     settings = settings_of(
         InstabilitySettings,
-        config=load_config(config),
+        config=on_device(load_config(config), device),
         pairs=pairs,
         threshold=threshold,
         spawn_steps=number_list(spawn_steps, "--spawn-steps", int),
@@ -158,6 +161,7 @@ def hparam_map_command(
     draws: DrawsOption = 500,
     split: _SplitOption = "test",
     out: _MapOutOption = Path("runs/hparam-map"),
+    device: TrainDeviceOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -173,7 +177,7 @@ def hparam_map_command(
     check_split(split)
     settings = settings_of(
         HparamMapSettings,
-        config=load_config(config),
+        config=on_device(load_config(config), device),
         lrs=_lr_range(lr),
         seeds=seeds,
         momenta=number_list(momentum, "--momentum"),

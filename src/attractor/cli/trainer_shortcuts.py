@@ -12,7 +12,15 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from attractor.cli._shared import ConfigArg, DrawsOption, JsonFlag, app, console
+from attractor.cli._shared import (
+    ConfigArg,
+    DrawsOption,
+    JsonFlag,
+    TrainDeviceOption,
+    app,
+    console,
+    on_device,
+)
 from attractor.cli.experiments import ForceFlag, emit_result, render_page, settings_of
 from attractor.config import load_config
 
@@ -50,6 +58,7 @@ def shortcuts(
     seeds: _SeedsOption = 8,
     draws: DrawsOption = 500,
     out: _OutOption = Path("runs/shortcuts"),
+    device: TrainDeviceOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -63,7 +72,7 @@ def shortcuts(
 
     settings = settings_of(
         ShortcutsSettings,
-        config=load_config(config),
+        config=on_device(load_config(config), device),
         variants=list(trainer or DEFAULT_VARIANTS),
         seeds=seeds,
         draws=draws,

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from attractor.cli._shared import JsonFlag, app, console
+from attractor.cli._shared import JsonFlag, TrainDeviceOption, app, console, on_device
 from attractor.cli.experiments import ForceFlag, emit_result, render_page
 
 _ConfigArg = Annotated[
@@ -35,10 +35,6 @@ _TrialsOption = Annotated[
     int | None, typer.Option(min=2, help="Trials in the search (overrides [stabilize] trials).")
 ]
 _NoReportOption = Annotated[bool, typer.Option("--no-report", help="Skip OUT/report.html.")]
-_DeviceOption = Annotated[
-    str | None,
-    typer.Option(help="Where trials train: auto, cpu, cuda or cuda:N (overrides [run] device)."),
-]
 
 
 @app.command()
@@ -47,7 +43,7 @@ def stabilize(
     out: _OutOption = None,
     sampler: _SamplerOption = None,
     trials: _TrialsOption = None,
-    device: _DeviceOption = None,
+    device: TrainDeviceOption = None,
     no_report: _NoReportOption = False,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
@@ -70,12 +66,7 @@ def stabilize(
     from attractor.stack.stabilize.settings import updated
 
     base, settings = load_stabilize(config)
-    if device is not None:
-        from attractor.config import parse_config
-
-        data = base.resolved()
-        data["run"]["device"] = device
-        base = parse_config(data, source="--device")  # a bad name: one line, exit 2
+    base = on_device(base, device)
     given = {"sampler": sampler, "trials": trials}
     settings = updated(settings, **{k: v for k, v in given.items() if v is not None})
     both = StabilizeRun(config=base, stabilize=settings)

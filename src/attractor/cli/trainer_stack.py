@@ -11,7 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from attractor.cli._shared import JsonFlag, app, console, number_list
+from attractor.cli._shared import (
+    JsonFlag,
+    TrainDeviceOption,
+    app,
+    console,
+    number_list,
+    on_device,
+)
 from attractor.cli.experiments import ForceFlag, emit_result, render_page
 
 _ConfigArg = Annotated[
@@ -79,6 +86,7 @@ def trainer2(
     sampler: _SamplerOption = None,
     sequential: _SequentialOption = False,
     threads: _ThreadsOption = None,
+    device: TrainDeviceOption = None,
     no_report: _NoReportOption = False,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
@@ -94,6 +102,7 @@ def trainer2(
     from attractor.stack import load_trainer2, run_trainer2, summary_lines
 
     base, settings = load_trainer2(config)
+    base = on_device(base, device)
     overrides = _overrides(
         trials,
         sampler_seeds,

@@ -11,7 +11,15 @@ from typing import Annotated, Any
 
 import typer
 
-from attractor.cli._shared import ConfigArg, JsonFlag, app, console, number_list
+from attractor.cli._shared import (
+    ConfigArg,
+    JsonFlag,
+    TrainDeviceOption,
+    app,
+    console,
+    number_list,
+    on_device,
+)
 from attractor.cli.experiments import ForceFlag, emit_result, render_page, settings_of
 from attractor.config import load_config
 from attractor.errors import UserError
@@ -77,6 +85,7 @@ def tangent(
     float64: _Float64Option = False,
     threads: _ThreadsOption = None,
     seed: _SeedOption = 0,
+    device: TrainDeviceOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -99,7 +108,7 @@ def tangent(
         raise UserError(f"--hyper: unknown '{unknown[0]}'; choose from {', '.join(HYPER_NAMES)}")
     settings = settings_of(
         TangentSettings,
-        config=load_config(config),
+        config=on_device(load_config(config), device),
         directions=directions,
         hypers=hypers,
         members=None if members is None else number_list(members, "--members", int),

@@ -41,9 +41,23 @@ def _read(config: Path) -> dict[str, Any]:
     return world
 
 
+_DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where the model this experiment trains (in OUT/run) trains: auto, cpu, cuda or "
+        "cuda:N (overrides [run] device). Rollouts run on the CPU.",
+    ),
+]
+
+
 @app.command()
 def world(
-    config: _ConfigArg, out: _OutOption = None, force: ForceFlag = False, as_json: JsonFlag = False
+    config: _ConfigArg,
+    out: _OutOption = None,
+    device: _DeviceOption = None,
+    force: ForceFlag = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """World level: does a trained model bring a world to one basin from any start?
 
@@ -58,7 +72,17 @@ def world(
     from attractor.experiments import default_out, run_experiment
     from attractor.experiments.world import WorldSettings
 
-    settings = settings_of(WorldSettings, **_read(config))
+    data = _read(config)
+    if device is not None:
+        if data.get("model") is not None:
+            raise UserError(
+                "--device places the model the world trains; with [world] model nothing is "
+                "trained (rollouts run on the CPU): drop --device"
+            )
+        train = dict(data.get("train", {}))
+        train["run"] = {**train.get("run", {}), "device": device}
+        data["train"] = train
+    settings = settings_of(WorldSettings, **data)
     out = out if out is not None else default_out("world", settings)
     store, results = run_experiment("world", settings, out, force=force, progress=not as_json)
     page = render_page(store.root, progress=not as_json)

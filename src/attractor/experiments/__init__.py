@@ -23,7 +23,6 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from attractor.config import Config
 from attractor.errors import UserError
 from attractor.runs.lock import hold
 from attractor.runs.results import Result
@@ -81,10 +80,31 @@ def get_experiment(name: str) -> Experiment[Any]:
 
 
 def default_out(name: str, settings: BaseModel) -> Path:
-    """``runs/<name>-<hash of the settings>``: a directory per distinct setting, never shared."""
+    """``runs/<name>-<hash of the settings>``: a directory per distinct setting, never shared
+    (placement such as ``device`` left out: :func:`~attractor.runs.identity.experiment_identity`).
+    """
     from attractor.runs.files import config_digest
+    from attractor.runs.identity import experiment_identity
 
-    return Path("runs") / f"{name}-{config_digest(settings.model_dump(mode='json'))[:10]}"
+    settings_json = experiment_identity(settings.model_dump(mode="json"))
+    return Path("runs") / f"{name}-{config_digest(settings_json)[:10]}"
+
+
+def _devices(settings: Any) -> list[str]:
+    """Every device the settings name: their own ``device`` and any ``run`` table's."""
+    found: list[str] = []
+    if isinstance(settings, dict):
+        for key, value in settings.items():
+            if key == "device" and isinstance(value, str):
+                found.append(value)
+            elif key == "run" and isinstance(value, dict) and isinstance(value.get("device"), str):
+                found.append(value["device"])
+            else:
+                found += _devices(value)
+    elif isinstance(settings, list):
+        for value in settings:
+            found += _devices(value)
+    return found
 
 
 def run_experiment(
@@ -103,9 +123,8 @@ def run_experiment(
         )
     if experiment.check is not None:
         experiment.check(settings)
-    config = getattr(settings, "config", None)
-    if isinstance(config, Config):
-        resolve_device(config.run.device)  # a GPU this machine lacks: refused before OUT exists
+    for device in _devices(settings.model_dump(mode="json")):
+        resolve_device(device)  # a GPU this machine lacks: refused before OUT exists
     RunStore(out).check_target(force, "experiment")  # refusals before the lock creates OUT
     with hold(out):  # one writer: a second experiment on OUT is refused, naming this pid
         store = RunStore.prepare_experiment(

@@ -46,6 +46,7 @@ from attractor.search import (
     task_region,
 )
 from attractor.search.continuous import pgd
+from attractor.search.models import placed
 from attractor.tasks.base import Task
 
 __all__ = [
@@ -146,15 +147,19 @@ def ensemble_spread(
     restarts: int = 8,
     steps: int = 50,
     seed: int = 0,
+    device: str = "cpu",
     progress: bool = False,
 ) -> Disagreement:
     """The inputs on which a run's members spread most (``mi``: mutual information, or
     ``pairwise_js``).
 
     Search and its equal-budget random baseline only: certificates compare two models.
-    ``progress``: a line on stderr as each begins (once the models and options are checked).
+    ``device``: where the members' forward and backward passes run (the search's own
+    tensors stay on the CPU). ``progress``: a line on stderr as each begins (once the
+    models and options are checked).
     """
-    models, the_task = load_members(run_dir)
+    members, the_task = load_members(run_dir)
+    models = [placed(m, device) for m in members]
     region = _region(the_task, eps, points, centers, clip)
     with Stages("diff", 2, progress) as stages:
         stages.begin(_search_stage(region.points, restarts, steps, f"{len(models)} members"))
@@ -253,6 +258,7 @@ def compare_models(
     seed: int = 0,
     centers: str | Path | None = None,
     clip: bool = True,
+    device: str = "cpu",
     progress: bool = False,
 ) -> Disagreement:
     """Search for and bound the disagreement of two models (specs as in ``search.load_model``).
@@ -266,6 +272,8 @@ def compare_models(
         method: certificate method: auto, differential, linear, optimized or interval.
         centers: a ``.npy`` file of ball centres instead of the test inputs.
         clip: intersect the balls with the training data's range.
+        device: where the search's and the baseline's forward and backward passes run; the
+            certificate is computed in float64 on the CPU wherever the models ran.
         progress: a line on stderr as search, baseline and certificate begin (once the
             models and options are checked, so a refusal is the only line).
     """
@@ -276,11 +284,10 @@ def compare_models(
     region = _region(the_task, eps, points, centers, clip)
     with Stages("diff", 3, progress) as stages:
         stages.begin(_search_stage(region.points, restarts, steps, "2 models"))
-        found = search_disagreement(model_a, model_b, region, objective, restarts, steps, seed=seed)
+        on_a, on_b = placed(model_a, device), placed(model_b, device)
+        found = search_disagreement(on_a, on_b, region, objective, restarts, steps, seed=seed)
         stages.begin(f"random baseline: {found.evaluations} evaluations")
-        baseline = sample_disagreement(
-            model_a, model_b, region, found.evaluations, objective, seed=seed
-        )
+        baseline = sample_disagreement(on_a, on_b, region, found.evaluations, objective, seed=seed)
         stages.begin(_certify_stage(region.points, budget_s))
         certificate, note = _certificate(model_a, model_b, region, method, budget_s, delta, seed)
     per_output = _per_output(model_a, model_b, found, region, certificate)

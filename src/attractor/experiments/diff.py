@@ -71,6 +71,11 @@ class DiffSettings(BaseModel):
         None, description="A .npy file of ball centres instead of the test inputs."
     )
     clip: bool = Field(True, description="Intersect the balls with the training data's range.")
+    device: str = Field(
+        "cpu",
+        description="Where the search runs the models: cpu, cuda, cuda:N or auto (placement: "
+        "not part of the directory's identity; certificates are float64 on the CPU).",
+    )
 
     @model_validator(mode="after")
     def _cheap_checks(self) -> DiffSettings:
@@ -110,6 +115,7 @@ def run(settings: DiffSettings, store: RunStore, progress: bool = False) -> list
                 restarts=s.restarts,
                 steps=s.steps,
                 seed=s.seed,
+                device=s.device,
                 progress=progress,
             )
         ]
@@ -129,6 +135,7 @@ def run(settings: DiffSettings, store: RunStore, progress: bool = False) -> list
             seed=s.seed,
             centers=s.centers,
             clip=s.clip,
+            device=s.device,
             progress=progress,
         )
     ]

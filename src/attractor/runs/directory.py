@@ -17,6 +17,7 @@ from attractor.config import SCHEMA_VERSION
 from attractor.errors import UserError
 from attractor.runs.checksums import content_sha256, sha256_file
 from attractor.runs.files import atomic_path, config_digest, versions, write_json
+from attractor.runs.identity import experiment_identity
 from attractor.runs.lock import LOCK, PID, hold
 from attractor.runs.owned import is_attractor_manifest, refuse_protected, remove_owned
 from attractor.runs.results import (
@@ -169,7 +170,7 @@ class Directory:
         store = cls(root)
         root = store.root
         store.check_target(force, "experiment")
-        digest = config_digest(config)
+        digest = config_digest(experiment_identity(config))
         with hold(root):  # re-entrant: run_experiment holds it for the whole experiment
             if store.contents():
                 try:
@@ -177,7 +178,9 @@ class Directory:
                 except (OSError, UnicodeDecodeError, json.JSONDecodeError):
                     old = {}
                 old = old if isinstance(old, dict) else {}
-                if old.get("experiment") == experiment and old.get("config_hash") == digest:
+                # Directories written before placement left the hash kept the whole config's.
+                known = (digest, config_digest(config))
+                if old.get("experiment") == experiment and old.get("config_hash") in known:
                     store._remove_stale_temporaries()
                     return store
                 if not force:

@@ -50,29 +50,11 @@ from attractor.runs.checksums import (
 )
 from attractor.runs.directory import MANIFEST, Directory
 from attractor.runs.files import atomic_path, versions
+from attractor.runs.identity import identity
 from attractor.runs.lock import hold
 from attractor.runs.owned import refuse_protected, remove_owned
 
 FINISHED = ("done", "diverged")
-#: Settings that say where and how a run executes or is recorded, never what it computes
-#: (a member depends only on its plan row): a run may resume with other values of these.
-PLACEMENT: dict[str, tuple[str, ...] | None] = {
-    # device: results agree across devices to float tolerance, not bitwise (README).
-    "run": ("backend", "workers", "num_cpus", "ray_address", "max_retries", "device"),
-    "track": None,  # the whole section
-}
-
-
-def identity(resolved: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config without its placement settings: what must match to resume a run."""
-    kept = {k: dict(v) if isinstance(v, dict) else v for k, v in resolved.items()}
-    for section, keys in PLACEMENT.items():
-        if keys is None:
-            kept.pop(section, None)
-        elif isinstance(kept.get(section), dict):
-            for key in keys:
-                kept[section].pop(key, None)
-    return kept
 
 
 def snapshot_bytes(member: int, step: int, tensors: dict[str, torch.Tensor]) -> bytes:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from attractor.errors import UserError
 from attractor.measure.lm_compare import position_stats
 from attractor.search.token_contexts import Found, Scorer, keep_best
 from attractor.tasks.lm_models import LanguageModel
@@ -25,11 +24,8 @@ __all__ = ["gcg", "swap_scores"]
 
 
 def _last_logits(model: LanguageModel, onehot: Tensor) -> Tensor:
-    if model.embeddings is None:
-        raise UserError(
-            f"token search (gcg) needs a model with input embeddings; {model.name!r} has none"
-        )
-    return model.logits_from_embeddings(onehot @ model.embeddings.weight)[:, -1]
+    """The last position's logits ``[batch, vocab]``, back on ``onehot``'s device."""
+    return model.logits_from_embeddings(model.embed(onehot), out=onehot.device)[:, -1]
 
 
 def swap_scores(

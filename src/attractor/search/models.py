@@ -7,6 +7,7 @@ then ``@`` perturbations) is in :mod:`attractor.search.spec`, the perturbations 
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -27,13 +28,39 @@ from attractor.tasks.base import Task
 __all__ = [
     "PERTURBATIONS",
     "MeanModel",
+    "Placed",
     "ModelSpec",
     "check_compatible",
     "load_members",
     "load_model",
     "load_pair",
     "parse_spec",
+    "placed",
 ]
+
+
+class Placed(nn.Module):
+    """``model`` computing on ``device`` for callers whose tensors stay on the CPU: inputs go
+    to the device, logits come back; gradients flow through both moves (PGD's ascent).
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.inner = copy.deepcopy(model).to(device)
+        self.device = device
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x.to(self.device)).to(x.device)
+
+
+def placed(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
+    """``model`` itself on the CPU, else a :class:`Placed` copy on ``device`` (``auto``: CUDA
+    when available; a GPU this machine lacks is one line).
+    """
+    from attractor.training.device import resolve_device
+
+    where = resolve_device(str(device))
+    return model if where.type == "cpu" else Placed(model, where)
 
 
 class MeanModel(nn.Module):

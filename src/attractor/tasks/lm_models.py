@@ -94,18 +94,50 @@ class LanguageModel:
     embeddings: nn.Embedding | None = None
     hf: Any = None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model computes (the CPU for a model without parameters)."""
+        first = next(self.module.parameters(), None)
+        return torch.device("cpu") if first is None else first.device
+
+    def to(self, device: torch.device) -> LanguageModel:
+        """Compute on ``device`` from now on (the modules move in place); callers keep their
+        tensors where they are: inputs are moved in and logits come back to the inputs'
+        device.
+        """
+        self.module.to(device)
+        if self.hf is not None:
+            self.hf.to(device)
+        return self
+
     @torch.no_grad()
     def logits(self, input_ids: Tensor) -> Tensor:
-        """Logits ``[batch, T, vocab]`` of ``input_ids [batch, T]`` (T at most ``context``)."""
-        return self.module(input_ids)
+        """Logits ``[batch, T, vocab]`` of ``input_ids [batch, T]`` (T at most ``context``), on
+        the device ``input_ids`` is on.
+        """
+        return self.module(input_ids.to(self.device)).to(input_ids.device)
 
-    def logits_from_embeddings(self, embeds: Tensor) -> Tensor:
-        """Logits from input embeddings ``[batch, T, width]`` (differentiable; for token search)."""
+    def embed(self, onehot: Tensor) -> Tensor:
+        """Input embeddings ``[batch, T, width]`` of one-hot rows ``[batch, T, vocab]`` on the
+        model's device (differentiable in ``onehot``; for token search).
+        """
+        if self.embeddings is None:
+            raise UserError(
+                f"token search (gcg) needs a model with input embeddings; {self.name!r} has none"
+            )
+        weight = self.embeddings.weight
+        return onehot.to(weight.device, weight.dtype) @ weight
+
+    def logits_from_embeddings(self, embeds: Tensor, out: torch.device | None = None) -> Tensor:
+        """Logits from input embeddings ``[batch, T, width]`` (differentiable; for token
+        search), moved to ``out`` (default: where ``embeds`` are).
+        """
         if self.hf is None:
             raise UserError(
                 f"model {self.name!r} is not a Hugging Face model, so token search cannot run on it"
             )
-        return self.hf(inputs_embeds=embeds, use_cache=False).logits
+        logits = self.hf(inputs_embeds=embeds.to(self.device), use_cache=False).logits
+        return logits.to(embeds.device if out is None else out)
 
 
 def load_local_model(spec: str) -> LanguageModel:

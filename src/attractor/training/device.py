@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 
 import torch
 from torch import Tensor
@@ -27,6 +28,8 @@ def resolve_device(spec: str) -> torch.device:
     """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda`` or ``cuda:N``; a CUDA
     device this machine lacks is refused in one line.
     """
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
+        raise UserError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
     if spec == "auto":
         spec = "cuda" if torch.cuda.is_available() else "cpu"
     if spec.startswith("cuda"):
