@@ -18,6 +18,7 @@ from torch import Tensor
 
 from attractor.config import TaskConfig
 from attractor.tasks import TASKS, Task, build_task
+from tests.image_files import FAKE_DATA
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -38,7 +39,15 @@ TINY: dict[str, dict[str, Any]] = {
     "tiny-lm": {"layers": 1, "heads": 1, "width": 8, "context": 8, "windows_per_document": 1},
     "cartpole-lqr": {"hidden": [8], "samples": 64},
     "denoise-digits": {"hidden": [8], "draws": 1, "timesteps": 10},
+    "digits-cnn": {"width": 4},
+    "mnist-lenet": {"train_examples": 20},
+    "cifar10-resnet20": {"depth": 8, "width": 4},
+    "cifar10-vgg": {"augment": False},
+    "image-folder": {"image_size": 16, "model": "lenet"},
+    "image-folder@resnet": {"image_size": 8, "depth": 8, "width": 4, "augment": True},
 }
+#: Tasks that read the user's files get ``root`` from :func:`file_roots`: small fake files
+#: in their format (tests/image_files.py), written once per module.
 #: Tasks whose model needs an optional extra: name -> module.
 NEEDS = {"tiny-lm": "transformers"}
 BATCH = 4
@@ -48,11 +57,24 @@ def _registry(key: str) -> str:
     return key.partition("@")[0]
 
 
-def _build(key: str) -> Task:
-    module = NEEDS.get(_registry(key))
+def _build(key: str, roots: dict[str, str]) -> Task:
+    name = _registry(key)
+    module = NEEDS.get(name)
     if module is not None and importlib.util.find_spec(module) is None:
-        pytest.skip(f"task {_registry(key)!r} needs {module}")
-    return build_task(TaskConfig(name=_registry(key), **TINY[key]))
+        pytest.skip(f"task {name!r} needs {module}")
+    root = {"root": roots[name]} if name in roots else {}
+    return build_task(TaskConfig(name=name, **TINY[key], **root))
+
+
+@pytest.fixture(scope="module")
+def file_roots(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Task name -> a folder of fake files that task reads, for tasks with a ``root``."""
+    roots = {}
+    for name, write in FAKE_DATA.items():
+        root = tmp_path_factory.mktemp(name)
+        write(root)
+        roots[name] = str(root)
+    return roots
 
 
 @pytest.fixture(params=sorted(TINY), scope="module")
@@ -62,8 +84,8 @@ def key(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def task(key: str) -> Task:
-    return _build(key)
+def task(key: str, file_roots: dict[str, str]) -> Task:
+    return _build(key, file_roots)
 
 
 def _fresh_model(task: Task, seed: int = 0) -> torch.nn.Module:
@@ -108,8 +130,10 @@ class TestTask:
             assert logits.shape == (*task.y_test[:BATCH].shape, task.num_classes)
         assert logits.dtype.is_floating_point and torch.isfinite(logits).all()
 
-    def test_same_options_give_the_same_data_and_model(self, key: str, task: Task) -> None:
-        again = _build(key)
+    def test_same_options_give_the_same_data_and_model(
+        self, key: str, task: Task, file_roots: dict[str, str]
+    ) -> None:
+        again = _build(key, file_roots)
         first, second = _tensors(task), _tensors(again)
         assert first.keys() == second.keys()
         for name, value in first.items():

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from attractor.config import load_config, parse_config
+from attractor.config import Config, TaskConfig, load_config, parse_config
+from attractor.errors import UserError
 from attractor.plan import build_plan
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.launch import train
@@ -54,8 +55,29 @@ def _check_evaluator_example(path: Path) -> None:
     assert len(drawn) == settings.examples
 
 
+def _with_fake_image_files(config: Config, tmp_path: Path) -> Config:
+    """``config`` itself, or, where its task reads the user's image files (``root``) and no
+    such folder is in the repository: the config with ``root`` pointing at small fake files
+    in that task's format. The config as written must fail only for the missing data, with
+    the one-line error naming its root; everything else is then checked as for any example.
+    """
+    from tests.image_files import FAKE_DATA
+
+    writer = FAKE_DATA.get(config.task.name)
+    root = config.task.options.get("root")
+    if writer is None or (root is not None and Path(root).exists()):
+        return config
+    with pytest.raises(UserError, match="set \\[task\\] root"):
+        build_task(config.task)
+    writer(tmp_path / "data")
+    task = TaskConfig(**{**config.task.model_dump(), "root": str(tmp_path / "data")})
+    return config.model_copy(update={"task": task})
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_example_configs_build_their_plans(
+    path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(ROOT)  # user-task example imports examples/my_task.py from the repo root
     if "world" in tomllib.loads(path.read_text()):
         _check_world_example(path)
@@ -76,6 +98,7 @@ def test_example_configs_build_their_plans(path: Path, monkeypatch: pytest.Monke
         if "trainer2" in tomllib.loads(path.read_text())
         else load_config(path)
     )
+    config = _with_fake_image_files(config, tmp_path)
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
     assert len(plan) == config.plan.members

@@ -5,7 +5,6 @@ augmentation, and the image tasks built through the registry.
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -28,71 +27,17 @@ from attractor.tasks.images import (
     stratified_subset,
 )
 from tests.conftest import CliResult, assert_user_error, write_toml
+from tests.image_files import (
+    IDX_CODES,
+    IDX_NAMES,
+    cifar_records,
+    idx_bytes,
+    write_cifar10,
+    write_mnist,
+    write_png,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-IDX_NAMES = (
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-)
-IDX_CODES = {np.dtype("u1"): 0x08, np.dtype("i1"): 0x09, np.dtype(">i2"): 0x0B}
-IDX_CODES |= {np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """The IDX encoding of ``array``, written by hand from the format's description."""
-    big = array.astype(array.dtype.newbyteorder(">"))
-    header = bytes([0, 0, IDX_CODES[big.dtype], array.ndim])
-    return header + np.array(array.shape, dtype=">u4").tobytes() + big.tobytes()
-
-
-def write_mnist(
-    root: Path, gz: bool = False, n: tuple[int, int] = (30, 12), side: int = 28
-) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(1)
-    arrays = {
-        IDX_NAMES[0]: rng.integers(0, 256, (n[0], side, side), dtype=np.uint8),
-        IDX_NAMES[1]: np.arange(n[0], dtype=np.uint8) % 10,
-        IDX_NAMES[2]: rng.integers(0, 256, (n[1], side, side), dtype=np.uint8),
-        IDX_NAMES[3]: (np.arange(n[1], dtype=np.uint8) * 3) % 10,
-    }
-    root.mkdir(parents=True, exist_ok=True)
-    for name, array in arrays.items():
-        data = idx_bytes(array)
-        if gz:
-            (root / f"{name}.gz").write_bytes(gzip.compress(data))
-        else:
-            (root / name).write_bytes(data)
-    return arrays
-
-
-def cifar_records(n: int, label_bytes: int, classes: tuple[int, ...], seed: int) -> np.ndarray:
-    """``uint8 [n, label_bytes + 3072]`` records: labels, then random pixels."""
-    rng = np.random.default_rng(seed)
-    records = rng.integers(0, 256, (n, label_bytes + 3072), dtype=np.uint8)
-    for b, k in enumerate(classes):
-        records[:, b] = rng.integers(0, k, n)
-    return records
-
-
-def write_cifar10(folder: Path, per_file: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    folder.mkdir(parents=True)
-    train = [cifar_records(per_file, 1, (10,), seed) for seed in range(5)]
-    test = cifar_records(per_file + 1, 1, (10,), 9)
-    for i, records in enumerate(train, start=1):
-        (folder / f"data_batch_{i}.bin").write_bytes(records.tobytes())
-    (folder / "test_batch.bin").write_bytes(test.tobytes())
-    return np.concatenate(train), test
-
-
-def write_png(path: Path, pixels: np.ndarray) -> None:
-    from PIL import Image
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels).save(path)
-
 
 # --- IDX ----------------------------------------------------------------------------------
 
