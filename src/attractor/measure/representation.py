@@ -5,6 +5,12 @@
 
 (:func:`~attractor.measure.activations.collect_activations` takes the activations.)
 
+Conv layers: feature maps ``[n, C, H, W]`` are compared flattened to ``[n, C * H * W]``
+(each channel at each position a feature), as Kornblith et al. (2019) compare the layers of
+conv nets; linear CKA is invariant to orthogonal transformations of the features, so two
+nets whose channels differ only by a permutation score 1. Flattening keeps every feature, so
+memory grows with ``n * C * H * W``: pass fewer examples or name fewer layers for big maps.
+
 Two estimators of the same population quantity (HSIC with linear kernels, normalized):
 
 * ``debiased=False``: the biased HSIC estimator ``tr(K H L H) / (n - 1)^2`` of Gretton et
@@ -138,6 +144,9 @@ def member_cka(
     debiased: bool = False,
 ) -> dict[str, Tensor]:
     """Pairwise CKA matrices ``{layer: [members, members]}`` on ``x`` (default the test split).
+
+    ``layers`` default to :func:`~attractor.measure.activations.default_layers` (for a ResNet:
+    the stem, each residual block's output, the pooled features).
 
     References:
         Kornblith et al. (2019), "Similarity of Neural Network Representations Revisited".

@@ -16,6 +16,12 @@ compared with the unperturbed member on the same inputs:
 
 Masks and noise come from :mod:`attractor.seeds` keyed by (kind, level, seed, member), so a
 member's curve does not depend on which other members or levels are measured.
+
+Convolutional and residual nets work the same way: dropout drops whole input channels of
+every conv (and input units of every linear layer) after the first, DropConnect drops
+kernel entries, noise and quantization act on every parameter tensor; BatchNorm's running
+statistics are buffers and are never perturbed, and the template runs in eval mode, so
+they normalize as in training (:mod:`attractor.measure.perturbations`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from attractor.measure.curve_intervals import (
 )
 from attractor.measure.perturbations import (
     KINDS,
+    HiddenInputs,
     Perturbation,
     check_levels,
     dropconnect,
@@ -235,7 +242,7 @@ def _check_samples(kind: str, samples: int) -> int:
 
 def _inputs(
     ens: Ensemble, kind: str, x: Tensor | None, y: Tensor | None, members: list[int] | None
-) -> tuple[Tensor, Tensor, list[int], Callable[[Params, Params, Tensor], Tensor], set[str]]:
+) -> tuple[Tensor, Tensor, list[int], Callable[[Params, Params, Tensor], Tensor], HiddenInputs]:
     """Inputs and targets (default: test split), members, the batched forward, hidden inputs."""
     if (x is None) != (y is None):
         raise UserError("give both x and y, or neither (the task's test split)")
@@ -246,7 +253,10 @@ def _inputs(
     template = ens.task.make_model().eval()
     forward, hidden = batched_forward(template), hidden_inputs(template)
     if kind == "dropout" and not hidden:
-        raise UserError("dropout needs a model with a hidden nn.Linear layer; this one has none")
+        raise UserError(
+            "dropout needs a model with a linear or conv layer after its first one (their "
+            "inputs are the hidden units); this one has none"
+        )
     return x, y, members, forward, hidden
 
 
@@ -260,7 +270,7 @@ class _Copies:
         buffers: Params,
         x: Tensor,
         y: Tensor,
-        hidden: set[str],
+        hidden: HiddenInputs,
     ) -> None:
         self.forward, self.params, self.buffers = forward, params, buffers
         self.x, self.y, self.hidden = x, y, hidden
