@@ -42,6 +42,14 @@ def measure(
         ),
     ] = None,
     draws: DrawsOption = 500,
+    lmc_repair: Annotated[
+        str,
+        typer.Option(
+            help="BatchNorm statistics of each network on the LMC paths: reset (recompute on "
+            "training data; nothing to do without BatchNorm), repair (REPAIR: also match each "
+            "unit's mean and std to the ends') or none."
+        ),
+    ] = "reset",
     device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
@@ -51,15 +59,23 @@ def measure(
     RUN_DIR/measures.json (summary with 95% multi-bootstrap intervals).
     """
     from attractor.measure.dispatch import measure_run
+    from attractor.measure.repair import REPAIRS
     from attractor.measure.spread import MeasureOptions
     from attractor.runs.ensemble import Ensemble
 
     check_split(split)
+    if lmc_repair not in REPAIRS:
+        raise UserError(f"--lmc-repair must be one of {', '.join(REPAIRS)}, not '{lmc_repair}'")
     chosen = (
         None if layers is None else [name.strip() for name in layers.split(",") if name.strip()]
     )
     ens = Ensemble.load(run_dir, device=device)
-    options = MeasureOptions(split=split, layers=chosen, draws=draws)  # type: ignore[arg-type]
+    options = MeasureOptions(
+        split=split,  # type: ignore[arg-type]
+        layers=chosen,
+        draws=draws,
+        lmc_repair=lmc_repair,
+    )
     measures = measure_run(ens, options, progress=not as_json)
     paths = ens.store.write(measures)
     title = f"{ens.config.task.name}: {len(ens.members)} members, {split} split"

@@ -1,14 +1,16 @@
-"""Permutation symmetry of MLPs: which layers can be permuted, and weight matching to align them.
+"""Permutation symmetry: weight matching to align two networks' hidden units and channels.
 
-Hidden units of an MLP can be permuted without changing its function. :func:`linear_chain`
-says whether a model is such an MLP, :func:`permute` reorders its hidden units, and
-:func:`align` finds, layer by layer, the permutation of model B's hidden units that brings
-its weights closest to model A's (weight matching).
+Hidden units (channels) of a network can be permuted without changing its function.
+:func:`align` finds the permutation of model B's units that brings its weights closest to
+model A's (weight matching over the model's permutation spec,
+:mod:`attractor.measure.permutation_spec`: MLPs, LeNet, VGG, ResNet).
+:func:`linear_chain` and :func:`permute` are the MLP-only helpers (a state dict alone,
+no model).
 
     permuted_b, perms = align(state_a, state_b, ens.task.make_model())
 
-Permutations are index tensors keyed by the ``nn.Linear`` whose output units they
-reorder: unit ``i`` of the permuted network is unit ``perms[name][i]`` of the original.
+Permutations are index tensors keyed by the module whose outputs they reorder: unit
+``i`` of the permuted network is unit ``perms[name][i]`` of the original.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from attractor.errors import UserError
+from attractor.measure.permutation_spec import (
+    PermutationSpec,
+    block_index,
+    permutation_spec,
+    permute_state,
+)
 from attractor.training.forward import ELEMENTWISE
 
-__all__ = ["Perms", "State", "align", "linear_chain", "permute"]
+__all__ = ["Perms", "State", "align", "linear_chain", "permute", "weight_matching"]
 
 State = dict[str, Tensor]
 Perms = dict[str, Tensor]
@@ -146,84 +154,97 @@ def permute(state: State, perms: Perms, layers: list[str] | None = None) -> Stat
 
 
 class _Matching:
-    """Weight matching of B onto A for one MLP; ``perms[k]`` reorders hidden layer ``k`` of B."""
+    """Weight matching of B onto A over a permutation spec; only parameters are compared.
 
-    def __init__(self, state_a: State, state_b: State, layers: list[str]) -> None:
-        def arrays(state: State, part: str) -> list[np.ndarray | None]:
-            return [
-                state[f"{layer}.{part}"].double().numpy() if f"{layer}.{part}" in state else None
-                for layer in layers
-            ]
+    Every permutation's units are compared through every ``(tensor, axis)`` it reorders:
+    the tensor is moved to put that axis first and flattened to ``[units, rest]`` (a
+    flattened-conv axis of ``units * block`` entries groups each unit's block with it).
+    """
 
-        self.w_a, self.w_b = arrays(state_a, "weight"), arrays(state_b, "weight")
-        self.b_a, self.b_b = arrays(state_a, "bias"), arrays(state_b, "bias")
-        self.hidden = len(layers) - 1
+    def __init__(self, spec: PermutationSpec, state_a: State, state_b: State) -> None:
+        self.spec = spec
+        names = [t for t in spec.axes if t in spec.parameters]
+        self.a = {t: state_a[t].detach().double().cpu().numpy() for t in names}
+        self.b = {t: state_b[t].detach().double().cpu().numpy() for t in names}
+        self.uses = {
+            p: [(t, axis) for t, axis in uses if t in self.a]
+            for p, uses in spec.perm_axes().items()
+        }
 
-    def similarity(self, k: int, perms: list[np.ndarray], outgoing: bool = True) -> np.ndarray:
-        """``[units of A, units of B]``: incoming (+ outgoing) weight products of hidden layer
-        ``k``.
+    def _permuted_b(self, tensor: str, perms: dict[str, np.ndarray], skip: int) -> np.ndarray:
+        """B's ``tensor`` with every axis but ``skip`` permuted by the current ``perms``."""
+        value = self.b[tensor]
+        for index, axis in enumerate(self.spec.axes[tensor]):
+            if index != skip and axis is not None and axis.perm in perms:
+                order = block_index(torch.from_numpy(perms[axis.perm]), axis.block).numpy()
+                value = np.take(value, order, axis=index)
+        return value
+
+    def similarity(
+        self, perm: str, perms: dict[str, np.ndarray], incoming: bool = False
+    ) -> np.ndarray:
+        """``[units of A, units of B]``: summed products of every tensor ``perm`` reorders.
+
+        With ``incoming``, only tensors whose axis 0 it reorders (a layer's own weights,
+        bias, BatchNorm) and whose other axes are already in ``perms``.
         """
-        w_a, w_b, b_a, b_b = self.w_a, self.w_b, self.b_a, self.b_b
-        incoming = w_b[k] if k == 0 else w_b[k][:, perms[k - 1]]
-        sim = w_a[k] @ incoming.T
-        if b_a[k] is not None:
-            sim += np.outer(b_a[k], b_b[k])
-        if outgoing:
-            after = w_b[k + 1] if k + 1 == self.hidden else w_b[k + 1][perms[k + 1]]
-            sim += w_a[k + 1].T @ after
+        n = self.spec.perms[perm]
+        sim = np.zeros((n, n))
+        for tensor, index in self.uses[perm]:
+            axes = self.spec.axes[tensor]
+            if incoming and (
+                index != 0 or any(a is not None and a.perm not in perms for a in axes[1:])
+            ):
+                continue
+            a = np.moveaxis(self.a[tensor], index, 0).reshape(n, -1)
+            b = np.moveaxis(self._permuted_b(tensor, perms, index), index, 0).reshape(n, -1)
+            sim += a @ b.T
         return sim
 
-    def objective(self, perms: list[np.ndarray]) -> float:
-        """``<A, P(B)>`` over every weight and bias: what matching maximizes."""
-        total = 0.0
-        for k in range(self.hidden + 1):
-            rows = perms[k] if k < self.hidden else slice(None)
-            cols = perms[k - 1] if k > 0 else slice(None)
-            total += float((self.w_a[k] * self.w_b[k][rows][:, cols]).sum())
-            if self.b_a[k] is not None:
-                total += float(self.b_a[k] @ self.b_b[k][rows])
-        return total
+    def objective(self, perms: dict[str, np.ndarray]) -> float:
+        """``<A, P(B)>`` over every parameter: what matching maximizes."""
+        return float(sum((self.a[t] * self._permuted_b(t, perms, -1)).sum() for t in self.a))
 
-    def forward_start(self) -> list[np.ndarray]:
-        """Match layer by layer from the input on, by incoming weights only.
+    def forward_start(self) -> dict[str, np.ndarray]:
+        """Match permutation by permutation in forward order, by incoming weights only.
 
-        Needs no guess for the later layers, so for an exactly permuted copy every step
-        is exact (the identity start can stall in a wrong local optimum).
+        Needs no guess for later layers, so for an exactly permuted copy every step is
+        exact (the identity start can stall in a wrong local optimum).
         """
-        perms: list[np.ndarray] = []
-        for k in range(self.hidden):
-            perms.append(
-                linear_sum_assignment(self.similarity(k, perms, outgoing=False), maximize=True)[1]
-            )
+        perms: dict[str, np.ndarray] = {}
+        for perm in self.spec.perms:
+            sim = self.similarity(perm, perms, incoming=True)
+            perms[perm] = linear_sum_assignment(sim, maximize=True)[1]
         return perms
 
     def descend(
-        self, perms: list[np.ndarray], rng: np.random.Generator, max_iter: int
-    ) -> list[np.ndarray]:
-        """Coordinate ascent over hidden layers in random order until a pass changes nothing."""
-        perms = list(perms)
+        self, perms: dict[str, np.ndarray], rng: np.random.Generator, max_iter: int
+    ) -> dict[str, np.ndarray]:
+        """Coordinate ascent over permutations in random order until a pass changes nothing."""
+        perms = dict(perms)
+        names = list(self.spec.perms)
         for _ in range(max_iter):
             changed = False
-            for k in rng.permutation(self.hidden):
-                best = linear_sum_assignment(self.similarity(k, perms), maximize=True)[1]
-                if not np.array_equal(best, perms[k]):
-                    perms[k], changed = best, True
+            for k in rng.permutation(len(names)):
+                best = linear_sum_assignment(self.similarity(names[k], perms), maximize=True)[1]
+                if not np.array_equal(best, perms[names[k]]):
+                    perms[names[k]], changed = best, True
             if not changed:
                 break
         return perms
 
 
-def align(
-    state_a: State, state_b: State, model_template: nn.Module, max_iter: int = 100, seed: int = 0
-) -> tuple[State, Perms]:
-    """Permute model B's hidden units to match model A's by weight matching.
+def weight_matching(
+    spec: PermutationSpec, state_a: State, state_b: State, max_iter: int = 100, seed: int = 0
+) -> Perms:
+    """Permutations of B's units that bring its parameters closest to A's (weight matching).
 
-    For hidden layer ``l`` with the other permutations fixed, the similarity of A's unit
-    ``i`` and B's unit ``j`` is the dot product of their incoming weights (row of ``W_l``
-    with B's columns already permuted by layer ``l-1``, plus the biases) plus that of their
-    outgoing weights (column of ``W_{l+1}`` with B's rows permuted by layer ``l+1``);
-    ``linear_sum_assignment`` maximizes its sum. Layers are visited in random order
-    (``seed``) until a full pass changes nothing or ``max_iter`` passes.
+    Holding the other permutations fixed, the similarity of A's unit ``i`` and B's unit
+    ``j`` under one permutation is the sum, over every parameter that permutation reorders
+    (:meth:`PermutationSpec.perm_axes`), of the dot product of the slices of A and of
+    (otherwise permuted) B at ``i`` and ``j``; ``linear_sum_assignment`` maximizes its sum.
+    Permutations are visited in random order (``seed``) until a full pass changes nothing
+    or ``max_iter`` passes.
 
     Coordinate ascent is a local search, so it runs from two starts and keeps the better
     end: the identity (Ainsworth et al.'s start, so the aligned distance never exceeds
@@ -232,32 +253,65 @@ def align(
     34 of 400 random MLPs with 1-4 hidden layers of width 2-39 stalled short of it).
 
     Args:
-        state_a: reference weights (``ens.params(member, step)``).
-        state_b: weights to permute, same architecture.
-        model_template: the task's model (``ens.task.make_model()``), used to check that it
-            is an MLP and that both states belong to it.
-        max_iter: most passes over the layers per start.
-        seed: order in which layers are visited.
+        spec: the model's permutation spec.
+        state_a: reference parameters and buffers; state_b: the same names and shapes.
+        max_iter: most passes over the permutations per start.
+        seed: order in which permutations are visited.
 
     Returns:
-        ``(permuted_state_b, perms)``; ``perms`` as in :func:`permute` for every hidden layer.
-
-    Raises:
-        UserError: the model is not an MLP or a state does not match it.
+        ``{perm: int64 [units]}`` for every permutation of ``spec``, as
+        :func:`~attractor.measure.permutation_spec.permute_state` takes them.
 
     References:
         Ainsworth, Hayase & Srinivasa (2023), "Git Re-Basin: Merging Models modulo
-        Permutation Symmetries" (weight matching, Algorithm 1).
+        Permutation Symmetries", ICLR (weight matching, Algorithm 1).
     """
-    layers = linear_chain(model_template)
-    _check_matches(state_a, model_template, "model A")
-    _check_matches(state_b, model_template, "model B")
-    matching = _Matching(state_a, state_b, layers)
-    identity = [np.arange(w.shape[0]) for w in matching.w_a[: matching.hidden]]
+    matching = _Matching(spec, state_a, state_b)
+    identity = {p: np.arange(n) for p, n in spec.perms.items()}
     ends = [
         matching.descend(start, np.random.default_rng(seed), max_iter)
         for start in (identity, matching.forward_start())
     ]
     best = max(ends, key=matching.objective)
-    named = {layer: torch.from_numpy(p).long() for layer, p in zip(layers, best, strict=False)}
-    return permute(state_b, named, layers), named
+    return {p: torch.from_numpy(best[p]).long() for p in spec.perms}
+
+
+def align(
+    state_a: State, state_b: State, model_template: nn.Module, max_iter: int = 100, seed: int = 0
+) -> tuple[State, Perms]:
+    """Permute model B's hidden units (channels) to match model A's by weight matching.
+
+    Works for every model :func:`~attractor.measure.permutation_spec.permutation_spec`
+    takes: MLPs and other flat ``nn.Sequential`` chains (LeNet, VGG), and attractor's
+    ResNet (the residual stream shares one permutation). Running statistics of BatchNorm
+    are permuted with their channels but not matched (:func:`weight_matching`).
+
+    Args:
+        state_a: reference weights (``ens.params(member, step)``).
+        state_b: weights to permute, same architecture.
+        model_template: the task's model (``ens.task.make_model()``), used to derive the
+            spec and to check that both states belong to it.
+        max_iter: most passes over the permutations per start.
+        seed: order in which permutations are visited.
+
+    Returns:
+        ``(permuted_state_b, perms)``; ``perms`` keyed by the module whose outputs each
+        reorders (for an MLP, every hidden ``nn.Linear``, as :func:`permute` takes them).
+
+    Raises:
+        UserError: the model has no spec or no hidden units, or a state does not match it.
+
+    References:
+        Ainsworth, Hayase & Srinivasa (2023), "Git Re-Basin: Merging Models modulo
+        Permutation Symmetries", ICLR (weight matching, Algorithm 1).
+    """
+    spec = permutation_spec(model_template)
+    if not spec.perms:
+        raise UserError(
+            f"permutation alignment needs a hidden layer; this {type(model_template).__name__} "
+            "has none"
+        )
+    _check_matches(state_a, model_template, "model A")
+    _check_matches(state_b, model_template, "model B")
+    perms = weight_matching(spec, state_a, state_b, max_iter, seed)
+    return permute_state(spec, dict(state_b), perms), perms

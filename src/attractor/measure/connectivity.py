@@ -15,10 +15,18 @@ error) of ``(1 - alpha) * a + alpha * b`` stays as low as at the ends for every 
 Every point of the path is evaluated in one batched forward pass: the interpolated
 parameters are stacked ``[points, ...]`` like the members of an ensemble.
 
+Interpolated networks with BatchNorm need their statistics repaired before they are
+measured (:mod:`attractor.measure.repair`): ``repair="reset"`` (the default of
+:func:`lmc`) recomputes BatchNorm's running statistics at every point on training data,
+``"repair"`` also applies REPAIR. A network without BatchNorm is not touched by
+``"reset"``, so MLP curves are the same as without it.
+
 References:
     Frankle, Dziugaite, Roy & Carbin, "Linear Mode Connectivity and the Lottery Ticket
     Hypothesis", ICML 2020; Entezari, Sedghi, Saukh & Neyshabur, "The Role of Permutation
-    Invariance in Linear Mode Connectivity of Neural Networks", ICLR 2022.
+    Invariance in Linear Mode Connectivity of Neural Networks", ICLR 2022; Ainsworth,
+    Hayase & Srinivasa, "Git Re-Basin", ICLR 2023; Jordan, Sedghi, Saukh, Entezari &
+    Neyshabur, "REPAIR", ICLR 2023.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from attractor.errors import UserError
+from attractor.measure.repair import REPAIRS, RepairData, batchnorm_layers, repair_path
 from attractor.runs.ensemble import Ensemble
 from attractor.tasks.base import Task
 from attractor.training.forward import Params, batched_forward
@@ -86,6 +96,8 @@ def path_curve(
     x: Tensor,
     y: Tensor,
     points: int = 30,
+    repair: str = "none",
+    repair_data: RepairData | None = None,
 ) -> pd.DataFrame:
     """Mean loss (and error, for classification tasks) at ``points`` evenly spaced alphas.
 
@@ -95,6 +107,11 @@ def path_curve(
         state_a, state_b: parameters and buffers of the two ends (``ens.params(m)``).
         x: ``[batch, ...]`` inputs; y: ``[batch, ...]`` targets.
         points: path points including both ends (``>= 2``).
+        repair: ``"none"``, ``"reset"`` or ``"repair"``
+            (:func:`~attractor.measure.repair.repair_path`), applied to every point,
+            both ends included.
+        repair_data: training inputs the statistics are recomputed on (needed unless
+            ``repair`` is ``"none"``); default 10 seeded batches of 128 of ``task.x_train``.
 
     Returns:
         One row per point: ``alpha``, ``loss``, and ``error`` (share of wrong argmax
@@ -105,6 +122,11 @@ def path_curve(
     alphas = torch.linspace(0.0, 1.0, points, dtype=torch.float64)
     alphas[-1] = 1.0  # exactly the end, whatever linspace rounds to
     stacked = interpolate(state_a, state_b, alphas)
+    if repair != "none":
+        data = RepairData.sample(task.x_train) if repair_data is None else repair_data
+        states = [{k: v[i] for k, v in stacked.items()} for i in range(points)]
+        states = repair_path(repair, model_template, states, alphas, (state_a, state_b), data)
+        stacked = {k: torch.stack([s[k] for s in states]) for k in stacked}
     names = {name for name, _ in model_template.named_parameters()}
     params: Params = {k: v for k, v in stacked.items() if k in names}
     buffers: Params = {k: v for k, v in stacked.items() if k not in names}
@@ -184,6 +206,10 @@ class LMCResult:
         aligned_curve: the path from ``a`` to ``b`` with ``b``'s hidden units permuted to
             match ``a`` (same function, other weights); ``None`` without an ``align_fn``.
         aligned_barriers: :func:`barriers` of ``aligned_curve``, or ``None``.
+        repair: what was done to the statistics of every point of both curves before
+            measuring (``"none"``, ``"reset"``, ``"repair"``;
+            :mod:`attractor.measure.repair`); ``"none"`` also where ``"reset"`` was asked
+            of a network without BatchNorm, which it leaves as it is.
     """
 
     members: tuple[int, int]
@@ -192,6 +218,7 @@ class LMCResult:
     barriers: dict[str, float]
     aligned_curve: pd.DataFrame | None = None
     aligned_barriers: dict[str, float] | None = None
+    repair: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready data: curves as column lists."""
@@ -208,6 +235,7 @@ class LMCResult:
             "barriers": self.barriers,
             "aligned_curve": columns(self.aligned_curve),
             "aligned_barriers": self.aligned_barriers,
+            "repair": self.repair,
         }
 
 
@@ -220,6 +248,8 @@ def lmc(
     align_fn: AlignFn | None = None,
     points: int = 30,
     step: int | None = None,
+    repair: str = "reset",
+    repair_data: RepairData | None = None,
 ) -> LMCResult:
     """Loss and error along the linear path between members ``a`` and ``b`` of ``ens``.
 
@@ -230,9 +260,19 @@ def lmc(
             aligned to ``a`` and the path measured again.
         points: path points including both ends.
         step: snapshot step of both members (default: the last).
+        repair: what to do to every point's statistics before measuring it, on both
+            curves: ``"reset"`` (default: recompute BatchNorm statistics; no-op without
+            BatchNorm, so MLP results are unchanged), ``"repair"`` (REPAIR on top) or
+            ``"none"``.
+        repair_data: training inputs for the repair (default 10 seeded batches of 128 of
+            the task's training split).
+
+    Raises:
+        UserError: an unknown ``repair``.
 
     References:
-        Frankle et al., ICML 2020; Entezari et al., ICLR 2022.
+        Frankle et al., ICML 2020; Entezari et al., ICLR 2022; Ainsworth et al., ICLR 2023
+        (BatchNorm reset); Jordan et al., ICLR 2023 (REPAIR).
     """
     task = ens.task
     x = task.x_test if x is None else x
@@ -243,10 +283,18 @@ def lmc(
         devices=[]
     ):  # the template's own draws must not move the caller's RNG
         template = task.make_model()
-    curve = path_curve(task, template, state_a, state_b, x, y, points)
+    if repair not in REPAIRS:
+        raise UserError(f"unknown repair '{repair}'; known: {', '.join(REPAIRS)}")
+    if repair != "none" and repair_data is None:
+        repair_data = RepairData.sample(task.x_train)
+    curve = path_curve(task, template, state_a, state_b, x, y, points, repair, repair_data)
     aligned_curve = aligned_barriers = None
     if align_fn is not None:
         aligned_b, _ = align_fn(state_a, state_b, template)
-        aligned_curve = path_curve(task, template, state_a, aligned_b, x, y, points)
+        aligned_curve = path_curve(
+            task, template, state_a, aligned_b, x, y, points, repair, repair_data
+        )
         aligned_barriers = barriers(aligned_curve)
-    return LMCResult((a, b), step, curve, barriers(curve), aligned_curve, aligned_barriers)
+    # Record what was done, not what was asked: a reset without BatchNorm does nothing.
+    used = "none" if repair == "reset" and not batchnorm_layers(template) else repair
+    return LMCResult((a, b), step, curve, barriers(curve), aligned_curve, aligned_barriers, used)

@@ -27,12 +27,12 @@ from attractor.measure.function import (
     per_example_loss_accuracy,
     probabilities,
 )
+from attractor.measure.permutation_spec import permutation_spec
 from attractor.measure.representation import member_cka
 from attractor.measure.trajectory import spread_over_training
 from attractor.measure.weights import (
     align,
     distance_to_init,
-    linear_chain,
     member_vectors,
     pairwise_aligned_distance,
     pairwise_distance,
@@ -54,6 +54,9 @@ class MeasureOptions:
     lmc_pairs: int = 3
     lmc_points: int = 30
     align_max_members: int = 12  # permutation alignment costs one matching per pair
+    # BatchNorm statistics of every interpolated network: none | reset | repair (a reset
+    # is a no-op without BatchNorm, so MLP curves do not depend on it).
+    lmc_repair: str = "reset"
     basin_threshold: float | None = None
     n_basins: int | None = None
 
@@ -125,12 +128,12 @@ class Measures:
         }
 
 
-def _is_mlp(ens: Ensemble) -> bool:
+def _alignable(ens: Ensemble) -> bool:
+    """Whether weight matching can align the task's model (an MLP, LeNet, VGG, ResNet)."""
     try:
-        linear_chain(ens.task.make_model())
+        return bool(permutation_spec(ens.task.make_model()).perms)
     except UserError:
         return False
-    return True
 
 
 def _lmc_pairs(members: list[int], basins: Basins, count: int) -> list[tuple[int, int]]:
@@ -193,8 +196,8 @@ def _measure(
             matrix, draws=options.draws, seed=options.seed
         ).to_dict()
     stages.begin("weight space and basins")
-    mlp = _is_mlp(ens)
-    matrices = _matrices(ens, members, pairwise, mlp, options)
+    alignable = _alignable(ens)
+    matrices = _matrices(ens, members, pairwise, alignable, options)
     basins = find_basins(
         matrices["js"], members, threshold=options.basin_threshold, n_basins=options.n_basins
     )
@@ -213,7 +216,16 @@ def _measure(
     pairs = _lmc_pairs(members, basins, options.lmc_pairs)
     stages.begin(f"linear mode connectivity: {len(pairs)} pairs")
     paths = [
-        lmc(ens, a, b, x, y, align_fn=align if mlp else None, points=options.lmc_points)
+        lmc(
+            ens,
+            a,
+            b,
+            x,
+            y,
+            align_fn=align if alignable else None,
+            points=options.lmc_points,
+            repair=options.lmc_repair,
+        )
         for a, b in pairs
     ]
     return Measures(summary, per_member, matrices, cka, basins, trajectory, paths)
@@ -257,13 +269,13 @@ def _matrices(
     ens: Ensemble,
     members: list[int],
     pairwise: dict[str, Tensor],
-    mlp: bool,
+    alignable: bool,
     options: MeasureOptions,
 ) -> dict[str, np.ndarray]:
     """Pairwise matrices: function space (mean over examples), then weight space."""
     matrices = {name: values.mean(-1).numpy() for name, values in pairwise.items()}
     matrices["weight_distance"] = pairwise_distance(member_vectors(ens, members)).numpy()
-    if mlp and len(members) <= options.align_max_members:
+    if alignable and len(members) <= options.align_max_members:
         template = ens.task.make_model()
         matrices["aligned_distance"] = pairwise_aligned_distance(
             [ens.params(m) for m in members], template

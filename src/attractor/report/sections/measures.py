@@ -134,7 +134,9 @@ def _lmc(paths: Sequence[Mapping[str, Any]]) -> str:
             {"aligned": path["aligned_barriers"]} if path.get("aligned_barriers") else {}
         )
         barriers = pd.json_normalize(nested).to_dict("records")
-        rows.append({"pair": f"{a}–{b}", **(barriers[0] if barriers else {})})
+        # Which repair of BatchNorm statistics the path was measured with, where there was one.
+        repair = {} if path.get("repair", "none") == "none" else {"repair": path["repair"]}
+        rows.append({"pair": f"{a}–{b}", **repair, **(barriers[0] if barriers else {})})
     lead = (
         "Loss and error on the straight line between two members' weights (dashed: after "
         "permutation alignment); "
