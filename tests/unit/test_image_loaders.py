@@ -142,6 +142,13 @@ def test_cifar_truncated_record_is_refused(tmp_path: Path) -> None:
         load_cifar10(str(tmp_path))
 
 
+def test_cifar_with_a_missing_batch_names_it(tmp_path: Path) -> None:
+    write_cifar10(tmp_path / "cifar-10-batches-bin")
+    (tmp_path / "cifar-10-batches-bin" / "data_batch_4.bin").unlink()
+    with pytest.raises(UserError, match=r"lacks data_batch_4.bin; expected"):
+        load_cifar10(str(tmp_path))
+
+
 def test_cifar_missing_files_name_what_is_expected(tmp_path: Path) -> None:
     with pytest.raises(UserError) as caught:
         load_cifar10(str(tmp_path))

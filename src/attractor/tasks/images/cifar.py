@@ -98,8 +98,14 @@ def find_folder(root: Path, layout: CifarLayout) -> Path:
             pickled python version is found.
     """
     for folder in (root, root / layout.folder):
-        if all((folder / name).is_file() for name in layout.train + layout.test):
+        missing = [name for name in layout.train + layout.test if not (folder / name).is_file()]
+        if not missing:
             return folder
+        if len(missing) < len(layout.train + layout.test):
+            raise UserError(
+                f"{layout.name} binary folder {str(folder)!r} lacks {', '.join(missing)}; "
+                f"expected {layout.expected} (from {layout.archive})"
+            )
     if any(
         (folder / layout.python_file).is_file() for folder in (root / layout.python_folder, root)
     ):
