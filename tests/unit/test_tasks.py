@@ -277,7 +277,9 @@ def test_every_option_is_described_and_list_tasks_gives_defaults() -> None:
             {"name": "nope"},
             [
                 "unknown task 'nope'",
-                "digits-mlp, modular-addition, spurious-digits",
+                "digits-mlp, ",
+                "modular-addition, spurious-digits",
+                "digits-cnn, ",
                 "module:function",
             ],
         ),
