@@ -233,7 +233,9 @@ def repair_state(
 
     Returns:
         The repaired state: BatchNorm statistics reset, the corrected layers' weights and
-        biases rescaled so that ``out -> (out - mean) * goal_std / std + goal_mean``.
+        biases rescaled so that ``out -> (out - mean) * goal_std / std + goal_mean``, with
+        ``mean`` and ``std`` measured in one forward pass over all of ``data.x`` (eval
+        mode), each layer after the ones before it were corrected.
 
     Raises:
         UserError: a corrected ``Linear``/``Conv2d`` has no bias to shift its mean with.
@@ -244,19 +246,38 @@ def repair_state(
     """
     model = _loaded(template, reset_batchnorm(template, state, data))
     modules = dict(model.named_modules())
-    for name in repair_points(template):
-        module = modules[name]
-        if module.bias is None:
+    points = repair_points(template)
+    for name in points:
+        if modules[name].bias is None:
             raise UserError(
                 f"REPAIR shifts each unit's mean by the bias of the layer before it; layer "
                 f"'{name}' has none (use repair 'reset')"
             )
-        mean, std = unit_statistics(model, [name], data)[name]
-        goal_mean, goal_std = (g.double().to(mean.device) for g in goal[name])
-        scale = torch.where(std > _EPS, goal_std / std.clamp_min(_EPS), torch.ones_like(std))
-        shape = (-1,) + (1,) * (module.weight.dim() - 1)
-        module.weight.copy_(module.weight.double() * scale.view(shape))
-        module.bias.copy_((module.bias.double() - mean) * scale + goal_mean)
+
+    def correct(name: str):
+        def hook(module: nn.Module, _inputs: object, out: Tensor) -> Tensor:
+            # All of the data in one batch: this layer's statistics already see the
+            # corrections of every layer before it, as a layer-by-layer repair would.
+            flat = out.double().transpose(0, 1).reshape(out.shape[1], -1)
+            mean, std = flat.mean(1), flat.var(1, unbiased=False).sqrt()
+            goal_mean, goal_std = (g.double().to(mean.device) for g in goal[name])
+            scale = torch.where(std > _EPS, goal_std / std.clamp_min(_EPS), torch.ones_like(std))
+            module.weight.copy_(
+                module.weight.double() * scale.view(-1, *[1] * (module.weight.dim() - 1))
+            )
+            module.bias.copy_((module.bias.double() - mean) * scale + goal_mean)
+            view = (1, -1, *[1] * (out.dim() - 2))
+            fixed = (out.double() - mean.view(view)) * scale.view(view) + goal_mean.view(view)
+            return fixed.to(out.dtype)
+
+        return hook
+
+    handles = [modules[name].register_forward_hook(correct(name)) for name in points]
+    try:
+        model(data.x.to(next(model.parameters()).device))
+    finally:
+        for handle in handles:
+            handle.remove()
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
