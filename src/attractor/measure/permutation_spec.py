@@ -36,7 +36,15 @@ from attractor.errors import UserError
 from attractor.tasks.conv_models import BasicBlock, ResNet
 from attractor.training.forward import ELEMENTWISE
 
-__all__ = ["Axis", "PermutationSpec", "permutation_spec", "permute_state"]
+__all__ = [
+    "Axis",
+    "PermutationSpec",
+    "block_index",
+    "permutation_spec",
+    "permute_state",
+    "resnet_spec",
+    "sequential_spec",
+]
 
 State = dict[str, Tensor]
 Perms = dict[str, Tensor]
