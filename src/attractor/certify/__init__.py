@@ -1,7 +1,10 @@
 """Certified upper bounds on how far two feed-forward networks can disagree over an input region.
 
 The difference is always ``net_b(x) - net_a(x)`` (``a`` the reference, ``b`` the changed
-copy), over boxes ``lower [n, d] <= x <= upper [n, d]`` (see :func:`ball`, :func:`box`).
+copy), over boxes ``lower [n, d] <= x <= upper [n, d]`` (see :func:`ball`, :func:`box`), or
+image boxes ``[n, C, H, W]`` for convolutional networks (flattened C-major inside). The
+networks may be MLPs, convolutional chains (Conv2d, pooling, eval-mode BatchNorm) and
+residual networks (see :data:`attractor.certify.network.SUPPORTED`).
 
 * :func:`bound_difference`: one-shot per-output bounds ``(l, u) [n, out]``, by
   ``"interval"`` (IBP on each net, Gowal et al. 2018), ``"linear"`` (CROWN on the two nets
@@ -17,7 +20,7 @@ Bounds are computed in float64 and are sound for float64 evaluation (see
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -55,7 +58,7 @@ Method = Literal["auto", "differential", "linear", "optimized", "interval"]
 class CertifyResult:
     """Per point: certified ``upper [n]`` and attained ``lower [n]`` bounds on the objective.
 
-    ``inputs [n, d]`` attain ``lower``; ``verdicts`` are ``verified`` (upper <= delta),
+    ``inputs [n, *in_shape]`` attain ``lower``; ``verdicts`` are ``verified`` (upper <= delta),
     ``falsified`` (lower > delta) or ``unknown`` (budget spent, or no ``delta``);
     ``diff_lower, diff_upper [n, out]`` are the one-shot per-output bounds on the whole box.
     """
@@ -103,24 +106,38 @@ def bound_difference(
     method: Method = "auto",
 ) -> tuple[Tensor, Tensor]:
     """Bounds ``(l, u) [n, out]`` with ``l <= net_b(x) - net_a(x) <= u`` for all ``x`` in each box
-    ``[n, d]``.
+    ``[n, d]`` (or ``[n, *in_shape]``: modules are read for inputs of one point's shape).
 
     Raises:
         UserError: unknown method, unsupported modules, mismatched input / output sizes, or
             ``"differential"`` on two different architectures.
     """
-    a, b = to_network(net_a), to_network(net_b)
+    a, b, lower, upper = _prepare(net_a, net_b, lower, upper)
+    spec = METHODS[resolve_method(method, a, b)]
+    return spec.bounds(a, b, lower, upper)
+
+
+def _prepare(
+    net_a: nn.Module | Network, net_b: nn.Module | Network, lower: Tensor, upper: Tensor
+) -> tuple[Network, Network, Tensor, Tensor]:
+    """Both networks read for inputs shaped like one point of ``lower``, and the boxes flattened
+    to ``[n, d]`` float64.
+    """
+    shape = tuple(lower.shape[1:]) if lower.dim() > 1 else tuple(lower.shape)
+    a, b = to_network(net_a, shape), to_network(net_b, shape)
     if (a.in_dim, a.out_dim) != (b.in_dim, b.out_dim):
         raise UserError(
             f"the networks differ in input/output size: {a.in_dim}->{a.out_dim} vs "
             f"{b.in_dim}->{b.out_dim}"
         )
+    lower, upper = torch.atleast_2d(lower), torch.atleast_2d(upper)
+    n = lower.shape[0]
+    lower, upper = lower.reshape(n, -1), upper.reshape(n, -1)
     if lower.shape[-1] != a.in_dim:
         raise UserError(
             f"the region has {lower.shape[-1]} input features but the networks take {a.in_dim}"
         )
-    spec = METHODS[resolve_method(method, a, b)]
-    return spec.bounds(a, b, lower.to(torch.float64), upper.to(torch.float64))
+    return a, b, lower.to(torch.float64), upper.to(torch.float64)
 
 
 def certify_difference(
@@ -139,7 +156,7 @@ def certify_difference(
     split: Literal["input", "relu"] = "input",
 ) -> CertifyResult:
     """Branch and bound on ``objective`` of ``net_b(x) - net_a(x)`` over each box
-    ``lower, upper [n, d]``.
+    ``lower, upper [n, d]`` (or ``[n, *in_shape]``; branching splits the flattened box).
 
     Args:
         objective: ``"max_abs"`` (max over outputs of ``|diff|``) or an output index ``j`` (signed
@@ -154,11 +171,10 @@ def certify_difference(
             constraints in the final maximization, neuron splits only sharpen relaxations: on
             the digits benchmark input splits tighten faster.
     """
-    a, b = to_network(net_a), to_network(net_b)
+    a, b, lower, upper = _prepare(net_a, net_b, lower, upper)
     _check_objective(objective, a.out_dim)
     resolved = resolve_method(method, a, b)
     root = bound_difference(a, b, lower, upper, resolved)
-    lower, upper = lower.to(torch.float64), upper.to(torch.float64)
     hidden = sum(layer.weight.shape[0] for layer in a.layers[:-1])
     bound = _box_bound(METHODS[resolved], a, b, split)
     outcomes = branch_and_bound(
@@ -175,7 +191,9 @@ def certify_difference(
         rtol=rtol,
         hidden=hidden,
     )
-    return _result(outcomes, str(objective), resolved, delta, root)
+    result = _result(outcomes, str(objective), resolved, delta, root)
+    # The attained inputs in the shape the models take (the search ran on flattened boxes).
+    return replace(result, inputs=result.inputs.reshape(-1, *a.input_shape))
 
 
 def _check_objective(objective: Objective, out_dim: int) -> None:

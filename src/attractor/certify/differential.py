@@ -42,7 +42,8 @@ from torch import Tensor
 
 from attractor.certify.intervals import Bounds
 from attractor.certify.linear import concretize, layer_bounds, relaxation
-from attractor.certify.network import Network, same_architecture
+from attractor.certify.network import Layer, Network, same_architecture
+from attractor.certify.operators import backward, difference, zero_or_backward
 from attractor.errors import UserError
 
 # One neuron's linear bounds on g: g <= uz z_a + ud Delta + uc, g >= lz z_a + ld Delta + lc; its
@@ -131,8 +132,19 @@ def _differential(
     relaxes: list[_Relax] = []
     for k in range(len(net_a.layers)):
         width = net_a.layers[k].weight.shape[0]
-        eye = torch.eye(width, dtype=torch.float64)
         last = k == len(net_a.layers) - 1
+        (l_a, u_a), (l_b, u_b) = bounds_a[k], bounds_b[k]
+        d_l, d_u = l_b - u_a, u_b - l_a
+        # Delta is bounded by the backward pass only where a neuron is unstable in either net
+        # (and not an identity unit): elsewhere both nets' lines are exact and picked whatever
+        # Delta's bounds (see layer_bounds). The outputs are all bounded.
+        unstable = ((l_a < 0) & (u_a > 0)) | ((l_b < 0) & (u_b > 0))
+        selected = unstable.any(0) & (net_a.layers[k].slope < 1)
+        neurons = torch.arange(width) if last else torch.nonzero(selected).flatten()
+        if neurons.numel() == 0:
+            _tighten(k, bounds_a, bounds_b, delta, relaxes, net_a, (d_l, d_u))
+            continue
+        eye = torch.eye(width, dtype=torch.float64)[neurons]
         coefficients: list[tuple[Tensor, Tensor]] = []
         lam, const = _backward(
             net_a,
@@ -153,19 +165,33 @@ def _differential(
                     0, lam_d[rows, worst].abs() * relaxes[j][6] + lam_a[rows, worst].abs() * gap_a
                 )
             record.append(lam[torch.arange(up.shape[0]), worst].abs())
-        (l_a, u_a), (l_b, u_b) = bounds_a[k], bounds_b[k]
-        d_l = torch.maximum(-up[:, width:], l_b - u_a)
-        d_u = torch.minimum(up[:, :width], u_b - l_a)
-        # Both nets' bounds tighten each other through z_b = z_a + Delta.
-        bounds_b[k] = (torch.maximum(l_b, l_a + d_l), torch.minimum(u_b, u_a + d_u))
-        bounds_a[k] = (torch.maximum(l_a, l_b - d_u), torch.minimum(u_a, u_b - d_l))
-        delta.append((d_l, d_u))
-        if k < len(net_a.layers) - 1:
-            relaxes.append(
-                _relax_difference(bounds_a[k], bounds_b[k], delta[k], net_a.layers[k].slope)
-            )
+        m = neurons.numel()
+        d_l, d_u = d_l.clone(), d_u.clone()
+        d_l[:, neurons] = torch.maximum(-up[:, m:], d_l[:, neurons])
+        d_u[:, neurons] = torch.minimum(up[:, :m], d_u[:, neurons])
+        _tighten(k, bounds_a, bounds_b, delta, relaxes, net_a, (d_l, d_u))
     d_l, d_u = delta[-1]  # ordered: rounding can cross the ends of an exact bound by ~1e-17
     return (torch.minimum(d_l, d_u), torch.maximum(d_l, d_u)), bounds_a, bounds_b
+
+
+def _tighten(
+    k: int,
+    bounds_a: list[Bounds],
+    bounds_b: list[Bounds],
+    delta: list[Bounds],
+    relaxes: list[_Relax],
+    net_a: Network,
+    bounds_d: Bounds,
+) -> None:
+    """Record layer ``k``'s Delta bounds; both nets' bounds tighten each other through
+    ``z_b = z_a + Delta``; relax a hidden layer's activation difference.
+    """
+    (l_a, u_a), (l_b, u_b), (d_l, d_u) = bounds_a[k], bounds_b[k], bounds_d
+    bounds_b[k] = (torch.maximum(l_b, l_a + d_l), torch.minimum(u_b, u_a + d_u))
+    bounds_a[k] = (torch.maximum(l_a, l_b - d_u), torch.minimum(u_a, u_b - d_l))
+    delta.append((d_l, d_u))
+    if k < len(net_a.layers) - 1:
+        relaxes.append(_relax_difference(bounds_a[k], bounds_b[k], delta[k], net_a.layers[k].slope))
 
 
 def _backward(
@@ -186,8 +212,9 @@ def _backward(
     layer_a, layer_b = net_a.layers[k], net_b.layers[k]
     lam_d = coeffs.expand(n, *coeffs.shape)
     const = lam_d @ (layer_b.bias - layer_a.bias)
-    lam_a = lam_d @ (layer_b.weight - layer_a.weight)  # coefficient on net a's activations
-    lam_d = lam_d @ layer_b.weight  # coefficient on the activation difference
+    # Coefficients on net a's activations and on the activation difference.
+    lam_a = zero_or_backward(difference(layer_b.weight, layer_a.weight), lam_d, _in(layer_a))
+    lam_d = backward(layer_b.weight, lam_d)
     for j in range(k - 1, -1, -1):
         if coefficients is not None:
             coefficients.append((lam_d, lam_a))
@@ -204,9 +231,15 @@ def _backward(
         const = const + (pos_d * uc + neg_d * lc + pos_a * ui).sum(-1)
         layer_a, layer_b = net_a.layers[j], net_b.layers[j]
         const = const + coef_z @ layer_a.bias + coef_d @ (layer_b.bias - layer_a.bias)
-        lam_a = coef_z @ layer_a.weight + coef_d @ (layer_b.weight - layer_a.weight)
-        lam_d = coef_d @ layer_b.weight
+        lam_a = backward(layer_a.weight, coef_z) + zero_or_backward(
+            difference(layer_b.weight, layer_a.weight), coef_d, _in(layer_a)
+        )
+        lam_d = backward(layer_b.weight, coef_d)
     return lam_a, const  # the input's activation difference is 0, so lam_d drops out
+
+
+def _in(layer: Layer) -> int:
+    return layer.weight.shape[1]
 
 
 def _relax_difference(bounds_a: Bounds, bounds_b: Bounds, delta: Bounds, slope: Tensor) -> _Relax:

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from attractor.certify.network import Network
+from attractor.certify.operators import absolute, forward
 
 Bounds = tuple[Tensor, Tensor]
 
@@ -32,8 +33,8 @@ def interval_layers(net: Network, lower: Tensor, upper: Tensor) -> list[Bounds]:
     lo, hi = lower.to(torch.float64), upper.to(torch.float64)
     for layer in net.layers:
         centre, radius = (hi + lo) / 2, (hi - lo) / 2
-        mid = centre @ layer.weight.T + layer.bias
-        rad = radius @ layer.weight.abs().T
+        mid = forward(layer.weight, centre) + layer.bias
+        rad = forward(absolute(layer.weight), radius)
         z_lo, z_hi = mid - rad, mid + rad
         bounds.append((z_lo, z_hi))
         lo, hi = torch.maximum(z_lo, layer.slope * z_lo), torch.maximum(z_hi, layer.slope * z_hi)
