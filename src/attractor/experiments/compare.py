@@ -14,8 +14,9 @@
 3. **Per output** ``j``: the certified interval of ``f_B - f_A`` over all boxes against
    the range actually attained at the inputs seen (centres, search and attack inputs).
 
-Models the certificate cannot read (anything but Linear / ReLU / LeakyReLU / BatchNorm /
-Flatten chains) still get the search; the result says why there is no certificate.
+Models the certificate cannot read (anything outside :data:`attractor.certify.network.SUPPORTED`:
+MLPs, convolutional chains with pooling and eval-mode BatchNorm, ResNets) still get the
+search; the result says why there is no certificate.
 
 A pure analysis (it reads models, trains and writes nothing). It sits beside the
 experiments rather than in :mod:`attractor.search` or :mod:`attractor.certify` because it
@@ -215,21 +216,16 @@ def _certificate(
     """``(certificate, None)``, or ``(None, why not)`` for models or inputs it cannot read."""
     from attractor.certify import certify_difference, to_network
 
-    if region.lower.dim() != 2:
-        shape = tuple(region.shape)
-        return (
-            None,
-            f"inputs of shape {shape} are not flat vectors; the certificate needs [n, features]",
-        )
+    shape = tuple(region.lower.shape[1:])  # images too: certify flattens the boxes itself
     try:
-        to_network(model_a), to_network(model_b)
+        net_a, net_b = to_network(model_a, shape), to_network(model_b, shape)
     except UserError as exc:
         return None, str(exc)
     attack = _pgd_attack(restarts=4, steps=20, seed=seed)
     max_boxes = 1 if budget_s == 0 else 10_000
     certificate = certify_difference(
-        model_a,
-        model_b,
+        net_a,
+        net_b,
         region.lower,
         region.upper,
         method=method,  # type: ignore[arg-type]
