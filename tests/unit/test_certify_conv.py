@@ -22,7 +22,7 @@ from attractor.tasks.conv_models import VGG, BasicBlock, LeNet, ResNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-METHODS = ("interval", "linear", "differential")
+METHODS = ("interval", "linear", "optimized", "differential")
 
 
 def settled(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
