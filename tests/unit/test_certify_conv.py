@@ -8,6 +8,7 @@ attack inside each box, on small random CNNs (hypothesis).
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -246,3 +247,35 @@ def test_unsupported_conv_modules_get_one_clear_line(
     with pytest.raises(UserError, match=words) as info:
         to_network(module, shape)
     assert "\n" not in str(info.value)
+
+
+def test_diff_certifies_two_digits_cnn_models(tmp_path: Path) -> None:
+    """``attractor diff``'s comparison on the conv task: a certificate, no refusal, and the
+    attained per-output range inside the certified one.
+    """
+    from safetensors.torch import save_file
+
+    from attractor.experiments.compare import compare_models
+
+    torch.manual_seed(0)
+    model = settled(ResNet(8, 8, 1, 10, 3), (1, 8, 8)).float()
+    for name, m in (("a", model), ("b", changed(model.double(), "float16", 0).float())):
+        weights = {k: v.contiguous() for k, v in m.state_dict().items()}
+        save_file(weights, str(tmp_path / f"{name}.safetensors"))
+    result = compare_models(
+        str(tmp_path / "a.safetensors"),
+        str(tmp_path / "b.safetensors"),
+        task="digits-cnn",
+        eps=0.01,
+        points=2,
+        budget_s=0,
+        restarts=1,
+        steps=2,
+    )
+    assert result.certify_note is None and result.certificate.method == "differential"
+    assert result.certificate.inputs.shape == (2, 1, 8, 8)
+    assert (result.certificate.upper >= result.certificate.lower).all()
+    table = result.per_output
+    # The attained range is measured with the float32 modules: allow their rounding.
+    assert (table["attained_high"] <= table["certified_high"] + 1e-5).all()
+    assert (table["attained_low"] >= table["certified_low"] - 1e-5).all()

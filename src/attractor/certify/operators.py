@@ -25,6 +25,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -224,13 +225,10 @@ class Block(LinearMap):
         return self._map(absolute)
 
     def scaled(self, factor: float) -> Block:
-        return self._map(lambda w: negate(w) if factor == -1.0 else _scaled(w, factor))
+        return self._map(lambda w: _scaled(w, factor))
 
-    def _map(self, fn: object) -> Block:
-        blocks = tuple(
-            tuple(None if w is None else fn(w) for w in row)  # type: ignore[operator]
-            for row in self.blocks
-        )
+    def _map(self, fn: Callable[[Weight], Weight]) -> Block:
+        blocks = tuple(tuple(None if w is None else fn(w) for w in row) for row in self.blocks)
         return Block(blocks, self.rows, self.cols)
 
 
