@@ -49,16 +49,16 @@ def resolve_strategy(config: Config, task: Task) -> str:
     """``vectorized`` or ``loop``: what ``run.strategy`` means for this task's model.
 
     ``auto`` vectorizes where the engine can batch the model and batching is expected to
-    beat the loop (:func:`~attractor.training.forward.vectorizing_pays`: everywhere but a
-    Hugging Face model that only vmap batches, on the CPU). A rule of the model's kind, not a
-    timed probe, so the choice, and with it a member's numbers, never depends on the
-    machine's load.
+    beat the loop (:func:`~attractor.training.forward.vectorizing_pays`: everywhere but, on
+    the CPU, a Hugging Face model that only vmap batches and a conv net with large
+    activations). A rule of the model's kind and input shape, not a timed probe, so the
+    choice, and with it a member's numbers, never depends on the machine's load.
     """
     if config.run.strategy == "loop":
         return "loop"
     model = task.make_model()
     if config.run.strategy == "auto" and not vectorizing_pays(
-        model, resolve_device(config.run.device)
+        model, resolve_device(config.run.device), task.x_train[:2]
     ):
         return "loop"
     reason = can_vectorize(model, task.x_train[:2], task.loss, task.y_train[:2])
@@ -95,14 +95,18 @@ def plan_chunks(
     if strategy == "loop":
         return [[row] for row in rows]
     size = config.run.chunk_size
-    free = None if size is not None else free_bytes(resolve_device(config.run.device))
-    estimate = None if free is None else estimate_chunk(config, task)
-    if estimate is not None and free is not None:
-        # On a GPU the chunk is sized by the card's free memory, not the CPU's budget.
-        size = device_chunk_size(estimate.bytes_per_member, free)
-    elif size is None:
-        n_params = sum(p.numel() for p in task.make_model().parameters())
-        size = default_chunk_size(n_params)
+    if size is None:
+        free = free_bytes(resolve_device(config.run.device))
+        estimate = estimate_chunk(config, task)
+        if estimate is not None and free is not None:
+            # On a GPU the chunk is sized by the card's free memory, not the CPU's budget.
+            size = device_chunk_size(estimate.bytes_per_member, free)
+        elif estimate is not None:
+            # Activations count: a conv net's fill memory long before its weights do.
+            size = default_chunk_size(estimate.parameters, estimate.bytes_per_member)
+        else:
+            n_params = sum(p.numel() for p in task.make_model().parameters())
+            size = default_chunk_size(n_params)
     at = resume_at or {}
     groups: dict[tuple[int, str, int], list[PlanRow]] = {}
     for row in rows:

@@ -10,7 +10,14 @@ Three implementations of one contract:
 * :class:`~attractor.training.forward_lm.StackedGPT2`: a Hugging Face GPT-2 (``tiny-lm``'s
   model) as batched matmuls and one fused causal attention over the members (vmap of the
   module trains no faster than the loop on the CPU: ``benchmarks/lm_speed.py``).
-* ``_VmappedModule``: any module ``torch.func`` can batch, via ``vmap(functional_call)``.
+* :class:`~attractor.training.forward_conv.StackedConvNet`: a network of convolutions,
+  BatchNorm, pooling, linear layers and residual additions (the ResNets, VGG, LeNet of
+  :mod:`attractor.tasks.conv_models`), traced with ``torch.fx``: one convolution and one
+  BatchNorm per member (the loop's kernels; ``vmap``'s grouped convolution takes other
+  kernels at other member counts, so it is refused for convolutions), everything else
+  once for all members.
+* ``_VmappedModule``: any other module ``torch.func`` can batch, via
+  ``vmap(functional_call)``.
 
 All leave backward to autograd over the *sum* of member losses: members share no
 parameters, so each member's gradient is exactly its own.
@@ -24,6 +31,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from attractor.training.forward_conv import (
+    SMALL_ACTIVATION_BYTES,
+    StackedConvNet,
+    stacked_conv_net,
+)
 from attractor.training.forward_lm import is_hugging_face, stacked_gpt2
 
 Params = dict[str, Tensor]
@@ -130,22 +142,41 @@ def batched_forward(model: nn.Module) -> BatchedForward:
     if is_stacked_mlp(model):
         return _StackedMLP(model)
     gpt2 = stacked_gpt2(model)
-    return _VmappedModule(model) if gpt2 is None else gpt2
+    if gpt2 is not None:
+        return gpt2
+    conv = stacked_conv_net(model)
+    return _VmappedModule(model) if conv is None else conv
 
 
-def vectorizing_pays(model: nn.Module, device: torch.device) -> bool:
+def vectorizing_pays(
+    model: nn.Module, device: torch.device, x_example: Tensor | None = None
+) -> bool:
     """Whether :func:`batched_forward` is expected to train ``model`` faster than the loop.
 
-    False for a Hugging Face model that only ``vmap`` of the module batches (not one
-    :func:`~attractor.training.forward_lm.stacked_gpt2` computes) on the CPU: there vmap pays
-    Hugging Face's Python and the eager ops per call, and on ``tiny-lm`` at 4-16 members
-    measured 1.0-1.5x the loop per training step but 0.6-0.9x end to end, its evaluations
-    slower than the loop's (``benchmarks/lm_speed.py``). True for everything else (MLPs,
-    the stacked GPT-2, any model on a GPU).
+    On the CPU, False for:
+
+    * a Hugging Face model that only ``vmap`` batches (not one
+      :func:`~attractor.training.forward_lm.stacked_gpt2` computes): there vmap pays Hugging
+      Face's Python and the eager ops per call, and on ``tiny-lm`` at 4-16 members measured
+      1.0-1.5x the loop per training step but 0.6-0.9x end to end, its evaluations slower
+      than the loop's (``benchmarks/lm_speed.py``);
+    * a :class:`~attractor.training.forward_conv.StackedConvNet` whose largest activation
+      for one example of ``x_example [B, ...]`` exceeds
+      :data:`~attractor.training.forward_conv.SMALL_ACTIVATION_BYTES`: its convolutions
+      run per member anyway, so only the small layers' calls are saved, and above that size
+      the loop measured as fast or faster (``benchmarks/conv_speed.py``). The two strategies
+      give the same bits for these nets, so this choice is speed only.
+
+    True for everything else (MLPs, the stacked GPT-2, small conv nets, any model on a GPU).
     """
-    if device.type != "cpu" or not is_hugging_face(model):
+    if device.type != "cpu":
         return True
-    return not isinstance(batched_forward(model), _VmappedModule)
+    forward = batched_forward(model)
+    if isinstance(forward, StackedConvNet):
+        return x_example is None or forward.peak_bytes_per_example(x_example) <= (
+            SMALL_ACTIVATION_BYTES
+        )
+    return not (is_hugging_face(model) and isinstance(forward, _VmappedModule))
 
 
 def single_forward(model: nn.Module) -> BatchedForward:
@@ -172,7 +203,20 @@ def can_vectorize(
 ) -> str | None:
     """``None`` if two copies of ``model`` train through :func:`batched_forward`, else the reason
     why not.
+
+    A convolution that only ``vmap`` would batch is refused: ``vmap`` runs it as one
+    grouped convolution over the members, whose kernel (and its threads' split) oneDNN
+    picks by the number of groups, so a member's bits would depend on its chunk
+    (:mod:`~attractor.training.forward_conv`).
     """
+    forward = batched_forward(model)
+    if isinstance(forward, _VmappedModule) and any(
+        isinstance(m, nn.modules.conv._ConvNd) for m in model.modules()
+    ):
+        return (
+            "vmap runs its convolutions as one grouped convolution whose kernel depends on the "
+            "number of members (a member would not train bitwise alike alone and in a chunk)"
+        )
     params = {
         k: torch.stack([v.detach()] * 2).requires_grad_(True) for k, v in model.named_parameters()
     }
@@ -180,7 +224,7 @@ def can_vectorize(
     x = torch.stack([x_example] * 2)
     try:
         model.train()
-        out = batched_forward(model)(params, buffers, x)
+        out = forward(params, buffers, x)
         torch.autograd.grad(loss(out, torch.stack([y_example] * 2)).sum(), list(params.values()))
     except Exception as exc:  # any failure to batch means: use the loop strategy
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"

@@ -48,9 +48,17 @@ class ChunkMemory:
         return self.members * self.bytes_per_member
 
 
-def default_chunk_size(n_params: int) -> int:
-    """Members per chunk when ``run.chunk_size`` is not set: bounded by a memory budget."""
-    return max(2, min(DEFAULT_CHUNK, CHUNK_MEMORY_BYTES // max(1, 16 * n_params)))
+def default_chunk_size(n_params: int, bytes_per_member: int | None = None) -> int:
+    """Members per chunk when ``run.chunk_size`` is not set: bounded by a memory budget.
+
+    ``bytes_per_member`` (:func:`estimate_chunk`'s, activations included) bounds it too:
+    a convolutional net's activations, not its weights, fill memory (ResNet-20 has 0.27 M
+    parameters but keeps ~200 MB for the backward of one batch of 128 CIFAR images, and
+    this estimate says ~510 MB), so 64 such members would ask for ~32 GB.
+    """
+    by_params = CHUNK_MEMORY_BYTES // max(1, 16 * n_params)
+    by_member = by_params if bytes_per_member is None else CHUNK_MEMORY_BYTES // bytes_per_member
+    return max(2, min(DEFAULT_CHUNK, by_params, by_member))
 
 
 #: Share of a GPU's free memory a chunk picked automatically may take (the rest: the
@@ -117,12 +125,12 @@ def estimate_chunk(config: Config, task: Task) -> ChunkMemory | None:
     batch = max([config.trainer.batch_size, *levels.get("batch_size", [])])
     optimizers = [config.trainer.optimizer, *levels.get("optimizer", [])]
     slots = max(OPTIMIZER_SLOTS.get(str(name), 2) for name in optimizers)
+    per_member = width * (n_params * (PARAMETER_COPIES + slots) + 2 * batch * activations)
     if config.run.strategy == "loop":
         members = 1
     else:
-        members = config.run.chunk_size or default_chunk_size(n_params)
+        members = config.run.chunk_size or default_chunk_size(n_params, per_member)
     members = min(members, config.plan.members)
-    per_member = width * (n_params * (PARAMETER_COPIES + slots) + 2 * batch * activations)
     return ChunkMemory(members=members, parameters=n_params, bytes_per_member=per_member)
 
 
