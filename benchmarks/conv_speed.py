@@ -23,10 +23,11 @@ Four ways to train the same members, timed in this process, interleaved, best of
 
 Member-steps per second, training only ``N*(S-1) / t(steps 2..S)`` and end to end ``N*S / t``
 (``train_chunk`` whole: setup, S steps, the evaluations at step 0 and S), as ``lm_speed.py``.
-Per path also: member 0 alone (padded to 2) vs in the chunk of N, bitwise (the member
-invariant), and the largest parameter / buffer difference from the loop. Also printed: the
-strategy ``auto`` picks for each workload, and the memory estimate of a ResNet-20 member
-(``training.memory``) against the bytes autograd really saves for its backward.
+Per path also: member 0 alone (a chunk of one; padded to 2 for vmap and grouped) vs in
+the chunk of N, bitwise (the member invariant), and the largest parameter / buffer
+difference from the loop. Also printed: the strategy ``auto`` picks for each workload, and
+the memory estimate of a ResNet-20 member (``training.memory``) against the bytes autograd
+really saves for its backward.
 
     python benchmarks/conv_speed.py [--steps S] [--repeats R] [--threads T] [--device cpu|cuda]
                                     [--quick] [--json PATH]
@@ -219,7 +220,7 @@ def measure(task: Task, cfg: Config, n: int, repeats: int) -> dict[str, dict[str
 
 
 def invariant(task: Task, cfg: Config, n: int) -> dict[str, dict[str, Any]]:
-    """Per vectorized path: member 0 alone (padded) vs in a chunk of ``n``, bitwise, and the
+    """Per vectorized path: member 0 alone vs in a chunk of ``n``, bitwise, and the
     largest difference from the loop over every member's parameters and buffers.
     """
     members = rows(n, cfg.trainer.batch_size)
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for k in ("train_only", "end_to_end")
         ]
         print(f"{r['workload']:>10} {r['members']:>5} | {cells[0]} | {cells[1]}")
-    print("\nthe member invariant (member 0 alone, padded to 2, vs in a chunk; 2 steps):")
+    print("\nthe member invariant (member 0 alone vs in a chunk; 2 steps):")
     for name, found in checks.items():
         for path, check in found.items():
             same = (

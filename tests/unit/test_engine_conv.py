@@ -113,9 +113,10 @@ def test_batch_norm_is_the_module_per_member(make) -> None:
 
 @pytest.mark.parametrize("threads", [1, 2])
 def test_member_is_bitwise_independent_of_its_chunk(digits_cnn: Task, threads: int) -> None:
-    """Weights and BatchNorm buffers of a member alone (padded), in chunks of 2, 3 and 5 and
-    in one chunk of all 11 are bitwise equal, with one thread and with two (vmap's grouped
-    convolution splits its weight gradient by the number of members with two threads).
+    """Weights and BatchNorm buffers of a member alone (a chunk of one: nothing to pad), in
+    chunks of 2, 3 and 5 and in one chunk of all 11 are bitwise equal, with one thread and
+    with two (vmap's grouped convolution splits its weight gradient by the number of
+    members with two threads).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -155,7 +156,7 @@ def test_vectorized_is_the_loop_bitwise(digits_cnn: Task) -> None:
 def test_resnet20_step_is_bitwise_independent_of_its_chunk() -> None:
     """One step of ResNet-20 on 32x32 images (where vmap's grouped stem convolution takes
     other kernels for 2 members than for 3 or more): gradients and updated BatchNorm
-    statistics per member, alone (padded) and in chunks of 2, 3 and 5, and the loop's.
+    statistics per member, alone and in chunks of 2, 3 and 5, and the loop's.
     """
     generator = torch.Generator().manual_seed(0)
     task = Task(
@@ -331,3 +332,13 @@ def test_auto_vectorizes_small_conv_nets_only(digits_cnn: Task) -> None:
     )
     assert resolve_strategy(conv_config(run={"strategy": "auto"}), task) == "loop"
     assert resolve_strategy(conv_config(run={"strategy": "vectorized"}), task) == "vectorized"
+
+
+def test_a_lone_conv_member_is_not_padded(digits_cnn: Task) -> None:
+    """Padding exists for batched matmuls over members; a conv net's layers with weights run
+    per member, so a chunk of one holds one member (an MLP's still holds two).
+    """
+    config = conv_config()
+    assert Chunk(digits_cnn, config, rows_for(1), True, None).n == 1
+    mlp = build_task(parse_config(tiny_mapping()).task)
+    assert Chunk(mlp, parse_config(tiny_mapping()), rows_for(1), True, None).n == 2

@@ -28,6 +28,7 @@ from attractor.training.data import BatchStream, augmented, member_pool, member_
 from attractor.training.device import host, precision_context, resolve_device, task_on
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import Params, batched_forward, single_forward
+from attractor.training.forward_conv import StackedConvNet
 from attractor.training.init import initial_module
 from attractor.training.interventions import clip_per_member, column, sam_point
 from attractor.training.loss import check_loss_options, member_losses
@@ -50,9 +51,11 @@ StateSink = Callable[[PlanRow, int, Start], None]
 class Chunk:
     """Everything the members of a chunk carry from one step to the next.
 
-    A chunk of one member is padded with a copy of itself (``vectorized`` only): a batch
-    of one takes another matmul kernel than a batch of many, and a member must not depend
-    on its chunk. ``rows`` are the real members; the tensors have ``n`` (padded) rows.
+    A chunk of one member is padded with a copy of itself (``vectorized`` only, but for a
+    :class:`~attractor.training.forward_conv.StackedConvNet`, whose layers with weights
+    run per member anyway): a batch of one takes another matmul kernel than a batch of
+    many, and a member must not depend on its chunk. ``rows`` are the real members; the
+    tensors have ``n`` (padded) rows.
 
     With ``resume``, the ``start`` states are the same members' own earlier states (a run
     killed after ``start[0].step`` steps): their data streams skip the batches already
@@ -75,7 +78,14 @@ class Chunk:
         resume: bool = False,
         trainers: list[TrainerConfig] | None = None,
     ) -> None:
-        pad = vectorized and len(rows) == 1
+        # Each member: its own initial weights (or its start state), data pool, label noise
+        # and batch order. The first member's module is the template.
+        self.template = initial_module(task, rows[0])
+        self.forward = (
+            batched_forward(self.template) if vectorized else single_forward(self.template)
+        )
+        # A conv net's layers with weights run per member anyway: no kernel sees the count.
+        pad = vectorized and len(rows) == 1 and not isinstance(self.forward, StackedConvNet)
         self.trainers = _member_trainers(config, rows, trainers, pad)
         check_loss_options(task, *self.trainers)
         members = list(rows) + ([rows[0]] if pad else [])
@@ -83,10 +93,7 @@ class Chunk:
             start = list(start) + ([start[0]] if pad else [])
         self.task, self.config, self.rows, self.n = task, config, rows, len(members)
         self.first = 0 if start is None else start[0].step
-        # Each member: its own initial weights (or its start state), data pool, label noise
-        # and batch order.
-        modules = [initial_module(task, r) for r in members]
-        self.template = modules[0]
+        modules = [self.template] + [initial_module(task, r) for r in members[1:]]
         self.params, self.buffers = _weights(self.template, modules, start)
         batch_size = rows[0].batch_size
         self.streams = [BatchStream(member_pool(task, r), batch_size, r.data_seed) for r in members]
@@ -96,9 +103,6 @@ class Chunk:
         noisy_targets = [member_targets(task, r) for r in members]
         shared = all(t is task.y_train for t in noisy_targets)
         self.target_table = None if shared else torch.stack(noisy_targets)
-        self.forward = (
-            batched_forward(self.template) if vectorized else single_forward(self.template)
-        )
         self.optimizer = get_optimizer(rows[0].optimizer)
         self.state = self.optimizer.init(self.params)
         if start is not None:
