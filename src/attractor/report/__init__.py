@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from collections.abc import Callable
 from pathlib import Path
 
+from attractor.measure.verdict import Verdict, verdict
 from attractor.report.cloud import (
     Cloud,
     cloud_coordinates,
@@ -31,6 +33,7 @@ from attractor.report.page import collapsible, facts, header, write_page
 from attractor.report.run_page import run_part_makers
 from attractor.report.sections import Context, Section, sections_for
 from attractor.report.sections.measures import basin_colours
+from attractor.report.sections.verdict import verdict_block
 from attractor.runs.ensemble import Ensemble
 from attractor.runs.progress import Progress
 from attractor.runs.results import StoredResult
@@ -119,7 +122,22 @@ def render_directory(root: str | Path, progress: bool = False) -> Path:
     parts = _render(makers, store.root / PAGE, progress)
     # A stable sort: parts of one place keep their order (the run's own before results').
     ordered = [text for _, text in sorted(parts, key=lambda part: part[0])]
-    return write_page(store.root / PAGE, title, ordered)
+    found = verdict(results, None if experiment is not None else ens.plan, str(store.root))
+    return write_page(store.root / PAGE, title, with_verdict(ordered, found))
+
+
+def with_verdict(parts: list[str], found: Verdict) -> list[str]:
+    """``parts`` with the verdict block right under the page's header, before any section.
+
+    Made after the sections are rendered so that each line links only to a section that
+    is on the page; the header is the first part's ``<header>`` (:func:`page.header`).
+    """
+    block = verdict_block(found, set(re.findall(r'<section id="([^"]+)"', "".join(parts))))
+    if not block or not parts:
+        return parts
+    head, end, rest = parts[0].partition("</header>")
+    first = head + end + block + rest if end else block + parts[0]
+    return [first, *parts[1:]]
 
 
 def _render(makers: list[tuple[int, Maker]], page: Path, progress: bool) -> list[tuple[int, str]]:
