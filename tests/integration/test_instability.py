@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from attractor.config import Config
+from attractor.config import Config, parse_config
 from attractor.errors import UserError
 from attractor.experiments.instability import (
     BARRIERS,
@@ -26,7 +26,7 @@ from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, member_pool
 from attractor.training.engine import Start, train_chunk
 from attractor.training.init import initial_module
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_mapping
 
 Final = dict[int, dict[str, torch.Tensor]]
 
@@ -265,3 +265,20 @@ def test_example_shows_stability_setting_in_later() -> None:
     assert early.barrier_error_ci_low > result.threshold  # clearly unstable at initialization
     assert late.barrier_error_mean < result.threshold
     assert result.onset == 100
+
+
+def test_batchnorm_paths_can_be_reset_and_an_mlp_records_no_repair() -> None:
+    """A reset changes a BatchNorm net's barriers (the interpolated statistics are replaced)
+    and is recorded; for an MLP it is a no-op, recorded as none, with the same table."""
+    mlp = tiny_config(trainer={"steps": 20})
+    plain = instability_analysis(mlp, [0], pairs=2, points=5)
+    reset = instability_analysis(mlp, [0], pairs=2, points=5, repair="reset")
+    assert (plain.repair, reset.repair) == ("none", "none")
+    assert plain.table.equals(reset.table)
+    data = tiny_mapping(trainer={"steps": 20})
+    data["task"] = {"name": "digits-cnn", "width": 4}
+    cnn = parse_config(data)
+    kept = instability_analysis(cnn, [0], pairs=2, points=5)
+    fixed = instability_analysis(cnn, [0], pairs=2, points=5, repair="reset")
+    assert (kept.repair, fixed.repair) == ("none", "reset")
+    assert not kept.curves["loss"].equals(fixed.curves["loss"])

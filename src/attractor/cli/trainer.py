@@ -54,6 +54,16 @@ _InstabilityOutOption = Annotated[
 ]
 
 
+_RepairOption = Annotated[
+    str,
+    typer.Option(
+        help="BatchNorm statistics along the paths: none (interpolated, as Frankle et al.), "
+        "reset (recomputed on training data) or repair (REPAIR, Jordan et al. 2022); no-op "
+        "for a model without BatchNorm."
+    ),
+]
+
+
 @app.command()
 def instability(
     config: ConfigArg,
@@ -61,6 +71,7 @@ def instability(
     pairs: _PairsOption = 4,
     threshold: _ThresholdOption = 0.02,
     out: _InstabilityOutOption = None,
+    repair: _RepairOption = "none",
     device: TrainDeviceOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
@@ -80,6 +91,7 @@ def instability(
         pairs=pairs,
         threshold=threshold,
         spawn_steps=number_list(spawn_steps, "--spawn-steps", int),
+        repair=repair,
     )
     out = default_out("instability", settings) if out is None else out
     result = run_instability(settings, out, force=force, progress=not as_json)

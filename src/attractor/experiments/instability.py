@@ -27,7 +27,7 @@ References:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -52,6 +52,7 @@ from attractor.experiments.spawn import (
     with_snapshots,
 )
 from attractor.measure.connectivity import barriers, path_curve
+from attractor.measure.repair import batchnorm_layers
 from attractor.runs.launch import resolve_strategy
 from attractor.runs.progress import Stages
 from attractor.runs.results import Result
@@ -94,6 +95,7 @@ def instability_analysis(
     x: Tensor | None = None,
     y: Tensor | None = None,
     points: int = 30,
+    repair: str = "none",
     progress: bool = False,
 ) -> InstabilityResult:
     """Run the instability analysis of Frankle et al. (2020) for ``config``'s task and trainer.
@@ -105,6 +107,10 @@ def instability_analysis(
         threshold: error barrier below which copies count as stable (0.02 = 2 % error).
         x, y: evaluation set, ``[batch, ...]``; default the task's test split.
         points: points along each linear path, ends included.
+        repair: BatchNorm statistics of every point of a path: ``"none"`` (the interpolated
+            running statistics, as Frankle et al. measure), ``"reset"`` (recomputed on
+            training data) or ``"repair"`` (REPAIR, Jordan et al. 2022); no-op without
+            BatchNorm (:func:`~attractor.measure.connectivity.path_curve`).
         progress: a line on stderr as the parent and each spawn step's copies begin training.
 
     Raises:
@@ -128,9 +134,11 @@ def instability_analysis(
         parent, starts = train_parent(task, config, spawn, vectorized)
         spawned = {k: starts[k] for k in spawn}
         table, curves = _spawned_pairs(
-            task, config, spawned, pairs, vectorized, steps, (x, y), points, stages
+            task, config, spawned, pairs, vectorized, steps, (x, y), (points, repair), stages
         )
     summary = summarize(table)
+    with torch.random.fork_rng(devices=[]):  # building a module must not move the caller's RNG
+        batchnorm = bool(batchnorm_layers(task.make_model()))
     return InstabilityResult(
         spawn_steps=spawn,
         total_steps=steps,
@@ -142,6 +150,8 @@ def instability_analysis(
         onset=onset(summary, "barrier_error_mean", threshold),
         onset_upper=onset(summary, "barrier_error_ci_high", threshold),
         parent={"init_seed": parent.init_seed, "data_seed": parent.data_seed},
+        # A reset of a model without BatchNorm changes nothing: say what was done.
+        repair="none" if repair == "reset" and not batchnorm else repair,
     )
 
 
@@ -153,7 +163,7 @@ def _spawned_pairs(
     vectorized: bool,
     steps: int,
     data: tuple[Tensor, Tensor],
-    points: int,
+    path: tuple[int, str],
     stages: Stages,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Children spawned from each state of ``starts`` (spawn step -> the parent's state, in
@@ -174,7 +184,7 @@ def _spawned_pairs(
         )
         final = train_children(task, child_config, children, vectorized, start, steps)
         for i in range(pairs):
-            record, curve = _pair(task, template, final, k, i, *data, points)
+            record, curve = _pair(task, template, final, k, i, *data, *path)
             records.append(record)
             if curve is not None:
                 curves.append(curve)
@@ -199,6 +209,7 @@ def _pair(
     x: Tensor,
     y: Tensor,
     points: int,
+    repair: str,
 ) -> tuple[dict[str, Any], pd.DataFrame | None]:
     """Pair ``i`` of spawn step ``k``: its record (barriers, end errors) and path, if both
     trained.
@@ -209,7 +220,7 @@ def _pair(
         nan = float("nan")
         undefined = {**dict.fromkeys(BARRIERS, nan), "error_a": nan, "error_b": nan}
         return record | {"diverged": True, **undefined}, None
-    curve = path_curve(task, template, final[a], final[b], x, y, points)
+    curve = path_curve(task, template, final[a], final[b], x, y, points, repair=repair)
     record |= {"diverged": False, **barriers(curve)}
     record |= {"error_a": float(curve["error"].iloc[0]), "error_b": float(curve["error"].iloc[-1])}
     return record, curve.assign(spawn_step=k, pair=i)
@@ -229,6 +240,11 @@ class InstabilitySettings(BaseModel):
     )
     threshold: float = Field(0.02, description="Error barrier below which copies count as stable.")
     points: int = Field(30, ge=2, description="Points along each linear path, ends included.")
+    repair: Literal["none", "reset", "repair"] = Field(
+        "none",
+        description="BatchNorm statistics along the paths: none (interpolated, as Frankle et "
+        "al.), reset (recomputed on training data) or repair (REPAIR); no-op without BatchNorm.",
+    )
 
     @model_validator(mode="after")
     def _cheap_checks(self) -> InstabilitySettings:
@@ -248,6 +264,7 @@ def run(settings: InstabilitySettings, store: RunStore, progress: bool = False) 
         settings.pairs,
         settings.threshold,
         points=settings.points,
+        repair=settings.repair,
         progress=progress,
     )
     return [result]

@@ -43,6 +43,8 @@ class InstabilityResult:
             ``threshold`` (``None`` if there is none); onset_upper: the same for the upper
             95 % bounds, the conservative reading.
         parent: the parent's ``init_seed`` and ``data_seed``.
+        repair: the statistics of the paths' points: none, reset (BatchNorm's, recomputed;
+            recorded as none for a model without BatchNorm) or repair (REPAIR).
     """
 
     kind: ClassVar[str] = "instability"
@@ -58,6 +60,7 @@ class InstabilityResult:
     onset: int | None
     onset_upper: int | None
     parent: dict[str, int]
+    repair: str = "none"
 
     @property
     def name(self) -> str:
@@ -97,6 +100,7 @@ class InstabilityResult:
                 "ci": "95% Student t-interval over pairs",
                 "barrier": "error, Frankle et al. 2020 (max - mean of ends)",
                 "parent": self.parent,
+                "repair": self.repair,
                 "summary": self.summary,
                 "table": self.table,
             }
