@@ -18,6 +18,7 @@ from attractor.cli._shared import (
     console,
     emit_json,
 )
+from attractor.cli.measure import print_verdict
 from attractor.cli.show import print_run_summary, status_table
 from attractor.config import Config, load_config
 from attractor.errors import UserError
@@ -233,23 +234,27 @@ def info(
     ],
     as_json: JsonFlag = False,
 ) -> None:
-    """Show a run directory: member status, final metrics and the plan
-    (--json adds the full config).
+    """Show a run directory: the verdict of its stored results first, then member status,
+    final metrics and the plan (--json adds the full config).
     """
     from attractor.measure import summarize
+    from attractor.measure.verdict import run_verdict
     from attractor.runs.ensemble import Ensemble
 
     ens = Ensemble.load(run_dir)
     summary = summarize(ens)
+    found = run_verdict(ens)
     if as_json:
         emit_json(
             {
+                "verdict": found.to_json(),
                 "summary": summary,
                 "config": ens.config.resolved(),
                 "manifest": {k: v for k, v in ens.manifest.items() if k != "config"},
             }
         )
         return
+    print_verdict(found)
     print_run_summary(summary)
     typer.echo(
         f"  config hash {ens.manifest['config_hash']}, plan hash {ens.manifest['plan_hash']}, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -29,6 +29,9 @@ from attractor.cli.show import (
     print_wrote,
 )
 from attractor.errors import UserError
+
+if TYPE_CHECKING:
+    from attractor.measure.verdict import Verdict
 
 
 @app.command()
@@ -61,6 +64,7 @@ def measure(
     from attractor.measure.dispatch import measure_run
     from attractor.measure.repair import REPAIRS
     from attractor.measure.spread import MeasureOptions
+    from attractor.measure.verdict import run_verdict
     from attractor.runs.ensemble import Ensemble
 
     check_split(split)
@@ -78,8 +82,22 @@ def measure(
     )
     measures = measure_run(ens, options, progress=not as_json)
     paths = ens.store.write(measures)
+    # Read back from the directory, as `info` and the report do: the new measures together
+    # with whatever else the run holds (a sensitivity result answers "what drives it").
+    found = run_verdict(ens)
+    if as_json:
+        emit_json({**measures.to_json(), "files": paths, "verdict": found.to_json()})
+        return
     title = f"{ens.config.task.name}: {len(ens.members)} members, {split} split"
     _PRINTERS[measures.kind](measures, paths, title, as_json)
+    print_verdict(found)
+
+
+def print_verdict(found: Verdict) -> None:
+    """The verdict's lines (``[status] answer — yardstick``), then the thresholds used."""
+    console.print("verdict:", markup=False)
+    for text in found.text():
+        console.print(f"  {text}", markup=False, soft_wrap=True)
 
 
 #: How each kind of spread measures is shown (:func:`attractor.measure.dispatch.measure_run`).
