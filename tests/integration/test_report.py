@@ -1,5 +1,6 @@
-"""The HTML report: self-contained, every plot a valid PNG, sections iff their data, the cloud,
-a real browser.
+"""The HTML report: self-contained (interactive and --static), every PNG valid, sections iff
+their data, the cloud, a real browser (tests/integration/test_report_browser.py drives the
+interactive page).
 
 One tiny run is trained per module; its results are synthetic (random symmetric matrices,
 made-up curves, tests/report_samples.py) because the report only renders what it is given.
@@ -22,6 +23,7 @@ from matplotlib.image import imread
 from sklearn.decomposition import PCA
 
 from attractor.report import cloud_coordinates, probe_set, render_directory
+from attractor.report.interactive import plotly_js
 from attractor.report.page import fmt, table
 from attractor.report.plots import heatmap
 from attractor.runs.ensemble import Ensemble
@@ -48,13 +50,13 @@ def ens(tmp_path_factory: pytest.TempPathFactory) -> Ensemble:
     return train(tiny_config(), tmp_path_factory.mktemp("run") / "run")
 
 
-def page_with(ens: Ensemble, where: Path, results: list) -> Path:
+def page_with(ens: Ensemble, where: Path, results: list, static: bool = False) -> Path:
     """Copy the run to ``where``, store ``results`` there, and render its page."""
     shutil.copytree(ens.store.root, where)
     copy = Ensemble.load(where)
     for result in results:
         copy.store.write(result)
-    return render_directory(where)
+    return render_directory(where, static=static)
 
 
 def synthetic_results(ens: Ensemble) -> list:
@@ -67,11 +69,19 @@ def full_report(ens: Ensemble, tmp_path_factory: pytest.TempPathFactory) -> Path
     return page_with(ens, tmp_path_factory.mktemp("report") / "run", synthetic_results(ens))
 
 
+@pytest.fixture(scope="module")
+def static_report(ens: Ensemble, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    where = tmp_path_factory.mktemp("static") / "run"
+    return page_with(ens, where, synthetic_results(ens), static=True)
+
+
 def section_ids(page: str) -> set[str]:
     return set(re.findall(r'<section id="([^"]+)"', page))
 
 
-def test_report_is_self_contained_with_valid_pngs(full_report: Path) -> None:
+def test_report_is_self_contained_with_valid_pngs(static_report: Path) -> None:
+    """The --static page: PNGs only, no scripts, no links."""
+    full_report = static_report
     page = full_report.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>")
     for external in ("http://", "https://", 'src="file', "<script", "<link"):
@@ -84,6 +94,32 @@ def test_report_is_self_contained_with_valid_pngs(full_report: Path) -> None:
     # The write is atomic: no temporary file is left beside the report.
     assert full_report.name == "report.html"
     assert not [p.name for p in full_report.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_interactive_page_inlines_plotly_once_and_links_nothing(
+    full_report: Path, static_report: Path
+) -> None:
+    """The default page: plotly.js inline exactly once, every figure drawn by it or a PNG, no
+    script or style fetched from anywhere (plotly.js itself mentions URLs, so the browser
+    test is what proves nothing is fetched: it loads the page with the network cut).
+    """
+    page = full_report.read_text(encoding="utf-8")
+    assert page.count(plotly_js()[:300]) == 1
+    assert not re.search(r"<(script|img|iframe)[^>]*\ssrc=\"(?!data:)", page)
+    assert "<link" not in page and "cdn.plot.ly" not in page.replace(plotly_js(), "")
+    divs = re.findall(r'<div id="(figure-\d+)" class="plotly-graph-div"', page)
+    assert len(divs) == len(set(divs)) == page.count("Plotly.newPlot(") >= 4
+    # The cloud moves (frames, a slider) and its points name members; heat maps are plotly's.
+    cloud = re.search(r'<section id="cloud">.*?</section>', page, re.S).group(0)
+    assert (
+        "Plotly.addFrames" in cloud and '"sliders"' in cloud and "member %{customdata[0]}" in cloud
+    )
+    pairwise = re.search(r'<section id="pairwise">.*?</section>', page, re.S).group(0)
+    assert '"type":"heatmap"' in pairwise and "<img" not in pairwise
+    # The same sections either way, and the static page is the smaller one by far.
+    static = static_report.read_text(encoding="utf-8")
+    assert section_ids(page) == section_ids(static)
+    assert len(static) < len(page) - 3_000_000
 
 
 def test_every_section_with_data_is_shown(full_report: Path) -> None:
@@ -194,7 +230,9 @@ def chromium(*args: str, user_data: Path) -> subprocess.CompletedProcess[str]:
     shutil.which("chromium") is None,
     reason="Debian's chromium is not installed (`make test` installs it)",
 )
-def test_report_renders_in_a_real_browser(full_report: Path, tmp_path: Path) -> None:
+def test_report_renders_in_a_real_browser(static_report: Path, tmp_path: Path) -> None:
+    """The --static page in chromium: painted, and every PNG decodes."""
+    full_report = static_report
     shot = tmp_path / "shot.png"
     chromium(
         f"--screenshot={shot}",

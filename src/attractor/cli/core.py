@@ -288,8 +288,11 @@ def demo(
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)
 
 
-def _measure_and_report(run_dir: Path, quiet: bool, device: str = "cpu") -> Path:
-    """Measure a run (``RUN/measures.*``, whatever its task) and render every result it holds."""
+def _measure_and_report(
+    run_dir: Path, quiet: bool, device: str = "cpu", static: bool = False
+) -> Path:
+    """Measure a run (``RUN/measures.*``, whatever its task) and render every result it holds
+    (``static``: PNG figures only, no scripts)."""
     from attractor.measure.dispatch import measure_run
     from attractor.report import render_directory
     from attractor.runs.ensemble import Ensemble
@@ -297,11 +300,27 @@ def _measure_and_report(run_dir: Path, quiet: bool, device: str = "cpu") -> Path
     ens = Ensemble.load(run_dir, device=device)
     # Progress on stderr (stages, then sections), never a spinner on stdout's console.
     ens.store.write(measure_run(ens, progress=not quiet))
-    return render_directory(ens.store.root, progress=not quiet)
+    return render_directory(ens.store.root, progress=not quiet, static=static)
+
+
+#: ``attractor report --static``: the page without scripts (see report/interactive.py).
+StaticFlag = Annotated[
+    bool,
+    typer.Option(
+        "--static",
+        help="PNG figures only, no scripts: a smaller page (see the README for sizes); by "
+        "default the cloud moves, heat maps show values on hover and members can be selected.",
+    ),
+]
 
 
 @app.command()
-def report(run_dir: RunDirArg, device: DeviceOption = "cpu", as_json: JsonFlag = False) -> None:
+def report(
+    run_dir: RunDirArg,
+    device: DeviceOption = "cpu",
+    as_json: JsonFlag = False,
+    static: StaticFlag = False,
+) -> None:
     """Measure a run and write RUN_DIR/report.html, one self-contained page.
 
     The page shows every result the directory holds (structural curves, sensitivity,
@@ -312,9 +331,9 @@ def report(run_dir: RunDirArg, device: DeviceOption = "cpu", as_json: JsonFlag =
     from attractor.runs.store import RunStore
 
     if RunStore(run_dir).experiment() is None:
-        path = _measure_and_report(run_dir, as_json, device)
+        path = _measure_and_report(run_dir, as_json, device, static)
     else:
-        path = render_directory(run_dir, progress=not as_json)
+        path = render_directory(run_dir, progress=not as_json, static=static)
     emit_json({"report": str(path)}) if as_json else console.print(
         f"report: {path}", markup=False, soft_wrap=True
     )

@@ -29,6 +29,7 @@ from attractor.report.cloud import (
     cloud_trails,
     probe_set,
 )
+from attractor.report.interactive import figure_mode
 from attractor.report.page import collapsible, facts, header, write_page
 from attractor.report.run_page import run_part_makers
 from attractor.report.sections import Context, Section, sections_for
@@ -95,11 +96,12 @@ def _experiment_header(store: RunStore, experiment: str) -> str:
     )
 
 
-def render_directory(root: str | Path, progress: bool = False) -> Path:
+def render_directory(root: str | Path, progress: bool = False, static: bool = False) -> Path:
     """Write ``ROOT/report.html`` for a run or an experiment directory; its path.
 
     ``progress``: count the page's sections on stderr as they are rendered
-    (:class:`~attractor.runs.progress.Progress`).
+    (:class:`~attractor.runs.progress.Progress`). ``static``: PNG figures only, no scripts
+    (:mod:`attractor.report.interactive`); by default the cloud moves and heat maps hover.
 
     Raises:
         UserError: ``root`` is not an attractor directory, or a result's files are damaged.
@@ -119,7 +121,8 @@ def render_directory(root: str | Path, progress: bool = False) -> Path:
         makers = run_part_makers(ens, basin_colours(measures))
         title = f"attractor report · {ens.config.task.name} · {store.root.name}"
     makers += _result_makers(results, context)
-    parts = _render(makers, store.root / PAGE, progress)
+    with figure_mode(static):
+        parts = _render(makers, store.root / PAGE, progress)
     # A stable sort: parts of one place keep their order (the run's own before results').
     ordered = [text for _, text in sorted(parts, key=lambda part: part[0])]
     found = verdict(results, None if experiment is not None else ens.plan, str(store.root))

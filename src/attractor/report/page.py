@@ -1,14 +1,17 @@
-"""The page toolkit: one self-contained HTML page of titled sections, tables and PNG figures.
+"""The page toolkit: one self-contained HTML page of titled sections, tables and figures.
 
 Every report page (a run's, an experiment's) is built from these pieces and nothing else:
 :func:`section` around each part, :func:`table` and :func:`figure` inside, and
-:func:`write_page` to put them in one file with the inline :data:`CSS` (no scripts, no
-links: the page opens from disk, offline, and can be mailed as one file).
+:func:`write_page` to put them in one file with the inline :data:`CSS`. No links: the page
+opens from disk, offline, and can be mailed as one file. Figures are PNG data URIs or
+interactive plotly fragments (:mod:`attractor.report.interactive`); a page with any of the
+latter carries plotly.js inline, once, and the script that highlights a selected member.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 import attractor
+from attractor.report.interactive import Interactive, page_scripts
 from attractor.runs.files import atomic_path
 
 # Inline so the page needs nothing else; system fonts, a readable column, light tables. Short
@@ -54,6 +58,9 @@ table {
 }
 th, td { border: 1px solid #dfe3e8; padding: 3px 9px; text-align: left; vertical-align: top; }
 thead th { background: #f1f3f5; font-weight: 600; }
+td { overflow-wrap: anywhere; }
+tr[data-member] { cursor: pointer; }
+tr.selected td { background: #fde8e8; }
 td.num, th.num { text-align: right; }
 table.facts th { background: #f6f7f9; font-weight: 600; white-space: nowrap; }
 details { margin: 8px 0; }
@@ -65,7 +72,8 @@ pre {
   font-size: 12px;
   overflow-x: auto;
 }
-figure { margin: 10px 0; }
+figure { margin: 10px 0; min-width: 0; }
+.interactive { width: 100%; }
 img { max-width: 100%; height: auto; display: block; }
 .grid {
   display: grid;
@@ -101,17 +109,32 @@ def _numeric(column: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column)
 
 
+def _heading(name: object) -> str:
+    """A column name that may break after ``.`` and ``_`` (``aligned.barrier_loss``), so a
+    table of long names narrows to its numbers instead of running past the column. Short
+    names are left whole: they are no wider than the numbers below them.
+    """
+    text = html.escape(str(name))
+    return re.sub(r"([._])", r"\1<wbr>", text) if len(text) > 16 else text
+
+
 def table(frame: pd.DataFrame) -> str:
-    """An HTML table of ``frame`` (no index); numeric columns right-aligned."""
+    """An HTML table of ``frame`` (no index); numeric columns right-aligned.
+
+    A table with a ``member`` column marks each row with its member id, so selecting a
+    member in a figure highlights its row (and clicking the row selects it).
+    """
     align = {c: "num" if _numeric(frame[c]) else "" for c in frame.columns}
-    head = "".join(f'<th class="{align[c]}">{html.escape(str(c))}</th>' for c in frame.columns)
+    head = "".join(f'<th class="{align[c]}">{_heading(c)}</th>' for c in frame.columns)
+    members = frame["member"].map(fmt).tolist() if "member" in frame.columns else None
     rows = []
-    for values in frame.itertuples(index=False):
+    for i, values in enumerate(frame.itertuples(index=False)):
         cells = "".join(
             f'<td class="{align[c]}">{html.escape(fmt(v))}</td>'
             for c, v in zip(frame.columns, values, strict=True)
         )
-        rows.append(f"<tr>{cells}</tr>")
+        mark = f' data-member="{html.escape(members[i])}"' if members else ""
+        rows.append(f"<tr{mark}>{cells}</tr>")
     # Wide tables scroll inside the column instead of stretching the page.
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
@@ -128,7 +151,11 @@ def facts(rows: dict[str, Any]) -> str:
 
 
 def figure(uri: str, alt: str) -> str:
-    """An embedded image (a ``data:`` URI from :mod:`attractor.report.plots`)."""
+    """An embedded figure: an image (a PNG ``data:`` URI from :mod:`attractor.report.plots`)
+    or an interactive plotly fragment (:class:`~attractor.report.interactive.Interactive`).
+    """
+    if isinstance(uri, Interactive):
+        return f'<figure aria-label="{html.escape(alt)}">{uri}</figure>'
     return f'<figure><img src="{uri}" alt="{html.escape(alt)}"></figure>'
 
 
@@ -154,13 +181,19 @@ def header(title: str, subtitle: str) -> str:
 
 
 def write_page(path: str | Path, title: str, parts: Sequence[str]) -> Path:
-    """Write ``parts`` (header and sections) as one self-contained page, atomically."""
+    """Write ``parts`` (header and sections) as one self-contained page, atomically.
+
+    A page with interactive figures gets plotly.js once, inline, and the member selection
+    script; a page of PNGs only stays free of scripts.
+    """
+    body = "".join(parts)
+    head, end = page_scripts() if 'class="plotly-graph-div"' in body else ("", "")
     page = (
         f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title>"
         f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<style>{CSS}</style></head><body><main>{''.join(parts)}"
-        f"<footer>attractor {html.escape(attractor.__version__)}</footer></main></body></html>"
+        f"<style>{CSS}</style>{head}</head><body><main>{body}"
+        f"<footer>attractor {html.escape(attractor.__version__)}</footer></main>{end}</body></html>"
     )
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -4,7 +4,9 @@ Every function draws on its own ``matplotlib.figure.Figure`` (no pyplot global s
 the Agg canvas renders it and nothing needs a display) inside one shared style
 (:mod:`attractor.report.style`), and
 returns ``data:image/png;base64,...`` ready for an ``<img src>``: the report stays one
-self-contained file.
+self-contained file. :func:`heatmap` is interactive on an interactive page (a plotly heat
+map naming the two members and the value under the pointer,
+:mod:`attractor.report.interactive`) and a PNG on a ``--static`` one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 # Sections use the style through this module too (``plots.styled``, ``plots.color``).
-from attractor.report.style import color, figure_uri, step_axis, styled
+from attractor.report.interactive import AXIS, LAYOUT, is_static, plotly, to_fragment
+from attractor.report.style import color, colorscale, figure_uri, step_axis, styled
 
 
 def heatmap(
@@ -38,6 +41,10 @@ def heatmap(
         vmin: lower end of the colour scale (default: the data's minimum).
         vmax: upper end of the colour scale (default: the data's maximum).
         boundaries: positions where a new block (basin) starts; drawn as white lines.
+
+    Returns:
+        A PNG data URI on a static page, else an interactive figure (hover: both members
+        and the value; a click selects the row's member on the whole page).
     """
     matrix = np.asarray(matrix, dtype=float)
     n = len(labels)
@@ -45,6 +52,8 @@ def heatmap(
         raise ValueError(
             f"heatmap '{title}': matrix has shape {matrix.shape} but there are {n} labels"
         )
+    if not is_static():
+        return _heatmap_interactive(matrix, labels, title, cmap, vmin, vmax, boundaries)
     side = min(6.0, 2.6 + 0.12 * n)
     with styled(side + 0.9, side) as fig:
         ax = fig.add_subplot()
@@ -64,6 +73,59 @@ def heatmap(
         ax.set_title(title)
         fig.colorbar(image, ax=ax, shrink=0.85)
         return figure_uri(fig)
+
+
+def _heatmap_interactive(
+    matrix: np.ndarray,
+    labels: Sequence[object],
+    title: str,
+    cmap: str,
+    vmin: float | None,
+    vmax: float | None,
+    boundaries: Sequence[int],
+) -> str:
+    """:func:`heatmap` as a plotly heat map: rows top-down as in the PNG, member ids as
+    categories (the page's selection script finds a member's row and column by its id).
+    """
+    go = plotly()
+    names = [str(label) for label in labels]
+    n = len(names)
+    fig = go.Figure(
+        go.Heatmap(
+            z=matrix,
+            x=names,
+            y=names,
+            colorscale=colorscale(cmap),
+            zmin=vmin,
+            zmax=vmax,
+            hovertemplate="member %{y} × member %{x}<br>%{z:.4g}<extra></extra>",
+            colorbar={"thickness": 12, "len": 0.9},
+            xgap=0,
+            ygap=0,
+        )
+    )
+    lines = {"color": "white", "width": 1.5}
+    shapes = [
+        shape
+        for start in boundaries
+        if 0 < start < n
+        for shape in (
+            {"type": "line", "xref": "paper", "x0": 0, "x1": 1, "y0": start - 0.5,
+             "y1": start - 0.5, "line": lines},
+            {"type": "line", "yref": "paper", "y0": 0, "y1": 1, "x0": start - 0.5,
+             "x1": start - 0.5, "line": lines},
+        )
+    ]  # fmt: skip
+    axis = AXIS | {"type": "category", "showgrid": False, "ticks": "", "title": "member"}
+    fig.update_layout(
+        LAYOUT,
+        title={"text": title, "font": {"size": 13}},
+        xaxis=axis | {"tickangle": -90 if n > 12 else 0},
+        yaxis=axis | {"autorange": "reversed"},
+        shapes=shapes,
+        margin={"l": 50, "r": 10, "t": 40, "b": 50},
+    )
+    return to_fragment(fig, height=440)
 
 
 def series_panels(

@@ -16,6 +16,8 @@ from collections.abc import Callable
 import pandas as pd
 
 from attractor.report.cloud import cloud_coordinates, cloud_panels, cloud_trails
+from attractor.report.cloud_interactive import cloud_moving, cloud_paths
+from attractor.report.interactive import is_static
 from attractor.report.page import collapsible, facts, figure, header, section, table
 from attractor.runs.ensemble import Ensemble
 
@@ -118,16 +120,29 @@ def cloud_section(ens: Ensemble, basins: dict[int, int] | None) -> str:
         f"{ends['radius'].iloc[0]:.3g} at "
         f"{at[0]}, {ends['radius'].iloc[1]:.3g} at {at[1]}.</p>"
     )
-    body = (
-        note
-        + figure(cloud_trails(cloud, basins), "member paths")
-        + figure(cloud_panels(cloud, basins), "cloud per snapshot")
-    )
+    if is_static():
+        body = (
+            note
+            + figure(cloud_trails(cloud, basins), "member paths")
+            + figure(cloud_panels(cloud, basins), "cloud per snapshot")
+        )
+    else:  # the moving cloud leads: it is the section's answer; paths below it
+        body = (
+            note
+            + figure(cloud_moving(cloud, basins, ens.plan), "the cloud through training")
+            + figure(cloud_paths(cloud, basins, ens.plan), "member paths")
+        )
     lead = (
         "Each dot is one member's predicted probabilities on a fixed probe of test inputs, "
         "placed by one PCA fit over all snapshots; "
         "the black cross is the ensemble mean. A cloud that shrinks is converging in function "
         "space; separate clumps are separate basins."
+        + (
+            ""
+            if is_static()
+            else " The shaded area is the ground each basin covers; hover a dot for its "
+            "member and plan row, click it to follow that member in every figure and table."
+        )
     )
     return section("cloud", "Ensemble cloud", lead, body)
 

@@ -1,4 +1,5 @@
-"""The report's figure style: one matplotlib style, one palette, and the PNG encoding.
+"""The report's figure style: one matplotlib style, one palette, and the PNG encoding
+(and :func:`colorscale`, the same colour maps for the interactive figures).
 
 :mod:`attractor.report.plots` draws every kind of plot inside :func:`styled` and encodes it
 with :func:`figure_uri`; sections that draw their own figure use the same two.
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import matplotlib
+import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
@@ -55,6 +57,15 @@ def figure_uri(fig: Figure) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", facecolor="white", metadata={"Software": None})
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def colorscale(cmap: str, stops: int = 11) -> list[list[float | str]]:
+    """The matplotlib colour map ``cmap`` as a plotly colour scale, so an interactive heat
+    map has exactly the colours of its PNG.
+    """
+    scale = matplotlib.colormaps[cmap]
+    positions = np.linspace(0.0, 1.0, stops)
+    return [[float(p), matplotlib.colors.to_hex(scale(float(p)))] for p in positions]
 
 
 def step_axis(ax: Axes) -> None:
