@@ -16,7 +16,8 @@ from attractor import Task
 
 
 class SmallCNN(nn.Module):
-    """Any ``nn.Module`` works; this one is batched by torch.func, so it trains vectorized."""
+    """Any ``nn.Module`` works; the engine stacks this one (convolutions per member, the rest
+    for all members at once), so it trains vectorized."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()

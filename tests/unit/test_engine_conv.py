@@ -342,3 +342,27 @@ def test_a_lone_conv_member_is_not_padded(digits_cnn: Task) -> None:
     assert Chunk(digits_cnn, config, rows_for(1), True, None).n == 1
     mlp = build_task(parse_config(tiny_mapping()).task)
     assert Chunk(mlp, parse_config(tiny_mapping()), rows_for(1), True, None).n == 2
+
+
+class _FunctionalPooling(nn.Module):
+    """The shape of examples/my_task.py: functional max pooling and a flatten from dim -3."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.head = nn.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(torch.relu(self.conv(x)), 2)
+        return self.head(F.avg_pool2d(h, 1).flatten(-3))
+
+
+def test_functional_pooling_runs_stacked_and_equals_each_module() -> None:
+    torch.manual_seed(0)
+    models = [_FunctionalPooling() for _ in range(3)]
+    params, buffers = stacked(models)
+    forward = batched_forward(models[0])
+    assert isinstance(forward, StackedConvNet)
+    x = torch.randn(3, 5, 1, 8, 8)
+    reference = torch.stack([m(x[i]) for i, m in enumerate(models)])
+    torch.testing.assert_close(forward(params, buffers, x), reference, rtol=0, atol=1e-6)

@@ -75,6 +75,15 @@ _ELEMENTWISE_CALLS: set[object] = {
     "mul",
 }
 _FLATTEN_CALLS: set[object] = {torch.flatten, "flatten"}
+#: Functional pooling: per example and weightless, so the members are more examples.
+_POOL_CALLS: set[object] = {
+    F.max_pool1d,
+    F.max_pool2d,
+    F.avg_pool1d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool1d,
+    F.adaptive_avg_pool2d,
+}
 #: A group of members' largest activation at most this many bytes (a core's L2 cache here is
 #: 1 MiB): ResNet-20 at batch 32 (2 MB per member) then runs member by member, which trained
 #: 0.9-1.0x the loop where all 4 members at once trained 0.75-0.85x; see
@@ -119,7 +128,7 @@ def stacked_conv_net(model: nn.Module) -> StackedConvNet | None:
         if node.op == "call_module" and not _supported_module(modules[node.target]):
             return None
         if node.op in ("call_function", "call_method"):
-            if node.target not in _ELEMENTWISE_CALLS | _FLATTEN_CALLS:
+            if node.target not in _ELEMENTWISE_CALLS | _FLATTEN_CALLS | _POOL_CALLS:
                 return None
             # flatten from dim 0 folds the batch into the features: no per-member meaning
             if node.target in _FLATTEN_CALLS and _flatten_dims(node.args, node.kwargs)[0] == 0:
@@ -310,6 +319,10 @@ def _flatten_dims(args: Sequence[object], kwargs: Mapping[str, object]) -> tuple
 
 
 def _call(op: str, target: object, args: list[object], kwargs: dict[str, object]) -> object:
+    if target in _POOL_CALLS:
+        h = args[0]
+        assert isinstance(h, Tensor) and callable(target)
+        return target(h.flatten(0, 1), *args[1:], **kwargs).unflatten(0, h.shape[:2])
     if target in _FLATTEN_CALLS:
         h = args[0]
         assert isinstance(h, Tensor)
