@@ -53,9 +53,10 @@ class VerdictLine:
     section: str = ""
 
     def text(self) -> str:
-        """The line as a terminal shows it: ``[status] answer (yardstick)``."""
-        yardstick = f" — {self.yardstick}" if self.yardstick else ""
-        return f"[{self.status}] {self.answer}{yardstick}"
+        """The line as a terminal shows it, ``[status] answer``; the answer names what it was
+        compared with, the yardsticks follow once below all lines (:meth:`Verdict.text`).
+        """
+        return f"[{self.status}] {self.answer}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON (NaN as null)."""

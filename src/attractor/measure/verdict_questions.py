@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 #: members' predictions first (the function), then the scalar summaries.
 OUTCOME_PREFERENCE = ("p_true", "kl_to_mean", "test_accuracy", "test_loss")
 _OUTCOME_NAMES = {
-    "p_true": "the predicted probability of the true class",
+    "p_true": "the predictions",
     "kl_to_mean": "the KL to the ensemble mean",
     "test_accuracy": "test accuracy",
     "test_loss": "test loss",
@@ -81,7 +81,7 @@ def basins_line(measures: Mapping[str, Any]) -> VerdictLine | None:
     elif method == "n_basins":
         rule = f"the number of basins was fixed at {k}"
     else:
-        rule = f"split only where a split reaches silhouette >= {MIN_SILHOUETTE:g}"
+        rule = f"members split into basins only at a silhouette >= {MIN_SILHOUETTE:g}"
     if method == "n_basins":
         # A count asked for is no finding: report the shares, judge nothing.
         return VerdictLine(
@@ -215,21 +215,23 @@ def driver_line(results: Mapping[str, StoredResult]) -> VerdictLine | None:
     mirrored = judge(None if high is None else -high, None if low is None else -low, -DRIVER_SHARE)
     factor = " and ".join(FACTOR_NAMES.get(f, f) for f in str(top[name]).split(":"))
     factor = f"the interaction of {factor}" if ":" in str(top[name]) else factor
-    numbers = f"{pct(share, 0)} of variance{bracket(low, high, 0)}"
+    of = _OUTCOME_NAMES.get(outcome, outcome)
+    numbers = f"{pct(share, 0)}{bracket(low, high, 0)}"
     answer = {
-        "yes": f"the spread is driven by {factor} ({numbers})",
-        "no": f"no factor holds most of the variance; the largest is {factor} ({numbers})",
-        "unclear": f"the spread leans on {factor} ({numbers}), not clearly over half",
+        "yes": f"the spread is driven by {factor} ({numbers} of the variance of {of})",
+        "no": f"no factor holds most of the variance of {of}; the largest is {factor} ({numbers})",
+        "unclear": f"{factor} leads the spread ({numbers} of the variance of {of}), not clearly "
+        "more than half",
     }[mirrored]
     return VerdictLine(
         id="driver",
         question="What drives the spread?",
-        answer=f"{answer}, outcome: {_OUTCOME_NAMES.get(outcome, outcome)}",
+        answer=answer,
         status=mirrored,
         value=share,
         low=low,
         high=high,
-        interval=f"95 % bootstrap interval ({method})",
+        interval=f"95 % bootstrap interval ({method} of {outcome})",
         threshold=DRIVER_SHARE,
         yardstick=f"a factor drives the spread with > {pct(DRIVER_SHARE, 0)} of its variance",
         section="sensitivity",
@@ -248,7 +250,7 @@ def diverged_line(plan: pd.DataFrame) -> VerdictLine:
         "id": "diverged",
         "question": "Did every member train without diverging?",
         "threshold": 0.0,
-        "yardstick": "no diverged member",
+        "yardstick": "training: no member diverged",
         "section": "plan",
     }
     if finished == 0:

@@ -26,9 +26,11 @@ _BOX = (
     "background:#f9fafb"
 )
 _BADGE = (
-    "display:inline-block;min-width:88px;margin-right:8px;padding:0 6px;border-radius:4px;"
+    "flex:0 0 88px;align-self:flex-start;margin-top:2px;padding:0 6px;border-radius:4px;"
     "font-size:12px;font-weight:600;text-align:center"
 )
+#: The answer reads as text and links quietly to the section that backs it.
+_LINK = "color:#1f2328;text-decoration:underline dotted #8c959f"
 _QUIET = "color:#59636e;font-size:13px"
 
 
@@ -42,14 +44,14 @@ def _line(line: VerdictLine, sections: set[str] | None) -> str:
     answer = html.escape(line.answer)
     linked = line.status != "not measured" and (sections is None or line.section in sections)
     if linked and line.section:
-        answer = f'<a href="#{html.escape(line.section)}">{answer}</a>'
+        answer = f'<a href="#{html.escape(line.section)}" style="{_LINK}">{answer}</a>'
     note = html.escape(line.question) + (
         f" · interval: {html.escape(line.interval)}" if line.interval else ""
     )
     return (
         f'<li data-question="{html.escape(line.id)}" data-status="{html.escape(line.status)}" '
-        f'style="margin:4px 0">{badge}{answer}<br><span style="{_QUIET};margin-left:96px">'
-        f"{note}</span></li>"
+        f'style="display:flex;gap:10px;margin:5px 0">{badge}<div>{answer}<br>'
+        f'<span style="{_QUIET}">{note}</span></div></li>'
     )
 
 
