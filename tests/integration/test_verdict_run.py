@@ -30,7 +30,10 @@ def test_an_unmeasured_run_says_what_is_missing(cli, trained: Path, tmp_path: Pa
     assert result.code == 0, result.err
     first = result.out.splitlines()[:2]
     assert first[0] == "verdict:"
-    assert f"[not measured] not measured yet: `attractor measure {run}`" in first[1]
+    assert first[1].strip() == (
+        f"[not measured] Do the members land in one basin? (not measured yet: "
+        f"`attractor measure {run}`)"
+    )
     data = json.loads(cli("info", run, "--json").out)
     statuses = {x["id"]: x["status"] for x in data["verdict"]["lines"]}
     assert statuses == {

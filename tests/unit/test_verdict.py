@@ -23,9 +23,11 @@ from attractor.measure.verdict import (
     verdict,
     wilson,
 )
-from attractor.report import with_verdict
+from attractor.report import render_directory, with_verdict
 from attractor.report.sections.verdict import verdict_block
 from attractor.runs.results import StoredResult
+from attractor.runs.store import RunStore
+from tests import report_samples
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -236,13 +238,25 @@ def test_an_unmeasured_run_says_so_and_names_the_command() -> None:
     assert "driver" not in [x.id for x in found.lines]  # only where a sensitivity result exists
 
 
-def test_an_experiment_gets_only_its_own_lines() -> None:
-    data = {"threshold": 0.02, "onset": 20, "onset_upper": 100}
-    found = verdict([stored("instability", data)])
+def test_an_experiment_gets_only_its_own_lines(tmp_path: Path) -> None:
+    sample = report_samples.instability()
+    found = verdict([stored("instability", sample.to_json())])
     assert [x.id for x in found.lines] == ["instability"]
-    assert found.lines[0].status == "yes" and "from step 20" in found.lines[0].answer
-    late = verdict([stored("instability", data | {"onset_upper": None})]).lines[0]
-    assert late.status == "unclear"
+    assert found.lines[0].status == "yes"
+    assert found.lines[0].answer == (
+        "copies spawned from step 20 on have no barrier (mean < 2 %; upper 95 % bound below "
+        "it from step 100; at step 100: 0.5 % [0.0, 1.0])"
+    )
+    late = verdict([stored("instability", sample.to_json() | {"onset_upper": None})]).lines[0]
+    assert late.status == "unclear" and late.value == 0.015 and late.high == 0.025
+    never = {"onset": None, "onset_upper": None}
+    assert verdict([stored("instability", sample.to_json() | never)]).lines[0].status == "no"
+    # On the experiment's page the block links to its section.
+    store = RunStore.prepare_experiment(tmp_path / "exp", "samples", {"kind": "instability"})
+    store.write(sample)
+    page = render_directory(store.root).read_text(encoding="utf-8")
+    block = page[page.index('<div id="verdict"') : page.index("<section")]
+    assert 'href="#instability"' in block and 'data-status="yes"' in block
 
 
 def test_json_is_strict_and_thresholds_are_listed_once() -> None:

@@ -56,6 +56,8 @@ class VerdictLine:
         """The line as a terminal shows it, ``[status] answer``; the answer names what it was
         compared with, the yardsticks follow once below all lines (:meth:`Verdict.text`).
         """
+        if self.status == "not measured":  # the answer alone would not say which question
+            return f"[{self.status}] {self.question} ({self.answer})"
         return f"[{self.status}] {self.answer}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -299,30 +299,49 @@ def seed_advice_line(data: Mapping[str, Any]) -> VerdictLine:
 
 
 def instability_line(data: Mapping[str, Any]) -> VerdictLine:
-    """From which spawn step do copies stay linearly connected (``attractor instability``)?"""
+    """From which spawn step do copies stay linearly connected (``attractor instability``)?
+
+    Judged by the stored onsets (the mean barrier, and its upper 95 % bound, below the
+    threshold from that spawn step on); the value is the mean barrier at the deciding step
+    (the upper bound's onset, else the mean's, else the last spawn step) with its t-interval.
+    """
     threshold = float(data.get("threshold") or BARRIER)
     onset, upper = data.get("onset"), data.get("onset_upper")
+    rows = {r.get("spawn_step"): r for r in data.get("summary") or []}
+    deciding = (
+        upper if upper is not None else onset if onset is not None else max(rows, default=None)
+    )
+    row = rows.get(deciding, {})
+    value, low, high = (
+        number(row.get(k))
+        for k in ("barrier_error_mean", "barrier_error_ci_low", "barrier_error_ci_high")
+    )
+    at = f"; at step {deciding}: {pct(value)}{bracket(low, high)}" if value is not None else ""
     status: Status
     if upper is not None:
-        answer, status = (
-            f"copies spawned from step {onset} on have no barrier (mean < "
-            f"{pct(threshold, 0)}; upper 95 % bound below it from step {upper})",
-            "yes",
+        status = "yes"
+        answer = (
+            f"copies spawned from step {onset} on have no barrier (mean < {pct(threshold, 0)}; "
+            f"upper 95 % bound below it from step {upper}{at})"
         )
     elif onset is not None:
-        answer, status = (
+        status = "unclear"
+        answer = (
             f"copies spawned from step {onset} on have a mean barrier < {pct(threshold, 0)}, "
-            "but the upper 95 % bound never falls below it",
-            "unclear",
+            f"but its upper 95 % bound never falls below it{at}"
         )
     else:
-        answer, status = f"no spawn step gives copies a barrier < {pct(threshold, 0)}", "no"
+        status = "no"
+        answer = f"no spawn step gives copies a mean barrier < {pct(threshold, 0)}{at}"
     return VerdictLine(
         id="instability",
         question="From which training step are copies linearly connected?",
         answer=answer,
         status=status,
-        value=None if onset is None else float(onset),
+        value=value,
+        low=low,
+        high=high,
+        interval="95 % t-interval over pairs" if low is not None else "",
         threshold=threshold,
         yardstick=f"mean error barrier < {pct(threshold, 0)} (Frankle et al. 2020)",
         section="instability",
