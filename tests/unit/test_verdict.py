@@ -236,6 +236,8 @@ def test_an_unmeasured_run_says_so_and_names_the_command() -> None:
         assert x.status == "not measured"
         assert x.answer == "not measured yet: `attractor measure runs/x`"
     assert "driver" not in [x.id for x in found.lines]  # only where a sensitivity result exists
+    lm = verdict([stored("lm-measures", {})], plan("done", "done")).line("basins")
+    assert lm.status == "not measured" and "next-token" in lm.answer
 
 
 def test_an_experiment_gets_only_its_own_lines(tmp_path: Path) -> None:

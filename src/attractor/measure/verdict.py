@@ -109,8 +109,8 @@ class Verdict:
         return {"lines": [x.to_dict() for x in self.lines], "thresholds": dict(self.thresholds)}
 
 
-def _not_measured(id_: str, question: str, section: str, how: str) -> VerdictLine:
-    return VerdictLine(id_, question, f"not measured yet: {how}", "not measured", section=section)
+def _not_measured(id_: str, question: str, section: str, answer: str) -> VerdictLine:
+    return VerdictLine(id_, question, answer, "not measured", section=section)
 
 
 def verdict(
@@ -136,10 +136,11 @@ def verdict(
             barrier_line(paths, aligned=True),
         ]
     elif plan is not None:
+        # A language-model run is measured already: its measures have no basins or paths.
         how = (
-            "language-model runs get next-token measures, no basins or paths"
+            "not measured: a language-model run's measures are next-token ones"
             if "lm-measures" in by_kind
-            else f"`attractor measure {root}`"
+            else f"not measured yet: `attractor measure {root}`"
         )
         lines += [
             _not_measured("basins", "Do the members land in one basin?", "basins", how),
