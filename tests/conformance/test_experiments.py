@@ -143,6 +143,16 @@ def _stabilize(_: Path) -> BaseModel:
     return StabilizeRun(config=config, stabilize=settings)
 
 
+def _compare(run: Path) -> BaseModel:
+    from attractor.experiments.two_runs import CompareSettings
+    from attractor.runs.launch import train
+
+    other = run.parent / "other-lr"  # a second run of the same task, trained once
+    if not (other / "manifest.json").is_file():
+        train(_config(lr=0.07), other)
+    return CompareSettings(a=str(run), b=str(other), draws=10)
+
+
 #: name -> (tiny settings given a trained two-member run, a change that makes other settings).
 TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "hparam-map": (_hparam_map, {"draws": 11}),
@@ -154,6 +164,7 @@ TINY: dict[str, tuple[Callable[[Path], BaseModel], dict[str, Any]]] = {
     "world": (_world, {"seed": 1}),
     "evaluator": (_evaluator, {"seed": 1}),
     "stabilize": (_stabilize, {"config": _stabilize_config(lr=0.07)}),
+    "compare": (_compare, {"seed": 1}),
 }
 
 
@@ -240,5 +251,6 @@ class TestExperiment:
                 keys = re.findall(r'<section id="([^"]+)"', alone)
                 assert keys, f"the {kind} section rendered no <section>"
                 assert all(f'<section id="{key}"' in page for key in keys), (kind, keys)
-        text = re.sub(r'src="data:[^"]*"', "", page)
+        # What a reader sees: no images' bytes, no inline scripts (plotly.js spells NaN itself).
+        text = re.sub(r'src="data:[^"]*"|<script[^>]*>.*?</script>', "", page, flags=re.DOTALL)
         assert not re.search(r"\bnan\b", text, re.IGNORECASE)  # missing values show as a dash

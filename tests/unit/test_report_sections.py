@@ -30,6 +30,7 @@ RENDERED_BY_EXPERIMENTS = {
     "world",
     "evaluator",
     "stabilize",
+    "compare",
 }
 
 

@@ -18,7 +18,12 @@ from attractor.cli._shared import (
     console,
     emit_json,
 )
-from attractor.cli.measure import print_verdict
+from attractor.cli.measure import (
+    CompareForceFlag,
+    CompareOutOption,
+    compare_report,
+    print_verdict,
+)
 from attractor.cli.show import print_run_summary, status_table
 from attractor.config import Config, load_config
 from attractor.errors import UserError
@@ -317,6 +322,16 @@ StaticFlag = Annotated[
 @app.command()
 def report(
     run_dir: RunDirArg,
+    run_b: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="[RUN_B]",
+            help="A second run of the same task: write the comparison page of RUN_DIR (A) and "
+            "RUN_B side by side, in a directory of its own.",
+        ),
+    ] = None,
+    out: CompareOutOption = None,
+    force: CompareForceFlag = False,
     device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
     static: StaticFlag = False,
@@ -325,11 +340,18 @@ def report(
 
     The page shows every result the directory holds (structural curves, sensitivity,
     suggestions, ...). On an experiment's directory (instability, shortcuts, diff, ...)
-    nothing is measured: its results are rendered.
+    nothing is measured: its results are rendered. With RUN_B: the two runs side by side
+    with paired intervals (A minus B), written to OUT (default runs/compare-<hash>), never
+    into either run's directory.
     """
     from attractor.report import render_directory
     from attractor.runs.store import RunStore
 
+    if run_b is not None:
+        compare_report(run_dir, run_b, out, force, device=device, as_json=as_json, static=static)
+        return
+    if out is not None or force:
+        raise UserError("--out and --force go with RUN_B (the comparison page's directory)")
     if RunStore(run_dir).experiment() is None:
         path = _measure_and_report(run_dir, as_json, device, static)
     else:

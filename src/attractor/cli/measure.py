@@ -107,6 +107,66 @@ _PRINTERS: dict[str, Callable[[Any, dict[str, str], str, bool], None]] = {
 }
 
 
+CompareOutOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--out",
+        "-o",
+        help="Directory of the comparison page: report.html, compare.json, compare.parquet "
+        "(default: runs/compare-<hash of the two runs and settings>; never either run's "
+        "directory).",
+    ),
+]
+CompareForceFlag = Annotated[
+    bool,
+    typer.Option("--force", help="Delete OUT first if it holds another experiment or settings."),
+]
+
+
+def compare_report(
+    run_a: Path,
+    run_b: Path,
+    out: Path | None,
+    force: bool,
+    split: str = "test",
+    draws: int = 500,
+    device: str = "cpu",
+    as_json: bool = False,
+    static: bool = False,
+) -> None:
+    """Write the comparison page of two runs in a directory of its own and say what it found
+    (``attractor report RUN_A RUN_B`` and ``attractor compare --report``); ``static``: PNG
+    figures only, no scripts.
+    """
+    from attractor.cli.experiments import emit_result, settings_of
+    from attractor.experiments.two_runs import CompareSettings, run_compare
+    from attractor.report import render_directory
+
+    check_split(split)
+    settings = settings_of(
+        CompareSettings, a=str(run_a), b=str(run_b), split=split, draws=draws, device=device
+    )
+    store, result = run_compare(settings, out, force=force, progress=not as_json)
+    page = render_directory(store.root, progress=not as_json, static=static)
+    files = {"json": str(store.root / "compare.json"), "html": str(page)}
+    if as_json:
+        emit_result(result, files)
+        return
+    _print_run_comparison(result.runs, result.table)
+    console.print(f"report: {page}", markup=False, soft_wrap=True)
+
+
+def _print_run_comparison(runs: dict[str, dict[str, Any]], paired: Any) -> None:
+    """Which run is which, then each measure's plain reading (A, B and A - B are on the page)."""
+    for label in ("A", "B"):
+        info = runs[label]
+        console.print(
+            f"{label}: {info['path']} ({info['done']} members)", markup=False, soft_wrap=True
+        )
+    for text in paired["reading"]:
+        console.print(text, markup=False, soft_wrap=True)
+
+
 @app.command()
 def compare(
     run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="First run directory.")],
@@ -117,6 +177,16 @@ def compare(
     split: Annotated[str, typer.Option(help="Evaluation split: test or train.")] = "test",
     draws: DrawsOption = 500,
     device: DeviceOption = "cpu",
+    report: Annotated[
+        bool,
+        typer.Option(
+            "--report",
+            help="Also write the comparison page (both runs side by side, paired intervals of "
+            "accuracy and spread) in a directory of its own, as `attractor report RUN_A RUN_B`.",
+        ),
+    ] = False,
+    out: CompareOutOption = None,
+    force: CompareForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
     """Compare two runs of the same task with a paired multi-bootstrap (A minus B)."""
@@ -126,6 +196,11 @@ def compare(
     if metric not in ("accuracy", "loss"):
         raise UserError(f"--metric must be 'accuracy' or 'loss', not '{metric}'")
     check_split(split)
+    if report:
+        compare_report(run_a, run_b, out, force, split, draws, device, as_json)
+        return
+    if out is not None or force:
+        raise UserError("--out and --force go with --report (the comparison page's directory)")
     runs = Ensemble.load(run_a, device=device), Ensemble.load(run_b, device=device)
     result = compare_runs(*runs, metric, split, draws)  # type: ignore[arg-type]
     emit_json(result) if as_json else print_comparison(result)

@@ -43,6 +43,7 @@ EXPERIMENTS: dict[str, str] = {
     "world": "attractor.experiments.world",
     "evaluator": "attractor.stack.learned.experiment",
     "stabilize": "attractor.stack.stabilize.experiment",
+    "compare": "attractor.experiments.two_runs",
 }
 
 

@@ -58,6 +58,7 @@ RESULT_KINDS: dict[str, str] = {
     "world": "basins of attraction, outcome sources and closed-loop growth of a model in a world",
     "evaluator": "human examples -> learned evaluators -> fine-tuned models: spread and sources",
     "stabilize": "the trainer whose runs spread least, searched and confirmed on fresh seeds",
+    "compare": "two runs of one task side by side: paired intervals of accuracy and spread",
 }
 
 #: Bumped whenever the header layout changes; results of another header schema are skipped.

@@ -13,7 +13,7 @@ Orders in use, so that a run's page reads as it always has: run facts 0, plan 1,
 metrics 2 (:mod:`attractor.report.run_page`), spread measures 10, ensemble cloud 20, spread
 over training and LMC 30, instability 40, structural 50, tangent 60, sensitivity 70,
 suggestions 75, seed advice 77, diff 80; experiments' own sections 100 and up (world 110,
-evaluator 120, trainer2 120, stabilize 130).
+evaluator 120, trainer2 120, stabilize 130, two runs compared 140-143).
 
 A new kind of result gets a page section by one file here plus one line in
 :data:`SECTIONS`.
@@ -84,6 +84,8 @@ SECTIONS: dict[str, str] = {
     "world": "attractor.report.sections.world",
     "evaluator": "attractor.report.sections.evaluator",
     "stabilize": "attractor.report.sections.stabilize",
+    # Two runs side by side: the page's parts live beside the run page's, in report/.
+    "compare": "attractor.report.compare_page",
 }
 
 
