@@ -116,3 +116,19 @@ def test_page_inlines_plotly_only_with_interactive_figures(tmp_path: Path, stati
     assert page.count("<script") == (0 if static else 3 + 1)  # config, plotly.js, 1 fig, select
     assert (plotly_js()[:200] in page) is not static
     assert '<tr data-member="3">' in page and "aligned.<wbr>barrier_<wbr>loss_<wbr>" in page
+
+
+def test_world_phase_portrait_moves_over_thinned_world_steps() -> None:
+    from attractor.report.world_plots import MAX_FRAMES, phase_portrait
+
+    rows = [(m, s, t, m + np.cos(t / 9), s + np.sin(t / 9)) for m in range(2) for s in range(3)
+            for t in range(100)]  # fmt: skip
+    paths = pd.DataFrame(rows, columns=["member", "state", "t", "px", "py"])
+    assert phase_portrait(paths, "p", "x", "y").startswith("data:image/png;base64,")
+    with figure_mode(static=False):
+        fragment = phase_portrait(paths, "p", "x", "y")
+    frames = json.loads(re.search(r"Plotly\.addFrames\('[^']+', (\[.*?\])\);", fragment).group(1))
+    assert len(frames) == MAX_FRAMES and frames[0]["name"] == "0" and frames[-1]["name"] == "99"
+    # One moving point per (member, initial state), each named on hover.
+    assert all(len(f["data"][0]["customdata"]) == 6 for f in frames)
+    assert '"meta":{"member":1' in fragment and "initial state %{customdata[1]}" in fragment
