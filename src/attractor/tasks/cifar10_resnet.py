@@ -20,7 +20,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from attractor.tasks.base import Task
-from attractor.tasks.images import CropFlip, ImageDataOptions, image_tensors, load_cifar10
+from attractor.tasks.images import CropFlip, ImageDataOptions, image_task, load_cifar10
 from attractor.tasks.images.models import check_resnet_depth, model_factory
 
 NAME = "cifar10-resnet20"
@@ -49,20 +49,9 @@ class CifarResNetOptions(ImageDataOptions):
 def make(options: CifarResNetOptions) -> Task:
     """Build ``cifar10-resnet20``; class ids double as the groups for ``holdout_group``."""
     split = load_cifar10(options.root)
-    x_train, y_train, x_test, y_test = image_tensors(
-        split, options.train_examples, options.test_examples
-    )
     channels, size, _ = split.shape
-    return Task(
-        name=NAME,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        make_model=model_factory(
-            "resnet", channels, split.num_classes, size, options.depth, options.width
-        ),
-        num_classes=split.num_classes,
-        description=SUMMARY,
-        augment=CropFlip(PADDING) if options.augment else None,
+    model = model_factory("resnet", channels, split.num_classes, size, options.depth, options.width)
+    augment = CropFlip(PADDING) if options.augment else None
+    return image_task(
+        NAME, SUMMARY, split, model, options.train_examples, options.test_examples, augment
     )

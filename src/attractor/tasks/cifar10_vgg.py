@@ -14,7 +14,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from attractor.tasks.base import Task
-from attractor.tasks.images import CropFlip, ImageDataOptions, image_tensors, load_cifar10
+from attractor.tasks.images import CropFlip, ImageDataOptions, image_task, load_cifar10
 from attractor.tasks.images.models import model_factory
 
 NAME = "cifar10-vgg"
@@ -38,18 +38,9 @@ class CifarVGGOptions(ImageDataOptions):
 def make(options: CifarVGGOptions) -> Task:
     """Build ``cifar10-vgg``; class ids double as the groups for ``holdout_group``."""
     split = load_cifar10(options.root)
-    x_train, y_train, x_test, y_test = image_tensors(
-        split, options.train_examples, options.test_examples
-    )
     channels, size, _ = split.shape
-    return Task(
-        name=NAME,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        make_model=model_factory("vgg", channels, split.num_classes, size),
-        num_classes=split.num_classes,
-        description=SUMMARY,
-        augment=CropFlip(PADDING) if options.augment else None,
+    model = model_factory("vgg", channels, split.num_classes, size)
+    augment = CropFlip(PADDING) if options.augment else None
+    return image_task(
+        NAME, SUMMARY, split, model, options.train_examples, options.test_examples, augment
     )

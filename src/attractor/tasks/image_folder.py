@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, model_validator
 
 from attractor.tasks.base import Task
-from attractor.tasks.images import CropFlip, ImageDataOptions, image_tensors, load_image_folder
+from attractor.tasks.images import CropFlip, ImageDataOptions, image_task, load_image_folder
 from attractor.tasks.images.models import (
     LENET_MIN_SIZE,
     ModelKind,
@@ -75,24 +75,15 @@ def make(options: ImageFolderOptions) -> Task:
         options.train_examples,
         options.test_examples,
     )
-    # The loader already chose the subsets (before decoding).
-    x_train, y_train, x_test, y_test = image_tensors(split, None, None)
-    padding = max(1, options.image_size // 8)
-    return Task(
-        name=NAME,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        make_model=model_factory(
-            options.model,
-            options.channels,
-            split.num_classes,
-            options.image_size,
-            options.depth,
-            options.width,
-        ),
-        num_classes=split.num_classes,
-        description=SUMMARY,
-        augment=CropFlip(padding) if options.augment else None,
+    model = model_factory(
+        options.model,
+        options.channels,
+        split.num_classes,
+        options.image_size,
+        options.depth,
+        options.width,
     )
+    padding = max(1, options.image_size // 8)
+    augment = CropFlip(padding) if options.augment else None
+    # The loader already chose the subsets (before decoding): no second subset here.
+    return image_task(NAME, SUMMARY, split, model, augment=augment)

@@ -17,7 +17,7 @@ from pydantic import Field
 
 from attractor.tasks.base import Task
 from attractor.tasks.conv_models import LeNet
-from attractor.tasks.images import ImageDataOptions, image_tensors, load_mnist
+from attractor.tasks.images import ImageDataOptions, image_task, load_mnist
 
 NAME = "mnist-lenet"
 SUMMARY = "LeNet-5 on MNIST or Fashion-MNIST from IDX files in root (60000 / 10000, 10 classes)"
@@ -38,17 +38,6 @@ class MnistLeNetOptions(ImageDataOptions):
 def make(options: MnistLeNetOptions) -> Task:
     """Build ``mnist-lenet``; class ids double as the groups for ``holdout_group``."""
     split = load_mnist(options.root)
-    x_train, y_train, x_test, y_test = image_tensors(
-        split, options.train_examples, options.test_examples
-    )
     channels, size, _ = split.shape
-    return Task(
-        name=NAME,
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        make_model=partial(LeNet, in_channels=channels, num_classes=split.num_classes, size=size),
-        num_classes=split.num_classes,
-        description=SUMMARY,
-    )
+    model = partial(LeNet, in_channels=channels, num_classes=split.num_classes, size=size)
+    return image_task(NAME, SUMMARY, split, model, options.train_examples, options.test_examples)

@@ -14,6 +14,7 @@ from attractor.tasks.images.cifar import load_cifar10, load_cifar100
 from attractor.tasks.images.dataset import (
     ImageDataOptions,
     ImageSplit,
+    image_task,
     image_tensors,
     stratified_subset,
 )
@@ -23,6 +24,7 @@ from attractor.tasks.images.idx import load_mnist, read_idx
 __all__ = [
     "CropFlip",
     "ImageDataOptions",
+    "image_task",
     "ImageSplit",
     "crop_and_flip",
     "image_tensors",

@@ -9,15 +9,17 @@ parses the files once and makes one float copy per build.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
-from torch import Tensor
+from torch import Tensor, nn
 
 from attractor.errors import UserError
+from attractor.tasks.base import Task
 
 #: Seed of the fixed subsets (``train_examples`` / ``test_examples``) and of the ImageFolder
 #: split: part of the task's definition, never a perturbation (those are the plan's job).
@@ -154,6 +156,32 @@ def image_tensors(
         torch.from_numpy(np.array(y_train, dtype=np.int64)),
         standardized(x_test, mean, std),
         torch.from_numpy(np.array(y_test, dtype=np.int64)),
+    )
+
+
+def image_task(
+    name: str,
+    description: str,
+    split: ImageSplit,
+    make_model: Callable[[], nn.Module],
+    train_examples: int | None = None,
+    test_examples: int | None = None,
+    augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+) -> Task:
+    """The :class:`Task` of an image split: the chosen subsets standardized
+    (:func:`image_tensors`), class ids doubling as the groups for ``holdout_group``.
+    """
+    x_train, y_train, x_test, y_test = image_tensors(split, train_examples, test_examples)
+    return Task(
+        name=name,
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        make_model=make_model,
+        num_classes=split.num_classes,
+        description=description,
+        augment=augment,
     )
 
 
