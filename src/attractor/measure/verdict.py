@@ -31,6 +31,9 @@ Questions (ids in brackets):
 * do members diverge? [``diverged``]: diverged members of the finished ones, Wilson interval.
 * from which step does a member's basin show? [``seed-advice``] and from which spawn step
   do copies stay connected? [``instability``]: where those results exist.
+* does the model bring its world to one basin? [``world``] and does the trainer stabilize
+  chose spread less on fresh seeds? [``stabilize``]: experiments' lines
+  (:mod:`attractor.measure.verdict_experiments`).
 
 References:
     Frankle, Dziugaite, Roy & Carbin (2020), "Linear Mode Connectivity and the Lottery
@@ -46,6 +49,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from attractor.measure.verdict_experiments import stabilize_line, world_line
 from attractor.measure.verdict_lines import (
     BARRIER,
     DRIVER_SHARE,
@@ -154,6 +158,10 @@ def verdict(
         lines.append(instability_line(by_kind["instability"].data))
     if "seed-advice" in by_kind:
         lines.append(seed_advice_line(by_kind["seed-advice"].data))
+    if "world" in by_kind:
+        lines.append(world_line(by_kind["world"].data))
+    if "stabilize" in by_kind:
+        lines.append(stabilize_line(by_kind["stabilize"].data))
     if plan is not None and "status" in plan:
         lines.append(diverged_line(plan))
     found = [line for line in lines if line is not None]
