@@ -24,6 +24,7 @@ from attractor.tasks.images import (
 from tests.conftest import CliResult, assert_user_error, write_toml
 from tests.image_files import (
     write_cifar10,
+    write_image_folder,
     write_mnist,
     write_png,
 )
@@ -167,3 +168,31 @@ def test_cli_lists_the_image_tasks_and_refuses_a_missing_root(
     assert_user_error(
         cli("plan", write_toml(tmp_path / "c.toml", config)), "nowhere", "set [task] root"
     )
+
+
+def test_a_run_records_its_data_root_absolute_and_loads_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative root is resolved where the run is made; measuring it from another directory
+    still finds the data (the manifest holds the absolute path)."""
+    from attractor.config import parse_config
+    from attractor.runs.ensemble import Ensemble
+    from attractor.runs.launch import train
+    from attractor.tasks import absolute_paths
+    from tests.conftest import tiny_mapping
+
+    made = tmp_path / "made"
+    write_image_folder(made / "data")
+    monkeypatch.chdir(made)
+    data = tiny_mapping(trainer={"steps": 2, "batch_size": 4}, plan={"members": 2})
+    data["task"] = {"name": "image-folder", "root": "data", "image_size": 8, "depth": 8, "width": 4}
+    config = parse_config(data)
+    assert absolute_paths(config.task).options["root"] == str(made / "data")
+    assert absolute_paths(parse_config(tiny_mapping()).task) == parse_config(tiny_mapping()).task
+    train(config, made / "run")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ens = Ensemble.load(made / "run")
+    assert ens.config.task.options["root"] == str(made / "data")
+    assert ens.predict(ens.task.x_test[:3]).shape[:2] == (2, 3)

@@ -18,7 +18,7 @@ from attractor.plan import PlanRow, build_plan
 from attractor.runs.lock import hold
 from attractor.runs.resume import Checkpoint, drop_checkpoint, load_checkpoint, save_checkpoint
 from attractor.runs.store import FINISHED, RunStore, snapshot_bytes
-from attractor.tasks import build_task
+from attractor.tasks import absolute_paths, build_task
 from attractor.tasks.base import Task
 from attractor.training import interrupt
 from attractor.training.data import BatchStream, member_pool, member_targets
@@ -254,6 +254,9 @@ def train(config: Config, out: str | Path, force: bool = False, progress: bool =
     from attractor.runs.ensemble import Ensemble
     from attractor.runs.progress import Progress
 
+    # The directory records an image task's data root as an absolute path: measured later
+    # from anywhere, it still finds its data.
+    config = config.model_copy(update={"task": absolute_paths(config.task)})
     task = build_task(config.task)
     plan = build_plan(config.plan, config.trainer, task.group_ids)
     steps = {

@@ -15,8 +15,10 @@ only after :mod:`attractor.runs.trust` allowed it.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -37,12 +39,14 @@ from attractor.tasks import (
     tiny_lm,
 )
 from attractor.tasks.base import Task, accuracy, cross_entropy
+from attractor.tasks.images import ImageDataOptions
 from attractor.tasks.user_code import check_arguments, cwd_on_path, import_function
 
 __all__ = [
     "TASKS",
     "Task",
     "TaskSpec",
+    "absolute_paths",
     "accuracy",
     "build_task",
     "cross_entropy",
@@ -104,6 +108,21 @@ def build_task(config: TaskConfig, search_cwd: bool = True) -> Task:
         return _build_user_task(name, options, search_cwd)
     known = ", ".join(sorted(TASKS))
     raise UserError(f"unknown task {name!r}; known tasks: {known} (or give 'module:function')")
+
+
+def absolute_paths(config: TaskConfig) -> TaskConfig:
+    """``config`` with an image task's data ``root`` made absolute against the working
+    directory (given or default), so that the run directory that records it finds its data
+    from any directory it is measured from; other tasks unchanged.
+    """
+    spec = TASKS.get(config.name)
+    if spec is None or not issubclass(spec.options, ImageDataOptions):
+        return config
+    root = config.options.get("root", spec.options.model_fields["root"].default)
+    if not isinstance(root, str) or Path(root).expanduser().is_absolute():
+        return config
+    absolute = os.path.abspath(os.path.expanduser(root))
+    return TaskConfig.model_validate({"name": config.name, **config.options, "root": absolute})
 
 
 def is_user_task(name: str) -> bool:
