@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from attractor.runs.store import identity
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from attractor.errors import UserError
+from attractor.runs.launch import train
+from attractor.runs.store import RunStore, identity
 from tests.conftest import tiny_config
 
 
@@ -26,3 +34,22 @@ def test_what_a_member_computes_changes_identity() -> None:
     base = identity(tiny_config().resolved())
     assert identity(tiny_config(trainer={"lr": 0.07}).resolved()) != base
     assert identity(tiny_config(run={"snapshots": 5}).resolved()) != base
+
+
+def test_a_run_written_before_a_field_existed_resumes(tmp_path: Path) -> None:
+    """A manifest without a field added later (its default does what attractor did before)
+    is the same run; one whose recorded value differs is still another config."""
+    config = tiny_config(trainer={"steps": 3}, plan={"members": 2})
+    train(config, tmp_path / "run")
+    manifest = tmp_path / "run" / "manifest.json"
+
+    def rewrite(change: Callable[[dict], object]) -> None:
+        data = json.loads(manifest.read_text())
+        change(data["config"])
+        RunStore(tmp_path / "run").write_manifest(data)  # as an older attractor wrote it
+
+    rewrite(lambda c: c["run"].pop("precision"))
+    train(config, tmp_path / "run")  # resumes: nothing to train, no refusal
+    rewrite(lambda c: c["trainer"].update(lr=0.5))
+    with pytest.raises(UserError, match="made from another config"):
+        train(config, tmp_path / "run")

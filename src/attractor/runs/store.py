@@ -57,6 +57,19 @@ from attractor.runs.owned import refuse_protected, remove_owned
 FINISHED = ("done", "diverged")
 
 
+def _filled(resolved: dict[str, Any]) -> dict[str, Any]:
+    """A recorded config with the defaults of fields added since it was written filled in
+    (a field is added with the default that does what attractor did before it), so a run
+    made by an older attractor resumes; as recorded where it no longer parses.
+    """
+    from attractor.config import parse_config
+
+    try:
+        return parse_config(resolved, source="the run's manifest").resolved()
+    except (UserError, ValueError, TypeError):
+        return resolved
+
+
 def snapshot_bytes(member: int, step: int, tensors: dict[str, torch.Tensor]) -> bytes:
     """A snapshot file's exact bytes, for workers that cannot write the run directory (Ray)."""
     from safetensors.torch import save
@@ -132,7 +145,7 @@ class RunStore(Directory):
         # Compared without placement settings, so a run killed under one backend may be
         # finished under another (or with tracking switched on).
         same = (
-            identity(old.get("config", {})) == identity(config.resolved())
+            identity(_filled(old.get("config", {}))) == identity(config.resolved())
             and old.get("plan_hash") == plan.hash()
         )
         if same:
@@ -147,7 +160,7 @@ class RunStore(Directory):
     def _difference(old: dict[str, Any], config: Config, plan: Plan) -> str:
         """What differs between the run on disk and this one, with both hashes."""
         advice = "use another --out, or --force to delete it and start over"
-        if identity(old.get("config", {})) != identity(config.resolved()):
+        if identity(_filled(old.get("config", {}))) != identity(config.resolved()):
             return (
                 f"made from another config (hash {old.get('config_hash')}, this one "
                 f"{config.hash()}); {advice}"
