@@ -18,7 +18,7 @@ from attractor.experiments.instability import (
     onset,
     run_instability,
 )
-from attractor.optim.schedules import lr_factor
+from attractor.optim.schedules import trainer_lr_factor
 from attractor.plan import PlanRow
 from attractor.runs.store import RunStore
 from attractor.tasks import build_task
@@ -92,7 +92,7 @@ def hand_run(
     stream = BatchStream(member_pool(task, row), row.batch_size, row.data_seed)
     for step in range(start.step + 1, steps + 1):
         for group in opt.param_groups:
-            group["lr"] = row.lr * lr_factor(trainer.schedule, step, steps, trainer.warmup_fraction)
+            group["lr"] = row.lr * trainer_lr_factor(trainer, step, steps)
         index = stream.next()
         loss = nn.functional.cross_entropy(model(task.x_train[index]), task.y_train[index])
         opt.zero_grad()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -84,3 +85,18 @@ def test_unknown_schedule_lists_known_ones() -> None:
         lr_factor("triangle", 1, 10, 0.0)
     with pytest.raises(UserError, match="warmup_fraction"):
         lr_factor("cosine", 1, 10, 1.5)
+
+
+def test_step_schedule_is_torchs_multistep_lr() -> None:
+    """The ``step`` schedule against torch.optim.lr_scheduler.MultiStepLR (the oracle): a
+    200-step run decays at steps after 100 and 150 (milestones 0.5 and 0.75)."""
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[100, 150], gamma=0.1)
+    for step in range(1, 201):
+        expected = optimizer.param_groups[0]["lr"]  # the lr this step is taken with
+        assert lr_factor("step", step, 200, 0.0, (0.5, 0.75), 0.1) == pytest.approx(expected)
+        optimizer.step()
+        scheduler.step()
+    with pytest.raises(UserError, match="milestones"):
+        lr_factor("step", 1, 10, 0.0, (1.5,))

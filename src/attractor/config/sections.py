@@ -7,14 +7,14 @@ import hashlib
 import json
 import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 SCHEMA_VERSION = 1
 
 OptimizerName = Literal["sgd", "adam", "adamw", "cone"]
-ScheduleName = Literal["constant", "cosine", "warmup-cosine", "linear-warmup"]
+ScheduleName = Literal["constant", "cosine", "warmup-cosine", "linear-warmup", "step"]
 
 #: Every factor a plan row can carry, with its default when it does not vary.
 #: Seeds and on/off factors (bootstrap, holdout_group) are ints or None.
@@ -125,11 +125,16 @@ class TrainerConfig(_Strict):
     )
     steps: int | None = Field(None, ge=1, description="Optimizer steps; overrides epochs.")
     schedule: ScheduleName = Field(
-        "constant", description="constant | cosine | warmup-cosine | linear-warmup."
+        "constant", description="constant | cosine | warmup-cosine | linear-warmup | step."
     )
     warmup_fraction: float = Field(
         0.05, ge=0, le=1, description="Share of steps spent warming up (warm-up schedules)."
     )
+    milestones: list[Annotated[float, Field(ge=0, le=1)]] = Field(
+        default_factory=lambda: [0.5, 0.75],
+        description="Shares of training after which the step schedule multiplies the lr by gamma.",
+    )
+    gamma: float = Field(0.1, gt=0, le=1, description="The step schedule's factor per milestone.")
 
     @model_validator(mode="after")
     def _length_given(self) -> TrainerConfig:

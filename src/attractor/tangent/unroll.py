@@ -36,7 +36,7 @@ from attractor.config import Config
 from attractor.errors import UserError
 from attractor.optim import get_optimizer
 from attractor.optim.base import Hyper, Optimizer
-from attractor.optim.schedules import lr_factor
+from attractor.optim.schedules import trainer_lr_factor
 from attractor.plan import PlanRow
 from attractor.tangent.types import DIFFERENTIABLE, HYPERS, Hypers, Params, State, StepFn
 from attractor.tasks.base import Task
@@ -99,7 +99,7 @@ class Unrolled:
     def factor(self, step: int) -> float:
         """The lr schedule's factor at ``step``, as the engine's."""
         trainer = self.config.trainer
-        return lr_factor(trainer.schedule, step, self.steps, trainer.warmup_fraction)
+        return trainer_lr_factor(trainer, step, self.steps)
 
     def optimizer_hyper(self, hyper: Hypers, factor: float) -> Hyper:
         """The optimizer's per-member :class:`Hyper` at a step: lr times the schedule ``factor``."""

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from attractor.config import Config, TrainerConfig
-from attractor.optim.schedules import lr_factor
+from attractor.optim.schedules import trainer_lr_factor
 from attractor.plan import PlanRow
 from attractor.seeds import derive_seed
 from attractor.tasks.base import Task
@@ -155,9 +155,7 @@ def train_chunk(
             # Divergence is data, not a crash: a member whose loss is no longer finite is
             # frozen and recorded; the others' slices never see its numbers.
             chunk.freeze_diverged(loss, step)
-            chunk.optimizer_step(
-                grads, step, lr_factor(trainer.schedule, step, steps, trainer.warmup_fraction)
-            )
+            chunk.optimizer_step(grads, step, trainer_lr_factor(trainer, step, steps))
             chunk.update_average(step, steps)
             if on_step is not None:
                 on_step(len(rows))
