@@ -53,3 +53,25 @@ def test_a_run_written_before_a_field_existed_resumes(tmp_path: Path) -> None:
     rewrite(lambda c: c["trainer"].update(lr=0.5))
     with pytest.raises(UserError, match="made from another config"):
         train(config, tmp_path / "run")
+
+
+def test_an_experiment_written_before_a_setting_existed_reopens(tmp_path: Path) -> None:
+    """An experiment directory whose recorded settings lack a setting added since (here
+    instability's repair and the trainer's milestones) reopens with the same settings."""
+    from attractor.experiments.instability import InstabilitySettings, run_instability
+
+    settings = InstabilitySettings(
+        config=tiny_config(trainer={"steps": 6}), spawn_steps=[0], pairs=2, points=3
+    )
+    out = tmp_path / "instability"
+    run_instability(settings, out)
+    manifest = out / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["config"].pop("repair")
+    data["config"]["config"]["trainer"].pop("milestones")
+    data["config_hash"] = "written-by-an-older-attractor"
+    RunStore(out).write_manifest(data)
+    run_instability(settings, out)  # reopened, not refused as another config
+    changed = settings.model_copy(update={"pairs": 3})
+    with pytest.raises(UserError, match="another config"):
+        run_instability(changed, out)

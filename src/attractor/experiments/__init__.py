@@ -129,7 +129,13 @@ def run_experiment(
     RunStore(out).check_target(force, "experiment")  # refusals before the lock creates OUT
     with hold(out):  # one writer: a second experiment on OUT is refused, naming this pid
         store = RunStore.prepare_experiment(
-            out, name, settings.model_dump(mode="json"), force=force
+            out,
+            name,
+            settings.model_dump(mode="json"),
+            force=force,
+            current=lambda recorded: experiment.settings.model_validate(recorded).model_dump(
+                mode="json"
+            ),
         )
         try:
             results = list(experiment.run(settings, store, progress))

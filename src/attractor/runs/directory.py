@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Self
 
@@ -158,14 +159,21 @@ class Directory:
     # ---- experiment directories -------------------------------------------------------
     @classmethod
     def prepare_experiment(
-        cls, root: str | Path, experiment: str, config: dict[str, Any], force: bool = False
+        cls,
+        root: str | Path,
+        experiment: str,
+        config: dict[str, Any],
+        force: bool = False,
+        current: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> Self:
         """Open ``root`` for experiment ``experiment`` with resolved ``config`` (JSON-able).
 
         The same experiment and config reopen it (finished parts are reused); another one is
         refused unless ``force``, which deletes what attractor wrote there first, like a
         run's (:func:`~attractor.runs.owned.remove_owned`); the directory's lock is held
-        meanwhile (:mod:`attractor.runs.lock`).
+        meanwhile (:mod:`attractor.runs.lock`). ``current`` turns a recorded config into
+        today's form (the defaults of settings added since filled in), so a directory an
+        older attractor wrote with the same settings reopens too.
         """
         store = cls(root)
         root = store.root
@@ -180,7 +188,10 @@ class Directory:
                 old = old if isinstance(old, dict) else {}
                 # Directories written before placement left the hash kept the whole config's.
                 known = (digest, config_digest(config))
-                if old.get("experiment") == experiment and old.get("config_hash") in known:
+                same = old.get("config_hash") in known or _same_today(
+                    current, old.get("config"), digest
+                )
+                if old.get("experiment") == experiment and same:
                     store._remove_stale_temporaries()
                     return store
                 if not force:
@@ -238,3 +249,15 @@ class Directory:
     def experiment(self) -> str | None:
         """The experiment this directory holds, or None for an ensemble run."""
         return self.manifest().get("experiment")
+
+
+def _same_today(
+    current: Callable[[dict[str, Any]], dict[str, Any]] | None, recorded: Any, digest: str
+) -> bool:
+    """Whether a recorded experiment config, in today's form, has identity ``digest``."""
+    if current is None or not isinstance(recorded, dict):
+        return False
+    try:
+        return config_digest(experiment_identity(current(recorded))) == digest
+    except (UserError, ValueError, TypeError):  # no longer valid settings: another config
+        return False
