@@ -6,7 +6,9 @@ the Agg canvas renders it and nothing needs a display) inside one shared style
 returns ``data:image/png;base64,...`` ready for an ``<img src>``: the report stays one
 self-contained file. :func:`heatmap` is interactive on an interactive page (a plotly heat
 map naming the two members and the value under the pointer,
-:mod:`attractor.report.interactive`) and a PNG on a ``--static`` one.
+:mod:`attractor.report.interactive`) and a PNG on a ``--static`` one; so are the line plots
+:func:`series_panels`, :func:`path_curves` and :func:`band_plot`
+(:mod:`attractor.report.lines_interactive`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 # Sections use the style through this module too (``plots.styled``, ``plots.color``).
+from attractor.report import lines_interactive
 from attractor.report.interactive import AXIS, LAYOUT, is_static, plotly, to_fragment
 from attractor.report.style import color, colorscale, figure_uri, step_axis, styled
 
@@ -143,11 +146,16 @@ def series_panels(
 
     A column ``c`` with companions ``c_low`` and ``c_high`` is drawn with that band
     (e.g. a bootstrap CI around the mean pairwise JS).
+
+    A PNG data URI on a static page, else an interactive figure (the same panels, bands
+    filled, hover naming x and the value).
     """
     columns = [c for c in columns if c in table.columns]
     if not columns:
         raise ValueError(f"series_panels '{title}': none of the columns is in the table")
     table = table.sort_values(x)
+    if not is_static():
+        return lines_interactive.series_panels(table, columns, title, x, xlabel)
     ncols = min(3, len(columns))
     nrows = int(np.ceil(len(columns) / ncols))
     with styled(3.2 * ncols, 2.5 * nrows + 0.3) as fig:
@@ -184,7 +192,13 @@ def path_curves(
         paths: ``(label, curve, aligned_curve)`` per path; curves have ``alpha`` and
             ``columns``; the aligned curve (or ``None``) is drawn dashed in the same colour.
         columns: which columns to draw, one panel each.
+
+    Returns:
+        A PNG data URI on a static page, else an interactive figure (hover: the pair, α and
+        the value; a pair ``"a–b"`` carries its two member ids).
     """
+    if not is_static():
+        return lines_interactive.path_curves(paths, columns)
     with styled(3.6 * len(columns), 2.9) as fig:
         axes = fig.subplots(1, len(columns), squeeze=False).ravel()
         for i, (label, curve, aligned) in enumerate(paths):
@@ -228,7 +242,23 @@ def band_plot(
     threshold: float | None = None,
     onset: float | None = None,
 ) -> str:
-    """A mean with its confidence band against step, with an optional threshold and onset marker."""
+    """A mean with its confidence band against step, with an optional threshold and onset marker.
+
+    A PNG data URI on a static page, else an interactive figure (the band filled; hover: x,
+    the mean and its interval).
+    """
+    if not is_static():
+        return lines_interactive.band_plot(
+            x,
+            mean,
+            low,
+            high,
+            title=title,
+            ylabel=ylabel,
+            xlabel=xlabel,
+            threshold=threshold,
+            onset=onset,
+        )
     with styled(7.4, 3.2) as fig:
         ax = fig.add_subplot()
         ax.fill_between(x, low, high, color=color(0), alpha=0.2, linewidth=0, label="95 % CI")
