@@ -100,8 +100,9 @@ def test_page_is_one_file_that_needs_nothing_online(
     assert not re.search(r"<script[^>]*\bsrc\s*=", page)
     markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.DOTALL)
     links = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', markup)
-    assert links and all(link.startswith("data:") for link in links), [
-        link[:40] for link in links if not link.startswith("data:")
+    # Inlined images, and the verdict's links to sections of this page.
+    assert links and all(link.startswith(("data:", "#")) for link in links), [
+        link[:40] for link in links if not link.startswith(("data:", "#"))
     ]
     assert "<link" not in markup and not re.search(r"@import|url\(\s*['\"]?http", markup)
 

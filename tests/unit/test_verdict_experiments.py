@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from attractor.measure.verdict import verdict
-from attractor.measure.verdict_experiments import WORLD_SHARE, stabilize_line, world_line
+from attractor.measure.verdict_experiments import (
+    WORLD_SHARE,
+    compare_lines,
+    stabilize_line,
+    world_line,
+)
 from attractor.runs.results import StoredResult
 
 
@@ -69,3 +74,30 @@ def test_an_experiment_directory_gets_its_lines() -> None:
     found = verdict(stored)
     assert [x.id for x in found.lines] == ["world", "stabilize"]
     assert all(x.status == "yes" for x in found.lines)
+
+
+def _paired(measure: str, better: str, low: float, high: float) -> dict:
+    return {
+        "measure": measure,
+        "better": better,
+        "difference": (low + high) / 2,
+        "low": low,
+        "high": high,
+    }
+
+
+@pytest.mark.parametrize(
+    ("row", "status", "words"),
+    [
+        (_paired("pairwise_js", "lower", -0.2, -0.1), "yes", "A is better"),
+        (_paired("pairwise_js", "lower", 0.1, 0.2), "no", "B is better"),
+        (_paired("pairwise_js", "lower", -0.1, 0.1), "unclear", "no clear difference"),
+        (_paired("accuracy", "higher", 0.01, 0.03), "yes", "A is better"),
+        (_paired("accuracy", "higher", -0.03, -0.01), "no", "B is better"),
+    ],
+)
+def test_two_runs_are_judged_by_the_side_of_zero(row: dict, status: str, words: str) -> None:
+    (line,) = compare_lines({"paired": [row]})
+    assert line.status == status and line.answer.startswith(words)
+    assert line.id == f"compare-{row['measure']}" and line.section == "compare-paired"
+    assert compare_lines({"paired": []}) == []

@@ -32,7 +32,8 @@ Questions (ids in brackets):
 * from which step does a member's basin show? [``seed-advice``] and from which spawn step
   do copies stay connected? [``instability``]: where those results exist.
 * does the model bring its world to one basin? [``world``] and does the trainer stabilize
-  chose spread less on fresh seeds? [``stabilize``]: experiments' lines
+  chose spread less on fresh seeds? [``stabilize``], which of two runs spreads less and
+  is more accurate? [``compare-*``]: experiments' lines
   (:mod:`attractor.measure.verdict_experiments`).
 
 References:
@@ -49,7 +50,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from attractor.measure.verdict_experiments import stabilize_line, world_line
+from attractor.measure.verdict_experiments import compare_lines, stabilize_line, world_line
 from attractor.measure.verdict_lines import (
     BARRIER,
     DRIVER_SHARE,
@@ -162,6 +163,8 @@ def verdict(
         lines.append(world_line(by_kind["world"].data))
     if "stabilize" in by_kind:
         lines.append(stabilize_line(by_kind["stabilize"].data))
+    if "compare" in by_kind:
+        lines += compare_lines(by_kind["compare"].data)
     if plan is not None and "status" in plan:
         lines.append(diverged_line(plan))
     found = [line for line in lines if line is not None]

@@ -88,3 +88,51 @@ def stabilize_line(data: Mapping[str, Any]) -> VerdictLine | None:
         yardstick="chosen - start spread below 0 over the whole paired interval",
         section="stabilize",
     )
+
+
+#: The comparison page's questions, by the measure of the paired table that answers each.
+_COMPARED = {
+    "pairwise_js": "Does run A spread less than run B (pairwise Jensen-Shannon divergence)?",
+    "disagreement": "Do run A's members disagree less often than run B's?",
+    "accuracy": "Is run A more accurate than run B?",
+}
+
+
+def compare_lines(data: Mapping[str, Any]) -> list[VerdictLine]:
+    """Two runs side by side (``attractor report A B``): for the spread (pairwise JS,
+    disagreement) and accuracy, whether A is better with its paired 95 % interval of A - B
+    wholly on A's side of 0 ("yes"), wholly on B's ("no"), or reaching 0 ("unclear").
+    """
+    rows = {r.get("measure"): r for r in data.get("paired") or [] if isinstance(r, dict)}
+    lines = []
+    for measure, question in _COMPARED.items():
+        row = rows.get(measure)
+        if row is None:
+            continue
+        value, low, high = (number(row.get(k)) for k in ("difference", "low", "high"))
+        if value is None:
+            continue
+        if row.get("better") == "higher":  # A is better when A - B is above 0: judge B - A
+            flipped = [None if x is None else -x for x in (high, low)]
+            status = judge(flipped[0], flipped[1], 0.0)
+        else:
+            status = judge(low, high, 0.0)
+        interval = "" if low is None or high is None else f" [{low:+.3g}, {high:+.3g}]"
+        verb = {"yes": "A is better", "no": "B is better", "unclear": "no clear difference"}
+        answer = f"{verb.get(status, status)}: A - B = {value:+.3g}{interval} ({measure})"
+        lines.append(
+            VerdictLine(
+                id=f"compare-{measure}",
+                question=question,
+                answer=answer,
+                status=status,
+                value=value,
+                low=low,
+                high=high,
+                interval="paired 95 % interval of A - B" if low is not None else "",
+                threshold=0.0,
+                yardstick="the paired interval of A - B wholly on one side of 0",
+                section="compare-paired",
+            )
+        )
+    return lines
