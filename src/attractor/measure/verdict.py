@@ -50,7 +50,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from attractor.measure.verdict_experiments import compare_lines, stabilize_line, world_line
+from attractor.measure.verdict_experiments import (
+    compare_lines,
+    diff_line,
+    evaluator_line,
+    hparam_map_lines,
+    shortcuts_lines,
+    stabilize_line,
+    tangent_line,
+    trainer2_line,
+    world_line,
+)
 from attractor.measure.verdict_lines import (
     BARRIER,
     DRIVER_SHARE,
@@ -165,6 +175,17 @@ def verdict(
         lines.append(stabilize_line(by_kind["stabilize"].data))
     if "compare" in by_kind:
         lines += compare_lines(by_kind["compare"].data)
+    single = {
+        "diff": diff_line,
+        "tangent": tangent_line,
+        "trainer2": trainer2_line,
+        "evaluator": evaluator_line,
+    }
+    lines += [line(by_kind[kind].data) for kind, line in single.items() if kind in by_kind]
+    if "hparam-map" in by_kind:
+        lines += hparam_map_lines(by_kind["hparam-map"].data)
+    if "shortcuts" in by_kind:
+        lines += shortcuts_lines(by_kind["shortcuts"].data)
     if plan is not None and "status" in plan:
         lines.append(diverged_line(plan))
     found = [line for line in lines if line is not None]

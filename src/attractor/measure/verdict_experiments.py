@@ -1,4 +1,5 @@
-"""Verdict lines of experiments above a run: the world level and stabilize.
+"""Verdict lines of the experiments' pages: world, stabilize, two runs compared, diff,
+tangent, hparam-map, shortcuts, trainer2 and evaluator.
 
 Each reads an experiment's stored JSON (never recomputes) and judges its interval the way
 :mod:`attractor.measure.verdict` does: "yes" only when the whole interval is on the good
@@ -136,3 +137,195 @@ def compare_lines(data: Mapping[str, Any]) -> list[VerdictLine]:
             )
         )
     return lines
+
+
+def diff_line(data: Mapping[str, Any]) -> VerdictLine | None:
+    """Do two models agree within ``--delta`` on every ball (``attractor diff``)? Judged by
+    the certificate's verdicts per ball; without a delta, the bounds are stated unjudged."""
+    summary = data.get("summary") or {}
+    counts = summary.get("verdicts") or {}
+    upper, lower = (
+        number(summary.get("certified_upper_max")),
+        number(summary.get("attained_lower_max")),
+    )
+    delta = number((data.get("settings") or {}).get("delta"))
+    if upper is None:
+        return None
+    found = "?" if lower is None else f"{lower:.3g}"
+    bounds = f"the largest logit difference is between {found} (found) and {upper:.3g} (certified)"
+    if delta is None:
+        status: Status = "unclear"
+        answer = f"{bounds}; give --delta to judge it"
+    elif counts.get("falsified"):
+        status, answer = (
+            "no",
+            f"{counts['falsified']} ball(s) hold inputs past delta {delta:g}; {bounds}",
+        )
+    elif counts.get("unknown"):
+        status, answer = (
+            "unclear",
+            f"{counts['unknown']} ball(s) undecided at delta {delta:g}; {bounds}",
+        )
+    else:
+        status, answer = "yes", f"every ball is certified within delta {delta:g}; {bounds}"
+    return VerdictLine(
+        id="diff",
+        question="Do the two models agree within delta everywhere in the balls?",
+        answer=answer,
+        status=status,
+        value=upper,
+        low=lower,
+        high=upper,
+        interval="found (a lower bound) to certified (an upper bound)",
+        threshold=delta,
+        yardstick="certified logit difference below --delta on every ball",
+        section="disagreement",
+    )
+
+
+def tangent_line(data: Mapping[str, Any]) -> VerdictLine | None:
+    """Do perturbations of the weights shrink through training (``attractor tangent``)? The
+    leading finite-time Lyapunov exponent, its range over members, against 0."""
+    exponent = (data.get("summary") or {}).get("leading_exponent") or {}
+    mean, low, high = (number(exponent.get(k)) for k in ("mean", "min", "max"))
+    if mean is None:
+        return None
+    status = judge(low, high, 0.0)
+    grow = {"yes": "shrink", "no": "grow", "unclear": "shrink for some members and grow for others"}
+    answer = (
+        f"perturbations {grow.get(status, status)}: leading exponent {mean:+.3g} per step "
+        f"(range {low:+.3g} to {high:+.3g} over members)"
+    )
+    return VerdictLine(
+        id="tangent",
+        question="Do perturbations of the weights shrink through training?",
+        answer=answer,
+        status=status,
+        value=mean,
+        low=low,
+        high=high,
+        interval="range over members (min, max)",
+        threshold=0.0,
+        yardstick="leading finite-time Lyapunov exponent below 0 for every member",
+        section="tangent",
+    )
+
+
+#: A good learning-rate range at least this many decades wide counts as a robust trainer.
+GOOD_LR_DECADES = 1.0
+
+
+def hparam_map_lines(data: Mapping[str, Any]) -> list[VerdictLine]:
+    """Is the good learning-rate range wide (``attractor hparam-map``)? Per momentum, its
+    width in decades with the seed-bootstrap interval, against :data:`GOOD_LR_DECADES`."""
+    lines = []
+    for row in data.get("ranges") or []:
+        width, low, high = (number(row.get(k)) for k in ("width", "low", "high"))
+        if width is None:
+            continue
+        status: Status = "unclear"
+        if low is not None and high is not None:
+            status = "yes" if low >= GOOD_LR_DECADES else "no" if high < GOOD_LR_DECADES else status
+        momentum = row.get("momentum")
+        interval = "" if low is None or high is None else f" [{low:.2g}, {high:.2g}]"
+        lines.append(
+            VerdictLine(
+                id=f"hparam-map-{momentum}",
+                question=f"Is the good learning-rate range wide at momentum {momentum}?",
+                answer=f"{width:.2g} decades wide{interval}",
+                status=status,
+                value=width,
+                low=low,
+                high=high,
+                interval="95 % seed-bootstrap interval" if low is not None else "",
+                threshold=GOOD_LR_DECADES,
+                yardstick=f"good-lr range >= {GOOD_LR_DECADES:g} decade over the whole interval",
+                section="hparam-map",
+            )
+        )
+    return lines
+
+
+def shortcuts_lines(data: Mapping[str, Any]) -> list[VerdictLine]:
+    """Is each trainer free of the shortcut (``attractor shortcuts``)? Reliance (accuracy with
+    the shortcut agreeing minus random) with its interval: "no" when the interval lies above
+    0 (reliance), "yes" when it holds 0, "unclear" when it lies below 0."""
+    lines = []
+    for row in data.get("summary") or []:
+        value, low, high = (
+            number(row.get(k))
+            for k in ("shortcut_reliance", "shortcut_reliance_low", "shortcut_reliance_high")
+        )
+        if value is None:
+            continue
+        relies = low is not None and low > 0
+        free = high is not None and low is not None and low <= 0 <= high
+        status: Status = "no" if relies else "yes" if free else "unclear"
+        word = {"no": "relies on", "yes": "shows no reliance on", "unclear": "is unclear about"}
+        variant = row.get("variant")
+        lines.append(
+            VerdictLine(
+                id=f"shortcuts-{variant}",
+                question=f"Is trainer {variant} free of the shortcut?",
+                answer=f"{variant} {word[status]} the shortcut: {pct(value)}{bracket(low, high)}",
+                status=status,
+                value=value,
+                low=low,
+                high=high,
+                interval="95 % interval" if low is not None else "",
+                threshold=0.0,
+                yardstick="shortcut reliance: an interval above 0 is reliance",
+                section="shortcuts",
+            )
+        )
+    return lines
+
+
+def trainer2_line(data: Mapping[str, Any]) -> VerdictLine | None:
+    """Do the searches return trainers in one basin (``attractor trainer2``)?"""
+    basins, trainers = data.get("n_basins"), data.get("n_trainers")
+    if not isinstance(basins, int) or not isinstance(trainers, int):
+        return None
+    status: Status = "yes" if basins == 1 else "no"
+    return VerdictLine(
+        id="trainer2",
+        question="Do searches started from different initial conditions return one basin?",
+        answer=f"the {trainers} returned trainers' models land in {basins} basin(s)",
+        status=status,
+        value=float(basins),
+        threshold=1.0,
+        yardstick="one basin of the returned trainers' models",
+        section="trainer2",
+    )
+
+
+def evaluator_line(data: Mapping[str, Any]) -> VerdictLine | None:
+    """Which factor drives the spread of the fine-tuned models (``attractor evaluator``)?
+    The largest share of variance with its interval against half the variance."""
+    sources = (data.get("summary") or {}).get("sources") or {}
+    best = max(
+        ((k, v) for k, v in sources.items() if finite(v.get("share"))),
+        key=lambda kv: kv[1]["share"],
+        default=None,
+    )
+    if best is None:
+        return None
+    factor, row = best
+    share, low, high = (number(row.get(k)) for k in ("share", "share_low", "share_high"))
+    assert share is not None
+    status: Status = "unclear"
+    if low is not None and high is not None:
+        status = "yes" if low >= 0.5 else "no" if high < 0.5 else "unclear"
+    return VerdictLine(
+        id="evaluator",
+        question="Does one factor drive the spread of the final models?",
+        answer=f"{factor} holds {pct(share)}{bracket(low, high)} of the variance",
+        status=status,
+        value=share,
+        low=low,
+        high=high,
+        interval="95 % interval" if low is not None else "",
+        threshold=0.5,
+        yardstick="one factor's share of variance >= 50 % over the whole interval",
+        section="evaluator",
+    )
