@@ -46,7 +46,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -165,31 +165,30 @@ def verdict(
             _not_measured("lmc", "Are linear paths between members barrier-free?", "lmc", how),
         ]
     lines.append(driver_line(by_kind))
-    if "instability" in by_kind:
-        lines.append(instability_line(by_kind["instability"].data))
-    if "seed-advice" in by_kind:
-        lines.append(seed_advice_line(by_kind["seed-advice"].data))
-    if "world" in by_kind:
-        lines.append(world_line(by_kind["world"].data))
-    if "stabilize" in by_kind:
-        lines.append(stabilize_line(by_kind["stabilize"].data))
-    if "compare" in by_kind:
-        lines += compare_lines(by_kind["compare"].data)
-    single = {
-        "diff": diff_line,
-        "tangent": tangent_line,
-        "trainer2": trainer2_line,
-        "evaluator": evaluator_line,
-    }
-    lines += [line(by_kind[kind].data) for kind, line in single.items() if kind in by_kind]
-    if "hparam-map" in by_kind:
-        lines += hparam_map_lines(by_kind["hparam-map"].data)
-    if "shortcuts" in by_kind:
-        lines += shortcuts_lines(by_kind["shortcuts"].data)
+    for kind, answer in _RESULT_LINES.items():
+        if kind in by_kind:
+            found = answer(by_kind[kind].data)
+            lines += found if isinstance(found, list) else [found]
     if plan is not None and "status" in plan:
         lines.append(diverged_line(plan))
     found = [line for line in lines if line is not None]
     return Verdict(found, _thresholds(found))
+
+
+#: Result kind -> the verdict line(s) its stored JSON answers, in the block's order.
+_RESULT_LINES: dict[str, Callable[[Mapping[str, Any]], VerdictLine | list[VerdictLine] | None]] = {
+    "instability": instability_line,
+    "seed-advice": seed_advice_line,
+    "world": world_line,
+    "stabilize": stabilize_line,
+    "compare": compare_lines,
+    "diff": diff_line,
+    "tangent": tangent_line,
+    "trainer2": trainer2_line,
+    "evaluator": evaluator_line,
+    "hparam-map": hparam_map_lines,
+    "shortcuts": shortcuts_lines,
+}
 
 
 def _thresholds(lines: Sequence[VerdictLine]) -> dict[str, str]:

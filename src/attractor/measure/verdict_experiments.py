@@ -11,8 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from attractor.measure.verdict_lines import Status, VerdictLine, finite, judge
-from attractor.measure.verdict_questions import bracket, number, pct
+from attractor.measure.verdict_lines import (
+    Status,
+    VerdictLine,
+    bracket,
+    finite,
+    judge,
+    judge_above,
+    judge_at_least,
+    number,
+    pct,
+)
 
 #: A world is brought to one basin when at least this share of member x start pairs
 #: reaches it, judged on the whole 95 % interval: a few stray starts are noise, a tenth
@@ -30,10 +39,7 @@ def world_line(data: Mapping[str, Any]) -> VerdictLine | None:
     share, low, high = (number(summary.get(k)) for k in ("basin_share", "low", "high"))
     if share is None:
         return None
-    status: Status = "unclear"
-    if finite(low) and finite(high):
-        assert low is not None and high is not None
-        status = "yes" if low >= WORLD_SHARE else "no" if high < WORLD_SHARE else "unclear"
+    status = judge_at_least(low, high, WORLD_SHARE)
     target = "reach the goal" if summary.get("has_goal") else "end in the majority basin"
     scale = number(summary.get("scale"))
     where = "" if scale is None else f" from starts at {scale:g}x the default range"
@@ -113,11 +119,9 @@ def compare_lines(data: Mapping[str, Any]) -> list[VerdictLine]:
         value, low, high = (number(row.get(k)) for k in ("difference", "low", "high"))
         if value is None:
             continue
-        if row.get("better") == "higher":  # A is better when A - B is above 0: judge B - A
-            flipped = [None if x is None else -x for x in (high, low)]
-            status = judge(flipped[0], flipped[1], 0.0)
-        else:
-            status = judge(low, high, 0.0)
+        # A is better when A - B is above 0 for a higher-is-better measure, else below it.
+        better = judge_above if row.get("better") == "higher" else judge
+        status = better(low, high, 0.0)
         interval = "" if low is None or high is None else f" [{low:+.3g}, {high:+.3g}]"
         verb = {"yes": "A is better", "no": "B is better", "unclear": "no clear difference"}
         answer = f"{verb.get(status, status)}: A - B = {value:+.3g}{interval} ({measure})"
@@ -223,9 +227,7 @@ def hparam_map_lines(data: Mapping[str, Any]) -> list[VerdictLine]:
         width, low, high = (number(row.get(k)) for k in ("width", "low", "high"))
         if width is None:
             continue
-        status: Status = "unclear"
-        if low is not None and high is not None:
-            status = "yes" if low >= GOOD_LR_DECADES else "no" if high < GOOD_LR_DECADES else status
+        status = judge_at_least(low, high, GOOD_LR_DECADES)
         momentum = row.get("momentum")
         interval = "" if low is None or high is None else f" [{low:.2g}, {high:.2g}]"
         lines.append(
@@ -313,9 +315,7 @@ def evaluator_line(data: Mapping[str, Any]) -> VerdictLine | None:
     factor, row = best
     share, low, high = (number(row.get(k)) for k in ("share", "share_low", "share_high"))
     assert share is not None
-    status: Status = "unclear"
-    if low is not None and high is not None:
-        status = "yes" if low >= 0.5 else "no" if high < 0.5 else "unclear"
+    status = judge_at_least(low, high, 0.5)
     return VerdictLine(
         id="evaluator",
         question="Does one factor drive the spread of the final models?",

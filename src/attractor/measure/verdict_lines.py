@@ -80,6 +80,27 @@ def judge(low: float | None, high: float | None, threshold: float) -> Status:
     return "unclear"
 
 
+def judge_above(low: float | None, high: float | None, threshold: float) -> Status:
+    """``yes`` when the whole interval is above ``threshold``, ``no`` when all of it is at or
+    below, ``unclear`` when it straddles or is missing: :func:`judge` of the mirrored interval.
+    """
+    return judge(None if high is None else -high, None if low is None else -low, -threshold)
+
+
+def judge_at_least(low: float | None, high: float | None, threshold: float) -> Status:
+    """``yes`` when the whole interval is at or above ``threshold``, ``no`` when all of it is
+    below, ``unclear`` when it straddles or is missing.
+    """
+    if not finite(low) or not finite(high):
+        return "unclear"
+    assert low is not None and high is not None
+    if low >= threshold:
+        return "yes"
+    if high < threshold:
+        return "no"
+    return "unclear"
+
+
 def wilson(successes: int, n: int) -> tuple[float, float]:
     """95 % Wilson score interval of the share ``successes / n`` (``n >= 1``).
 

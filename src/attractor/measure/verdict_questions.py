@@ -20,6 +20,7 @@ from attractor.measure.verdict_lines import (
     bracket,
     finite,
     judge,
+    judge_above,
     number,
     pct,
     wilson,
@@ -211,8 +212,7 @@ def driver_line(results: Mapping[str, StoredResult]) -> VerdictLine | None:
     top = max(mine, key=lambda r: float(r[value]))
     share = float(top[value])
     low, high = number(top.get(f"{value}_low")), number(top.get(f"{value}_high"))
-    # judge() asks "below the threshold?"; here above is the finding, so mirror the interval.
-    mirrored = judge(None if high is None else -high, None if low is None else -low, -DRIVER_SHARE)
+    mirrored = judge_above(low, high, DRIVER_SHARE)  # above the threshold is the finding
     factor = " and ".join(FACTOR_NAMES.get(f, f) for f in str(top[name]).split(":"))
     factor = f"the interaction of {factor}" if ":" in str(top[name]) else factor
     of = _OUTCOME_NAMES.get(outcome, outcome)
