@@ -129,16 +129,25 @@ def instability_analysis(
     x = task.x_test if x is None else x
     y = task.y_test if y is None else y
     vectorized = resolve_strategy(config, task) == "vectorized"
+    with torch.random.fork_rng(devices=[]):  # the template's draws must not move the caller's RNG
+        template = task.make_model()
     with Stages("instability", 1 + len(spawn), progress) as stages:
         stages.begin(f"training the parent: {steps} steps")
         parent, starts = train_parent(task, config, spawn, vectorized)
         spawned = {k: starts[k] for k in spawn}
         table, curves = _spawned_pairs(
-            task, config, spawned, pairs, vectorized, steps, (x, y), (points, repair), stages
+            task,
+            template,
+            config,
+            spawned,
+            pairs,
+            vectorized,
+            steps,
+            (x, y),
+            (points, repair),
+            stages,
         )
     summary = summarize(table)
-    with torch.random.fork_rng(devices=[]):  # building a module must not move the caller's RNG
-        batchnorm = bool(batchnorm_layers(task.make_model()))
     return InstabilityResult(
         spawn_steps=spawn,
         total_steps=steps,
@@ -151,12 +160,13 @@ def instability_analysis(
         onset_upper=onset(summary, "barrier_error_ci_high", threshold),
         parent={"init_seed": parent.init_seed, "data_seed": parent.data_seed},
         # A reset of a model without BatchNorm changes nothing: say what was done.
-        repair="none" if repair == "reset" and not batchnorm else repair,
+        repair="none" if repair == "reset" and not batchnorm_layers(template) else repair,
     )
 
 
 def _spawned_pairs(
     task: Task,
+    template: torch.nn.Module,
     config: Config,
     starts: dict[int, Start],
     pairs: int,
@@ -167,7 +177,8 @@ def _spawned_pairs(
     stages: Stages,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Children spawned from each state of ``starts`` (spawn step -> the parent's state, in
-    order), their pairs' table and paths; a stage per spawn step.
+    order), their pairs' table and paths (measured with the architecture ``template``); a
+    stage per spawn step.
     """
     seed = config.plan.seed
     children = [
@@ -175,8 +186,6 @@ def _spawned_pairs(
         for j in range(2 * pairs)
     ]
     child_config = with_snapshots(config, [])
-    with torch.random.fork_rng(devices=[]):  # the template's draws must not move the caller's RNG
-        template = task.make_model()
     records, curves = [], []
     for k, start in starts.items():
         stages.begin(
