@@ -36,11 +36,9 @@ def lm_compare(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from attractor.measure.lm_compare import compare_models
-    from attractor.runs.lm_models import load_model
     from attractor.tasks.corpus import iter_corpus
 
-    where = _device(device)  # a GPU this machine lacks: refused before the models load
-    model_a, model_b = _placed(load_model(a), where), _placed(load_model(b), where)
+    model_a, model_b = _load_pair(a, b, device)
     options = {
         "batch_size": batch_size,
         "window": window,
@@ -71,16 +69,16 @@ def lm_compare(
     return {"corpus": corpus, **result.to_dict()}
 
 
-def _device(device: str) -> Any:
-    """``device`` resolved (``torch.device``); a bad name or a missing GPU is one line."""
+def _load_pair(a: str, b: str, device: str) -> tuple[Any, Any]:
+    """Both :class:`~attractor.tasks.lm_models.LanguageModel` s, computing on ``device``; a
+    bad device name or a GPU this machine lacks is one line, before the models load.
+    """
+    from attractor.runs.lm_models import load_model
     from attractor.training.device import resolve_device
 
-    return resolve_device(device)
-
-
-def _placed(model: Any, where: Any) -> Any:
-    """``model`` (a :class:`~attractor.tasks.lm_models.LanguageModel`) moved to ``where``."""
-    return model if where.type == "cpu" else model.to(where)
+    where = resolve_device(device)
+    models = load_model(a), load_model(b)
+    return models if where.type == "cpu" else (models[0].to(where), models[1].to(where))
 
 
 def _rate_column() -> Any:
@@ -115,12 +113,10 @@ def lm_search(
     stay on the CPU).
     """
     from attractor.errors import UserError
-    from attractor.runs.lm_models import load_model
     from attractor.search.tokens import search_divergent
     from attractor.tasks.corpus import iter_corpus
 
-    where = _device(device)  # a GPU this machine lacks: refused before the models load
-    model_a, model_b = _placed(load_model(a), where), _placed(load_model(b), where)
+    model_a, model_b = _load_pair(a, b, device)
     try:
         result = search_divergent(
             model_a,
