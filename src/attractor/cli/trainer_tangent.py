@@ -14,7 +14,6 @@ import typer
 from attractor.cli._shared import (
     ConfigArg,
     JsonFlag,
-    TrainDeviceOption,
     app,
     console,
     number_list,
@@ -70,6 +69,15 @@ _ThreadsOption = Annotated[
     int | None, typer.Option(min=1, help="torch threads (1 is fastest on a busy machine).")
 ]
 _SeedOption = Annotated[int, typer.Option(help="Seed of the random directions.")]
+_DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where members train and the tangent replay runs: auto, cpu, cuda or cuda:N "
+        "(overrides [run] device; random directions and perturbations are drawn on the CPU, "
+        "the directory stays the same, results agree across devices to float tolerance).",
+    ),
+]
 
 
 @app.command()
@@ -85,7 +93,7 @@ def tangent(
     float64: _Float64Option = False,
     threads: _ThreadsOption = None,
     seed: _SeedOption = 0,
-    device: TrainDeviceOption = None,
+    device: _DeviceOption = None,
     force: ForceFlag = False,
     as_json: JsonFlag = False,
 ) -> None:
@@ -97,7 +105,7 @@ def tangent(
     steps), their growth in weight and output space at the snapshots, the top growth by
     power iteration, and hypergradients of the final eval loss with finite-scale differences
     beside them. OUT/report.html (and `attractor report OUT`) shows them; `attractor report
-    OUT/run` shows the run itself.
+    OUT/run` shows the run itself. Training and the replay both run on --device ([run] device).
     """
     from attractor.experiments.tangent import TangentSettings
     from attractor.tangent import HYPER_NAMES

@@ -5,6 +5,10 @@ As an experiment, directory ``OUT`` holds the trained run in ``OUT/run`` (an ord
 directory, resumed; ``attractor sensitivity OUT/run`` works on it) and the result (kind
 ``tangent``) in ``OUT/tangent.parquet`` (curves) and ``OUT/tangent.json`` (everything; its
 ``out`` names the run it analysed).
+
+Both the training and the replay run on the config's ``[run] device`` (``auto``: CUDA when
+torch sees one); the random directions and perturbations are drawn on the CPU either way,
+and the result is the same files wherever it ran, to float tolerance.
 """
 
 from __future__ import annotations

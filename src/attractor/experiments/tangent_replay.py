@@ -8,6 +8,11 @@ basin around each run, :mod:`~attractor.tangent.basin`) and puts each hypergradi
 the slope across the plan's members (:mod:`~attractor.tangent.globalsens`). It returns a
 :class:`~attractor.tangent.store.TangentResult` and writes nothing;
 :mod:`attractor.experiments.tangent` is the experiment around it.
+
+The replay runs on ``config.run.device`` (resolved as training resolves it: ``auto`` is
+CUDA when torch sees one), the float64 basin replays included. Everything random is drawn
+on the CPU and then moved, so the numbers drawn are the same on every device, and the
+result's tables are built from CPU copies.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from attractor.tangent.store import TangentResult, summarize
 from attractor.tangent.unroll import Unrolled, unroll
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
+from attractor.training.device import resolve_device
 
 # : Outcomes differentiated by every hyperparameter (logits_rms: RMS over eval examples of |d
 # logits|).
@@ -55,7 +61,8 @@ def _chunks(rows: list[PlanRow], size: int) -> list[list[PlanRow]]:
 def _engine_gap(out: Path, run: Unrolled, final: dict[str, torch.Tensor]) -> list[float | None]:
     """Max |difference| to the weights the engine saved for each member in run ``out``.
 
-    None for a member when ``out`` holds no run of this config or not that member.
+    None for a member when ``out`` holds no run of this config or not that member. The saved
+    snapshots are CPU tensors, so ``final`` is brought to the CPU first.
     """
     from attractor.runs.store import RunStore
 
@@ -65,6 +72,7 @@ def _engine_gap(out: Path, run: Unrolled, final: dict[str, torch.Tensor]) -> lis
         or store.manifest().get("config_hash") != run.config.hash()
     ):
         return [None] * run.members
+    final = {k: v.cpu() for k, v in final.items()}
     gaps: list[float | None] = []
     for i, row in enumerate(run.rows):
         try:
@@ -97,6 +105,9 @@ def tangent_analysis(
 ) -> TangentResult:
     """Replay ``config``'s members with tangents; what they say (written by nobody here).
 
+    Runs on ``config.run.device`` (see the module docstring); the result is the same
+    tables wherever it ran.
+
     Args:
         out: the run directory of ``config``: if it holds the trained run, each member's
             replayed final weights are compared with the saved ones (``engine_max_abs_diff``).
@@ -121,6 +132,7 @@ def tangent_analysis(
     if directions < 0:
         raise UserError("--directions must be >= 0")
     out = Path(out)
+    device = resolve_device(config.run.device)
     task = build_task(config.task)
     rows = _member_rows(config, task, members)
     if basin_eps and any(e <= 0 for e in basin_eps):
@@ -136,6 +148,7 @@ def tangent_analysis(
         method,
         basin_eps,
         basin_tolerance,
+        device,
     )
     found = _Found()
     for chunk in _chunks(rows, config.run.chunk_size or _CHUNK):
@@ -191,6 +204,7 @@ class _Options:
     method: str
     basin_eps: Sequence[float] | None
     basin_tolerance: float
+    device: torch.device  # where the replay runs (placement, not part of the result)
 
 
 @dataclass
@@ -207,13 +221,13 @@ def _analyse_chunk(
     task: Task, config: Config, chunk: list[PlanRow], out: Path, o: _Options, found: _Found
 ) -> None:
     """Tangents, power iteration, basin scan and finite differences of one chunk of members."""
-    run = unroll(task, config, chunk, o.dtype)
+    run = unroll(task, config, chunk, o.dtype, o.device)
     k = min(o.directions, sum(v[0].numel() for v in run.params0.values()))
     dparams, dhyper = dparams_h, dhyper_h = hyper_columns(run, o.hypers)
     dirs = random_directions(run, k, o.seed) if k else {}
     if k:
         dparams = {n: torch.cat([dirs[n], dparams_h[n]], 1) for n in dirs}
-        zeros = torch.zeros(run.members, k, dtype=torch.float64)
+        zeros = torch.zeros(run.members, k, dtype=torch.float64, device=run.device)
         dhyper = {h: torch.cat([zeros, v], 1) for h, v in dhyper_h.items()}
     records, z, diverged = propagate(
         run, dparams, dhyper, k, o.hypers, o.reorth_every, method=o.method
@@ -227,7 +241,11 @@ def _analyse_chunk(
     final = {r["member"]: r for r in records if r["step"] == run.steps}
     basins = {}
     if o.basin_eps and k:
-        wide = run if o.dtype == torch.float64 else unroll(task, config, chunk, torch.float64)
+        wide = (
+            run
+            if o.dtype == torch.float64
+            else unroll(task, config, chunk, torch.float64, o.device)
+        )
         basins = {
             b.member: b
             for b in basin_scan(wide, o.basin_eps, o.seed, o.basin_tolerance, directions=k)

@@ -73,7 +73,9 @@ def _patterns_fn(module: nn.Module):  # noqa: ANN202 - returns a closure or None
     that is not a flat ``nn.Sequential`` is not looked into (None).
     """
     if not any(isinstance(m, _KINKED) for m in module.modules()):
-        return lambda params, x: torch.zeros(x.shape[0], x.shape[1], 0, dtype=torch.bool)
+        return lambda params, x: torch.zeros(
+            x.shape[0], x.shape[1], 0, dtype=torch.bool, device=x.device
+        )
     if not is_stacked_mlp(module):
         return None
     children = list(module.named_children())
@@ -100,7 +102,8 @@ def _copies(run: Unrolled, eps: Tensor, v: Params) -> tuple[Unrolled, Params]:
     rows = tuple(r for r in run.rows for _ in range(e))
     params0 = {}
     for k, x0 in run.params0.items():
-        scale = eps.to(x0.dtype).repeat(run.members).view(-1, *([1] * (x0.dim() - 1)))
+        scale = eps.to(x0.dtype).to(x0.device).repeat(run.members)
+        scale = scale.view(-1, *([1] * (x0.dim() - 1)))
         params0[k] = x0.repeat_interleave(e, 0) + scale * v[k].repeat_interleave(e, 0)
     copies = replace(
         run,
@@ -130,7 +133,7 @@ def _empty(run: Unrolled, params: Params, columns: Params | None) -> Tangents:
         state,
         dparams,
         dstate,
-        {h: torch.zeros(n, width, dtype=torch.float64) for h in HYPERS},
+        {h: torch.zeros(n, width, dtype=torch.float64, device=run.device) for h in HYPERS},
     )
 
 
@@ -162,7 +165,7 @@ def basin_scan(
     base = _empty(run, dict(run.params0), {k: d.unsqueeze(1) for k, d in v.items()})
     moved = _empty(copies, start, None)
     patterns = _patterns_fn(run.module)
-    flips = torch.zeros(run.members, e, dtype=torch.long)
+    flips = torch.zeros(run.members, e, dtype=torch.long, device=run.device)
     batches = run.batches()
     for t in range(1, run.steps + 1):
         x, y = batches.next()
@@ -178,12 +181,14 @@ def basin_scan(
     growth = flat({k: d[:, 0] for k, d in base.dparams.items()}, 1).double().norm(dim=-1)  # [n]
     flips_eval = None
     if patterns is not None:
-        x_eval = run.task.x_test
+        x_eval = run.task.x_test.to(run.device)
         x_eval = x_eval.to(run.dtype) if x_eval.is_floating_point() else x_eval
         flips_eval = _flips(
             patterns, base.params, moved.params, x_eval.expand(run.members, *x_eval.shape), e
-        )
-    counts = None if patterns is None else (flips, flips_eval)
+        ).cpu()
+    # Replayed on the run's device; the table is read on the CPU (one copy, not one per number).
+    distance, growth = distance.cpu(), growth.cpu()
+    counts = None if patterns is None else (flips.cpu(), flips_eval)
     return [
         _basin(run.rows[i].member, eps, float(growth[i]), distance[i], counts, i, tolerance)
         for i in range(run.members)

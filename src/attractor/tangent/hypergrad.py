@@ -56,9 +56,10 @@ def hyper_columns(run: Unrolled, hypers: tuple[str, ...]) -> tuple[Params, dict[
     """
     n, count = run.members, len(hypers)
     dparams = {
-        k: torch.zeros(n, count, *v.shape[1:], dtype=v.dtype) for k, v in run.params0.items()
+        k: torch.zeros(n, count, *v.shape[1:], dtype=v.dtype, device=v.device)
+        for k, v in run.params0.items()
     }
-    dhyper = {h: torch.zeros(n, count, dtype=torch.float64) for h in HYPERS}
+    dhyper = {h: torch.zeros(n, count, dtype=torch.float64, device=run.device) for h in HYPERS}
     for j, h in enumerate(hypers):
         if h == "init_scale":
             for k, v in run.scale_tangent.items():
@@ -69,8 +70,11 @@ def hyper_columns(run: Unrolled, hypers: tuple[str, ...]) -> tuple[Params, dict[
 
 
 def final_outcomes(run: Unrolled, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-    """Each member's eval outcomes after a plain (tangent-free) run: ``{name: [members]}``."""
+    """Each member's eval outcomes after a plain (tangent-free) run: ``{name: [members]}``, on
+    the run's device (``x``, ``y`` are moved there).
+    """
     params = final_params(run)
+    x, y = x.to(run.device), y.to(run.device)
     outcomes = outcome_fn(run, x.to(run.dtype) if x.is_floating_point() else x, y)
     loss, surrogate, logits = torch.func.vmap(outcomes)(params)
     return {
@@ -85,7 +89,8 @@ def shifted(run: Unrolled, hyper: str, delta: Tensor) -> Unrolled:
 
     The initial weights move by ``delta * w`` in the run's dtype, which is what ``init_scale``
     does (init = scale * w + noise) without the engine's float32 rounding of the product:
-    a float64 difference of 1e-6 would otherwise see that rounding.
+    a float64 difference of 1e-6 would otherwise see that rounding. ``delta`` may be on the
+    CPU; it is moved to the run's device.
     """
     rows = tuple(
         replace(r, **{hyper: getattr(r, hyper) + float(d)})
@@ -93,15 +98,19 @@ def shifted(run: Unrolled, hyper: str, delta: Tensor) -> Unrolled:
     )
     if hyper == "init_scale":
         moved = {
-            k: v + delta.to(v.dtype).view(-1, *([1] * (v.dim() - 1))) * run.scale_tangent[k]
+            k: v
+            + delta.to(v.dtype).to(v.device).view(-1, *([1] * (v.dim() - 1))) * run.scale_tangent[k]
             for k, v in run.params0.items()
         }
         return replace(run, rows=rows, params0=moved)
-    return replace(run, rows=rows, hyper={**run.hyper, hyper: run.hyper[hyper] + delta.double()})
+    moved_hyper = run.hyper[hyper] + delta.double().to(run.device)
+    return replace(run, rows=rows, hyper={**run.hyper, hyper: moved_hyper})
 
 
 def finite_step(run: Unrolled, hyper: str, relative: float) -> Tensor:
-    """``[members]`` step ``relative * max(|h|, floor)`` of each member's setting of ``hyper``."""
+    """``[members]`` step ``relative * max(|h|, floor)`` of each member's setting of ``hyper``
+    (a CPU tensor: it is a result, and :func:`shifted` moves it where the run is).
+    """
     values = torch.tensor([getattr(r, hyper) for r in run.rows], dtype=torch.float64)
     step = relative * values.abs().clamp_min(_FLOOR[hyper])
     if hyper == "momentum":  # momentum + step must stay below 1
@@ -114,9 +123,13 @@ def central_difference(
 ) -> dict[str, Tensor]:
     """``(O(h + delta) - O(h - delta)) / (2 delta)`` per member for the scalar outcomes, two runs
     each.
+
+    The runs go on the run's device; their outcomes come back to the CPU before the
+    differences, which are CPU tensors (as :func:`finite_step`'s ``delta``).
     """
-    up = final_outcomes(shifted(run, hyper, delta), x, y)
-    down = final_outcomes(shifted(run, hyper, -delta), x, y)
+    up = _host(final_outcomes(shifted(run, hyper, delta), x, y))
+    down = _host(final_outcomes(shifted(run, hyper, -delta), x, y))
+    delta = delta.cpu()
     out = {
         name: (up[name] - down[name]).double() / (2 * delta)
         for name in ("test_loss", "true_class_prob")
@@ -124,3 +137,8 @@ def central_difference(
     rms = ((up["logits"] - down["logits"]).double().pow(2).sum(-1).mean(-1).sqrt()) / (2 * delta)
     out["logits_rms"] = rms
     return out
+
+
+def _host(outcomes: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``outcomes`` on the CPU (on the CPU already: the same tensors)."""
+    return {name: v.cpu() for name, v in outcomes.items()}

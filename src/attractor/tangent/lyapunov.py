@@ -71,7 +71,8 @@ def random_directions(run: Unrolled, k: int, seed: int = 0) -> Params:
     *shape]``.
 
     Drawn from each member's own row seeds and ``seed``, so a member's directions do not
-    depend on its chunk.
+    depend on its chunk; drawn (and orthonormalized) on the CPU, then moved to the run's
+    device, so they are the same numbers on every device.
     """
     d = sum(v[0].numel() for v in run.params0.values())
     if k > d:
@@ -83,7 +84,7 @@ def random_directions(run: Unrolled, k: int, seed: int = 0) -> Params:
         )
         g = torch.randn(d, k, generator=gen, dtype=torch.float64)
         draws.append(torch.linalg.qr(g).Q.T)  # [k, D] orthonormal rows
-    return unflat(torch.stack(draws).to(run.dtype), run.params0, 1)
+    return unflat(torch.stack(draws).to(run.dtype).to(run.device), run.params0, 1)
 
 
 def jvp_step(run: Unrolled) -> Callable[..., Tangents]:
@@ -145,13 +146,15 @@ def outcome_tangents(
 
 
 class Orthonormalizer:
-    """Benettin's QR bookkeeping for the first ``k`` columns of every member."""
+    """Benettin's QR bookkeeping for the first ``k`` columns of every member (on ``device``,
+    beside the columns).
+    """
 
-    def __init__(self, members: int, k: int) -> None:
+    def __init__(self, members: int, k: int, device: torch.device | str = "cpu") -> None:
         self.k = k
-        self.log_r = torch.zeros(members, k, dtype=torch.float64)  # L_i(t)
+        self.log_r = torch.zeros(members, k, dtype=torch.float64, device=device)  # L_i(t)
         self.r_cum = (
-            torch.eye(k, dtype=torch.float64).expand(members, k, k).clone()
+            torch.eye(k, dtype=torch.float64, device=device).expand(members, k, k).clone()
         )  # J_t V_0 = Q_t r_cum
 
     def __call__(self, z: Tangents, healthy: Tensor) -> Tangents:
@@ -159,7 +162,7 @@ class Orthonormalizer:
         head = {n: v[:, :k] for n, v in z.dparams.items()}
         p = flat(head, 2).transpose(1, 2)  # [members, D, k]
         # A diverged member's NaNs must not reach LAPACK; its numbers are reported as NaN.
-        eye = torch.eye(p.shape[1], k, dtype=p.dtype).expand_as(p)
+        eye = torch.eye(p.shape[1], k, dtype=p.dtype, device=p.device).expand_as(p)
         p = torch.where(healthy.view(-1, 1, 1), p, eye)
         q, r = torch.linalg.qr(p)
         self.log_r += r.diagonal(dim1=1, dim2=2).abs().double().log()
@@ -189,8 +192,14 @@ def snapshot_record(
 ) -> list[Record]:
     """Per member: exponents, top-direction growth, function-space growth and hypergradients at
     ``step``.
+
+    The outcomes are computed on the run's device and read on the CPU: one copy each instead
+    of a device round trip per number (on the CPU ``.cpu()`` is the tensor itself).
     """
-    (loss, surrogate, _), (dloss, dsur, dlogits) = outcome_tangents(run, x, y, z.params, z.dparams)
+    (loss, surrogate, _), tangents = outcome_tangents(run, x, y, z.params, z.dparams)
+    loss, surrogate = loss.cpu(), surrogate.cpu()
+    dloss, dsur, dlogits = (t.cpu() for t in tangents)
+    log_r, r_cum, healthy = ortho.log_r.cpu(), ortho.r_cum.cpu(), healthy.cpu()
     k, examples = ortho.k, x.shape[0]
     records = []
     for i in range(run.members):
@@ -203,19 +212,17 @@ def snapshot_record(
         ok = bool(healthy[i])
         if k:
             out = dlogits[i, :k].reshape(k, -1).double()  # J_f Q_t, one row per column
-            rec["log_growth_top"] = float(ortho.log_r[i, 0]) if ok else math.nan
+            rec["log_growth_top"] = float(log_r[i, 0]) if ok else math.nan
             rec["function_growth_top"] = (
-                float(out[0].norm() * ortho.log_r[i, 0].exp() / math.sqrt(examples))
-                if ok
-                else math.nan
+                float(out[0].norm() * log_r[i, 0].exp() / math.sqrt(examples)) if ok else math.nan
             )
             sv = (
-                torch.linalg.svdvals(ortho.r_cum[i].T @ out) / math.sqrt(examples)
+                torch.linalg.svdvals(r_cum[i].T @ out) / math.sqrt(examples)
                 if ok
                 else torch.full((k,), math.nan)
             )
             for j in range(k):
-                rec[f"exponent_{j}"] = float(ortho.log_r[i, j]) / step if ok and step else math.nan
+                rec[f"exponent_{j}"] = float(log_r[i, j]) / step if ok and step else math.nan
                 rec[f"function_sv_{j}"] = float(sv[j])
         for j, h in enumerate(hypers):
             c = k + j
@@ -262,22 +269,24 @@ def propagate(
         dhyper: ``{"lr" | "momentum" | "weight_decay": [members, K]}`` float64 hyper tangents.
         hypers: names of the columns ``k .. K-1`` (for the records).
         reorth_every: QR every this many steps (and at every snapshot).
-        eval_set: ``(x, y)`` for the outcomes; default the task's test split.
+        eval_set: ``(x, y)`` for the outcomes (moved to the run's device); default the task's
+            test split.
         method: ``"linearized"`` (Hessian-vector products and ``jvp`` of the optimizer's
             update, :mod:`attractor.tangent.linearized`) or ``"jvp"`` (``torch.func.jvp``
             through the functional step; slower, the reference the other is tested against).
 
     Returns:
-        one record per (snapshot, member), the final :class:`Tangents`, and ``[members]``
-        the step each member diverged at (0: never).
+        one record per (snapshot, member), the final :class:`Tangents` (on the run's device),
+        and ``[members]`` the step each member diverged at (0: never; a CPU tensor).
     """
     x_eval, y_eval = eval_set if eval_set is not None else (run.task.x_test, run.task.y_test)
+    x_eval, y_eval = x_eval.to(run.device), y_eval.to(run.device)
     x_eval = x_eval.to(run.dtype) if x_eval.is_floating_point() else x_eval
-    ortho = Orthonormalizer(run.members, k)
+    ortho = Orthonormalizer(run.members, k, run.device)
     z = _start(run, dparams0, dhyper)
     step = _tangent_step(run, method)
     batches = run.batches()
-    diverged = torch.zeros(run.members, dtype=torch.long)
+    diverged = torch.zeros(run.members, dtype=torch.long, device=run.device)
     records: list[Record] = []
     snaps = set(run.snapshots)
     if 0 in snaps:
@@ -291,4 +300,4 @@ def propagate(
             z = ortho(z, diverged == 0)
         if t in snaps:
             records += snapshot_record(run, z, ortho, hypers, t, diverged == 0, x_eval, y_eval)
-    return records, z, diverged
+    return records, z, diverged.cpu()

@@ -116,9 +116,10 @@ def top_growth(
 ) -> PowerResult:
     """Power iteration for ``sigma_1(J)`` of every member at once (members stay independent).
 
-    Starts from ``start`` (unit ``[members, *shape]``; default a random direction). The
-    estimate never decreases from one iteration to the next (Rayleigh quotients of
-    ``J^T J`` under power iteration), so after a few iterations it is a lower bound.
+    Starts from ``start`` (unit ``[members, *shape]`` on the run's device; default a random
+    direction). The estimate never decreases from one iteration to the next (Rayleigh
+    quotients of ``J^T J`` under power iteration), so after a few iterations it is a lower
+    bound. Iterates on the run's device; the result's tensors are on the CPU.
     """
     every = max(1, math.ceil(math.sqrt(run.steps)))
     v = (
@@ -135,9 +136,9 @@ def top_growth(
         rayleigh = (flat(v, 1).double() * flat(w, 1).double()).sum(1)
         history.append(rayleigh.clamp_min(0).sqrt())
         v = _scale(w, 1 / _norm(w))
-    stacked = torch.stack(history)
+    stacked = torch.stack(history).cpu()
     return PowerResult(
         stacked[-1],
         stacked,
-        random_growth if random_growth is not None else torch.full((run.members,), math.nan),
+        random_growth.cpu() if random_growth is not None else torch.full((run.members,), math.nan),
     )

@@ -16,6 +16,12 @@ member's loss, then the update. Hyperparameters are float64 ``[members]`` tensor
 (``lr``, ``momentum``, ``weight_decay``), never Python floats closed over, so a tangent can
 be attached to them (Baydin et al. 2018).
 
+Device: :func:`unroll` builds everything on the CPU -- initial weights, targets, batch orders,
+all drawn there as the engine draws them -- and then moves the weights, targets, hyperparameters
+and the task's tensors to ``device`` (:func:`~attractor.training.device.task_on`), so a replay
+starts from the same numbers on every device. Batch orders stay CPU generators; each step's
+indices move with the batch.
+
 Not supported: cone descent (its random angle and projection) and models with buffers
 (BatchNorm statistics update in place) are refused with a :class:`UserError`; random
 forward passes (dropout) are refused by ``vmap``.
@@ -41,6 +47,7 @@ from attractor.plan import PlanRow
 from attractor.tangent.types import DIFFERENTIABLE, HYPERS, Hypers, Params, State, StepFn
 from attractor.tasks.base import Task
 from attractor.training.data import BatchStream, augmented, member_pool, member_targets
+from attractor.training.device import task_on
 from attractor.training.engine import total_steps
 from attractor.training.forward import BatchedForward, batched_forward
 from attractor.training.init import initial_module
@@ -60,6 +67,7 @@ class Unrolled:
         targets: ``[members, n_train]`` each member's (noisy) training targets.
         hyper: ``{"lr" | "momentum" | "weight_decay": [members] float64}``.
         steps: optimizer steps; ``snapshots``: the engine's snapshot steps.
+        device: where the replay's tensors live (``task``'s splits and probes too).
     """
 
     task: Task
@@ -73,6 +81,7 @@ class Unrolled:
     steps: int
     snapshots: tuple[int, ...]
     dtype: torch.dtype
+    device: torch.device = torch.device("cpu")
 
     @property
     def members(self) -> int:
@@ -158,7 +167,8 @@ class Batches:
         """``x [members, batch, ...]`` in the run's dtype and ``y [members, batch]`` of the next
         step.
         """
-        index = torch.stack([s.next() for s in self.streams])
+        # Indices from the CPU streams, moved to the data as the engine's chunk does.
+        index = torch.stack([s.next() for s in self.streams]).to(self.run.device)
         x = augmented(self.run.task, self.run.task.x_train[index], self.streams)
         return (x.to(self.run.dtype) if x.is_floating_point() else x), torch.gather(
             self.run.targets, 1, index
@@ -180,9 +190,16 @@ class Batches:
 
 
 def unroll(
-    task: Task, config: Config, rows: list[PlanRow], dtype: torch.dtype = torch.float64
+    task: Task,
+    config: Config,
+    rows: list[PlanRow],
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str = "cpu",
 ) -> Unrolled:
     """The training of ``rows`` (one batch size, one optimizer) as the engine runs it.
+
+    ``task`` is the CPU task (everything random is drawn from it there); the replay's tensors
+    then move to ``device`` (resolved by the caller, e.g. from ``config.run.device``).
 
     Raises:
         UserError: cone descent, SAM, gradient clipping or weight averaging, a model with
@@ -214,28 +231,35 @@ def unroll(
             "digits-mlp"
         )
     names = [k for k, _ in template.named_parameters()]
+    device = torch.device(device)
     params0 = {
-        k: torch.stack([m.get_parameter(k).detach() for m in modules]).to(dtype) for k in names
+        k: torch.stack([m.get_parameter(k).detach() for m in modules]).to(dtype).to(device)
+        for k in names
     }
     # init = init_scale * w + noise, so d init / d init_scale = w, the unscaled weights.
     unscaled = [initial_module(task, _unit_scale(r)) for r in rows]
     scale_tangent = {
-        k: torch.stack([m.get_parameter(k).detach() for m in unscaled]).to(dtype) for k in names
+        k: torch.stack([m.get_parameter(k).detach() for m in unscaled]).to(dtype).to(device)
+        for k in names
     }
     steps = total_steps(config, task, rows[0].batch_size)
-    hyper = {h: torch.tensor([getattr(r, h) for r in rows], dtype=torch.float64) for h in HYPERS}
+    hyper = {
+        h: torch.tensor([getattr(r, h) for r in rows], dtype=torch.float64, device=device)
+        for h in HYPERS
+    }
     return Unrolled(
-        task=task,
+        task=task_on(task, device),
         config=config,
         rows=tuple(rows),
-        module=template.to(dtype),
+        module=template.to(dtype).to(device),
         params0=params0,
         scale_tangent=scale_tangent,
-        targets=torch.stack([member_targets(task, r) for r in rows]),
+        targets=torch.stack([member_targets(task, r) for r in rows]).to(device),
         hyper=hyper,
         steps=steps,
         snapshots=tuple(snapshot_steps(config.run.snapshots, steps)),
         dtype=dtype,
+        device=device,
     )
 
 
