@@ -17,7 +17,7 @@ _ConfigArg = Annotated[
     typer.Argument(
         metavar="CONFIG",
         help="TOML with a [world] table (name, options, model, states, scales, map, "
-        "structural); see examples/world-*.toml.",
+        "structural, device); see examples/world-*.toml.",
     ),
 ]
 _OutOption = Annotated[
@@ -45,8 +45,10 @@ _DeviceOption = Annotated[
     str | None,
     typer.Option(
         "--device",
-        help="Where the model this experiment trains (in OUT/run) trains: auto, cpu, cuda or "
-        "cuda:N (overrides [run] device). Rollouts run on the CPU.",
+        help="Where the rollouts run (the model's forward passes and the world's steps) and, "
+        "when [world] model names none, where the model trains in OUT/run (overriding [run] "
+        "device): auto, cpu, cuda or cuda:N (overrides [world] device; default auto). Random "
+        "draws and measures stay on the CPU; the device is not part of OUT's identity.",
     ),
 ]
 
@@ -64,7 +66,8 @@ def world(
     Rolls every member of the model's ensemble out from the same perturbed initial states:
     basin share vs perturbation size (with intervals), the spread of outcomes split into
     member vs initial state, a basin map over two factors, closed-loop Lyapunov exponents,
-    and the basin under perturbations of the model and of the world's constants. Writes
+    and the basin under perturbations of the model and of the world's constants. The
+    rollouts run on --device (random draws and measures on the CPU). Writes
     OUT/world.json, its tables and OUT/report.html. The model is a run (model = "RUN" or
     "RUN:MEMBER"), trained in OUT/run when none is named, or for lm-continuation local
     Hugging Face directories (one, or a list: one member each).
@@ -74,14 +77,11 @@ def world(
 
     data = _read(config)
     if device is not None:
-        if data.get("model") is not None:
-            raise UserError(
-                "--device places the model the world trains; with [world] model nothing is "
-                "trained (rollouts run on the CPU): drop --device"
-            )
-        train = dict(data.get("train", {}))
-        train["run"] = {**train.get("run", {}), "device": device}
-        data["train"] = train
+        data["device"] = device  # the rollouts
+        if data.get("model") is None:  # and the model the world trains itself
+            train = dict(data.get("train", {}))
+            train["run"] = {**train.get("run", {}), "device": device}
+            data["train"] = train
     settings = settings_of(WorldSettings, **data)
     out = out if out is not None else default_out("world", settings)
     store, results = run_experiment("world", settings, out, force=force, progress=not as_json)

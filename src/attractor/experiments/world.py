@@ -19,6 +19,14 @@ Then, with every member rolled out from the same initial states
    perturbation size at which the basin breaks;
 6. trajectories in the world's 2-D projection and the final states per basin (images where
    the world renders them) for the report.
+
+The rollouts — the members' forward passes and the world's steps — run on ``device``
+(``--device``; placement, not part of the directory's identity): the policy's weights and
+the initial states move there, the latter drawn on the CPU first (as every random number
+is: model perturbations, sampling noise), so each device starts from the same numbers.
+Final states and trajectories come back to the CPU, where every measure (labels, features,
+bootstrap intervals, variance components) is taken: tables and JSON have the same form
+wherever the rollouts ran, and agree across devices to float tolerance, not bitwise.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ from attractor.runs.progress import Stages
 from attractor.runs.results import Result
 from attractor.runs.store import RunStore
 from attractor.seeds import torch_generator
+from attractor.training.device import resolve_device
 from attractor.world import EnsemblePolicy, Policy, World, get_world, rollout
 from attractor.world.result import WorldResult
 from attractor.world.rollout import initial_batch
@@ -109,6 +118,12 @@ class WorldSettings(BaseModel):
     growth_states: int = Field(16, ge=0, description="Initial states for Lyapunov exponents.")
     trajectories: int = Field(12, ge=0, description="Initial states drawn in the phase portrait.")
     structural: StructuralSettings = Field(default_factory=StructuralSettings)
+    device: str = Field(
+        "auto",
+        description="Where the rollouts run (the model's forward passes and the world's "
+        "steps): auto, cpu, cuda or cuda:N (placement: not part of the directory's identity; "
+        "random draws and measures stay on the CPU).",
+    )
 
     @field_validator("model")
     @classmethod
@@ -167,9 +182,11 @@ def _from_outside(world: World, model: str | list[str]) -> bool:
 
 
 def _outside_policy(
-    world: World, model: str | list[str]
+    world: World, model: str | list[str], device: torch.device
 ) -> tuple[World, Policy, dict[str, Any], int]:
-    """The world made for the models ``model`` names and their policy (see :func:`_policy`)."""
+    """The world made for the models ``model`` names and their policy on ``device`` (see
+    :func:`_policy`).
+    """
     from attractor.runs.ensemble import Ensemble
     from attractor.runs.lm_models import load_model
     from attractor.tasks.lm_models import check_compatible
@@ -181,7 +198,7 @@ def _outside_policy(
             continue
         run, members = _model_members(entry)
         specs += [f"{run}:{i}" for i in (members or Ensemble.load(run).members)]
-    models = [load_model(spec) for spec in specs]
+    models = [load_model(spec).to(device) for spec in specs]
     for other in models[1:]:
         check_compatible(models[0], other)
     assert world.for_model is not None
@@ -210,17 +227,17 @@ def _trained(world: World, settings: WorldSettings, store: RunStore, progress: b
 
 
 def _policy(
-    world: World, settings: WorldSettings, store: RunStore, progress: bool
+    world: World, settings: WorldSettings, store: RunStore, progress: bool, device: torch.device
 ) -> tuple[World, Policy | None, dict[str, Any], int]:
-    """The world (re-made for models from outside attractor), the policy of every member (None
-    for a world without a model), where the models came from, and m.
+    """The world (re-made for models from outside attractor), the policy of every member on
+    ``device`` (None for a world without a model), where the models came from, and m.
     """
     from attractor.runs.ensemble import Ensemble
 
     if world.task is None:
         return world, None, {}, 1
     if settings.model is not None and _from_outside(world, settings.model):
-        return _outside_policy(world, settings.model)
+        return _outside_policy(world, settings.model, device)
     if settings.model is not None:
         run, chosen = _model_members(_entries(settings.model)[0])
         ensemble = Ensemble.load(run)
@@ -232,7 +249,7 @@ def _policy(
     if missing:
         raise UserError(f"run '{ensemble.store.root}' has no finished member {missing[0]}")
     params, buffers = ensemble.stacked(members)
-    policy = EnsemblePolicy(ensemble.task.make_model(), params, buffers)
+    policy = EnsemblePolicy(ensemble.task.make_model(), params, buffers, device=device)
     root = str(ensemble.store.root)
     if world.for_model is not None:
         from attractor.runs.lm_models import member_model
@@ -256,7 +273,7 @@ def _trajectories(
     run = rollout(world, policy, initial_batch(x0, m), settings.steps, record=50)
     if run.trajectory is None:
         return pd.DataFrame(), pd.DataFrame()
-    xy = world.project(run.trajectory).detach().double()  # [k, m, n, 2]
+    xy = world.project(run.trajectory.cpu()).detach().double()  # [k, m, n, 2]
     k = xy.shape[0]
     index = pd.MultiIndex.from_product(
         [run.times, range(m), range(n)], names=["t", "member", "state"]
@@ -304,11 +321,13 @@ def run_world(settings: WorldSettings, store: RunStore, progress: bool = False) 
     """Run the world experiment (see the module docstring) in ``store``'s directory."""
     world = get_world(settings.name, settings.options)
     _check_settings(world, settings)
+    device = resolve_device(settings.device)
     stages_total = 4 + (settings.map is not None) + bool(_structural_levels(settings))
     with Stages("world", stages_total, progress) as stages:
         stages.begin("the model: " + ("none" if world.task is None else "loading or training"))
-        world, policy, model, m = _policy(world, settings, store, progress)
-        measured = _measure(world, policy, m, settings, stages)
+        world, policy, model, m = _policy(world, settings, store, progress, device)
+        # Every initial state from here on is drawn on the CPU and moved to the device.
+        measured = _measure(world.on(device), policy, m, settings, stages)
     summary = _summary(measured, world.goal is not None)
     return [
         WorldResult(
@@ -344,7 +363,7 @@ def _measure(
     )
     stages.begin("outcomes at the default range: sources, agreement")
     x0 = world.initial(settings.states, 1.0, torch_generator("world", settings.seed, 1))
-    final = rollout(world, policy, initial_batch(x0, m), settings.steps).final
+    final = rollout(world, policy, initial_batch(x0, m), settings.steps).final.cpu()
     labels = basin_labels(world, final)
     features = world.features(final, world.constants)
     if m >= 2:
@@ -424,7 +443,8 @@ def _perturbed_sources(
         perturbed = perturbed_policy(
             policy.template, policy.params, policy.buffers, kind, size, gen
         )
-        final = rollout(world, perturbed, initial_batch(x0, policy.members), settings.steps).final
+        x = initial_batch(x0, policy.members)
+        final = rollout(world, perturbed, x, settings.steps).final.cpu()
         for name, value in world.features(final, world.constants).items():
             if value.is_floating_point():
                 outcomes.setdefault(name, []).append(value.double())

@@ -13,12 +13,21 @@ where ``policy(inputs [m, s, ...]) -> outputs [m, s, ...]`` applies member ``i``
 row ``i`` (:class:`~attractor.world.rollout.EnsemblePolicy`). A *stable* model is one for
 which the initial state hardly matters: the outcomes of perturbed initial states fall
 into one basin (the goal, or one majority value of ``basin_feature``).
+
+Devices. A rollout runs where its states are: :meth:`World.on` gives the world whose
+``initial`` and ``at`` states are drawn on the CPU (the same numbers on every device) and
+then moved to the device, and ``step`` must keep states on the device of its input (create
+new tensors with ``device=x.device``; draw any noise on the CPU and move it). The measures
+(:func:`~attractor.world.basins.rollout_labels`, the world experiment) bring final states
+and trajectories back to the CPU first, so there ``features``, ``goal``, ``project`` and
+``describe`` get CPU tensors, and tables are the same wherever the rollouts ran.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import torch
@@ -49,7 +58,8 @@ class World:
         at: ``(values) -> [n, *state]``: states with the named factors set to the given
             ``[n]`` values and every other factor at its nominal value (basin maps over two
             factors); ``None`` if the world's factors cannot be set one by one.
-        step: ``(x [m, s, *state], policy, t, constants) -> x'`` one step of the closed loop.
+        step: ``(x [m, s, *state], policy, t, constants) -> x'`` one step of the closed loop,
+            ``x'`` on ``x``'s device (a tensor constant arrives there too).
         features: ``(x_T, constants) -> name -> [m, s]`` outcome features of final states;
             integer tensors are categorical (a class, a basin label).
         goal: ``(x_T, constants) -> bool [m, s]``: whether a final state reached the goal;
@@ -93,6 +103,16 @@ class World:
     options: dict[str, Any] = field(default_factory=dict)
     for_model: Callable[[Sequence[Any]], tuple[World, Policy]] | None = None
 
+    def on(self, device: torch.device) -> World:
+        """This world with its initial states (``initial``, ``at``) moved to ``device`` after
+        they are drawn on the CPU, so a rollout from them runs there and starts from the same
+        numbers on every device. The CPU: the world itself.
+        """
+        if device.type == "cpu":
+            return self
+        at = None if self.at is None else partial(_moved, self.at, device)
+        return replace(self, initial=partial(_moved, self.initial, device), at=at)
+
     def with_constants(self, **changes: float) -> dict[str, float]:
         """The world's constants with ``changes`` applied (unknown names refused)."""
         unknown = sorted(set(changes) - set(self.constants))
@@ -104,6 +124,11 @@ class World:
                 f"{', '.join(sorted(self.constants))}"
             )
         return {**self.constants, **changes}
+
+
+def _moved(draw: Callable[..., Tensor], device: torch.device, *args: Any) -> Tensor:
+    """``draw(*args)`` (on the CPU) moved to ``device``."""
+    return draw(*args).to(device)
 
 
 def check_factors(world: str, known: Iterable[str], values: Mapping[str, Any]) -> None:

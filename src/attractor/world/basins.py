@@ -131,7 +131,8 @@ def rollout_labels(
     steps: int | None = None,
     constants: Constants | None = None,
 ) -> Tensor:
-    """Roll ``x0 [m, s, *state]`` out and label the final states: ``Long[Tensor, "m s"]``.
+    """Roll ``x0 [m, s, *state]`` out (on its device) and label the final states on the CPU:
+    ``Long[Tensor, "m s"]``.
 
     Raises:
         UserError: one line naming the world and the step where its step returned the wrong
@@ -142,7 +143,8 @@ def rollout_labels(
         raise UserError(f"world '{world.name}': the initial states are not finite")
     with torch.no_grad():
         try:
-            final = rollout(world, policy, x0, steps, constants).final
+            # Labels are a measure: taken on the CPU, the same wherever the rollout ran.
+            final = rollout(world, policy, x0, steps, constants).final.cpu()
         except ValueError as exc:  # the rollout names the world and step already
             raise UserError(_one_line(exc)) from None
         if final.is_floating_point() and not torch.isfinite(final).all():

@@ -120,8 +120,10 @@ class ReferenceClassifier:
     noise_confident: float
 
     def probabilities(self, x: Tensor) -> Tensor:
-        """``x [..., 64]`` -> class probabilities ``[..., 10]`` of the clipped images."""
-        return self.net(x.clamp(-1, 1).to(torch.float32)).softmax(-1)
+        """``x [..., 64]`` -> class probabilities ``[..., 10]`` of the clipped images, read on
+        the CPU (where the classifier is) wherever ``x`` is.
+        """
+        return self.net(x.clamp(-1, 1).to("cpu", torch.float32)).softmax(-1)
 
 
 @lru_cache(maxsize=1)
@@ -248,7 +250,8 @@ class Sampler:
         abar = alphas_bar(self.timesteps, self.schedule, constants)
         now = float(abar[self.taus[t]])
         after = float(abar[self.taus[t + 1]]) if t + 1 < len(self.taus) else 1.0
-        embedding = self.embedding[t].to(x.dtype).expand(*x.shape[:-1], -1)
+        # The timestep features follow the states to their device (a 2F-vector per step).
+        embedding = self.embedding[t].to(x.device, x.dtype).expand(*x.shape[:-1], -1)
         eps = policy(torch.cat([x, embedding], dim=-1))
         return ddim_step(x, eps, now, after, self.clip)
 
@@ -286,10 +289,10 @@ class NoiseStarts:
 
 def features(x: Tensor, constants: Constants) -> dict[str, Tensor]:
     """Outcomes of final images ``x [..., 64]``: ``class`` (int64), ``confidence`` and
-    ``distance`` to the nearest training image, each ``[...]``.
+    ``distance`` to the nearest training image, each ``[...]`` on the CPU.
     """
     probs = reference_classifier().probabilities(x)
-    flat = x.detach().reshape(-1, PIXELS).clamp(-1, 1).to(torch.float32)
+    flat = x.detach().reshape(-1, PIXELS).clamp(-1, 1).to("cpu", torch.float32)
     # In chunks: the distance matrix to the 1437 training images grows with the states.
     nearest = torch.cat(
         [torch.cdist(chunk, _training_images()).amin(-1) for chunk in flat.split(_DISTANCE_CHUNK)]
@@ -306,7 +309,7 @@ def project(x: Tensor) -> Tensor:
     principal directions.
     """
     mean, directions = _pca()
-    return (x.to(torch.float32) - mean) @ directions
+    return (x.to("cpu", torch.float32) - mean) @ directions
 
 
 def describe(x: Tensor) -> Tensor:

@@ -49,6 +49,7 @@ from attractor.errors import UserError
 from attractor.measure.bootstrap import Estimate, multibootstrap
 from attractor.seeds import torch_generator
 from attractor.world.base import Constants, Policy, World
+from attractor.world.rollout import constants_on
 
 __all__ = ["MAX_DIMS", "Exponents", "lyapunov"]
 
@@ -245,9 +246,9 @@ def lyapunov(
             (``torch.func.jvp`` 1.1 ms) and cart-pole 2.6 ms vs 7.1 ms (10.8 ms).
 
     Returns:
-        :class:`Exponents`, ``exponents [m, s, k]`` sorted descending. A column that
-        collapses exactly (``R_ii = 0``: the map is singular there) counts as
-        ``log(tiny)`` for that step instead of ``-inf``.
+        :class:`Exponents` on the CPU (the loop runs on ``x0``'s device), ``exponents [m, s,
+        k]`` sorted descending. A column that collapses exactly (``R_ii = 0``: the map is
+        singular there) counts as ``log(tiny)`` for that step instead of ``-inf``.
 
     Raises:
         UserError: the world is not differentiable, bad settings, or its step returned
@@ -266,15 +267,16 @@ def lyapunov(
             f"initial states must be floating [members, initial states, *state], got "
             f"{x0.dtype} of shape {tuple(x0.shape)}"
         )
-    constants = world.constants if constants is None else constants
+    constants = constants_on(world.constants if constants is None else constants, x0.device)
     m, s, *state = x0.shape
     d = math.prod(state)
-    start = _start(d, directions, seed, x0.dtype)  # [d, k]
+    # Random directions are drawn on the CPU (the same on every device), then moved.
+    start = _start(d, directions, seed, x0.dtype).to(x0.device)  # [d, k]
     k = start.shape[1]
     push = _Pusher(world, policy, constants, mode)
     x = x0.detach()
     q = start.expand(m, s, d, k).clone()  # [m, s, d, k]: the tangent columns
-    logs = torch.zeros(m, s, k, dtype=torch.float64)
+    logs = torch.zeros(m, s, k, dtype=torch.float64, device=x0.device)
     tiny = torch.finfo(x0.dtype).tiny
     for t in range(steps):
         xs = x.unsqueeze(2).expand(m, s, k, *state).reshape(m, s * k, *state)
@@ -288,4 +290,4 @@ def lyapunov(
             q, diag = _qr(q)
             logs += diag.clamp_min(tiny).log().to(torch.float64)
     exponents = (logs / steps).sort(dim=-1, descending=True).values
-    return Exponents(exponents, steps, reorth_every, k == d, x)
+    return Exponents(exponents.cpu(), steps, reorth_every, k == d, x.cpu())

@@ -39,10 +39,11 @@ trivially "same" outcome in the basin counts. :func:`recompute_divergence` re-de
 same numbers from the final token ids with one forward pass (a check of the carried ones).
 
 Decoding. Greedy (``argmax``) at ``temperature`` 0, the default; otherwise sampling from
-``softmax(logits / temperature)`` by the Gumbel-max trick with noise drawn from a
-generator seeded by ``(seed, position)``. The noise depends on the state's seed, not on the
-member, so members face the same random numbers, and a state whose seed is the nominal one
-samples with the reference's noise: sampling alone changes nothing, "seed" is a factor.
+``softmax(logits / temperature)`` by the Gumbel-max trick with noise drawn from a CPU
+generator seeded by ``(seed, position)`` (then moved to the states' device, so every device
+meets the same noise). The noise depends on the state's seed, not on the member, so members
+face the same random numbers, and a state whose seed is the nominal one samples with the
+reference's noise: sampling alone changes nothing, "seed" is a factor.
 ``temperature`` is a world constant (structural stability may perturb it).
 
 Perturbations (``initial(n, scale, generator)``), the factors named in ``perturb``; each
@@ -268,13 +269,19 @@ def _next_logits(policy: Policy, tokens: Tensor, context: int, vocab: int) -> Te
 
 
 def _gumbel(seeds: Tensor, position: int, vocab: int) -> Tensor:
-    """Gumbel noise ``[..., V]`` for seeds ``[...]`` (one generator per distinct seed)."""
+    """Gumbel noise ``[..., V]`` for seeds ``[...]`` (one generator per distinct seed), on the
+    seeds' device.
+
+    Drawn on the CPU with CPU generators and then moved, so a sampled continuation meets the
+    same noise on every device.
+    """
+    seeds_cpu = seeds.cpu()
     noise = torch.empty(*seeds.shape, vocab, dtype=torch.float64)
-    for seed in seeds.unique().tolist():
+    for seed in seeds_cpu.unique().tolist():
         gen = torch.Generator().manual_seed(int(seed) * _POSITIONS + position)
         u = torch.rand(vocab, generator=gen, dtype=torch.float64).clamp(1e-300, 1 - 1e-16)
-        noise[seeds == seed] = -torch.log(-torch.log(u))
-    return noise
+        noise[seeds_cpu == seed] = -torch.log(-torch.log(u))
+    return noise.to(seeds.device)
 
 
 def _decode(logp: Tensor, seeds: Tensor, position: int, temperature: float) -> Tensor:
@@ -381,8 +388,9 @@ def _step(setup: _Setup, x: Tensor, policy: Policy | None, t: int, constants: Co
     logp = log_probs(logits)
     ref_logp, seq_logp = logp[:, :r], logp[:, r:]
     temperature = float(constants["temperature"])
-    nominal_seeds = torch.full((m, r), setup.seed, dtype=torch.int64)
-    column = torch.empty(m, s, 1, len(CHANNELS), dtype=torch.float64)
+    # New tensors on the states' device: the step keeps states where they are.
+    nominal_seeds = torch.full((m, r), setup.seed, dtype=torch.int64, device=x.device)
+    column = torch.empty(m, s, 1, len(CHANNELS), dtype=torch.float64, device=x.device)
     column[..., 0, TOKEN] = _decode(seq_logp, x[..., 0, SEED].long(), length, temperature)
     column[..., 0, REFERENCE] = _decode(ref_logp, nominal_seeds, length, temperature)
     column[..., 0, JS] = js(seq_logp, ref_logp.expand_as(seq_logp))
@@ -412,8 +420,8 @@ def _features(x: Tensor, constants: Constants) -> dict[str, Tensor]:
     positions = _generated(x)
     d = divergence_by_position(x)
     if len(positions) == 0:  # nothing generated yet: every continuation is the reference's
-        zero = torch.zeros(x.shape[:-2], dtype=torch.float64)
-        one = torch.ones(x.shape[:-2], dtype=torch.int64)
+        zero = torch.zeros(x.shape[:-2], dtype=torch.float64, device=x.device)
+        one = torch.ones(x.shape[:-2], dtype=torch.int64, device=x.device)
         return {"js_first": zero, "js_last": zero, "js_mean": zero} | {
             "converges": one,
             "same_text": one,
@@ -434,7 +442,7 @@ def _project(x: Tensor) -> Tensor:
     """``[..., L, 5] -> [..., 2]``: mean JS and share of tokens unlike the reference's."""
     positions = _generated(x)
     if len(positions) == 0:
-        return torch.zeros(*x.shape[:-2], 2, dtype=torch.float64)
+        return torch.zeros(*x.shape[:-2], 2, dtype=torch.float64, device=x.device)
     differ = (x[..., positions, TOKEN] != x[..., positions, REFERENCE]).double().mean(-1)
     return torch.stack([divergence_by_position(x).mean(-1), differ], dim=-1)
 
@@ -494,11 +502,14 @@ class LanguagePolicy:
     ``inputs [m, r, T]``; gives the last position's logits ``[m, r, V]``.
 
     Rows go through in chunks of at most ``budget`` logits (``b * T * V``), so a model with a
-    large vocabulary does not hold every position's logits of every state at once.
+    large vocabulary does not hold every position's logits of every state at once. Each
+    module computes where its parameters are (``LanguageModel.to`` places them): the ids go
+    in there and the logits come back to the inputs' device.
     """
 
     def __init__(self, modules: Sequence[nn.Module], vocab: int, budget: int = 2**24) -> None:
         self.modules = [module.eval() for module in modules]
+        self.devices = [_device_of(module) for module in self.modules]
         self.vocab = vocab
         self.budget = budget
         self.members = len(self.modules)
@@ -511,10 +522,16 @@ class LanguagePolicy:
             )
         rows = max(1, self.budget // (inputs.shape[-1] * self.vocab))
         out = [
-            torch.cat([module(chunk)[:, -1, :] for chunk in ids.split(rows)])
-            for module, ids in zip(self.modules, inputs, strict=True)
+            torch.cat([module(chunk.to(device))[:, -1, :] for chunk in ids.split(rows)])
+            for module, device, ids in zip(self.modules, self.devices, inputs, strict=True)
         ]
-        return torch.stack(out)
+        return torch.stack(out).to(inputs.device)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    """Where ``module`` computes: its parameters' device (the CPU without parameters)."""
+    first = next(module.parameters(), None)
+    return torch.device("cpu") if first is None else first.device
 
 
 def _for_models(given: dict[str, Any], models: Sequence[LanguageModel]) -> tuple[World, Policy]:

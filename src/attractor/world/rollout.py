@@ -17,14 +17,27 @@ class EnsemblePolicy:
     Built from stacked parameters and buffers (``Ensemble.stacked``, or perturbed copies of
     them for structural stability) and the model's template module; differentiable in the
     inputs (Lyapunov exponents push tangents through it), never in the parameters.
+
+    ``device``: where the members compute (their inputs must be there: a placed world's
+    states, :meth:`~attractor.world.base.World.on`); the parameters, the buffers and the
+    template (in place: a buffer the snapshots leave out is read from it) move there.
+    None: everything stays where it is (the members compute where the parameters are).
     """
 
-    def __init__(self, template: nn.Module, params: Params, buffers: Params) -> None:
-        self.template = template.eval()
-        self.params = {k: v.detach() for k, v in params.items()}
-        self.buffers = {k: v.detach() for k, v in buffers.items()}
+    def __init__(
+        self,
+        template: nn.Module,
+        params: Params,
+        buffers: Params,
+        device: torch.device | None = None,
+    ) -> None:
+        first = next(iter(params.values()))
+        self.device = first.device if device is None else device
+        self.template = template.eval() if device is None else template.eval().to(device)
+        self.params = {k: v.detach().to(self.device) for k, v in params.items()}
+        self.buffers = {k: v.detach().to(self.device) for k, v in buffers.items()}
         self.forward = batched_forward(self.template)
-        self.members = next(iter(self.params.values())).shape[0]
+        self.members = first.shape[0]
 
     def __call__(self, inputs: Tensor) -> Tensor:
         if inputs.shape[0] != self.members:
@@ -54,6 +67,13 @@ def initial_batch(x0: Tensor, members: int) -> Tensor:
     return x0.unsqueeze(0).expand(members, *x0.shape).clone()
 
 
+def constants_on(constants: Constants, device: torch.device) -> Constants:
+    """``constants`` with its tensors (per-member constants) on ``device``; floats as they are."""
+    if not any(isinstance(v, Tensor) for v in constants.values()):
+        return constants
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in constants.items()}
+
+
 def rollout(
     world: World,
     policy: Policy | None,
@@ -64,6 +84,10 @@ def rollout(
 ) -> Rollout:
     """Run ``world`` from ``x0 [m, s, *state]`` for ``steps`` steps under ``policy``.
 
+    The steps run on ``x0``'s device (tensor ``constants`` are moved there) and the states
+    returned are there too; measures bring them to the CPU (:func:`~attractor.world.basins.
+    rollout_labels`, the world experiment).
+
     Args:
         record: keep about this many states of the trajectory, evenly spaced, the initial
             and final ones included (0: keep none; phase portraits keep ~50).
@@ -73,7 +97,7 @@ def rollout(
             that are not finite where they were (a world's bug, reported with the step).
     """
     steps = world.steps if steps is None else steps
-    constants = world.constants if constants is None else constants
+    constants = constants_on(world.constants if constants is None else constants, x0.device)
     keep = set() if record <= 0 else {round(i * steps / max(1, record - 1)) for i in range(record)}
     x, kept, times = x0, [], []
     for t in range(steps + 1):
@@ -93,4 +117,4 @@ def rollout(
     return Rollout(final=x, trajectory=trajectory, times=times if trajectory is not None else [])
 
 
-__all__ = ["EnsemblePolicy", "Rollout", "initial_batch", "rollout"]
+__all__ = ["EnsemblePolicy", "Rollout", "constants_on", "initial_batch", "rollout"]

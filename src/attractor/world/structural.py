@@ -168,9 +168,16 @@ def perturbed_policy(
     size: float,
     generator: torch.Generator,
 ) -> EnsemblePolicy:
-    """The members with their weights perturbed by ``kind`` at ``size``, one draw each."""
-    weights = KINDS[kind][0](params, size, generator, hidden_inputs(template))
-    return EnsemblePolicy(template, weights, buffers)
+    """The members with their weights perturbed by ``kind`` at ``size``, one draw each, on
+    the device ``params`` are on.
+
+    The masks and noises are drawn and applied on the CPU (``generator`` is a CPU one), so a
+    member's perturbed weights are the same numbers on every device.
+    """
+    device = next(iter(params.values())).device
+    on_cpu = {k: v.cpu() for k, v in params.items()}
+    weights = KINDS[kind][0](on_cpu, size, generator, hidden_inputs(template))
+    return EnsemblePolicy(template, weights, buffers, device=device)
 
 
 def model_curve(
