@@ -23,8 +23,12 @@ Also printed: the linear layers' matmuls of one member-step timed alone as ``tor
 member alone vs in a chunk (bitwise), and ``attractor run examples/tiny-lm.toml`` end to
 end per strategy (loop, vmap, auto = stacked).
 
+On CUDA (``--device cuda``) all three paths train on the card with the engine's
+deterministic-kernel settings, and every timing mark is synchronized.
+
     python benchmarks/lm_speed.py [--members 4,8,16] [--steps 20] [--repeats 2] [--threads T]
-                                  [--quick] [--no-example] [--example-repeats 1] [--json PATH]
+                                  [--device cpu|cuda] [--quick] [--no-example]
+                                  [--example-repeats 1] [--json PATH]
 """
 
 from __future__ import annotations
@@ -46,10 +50,12 @@ from timing import best_time, finish, machine, write_report  # benchmarks/timing
 
 import attractor.training.chunk as chunk_module
 from attractor.config import Config, parse_config
+from attractor.errors import UserError
 from attractor.plan import PlanRow
 from attractor.runs.launch import resolve_strategy, train
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
+from attractor.training.device import resolve_device
 from attractor.training.engine import train_chunk
 from attractor.training.forward import _VmappedModule
 from attractor.training.runtime import keep_freed_memory
@@ -61,7 +67,13 @@ GOAL_RATIO, GOAL_MEMBERS = 2.0, (4, 8, 16)
 CHECK_STEPS, CHECK_TOL = 6, 1e-5
 
 
-def workload(steps: int, quick: bool) -> dict[str, Any]:
+def sync() -> None:
+    """Wait for the card's queued kernels, so a timing mark means the work is done."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def workload(steps: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
     """The example's task and trainer (a smaller model with ``--quick``), ``steps`` steps."""
     example = tomllib.loads(EXAMPLE.read_text())
     task = dict(example["task"])
@@ -70,14 +82,13 @@ def workload(steps: int, quick: bool) -> dict[str, Any]:
     return {
         "task": task,
         "trainer": {**example["trainer"], "steps": steps},
-        "run": {"snapshots": [steps]},
+        "run": {"snapshots": [steps], "device": device},
     }
 
 
 def config(base: dict[str, Any], steps: int) -> Config:
-    return parse_config(
-        {**base, "trainer": {**base["trainer"], "steps": steps}, "run": {"snapshots": [steps]}}
-    )
+    run = {"snapshots": [steps], "device": base["run"]["device"]}
+    return parse_config({**base, "trainer": {**base["trainer"], "steps": steps}, "run": run})
 
 
 def rows(n: int, cfg: Config) -> list[PlanRow]:
@@ -124,6 +135,7 @@ def train_path(
         final[row.member] = (state, metrics)
 
     def on_step(_members: int) -> None:
+        sync()
         marks.append(time.perf_counter())
 
     chunks = [[row] for row in members] if path == "loop" else [members]  # loop: as run does
@@ -143,8 +155,10 @@ def rates(task: Task, cfg: Config, n: int, repeats: int) -> dict[str, dict]:
     best = {p: {"total": float("inf"), "stepping": float("inf")} for p in PATHS}
     for _ in range(repeats):
         for path in PATHS:
+            sync()
             start = time.perf_counter()
             _, stepping = train_path(task, cfg, members, path)
+            sync()
             total = time.perf_counter() - start
             best[path] = {
                 "total": min(best[path]["total"], total),
@@ -166,14 +180,16 @@ def matmul_floor(task: Task, cfg: Config, repeats: int) -> float:
     gradients of every ``Conv1D`` and the output layer) as ``torch.mm``.
     """
     model = task.make_model()
+    device = resolve_device(cfg.run.device)
     tokens = cfg.trainer.batch_size * task.x_train.shape[1]
     problems = []
     for name, p in model.named_parameters():
         if p.dim() != 2 or "wte" in name or "wpe" in name:
             continue
         fan_in, fan_out = (p.shape[1], p.shape[0]) if "lm_head" in name else tuple(p.shape)
-        x, w = torch.randn(tokens, fan_in), torch.randn(fan_in, fan_out)
-        g = torch.randn(tokens, fan_out)
+        x = torch.randn(tokens, fan_in, device=device)
+        w = torch.randn(fan_in, fan_out, device=device)
+        g = torch.randn(tokens, fan_out, device=device)
         problems.append((x, w, g))
 
     def run() -> None:
@@ -181,6 +197,7 @@ def matmul_floor(task: Task, cfg: Config, repeats: int) -> float:
             torch.mm(x, w)
             torch.mm(g, w.t())
             torch.mm(x.t(), g)
+        sync()
 
     run()
     return best_time(run, max(5, 3 * repeats))
@@ -211,7 +228,7 @@ def strategy_check(task: Task, base: dict, n: int) -> dict[str, Any]:
     }
 
 
-def example_end_to_end(repeats: int) -> dict[str, float]:
+def example_end_to_end(repeats: int, device: str = "cpu") -> dict[str, float]:
     """Seconds of ``attractor run examples/tiny-lm.toml`` (train() to a temporary directory)
     with strategy loop, vmap and auto (stacked), interleaved, best kept.
     """
@@ -220,7 +237,8 @@ def example_end_to_end(repeats: int) -> dict[str, float]:
     for _ in range(repeats):
         for label in best:
             strategy = "loop" if label == "loop" else "auto"
-            cfg = parse_config({**raw, "run": {**raw["run"], "strategy": strategy}})
+            run = {**raw["run"], "strategy": strategy, "device": device}
+            cfg = parse_config({**raw, "run": run})
             with tempfile.TemporaryDirectory(prefix="bench-lm-speed-") as tmp:
                 with forward_of(label):
                     start = time.perf_counter()
@@ -244,6 +262,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     parser.add_argument(
+        "--device", default="cpu", help="cpu (default), cuda, cuda:N or auto: where all train"
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: a 1-layer width-32 model, N=2,4"
     )
     parser.add_argument(
@@ -258,9 +279,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error("--steps must be at least 2 (training only is steps 2..S)")
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    try:  # a CUDA device this machine lacks: one line, not a traceback
+        device = resolve_device(args.device)
+    except UserError as exc:
+        raise SystemExit(f"lm_speed: {exc}") from None
     keep_freed_memory()
-    base = workload(steps, args.quick)
+    base = workload(steps, args.quick, str(device))
     task = build_task(config(base, steps).task)
+    gpu = f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     load_before = os.getloadavg()
     started = time.perf_counter()
     print(
@@ -269,8 +295,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     print(
         f"machine: {platform.machine()}, nproc {os.cpu_count()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, load average {load_before[0]:.2f} at start; "
-        f"best of {repeats}, paths interleaved\n"
+        f"{torch.get_num_threads()} threads, device {device}{gpu}, load average "
+        f"{load_before[0]:.2f} at start; best of {repeats}, paths interleaved\n"
     )
     train_path(task, config(base, 2), rows(2, config(base, 2)), "loop")  # warm up
     for path in ("vmap", "stacked"):
@@ -299,7 +325,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         )
     floor = matmul_floor(task, config(base, steps), repeats)
     loop_step = min(1 / r["loop_train_only"] for r in results)
-    auto = resolve_strategy(parse_config({**base, "run": {"strategy": "auto"}}), task)
+    auto = resolve_strategy(
+        parse_config({**base, "run": {**base["run"], "strategy": "auto"}}), task
+    )
     check = strategy_check(task, base, min(4, max(members)))
 
     print("member-steps/s (higher is better); ratio = / loop")
@@ -338,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     example = None
     if not (args.quick or args.no_example):
         print("  timing attractor run examples/tiny-lm.toml ...", file=sys.stderr, flush=True)
-        example = example_end_to_end(args.example_repeats)
+        example = example_end_to_end(args.example_repeats, str(device))
         print(
             "attractor run examples/tiny-lm.toml end to end (4 members, 80 steps): "
             + ", ".join(f"{k} {v:.1f} s" for k, v in example.items())
@@ -361,6 +389,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {
         **machine(load_before[0], load_after),
         "workload": base,
+        "device": str(device) + gpu,
         "steps": steps,
         "repeats": repeats,
         "results": results,
