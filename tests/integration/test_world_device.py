@@ -265,3 +265,21 @@ def test_every_step_keeps_its_states_on_their_device(name: str) -> None:
     for t in range(2):
         x = world.step(x, policy, t, world.constants)
         assert x.device == META and x.shape[:2] == (2, 3)
+
+
+def test_the_world_device_places_the_model_it_trains_unless_train_run_names_one(
+    tmp_path: Path,
+) -> None:
+    """``[world] device`` alone places the training in OUT/run too; ``[world.train.run]
+    device`` wins over it (both placement: the run directory is the same either way).
+    """
+    small = {"steps": 5, "growth_states": 0, "trajectories": 0, "states": 4, "scales": [1]}
+    train_small = {"trainer": {"steps": 3}, "plan": {"members": 2}}
+    for given, expected in (({}, "cpu"), ({"run": {"device": "auto"}}, "auto")):
+        settings = WorldSettings(
+            name="cartpole", device="cpu", draws=50, train={**train_small, **given}, **small
+        )
+        out = tmp_path / expected
+        run_experiment("world", settings, out)
+        manifest = json.loads((out / "run" / "manifest.json").read_text())
+        assert manifest["config"]["run"]["device"] == expected

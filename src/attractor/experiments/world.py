@@ -121,8 +121,9 @@ class WorldSettings(BaseModel):
     device: str = Field(
         "auto",
         description="Where the rollouts run (the model's forward passes and the world's "
-        "steps): auto, cpu, cuda or cuda:N (placement: not part of the directory's identity; "
-        "random draws and measures stay on the CPU).",
+        "steps) and, unless [world.train.run] names one, where the model trains: auto, cpu, "
+        "cuda or cuda:N (placement: not part of the directory's identity; random draws and "
+        "measures stay on the CPU).",
     )
 
     @field_validator("model")
@@ -222,6 +223,8 @@ def _trained(world: World, settings: WorldSettings, store: RunStore, progress: b
                 f"[world.train] {section} must be a table, e.g. [world.train.{section}]"
             )
         sections.setdefault(section, {}).update(values)
+    # The model trains where the rollouts run unless [world.train.run] says otherwise.
+    sections.setdefault("run", {}).setdefault("device", settings.device)
     config = parse_config(sections, source="[world.train]")
     return train(config, store.root / "run", progress=progress)
 
