@@ -19,7 +19,7 @@ _ConfigArg = Annotated[
     typer.Argument(
         metavar="CONFIG",
         help="TOML with an [evaluator] table (setting digits or text, preferred or rule, "
-        "examples, resamples, seeds, reward_model, trainer, structural); see "
+        "examples, resamples, seeds, device, reward_model, trainer, structural); see "
         "examples/evaluator-digits.toml and examples/evaluator-text.toml.",
     ),
 ]
@@ -27,11 +27,25 @@ _OutOption = Annotated[
     Path | None,
     typer.Option("--out", "-o", help="Experiment directory (default runs/evaluator-HASH)."),
 ]
+_DeviceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--device",
+        help="Where the evaluators train and score, the generators sample and fine-tune and a "
+        "base is trained: auto, cpu, cuda or cuda:N (overrides [evaluator] device, default "
+        "auto). Measures stay on the CPU; the directory stays the same, results agree across "
+        "devices to float tolerance.",
+    ),
+]
 
 
 @app.command()
 def evaluator(
-    config: _ConfigArg, out: _OutOption = None, force: ForceFlag = False, as_json: JsonFlag = False
+    config: _ConfigArg,
+    out: _OutOption = None,
+    device: _DeviceOption = None,
+    force: ForceFlag = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """trainer2 as a learned evaluator: resample the human's examples, train evaluators on
     them, let each drive a trainer (best-of-n or reward-weighted fine-tuning) of a
@@ -42,12 +56,17 @@ def evaluator(
     spread of the models' true preference (with intervals), the share each factor adds,
     the evaluators' own disagreement, proxy vs true reward along the rounds, the design
     perturbed (width, weight decay, label noise, KL), and the examples to label next.
-    Writes OUT/evaluator.json, its tables and OUT/report.html.
+    Writes OUT/evaluator.json, its tables and OUT/report.html. With --device cuda the
+    evaluators, the fine-tuning and a base's training run on the GPU (random numbers drawn
+    on the CPU, the same files); the measures stay on the CPU.
     """
     from attractor.experiments import default_out, run_experiment
     from attractor.stack.learned.settings import EvaluatorSettings, read_evaluator
 
-    settings = settings_of(EvaluatorSettings, **read_evaluator(config))
+    table = read_evaluator(config)
+    if device is not None:
+        table["device"] = device  # run_experiment refuses a device this machine lacks
+    settings = settings_of(EvaluatorSettings, **table)
     out = out if out is not None else default_out("evaluator", settings)
     store, results = run_experiment("evaluator", settings, out, force=force, progress=not as_json)
     page = render_page(store.root, progress=not as_json)

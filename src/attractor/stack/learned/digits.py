@@ -47,12 +47,15 @@ class DigitsSetting:
 
     inputs = PIXELS
 
-    def __init__(self, settings: Any, store: RunStore, progress: bool) -> None:
+    def __init__(
+        self, settings: Any, store: RunStore, progress: bool, device: torch.device
+    ) -> None:
         self.settings = settings
+        self.device = device
         self.base = base_run(
             settings.model,
             "denoise-digits",
-            lambda root: _train_base(settings.base_steps or BASE_STEPS, root, progress),
+            lambda root: _train_base(settings.base_steps or BASE_STEPS, root, progress, device),
             store,
         )
         self.task = {"name": "denoise-digits", **self.base.run.config.task.options}
@@ -90,6 +93,7 @@ class DigitsSetting:
             design,
             seeds,
             self.eval_noise,
+            device=self.device,
         )
         flat = done.images.double().permute(1, 0, 2)  # [e, m, 64]
         shown = done.images[:_SAMPLED_MEMBERS, :_SAMPLES_PER_MEMBER]
@@ -122,7 +126,7 @@ class DigitsSetting:
         return x_train[index], rows
 
 
-def _train_base(steps: int, root: Any, progress: bool) -> Any:
+def _train_base(steps: int, root: Any, progress: bool, device: torch.device) -> Any:
     from attractor.config import parse_config
     from attractor.runs.launch import train
     from attractor.world.denoise_digits import TRAINER
@@ -132,6 +136,7 @@ def _train_base(steps: int, root: Any, progress: bool) -> Any:
             "task": {"name": "denoise-digits"},
             "trainer": {**TRAINER, "steps": steps},
             "plan": {"members": 1, "vary": ["init_seed"]},
+            "run": {"device": str(device)},  # placement: the base's directory is the same
         },
         source="the evaluator's base generator",
     )

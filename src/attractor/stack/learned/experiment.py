@@ -19,6 +19,11 @@ settings, :mod:`~attractor.stack.learned.digits` and
 Reopening the directory with the same settings reuses the trained base (a run inside
 ``DIR/base``, resumable like every run); the evaluator and fine-tuning stages are
 deterministic and run again.
+
+``device`` (``--device``) is where the evaluators train and score, the generators sample and
+fine-tune and a base is trained (its ``[run] device``); it is placement, so the directory is
+the same on every device. Random numbers are drawn on the CPU and moved; the measures
+(bootstrap intervals, variance components, tables) take CPU tensors and run there.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from attractor.stack.learned.reward_model import (
 )
 from attractor.stack.learned.setting import Setting, Trained
 from attractor.stack.learned.settings import EvaluatorSettings
+from attractor.training.device import resolve_device
 
 # Seeds of a factor's levels: level k of a factor is `seed * _STRIDE + k` (+ an offset per
 # factor), so the same settings give the same numbers and levels never collide.
@@ -54,14 +60,16 @@ _STRIDE = 1_000_003
 _TRAINER_OFFSET = 7919
 
 
-def _setting(settings: EvaluatorSettings, store: RunStore, progress: bool) -> Setting:
+def _setting(
+    settings: EvaluatorSettings, store: RunStore, progress: bool, device: torch.device
+) -> Setting:
     if settings.setting == "text":
         from attractor.stack.learned.text_setting import TextSetting
 
-        return TextSetting(settings, store, progress)
+        return TextSetting(settings, store, progress, device)
     from attractor.stack.learned.digits import DigitsSetting
 
-    return DigitsSetting(settings, store, progress)
+    return DigitsSetting(settings, store, progress, device)
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,12 @@ def _factorial(
 ) -> _Outcome:
     """Train the R x E evaluators and the R x E x T fine-tuned models of ``settings``."""
     rows = _evaluator_rows(settings, label_noise)
-    evaluators = train_evaluators(setting.sets(examples, rows), design, [r.seed for r in rows])
+    evaluators = train_evaluators(
+        setting.sets(examples, rows), design, [r.seed for r in rows], setting.device
+    )
     t = settings.trainer_seeds
     # Member (r, e, t) is driven by evaluator (r, e): index r * E + e.
-    which = torch.arange(len(rows)).repeat_interleave(t)
+    which = torch.arange(len(rows)).repeat_interleave(t).to(evaluators.device)
     per_member = Evaluators(
         params={k: v[which] for k, v in evaluators.params.items()}, design=evaluators.design
     )
@@ -216,7 +226,7 @@ def run_evaluator(
     levels = len(settings.structural.levels())
     with Stages("evaluator", 4 + levels, progress) as stages:
         stages.begin("the base generator: " + ("loading" if settings.model else "training"))
-        setting = _setting(settings, store, progress)
+        setting = _setting(settings, store, progress, resolve_device(settings.device))
         examples = setting.examples()
         stages.begin(
             f"{settings.resamples * settings.evaluator_seeds} evaluators and "

@@ -36,6 +36,12 @@ Randomness: member ``i``'s sampling noises and fine-tuning batches of round ``r`
 generators seeded by ``(seeds[i], r)`` (:func:`attractor.seeds.torch_generator`), and no
 step mixes members, so a member's numbers do not depend on who else is in the batch.
 
+Devices (``finetune(..., device)``): sampling, the reward and the Adam steps run there; the
+noises and batches are drawn on the CPU from the same generators and then moved, so a
+member's random numbers are the same on every device. The true preference (the reference
+classifier, a fixed yardstick) reads the images on the CPU, and everything returned is on
+the CPU.
+
 References:
     Ho, Jain and Abbeel, "Denoising Diffusion Probabilistic Models", NeurIPS 2020.
     Song, Meng and Ermon, "Denoising Diffusion Implicit Models", ICLR 2021.
@@ -59,6 +65,7 @@ from attractor.errors import UserError
 from attractor.seeds import torch_generator
 from attractor.stack.learned.rounds import Loss, climb, selection_weights
 from attractor.tasks.denoise_digits import PIXELS, DenoiseDigitsOptions, alphas_bar, noisy_pairs
+from attractor.training.device import host
 from attractor.training.forward import Params, batched_forward
 from attractor.world import denoise_digits
 from attractor.world.rollout import EnsemblePolicy, initial_batch, rollout
@@ -142,7 +149,7 @@ def check_design(design: FinetuneDesign) -> None:
 
 def true_preference_of(preferred: Sequence[int]) -> Reward:
     """The known rule: the reference classifier's probability mass on ``preferred`` classes,
-    images ``[..., 64]`` -> ``[...]`` in ``[0, 1]``.
+    images ``[..., 64]`` (any device) -> ``[...]`` in ``[0, 1]`` on the CPU.
     """
     classes = sorted({int(c) for c in preferred})
     if not classes or not all(0 <= c < denoise_digits.CLASSES for c in classes):
@@ -150,7 +157,8 @@ def true_preference_of(preferred: Sequence[int]) -> Reward:
     index = torch.tensor(classes)
 
     def preference(images: Tensor) -> Tensor:
-        probabilities = denoise_digits.reference_classifier().probabilities(images)
+        # The yardstick reads on the CPU: the same images are judged the same everywhere.
+        probabilities = denoise_digits.reference_classifier().probabilities(images.cpu())
         return probabilities[..., index].sum(-1)
 
     return preference
@@ -174,11 +182,12 @@ def sample_images(
 
     Args:
         noise: ``[m, b, 64]`` (row ``i`` for member ``i``) or ``[b, 64]`` (given to every
-            member).
+            member), on the device of ``params`` and ``buffers``.
 
     Returns:
-        ``[m, b, 64]`` float32 images, without grad.
+        ``[m, b, 64]`` float32 images on that device, without grad.
     """
+    # The world's steps run where the states are (its timestep embedding follows them).
     world = denoise_digits.make(steps=sampler_steps, task=_options(task))
     policy = EnsemblePolicy(template, params, buffers)
     x0 = initial_batch(noise, policy.members) if noise.dim() == 2 else noise
@@ -232,18 +241,21 @@ def _round_batches(
         images: ``[m, n, 64]`` the round's samples; weights: ``[m, n]``.
 
     Returns:
-        inputs ``[steps, m, batch, 64 + 2F]`` and noise targets ``[steps, m, batch, 64]``.
+        inputs ``[steps, m, batch, 64 + 2F]`` and noise targets ``[steps, m, batch, 64]``,
+        on ``images``' device.
     """
     draws = design.steps * design.batch
     inputs, targets = [], []
     # One loop over members per round (not per step): each member's own generator draws
     # its image indices, timesteps and noises, so its batches ignore the other members.
-    for x0, w, generator in zip(images, weights, generators, strict=True):
+    # Drawn on the CPU (the generators are CPU ones) and moved once per round.
+    for x0, w, generator in zip(images.cpu(), weights.cpu(), generators, strict=True):
         index = torch.multinomial(w, draws, replacement=True, generator=generator)
         pair_in, pair_eps = noisy_pairs(x0[index], abar, 1, frequencies, generator)
         inputs.append(pair_in.reshape(design.steps, design.batch, -1))
         targets.append(pair_eps.reshape(design.steps, design.batch, -1))
-    return torch.stack(inputs, dim=1), torch.stack(targets, dim=1)
+    pairs = torch.stack(inputs, dim=1), torch.stack(targets, dim=1)
+    return pairs[0].to(images.device), pairs[1].to(images.device)
 
 
 def finetune(
@@ -257,6 +269,7 @@ def finetune(
     seeds: Sequence[int],
     eval_noise: Tensor,
     progress: Callable[[int, int], None] | None = None,
+    device: torch.device | None = None,
 ) -> Finetuned:
     """Fine-tune ``m`` noise predictors, member ``i`` toward row ``i`` of ``reward`` (module notes).
 
@@ -272,9 +285,11 @@ def finetune(
         seeds: ``[m]`` member ``i``'s sampling and batch generators come from ``seeds[i]``.
         eval_noise: ``[e, 64]`` the fixed noises ``proxy`` and ``true`` are measured on.
         progress: called ``(round, rounds)`` after each round.
+        device: where the members sample and train (None: the CPU); ``params``,
+            ``buffers`` and ``eval_noise`` are moved there, ``reward`` is given images there.
 
     Returns:
-        the fine-tuned members with their per-round proxy and true preference.
+        the fine-tuned members with their per-round proxy and true preference, on the CPU.
     """
     check_design(design)
     members = next(iter(params.values())).shape[0]
@@ -291,6 +306,11 @@ def finetune(
         where = ".".join(str(part) for part in error["loc"]) or "options"
         raise UserError(f"finetune: task.{where}: {error['msg']}") from None
     abar = alphas_bar(options.timesteps, options.schedule, options.constants())
+    device = torch.device("cpu") if device is None else device
+    given = dict(buffers)
+    params = {k: v.to(device) for k, v in params.items()}
+    buffers = {k: v.to(device) for k, v in buffers.items()}
+    eval_noise = eval_noise.to(device)
     forward = batched_forward(template)
     base = {k: v.detach().clone() for k, v in params.items()}
 
@@ -301,11 +321,12 @@ def finetune(
         with torch.no_grad():
             proxy = reward(images).to(torch.float64).mean(-1)
             true = true_preference(images).to(torch.float64).mean(-1)
-        return proxy, true, images
+        return proxy.cpu(), true.cpu(), images.cpu()
 
     def round_losses(theta: Params, r: int) -> Iterator[Loss]:
         sampling = [torch_generator("finetune-samples", s, r) for s in seeds]
         noise = torch.stack([torch.randn(design.samples, PIXELS, generator=g) for g in sampling])
+        noise = noise.to(device)  # drawn on the CPU: the same numbers on every device
         # Clipped to the pixel range the base was trained on: an unclipped DDIM sample has
         # pixels far outside [-1, 1] (|x| up to ~30 for the default denoiser), and training
         # on those as clean images wrecks the model within a round.
@@ -323,8 +344,8 @@ def finetune(
 
     done = climb(params, design.rounds, design.lr, measure, round_losses, progress)
     return Finetuned(
-        params=done.params,
-        buffers=dict(buffers),
+        params={k: host(v) for k, v in done.params.items()},
+        buffers=given,
         proxy=done.proxy,
         true=done.true,
         images=done.samples.to(torch.float32),

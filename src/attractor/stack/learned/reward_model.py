@@ -14,6 +14,11 @@ item: the reward a trainer at level 3 maximises.
 summed; they share no parameter, so each gets exactly its own gradient) and Adam written
 out on the stacked tensors. The tests hold it to the loop.
 
+Devices: an ensemble computes where its parameters live (``train_evaluators(..., device)``);
+their initial values are drawn on the CPU from each member's seed and then moved, so a
+member starts from the same numbers on every device, and scores come back on the device
+of the items asked about (CPU items, CPU scores).
+
 Where the members disagree the examples did not settle the preference;
 :func:`disagreement` measures it per item and :func:`to_label_next` picks the items whose
 labels would shrink it most (BALD's mutual information).
@@ -142,9 +147,15 @@ class Evaluators:
     def members(self) -> int:
         return int(self.params["out.bias"].shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        """Where the members compute (their parameters' device)."""
+        return self.params["out.bias"].device
+
     def logits(self, x: Tensor) -> Tensor:
         """``x [b, 64]`` (every member scores the same items) or ``[m, b, 64]`` (member ``i``
-        scores row ``i``) of any float dtype -> float32 logits ``[m, b]``, without grad.
+        scores row ``i``) of any float dtype -> float32 logits ``[m, b]``, without grad,
+        computed on :attr:`device` and returned on ``x``'s device.
         """
         m, d = self.members, self.design.inputs
         if x.dim() == 2 and x.shape[-1] == d:
@@ -152,7 +163,7 @@ class Evaluators:
         elif not (x.dim() == 3 and x.shape[0] == m and x.shape[-1] == d):
             raise ValueError(f"items of shape {tuple(x.shape)}: give [b, {d}] or [{m}, b, {d}]")
         with torch.no_grad():
-            return _logits(self.params, x.to(torch.float32))
+            return _logits(self.params, x.to(self.device, torch.float32)).to(x.device)
 
     def probabilities(self, x: Tensor) -> Tensor:
         """Each member's probability that the human prefers the item, ``[m, b]``."""
@@ -160,7 +171,10 @@ class Evaluators:
 
 
 def train_evaluators(
-    sets: ExampleSets, design: EvaluatorDesign, seeds: Sequence[int]
+    sets: ExampleSets,
+    design: EvaluatorDesign,
+    seeds: Sequence[int],
+    device: torch.device | None = None,
 ) -> Evaluators:
     """Member ``i`` trained on ``sets`` row ``i`` from :func:`init_params` (``seeds[i]``).
 
@@ -170,17 +184,20 @@ def train_evaluators(
     Args:
         sets: ``items [m, n, 64]``, ``labels [m, n]``, ``weights [m, n]``.
         seeds: ``m`` initialisation seeds.
+        device: where the members train and stay (None: the CPU); the initial values are
+            drawn on the CPU and moved there.
     """
+    device = torch.device("cpu") if device is None else device
     m = sets.members
     if len(seeds) != m:
         raise UserError(f"{len(seeds)} evaluator seeds for {m} example sets; give one per set")
     if bool((sets.weights.sum(-1) <= 0).any()):
         raise UserError("an example set has no weight (every example dropped); keep some")
     inits = [init_params(design, int(seed)) for seed in seeds]
-    params = {k: torch.stack([p[k] for p in inits]).requires_grad_() for k in inits[0]}
+    params = {k: torch.stack([p[k] for p in inits]).to(device).requires_grad_() for k in inits[0]}
     first = {k: torch.zeros_like(p) for k, p in params.items()}
     second = {k: torch.zeros_like(p) for k, p in params.items()}
-    x, y, w = (t.to(torch.float32) for t in (sets.items, sets.labels, sets.weights))
+    x, y, w = (t.to(device, torch.float32) for t in (sets.items, sets.labels, sets.weights))
     b1, b2 = _BETAS
     for step in range(1, design.steps + 1):
         # Members share no parameter, so the gradient of the summed loss with respect to
@@ -249,14 +266,16 @@ def disagreement(evaluators: Evaluators, items: Tensor) -> dict[str, Tensor]:
         information a label of the item would give about which member is right; 0 when
         all agree, at most ``log 2``).
     """
-    p = evaluators.probabilities(items).to(torch.float64)  # float64: MI is a difference
+    # On the evaluators' device, back on the items' one.
+    p = evaluators.probabilities(items.to(evaluators.device)).to(torch.float64)  # MI: a difference
     says = p > 0.5
     mi = _entropy(p.mean(0)) - _entropy(p).mean(0)
-    return {
-        "sd": p.std(0, correction=0).to(torch.float32),
-        "split": (says.any(0) & ~says.all(0)).to(torch.float32),
-        "mutual_information": mi.clamp(min=0.0).to(torch.float32),
+    found = {
+        "sd": p.std(0, correction=0),
+        "split": says.any(0) & ~says.all(0),
+        "mutual_information": mi.clamp(min=0.0),
     }
+    return {k: v.to(items.device, torch.float32) for k, v in found.items()}
 
 
 def to_label_next(evaluators: Evaluators, pool: Tensor, k: int) -> Tensor:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pandas as pd
+import torch
 from torch import Tensor, nn
 
 from attractor.errors import UserError
@@ -52,10 +53,16 @@ class Trained:
 
 
 class Setting(Protocol):
-    """One kind of item (see the module docstring)."""
+    """One kind of item (see the module docstring).
+
+    Built with the device the evaluators and generators compute on; every tensor it gives
+    or returns (features, truths, :class:`Trained`) is on the CPU.
+    """
 
     #: The feature width evaluators read.
     inputs: int
+    #: Where the evaluators train and the generators fine-tune.
+    device: torch.device
     #: Where the base generator came from (recorded with the result).
     source: dict[str, Any]
 

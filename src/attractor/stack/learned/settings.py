@@ -14,6 +14,7 @@ One ``[evaluator]`` table; its sub-tables configure each level::
     [evaluator.trainer]        # the fine-tuning (method, rounds, samples, keep, kl, ...)
     [evaluator.structural]     # levels of the design to perturb: hidden, weight_decay,
                                # label_noise, kl
+    device = "auto"        # where evaluators and generators compute (``--device``)
 
 Members form a full factorial of the three factors, so the spread of the final models
 splits into the share each factor adds (variance components, as ``attractor sensitivity``).
@@ -134,6 +135,13 @@ class EvaluatorSettings(_Strict):
     )
     suggest: int = Field(8, ge=0, le=1000, description="Examples to suggest labelling next.")
     draws: int = Field(1000, ge=50, description="Bootstrap draws for every interval.")
+    # Placement, not identity: experiment_identity drops it from the directory's hash, and
+    # run_experiment resolves it (one line for a GPU this machine lacks) before OUT exists.
+    device: str = Field(
+        "auto",
+        description="Where the evaluators train and score and the generators fine-tune and "
+        "sample: auto (CUDA when available), cpu, cuda or cuda:N; measures stay on the CPU.",
+    )
     reward_model: RewardModelSettings = Field(default_factory=RewardModelSettings)
     trainer: TrainerSettings = Field(default_factory=TrainerSettings)
     structural: StructuralSettings = Field(default_factory=StructuralSettings)

@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -310,15 +311,24 @@ class BaseFeatures:
     Texts longer than ``context`` bytes are cut to their last ``context`` bytes. Every text is
     padded on the right to ``context`` bytes and run alone in its row: attention is causal,
     so the padding never reaches the text's positions, and a text's features do not depend on
-    the other texts of the call.
+    the other texts of the call. The trunk runs on ``device``; the features come back to the
+    CPU.
     """
 
-    def __init__(self, module: nn.Module, context: int, chunk: int = 256) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        context: int,
+        chunk: int = 256,
+        device: torch.device | None = None,
+    ) -> None:
         """Args:
         module: a ``tiny-lm`` member (:class:`~attractor.tasks.tiny_lm.CausalLM` around a
             ``GPT2LMHeadModel``), used frozen in eval mode.
         context: the most bytes the model reads (its positions).
         chunk: texts per forward pass (memory).
+        device: where the trunk runs (None: the CPU); off the CPU a copy of it is moved
+            there, so ``module`` itself stays where it is.
         """
         inner = getattr(module, "model", module)
         trunk = getattr(inner, "transformer", None)
@@ -329,6 +339,9 @@ class BaseFeatures:
             raise UserError(
                 f"BaseFeatures context = {context}: give 1 to {positions} (the model's positions)"
             )
+        self.device = torch.device("cpu") if device is None else device
+        if self.device.type != "cpu":
+            trunk = copy.deepcopy(trunk).to(self.device)
         self.trunk = trunk.eval()
         self.context = context
         self.chunk = chunk
@@ -347,9 +360,11 @@ class BaseFeatures:
             for r, row in enumerate(rows):
                 tokens[r, : len(row)] = torch.tensor(row)
                 mask[r, : len(row)] = 1.0
+            tokens, mask = tokens.to(self.device), mask.to(self.device)
             with torch.no_grad():
                 hidden = self.trunk(input_ids=tokens, use_cache=False).last_hidden_state
-            out.append((hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            out.append(pooled.cpu())
         if not out:
             return torch.zeros(0, self.width)
         return torch.cat(out).to(torch.float32)

@@ -61,17 +61,20 @@ def text_rows(texts: Sequence[str], labels: list[Any], column: str) -> pd.DataFr
 class TextSetting:
     """See the module docstring; built by the experiment from its settings."""
 
-    def __init__(self, settings: Any, store: RunStore, progress: bool) -> None:
+    def __init__(
+        self, settings: Any, store: RunStore, progress: bool, device: torch.device
+    ) -> None:
         self.settings = settings
+        self.device = device
         self.rule = rule_of(settings.rule)
         self.base = base_run(
             settings.model,
             "tiny-lm",
-            lambda root: _train_base(settings.base_steps or BASE_STEPS, root, progress),
+            lambda root: _train_base(settings.base_steps or BASE_STEPS, root, progress, device),
             store,
         )
         self.context = int(self.base.template.model.config.n_positions)
-        self.features = BaseFeatures(self.base.template, self.context)
+        self.features = BaseFeatures(self.base.template, self.context, device=device)
         self.inputs = self.features.width
         self.source = self.base.source
         # The held-out windows (their pool takes a pass over the corpus) and their features
@@ -113,6 +116,7 @@ class TextSetting:
             seeds,
             self.settings.eval_samples,
             self.context,
+            device=self.device,
         )
         # held_out_texts gives the pool's first windows: the compared ones are the first few.
         compared = self.held_texts[:_COMPARED]
@@ -135,18 +139,22 @@ class TextSetting:
         self, params: dict[str, Tensor], buffers: dict[str, Tensor], texts: list[str]
     ) -> Tensor:
         """``[m, m, k]``: JS between two models' next-token distributions, averaged over the
-        positions of each of ``k`` windows (all windows cut to the shortest's length).
+        positions of each of ``k`` windows (all windows cut to the shortest's length);
+        computed on the setting's device, returned on the CPU.
         """
         ids = encode_bytes(texts, self.context)
         width = min(len(row) for row in ids)
         tokens = torch.tensor([row[:width] for row in ids], dtype=torch.int64)
         m = next(iter(params.values())).shape[0]
         forward = batched_forward(self.base.template)
+        on = {k: v.to(self.device) for k, v in params.items()}
+        kept = {k: v.to(self.device) for k, v in buffers.items()}
         with torch.no_grad():
-            logp = forward(params, buffers, tokens.expand(m, *tokens.shape)).log_softmax(-1)
+            tokens = tokens.to(self.device).expand(m, *tokens.shape)
+            logp = forward(on, kept, tokens).log_softmax(-1)
         out = torch.zeros(m, m, len(texts), dtype=torch.float64)
         for i in range(m):  # m^2 pairs of [k, L, V]: one row of pairs at a time (memory)
-            out[i] = js(logp[i : i + 1], logp).mean(-1).double()
+            out[i] = js(logp[i : i + 1], logp).mean(-1).double().cpu()
         return out.clamp_min(0.0)
 
     def shown(self, examples: TextExamples) -> pd.DataFrame:
@@ -164,7 +172,7 @@ class TextSetting:
         return self.features(pool), rows
 
 
-def _train_base(steps: int, root: Any, progress: bool) -> Any:
+def _train_base(steps: int, root: Any, progress: bool, device: torch.device) -> Any:
     from attractor.config import parse_config
     from attractor.runs.launch import train
 
@@ -173,6 +181,7 @@ def _train_base(steps: int, root: Any, progress: bool) -> Any:
             "task": dict(BASE_TASK),
             "trainer": {**BASE_TRAINER, "steps": steps},
             "plan": {"members": 1, "vary": ["init_seed"]},
+            "run": {"device": str(device)},  # placement: the base's directory is the same
         },
         source="the evaluator's base language model",
     )
