@@ -161,3 +161,20 @@ def test_world_rollouts_on_the_device_agree_with_the_cpu(tmp_path: Path) -> None
     on_device, on_cpu = found[DEVICE].summary, found["cpu"].summary
     states = 12  # _settings' initial states: one state's basin is a share of 1/12
     assert abs(on_device["basin_share"] - on_cpu["basin_share"]) <= 1 / states + 1e-9
+
+
+def test_the_evaluator_on_the_device_agrees_with_the_cpu(tmp_path: Path, cli: Callable) -> None:
+    from tests.integration.test_evaluator_device import _config
+
+    config = _config(tmp_path)
+    found = {}
+    for device in dict.fromkeys((DEVICE, "cpu")):
+        out = tmp_path / f"out-{device}"
+        result = cli("evaluator", config, "--device", device, "--out", out, "--json")
+        assert result.code == 0, result.err
+        found[device] = json.loads((out / "evaluator.json").read_text())["summary"]
+    on_device, on_cpu = found[DEVICE], found["cpu"]
+    # True preference is a share of 16 samples per model, so one sample flipped by float
+    # rounding (the base too trains on the device) moves a model by 1/16, the mean less.
+    for stage in ("true_base", "true_final"):
+        assert abs(on_device[stage]["true"] - on_cpu[stage]["true"]) <= 1 / 16, stage
