@@ -48,6 +48,7 @@ def _commands(run: Path, config: Path, out: Path) -> dict[str, list[str | Path]]
         "trainer2": ["trainer2", EXAMPLES / "trainer2.toml", "--out", out],
         "stabilize": ["stabilize", EXAMPLES / "stabilize-digits.toml", "--out", out],
         "world": ["world", EXAMPLES / "world-cartpole.toml", "--out", out],
+        "demo": ["demo", "--members", "2", "--out", out],
     }
 
 
@@ -65,6 +66,7 @@ def _commands(run: Path, config: Path, out: Path) -> dict[str, list[str | Path]]
         "trainer2",
         "stabilize",
         "world",
+        "demo",
     ],
 )
 def test_a_missing_gpu_is_one_line_and_writes_nothing(

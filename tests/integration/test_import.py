@@ -374,3 +374,23 @@ def test_a_directory_of_another_size_is_refused(
     result = cli("import", family / "seed-0", odd, "--task", "tiny-lm", "--out", out)
     assert_user_error(result, "step-2/config.json' has n_embd = 32", "model has 16")
     assert not out.exists()
+
+
+def test_device_places_the_metrics_only(
+    trained: tuple[Path, Path], exported: Path, imported: Path, tmp_path: Path, cli: Callable
+) -> None:
+    """``--device cpu`` writes what the default writes (same files, same metrics); a GPU this
+    machine lacks is one line and nothing is written (checked with CUDA absent).
+    """
+    out = tmp_path / "placed"
+    spec = str(exported / "members.csv")
+    result = cli("import", spec, "--task", trained[1], "--out", out, "--device", "cpu", "--json")
+    assert result.code == 0, result.err
+    pd.testing.assert_frame_equal(
+        Ensemble.load(out).metrics, Ensemble.load(imported).metrics, check_exact=True
+    )
+    if not torch.cuda.is_available():
+        missing = tmp_path / "missing"
+        line = cli("import", spec, "--task", trained[1], "--out", missing, "--device", "cuda")
+        assert_user_error(line, "no CUDA device")
+        assert not missing.exists()

@@ -277,6 +277,14 @@ def demo(
     force: Annotated[
         bool, typer.Option("--force", help="Replace a run directory made from another config.")
     ] = False,
+    device: Annotated[
+        str,
+        typer.Option(
+            "--device",
+            help="Where the members train and are measured: auto, cpu, cuda or cuda:N (the "
+            "directory and its files are the same whatever the device).",
+        ),
+    ] = "auto",
     as_json: JsonFlag = False,
 ) -> None:
     """Train the built-in demo (digits-mlp members perturbed in init, data order and bootstrap),
@@ -286,8 +294,10 @@ def demo(
 
     data = json.loads(json.dumps(DEMO_CONFIG))
     data["plan"]["members"] = members
+    data["run"]["device"] = device
     summary = _train_and_summarize(parse_config(data, source="demo"), out, force, as_json)
-    summary["report"] = str(_measure_and_report(out, as_json)) if summary["done"] >= 2 else None
+    done = summary["done"] >= 2
+    summary["report"] = str(_measure_and_report(out, as_json, device)) if done else None
     emit_json(summary) if as_json else print_run_summary(summary)
     if summary["report"] and not as_json:
         console.print(f"report: {summary['report']}", markup=False, soft_wrap=True)

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from attractor.cli._shared import JsonFlag, app, console, emit_json
+from attractor.cli._shared import DeviceOption, JsonFlag, app, console, emit_json
 
 
 @app.command("import")
@@ -42,6 +42,7 @@ def import_command(
     force: Annotated[
         bool, typer.Option("--force", help="Replace the import or run that --out holds.")
     ] = False,
+    device: DeviceOption = "cpu",
     as_json: JsonFlag = False,
 ) -> None:
     """Make a run directory from models trained elsewhere, so measure, report, compare and the
@@ -49,7 +50,9 @@ def import_command(
     """
     from attractor.runs.imports import import_run
 
-    summary = import_run(spec, task, out, link=link, force=force, progress=not as_json)
+    summary = import_run(
+        spec, task, out, link=link, force=force, progress=not as_json, device=device
+    )
     if as_json:
         emit_json(summary)
         return

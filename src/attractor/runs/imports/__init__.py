@@ -42,6 +42,7 @@ from attractor.runs.owned import is_attractor_manifest, refuse_protected, remove
 from attractor.runs.progress import Stages
 from attractor.runs.store import RunStore, identity
 from attractor.tasks import build_task
+from attractor.training.device import resolve_device
 
 __all__ = ["import_run"]
 
@@ -53,6 +54,7 @@ def import_run(
     link: bool = False,
     force: bool = False,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Import the members ``spec`` names, as models of ``task``, into run directory ``out``.
 
@@ -64,11 +66,14 @@ def import_run(
         link: hard-link (or symbolically link) files that need no change instead of copying.
         force: replace what ``out`` holds if it is an attractor run (an import or a trained run).
         progress: a line on stderr as each stage begins.
+        device: where each snapshot's metrics are evaluated (``auto``, ``cpu``, ``cuda[:N]``);
+            the files written are the same wherever, the metrics agree to float tolerance.
 
     Returns:
         What was imported: run, task, members, steps, files copied / linked / written.
     """
     out = Path(out)
+    where = resolve_device(device)  # a GPU this machine lacks: one line, nothing read
     members = read_manifest(Path(spec[0])) if is_manifest(spec) else from_paths(spec)
     task_config, trainer, trainer_known = _task(task, members)
     built = build_task(task_config, search_cwd=True)  # the user's own command line
@@ -102,7 +107,7 @@ def import_run(
             if force and is_attractor_manifest(out / "manifest.json"):
                 remove_owned(out, imported_ok=True)
             store = RunStore.prepare(out, config, plan, steps)
-            target = Target(store, config, plan, steps, strategy, link)
+            target = Target(store, config, plan, steps, strategy, link, where)
             counts = write_run(
                 target, built, template, members, checked, record, [own for _, own in split]
             )

@@ -15,6 +15,7 @@ temporary name, never written through, so a source is never modified.
 
 from __future__ import annotations
 
+import copy
 import errno
 import os
 import secrets
@@ -35,6 +36,7 @@ from attractor.runs.imports.fit import Fitted, fit
 from attractor.runs.imports.sources import SourceMember
 from attractor.runs.store import RunStore
 from attractor.tasks.base import Task
+from attractor.training.device import task_on
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import batched_forward, single_forward
 
@@ -49,6 +51,7 @@ class Target:
     steps: dict[int, list[int]]  # batch size -> snapshot steps
     strategy: str
     link: bool
+    device: torch.device = torch.device("cpu")  # where the metrics are evaluated
 
 
 def write_run(
@@ -69,8 +72,13 @@ def write_run(
     """
     store = target.store
     store.annotate(strategy=target.strategy, imported={**record, "members": {}})
+    # The metrics are computed on the device with a copy of the template there (the one given
+    # keeps checking files on the CPU); the snapshots written are the CPU tensors as read.
+    evaluator = template if target.device.type == "cpu" else copy.deepcopy(template)
+    evaluator.to(target.device)
+    task = task_on(task, target.device)
     forward = (
-        batched_forward(template) if target.strategy == "vectorized" else single_forward(template)
+        batched_forward(evaluator) if target.strategy == "vectorized" else single_forward(evaluator)
     )
     counts = {"copied": 0, "linked": 0, "written": 0}
     files: dict[str, Any] = {}
@@ -88,7 +96,7 @@ def write_run(
             how, sums[name] = _place(store, index, step, fitted, target.link)
             counts["linked" if how.endswith("linked") else how] += 1
             placed[name] = {"placed": how, "sources": fitted.sums, "notes": list(fitted.notes)}
-            values = _metrics(task, template, forward, fitted.tensors, target.config)
+            values = _metrics(task, evaluator, forward, fitted.tensors, target.config)
             rows.append({"member": index, "step": step, **values})
         sums["metrics.parquet"] = store.save_member_metrics(index, rows)
         files[str(index)] = {"name": member.name, "factors": own_factors[index], "files": placed}
@@ -158,8 +166,9 @@ def _metrics(
 ) -> dict[str, float]:
     """One snapshot's metrics on the train and test splits, as training records them."""
     names = {name for name, _ in template.named_parameters()}
-    params = {k: v[None] for k, v in tensors.items() if k in names}
-    buffers = {k: v[None] for k, v in tensors.items() if k not in names}
+    device = next(iter(template.parameters()), torch.empty(0)).device
+    params = {k: v[None].to(device) for k, v in tensors.items() if k in names}
+    buffers = {k: v[None].to(device) for k, v in tensors.items() if k not in names}
     values = evaluate(task, template, forward, params, buffers, config.run.eval_batch_size)
     return {name: float(value[0]) for name, value in values.items()}
 
