@@ -8,6 +8,7 @@ ens.params(member=3, step=0)  # that member's initial parameters
 
 from __future__ import annotations
 
+import copy
 import functools
 from pathlib import Path
 
@@ -120,6 +121,13 @@ class Ensemble:
         with torch.random.fork_rng(devices=[]):
             return self.task.make_model().eval()
 
+    @functools.cached_property
+    def _device_template(self) -> nn.Module:
+        """The template on :attr:`device`: a buffer the snapshots leave out (a non-persistent
+        one, e.g. a causal mask) is read from it there.
+        """
+        return copy.deepcopy(self._template).to(self.device)
+
     @property
     def members(self) -> list[int]:
         """Members that finished training without diverging."""
@@ -210,7 +218,7 @@ class Ensemble:
         if self.device.type != "cpu":
             params = {k: v.to(self.device) for k, v in params.items()}
             buffers = {k: v.to(self.device) for k, v in buffers.items()}
-        template = self._template
+        template = self._template if self.device.type == "cpu" else self._device_template
         vectorized = self.manifest.get("strategy", "vectorized") != "loop"
         forward = (
             batched_forward(template)
