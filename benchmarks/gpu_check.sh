@@ -10,7 +10,7 @@
 #     --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #     --platform manylinux2014_x86_64 -d .whl pydantic==2.14.4 pydantic_core==2.50.5 \
 #     annotated-types==0.8.0 typing-inspection==0.4.5 SALib==1.6.0 multiprocess==0.70.19 \
-#     dill==0.4.1 plotly==7.1.0 tomli_w==1.2.0
+#     dill==0.4.1 plotly==7.1.0 tomli_w==1.2.0 typing_extensions==4.16.0  # pydantic needs >= 4.16
 #
 # then run it once (at most about 9 minutes: the steps' limits add to 550 s), carrying the wheels:
 #
