@@ -176,7 +176,7 @@ def cone_update(
         coefficients = [cone_coefficients([g], [w], angle) for g, w in zip(gs, ws, strict=True)]
     else:
         coefficients = [cone_coefficients(gs, ws, angle)] * len(gs)
-    lr = hyper.lr.double()
+    lr = hyper.lr.double().to(coefficients[0][0].device)  # hyper lives on the CPU
     new_params: Params = {}
     new_state: State = {}
     for (name, p), g, w, (a, b) in zip(params.items(), gs, ws, coefficients, strict=True):

@@ -199,7 +199,9 @@ class Chunk:
 
     def freeze_diverged(self, loss: Tensor, step: int) -> None:
         """Record and freeze members whose loss is no longer finite at ``step``."""
-        newly = self.active & ~torch.isfinite(loss.detach())
+        # The bookkeeping stays on the CPU (a list of steps, a mask read by Python): the
+        # losses come from the device.
+        newly = self.active & ~torch.isfinite(loss.detach()).to(self.active.device)
         for i in torch.nonzero(newly).flatten().tolist():
             self.diverged_at[i] = step
         self.active &= ~newly

@@ -83,7 +83,8 @@ def batched_linear(params: Params, name: str, h: Tensor) -> Tensor:
     """
     weight, bias = params[f"{name}.weight"], params.get(f"{name}.bias")
     device = h.device.type
-    if torch.is_autocast_enabled(device):
+    # (A device autocast does not know, such as meta in the shape tests, is never autocast.)
+    if torch.amp.is_autocast_available(device) and torch.is_autocast_enabled(device):
         # A custom Function is not autocast by itself: cast as autocast would for a matmul
         # (the casts' own backward brings the gradients back to the weights' dtype).
         dtype = torch.get_autocast_dtype(device)
