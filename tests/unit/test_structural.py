@@ -179,3 +179,14 @@ def test_bad_input_is_one_user_error(
     with pytest.raises(UserError, match=None) as info:
         perturbation_curves(ens, kind, levels, samples=samples)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("kind", ["weight_noise", "dropout"])
+def test_the_perturbed_copies_run_on_the_ensembles_device(ens: Ensemble, kind: str) -> None:
+    """``structural --device``: the forward passes run there (meta stands in for a GPU: a
+    CPU tensor mixed in would fail with another error, and a CPU-only run would finish).
+    """
+    placed = Ensemble.load(ens.store.root)
+    placed.device = torch.device("meta")
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta"):
+        perturbation_curves(placed, kind, [0.1], samples=2, draws=50)

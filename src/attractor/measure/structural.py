@@ -205,7 +205,7 @@ def perturbation_curves(
     for i, member in enumerate(members):
         params = {k: v[i : i + 1].expand(samples, *v.shape[1:]) for k, v in all_params.items()}
         buffers = {k: v[i : i + 1].expand(samples, *v.shape[1:]) for k, v in all_buffers.items()}
-        copies = _Copies(forward, params, buffers, x, y, hidden)
+        copies = _Copies(forward, params, buffers, x, y, hidden, ens.device)
         for j, level in enumerate(levels):
             gen = torch_generator(f"structural:{kind}:{level!r}", seed, member)
             drop, kl = copies.scores(KINDS[kind][0], level, gen)
@@ -250,7 +250,7 @@ def _inputs(
     members = ens.members if members is None else members
     if not members:
         raise UserError("no finished member to perturb; train the run first")
-    template = ens.task.make_model().eval()
+    template = ens.task.make_model().eval().to(ens.device)
     forward, hidden = batched_forward(template), hidden_inputs(template)
     if kind == "dropout" and not hidden:
         raise UserError(
@@ -271,12 +271,16 @@ class _Copies:
         x: Tensor,
         y: Tensor,
         hidden: HiddenInputs,
+        device: torch.device = torch.device("cpu"),
     ) -> None:
-        self.forward, self.params, self.buffers = forward, params, buffers
-        self.x, self.y, self.hidden = x, y, hidden
+        # Masks and noises are drawn on the CPU (the same on every device); the perturbed
+        # copies' forward passes run on ``device``, their scores back on the CPU.
+        self.forward, self.params, self.device = forward, params, device
+        self.buffers = {k: v.to(device) for k, v in buffers.items()}
+        self.x, self.y, self.hidden = x.to(device), y, hidden
         # The reference runs through the same batched call as the perturbed copies, so that
         # level 0 gives exactly zero (a different batch shape can change BLAS rounding).
-        base = _run(forward, params, buffers, x)[0]
+        base = self._logits(params)[0]
         self.base_log_probs = torch.log_softmax(base.to(torch.float64), -1)
         self.accuracy = float((base.argmax(-1) == y).to(torch.float64).mean())
 
@@ -285,6 +289,10 @@ class _Copies:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Accuracy drop and KL to the reference of each perturbed copy: ``([K], [K])``."""
         perturbed = perturb(self.params, level, gen, self.hidden)
-        logits = _run(self.forward, perturbed, self.buffers, self.x)
-        acc, kl = _scores(logits, self.base_log_probs, self.y)
+        acc, kl = _scores(self._logits(perturbed), self.base_log_probs, self.y)
         return self.accuracy - acc.numpy(), kl.numpy()
+
+    def _logits(self, params: Params) -> Tensor:
+        """Outputs of the copies ``params`` (on the CPU) computed on the device, back on the CPU."""
+        placed = {k: v.to(self.device) for k, v in params.items()}
+        return _run(self.forward, placed, self.buffers, self.x).cpu()
