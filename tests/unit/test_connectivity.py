@@ -209,3 +209,13 @@ def test_lmc_between_members(ens: Ensemble, tmp_path: Path) -> None:
 
     itself = lmc(ens, a, a, x=ens.task.x_train[:100], y=ens.task.y_train[:100], points=5)
     assert all(value == 0 for value in itself.barriers.values())
+
+
+def test_the_path_is_evaluated_on_the_ensembles_device(ens: Ensemble) -> None:
+    """``measure --device``: the path's forward passes run there (meta stands in for a GPU:
+    a CPU tensor mixed in would fail with another error, a CPU-only path would finish).
+    """
+    placed = Ensemble.load(ens.store.root)
+    placed.device = torch.device("meta")
+    with pytest.raises(NotImplementedError, match="Cannot copy out of meta"):
+        lmc(placed, placed.members[0], placed.members[1], points=3)

@@ -31,6 +31,7 @@ References:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,7 @@ def path_curve(
     points: int = 30,
     repair: str = "none",
     repair_data: RepairData | None = None,
+    device: torch.device | None = None,
 ) -> pd.DataFrame:
     """Mean loss (and error, for classification tasks) at ``points`` evenly spaced alphas.
 
@@ -112,6 +114,8 @@ def path_curve(
             both ends included.
         repair_data: training inputs the statistics are recomputed on (needed unless
             ``repair`` is ``"none"``); default 10 seeded batches of 128 of ``task.x_train``.
+        device: where the path's forward passes run (default the CPU); the interpolation
+            and the repair are done on the CPU, the sums come back there.
 
     Returns:
         One row per point: ``alpha``, ``loss``, and ``error`` (share of wrong argmax
@@ -127,27 +131,30 @@ def path_curve(
         states = [{k: v[i] for k, v in stacked.items()} for i in range(points)]
         states = repair_path(repair, model_template, states, alphas, (state_a, state_b), data)
         stacked = {k: torch.stack([s[k] for s in states]) for k in stacked}
+    device = torch.device("cpu") if device is None else device
     names = {name for name, _ in model_template.named_parameters()}
-    params: Params = {k: v for k, v in stacked.items() if k in names}
-    buffers: Params = {k: v for k, v in stacked.items() if k not in names}
-    was_training = model_template.training
-    model_template.eval()
-    forward = batched_forward(model_template)
+    params: Params = {k: v.to(device) for k, v in stacked.items() if k in names}
+    buffers: Params = {k: v.to(device) for k, v in stacked.items() if k not in names}
+    # The caller's template stays where it is: a copy computes on another device.
+    model = model_template if device.type == "cpu" else copy.deepcopy(model_template).to(device)
+    was_training = model.training
+    model.eval()
+    forward = batched_forward(model)
     loss_sum = torch.zeros(points, dtype=torch.float64)
     wrong = torch.zeros(points, dtype=torch.float64)
     batch = max(1, _ROWS // points)
     try:
         for begin in range(0, len(x), batch):
-            xb, yb = x[begin : begin + batch], y[begin : begin + batch]
+            xb, yb = x[begin : begin + batch].to(device), y[begin : begin + batch].to(device)
             logits = forward(
                 params, buffers, xb.unsqueeze(0).expand(points, *xb.shape)
             )  # [points, batch, C]
             targets = yb.unsqueeze(0).expand(points, *yb.shape)
-            loss_sum += task.loss(logits, targets).reshape(points, -1).double().sum(1)
+            loss_sum += task.loss(logits, targets).reshape(points, -1).double().sum(1).cpu()
             if task.num_classes is not None:
-                wrong += (logits.argmax(-1) != targets).reshape(points, -1).double().sum(1)
+                wrong += (logits.argmax(-1) != targets).reshape(points, -1).double().sum(1).cpu()
     finally:
-        model_template.train(was_training)
+        model.train(was_training)
     count = y.numel()
     curve = pd.DataFrame({"alpha": alphas.numpy(), "loss": (loss_sum / count).numpy()})
     if task.num_classes is not None:
@@ -287,12 +294,14 @@ def lmc(
         raise UserError(f"unknown repair '{repair}'; known: {', '.join(REPAIRS)}")
     if repair != "none" and repair_data is None:
         repair_data = RepairData.sample(task.x_train)
-    curve = path_curve(task, template, state_a, state_b, x, y, points, repair, repair_data)
+    curve = path_curve(
+        task, template, state_a, state_b, x, y, points, repair, repair_data, ens.device
+    )
     aligned_curve = aligned_barriers = None
     if align_fn is not None:
         aligned_b, _ = align_fn(state_a, state_b, template)
         aligned_curve = path_curve(
-            task, template, state_a, aligned_b, x, y, points, repair, repair_data
+            task, template, state_a, aligned_b, x, y, points, repair, repair_data, ens.device
         )
         aligned_barriers = barriers(aligned_curve)
     # Record what was done, not what was asked: a reset without BatchNorm does nothing.
