@@ -180,7 +180,9 @@ def test_interpolated_batchnorm_statistics_collapse_and_reset_measures_it(
 
 
 class _TwoMembers:
-    """What :func:`lmc` reads of an ensemble: the task, snapshot steps and weights."""
+    """What :func:`lmc` reads of an ensemble: the task, snapshot steps, weights, device."""
+
+    device = torch.device("cpu")
 
     def __init__(self, task: Task, states: list[dict[str, torch.Tensor]]) -> None:
         self.task, self.states = task, states

@@ -24,8 +24,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 class Members:
     """The part of an :class:`~attractor.runs.ensemble.Ensemble` the measures read, over
-    modules built in the test: members' modules, their stacked weights, the task's test split.
+    modules built in the test: members' modules, their stacked weights, the task's test split,
+    the device their forward passes run on.
     """
+
+    device = torch.device("cpu")
 
     def __init__(self, models: list[nn.Module], x: Tensor, y: Tensor | None = None) -> None:
         self.models = [m.eval() for m in models]
