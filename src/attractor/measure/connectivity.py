@@ -31,7 +31,6 @@ References:
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -99,13 +98,14 @@ def path_curve(
     points: int = 30,
     repair: str = "none",
     repair_data: RepairData | None = None,
-    device: torch.device | None = None,
 ) -> pd.DataFrame:
     """Mean loss (and error, for classification tasks) at ``points`` evenly spaced alphas.
 
     Args:
         task: supplies the per-example loss and whether there are classes.
-        model_template: a module of the architecture (its own weights are not used).
+        model_template: a module of the architecture (its own weights are not used); the
+            path's forward passes run on its device, the interpolation and the repair on the
+            CPU, and the sums come back there.
         state_a, state_b: parameters and buffers of the two ends (``ens.params(m)``).
         x: ``[batch, ...]`` inputs; y: ``[batch, ...]`` targets.
         points: path points including both ends (``>= 2``).
@@ -114,8 +114,6 @@ def path_curve(
             both ends included.
         repair_data: training inputs the statistics are recomputed on (needed unless
             ``repair`` is ``"none"``); default 10 seeded batches of 128 of ``task.x_train``.
-        device: where the path's forward passes run (default the CPU); the interpolation
-            and the repair are done on the CPU, the sums come back there.
 
     Returns:
         One row per point: ``alpha``, ``loss``, and ``error`` (share of wrong argmax
@@ -131,17 +129,15 @@ def path_curve(
         states = [{k: v[i] for k, v in stacked.items()} for i in range(points)]
         states = repair_path(repair, model_template, states, alphas, (state_a, state_b), data)
         stacked = {k: torch.stack([s[k] for s in states]) for k in stacked}
-    device = torch.device("cpu") if device is None else device
     names = {name for name, _ in model_template.named_parameters()}
+    device = next(model_template.parameters()).device
     params: Params = {k: v.to(device) for k, v in stacked.items() if k in names}
     buffers: Params = {k: v.to(device) for k, v in stacked.items() if k not in names}
-    # The caller's template stays where it is: a copy computes on another device.
-    model = model_template if device.type == "cpu" else copy.deepcopy(model_template).to(device)
-    was_training = model.training
-    model.eval()
-    forward = batched_forward(model)
-    loss_sum = torch.zeros(points, dtype=torch.float64)
-    wrong = torch.zeros(points, dtype=torch.float64)
+    was_training = model_template.training
+    model_template.eval()
+    forward = batched_forward(model_template)
+    loss_sum = torch.zeros(points, dtype=torch.float64, device=device)
+    wrong = torch.zeros(points, dtype=torch.float64, device=device)
     batch = max(1, _ROWS // points)
     try:
         for begin in range(0, len(x), batch):
@@ -150,12 +146,13 @@ def path_curve(
                 params, buffers, xb.unsqueeze(0).expand(points, *xb.shape)
             )  # [points, batch, C]
             targets = yb.unsqueeze(0).expand(points, *yb.shape)
-            loss_sum += task.loss(logits, targets).reshape(points, -1).double().sum(1).cpu()
+            loss_sum += task.loss(logits, targets).reshape(points, -1).double().sum(1)
             if task.num_classes is not None:
-                wrong += (logits.argmax(-1) != targets).reshape(points, -1).double().sum(1).cpu()
+                wrong += (logits.argmax(-1) != targets).reshape(points, -1).double().sum(1)
     finally:
-        model.train(was_training)
+        model_template.train(was_training)
     count = y.numel()
+    loss_sum, wrong = loss_sum.cpu(), wrong.cpu()
     curve = pd.DataFrame({"alpha": alphas.numpy(), "loss": (loss_sum / count).numpy()})
     if task.num_classes is not None:
         curve["error"] = (wrong / count).numpy()
@@ -289,19 +286,17 @@ def lmc(
     with torch.random.fork_rng(
         devices=[]
     ):  # the template's own draws must not move the caller's RNG
-        template = task.make_model()
+        template = task.make_model().to(ens.device)  # the paths are evaluated there
     if repair not in REPAIRS:
         raise UserError(f"unknown repair '{repair}'; known: {', '.join(REPAIRS)}")
     if repair != "none" and repair_data is None:
         repair_data = RepairData.sample(task.x_train)
-    curve = path_curve(
-        task, template, state_a, state_b, x, y, points, repair, repair_data, ens.device
-    )
+    curve = path_curve(task, template, state_a, state_b, x, y, points, repair, repair_data)
     aligned_curve = aligned_barriers = None
     if align_fn is not None:
         aligned_b, _ = align_fn(state_a, state_b, template)
         aligned_curve = path_curve(
-            task, template, state_a, aligned_b, x, y, points, repair, repair_data, ens.device
+            task, template, state_a, aligned_b, x, y, points, repair, repair_data
         )
         aligned_barriers = barriers(aligned_curve)
     # Record what was done, not what was asked: a reset without BatchNorm does nothing.
