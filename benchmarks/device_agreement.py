@@ -22,6 +22,7 @@ a smoke test of this script. Nothing is asserted; everything is printed and, wit
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -144,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parser.error(f"unknown workloads {unknown}; pick from {sorted(WORKLOADS)}")
     steps = args.steps or (4 if args.quick else 100)
     gpu = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
-    load_before = __import__("os").getloadavg()[0]
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     print(
         f"device_agreement: device {device}{gpu}, torch {torch.__version__}, {steps} steps, "
