@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from timing import finish, machine, write_report  # benchmarks/timing.py
+from timing import finish, machine, sync, write_report  # benchmarks/timing.py
 from torch import Tensor, fx, nn
 from torch.nn.modules.conv import _ConvNd
 
@@ -160,11 +160,6 @@ def rows(n: int, batch_size: int) -> list[PlanRow]:
         PlanRow(member=i, init_seed=i, data_seed=100 + i, lr=0.05, batch_size=batch_size)
         for i in range(n)
     ]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train_path(

@@ -26,19 +26,13 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
-from timing import best_time
+from timing import best_time, sync
 from torch import Tensor
 from torch.func import functional_call, grad, stack_module_state, vmap
 
 from attractor.tasks.base import Task
 
 LR, MOMENTUM, BATCH = 0.05, 0.9, 64
-
-
-def sync(device: torch.device) -> None:
-    """Wait for the device's queued work (CUDA kernels run asynchronously); no-op on the CPU."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int = 1) -> float:

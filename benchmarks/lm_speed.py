@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from timing import best_time, finish, machine, write_report  # benchmarks/timing.py
+from timing import best_time, finish, machine, sync, write_report  # benchmarks/timing.py
 
 import attractor.training.chunk as chunk_module
 from attractor.config import Config, parse_config
@@ -65,12 +65,6 @@ EXAMPLE = ROOT / "examples" / "tiny-lm.toml"
 PATHS = ("loop", "vmap", "stacked")
 GOAL_RATIO, GOAL_MEMBERS = 2.0, (4, 8, 16)
 CHECK_STEPS, CHECK_TOL = 6, 1e-5
-
-
-def sync() -> None:
-    """Wait for the card's queued kernels, so a timing mark means the work is done."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
 
 
 def workload(steps: int, quick: bool, device: str = "cpu") -> dict[str, Any]:
@@ -134,8 +128,10 @@ def train_path(
     def sink(row: PlanRow, step: int, state: dict, metrics: dict) -> None:
         final[row.member] = (state, metrics)
 
+    device = resolve_device(cfg.run.device)
+
     def on_step(_members: int) -> None:
-        sync()
+        sync(device)
         marks.append(time.perf_counter())
 
     chunks = [[row] for row in members] if path == "loop" else [members]  # loop: as run does
@@ -152,13 +148,14 @@ def rates(task: Task, cfg: Config, n: int, repeats: int) -> dict[str, dict]:
     steps = cfg.trainer.steps
     assert steps is not None
     members = rows(n, cfg)
+    device = resolve_device(cfg.run.device)
     best = {p: {"total": float("inf"), "stepping": float("inf")} for p in PATHS}
     for _ in range(repeats):
         for path in PATHS:
-            sync()
+            sync(device)
             start = time.perf_counter()
             _, stepping = train_path(task, cfg, members, path)
-            sync()
+            sync(device)
             total = time.perf_counter() - start
             best[path] = {
                 "total": min(best[path]["total"], total),
@@ -197,7 +194,7 @@ def matmul_floor(task: Task, cfg: Config, repeats: int) -> float:
             torch.mm(x, w)
             torch.mm(g, w.t())
             torch.mm(x.t(), g)
-        sync()
+        sync(device)
 
     run()
     return best_time(run, max(5, 3 * repeats))

@@ -16,6 +16,16 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
+def sync(device: object) -> None:
+    """Wait for a CUDA ``device``'s queued work (its kernels run asynchronously), so a timing
+    covers the work, not its launch; nothing on the CPU.
+    """
+    import torch
+
+    if isinstance(device, torch.device) and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def finish(started: float, load_before: float) -> float:
     """Print the run's length and a noise warning when other processes were busy; the load at the
     end.
