@@ -8,7 +8,6 @@ ens.params(member=3, step=0)  # that member's initial parameters
 
 from __future__ import annotations
 
-import copy
 import functools
 from pathlib import Path
 
@@ -24,7 +23,7 @@ from attractor.runs.store import RunStore
 from attractor.runs.trust import check_task_trust
 from attractor.tasks import build_task, is_user_task
 from attractor.tasks.base import Task
-from attractor.training.device import resolve_device
+from attractor.training.device import module_on, resolve_device
 from attractor.training.forward import Params, batched_forward, single_forward
 from attractor.training.init import initial_module
 
@@ -123,10 +122,10 @@ class Ensemble:
 
     @functools.cached_property
     def _device_template(self) -> nn.Module:
-        """The template on :attr:`device`: a buffer the snapshots leave out (a non-persistent
-        one, e.g. a causal mask) is read from it there.
+        """The template on :attr:`device` (itself on the CPU): a buffer the snapshots leave out
+        (a non-persistent one, e.g. a causal mask) is read from it there.
         """
-        return copy.deepcopy(self._template).to(self.device)
+        return module_on(self._template, self.device)
 
     @property
     def members(self) -> list[int]:
@@ -218,7 +217,7 @@ class Ensemble:
         if self.device.type != "cpu":
             params = {k: v.to(self.device) for k, v in params.items()}
             buffers = {k: v.to(self.device) for k, v in buffers.items()}
-        template = self._template if self.device.type == "cpu" else self._device_template
+        template = self._device_template
         vectorized = self.manifest.get("strategy", "vectorized") != "loop"
         forward = (
             batched_forward(template)

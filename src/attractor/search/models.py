@@ -7,7 +7,6 @@ then ``@`` perturbations) is in :mod:`attractor.search.spec`, the perturbations 
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from attractor.search.spec import ModelSpec, parse_spec
 from attractor.seeds import torch_generator
 from attractor.tasks import build_task
 from attractor.tasks.base import Task
+from attractor.training.device import module_on
 
 __all__ = [
     "PERTURBATIONS",
@@ -46,7 +46,7 @@ class Placed(nn.Module):
 
     def __init__(self, model: nn.Module, device: torch.device) -> None:
         super().__init__()
-        self.inner = copy.deepcopy(model).to(device)
+        self.inner = module_on(model, device)
         self.device = device
 
     def forward(self, x: Tensor) -> Tensor:

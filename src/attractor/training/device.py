@@ -10,12 +10,13 @@ tensors: snapshots and checkpoints are the same files wherever a run trained.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import os
 import re
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from attractor.errors import UserError
 from attractor.tasks.base import Task
@@ -95,6 +96,13 @@ def task_on(task: Task, device: torch.device) -> Task:
         y_test=task.y_test.to(device),
         probes=probes,
     )
+
+
+def module_on(module: nn.Module, device: torch.device) -> nn.Module:
+    """``module`` (built on the CPU) itself for the CPU, else a copy of it on ``device``: the
+    caller's module stays where it is.
+    """
+    return module if device.type == "cpu" else copy.deepcopy(module).to(device)
 
 
 def host(tensor: Tensor) -> Tensor:

@@ -15,7 +15,6 @@ temporary name, never written through, so a source is never modified.
 
 from __future__ import annotations
 
-import copy
 import errno
 import os
 import secrets
@@ -36,7 +35,7 @@ from attractor.runs.imports.fit import Fitted, fit
 from attractor.runs.imports.sources import SourceMember
 from attractor.runs.store import RunStore
 from attractor.tasks.base import Task
-from attractor.training.device import task_on
+from attractor.training.device import module_on, task_on
 from attractor.training.evaluate import evaluate
 from attractor.training.forward import batched_forward, single_forward
 
@@ -74,8 +73,7 @@ def write_run(
     store.annotate(strategy=target.strategy, imported={**record, "members": {}})
     # The metrics are computed on the device with a copy of the template there (the one given
     # keeps checking files on the CPU); the snapshots written are the CPU tensors as read.
-    evaluator = template if target.device.type == "cpu" else copy.deepcopy(template)
-    evaluator.to(target.device)
+    evaluator = module_on(template, target.device)
     task = task_on(task, target.device)
     forward = (
         batched_forward(evaluator) if target.strategy == "vectorized" else single_forward(evaluator)

@@ -28,7 +28,6 @@ References:
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -47,6 +46,7 @@ from attractor.stack.learned.examples import (
 )
 from attractor.tasks.corpus import Document, pydoc_documents, split_documents
 from attractor.tasks.tiny_lm import TinyLMOptions
+from attractor.training.device import module_on
 
 #: A code line of the pydoc corpus: an indented line (the corpus indents its blocks by 3
 #: spaces, nested ones deeper, so 4+ marks the nested code of examples) or a prompt.
@@ -340,9 +340,7 @@ class BaseFeatures:
                 f"BaseFeatures context = {context}: give 1 to {positions} (the model's positions)"
             )
         self.device = torch.device("cpu") if device is None else device
-        if self.device.type != "cpu":
-            trunk = copy.deepcopy(trunk).to(self.device)
-        self.trunk = trunk.eval()
+        self.trunk = module_on(trunk, self.device).eval()
         self.context = context
         self.chunk = chunk
         self.width = int(inner.config.n_embd)
