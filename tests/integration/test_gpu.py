@@ -44,6 +44,8 @@ WORKLOADS: dict[str, dict[str, Any]] = {
 
 
 def _train(workload: str, root: Path, **run: Any) -> dict[int, dict[str, torch.Tensor]]:
+    if workload == "tiny-lm":
+        pytest.importorskip("transformers", reason="tiny-lm needs transformers (attractor[lm])")
     spec = WORKLOADS[workload]
     mapping = tiny_mapping(
         trainer={"steps": 6, **spec.get("trainer", {})},
