@@ -32,6 +32,7 @@ from attractor.certify.bab import (
     Objective,
     Outcome,
     branch_and_bound,
+    objective_upper,
     sample_attack,
 )
 from attractor.certify.methods import METHODS, CertifyMethod, resolve_method
@@ -190,6 +191,7 @@ def certify_difference(
         attack or sample_attack(seed=seed),
         rtol=rtol,
         hidden=hidden,
+        caps=objective_upper(root[0], root[1], objective),
     )
     result = _result(outcomes, str(objective), resolved, delta, root)
     # The attained inputs in the shape the models take (the search ran on flattened boxes).

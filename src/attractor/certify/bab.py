@@ -101,6 +101,7 @@ def branch_and_bound(
     batch: int = 32,
     rtol: float = 1e-3,
     hidden: int = 0,
+    caps: Tensor | None = None,
 ) -> list[Outcome]:
     """Branch and bound on each point's box ``lower[i], upper[i]`` (``[n, d]``), one after another.
 
@@ -114,6 +115,9 @@ def branch_and_bound(
         batch: domains split per round (their halves are bounded in one call).
         rtol: stop once ``upper - lower <= rtol * |lower|``.
         hidden: number of hidden neurons per net (the width of the split tensors).
+        caps: ``[n]`` an upper bound already certified for each point (the one-shot bound
+            over its whole box): the root is capped by it as every child is by its parent, so
+            the result is never looser, not even by the round-off of another batch shape.
     """
     attack = attack or sample_attack()
     value = objective_fn(net_a, net_b, objective)
@@ -131,6 +135,7 @@ def branch_and_bound(
             batch,
             rtol,
             hidden,
+            None if caps is None else caps[i : i + 1],
         )
         for i in range(lower.shape[0])
     ]
@@ -197,11 +202,12 @@ def _one_point(
     batch: int,
     rtol: float,
     hidden: int,
+    cap: Tensor | None,
 ) -> Outcome:
     """Branch and bound on one point's box ``lo, hi [1, d]`` (see the module docstring)."""
     start = time.perf_counter()
     fix = torch.zeros(1, 2, hidden, dtype=torch.float64)
-    open_ = _bounded(bound, lo, hi, fix, objective, None)
+    open_ = _bounded(bound, lo, hi, fix, objective, cap)
     best_lb, best_x = _search(lo, hi, value, attack)
     pruned, boxes, best_ub = -float("inf"), 1, float(open_.ub.max())
     while True:
